@@ -1,0 +1,4 @@
+//! HTTP API handlers: thin functions from a typed request to a service call and back.
+
+pub mod admin;
+pub mod client;

@@ -1,0 +1,404 @@
+//! One typed configuration, read from TOML and `MATRIXON_*` environment overrides.
+
+mod env;
+
+use std::{net::SocketAddr, path::Path};
+
+use ruma::OwnedServerName;
+use serde::Deserialize;
+
+/// The commented configuration printed by `matrixon generate-config`; every key appears in it.
+pub const TEMPLATE: &str = include_str!("template.toml");
+
+/// Everything the server reads at start; nothing else is configuration.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The homeserver's name, the domain part of every local user ID.
+    pub server_name: OwnedServerName,
+    /// Client API listen addresses.
+    pub listen: Vec<SocketAddr>,
+    /// The URL clients use to reach the server.
+    pub public_baseurl: Option<String>,
+    /// What `/.well-known/matrix/server` announces.
+    pub federation_address: Option<String>,
+    /// Largest accepted request body in bytes.
+    pub max_request_bytes: usize,
+    /// Logging.
+    pub log: LogConfig,
+    /// Storage backend.
+    pub database: DatabaseConfig,
+    /// Who may create accounts.
+    pub registration: RegistrationConfig,
+    /// Token lifetimes.
+    pub sessions: SessionsConfig,
+    /// Prometheus exporter.
+    pub metrics: MetricsConfig,
+    /// Abuse limits.
+    pub rate_limits: RateLimitsConfig,
+}
+
+/// Logging settings.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// tracing filter directives.
+    pub level: String,
+    /// Output format.
+    pub format: LogFormat,
+}
+
+/// Human or machine log lines.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Readable lines for a terminal.
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Storage settings.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `sqlite:PATH` or `postgres://…`.
+    pub url: String,
+    /// Pool size.
+    pub max_connections: u32,
+}
+
+/// Registration policy.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistrationConfig {
+    /// Open registration through the client API.
+    pub open: bool,
+    /// Registration needs a registration token.
+    pub tokens_required: bool,
+    /// Secret for Synapse-compatible shared-secret registration.
+    pub shared_secret: Option<String>,
+}
+
+/// Lifetimes of the secrets the server hands out.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionsConfig {
+    /// Seconds a refreshable access token lives.
+    pub refreshable_access_token_lifetime_s: u64,
+    /// Seconds a login token lives.
+    pub login_token_lifetime_s: u64,
+    /// Seconds a UIA session lives.
+    pub uia_session_lifetime_s: u64,
+}
+
+/// Metrics exporter settings.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Where `/metrics` is served; off when unset.
+    pub listen: Option<SocketAddr>,
+}
+
+/// Rate limit settings.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitsConfig {
+    /// Master switch.
+    pub enabled: bool,
+    /// Login attempts per IP.
+    pub login_per_ip: Bucket,
+    /// Login attempts per account.
+    pub login_per_account: Bucket,
+    /// Registration attempts per IP.
+    pub register_per_ip: Bucket,
+}
+
+/// One token bucket's shape.
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Bucket {
+    /// Refill rate.
+    pub per_second: f64,
+    /// Capacity.
+    pub burst: u32,
+}
+
+/// Why the configuration could not be used; the message names the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    /// TOML syntax or a key of the wrong type or name.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Reads the file (if any), applies `MATRIXON_*` overrides from `env`, then validates.
+    pub fn load(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let text = match path {
+            Some(path) => std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.display().to_string(),
+                source,
+            })?,
+            None => String::new(),
+        };
+        Self::from_toml_with_env(&text, env)
+    }
+
+    /// Parses TOML text layered over the defaults, applies environment overrides, validates.
+    pub fn from_toml_with_env(
+        text: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut table: toml::Table =
+            toml::from_str(text).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        env::apply_overrides(&mut table, env)?;
+        let mut merged = defaults();
+        merge(&mut merged, table);
+        let config: Config = toml::Value::Table(merged)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Invalid(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, why: &str| Err(ConfigError::Invalid(format!("`{key}`: {why}")));
+        if self.listen.is_empty() {
+            return bad("listen", "needs at least one address");
+        }
+        if !(self.database.url.starts_with("sqlite:")
+            || self.database.url.starts_with("postgres://")
+            || self.database.url.starts_with("postgresql://"))
+        {
+            return bad(
+                "database.url",
+                "must start with sqlite:, postgres:// or postgresql://",
+            );
+        }
+        if self.database.max_connections == 0 {
+            return bad("database.max_connections", "must be at least 1");
+        }
+        if let Some(url) = &self.public_baseurl {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return bad("public_baseurl", "must be an http:// or https:// URL");
+            }
+        }
+        if self.max_request_bytes < 1024 {
+            return bad("max_request_bytes", "must be at least 1024");
+        }
+        if matches!(&self.registration.shared_secret, Some(s) if s.is_empty()) {
+            return bad(
+                "registration.shared_secret",
+                "must not be empty (leave it unset instead)",
+            );
+        }
+        for (key, bucket) in [
+            ("rate_limits.login_per_ip", self.rate_limits.login_per_ip),
+            (
+                "rate_limits.login_per_account",
+                self.rate_limits.login_per_account,
+            ),
+            (
+                "rate_limits.register_per_ip",
+                self.rate_limits.register_per_ip,
+            ),
+        ] {
+            if !(bucket.per_second.is_finite() && bucket.per_second > 0.0) || bucket.burst == 0 {
+                return bad(key, "per_second must be > 0 and burst >= 1");
+            }
+        }
+        for (key, secs) in [
+            (
+                "sessions.refreshable_access_token_lifetime_s",
+                self.sessions.refreshable_access_token_lifetime_s,
+            ),
+            (
+                "sessions.login_token_lifetime_s",
+                self.sessions.login_token_lifetime_s,
+            ),
+            (
+                "sessions.uia_session_lifetime_s",
+                self.sessions.uia_session_lifetime_s,
+            ),
+        ] {
+            if secs == 0 || secs > 365 * 24 * 3600 {
+                return bad(key, "must be between 1 second and one year");
+            }
+        }
+        Ok(())
+    }
+
+    /// The base URL clients are told to use, always ending in `/`.
+    pub fn public_baseurl(&self) -> String {
+        let url = match &self.public_baseurl {
+            Some(url) => url.clone(),
+            None => {
+                let port = self.listen.first().map_or(8008, SocketAddr::port);
+                format!("http://{}:{port}/", self.server_name)
+            }
+        };
+        if url.ends_with('/') {
+            url
+        } else {
+            format!("{url}/")
+        }
+    }
+
+    /// The `host:port` that `/.well-known/matrix/server` announces.
+    pub fn federation_address(&self) -> String {
+        if let Some(address) = &self.federation_address {
+            return address.clone();
+        }
+        let base = self.public_baseurl();
+        let (https, rest) = match base.strip_prefix("https://") {
+            Some(rest) => (true, rest),
+            None => (false, base.trim_start_matches("http://")),
+        };
+        let authority = rest.split('/').next().unwrap_or_default();
+        let has_port = authority
+            .rsplit_once(':')
+            .is_some_and(|(_, p)| p.chars().all(|c| c.is_ascii_digit()))
+            && !authority.ends_with(']');
+        match (has_port, https) {
+            (true, _) => authority.to_owned(),
+            (false, true) => format!("{authority}:443"),
+            (false, false) => format!("{authority}:80"),
+        }
+    }
+}
+
+/// The template with every commented-out key left out: the built-in defaults.
+fn defaults() -> toml::Table {
+    // The template is part of the binary and covered by a unit test, so this cannot fail at
+    // run time; an empty table would still be caught by validation of required keys.
+    toml::from_str(TEMPLATE).unwrap_or_default()
+}
+
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (key, value) in over {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(base_t)), toml::Value::Table(over_t)) => merge(base_t, over_t),
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env() -> Vec<(String, String)> {
+        Vec::new()
+    }
+
+    #[test]
+    fn template_is_the_default_configuration() {
+        let config = Config::from_toml_with_env("", no_env()).expect("defaults are valid");
+        assert_eq!(config.server_name.as_str(), "localhost");
+        assert_eq!(config.listen, vec!["127.0.0.1:8008".parse().expect("addr")]);
+        assert_eq!(config.database.url, "sqlite:./data/matrixon.db");
+        assert!(!config.registration.open);
+        assert_eq!(config.public_baseurl(), "http://localhost:8008/");
+        assert_eq!(config.federation_address(), "localhost:8008");
+    }
+
+    #[test]
+    fn template_with_every_key_uncommented_is_valid() {
+        let uncommented: String = TEMPLATE
+            .lines()
+            .map(|l| match l.strip_prefix("# ") {
+                Some(rest)
+                    if rest.contains(" = ")
+                        && rest.split(' ').next().is_some_and(|k| {
+                            k.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+                        }) =>
+                {
+                    rest
+                }
+                _ => l,
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let config = Config::from_toml_with_env(&uncommented, no_env()).expect("valid");
+        assert_eq!(
+            config.registration.shared_secret.as_deref(),
+            Some("a long random string")
+        );
+        assert_eq!(
+            config.metrics.listen,
+            Some("127.0.0.1:9108".parse().expect("addr"))
+        );
+        assert_eq!(config.federation_address(), "matrix.example.org:443");
+    }
+
+    #[test]
+    fn unknown_and_mistyped_keys_are_named() {
+        let err = Config::from_toml_with_env("[registration]\nopen = true\nopn = 1\n", no_env())
+            .expect_err("unknown key");
+        assert!(err.to_string().contains("opn"), "{err}");
+        let err = Config::from_toml_with_env("[database]\nmax_connections = \"many\"\n", no_env())
+            .expect_err("wrong type");
+        assert!(err.to_string().contains("max_connections"), "{err}");
+        let err = Config::from_toml_with_env("[database]\nurl = \"mysql://x\"\n", no_env())
+            .expect_err("bad url");
+        assert!(err.to_string().contains("database.url"), "{err}");
+        let err = Config::from_toml_with_env("server_name = \"not a name!\"\n", no_env())
+            .expect_err("bad name");
+        assert!(err.to_string().contains("server_name"), "{err}");
+    }
+
+    #[test]
+    fn environment_overrides_win_over_the_file() {
+        let env = vec![
+            ("MATRIXON_SERVER_NAME".to_owned(), "example.org".to_owned()),
+            (
+                "MATRIXON_LISTEN".to_owned(),
+                "127.0.0.1:1,[::1]:2".to_owned(),
+            ),
+            (
+                "MATRIXON_DATABASE_URL".to_owned(),
+                "postgres://x@localhost/db".to_owned(),
+            ),
+            (
+                "MATRIXON_REGISTRATION_SHARED_SECRET".to_owned(),
+                "s3cret".to_owned(),
+            ),
+            ("MATRIXON_REGISTRATION_OPEN".to_owned(), "true".to_owned()),
+            (
+                "MATRIXON_RATE_LIMITS_LOGIN_PER_IP_BURST".to_owned(),
+                "3".to_owned(),
+            ),
+            ("UNRELATED".to_owned(), "x".to_owned()),
+        ];
+        let config =
+            Config::from_toml_with_env("server_name = \"file.org\"\n", env).expect("valid");
+        assert_eq!(config.server_name.as_str(), "example.org");
+        assert_eq!(config.listen.len(), 2);
+        assert_eq!(config.database.url, "postgres://x@localhost/db");
+        assert_eq!(config.registration.shared_secret.as_deref(), Some("s3cret"));
+        assert!(config.registration.open);
+        assert_eq!(config.rate_limits.login_per_ip.burst, 3);
+    }
+
+    #[test]
+    fn unknown_environment_keys_are_refused() {
+        let env = vec![("MATRIXON_REGISTRATON_OPEN".to_owned(), "true".to_owned())];
+        let err = Config::from_toml_with_env("", env).expect_err("typo");
+        assert!(
+            err.to_string().contains("MATRIXON_REGISTRATON_OPEN"),
+            "{err}"
+        );
+    }
+}

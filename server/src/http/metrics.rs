@@ -1,0 +1,95 @@
+//! Prometheus instruments and the middleware that feeds them.
+
+use std::{sync::Arc, time::Instant};
+
+use axum::{
+    extract::{MatchedPath, Request, State},
+    middleware::Next,
+    response::Response,
+};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
+
+use crate::service::Services;
+
+/// The server's metrics, in their own registry (no global state).
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    latency: HistogramVec,
+    db_connections: IntGauge,
+    db_idle: IntGauge,
+}
+
+impl Metrics {
+    /// Creates and registers every instrument.
+    pub fn new() -> prometheus::Result<Self> {
+        let registry = Registry::new_custom(Some("matrixon".to_owned()), None)?;
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "http_requests_total",
+                "HTTP requests by route, method and status",
+            ),
+            &["route", "method", "status"],
+        )?;
+        let latency = HistogramVec::new(
+            HistogramOpts::new(
+                "http_request_duration_seconds",
+                "HTTP request latency by route and method",
+            ),
+            &["route", "method"],
+        )?;
+        let db_connections = IntGauge::new("db_pool_connections", "Open database connections")?;
+        let db_idle = IntGauge::new("db_pool_idle_connections", "Idle database connections")?;
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(latency.clone()))?;
+        registry.register(Box::new(db_connections.clone()))?;
+        registry.register(Box::new(db_idle.clone()))?;
+        Ok(Self {
+            registry,
+            requests,
+            latency,
+            db_connections,
+            db_idle,
+        })
+    }
+
+    /// Text exposition of everything, with the pool gauges read now.
+    pub fn render(&self, pool_usage: (u32, usize)) -> String {
+        self.db_connections.set(i64::from(pool_usage.0));
+        self.db_idle
+            .set(i64::try_from(pool_usage.1).unwrap_or(i64::MAX));
+        let mut out = Vec::new();
+        if let Err(err) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            tracing::error!(%err, "encoding metrics");
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+}
+
+/// Counts and times every request under its route template (never the raw path, whose
+/// cardinality a client controls).
+pub async fn track(
+    State(services): State<Arc<Services>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = request.method().as_str().to_owned();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let metrics = &services.metrics;
+    metrics
+        .latency
+        .with_label_values(&[&route, &method])
+        .observe(started.elapsed().as_secs_f64());
+    metrics
+        .requests
+        .with_label_values(&[&route, &method, response.status().as_str()])
+        .inc();
+    response
+}

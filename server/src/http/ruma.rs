@@ -1,0 +1,199 @@
+//! The request extractor that turns an HTTP request into a typed ruma request, and the one
+//! handler shape every Client-Server route is registered with.
+
+use std::{
+    any::TypeId,
+    future::Future,
+    net::SocketAddr,
+    panic::{AssertUnwindSafe, catch_unwind},
+    sync::Arc,
+};
+
+use axum::{
+    Router,
+    body::Body,
+    extract::{
+        ConnectInfo, FromRequest, FromRequestParts, Path, Request, State, rejection::PathRejection,
+    },
+    response::{IntoResponse, Response},
+    routing::{MethodFilter, on},
+};
+use bytes::{Bytes, BytesMut};
+use http::request::Parts;
+use ruma::api::{
+    IncomingRequest, OutgoingResponse,
+    error::{DeserializationError, FromHttpRequestError},
+    path_builder::PathBuilder,
+};
+
+use super::{
+    auth::{Authenticate, access_token},
+    error::{Error, Result},
+};
+use crate::service::Services;
+
+/// A decoded, authenticated request of endpoint `T`.
+pub struct Ruma<T: IncomingRequest>
+where
+    T::Authentication: Authenticate,
+{
+    /// The typed request.
+    pub body: T,
+    /// The caller, as the endpoint's authentication scheme defines it.
+    pub auth: <T::Authentication as Authenticate>::Identity,
+    /// The client's address (for rate limits and device last-seen).
+    pub client_ip: Option<String>,
+}
+
+/// The peer address of the connection, when the server recorded it.
+pub fn client_ip(parts: &Parts) -> Option<String> {
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| addr.ip().to_string())
+}
+
+/// Reads the whole body, refusing more than the configured limit with 413 `M_TOO_LARGE`.
+pub async fn read_body(parts: &Parts, body: Body, limit: usize) -> Result<Bytes> {
+    let declared = parts
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(Error::too_large(limit));
+    }
+    axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| Error::too_large(limit))
+}
+
+/// `M_NOT_JSON` for a body that is not JSON at all (empty bodies are left to the endpoint).
+pub fn ensure_json(bytes: &[u8]) -> Result<()> {
+    if !bytes.is_empty() && serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_err() {
+        return Err(Error::not_json());
+    }
+    Ok(())
+}
+
+fn parse_error(err: FromHttpRequestError) -> Error {
+    match err {
+        FromHttpRequestError::Deserialization(DeserializationError::Json(e)) => {
+            Error::bad_json(e.to_string())
+        }
+        FromHttpRequestError::Deserialization(DeserializationError::Query(e)) => {
+            Error::invalid_param(format!("Invalid query parameters: {e}"))
+        }
+        FromHttpRequestError::Deserialization(DeserializationError::Ident(e)) => {
+            Error::invalid_param(format!("Invalid identifier in the path: {e}"))
+        }
+        FromHttpRequestError::Deserialization(e) => Error::bad_json(e.to_string()),
+        FromHttpRequestError::MethodMismatch { .. } => Error::method_not_allowed(),
+        other => Error::bad_json(other.to_string()),
+    }
+}
+
+/// ruma 0.16's `LoginInfo` deserializer indexes `data["type"]` and panics when the key is
+/// missing; refuse such bodies before ruma sees them.
+fn check_login_body(bytes: &[u8]) -> Result<()> {
+    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|_| Error::not_json())?;
+    match value.get("type") {
+        Some(serde_json::Value::String(_)) => Ok(()),
+        _ => Err(Error::bad_json("Missing string field `type`")),
+    }
+}
+
+impl<T> FromRequest<Arc<Services>> for Ruma<T>
+where
+    T: IncomingRequest + Send + 'static,
+    T::Authentication: Authenticate,
+{
+    type Rejection = Error;
+
+    async fn from_request(req: Request, services: &Arc<Services>) -> Result<Self> {
+        let (mut parts, body) = req.into_parts();
+        let path_args: Vec<String> =
+            match Path::<Vec<String>>::from_request_parts(&mut parts, services).await {
+                Ok(Path(args)) => args,
+                Err(PathRejection::MissingPathParams(_)) => Vec::new(),
+                Err(e) => return Err(Error::invalid_param(format!("Invalid path: {e}"))),
+            };
+        let client_ip = client_ip(&parts);
+        let token = access_token(&parts)?;
+        let auth = <T::Authentication as Authenticate>::authenticate(
+            services,
+            token.as_deref(),
+            client_ip.clone(),
+        )
+        .await?;
+        let bytes = read_body(&parts, body, services.config.max_request_bytes).await?;
+        ensure_json(&bytes)?;
+        if TypeId::of::<T>() == TypeId::of::<ruma::api::client::session::login::v3::Request>() {
+            check_login_body(&bytes)?;
+        }
+        let request = http::Request::from_parts(parts, bytes);
+        // A panic inside a third-party deserializer must not take the connection down with a
+        // 500; it is reported as the malformed input it is.
+        let parsed = catch_unwind(AssertUnwindSafe(|| {
+            T::try_from_http_request(request, &path_args)
+        }))
+        .map_err(|_| Error::bad_json("The request could not be parsed"))?;
+        let body = parsed.map_err(parse_error)?;
+        Ok(Self {
+            body,
+            auth,
+            client_ip,
+        })
+    }
+}
+
+/// Renders a handler's result: the ruma response, or the Matrix error.
+pub fn respond<R: OutgoingResponse>(result: Result<R>) -> Response {
+    match result.and_then(|r| {
+        r.try_into_http_response::<BytesMut>()
+            .map_err(|e| Error::Internal(anyhow::anyhow!("serializing a response: {e}")))
+    }) {
+        Ok(response) => response.map(|b| Body::from(b.freeze())).into_response(),
+        Err(err) => err.into_response(),
+    }
+}
+
+/// Registers ruma endpoints on every path their metadata names (r0, v3, unstable).
+pub trait RouterExt {
+    /// Adds `handler` for endpoint `T`.
+    fn ruma<T, F, Fut>(self, handler: F) -> Self
+    where
+        T: IncomingRequest + Send + 'static,
+        T::Authentication: Authenticate,
+        F: Fn(Arc<Services>, Ruma<T>) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = Result<T::OutgoingResponse>> + Send + 'static;
+}
+
+impl RouterExt for Router<Arc<Services>> {
+    fn ruma<T, F, Fut>(mut self, handler: F) -> Self
+    where
+        T: IncomingRequest + Send + 'static,
+        T::Authentication: Authenticate,
+        F: Fn(Arc<Services>, Ruma<T>) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = Result<T::OutgoingResponse>> + Send + 'static,
+    {
+        let Ok(filter) = MethodFilter::try_from(T::METHOD) else {
+            tracing::error!(method = %T::METHOD, "endpoint with an unroutable method skipped");
+            return self;
+        };
+        for path in T::PATH_BUILDER.all_paths() {
+            let handler = handler.clone();
+            self = self.route(
+                path,
+                on(
+                    filter,
+                    move |State(services): State<Arc<Services>>, request: Ruma<T>| {
+                        let handler = handler.clone();
+                        async move { respond(handler(services, request).await) }
+                    },
+                ),
+            );
+        }
+        self
+    }
+}

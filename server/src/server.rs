@@ -1,0 +1,120 @@
+//! Starting and stopping the server: listeners, background tasks, graceful shutdown.
+
+use std::{net::SocketAddr, sync::Arc};
+
+use anyhow::Context;
+use tokio::{net::TcpListener, sync::watch, task::JoinSet};
+
+use crate::{
+    clock::{Clock, SystemClock},
+    config::Config,
+    http,
+    service::Services,
+    store::Store,
+};
+
+/// A running server.
+pub struct Server {
+    /// The client API addresses actually bound (port 0 in the config becomes a real port).
+    pub addrs: Vec<SocketAddr>,
+    /// The bound metrics address, when metrics are on.
+    pub metrics_addr: Option<SocketAddr>,
+    /// The services, for operators' commands and tests that need the same view of the data.
+    pub services: Arc<Services>,
+    stop: watch::Sender<bool>,
+    tasks: JoinSet<std::io::Result<()>>,
+}
+
+/// Opens the database and wires the services without listening (for CLI commands).
+pub async fn services(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Arc<Services>> {
+    let store = Store::connect(&config.database.url, config.database.max_connections).await?;
+    Ok(Arc::new(Services::new(config, store, clock).await?))
+}
+
+impl Server {
+    /// Starts with the real clock.
+    pub async fn start(config: Config) -> anyhow::Result<Self> {
+        Self::start_with_clock(config, Arc::new(SystemClock)).await
+    }
+
+    /// Starts with the given clock: binds every listener, then serves until [`Self::shutdown`].
+    pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+        let services = services(config, clock).await?;
+        let (stop, stopped) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+        let mut addrs = Vec::new();
+        let app = http::router(services.clone());
+        for addr in &services.config.listen {
+            let listener = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the client API to {addr}"))?;
+            addrs.push(listener.local_addr()?);
+            tasks.spawn(serve(listener, app.clone(), stopped.clone()));
+        }
+        let metrics_addr = match services.config.metrics.listen {
+            Some(addr) => {
+                let listener = TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding metrics to {addr}"))?;
+                let bound = listener.local_addr()?;
+                tasks.spawn(serve(
+                    listener,
+                    http::metrics_router(services.clone()),
+                    stopped.clone(),
+                ));
+                Some(bound)
+            }
+            None => None,
+        };
+        tracing::info!(
+            server_name = %services.config.server_name,
+            listen = ?addrs,
+            metrics = ?metrics_addr,
+            database = ?services.store.backend(),
+            "matrixon is ready"
+        );
+        Ok(Self {
+            addrs,
+            metrics_addr,
+            services,
+            stop,
+            tasks,
+        })
+    }
+
+    /// The base URL of the first listener, e.g. `http://127.0.0.1:8008`.
+    pub fn base_url(&self) -> String {
+        self.addrs
+            .first()
+            .map_or_else(String::new, |a| format!("http://{a}"))
+    }
+
+    /// Stops accepting connections, lets in-flight requests finish, then closes the database.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        while let Some(result) = self.tasks.join_next().await {
+            match result {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => tracing::error!(%err, "listener failed"),
+                Err(err) => tracing::error!(%err, "listener task failed"),
+            }
+        }
+        self.services.store.close().await;
+        tracing::info!("matrixon stopped");
+    }
+}
+
+async fn serve(
+    listener: TcpListener,
+    app: axum::Router,
+    mut stopped: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        let _ = stopped.wait_for(|stop| *stop).await;
+    })
+    .await
+}

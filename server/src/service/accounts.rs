@@ -1,0 +1,253 @@
+//! Accounts: names, passwords, creation and deactivation.
+
+use http::StatusCode;
+use ruma::{OwnedUserId, UserId, api::error::ErrorKind};
+
+use super::{Services, secrets};
+use crate::{
+    http::error::{Error, Result},
+    store::CreateAccount,
+};
+
+/// Longest password accepted (as Synapse): argon2 of megabytes would be a cheap DoS.
+const MAX_PASSWORD_BYTES: usize = 512;
+
+/// Why `0x…` names are refused to password registration.
+pub const WALLET_LOCALPART_HINT: &str =
+    "User IDs of the form 0x<40 hex digits> are reserved for Ethereum wallet accounts";
+
+fn is_wallet_localpart(localpart: &str) -> bool {
+    localpart.len() == 42
+        && localpart.starts_with("0x")
+        && localpart[2..].bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+impl Services {
+    /// The local user ID for `localpart`, if it is a valid new user name.
+    pub fn new_user_id(&self, localpart: &str) -> Result<OwnedUserId> {
+        let invalid =
+            |why: &str| Error::new(StatusCode::BAD_REQUEST, ErrorKind::InvalidUsername, why);
+        if localpart.is_empty() {
+            return Err(invalid("User name must not be empty"));
+        }
+        if !localpart.bytes().all(
+            |b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'=' | b'-' | b'/' | b'+'),
+        ) {
+            return Err(invalid(
+                "User names may only contain a-z, 0-9, and . _ = - / +",
+            ));
+        }
+        let user_id = UserId::parse(format!("@{localpart}:{}", self.config.server_name))
+            .map_err(|_| invalid("User ID is too long"))?;
+        if user_id.as_str().len() > 255 {
+            return Err(invalid("User ID is too long"));
+        }
+        Ok(user_id)
+    }
+
+    /// The ID `localpart` would get, if it may be registered now: valid, not reserved, not taken.
+    pub async fn check_username(&self, localpart: &str) -> Result<OwnedUserId> {
+        let user_id = self.new_user_id(localpart)?;
+        if is_wallet_localpart(localpart) {
+            return Err(Error::new(
+                StatusCode::BAD_REQUEST,
+                ErrorKind::Exclusive,
+                WALLET_LOCALPART_HINT,
+            ));
+        }
+        if !self.store.user_id_free(&user_id).await? {
+            return Err(Error::new(
+                StatusCode::BAD_REQUEST,
+                ErrorKind::UserInUse,
+                "This user name is already taken",
+            ));
+        }
+        Ok(user_id)
+    }
+
+    /// Refuses passwords the server will not hash.
+    pub fn check_password_shape(password: &str) -> Result<()> {
+        if password.len() > MAX_PASSWORD_BYTES {
+            return Err(Error::invalid_param(format!(
+                "Passwords are limited to {MAX_PASSWORD_BYTES} bytes"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Creates a local account (`registration_token` is consumed in the same transaction).
+    pub async fn create_account(
+        &self,
+        localpart: &str,
+        password: Option<String>,
+        is_admin: bool,
+        registration_token: Option<&str>,
+    ) -> Result<OwnedUserId> {
+        let user_id = self.check_username(localpart).await?;
+        let hash = match password {
+            Some(password) => {
+                Self::check_password_shape(&password)?;
+                Some(secrets::hash_password(password).await?)
+            }
+            None => None,
+        };
+        match self
+            .store
+            .create_account(
+                &user_id,
+                hash.as_deref(),
+                is_admin,
+                registration_token,
+                self.now_ms(),
+            )
+            .await?
+        {
+            CreateAccount::Created => {
+                tracing::info!(%user_id, is_admin, "account created");
+                Ok(user_id)
+            }
+            CreateAccount::Taken => Err(Error::new(
+                StatusCode::BAD_REQUEST,
+                ErrorKind::UserInUse,
+                "This user name is already taken",
+            )),
+            CreateAccount::TokenUnusable => Err(Error::new(
+                StatusCode::UNAUTHORIZED,
+                ErrorKind::Forbidden,
+                "The registration token is not valid (unknown, used up or expired)",
+            )),
+        }
+    }
+
+    /// Resolves what a client typed (`alice` or `@alice:server`) to a local user ID.
+    pub fn local_user_id(&self, user: &str) -> Result<OwnedUserId> {
+        let user_id = if user.starts_with('@') {
+            UserId::parse(user).map_err(|_| Error::invalid_param("Malformed user ID"))?
+        } else {
+            UserId::parse(format!(
+                "@{}:{}",
+                user.to_lowercase(),
+                self.config.server_name
+            ))
+            .map_err(|_| Error::invalid_param("Malformed user name"))?
+        };
+        if user_id.server_name() != self.config.server_name {
+            return Err(Error::forbidden("This server only knows its own users"));
+        }
+        Ok(user_id)
+    }
+
+    /// Creates a registration token (random when `token` is `None`) and returns it.
+    pub async fn create_registration_token(
+        &self,
+        token: Option<String>,
+        uses: Option<u32>,
+        expires_in_s: Option<u64>,
+    ) -> Result<String> {
+        let token = token.unwrap_or_else(|| secrets::random_alphanumeric(16));
+        if token.is_empty()
+            || token.len() > 64
+            || !token
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'~' | b'-'))
+        {
+            return Err(Error::invalid_param(
+                "Tokens are 1 to 64 characters of A-Z, a-z, 0-9, . _ ~ -",
+            ));
+        }
+        let now = self.now_ms();
+        let expires = expires_in_s
+            .map(|s| now.saturating_add(i64::try_from(s.saturating_mul(1000)).unwrap_or(i64::MAX)));
+        self.store
+            .insert_registration_token(&token, uses.map(i64::from), expires, now)
+            .await
+            .map_err(|e| {
+                if crate::store::is_unique_violation(&e) {
+                    Error::invalid_param("This registration token already exists")
+                } else {
+                    e.into()
+                }
+            })?;
+        Ok(token)
+    }
+
+    /// 403 unless `user_id` is an existing, active account.
+    pub async fn ensure_active(&self, user_id: &UserId) -> Result<()> {
+        match self.store.user(user_id).await? {
+            Some(user) if !user.deactivated => Ok(()),
+            Some(_) => Err(Error::new(
+                StatusCode::FORBIDDEN,
+                ErrorKind::UserDeactivated,
+                "This account has been deactivated",
+            )),
+            None => Err(Error::forbidden("Unknown user")),
+        }
+    }
+
+    /// Checks a password; the same 403 for an unknown user and a wrong password.
+    pub async fn check_password(&self, user_id: &UserId, password: &str) -> Result<()> {
+        let wrong = || Error::forbidden("Invalid username or password");
+        if password.len() > MAX_PASSWORD_BYTES {
+            return Err(wrong());
+        }
+        let Some(user) = self.store.user(user_id).await? else {
+            return Err(wrong());
+        };
+        if user.deactivated {
+            return Err(Error::new(
+                StatusCode::FORBIDDEN,
+                ErrorKind::UserDeactivated,
+                "This account has been deactivated",
+            ));
+        }
+        let Some(hash) = user.password_hash else {
+            return Err(wrong());
+        };
+        if secrets::verify_password(password.to_owned(), hash).await? {
+            Ok(())
+        } else {
+            Err(wrong())
+        }
+    }
+
+    /// Sets a new password; with `logout_devices`, every other device is logged out.
+    pub async fn change_password(
+        &self,
+        session: &super::Session,
+        new_password: String,
+        logout_devices: bool,
+    ) -> Result<()> {
+        Self::check_password_shape(&new_password)?;
+        let hash = secrets::hash_password(new_password).await?;
+        self.store
+            .set_password_hash(&session.user_id, Some(&hash))
+            .await?;
+        if logout_devices {
+            self.store
+                .delete_other_devices(&session.user_id, Some(&session.device_id))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Deactivates an account for good: no password, no devices, no tokens.
+    pub async fn deactivate(&self, user_id: &UserId) -> Result<()> {
+        self.store.deactivate_user(user_id).await?;
+        tracing::info!(%user_id, "account deactivated");
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_wallet_localpart;
+
+    #[test]
+    fn wallet_localparts_are_recognised() {
+        assert!(is_wallet_localpart(
+            "0x51a1449b3b6d635eddec781cd47a99221712de97"
+        ));
+        assert!(!is_wallet_localpart("0x51a1"));
+        assert!(!is_wallet_localpart("alice"));
+    }
+}

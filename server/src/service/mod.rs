@@ -1,0 +1,75 @@
+//! The server's logic. Handlers call into [`Services`]; services call the store.
+
+mod accounts;
+mod rate_limit;
+pub mod secrets;
+mod sessions;
+mod uia;
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use ruma::signatures::Ed25519KeyPair;
+
+use crate::{clock::Clock, config::Config, http::metrics::Metrics, store::Store};
+
+pub use accounts::WALLET_LOCALPART_HINT;
+pub use rate_limit::{Limit, RateLimiter};
+pub use sessions::{IssuedSession, Session};
+pub use uia::{UiaOperation, UiaOutcome};
+
+/// Everything a request may need, built once at start and shared by reference.
+pub struct Services {
+    /// Validated configuration.
+    pub config: Config,
+    /// The database.
+    pub store: Store,
+    /// Wall-clock time.
+    pub clock: Arc<dyn Clock>,
+    /// Login and registration limits.
+    pub limiter: RateLimiter,
+    /// Prometheus instruments.
+    pub metrics: Metrics,
+    /// The server's ed25519 key, for signing events and federation requests.
+    pub signing_key: Ed25519KeyPair,
+}
+
+impl Services {
+    /// Wires the services together, loading (or creating on first start) the signing key.
+    pub async fn new(config: Config, store: Store, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+        let candidate = Ed25519KeyPair::generate();
+        let candidate_id = format!("ed25519:a_{}", secrets::random_alphanumeric(4));
+        let (key_id, pkcs8) = store
+            .current_signing_key(&candidate_id, &candidate, clock.now_ms())
+            .await
+            .context("loading the server signing key")?;
+        let version = key_id
+            .strip_prefix("ed25519:")
+            .unwrap_or(&key_id)
+            .to_owned();
+        let signing_key =
+            Ed25519KeyPair::from_der(&pkcs8, version).context("decoding the server signing key")?;
+        let limiter = RateLimiter::new(config.rate_limits.clone());
+        let metrics = Metrics::new().context("registering metrics")?;
+        Ok(Self {
+            config,
+            store,
+            clock,
+            limiter,
+            metrics,
+            signing_key,
+        })
+    }
+
+    /// Now, from the injected clock.
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    /// Counts a request against a limit; 429 `M_LIMIT_EXCEEDED` when its bucket is empty.
+    pub fn rate_limit(&self, limit: Limit, key: &str) -> crate::http::error::Result<()> {
+        self.limiter
+            .check(limit, key, self.now_ms())
+            .map_err(crate::http::error::Error::limit_exceeded)
+    }
+}

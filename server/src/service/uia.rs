@@ -1,0 +1,213 @@
+//! User-interactive authentication (UIA): flows, sessions and stage checks.
+
+use http::StatusCode;
+use ruma::{
+    UserId,
+    api::{
+        client::uiaa::{AuthData, AuthFlow, AuthType, UiaaInfo, UserIdentifier},
+        error::{ErrorKind, StandardErrorBody},
+    },
+};
+
+use super::{Services, secrets};
+use crate::http::error::{Error, Result};
+
+/// What a UIA session authorises; a session cannot be replayed for another operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UiaOperation {
+    /// `POST /register`.
+    Register,
+    /// `DELETE /devices/{id}` and `POST /delete_devices`.
+    DeleteDevices,
+    /// `POST /account/deactivate`.
+    Deactivate,
+    /// `POST /account/password`.
+    ChangePassword,
+    /// `POST /login/get_token`.
+    GetLoginToken,
+}
+
+impl UiaOperation {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Register => "register",
+            Self::DeleteDevices => "delete_devices",
+            Self::Deactivate => "deactivate",
+            Self::ChangePassword => "change_password",
+            Self::GetLoginToken => "get_login_token",
+        }
+    }
+}
+
+/// What the completed authentication proved, for the operation to use.
+#[derive(Clone, Debug, Default)]
+pub struct UiaOutcome {
+    /// The registration token presented, still to be consumed by the registration.
+    pub registration_token: Option<String>,
+}
+
+impl Services {
+    /// The flows an existing account can authenticate with.
+    pub fn account_flows(&self) -> Vec<AuthFlow> {
+        vec![AuthFlow::new(vec![AuthType::Password])]
+    }
+
+    /// The flows registration offers; `None` when registration is closed.
+    pub fn registration_flows(&self) -> Option<Vec<AuthFlow>> {
+        let registration = &self.config.registration;
+        if registration.tokens_required {
+            Some(vec![AuthFlow::new(vec![AuthType::RegistrationToken])])
+        } else if registration.open {
+            Some(vec![AuthFlow::new(vec![AuthType::Dummy])])
+        } else {
+            None
+        }
+    }
+
+    /// Runs one UIA step: `Ok` once some flow is complete, else 401 with what remains.
+    ///
+    /// `user` is the account the operation acts on (`None` for registration); password
+    /// stages must prove that very account.
+    pub async fn user_interactive_auth(
+        &self,
+        operation: UiaOperation,
+        user: Option<&UserId>,
+        flows: Vec<AuthFlow>,
+        auth: Option<&AuthData>,
+    ) -> Result<UiaOutcome> {
+        let now = self.now_ms();
+        let lifetime_ms = i64::try_from(
+            self.config
+                .sessions
+                .uia_session_lifetime_s
+                .saturating_mul(1000),
+        )
+        .unwrap_or(i64::MAX);
+        let challenge =
+            |session: String, completed: Vec<AuthType>, auth_error: Option<StandardErrorBody>| {
+                let mut info = UiaaInfo::new(flows.clone());
+                info.session = Some(session);
+                info.completed = completed;
+                info.auth_error = auth_error;
+                Error::Uia(Box::new(info))
+            };
+        let Some(auth) = auth else {
+            let session = secrets::random_alphanumeric(24);
+            self.store
+                .insert_uia_session(
+                    &session,
+                    operation.as_str(),
+                    user,
+                    now.saturating_add(lifetime_ms),
+                )
+                .await?;
+            return Err(challenge(session, Vec::new(), None));
+        };
+        let session = match auth.session() {
+            Some(session) => {
+                let row = self.store.uia_session(session).await?.filter(|row| {
+                    row.expires_ms > now
+                        && row.operation == operation.as_str()
+                        && row.user_id.as_deref() == user
+                });
+                let Some(row) = row else {
+                    return Err(Error::new(
+                        StatusCode::BAD_REQUEST,
+                        ErrorKind::Unknown,
+                        "Unknown or expired UIA session",
+                    ));
+                };
+                (session.to_owned(), row.completed)
+            }
+            None => {
+                let session = secrets::random_alphanumeric(24);
+                self.store
+                    .insert_uia_session(
+                        &session,
+                        operation.as_str(),
+                        user,
+                        now.saturating_add(lifetime_ms),
+                    )
+                    .await?;
+                (session, Vec::new())
+            }
+        };
+        let (session, mut completed) = session;
+        let offered = |stage: &AuthType| flows.iter().any(|flow| flow.stages.contains(stage));
+        let as_types = |completed: &[String]| {
+            completed
+                .iter()
+                .map(|s| AuthType::from(s.as_str()))
+                .collect::<Vec<_>>()
+        };
+
+        let mut outcome = UiaOutcome::default();
+        let stage_result: Result<AuthType, StandardErrorBody> = match auth {
+            AuthData::Password(p) if offered(&AuthType::Password) => match (user, &p.identifier) {
+                (Some(user), UserIdentifier::Matrix(id)) => {
+                    let claimed = self.local_user_id(&id.user).ok();
+                    if claimed.as_deref() != Some(user) {
+                        Err(StandardErrorBody::new(
+                            ErrorKind::Forbidden,
+                            "You can only authenticate as yourself".to_owned(),
+                        ))
+                    } else {
+                        match self.check_password(user, &p.password).await {
+                            Ok(()) => Ok(AuthType::Password),
+                            Err(Error::Matrix { .. }) => Err(StandardErrorBody::new(
+                                ErrorKind::Forbidden,
+                                "Invalid password".to_owned(),
+                            )),
+                            Err(other) => return Err(other),
+                        }
+                    }
+                }
+                _ => Err(StandardErrorBody::new(
+                    ErrorKind::InvalidParam,
+                    "Identify the user with m.id.user".to_owned(),
+                )),
+            },
+            AuthData::Dummy(_) if offered(&AuthType::Dummy) => Ok(AuthType::Dummy),
+            AuthData::RegistrationToken(t) if offered(&AuthType::RegistrationToken) => {
+                match self.store.registration_token(&t.token).await? {
+                    Some(row) if row.usable(now) => {
+                        outcome.registration_token = Some(row.token);
+                        Ok(AuthType::RegistrationToken)
+                    }
+                    _ => Err(StandardErrorBody::new(
+                        ErrorKind::Forbidden,
+                        "Invalid registration token".to_owned(),
+                    )),
+                }
+            }
+            other => Err(StandardErrorBody::new(
+                ErrorKind::Unrecognized,
+                format!(
+                    "Authentication stage {} is not offered here",
+                    other.auth_type().map_or("?".to_owned(), |t| t.to_string())
+                ),
+            )),
+        };
+        match stage_result {
+            Ok(stage) => {
+                let stage = stage.to_string();
+                if !completed.contains(&stage) {
+                    completed.push(stage);
+                }
+            }
+            Err(error) => return Err(challenge(session, as_types(&completed), Some(error))),
+        }
+        let done = flows.iter().any(|flow| {
+            flow.stages
+                .iter()
+                .all(|s| completed.contains(&s.to_string()))
+        });
+        if done {
+            self.store.delete_uia_session(&session, now).await?;
+            Ok(outcome)
+        } else {
+            self.store.set_uia_completed(&session, &completed).await?;
+            Err(challenge(session, as_types(&completed), None))
+        }
+    }
+}

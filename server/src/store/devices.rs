@@ -1,0 +1,127 @@
+//! The `devices` table: one row per logged-in client.
+
+use ruma::{DeviceId, OwnedDeviceId, UserId};
+use sqlx::Row;
+
+use super::Store;
+
+/// One device as clients see it.
+#[derive(Clone, Debug)]
+pub struct DeviceRow {
+    /// The device ID.
+    pub device_id: OwnedDeviceId,
+    /// Name chosen by the user or client.
+    pub display_name: Option<String>,
+    /// Address of the last request.
+    pub last_seen_ip: Option<String>,
+    /// Time of the last request, ms since the epoch.
+    pub last_seen_ms: Option<i64>,
+}
+
+fn device_row(row: &sqlx::any::AnyRow) -> Result<DeviceRow, sqlx::Error> {
+    let id: String = row.try_get(0)?;
+    Ok(DeviceRow {
+        device_id: id.into(),
+        display_name: row.try_get(1)?,
+        last_seen_ip: row.try_get(2)?,
+        last_seen_ms: row.try_get(3)?,
+    })
+}
+
+impl Store {
+    /// All devices of a user, oldest first.
+    pub async fn devices(&self, user_id: &UserId) -> Result<Vec<DeviceRow>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT device_id, display_name, last_seen_ip, last_seen_ts FROM devices \
+             WHERE user_id = $1 ORDER BY created_ts, device_id",
+        )
+        .bind(user_id.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(device_row).collect()
+    }
+
+    /// One device of a user.
+    pub async fn device(
+        &self,
+        user_id: &UserId,
+        device_id: &DeviceId,
+    ) -> Result<Option<DeviceRow>, sqlx::Error> {
+        let row = sqlx::query(
+            "SELECT device_id, display_name, last_seen_ip, last_seen_ts FROM devices \
+             WHERE user_id = $1 AND device_id = $2",
+        )
+        .bind(user_id.as_str())
+        .bind(device_id.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(device_row).transpose()
+    }
+
+    /// Renames a device; false when the user has no such device.
+    pub async fn set_device_display_name(
+        &self,
+        user_id: &UserId,
+        device_id: &DeviceId,
+        display_name: Option<&str>,
+    ) -> Result<bool, sqlx::Error> {
+        let done = sqlx::query(
+            "UPDATE devices SET display_name = $1 WHERE user_id = $2 AND device_id = $3",
+        )
+        .bind(display_name)
+        .bind(user_id.as_str())
+        .bind(device_id.as_str())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Deletes the given devices of a user with their tokens; unknown IDs are ignored.
+    pub async fn delete_devices(
+        &self,
+        user_id: &UserId,
+        device_ids: &[OwnedDeviceId],
+    ) -> Result<(), sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        for device_id in device_ids {
+            sqlx::query("DELETE FROM devices WHERE user_id = $1 AND device_id = $2")
+                .bind(user_id.as_str())
+                .bind(device_id.as_str())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await
+    }
+
+    /// Deletes every device of a user except `keep`.
+    pub async fn delete_other_devices(
+        &self,
+        user_id: &UserId,
+        keep: Option<&DeviceId>,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query("DELETE FROM devices WHERE user_id = $1 AND device_id <> $2")
+            .bind(user_id.as_str())
+            .bind(keep.map_or("", DeviceId::as_str))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Records the address and time of a device's latest request.
+    pub async fn touch_device(
+        &self,
+        user_id: &UserId,
+        device_id: &DeviceId,
+        ip: Option<&str>,
+        now_ms: i64,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query("UPDATE devices SET last_seen_ip = $1, last_seen_ts = $2 WHERE user_id = $3 AND device_id = $4")
+            .bind(ip)
+            .bind(now_ms)
+            .bind(user_id.as_str())
+            .bind(device_id.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}

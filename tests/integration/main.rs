@@ -1,0 +1,1 @@
+//! One integration-test binary: every black-box test module is compiled and linked once.
