@@ -39,16 +39,28 @@ impl Server {
 
     /// Starts with the given clock: binds every listener, then serves until [`Self::shutdown`].
     pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
-        let services = services(config, clock).await?;
-        let (stop, stopped) = watch::channel(false);
-        let mut tasks = JoinSet::new();
-        let mut addrs = Vec::new();
-        let app = http::router(services.clone());
-        for addr in &services.config.listen {
+        let mut config = config;
+        let mut listeners = Vec::new();
+        for addr in &config.listen {
             let listener = TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("binding the client API to {addr}"))?;
-            addrs.push(listener.local_addr()?);
+            listeners.push(listener);
+        }
+        let addrs = listeners
+            .iter()
+            .map(TcpListener::local_addr)
+            .collect::<std::io::Result<Vec<_>>>()?;
+        if config.public_baseurl.is_none() {
+            // Announce the port actually bound (it differs from the configured one for port 0).
+            let port = addrs.first().map_or(8008, SocketAddr::port);
+            config.public_baseurl = Some(format!("http://{}:{port}/", config.server_name));
+        }
+        let services = services(config, clock).await?;
+        let (stop, stopped) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+        let app = http::router(services.clone());
+        for listener in listeners {
             tasks.spawn(serve(listener, app.clone(), stopped.clone()));
         }
         let metrics_addr = match services.config.metrics.listen {

@@ -1,1 +1,13 @@
 //! One integration-test binary: every black-box test module is compiled and linked once.
+//!
+//! Each scenario is an `async fn(Backend)`; `both_backends!` turns it into one test on SQLite
+//! and one on PostgreSQL (skipped, and saying so, when `MATRIXON_TEST_POSTGRES_URL` is unset).
+
+mod harness;
+
+mod accounts;
+mod cli;
+mod discovery;
+mod errors;
+mod registration;
+mod sessions;

@@ -1,0 +1,121 @@
+//! The command line: what `matrixon` can be asked to do besides serving.
+
+use std::{io::BufRead, path::PathBuf, sync::Arc};
+
+use clap::{Parser, Subcommand};
+
+use crate::{Config, clock::SystemClock};
+
+/// `matrixon [--config PATH] [COMMAND]`.
+#[derive(Debug, Parser)]
+#[command(
+    name = "matrixon",
+    version,
+    about = "A Matrix homeserver with an Ethereum-native identity layer"
+)]
+pub struct Cli {
+    /// Configuration file (TOML). Without one, the built-in defaults apply.
+    #[arg(long, short, env = "MATRIXON_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+    /// What to do; `run` when omitted.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server (the default).
+    Run,
+    /// Print a fully commented configuration file with every key and its default.
+    GenerateConfig,
+    /// Create a local user.
+    RegisterUser {
+        /// The user name (localpart), e.g. `alice`.
+        username: String,
+        /// The password; read from standard input when omitted.
+        #[arg(long)]
+        password: Option<String>,
+        /// Make the user a server administrator.
+        #[arg(long)]
+        admin: bool,
+    },
+    /// Create a registration token for `registration.tokens_required`.
+    CreateRegistrationToken {
+        /// The token text; random when omitted.
+        #[arg(long)]
+        token: Option<String>,
+        /// How many registrations it allows; unlimited when omitted.
+        #[arg(long)]
+        uses: Option<u32>,
+        /// Seconds until it expires; never when omitted.
+        #[arg(long)]
+        expires_in: Option<u64>,
+    },
+}
+
+/// What the binary should do after the command ran.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Print this to standard output and exit.
+    Print(String),
+    /// Serve with this configuration until a signal arrives.
+    Serve(Box<Config>),
+}
+
+/// Runs a parsed command line with the given environment (for `MATRIXON_*` overrides).
+pub async fn execute(cli: Cli, env: Vec<(String, String)>) -> anyhow::Result<Outcome> {
+    if let Some(Command::GenerateConfig) = cli.command {
+        return Ok(Outcome::Print(crate::config::TEMPLATE.to_owned()));
+    }
+    let config = Config::load(cli.config.as_deref(), env)?;
+    match cli.command {
+        None | Some(Command::Run) | Some(Command::GenerateConfig) => {
+            Ok(Outcome::Serve(Box::new(config)))
+        }
+        Some(Command::RegisterUser {
+            username,
+            password,
+            admin,
+        }) => {
+            let password = match password {
+                Some(password) => password,
+                None => read_password(&username)?,
+            };
+            if password.is_empty() {
+                anyhow::bail!("the password must not be empty");
+            }
+            let services = crate::server::services(config, Arc::new(SystemClock)).await?;
+            let created = services
+                .create_account(&username, Some(password), admin, None)
+                .await;
+            services.store.close().await;
+            Ok(Outcome::Print(format!(
+                "{}\n",
+                created.map_err(|e| anyhow::anyhow!("{e}"))?
+            )))
+        }
+        Some(Command::CreateRegistrationToken {
+            token,
+            uses,
+            expires_in,
+        }) => {
+            let services = crate::server::services(config, Arc::new(SystemClock)).await?;
+            let created = services
+                .create_registration_token(token, uses, expires_in)
+                .await;
+            services.store.close().await;
+            Ok(Outcome::Print(format!(
+                "{}\n",
+                created.map_err(|e| anyhow::anyhow!("{e}"))?
+            )))
+        }
+    }
+}
+
+fn read_password(username: &str) -> anyhow::Result<String> {
+    eprintln!("Password for {username} (one line on standard input):");
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_owned())
+}
