@@ -106,13 +106,13 @@ async fn sdk_register_login_and_manage_devices(backend: Backend) {
 
     // Deleting a device needs UIA with the account's password.
     let err = laptop
-        .delete_devices(&[phone_device.clone()], None)
+        .delete_devices(std::slice::from_ref(&phone_device), None)
         .await
         .expect_err("needs auth");
     let session = err.as_uiaa_response().expect("UIA").session.clone();
     let err = laptop
         .delete_devices(
-            &[phone_device.clone()],
+            std::slice::from_ref(&phone_device),
             Some(password_auth("alice", "wrong", session.clone())),
         )
         .await
@@ -124,7 +124,7 @@ async fn sdk_register_login_and_manage_devices(backend: Backend) {
     );
     laptop
         .delete_devices(
-            &[phone_device.clone()],
+            std::slice::from_ref(&phone_device),
             Some(password_auth("@alice:localhost", "correct horse", session)),
         )
         .await

@@ -148,13 +148,13 @@ impl Database {
 
     /// Drops a PostgreSQL test database (SQLite files go with the temp dir).
     pub async fn drop_database(&self) {
-        if let Some((admin_url, name)) = &self.postgres {
-            if let Ok(pool) = sqlx::PgPool::connect(admin_url).await {
-                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                    .execute(&pool)
-                    .await;
-                pool.close().await;
-            }
+        if let Some((admin_url, name)) = &self.postgres
+            && let Ok(pool) = sqlx::PgPool::connect(admin_url).await
+        {
+            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .execute(&pool)
+                .await;
+            pool.close().await;
         }
     }
 }

@@ -67,12 +67,11 @@ pub(super) fn apply_overrides(
 }
 
 fn parse_value(raw: &str, is_list: bool) -> toml::Value {
-    if let Ok(mut doc) = format!("v = {raw}").parse::<toml::Table>() {
-        if let Some(value) = doc.remove("v") {
-            if !is_list || value.is_array() {
-                return value;
-            }
-        }
+    if let Ok(mut doc) = format!("v = {raw}").parse::<toml::Table>()
+        && let Some(value) = doc.remove("v")
+        && (!is_list || value.is_array())
+    {
+        return value;
     }
     if is_list {
         toml::Value::Array(

@@ -188,10 +188,10 @@ impl Config {
         if self.database.max_connections == 0 {
             return bad("database.max_connections", "must be at least 1");
         }
-        if let Some(url) = &self.public_baseurl {
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return bad("public_baseurl", "must be an http:// or https:// URL");
-            }
+        if let Some(url) = &self.public_baseurl
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return bad("public_baseurl", "must be an http:// or https:// URL");
         }
         if self.max_request_bytes < 1024 {
             return bad("max_request_bytes", "must be at least 1024");

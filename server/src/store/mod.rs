@@ -52,15 +52,14 @@ impl Store {
         let (backend, url) = if let Some(path) = url.strip_prefix("sqlite:") {
             let path = path.strip_prefix("//").unwrap_or(path);
             let file = path.split('?').next().unwrap_or(path);
-            if file != ":memory:" {
-                if let Some(dir) = Path::new(file)
+            if file != ":memory:"
+                && let Some(dir) = Path::new(file)
                     .parent()
                     .filter(|d| !d.as_os_str().is_empty())
-                {
-                    std::fs::create_dir_all(dir).with_context(|| {
-                        format!("creating the database directory {}", dir.display())
-                    })?;
-                }
+            {
+                std::fs::create_dir_all(dir).with_context(|| {
+                    format!("creating the database directory {}", dir.display())
+                })?;
             }
             let sep = if path.contains('?') { '&' } else { '?' };
             let url = if path.contains("mode=") {
