@@ -1,5 +1,6 @@
 //! Discovery endpoints, CORS, health, metrics and the signing key.
 
+use futures_util::StreamExt;
 use serde_json::json;
 
 use crate::harness::{Backend, Database, TestServer, both_backends, test_config};
@@ -187,4 +188,32 @@ async fn signing_key_survives_restart(backend: Backend) {
     // Accounts survived the graceful shutdown too.
     second.login("sam", "sam password").await;
     second.finish().await;
+}
+
+async fn graceful_shutdown_finishes_in_flight_requests(backend: Backend) {
+    let srv = TestServer::start(&backend).await;
+    srv.register("uma", "uma password").await;
+    let url = srv.url("/_matrix/client/v3/login");
+    let body = br#"{"type": "m.login.password", "user": "uma", "password": "uma password"}"#;
+    let (head, tail) = body.split_at(20);
+    let (head, tail) = (head.to_vec(), tail.to_vec());
+    // The body arrives in two parts, the second after shutdown has begun.
+    let stream = futures_util::stream::iter(vec![Ok::<_, std::io::Error>(head), Ok(tail)]).then(|chunk| async move {
+        if chunk.as_ref().is_ok_and(|c| c.len() != 20) {
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+        chunk
+    });
+    let in_flight = tokio::spawn(
+        reqwest::Client::new().post(url.clone()).body(reqwest::Body::wrap_stream(stream)).send(),
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    let db = srv.stop().await;
+    let response = in_flight.await.expect("task").expect("in-flight request answered");
+    assert_eq!(response.status(), 200);
+    let login: serde_json::Value = response.json().await.expect("json");
+    assert_eq!(login["user_id"], "@uma:localhost");
+    // Once stopped, nothing listens any more.
+    assert!(reqwest::Client::new().get(url).send().await.is_err());
+    db.drop_database().await;
 }

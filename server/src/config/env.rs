@@ -103,3 +103,18 @@ fn set_path(table: &mut toml::Table, path: &str, value: toml::Value) -> Result<(
     current.insert(last.to_owned(), value);
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::known_keys;
+
+    #[test]
+    fn every_key_is_documented() {
+        let reference = include_str!("../../../docs/configuration.md");
+        let keys = known_keys();
+        assert!(keys.len() >= 20, "template parsing found only {keys:?}");
+        for (key, _) in keys {
+            assert!(reference.contains(&format!("`{key}`")), "docs/configuration.md does not document `{key}`");
+        }
+    }
+}

@@ -1,5 +1,7 @@
 //! Random secrets, their hashes, and password hashing.
 
+use std::sync::OnceLock;
+
 use argon2::{
     Argon2, PasswordHash, PasswordHasher, PasswordVerifier,
     password_hash::{SaltString, rand_core::OsRng},
@@ -45,6 +47,18 @@ pub async fn hash_password(password: String) -> anyhow::Result<String> {
             .map_err(|e| anyhow::anyhow!("hashing a password: {e}"))
     })
     .await?
+}
+
+/// A valid argon2id hash of nothing anyone knows, for checks against accounts that do not exist.
+pub fn dummy_password_hash() -> &'static str {
+    static HASH: OnceLock<String> = OnceLock::new();
+    HASH.get_or_init(|| {
+        let salt = SaltString::generate(&mut OsRng);
+        Argon2::default()
+            .hash_password(random_alphanumeric(32).as_bytes(), &salt)
+            .map(|hash| hash.to_string())
+            .unwrap_or_default()
+    })
 }
 
 /// True when `password` matches the stored PHC string; a malformed hash never matches.
