@@ -1,5 +1,6 @@
 //! Everything Matrixon knows about chains, with no Matrix and no database in it.
 //!
-//! The chain-layer issue fills this crate: RPC providers (`rpc`), Sign-In with Ethereum
-//! (`siwe`), ENS (`ens`), DIDs (`did`) and gating rules (`gate`). It is a workspace member
-//! now so that the crate boundary exists before the code that needs it.
+//! `siwe` verifies Sign-In with Ethereum messages. RPC providers (`rpc`), ENS (`ens`),
+//! DIDs (`did`) and gating rules (`gate`) follow.
+
+pub mod siwe;

@@ -8,7 +8,8 @@ use crate::harness::{Backend, Database, TestServer, both_backends, test_config};
 both_backends!(
     discovery_documents,
     health_metrics_and_cors,
-    signing_key_survives_restart
+    signing_key_survives_restart,
+    graceful_shutdown_finishes_in_flight_requests,
 );
 
 async fn discovery_documents(backend: Backend) {
@@ -198,18 +199,26 @@ async fn graceful_shutdown_finishes_in_flight_requests(backend: Backend) {
     let (head, tail) = body.split_at(20);
     let (head, tail) = (head.to_vec(), tail.to_vec());
     // The body arrives in two parts, the second after shutdown has begun.
-    let stream = futures_util::stream::iter(vec![Ok::<_, std::io::Error>(head), Ok(tail)]).then(|chunk| async move {
-        if chunk.as_ref().is_ok_and(|c| c.len() != 20) {
-            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-        }
-        chunk
-    });
+    let stream = futures_util::stream::iter(vec![Ok::<_, std::io::Error>(head), Ok(tail)]).then(
+        |chunk| async move {
+            if chunk.as_ref().is_ok_and(|c| c.len() != 20) {
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+            chunk
+        },
+    );
     let in_flight = tokio::spawn(
-        reqwest::Client::new().post(url.clone()).body(reqwest::Body::wrap_stream(stream)).send(),
+        reqwest::Client::new()
+            .post(url.clone())
+            .body(reqwest::Body::wrap_stream(stream))
+            .send(),
     );
     tokio::time::sleep(std::time::Duration::from_millis(150)).await;
     let db = srv.stop().await;
-    let response = in_flight.await.expect("task").expect("in-flight request answered");
+    let response = in_flight
+        .await
+        .expect("task")
+        .expect("in-flight request answered");
     assert_eq!(response.status(), 200);
     let login: serde_json::Value = response.json().await.expect("json");
     assert_eq!(login["user_id"], "@uma:localhost");

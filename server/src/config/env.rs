@@ -114,7 +114,10 @@ mod tests {
         let keys = known_keys();
         assert!(keys.len() >= 20, "template parsing found only {keys:?}");
         for (key, _) in keys {
-            assert!(reference.contains(&format!("`{key}`")), "docs/configuration.md does not document `{key}`");
+            assert!(
+                reference.contains(&format!("`{key}`")),
+                "docs/configuration.md does not document `{key}`"
+            );
         }
     }
 }

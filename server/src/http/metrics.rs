@@ -82,9 +82,13 @@ pub async fn track(
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     // Only standard methods become label values: a client must not mint new time series.
     let method = match *request.method() {
-        Method::GET | Method::HEAD | Method::POST | Method::PUT | Method::DELETE | Method::OPTIONS | Method::PATCH => {
-            request.method().as_str().to_owned()
-        }
+        Method::GET
+        | Method::HEAD
+        | Method::POST
+        | Method::PUT
+        | Method::DELETE
+        | Method::OPTIONS
+        | Method::PATCH => request.method().as_str().to_owned(),
         _ => "OTHER".to_owned(),
     };
     let started = Instant::now();

@@ -193,7 +193,11 @@ impl Services {
         let Some(user) = self.store.user(user_id).await? else {
             // Spend the same argon2 time as for a real account, so timing does not tell
             // which user names exist.
-            secrets::verify_password(password.to_owned(), secrets::dummy_password_hash().to_owned()).await?;
+            secrets::verify_password(
+                password.to_owned(),
+                secrets::dummy_password_hash().to_owned(),
+            )
+            .await?;
             return Err(wrong());
         };
         if user.deactivated {
