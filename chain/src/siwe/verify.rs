@@ -2,7 +2,7 @@
 
 use std::{future::Future, time::Duration};
 
-use alloy_primitives::{Address, B256, Bytes, Signature, eip191_hash_message};
+use alloy_primitives::{Address, B256, Bytes, Signature, eip191_hash_message, keccak256};
 use time::OffsetDateTime;
 
 use super::Message;
@@ -200,23 +200,33 @@ pub fn check_fields(message: &Message, expect: &Expectations<'_>) -> Result<(), 
 }
 
 /// The address a 65-byte EIP-191 signature over `text` recovers to, refusing high-s.
+///
+/// Recovery uses libsecp256k1 (the C library Bitcoin Core and geth use): several times faster
+/// than the pure-Rust curve, and logins are the server's hottest cryptographic path.
 pub fn recover_eoa(text: &str, signature: &[u8]) -> Result<Address, VerifyError> {
-    let bytes: &[u8; 65] = signature.try_into().map_err(|_| {
-        VerifyError::MalformedSignature(format!("{} bytes, expected 65", signature.len()))
-    })?;
-    if !matches!(bytes[64], 0 | 1 | 27 | 28) {
-        return Err(VerifyError::MalformedSignature(
-            "bad recovery byte".to_owned(),
-        ));
-    }
-    let signature =
-        Signature::from_raw(bytes).map_err(|e| VerifyError::MalformedSignature(e.to_string()))?;
-    if signature.normalize_s().is_some() {
+    use secp256k1::{
+        Message as Digest, SECP256K1,
+        ecdsa::{RecoverableSignature, RecoveryId},
+    };
+    let bytes: &[u8; 65] = signature
+        .try_into()
+        .map_err(|_| VerifyError::MalformedSignature(format!("{} bytes, expected 65", signature.len())))?;
+    let parity = match bytes[64] {
+        0 | 27 => 0,
+        1 | 28 => 1,
+        _ => return Err(VerifyError::MalformedSignature("bad recovery byte".to_owned())),
+    };
+    let parsed = Signature::from_raw(bytes).map_err(|e| VerifyError::MalformedSignature(e.to_string()))?;
+    if parsed.normalize_s().is_some() {
         return Err(VerifyError::HighS);
     }
-    signature
-        .recover_address_from_msg(text)
-        .map_err(|e| VerifyError::MalformedSignature(e.to_string()))
+    let malformed = |e: secp256k1::Error| VerifyError::MalformedSignature(e.to_string());
+    let recid = RecoveryId::try_from(parity).map_err(malformed)?;
+    let recoverable = RecoverableSignature::from_compact(&bytes[..64], recid).map_err(malformed)?;
+    let digest = Digest::from_digest(eip191_hash_message(text).0);
+    let key = SECP256K1.recover_ecdsa(digest, &recoverable).map_err(|_| VerifyError::InvalidSignature)?;
+    let uncompressed = key.serialize_uncompressed();
+    Ok(Address::from_slice(&keccak256(&uncompressed[1..])[12..]))
 }
 
 /// Verifies that `signature` over the exact message `text` comes from `message.address`.
