@@ -3,4 +3,5 @@
 //! `siwe` verifies Sign-In with Ethereum messages. RPC providers (`rpc`), ENS (`ens`),
 //! DIDs (`did`) and gating rules (`gate`) follow.
 
+pub mod rpc;
 pub mod siwe;

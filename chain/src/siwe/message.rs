@@ -167,6 +167,10 @@ fn parse_chain_id(text: &str) -> Result<u64, ParseError> {
     if text.is_empty() || text.len() > 20 || !text.bytes().all(|c| c.is_ascii_digit()) {
         return Err(err("chain-id", "not a decimal number"));
     }
+    // One spelling per chain: "01" would re-serialize differently from what was signed.
+    if text.len() > 1 && text.starts_with('0') {
+        return Err(err("chain-id", "leading zeros are not allowed"));
+    }
     text.parse().map_err(|_| err("chain-id", "out of range"))
 }
 

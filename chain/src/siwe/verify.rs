@@ -208,15 +208,20 @@ pub fn recover_eoa(text: &str, signature: &[u8]) -> Result<Address, VerifyError>
         Message as Digest, SECP256K1,
         ecdsa::{RecoverableSignature, RecoveryId},
     };
-    let bytes: &[u8; 65] = signature
-        .try_into()
-        .map_err(|_| VerifyError::MalformedSignature(format!("{} bytes, expected 65", signature.len())))?;
+    let bytes: &[u8; 65] = signature.try_into().map_err(|_| {
+        VerifyError::MalformedSignature(format!("{} bytes, expected 65", signature.len()))
+    })?;
     let parity = match bytes[64] {
         0 | 27 => 0,
         1 | 28 => 1,
-        _ => return Err(VerifyError::MalformedSignature("bad recovery byte".to_owned())),
+        _ => {
+            return Err(VerifyError::MalformedSignature(
+                "bad recovery byte".to_owned(),
+            ));
+        }
     };
-    let parsed = Signature::from_raw(bytes).map_err(|e| VerifyError::MalformedSignature(e.to_string()))?;
+    let parsed =
+        Signature::from_raw(bytes).map_err(|e| VerifyError::MalformedSignature(e.to_string()))?;
     if parsed.normalize_s().is_some() {
         return Err(VerifyError::HighS);
     }
@@ -224,7 +229,9 @@ pub fn recover_eoa(text: &str, signature: &[u8]) -> Result<Address, VerifyError>
     let recid = RecoveryId::try_from(parity).map_err(malformed)?;
     let recoverable = RecoverableSignature::from_compact(&bytes[..64], recid).map_err(malformed)?;
     let digest = Digest::from_digest(eip191_hash_message(text).0);
-    let key = SECP256K1.recover_ecdsa(digest, &recoverable).map_err(|_| VerifyError::InvalidSignature)?;
+    let key = SECP256K1
+        .recover_ecdsa(digest, &recoverable)
+        .map_err(|_| VerifyError::InvalidSignature)?;
     let uncompressed = key.serialize_uncompressed();
     Ok(Address::from_slice(&keccak256(&uncompressed[1..])[12..]))
 }

@@ -1,0 +1,253 @@
+//! JSON-RPC access to EVM chains: a registry keyed by CAIP-2 id, failover between providers,
+//! reads pinned to one block, and Multicall3 batches.
+
+mod signatures;
+mod transport;
+
+use std::{collections::BTreeMap, time::Duration};
+
+use alloy::{
+    eips::BlockId,
+    primitives::{Address, Bytes},
+    providers::{Provider, RootProvider},
+    rpc::{client::RpcClient, types::TransactionRequest},
+    sol,
+    sol_types::SolCall,
+    transports::{RpcError, TransportErrorKind},
+};
+use serde::Deserialize;
+
+pub use transport::{FailoverTransport, ProviderSnapshot};
+
+/// Multicall3's address on every chain that has it (and on the test chain).
+pub const MULTICALL3: Address =
+    alloy::primitives::address!("cA11bde05977b3631167028862bE2a173976CA11");
+
+sol! {
+    /// The part of Multicall3 used here.
+    interface IMulticall3 {
+        struct Call3 { address target; bool allowFailure; bytes callData; }
+        struct Result { bool success; bytes returnData; }
+        function aggregate3(Call3[] calldata calls) external payable returns (Result[] memory returnData);
+    }
+}
+
+/// One `[chains."eip155:<id>"]` entry.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChainConfig {
+    /// Provider URLs, tried in order.
+    pub rpc: Vec<String>,
+    /// A human name for logs and metrics.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Per-attempt timeout in milliseconds.
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Requests per second sent to each provider, at most.
+    #[serde(default)]
+    pub max_rps: Option<u32>,
+}
+
+fn default_timeout_ms() -> u64 {
+    5_000
+}
+
+/// Whether the chain refused, or could not be asked. Callers fail closed on `Unavailable`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ChainError {
+    /// No provider answered (down, hung, rate-limited beyond retries, timed out).
+    #[error("the chain could not be asked: {0}")]
+    Unavailable(String),
+    /// A provider answered with an error: a revert, an invalid call. This is an answer.
+    #[error("the chain refused: {0}")]
+    Refused(String),
+    /// The chain is not configured here.
+    #[error("chain {0} is not configured")]
+    NotConfigured(String),
+}
+
+impl From<RpcError<TransportErrorKind>> for ChainError {
+    fn from(error: RpcError<TransportErrorKind>) -> Self {
+        match error {
+            RpcError::ErrorResp(payload) => Self::Refused(payload.to_string()),
+            RpcError::Transport(kind) => Self::Unavailable(kind.to_string()),
+            other => Self::Unavailable(other.to_string()),
+        }
+    }
+}
+
+/// The outcome of one call inside a Multicall3 batch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CallOutcome {
+    /// The call did not revert.
+    pub success: bool,
+    /// Its return data (or revert data).
+    pub data: Bytes,
+}
+
+/// One configured chain.
+#[derive(Clone, Debug)]
+pub struct Chain {
+    /// CAIP-2 id, e.g. `eip155:1`.
+    pub caip2: String,
+    /// EIP-155 chain id.
+    pub id: u64,
+    /// Configured name, or the CAIP-2 id.
+    pub name: String,
+    provider: RootProvider,
+    transport: FailoverTransport,
+}
+
+/// Every configured chain, by CAIP-2 id.
+#[derive(Clone, Debug, Default)]
+pub struct Chains {
+    chains: BTreeMap<u64, Chain>,
+}
+
+/// Parses `eip155:<id>`.
+pub fn parse_caip2(caip2: &str) -> Result<u64, String> {
+    let id = caip2
+        .strip_prefix("eip155:")
+        .ok_or_else(|| format!("`{caip2}`: only eip155 chains are supported"))?;
+    if id.is_empty()
+        || id.len() > 20
+        || !id.bytes().all(|b| b.is_ascii_digit())
+        || (id.len() > 1 && id.starts_with('0'))
+    {
+        return Err(format!("`{caip2}`: the chain id must be a decimal number"));
+    }
+    id.parse()
+        .map_err(|_| format!("`{caip2}`: chain id out of range"))
+}
+
+impl Chains {
+    /// Builds the registry; errors name the chain entry at fault.
+    pub fn new(config: &BTreeMap<String, ChainConfig>) -> Result<Self, String> {
+        let mut chains = BTreeMap::new();
+        for (caip2, entry) in config {
+            let id = parse_caip2(caip2)?;
+            if entry.timeout_ms == 0 {
+                return Err(format!("chains.\"{caip2}\".timeout_ms must be at least 1"));
+            }
+            let transport = FailoverTransport::new(
+                &entry.rpc,
+                Duration::from_millis(entry.timeout_ms),
+                entry.max_rps,
+            )
+            .map_err(|e| format!("chains.\"{caip2}\".rpc: {e}"))?;
+            let provider = RootProvider::new(RpcClient::new(transport.clone(), false));
+            let name = entry.name.clone().unwrap_or_else(|| caip2.clone());
+            chains.insert(
+                id,
+                Chain {
+                    caip2: caip2.clone(),
+                    id,
+                    name,
+                    provider,
+                    transport,
+                },
+            );
+        }
+        Ok(Self { chains })
+    }
+
+    /// The chain with EIP-155 id `id`.
+    pub fn get(&self, id: u64) -> Result<&Chain, ChainError> {
+        self.chains
+            .get(&id)
+            .ok_or_else(|| ChainError::NotConfigured(format!("eip155:{id}")))
+    }
+
+    /// Every chain.
+    pub fn iter(&self) -> impl Iterator<Item = &Chain> {
+        self.chains.values()
+    }
+}
+
+impl Chain {
+    /// The latest block number: pin a check to it so all its reads agree.
+    pub async fn pin(&self) -> Result<u64, ChainError> {
+        Ok(self.provider.get_block_number().await?)
+    }
+
+    /// The code at `address` at `block`.
+    pub async fn code(&self, address: Address, block: u64) -> Result<Bytes, ChainError> {
+        Ok(self
+            .provider
+            .get_code_at(address)
+            .block_id(BlockId::number(block))
+            .await?)
+    }
+
+    /// The native balance of `address` at `block`.
+    pub async fn balance(
+        &self,
+        address: Address,
+        block: u64,
+    ) -> Result<alloy::primitives::U256, ChainError> {
+        Ok(self
+            .provider
+            .get_balance(address)
+            .block_id(BlockId::number(block))
+            .await?)
+    }
+
+    /// `eth_call` to `to` (or a deployless call when `to` is `None`) at `block`.
+    pub async fn call(
+        &self,
+        to: Option<Address>,
+        data: Bytes,
+        block: Option<u64>,
+    ) -> Result<Bytes, ChainError> {
+        let request = match to {
+            Some(to) => TransactionRequest::default().to(to).input(data.into()),
+            None => TransactionRequest::default().input(data.into()),
+        };
+        let block = block.map_or(BlockId::latest(), BlockId::number);
+        Ok(self.provider.call(request).block(block).await?)
+    }
+
+    /// Many read calls as one `eth_call` to Multicall3, at `block`, each with its own success flag.
+    pub async fn multicall(
+        &self,
+        calls: &[(Address, Bytes)],
+        block: u64,
+    ) -> Result<Vec<CallOutcome>, ChainError> {
+        if calls.is_empty() {
+            return Ok(Vec::new());
+        }
+        let batch = IMulticall3::aggregate3Call {
+            calls: calls
+                .iter()
+                .map(|(target, data)| IMulticall3::Call3 {
+                    target: *target,
+                    allowFailure: true,
+                    callData: data.clone(),
+                })
+                .collect(),
+        };
+        let raw = self
+            .call(Some(MULTICALL3), batch.abi_encode().into(), Some(block))
+            .await?;
+        let results = IMulticall3::aggregate3Call::abi_decode_returns(&raw)
+            .map_err(|e| ChainError::Refused(format!("undecodable Multicall3 answer: {e}")))?;
+        if results.len() != calls.len() {
+            return Err(ChainError::Refused(
+                "Multicall3 returned the wrong number of results".to_owned(),
+            ));
+        }
+        Ok(results
+            .into_iter()
+            .map(|r| CallOutcome {
+                success: r.success,
+                data: r.returnData,
+            })
+            .collect())
+    }
+
+    /// Counters per provider.
+    pub fn provider_stats(&self) -> Vec<ProviderSnapshot> {
+        self.transport.stats()
+    }
+}

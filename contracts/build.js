@@ -1,0 +1,44 @@
+// Compiles contracts/src with the pinned solc-js into one JSON artifact per contract
+// (ABI, creation bytecode, runtime bytecode). Deterministic: the same sources and compiler
+// give byte-identical files, which the test command checks against the committed ones.
+// Usage: node contracts/build.js [OUT_DIR]   (default contracts/out)
+const fs = require("fs");
+const path = require("path");
+const solc = require(path.join(__dirname, "..", "tools", "node_modules", "solc"));
+
+const srcDir = path.join(__dirname, "src");
+const outDir = path.resolve(process.argv[2] || path.join(__dirname, "out"));
+const sources = {};
+for (const file of fs.readdirSync(srcDir).sort()) {
+  if (file.endsWith(".sol")) {
+    sources[file] = { content: fs.readFileSync(path.join(srcDir, file), "utf8") };
+  }
+}
+const input = {
+  language: "Solidity",
+  sources,
+  settings: {
+    optimizer: { enabled: true, runs: 200 },
+    evmVersion: "cancun",
+    metadata: { bytecodeHash: "none", appendCBOR: false },
+    outputSelection: { "*": { "*": ["abi", "evm.bytecode.object", "evm.deployedBytecode.object"] } },
+  },
+};
+const output = JSON.parse(solc.compile(JSON.stringify(input)));
+const errors = (output.errors || []).filter((e) => e.severity === "error");
+for (const e of output.errors || []) console.error(e.formattedMessage);
+if (errors.length > 0) process.exit(1);
+fs.mkdirSync(outDir, { recursive: true });
+for (const file of Object.keys(output.contracts).sort()) {
+  for (const [name, contract] of Object.entries(output.contracts[file])) {
+    const artifact = {
+      compiler: solc.version(),
+      source: `contracts/src/${file}`,
+      abi: contract.abi,
+      bytecode: "0x" + contract.evm.bytecode.object,
+      deployedBytecode: "0x" + contract.evm.deployedBytecode.object,
+    };
+    fs.writeFileSync(path.join(outDir, `${name}.json`), JSON.stringify(artifact, null, 2) + "\n");
+  }
+}
+console.error(`compiled ${Object.keys(sources).length} sources into ${outDir}`);
