@@ -4,13 +4,34 @@
 # The integration tests start the real server against SQLite, and against PostgreSQL too when
 # MATRIXON_TEST_POSTGRES_URL points at a server whose user may create databases (each test
 # gets a fresh database). Without it, the PostgreSQL runs print "SKIPPED" and pass.
-# Anything the tests need beyond cargo is installed here, pinned (nothing yet).
+# Anything the tests need beyond cargo is installed here, pinned: anvil (a local Ethereum
+# node) and solc-js, from the npm registry, into tools/node_modules (see tools/package.json).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+stamp=tools/node_modules/.installed-from-lock
+if ! cmp -s tools/package-lock.json "$stamp" 2>/dev/null; then
+  echo "Installing pinned test tools (anvil, solc) into tools/node_modules"
+  npm ci --prefix tools --no-audit --no-fund --loglevel=error
+  cp tools/package-lock.json "$stamp"
+fi
+export MATRIXON_ANVIL="${MATRIXON_ANVIL:-$PWD/tools/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil}"
+"$MATRIXON_ANVIL" --version | head -n 1
+
+# The committed contract artifacts must be what the pinned compiler makes of the sources.
+fresh=$(mktemp -d)
+trap 'rm -rf "$fresh"' EXIT
+node contracts/build.js "$fresh" 2>/dev/null
+if ! diff -r "$fresh" contracts/out >/dev/null; then
+  echo "contracts/out is stale: run 'node contracts/build.js' and commit the result" >&2
+  diff -r "$fresh" contracts/out >&2 || true
+  exit 1
+fi
+echo "contracts/out matches a fresh compile"
 
 if [ -n "${MATRIXON_TEST_POSTGRES_URL:-}" ]; then
   echo "PostgreSQL tests: on (${MATRIXON_TEST_POSTGRES_URL})"
 else
   echo "PostgreSQL tests: SKIPPED (set MATRIXON_TEST_POSTGRES_URL=postgres://user@host:5432/db to run them)"
 fi
-exec cargo test --workspace --locked "$@"
+cargo test --workspace --locked "$@"

@@ -3,9 +3,11 @@
 //! Each scenario is an `async fn(Backend)`; `both_backends!` turns it into one test on SQLite
 //! and one on PostgreSQL (skipped, and saying so, when `MATRIXON_TEST_POSTGRES_URL` is unset).
 
+mod anvil;
 mod harness;
 
 mod accounts;
+mod chain;
 mod cli;
 mod discovery;
 mod errors;

@@ -1,0 +1,256 @@
+//! A local Ethereum node (anvil, installed by scripts/test.sh) with the test contracts.
+
+use std::{
+    net::SocketAddr,
+    process::{Child, Command, Stdio},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use alloy::primitives::{Address, Bytes, keccak256};
+use serde_json::{Value, json};
+
+/// anvil's first unlocked, funded account.
+pub const DEPLOYER: &str = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266";
+/// anvil's default chain id.
+pub const CHAIN_ID: u64 = 31337;
+
+/// A contract artifact from `contracts/out`.
+pub fn artifact(name: &str) -> Value {
+    let text = match name {
+        "Multicall3" => include_str!("../../contracts/out/Multicall3.json"),
+        "SmartAccount" => include_str!("../../contracts/out/SmartAccount.json"),
+        "AccountFactory" => include_str!("../../contracts/out/AccountFactory.json"),
+        other => panic!("no artifact {other}"),
+    };
+    serde_json::from_str(text).expect("artifact JSON")
+}
+
+/// A running anvil, killed on drop.
+pub struct Anvil {
+    pub url: String,
+    child: Child,
+    http: reqwest::Client,
+}
+
+impl Drop for Anvil {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Anvil {
+    /// Starts a fresh chain with Multicall3 at its canonical address.
+    pub async fn start() -> Self {
+        let binary = std::env::var("MATRIXON_ANVIL").unwrap_or_else(|_| {
+            format!(
+                "{}/../tools/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil",
+                env!("CARGO_MANIFEST_DIR")
+            )
+        });
+        // Port 0: anvil picks a free port and prints it, so parallel tests never collide.
+        let mut child = Command::new(&binary)
+            .args(["--port", "0", "--host", "127.0.0.1"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start anvil at {binary} ({e}); run scripts/test.sh, which installs it"
+                )
+            });
+        let stdout = child.stdout.take().expect("stdout");
+        let port = tokio::task::spawn_blocking(move || {
+            use std::io::BufRead;
+            let mut lines = std::io::BufReader::new(stdout).lines();
+            let port = lines.by_ref().map_while(Result::ok).find_map(|line| {
+                line.strip_prefix("Listening on 127.0.0.1:")
+                    .and_then(|p| p.trim().parse::<u16>().ok())
+            });
+            // Keep draining so anvil never blocks on a full pipe.
+            std::thread::spawn(move || lines.for_each(drop));
+            port
+        })
+        .await
+        .expect("reader")
+        .expect("anvil printed its port");
+        let anvil = Self {
+            url: format!("http://127.0.0.1:{port}"),
+            child,
+            http: reqwest::Client::new(),
+        };
+        for _ in 0..200 {
+            if anvil.try_rpc("eth_chainId", json!([])).await.is_some() {
+                let code = artifact("Multicall3")["deployedBytecode"].clone();
+                anvil
+                    .rpc(
+                        "anvil_setCode",
+                        json!([matrixon_chain::rpc::MULTICALL3.to_string(), code]),
+                    )
+                    .await;
+                return anvil;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("anvil did not start");
+    }
+
+    async fn try_rpc(&self, method: &str, params: Value) -> Option<Value> {
+        let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
+        let response = self.http.post(&self.url).json(&body).send().await.ok()?;
+        response.json().await.ok()
+    }
+
+    /// A JSON-RPC call that must succeed; returns `result`.
+    pub async fn rpc(&self, method: &str, params: Value) -> Value {
+        let answer = self.try_rpc(method, params).await.expect("anvil answers");
+        assert!(answer.get("error").is_none(), "{method}: {answer}");
+        answer["result"].clone()
+    }
+
+    /// Deploys creation code (with encoded constructor arguments appended) from the deployer.
+    pub async fn deploy(&self, code: &[u8]) -> Address {
+        let hash = self
+            .rpc("eth_sendTransaction", json!([{"from": DEPLOYER, "data": Bytes::copy_from_slice(code).to_string(), "gas": "0x1000000"}]))
+            .await;
+        let receipt = self.rpc("eth_getTransactionReceipt", json!([hash])).await;
+        assert_eq!(receipt["status"], "0x1", "{receipt}");
+        receipt["contractAddress"]
+            .as_str()
+            .expect("contract address")
+            .parse()
+            .expect("address")
+    }
+
+    /// Sends a transaction calling `to` with `data`.
+    pub async fn transact(&self, to: Address, data: &[u8]) {
+        let hash = self
+            .rpc("eth_sendTransaction", json!([{"from": DEPLOYER, "to": to.to_string(), "data": Bytes::copy_from_slice(data).to_string(), "gas": "0x1000000"}]))
+            .await;
+        let receipt = self.rpc("eth_getTransactionReceipt", json!([hash])).await;
+        assert_eq!(receipt["status"], "0x1", "{receipt}");
+    }
+}
+
+/// The creation code of an artifact.
+pub fn creation_code(name: &str) -> Vec<u8> {
+    alloy::primitives::hex::decode(artifact(name)["bytecode"].as_str().expect("bytecode"))
+        .expect("hex")
+}
+
+/// A secp256k1 key and its address, for signing as a wallet would.
+pub struct Key(k256::ecdsa::SigningKey);
+
+impl Key {
+    pub fn new(seed: u8) -> Self {
+        Self(k256::ecdsa::SigningKey::from_slice(&[seed; 32]).expect("key"))
+    }
+
+    pub fn address(&self) -> Address {
+        let point = self.0.verifying_key().to_encoded_point(false);
+        Address::from_slice(&keccak256(&point.as_bytes()[1..])[12..])
+    }
+
+    /// EIP-191 `personal_sign` of `text`: 65 bytes, v = 27/28.
+    pub fn personal_sign(&self, text: &str) -> Vec<u8> {
+        let hash = alloy::primitives::eip191_hash_message(text);
+        let (sig, recid) = self
+            .0
+            .sign_prehash_recoverable(hash.as_slice())
+            .expect("sign");
+        let mut out = sig.to_bytes().to_vec();
+        out.push(27 + recid.to_byte());
+        out
+    }
+}
+
+/// A JSON-RPC proxy in front of anvil that counts methods and can answer 429 first.
+pub struct Proxy {
+    pub url: String,
+    pub methods: Arc<Mutex<Vec<String>>>,
+    pub refuse_next: Arc<AtomicUsize>,
+}
+
+impl Proxy {
+    pub async fn start(upstream: &str) -> Self {
+        let methods = Arc::new(Mutex::new(Vec::new()));
+        let refuse_next = Arc::new(AtomicUsize::new(0));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr: SocketAddr = listener.local_addr().expect("addr");
+        let (m, r, upstream) = (methods.clone(), refuse_next.clone(), upstream.to_owned());
+        let client = reqwest::Client::new();
+        let app = axum::Router::new().fallback(move |body: axum::body::Bytes| {
+            let (m, r, upstream, client) = (m.clone(), r.clone(), upstream.clone(), client.clone());
+            async move {
+                let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                let names: Vec<String> = match &request {
+                    Value::Array(batch) => batch
+                        .iter()
+                        .map(|r| r["method"].as_str().unwrap_or("?").to_owned())
+                        .collect(),
+                    single => vec![single["method"].as_str().unwrap_or("?").to_owned()],
+                };
+                m.lock().expect("lock").extend(names);
+                if r.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                    .is_ok()
+                {
+                    return (axum::http::StatusCode::TOO_MANY_REQUESTS, Vec::new());
+                }
+                let answer = client
+                    .post(&upstream)
+                    .header("content-type", "application/json")
+                    .body(body.to_vec())
+                    .send()
+                    .await
+                    .expect("upstream");
+                (
+                    axum::http::StatusCode::OK,
+                    answer.bytes().await.expect("body").to_vec(),
+                )
+            }
+        });
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self {
+            url: format!("http://{addr}"),
+            methods,
+            refuse_next,
+        }
+    }
+
+    pub fn count(&self, method: &str) -> usize {
+        self.methods
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|m| *m == method)
+            .count()
+    }
+}
+
+/// An endpoint that accepts connections and never answers.
+pub async fn hung_endpoint() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    format!("http://{addr}")
+}
+
+/// A port nothing listens on (port 1 is privileged and unused here: connection refused).
+pub fn closed_endpoint() -> String {
+    "http://127.0.0.1:1".to_owned()
+}

@@ -1,0 +1,361 @@
+//! The chain layer against a real node: failover, retries, pinned reads, Multicall3, and
+//! SIWE signatures of contract accounts (ERC-1271 deployed, ERC-6492 counterfactual).
+
+use std::{collections::BTreeMap, time::Duration};
+
+use alloy::{
+    primitives::{Address, B256, Bytes, U256},
+    sol,
+    sol_types::{SolCall, SolValue},
+};
+use matrixon_chain::{
+    rpc::{ChainConfig, ChainError, Chains, MULTICALL3},
+    siwe::{ERC6492_MAGIC, Expectations, Signer, SiweError, VerifyError, verify},
+};
+use serde_json::json;
+use time::OffsetDateTime;
+
+use crate::anvil::{Anvil, CHAIN_ID, Key, Proxy, closed_endpoint, creation_code, hung_endpoint};
+
+sol! {
+    function getEthBalance(address account) external view returns (uint256);
+    function deploy(address owner, bytes32 salt) external returns (address account);
+    function predict(address owner, bytes32 salt) external view returns (address);
+}
+
+fn chains(rpc: Vec<String>, timeout_ms: u64) -> Chains {
+    let config = BTreeMap::from([(
+        format!("eip155:{CHAIN_ID}"),
+        ChainConfig {
+            rpc,
+            name: Some("anvil".to_owned()),
+            timeout_ms,
+            max_rps: None,
+        },
+    )]);
+    Chains::new(&config).expect("valid chain config")
+}
+
+#[tokio::test]
+async fn failover_skips_dead_and_hung_providers_and_retries_rate_limits() {
+    let anvil = Anvil::start().await;
+    let proxy = Proxy::start(&anvil.url).await;
+    proxy
+        .refuse_next
+        .store(2, std::sync::atomic::Ordering::SeqCst);
+    let chains = chains(
+        vec![closed_endpoint(), hung_endpoint().await, proxy.url.clone()],
+        400,
+    );
+    let chain = chains.get(CHAIN_ID).expect("configured");
+
+    let block = chain
+        .pin()
+        .await
+        .expect("answered through the third provider");
+    assert_eq!(block, 0);
+    let stats = chain.provider_stats();
+    assert_eq!(
+        (stats[0].requests, stats[0].errors),
+        (1, 1),
+        "closed port: {stats:?}"
+    );
+    assert_eq!(
+        (stats[1].requests, stats[1].errors),
+        (1, 1),
+        "hung endpoint: {stats:?}"
+    );
+    // Two 429s, then the answer: three attempts on the proxy.
+    assert_eq!(
+        (stats[2].requests, stats[2].errors),
+        (3, 2),
+        "rate-limited proxy: {stats:?}"
+    );
+    assert_eq!(proxy.count("eth_blockNumber"), 3);
+
+    // Only dead providers: "could not be asked", never "no".
+    let dead = chains_of_dead().await;
+    let err = dead
+        .get(CHAIN_ID)
+        .expect("configured")
+        .pin()
+        .await
+        .expect_err("nobody answers");
+    assert!(matches!(err, ChainError::Unavailable(_)), "{err:?}");
+    assert!(matches!(dead.get(1), Err(ChainError::NotConfigured(_))));
+
+    // A revert is the chain's answer: "refused", not "unavailable".
+    let reverted = chain
+        .call(Some(MULTICALL3), Bytes::from_static(&[1, 2, 3, 4]), None)
+        .await
+        .expect_err("no such function");
+    assert!(matches!(reverted, ChainError::Refused(_)), "{reverted:?}");
+}
+
+async fn chains_of_dead() -> Chains {
+    chains(vec![closed_endpoint(), hung_endpoint().await], 300)
+}
+
+#[tokio::test]
+async fn bad_chain_configuration_is_named() {
+    let config = |key: &str, rpc: Vec<String>| {
+        BTreeMap::from([(
+            key.to_owned(),
+            ChainConfig {
+                rpc,
+                name: None,
+                timeout_ms: 1000,
+                max_rps: None,
+            },
+        )])
+    };
+    let err = Chains::new(&config("eip155:1", vec![])).expect_err("no providers");
+    assert!(err.contains("eip155:1"), "{err}");
+    let err =
+        Chains::new(&config("cosmos:hub", vec!["http://x".to_owned()])).expect_err("not eip155");
+    assert!(err.contains("cosmos:hub"), "{err}");
+    let err = Chains::new(&config("eip155:1", vec!["ftp://x".to_owned()])).expect_err("scheme");
+    assert!(err.contains("ftp://x"), "{err}");
+}
+
+#[tokio::test]
+async fn multicall_of_500_reads_is_one_eth_call_at_a_pinned_block() {
+    let anvil = Anvil::start().await;
+    let proxy = Proxy::start(&anvil.url).await;
+    let chains = chains(vec![proxy.url.clone()], 5_000);
+    let chain = chains.get(CHAIN_ID).expect("configured");
+
+    let holders: Vec<Address> = (1..=500u16)
+        .map(|i| Address::left_padding_from(&i.to_be_bytes()))
+        .collect();
+    for (i, holder) in holders.iter().enumerate().take(3) {
+        anvil
+            .rpc(
+                "anvil_setBalance",
+                json!([holder.to_string(), format!("0x{:x}", 1000 + i)]),
+            )
+            .await;
+    }
+    anvil.rpc("evm_mine", json!([])).await;
+    let pinned = chain.pin().await.expect("block");
+
+    // The chain moves on after the pin: the pinned reads must not see it. (anvil's cheat
+    // codes edit the latest block's state in place, so move past the pinned block first.)
+    anvil.rpc("evm_mine", json!([])).await;
+    anvil
+        .rpc("anvil_setBalance", json!([holders[0].to_string(), "0x1"]))
+        .await;
+    anvil.rpc("evm_mine", json!([])).await;
+
+    let mut calls: Vec<(Address, Bytes)> = holders
+        .iter()
+        .map(|h| {
+            (
+                MULTICALL3,
+                getEthBalanceCall { account: *h }.abi_encode().into(),
+            )
+        })
+        .collect();
+    calls.push((MULTICALL3, Bytes::from_static(&[0xde, 0xad, 0xbe, 0xef]))); // reverts
+    let before = proxy.count("eth_call");
+    let results = chain.multicall(&calls, pinned).await.expect("multicall");
+    assert_eq!(
+        proxy.count("eth_call") - before,
+        1,
+        "one eth_call for 501 reads"
+    );
+    assert_eq!(results.len(), 501);
+    let balance = |i: usize| U256::abi_decode(&results[i].data).expect("uint");
+    assert_eq!(
+        balance(0),
+        U256::from(1000),
+        "read at the pinned block, not the latest"
+    );
+    assert_eq!(balance(2), U256::from(1002));
+    assert_eq!(balance(499), U256::ZERO);
+    assert!(results[..500].iter().all(|r| r.success));
+    assert!(!results[500].success, "per-call failure flag");
+    // And the latest block does see the change.
+    assert_eq!(
+        chain
+            .balance(holders[0], chain.pin().await.expect("block"))
+            .await
+            .expect("balance"),
+        U256::from(1)
+    );
+}
+
+fn siwe_text(address: Address, nonce: &str) -> String {
+    format!(
+        "matrix.example.org wants you to sign in with your Ethereum account:\n{}\n\nSign in to Matrixon\n\nURI: https://matrix.example.org/login\nVersion: 1\nChain ID: {CHAIN_ID}\nNonce: {nonce}\nIssued At: 2026-11-25T12:00:00Z",
+        address.to_checksum(None)
+    )
+}
+
+fn expectations(nonce: &str) -> Expectations<'_> {
+    Expectations {
+        domain: "matrix.example.org",
+        scheme: None,
+        uri_origin: Some("https://matrix.example.org"),
+        chain_ids: &[CHAIN_ID],
+        nonce: Some(nonce),
+        now: OffsetDateTime::now_utc(),
+        clock_skew: Duration::from_secs(60),
+        reject_future_issued_at: true,
+    }
+}
+
+#[tokio::test]
+async fn siwe_with_contract_accounts_on_a_real_chain() {
+    let anvil = Anvil::start().await;
+    let chains = chains(vec![anvil.url.clone()], 5_000);
+    let owner = Key::new(11);
+    let stranger = Key::new(12);
+
+    // A plain account: no chain call needed.
+    let text = siwe_text(owner.address(), "eoanonce1");
+    let (_, signer) = verify(
+        &text,
+        &owner.personal_sign(&text),
+        &expectations("eoanonce1"),
+        &chains,
+    )
+    .await
+    .expect("EOA");
+    assert_eq!(signer, Signer::Eoa);
+
+    // ERC-1271: a deployed account whose owner signs.
+    let mut code = creation_code("SmartAccount");
+    code.extend_from_slice(&owner.address().abi_encode());
+    let account = anvil.deploy(&code).await;
+    let text = siwe_text(account, "acctnonce1");
+    let (_, signer) = verify(
+        &text,
+        &owner.personal_sign(&text),
+        &expectations("acctnonce1"),
+        &chains,
+    )
+    .await
+    .expect("1271 valid");
+    assert_eq!(signer, Signer::Erc1271);
+    let wrong = verify(
+        &text,
+        &stranger.personal_sign(&text),
+        &expectations("acctnonce1"),
+        &chains,
+    )
+    .await;
+    assert_eq!(
+        wrong.expect_err("stranger"),
+        SiweError::Verify(VerifyError::InvalidSignature)
+    );
+
+    // ERC-6492: an account that does not exist yet, signing through its factory.
+    let factory = anvil.deploy(&creation_code("AccountFactory")).await;
+    let salt = B256::repeat_byte(7);
+    let predicted = chains
+        .get(CHAIN_ID)
+        .expect("chain")
+        .call(
+            Some(factory),
+            predictCall {
+                owner: owner.address(),
+                salt,
+            }
+            .abi_encode()
+            .into(),
+            None,
+        )
+        .await
+        .expect("predict");
+    let predicted = Address::abi_decode(&predicted).expect("address");
+    let wrap = |inner: Vec<u8>| {
+        let factory_calldata: Bytes = deployCall {
+            owner: owner.address(),
+            salt,
+        }
+        .abi_encode()
+        .into();
+        let mut wrapped = (factory, factory_calldata, Bytes::from(inner)).abi_encode_params();
+        wrapped.extend_from_slice(&ERC6492_MAGIC);
+        wrapped
+    };
+    let text = siwe_text(predicted, "cfnonce123");
+    let (_, signer) = verify(
+        &text,
+        &wrap(owner.personal_sign(&text)),
+        &expectations("cfnonce123"),
+        &chains,
+    )
+    .await
+    .expect("6492 valid");
+    assert_eq!(signer, Signer::Erc6492);
+    let code = anvil
+        .rpc("eth_getCode", json!([predicted.to_string(), "latest"]))
+        .await;
+    assert_eq!(
+        code, "0x",
+        "verification simulated the deployment, it did not perform it"
+    );
+    let wrong = verify(
+        &text,
+        &wrap(stranger.personal_sign(&text)),
+        &expectations("cfnonce123"),
+        &chains,
+    )
+    .await;
+    assert_eq!(
+        wrong.expect_err("stranger"),
+        SiweError::Verify(VerifyError::InvalidSignature)
+    );
+
+    // Once deployed, the same account verifies through ERC-1271.
+    anvil
+        .transact(
+            factory,
+            &deployCall {
+                owner: owner.address(),
+                salt,
+            }
+            .abi_encode(),
+        )
+        .await;
+    let (_, signer) = verify(
+        &text,
+        &owner.personal_sign(&text),
+        &expectations("cfnonce123"),
+        &chains,
+    )
+    .await
+    .expect("deployed");
+    assert_eq!(signer, Signer::Erc1271);
+
+    // RPC down during a contract check: unavailable, not invalid.
+    let dead = chains_of_dead().await;
+    let text = siwe_text(account, "downnonce1");
+    let down = verify(
+        &text,
+        &owner.personal_sign(&text),
+        &expectations("downnonce1"),
+        &dead,
+    )
+    .await;
+    assert!(
+        matches!(down, Err(SiweError::Verify(VerifyError::Unavailable(_)))),
+        "{down:?}"
+    );
+    let wrapped_down = verify(
+        &text,
+        &wrap(owner.personal_sign(&text)),
+        &expectations("downnonce1"),
+        &dead,
+    )
+    .await;
+    assert!(
+        matches!(
+            wrapped_down,
+            Err(SiweError::Verify(VerifyError::Unavailable(_)))
+        ),
+        "{wrapped_down:?}"
+    );
+}
