@@ -359,3 +359,90 @@ async fn siwe_with_contract_accounts_on_a_real_chain() {
         "{wrapped_down:?}"
     );
 }
+
+#[tokio::test]
+async fn server_reads_chains_from_its_config_and_exports_provider_metrics() {
+    let anvil = Anvil::start().await;
+    let srv = crate::harness::TestServer::start_with(&crate::harness::Backend::Sqlite, |c| {
+        c.chains = BTreeMap::from([(
+            format!("eip155:{CHAIN_ID}"),
+            ChainConfig {
+                rpc: vec![closed_endpoint(), format!("{}/?key=SECRET", anvil.url)],
+                name: None,
+                timeout_ms: 2_000,
+                max_rps: None,
+            },
+        )]);
+    })
+    .await;
+    let services = &srv.server.as_ref().expect("running").services;
+    services
+        .chains
+        .get(CHAIN_ID)
+        .expect("configured")
+        .pin()
+        .await
+        .expect("block number");
+    let metrics_addr = srv
+        .server
+        .as_ref()
+        .expect("running")
+        .metrics_addr
+        .expect("metrics");
+    let text = reqwest::get(format!("http://{metrics_addr}/metrics"))
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("text");
+    let chain = format!("eip155:{CHAIN_ID}");
+    assert!(
+        text.contains(&format!(
+            r#"matrixon_rpc_requests_total{{chain="{chain}",provider="0:127.0.0.1:1"}} 1"#
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            r#"matrixon_rpc_errors_total{{chain="{chain}",provider="0:127.0.0.1:1"}} 1"#
+        )),
+        "{text}"
+    );
+    let port = anvil.url.rsplit(':').next().expect("port");
+    assert!(
+        text.contains(&format!(
+            r#"matrixon_rpc_requests_total{{chain="{chain}",provider="1:127.0.0.1:{port}"}} 1"#
+        )),
+        "{text}"
+    );
+    assert!(
+        !text.contains("SECRET"),
+        "provider URLs with keys must not leak into metrics"
+    );
+    srv.finish().await;
+}
+
+#[tokio::test]
+async fn request_rate_cap_holds_back_requests() {
+    let anvil = Anvil::start().await;
+    let config = BTreeMap::from([(
+        format!("eip155:{CHAIN_ID}"),
+        ChainConfig {
+            rpc: vec![anvil.url.clone()],
+            name: None,
+            timeout_ms: 300,
+            max_rps: Some(2),
+        },
+    )]);
+    let chains = Chains::new(&config).expect("config");
+    let chain = chains.get(CHAIN_ID).expect("configured");
+    // A full bucket lets two through at once; the third would have to wait 500 ms, longer
+    // than the 300 ms timeout, so it is refused rather than queued.
+    chain.pin().await.expect("first");
+    chain.pin().await.expect("second");
+    let third = chain.pin().await.expect_err("capped");
+    assert!(
+        matches!(third, ChainError::Unavailable(ref why) if why.contains("rate cap")),
+        "{third:?}"
+    );
+}

@@ -17,8 +17,16 @@ fn known_keys() -> Vec<(String, bool)> {
     let mut keys = Vec::new();
     for line in TEMPLATE.lines() {
         let line = line.trim();
-        if let Some(header) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+        let uncommented = line.strip_prefix("# ").unwrap_or(line);
+        if let Some(header) = uncommented
+            .strip_prefix('[')
+            .and_then(|l| l.strip_suffix(']'))
+        {
             section = header.to_owned();
+            continue;
+        }
+        // Tables keyed by data (`[chains."eip155:1"]`) have no fixed keys to override.
+        if section.contains('"') {
             continue;
         }
         let candidate = line.strip_prefix("# ").unwrap_or(line);

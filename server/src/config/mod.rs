@@ -2,7 +2,9 @@
 
 mod env;
 
-use std::{net::SocketAddr, path::Path};
+use std::{collections::BTreeMap, net::SocketAddr, path::Path};
+
+use matrixon_chain::rpc::{ChainConfig, Chains};
 
 use ruma::OwnedServerName;
 use serde::Deserialize;
@@ -36,6 +38,9 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// Abuse limits.
     pub rate_limits: RateLimitsConfig,
+    /// EVM chains by CAIP-2 id (`eip155:1`), with their JSON-RPC providers.
+    #[serde(default)]
+    pub chains: BTreeMap<String, ChainConfig>,
 }
 
 /// Logging settings.
@@ -202,6 +207,8 @@ impl Config {
                 "must not be empty (leave it unset instead)",
             );
         }
+        // Building the registry checks every entry (ids, URLs, timeouts) and names the bad one.
+        Chains::new(&self.chains).map_err(ConfigError::Invalid)?;
         for (key, bucket) in [
             ("rate_limits.login_per_ip", self.rate_limits.login_per_ip),
             (
@@ -319,6 +326,7 @@ mod tests {
         let uncommented: String = TEMPLATE
             .lines()
             .map(|l| match l.strip_prefix("# ") {
+                Some(rest) if rest.starts_with('[') => rest,
                 Some(rest)
                     if rest.contains(" = ")
                         && rest.split(' ').next().is_some_and(|k| {
@@ -341,6 +349,25 @@ mod tests {
             Some("127.0.0.1:9108".parse().expect("addr"))
         );
         assert_eq!(config.federation_address(), "matrix.example.org:443");
+        assert_eq!(config.chains["eip155:1"].rpc.len(), 2);
+        assert_eq!(config.chains["eip155:1"].max_rps, Some(20));
+    }
+
+    #[test]
+    fn bad_chain_entries_are_named() {
+        let err =
+            Config::from_toml_with_env("[chains.\"eip155:x\"]\nrpc = [\"http://a\"]\n", no_env())
+                .expect_err("bad id");
+        assert!(err.to_string().contains("eip155:x"), "{err}");
+        let err = Config::from_toml_with_env("[chains.\"eip155:1\"]\nrpc = []\n", no_env())
+            .expect_err("no rpc");
+        assert!(err.to_string().contains("eip155:1"), "{err}");
+        let err = Config::from_toml_with_env(
+            "[chains.\"eip155:1\"]\nrpc = [\"http://a\"]\nrcp = 1\n",
+            no_env(),
+        )
+        .expect_err("typo");
+        assert!(err.to_string().contains("rcp"), "{err}");
     }
 
     #[test]

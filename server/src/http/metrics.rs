@@ -12,6 +12,8 @@ use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
 };
 
+use matrixon_chain::rpc::{Chains, ProviderSnapshot};
+
 use crate::service::Services;
 
 /// The server's metrics, in their own registry (no global state).
@@ -56,8 +58,8 @@ impl Metrics {
         })
     }
 
-    /// Text exposition of everything, with the pool gauges read now.
-    pub fn render(&self, pool_usage: (u32, usize)) -> String {
+    /// Text exposition of everything, with the pool gauges and RPC provider counters read now.
+    pub fn render(&self, pool_usage: (u32, usize), chains: &Chains) -> String {
         self.db_connections.set(i64::from(pool_usage.0));
         self.db_idle
             .set(i64::try_from(pool_usage.1).unwrap_or(i64::MAX));
@@ -65,7 +67,67 @@ impl Metrics {
         if let Err(err) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
             tracing::error!(%err, "encoding metrics");
         }
-        String::from_utf8_lossy(&out).into_owned()
+        let mut text = String::from_utf8_lossy(&out).into_owned();
+        render_providers(&mut text, chains);
+        text
+    }
+}
+
+/// Per-provider RPC counters. Providers are labelled by position and host only: their URLs
+/// often carry API keys, which must not reach a metrics system.
+fn render_providers(out: &mut String, chains: &Chains) {
+    use std::fmt::Write;
+    let rows: Vec<(String, String, ProviderSnapshot)> = chains
+        .iter()
+        .flat_map(|chain| {
+            chain
+                .provider_stats()
+                .into_iter()
+                .enumerate()
+                .map(|(i, stats)| {
+                    let host = stats
+                        .url
+                        .split("://")
+                        .nth(1)
+                        .and_then(|r| r.split(['/', '?', '@']).next())
+                        .unwrap_or("?");
+                    let host: String = host
+                        .chars()
+                        .filter(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(*c))
+                        .collect();
+                    (chain.caip2.clone(), format!("{i}:{host}"), stats)
+                })
+        })
+        .collect();
+    if rows.is_empty() {
+        return;
+    }
+    let families: [(&str, &str, fn(&ProviderSnapshot) -> f64); 3] = [
+        (
+            "matrixon_rpc_requests_total",
+            "JSON-RPC attempts by chain and provider",
+            |s| s.requests as f64,
+        ),
+        (
+            "matrixon_rpc_errors_total",
+            "Failed JSON-RPC attempts (transport error, timeout, rate limit)",
+            |s| s.errors as f64,
+        ),
+        (
+            "matrixon_rpc_latency_seconds_total",
+            "Summed JSON-RPC attempt latency",
+            |s| s.latency_us as f64 / 1e6,
+        ),
+    ];
+    for (name, help, value) in families {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        for (chain, provider, stats) in &rows {
+            let _ = writeln!(
+                out,
+                "{name}{{chain=\"{chain}\",provider=\"{provider}\"}} {}",
+                value(stats)
+            );
+        }
     }
 }
 

@@ -74,7 +74,9 @@ pub fn metrics_router(services: Arc<Services>) -> Router {
             get(|State(services): State<Arc<Services>>| async move {
                 (
                     [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-                    services.metrics.render(services.store.pool_usage()),
+                    services
+                        .metrics
+                        .render(services.store.pool_usage(), &services.chains),
                 )
             }),
         )

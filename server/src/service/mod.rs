@@ -9,6 +9,7 @@ mod uia;
 use std::sync::Arc;
 
 use anyhow::Context;
+use matrixon_chain::rpc::Chains;
 use ruma::signatures::Ed25519KeyPair;
 
 use crate::{clock::Clock, config::Config, http::metrics::Metrics, store::Store};
@@ -32,6 +33,8 @@ pub struct Services {
     pub metrics: Metrics,
     /// The server's ed25519 key, for signing events and federation requests.
     pub signing_key: Ed25519KeyPair,
+    /// Configured EVM chains (contract-account logins and gates read through these).
+    pub chains: Chains,
 }
 
 impl Services {
@@ -51,6 +54,7 @@ impl Services {
             Ed25519KeyPair::from_der(&pkcs8, version).context("decoding the server signing key")?;
         let limiter = RateLimiter::new(config.rate_limits.clone());
         let metrics = Metrics::new().context("registering metrics")?;
+        let chains = Chains::new(&config.chains).map_err(|e| anyhow::anyhow!("chains: {e}"))?;
         Ok(Self {
             config,
             store,
@@ -58,6 +62,7 @@ impl Services {
             limiter,
             metrics,
             signing_key,
+            chains,
         })
     }
 
