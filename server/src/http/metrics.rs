@@ -73,6 +73,9 @@ impl Metrics {
     }
 }
 
+/// A metric family: name, help text, and how to read its value from a snapshot.
+type Family = (&'static str, &'static str, fn(&ProviderSnapshot) -> f64);
+
 /// Per-provider RPC counters. Providers are labelled by position and host only: their URLs
 /// often carry API keys, which must not reach a metrics system.
 fn render_providers(out: &mut String, chains: &Chains) {
@@ -102,7 +105,7 @@ fn render_providers(out: &mut String, chains: &Chains) {
     if rows.is_empty() {
         return;
     }
-    let families: [(&str, &str, fn(&ProviderSnapshot) -> f64); 3] = [
+    let families: [Family; 3] = [
         (
             "matrixon_rpc_requests_total",
             "JSON-RPC attempts by chain and provider",
