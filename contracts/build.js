@@ -21,15 +21,26 @@ const input = {
     optimizer: { enabled: true, runs: 200 },
     evmVersion: "cancun",
     metadata: { bytecodeHash: "none", appendCBOR: false },
-    outputSelection: { "*": { "*": ["abi", "evm.bytecode.object", "evm.deployedBytecode.object"] } },
+    // Artifacts for our own sources only, not for every imported library contract.
+    outputSelection: Object.fromEntries(
+      Object.keys(sources).map((f) => [f, { "*": ["abi", "evm.bytecode.object", "evm.deployedBytecode.object"] }]),
+    ),
   },
 };
-const output = JSON.parse(solc.compile(JSON.stringify(input)));
+// Imports resolve to our own sources, else to the pinned npm packages (OpenZeppelin).
+function findImports(importPath) {
+  const candidates = [path.join(srcDir, importPath), path.join(__dirname, "..", "tools", "node_modules", importPath)];
+  for (const candidate of candidates) {
+    if (fs.existsSync(candidate)) return { contents: fs.readFileSync(candidate, "utf8") };
+  }
+  return { error: `not found: ${importPath}` };
+}
+const output = JSON.parse(solc.compile(JSON.stringify(input), { import: findImports }));
 const errors = (output.errors || []).filter((e) => e.severity === "error");
 for (const e of output.errors || []) console.error(e.formattedMessage);
 if (errors.length > 0) process.exit(1);
 fs.mkdirSync(outDir, { recursive: true });
-for (const file of Object.keys(output.contracts).sort()) {
+for (const file of Object.keys(output.contracts).filter((f) => f in sources).sort()) {
   for (const [name, contract] of Object.entries(output.contracts[file])) {
     const artifact = {
       compiler: solc.version(),

@@ -24,6 +24,9 @@ pub fn artifact(name: &str) -> Value {
         "Multicall3" => include_str!("../../contracts/out/Multicall3.json"),
         "SmartAccount" => include_str!("../../contracts/out/SmartAccount.json"),
         "AccountFactory" => include_str!("../../contracts/out/AccountFactory.json"),
+        "TestERC20" => include_str!("../../contracts/out/TestERC20.json"),
+        "TestERC721" => include_str!("../../contracts/out/TestERC721.json"),
+        "TestERC1155" => include_str!("../../contracts/out/TestERC1155.json"),
         other => panic!("no artifact {other}"),
     };
     serde_json::from_str(text).expect("artifact JSON")
@@ -117,8 +120,7 @@ impl Anvil {
         let hash = self
             .rpc("eth_sendTransaction", json!([{"from": DEPLOYER, "data": Bytes::copy_from_slice(code).to_string(), "gas": "0x1000000"}]))
             .await;
-        let receipt = self.rpc("eth_getTransactionReceipt", json!([hash])).await;
-        assert_eq!(receipt["status"], "0x1", "{receipt}");
+        let receipt = self.receipt(hash).await;
         receipt["contractAddress"]
             .as_str()
             .expect("contract address")
@@ -128,11 +130,22 @@ impl Anvil {
 
     /// Sends a transaction calling `to` with `data`.
     pub async fn transact(&self, to: Address, data: &[u8]) {
-        let hash = self
-            .rpc("eth_sendTransaction", json!([{"from": DEPLOYER, "to": to.to_string(), "data": Bytes::copy_from_slice(data).to_string(), "gas": "0x1000000"}]))
-            .await;
-        let receipt = self.rpc("eth_getTransactionReceipt", json!([hash])).await;
-        assert_eq!(receipt["status"], "0x1", "{receipt}");
+        let tx = json!([{"from": DEPLOYER, "to": to.to_string(), "data": Bytes::copy_from_slice(data).to_string(), "gas": "0x1000000"}]);
+        let hash = self.rpc("eth_sendTransaction", tx).await;
+        self.receipt(hash).await;
+    }
+
+    /// Waits for a successful receipt (auto-mining may lag the send under load).
+    async fn receipt(&self, hash: Value) -> Value {
+        for _ in 0..200 {
+            let receipt = self.rpc("eth_getTransactionReceipt", json!([hash])).await;
+            if !receipt.is_null() {
+                assert_eq!(receipt["status"], "0x1", "{receipt}");
+                return receipt;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("transaction {hash} was not mined");
     }
 }
 

@@ -19,6 +19,10 @@ use crate::anvil::{Anvil, CHAIN_ID, Key, Proxy, closed_endpoint, creation_code, 
 
 sol! {
     function getEthBalance(address account) external view returns (uint256);
+    function mint(address to, uint256 amount) external;
+    function balanceOf(address owner) external view returns (uint256);
+    function ownerOf(uint256 tokenId) external view returns (address);
+
     function deploy(address owner, bytes32 salt) external returns (address account);
     function predict(address owner, bytes32 salt) external view returns (address);
 }
@@ -444,5 +448,113 @@ async fn request_rate_cap_holds_back_requests() {
     assert!(
         matches!(third, ChainError::Unavailable(ref why) if why.contains("rate cap")),
         "{third:?}"
+    );
+}
+
+/// `selector ++ args` for a function whose Rust name differs from its Solidity name.
+fn renamed(signature: &str, args: &[u8]) -> Bytes {
+    let mut data = alloy::primitives::keccak256(signature.as_bytes())[..4].to_vec();
+    data.extend_from_slice(args);
+    data.into()
+}
+
+#[tokio::test]
+async fn token_holdings_read_in_one_pinned_batch() {
+    let anvil = Anvil::start().await;
+    let chains = chains(vec![anvil.url.clone()], 5_000);
+    let chain = chains.get(CHAIN_ID).expect("configured");
+    let erc20 = anvil.deploy(&creation_code("TestERC20")).await;
+    let erc721 = anvil.deploy(&creation_code("TestERC721")).await;
+    let erc1155 = anvil.deploy(&creation_code("TestERC1155")).await;
+    let alice = Key::new(21).address();
+    let bob = Key::new(22).address();
+
+    let hundred = U256::from(100u64) * U256::from(10u64).pow(U256::from(18u64));
+    anvil
+        .transact(
+            erc20,
+            &mintCall {
+                to: alice,
+                amount: hundred,
+            }
+            .abi_encode(),
+        )
+        .await;
+    anvil
+        .transact(
+            erc721,
+            &mintCall {
+                to: bob,
+                amount: U256::from(42u64),
+            }
+            .abi_encode(),
+        )
+        .await;
+    let args = (alice, U256::from(7u64), U256::from(3u64)).abi_encode_params();
+    anvil
+        .transact(erc1155, &renamed("mint(address,uint256,uint256)", &args))
+        .await;
+    let block = chain.pin().await.expect("block");
+
+    let calls = vec![
+        (erc20, balanceOfCall { owner: alice }.abi_encode().into()),
+        (erc20, balanceOfCall { owner: bob }.abi_encode().into()),
+        (
+            erc721,
+            ownerOfCall {
+                tokenId: U256::from(42u64),
+            }
+            .abi_encode()
+            .into(),
+        ),
+        (
+            erc721,
+            ownerOfCall {
+                tokenId: U256::from(43u64),
+            }
+            .abi_encode()
+            .into(),
+        ), // not minted: reverts
+        (erc721, balanceOfCall { owner: bob }.abi_encode().into()),
+        (
+            erc1155,
+            renamed(
+                "balanceOf(address,uint256)",
+                &(alice, U256::from(7u64)).abi_encode_params(),
+            ),
+        ),
+        (
+            erc1155,
+            renamed(
+                "balanceOf(address,uint256)",
+                &(bob, U256::from(7u64)).abi_encode_params(),
+            ),
+        ),
+    ];
+    let results = chain.multicall(&calls, block).await.expect("multicall");
+    let uint = |i: usize| U256::abi_decode(&results[i].data).expect("uint");
+    assert_eq!(uint(0), hundred);
+    assert_eq!(uint(1), U256::ZERO);
+    assert_eq!(Address::abi_decode(&results[2].data).expect("address"), bob);
+    assert!(
+        !results[3].success,
+        "ownerOf an unminted token reverts, flagged per call"
+    );
+    assert_eq!(uint(4), U256::from(1u64));
+    assert_eq!(uint(5), U256::from(3u64));
+    assert_eq!(uint(6), U256::ZERO);
+    // Native balance through the same batch mechanism.
+    let native = chain
+        .multicall(
+            &[(
+                MULTICALL3,
+                getEthBalanceCall { account: alice }.abi_encode().into(),
+            )],
+            block,
+        )
+        .await;
+    assert_eq!(
+        U256::abi_decode(&native.expect("native")[0].data).expect("uint"),
+        U256::ZERO
     );
 }
