@@ -186,20 +186,34 @@ pub struct Proxy {
     pub url: String,
     pub methods: Arc<Mutex<Vec<String>>>,
     pub refuse_next: Arc<AtomicUsize>,
+    /// Answers JSON-RPC error -32005 ("limit exceeded", HTTP 200) to this many next requests.
+    pub limit_next: Arc<AtomicUsize>,
 }
 
 impl Proxy {
     pub async fn start(upstream: &str) -> Self {
         let methods = Arc::new(Mutex::new(Vec::new()));
         let refuse_next = Arc::new(AtomicUsize::new(0));
+        let limit_next = Arc::new(AtomicUsize::new(0));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let addr: SocketAddr = listener.local_addr().expect("addr");
-        let (m, r, upstream) = (methods.clone(), refuse_next.clone(), upstream.to_owned());
+        let (m, r, l, upstream) = (
+            methods.clone(),
+            refuse_next.clone(),
+            limit_next.clone(),
+            upstream.to_owned(),
+        );
         let client = reqwest::Client::new();
         let app = axum::Router::new().fallback(move |body: axum::body::Bytes| {
-            let (m, r, upstream, client) = (m.clone(), r.clone(), upstream.clone(), client.clone());
+            let (m, r, l, upstream, client) = (
+                m.clone(),
+                r.clone(),
+                l.clone(),
+                upstream.clone(),
+                client.clone(),
+            );
             async move {
                 let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
                 let names: Vec<String> = match &request {
@@ -214,6 +228,16 @@ impl Proxy {
                     .is_ok()
                 {
                     return (axum::http::StatusCode::TOO_MANY_REQUESTS, Vec::new());
+                }
+                if l.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                    .is_ok()
+                {
+                    let error = json!({"jsonrpc": "2.0", "id": request["id"].clone(),
+                        "error": {"code": -32005, "message": "limit exceeded"}});
+                    return (
+                        axum::http::StatusCode::OK,
+                        serde_json::to_vec(&error).expect("json"),
+                    );
                 }
                 let answer = client
                     .post(&upstream)
@@ -235,6 +259,7 @@ impl Proxy {
             url: format!("http://{addr}"),
             methods,
             refuse_next,
+            limit_next,
         }
     }
 

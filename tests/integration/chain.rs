@@ -77,6 +77,22 @@ async fn failover_skips_dead_and_hung_providers_and_retries_rate_limits() {
     );
     assert_eq!(proxy.count("eth_blockNumber"), 3);
 
+    // JSON-RPC -32005 ("limit exceeded", inside an HTTP 200) is retried the same way.
+    proxy
+        .limit_next
+        .store(2, std::sync::atomic::Ordering::SeqCst);
+    let before = chain.provider_stats()[2].clone();
+    assert_eq!(chain.pin().await.expect("answered after two -32005"), 0);
+    let after = &chain.provider_stats()[2];
+    assert_eq!(
+        (
+            after.requests - before.requests,
+            after.errors - before.errors
+        ),
+        (3, 2),
+        "{after:?}"
+    );
+
     // Only dead providers: "could not be asked", never "no".
     let dead = chains_of_dead().await;
     let err = dead
