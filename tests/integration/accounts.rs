@@ -172,22 +172,14 @@ async fn change_password_then_deactivate(backend: Backend) {
     let token_b = b["access_token"].as_str().expect("token");
 
     // Password change: UIA first, then the change logs out the other devices.
-    let first = srv
-        .post_json(
-            "/_matrix/client/v3/account/password",
-            Some(token_a),
-            &json!({"new_password": "second password"}),
-        )
-        .await;
-    assert_eq!(first.0, 401);
-    let session = first.1["session"].as_str().expect("session");
+    let body = json!({"new_password": "second password"});
     let done = srv
-        .post_json(
+        .post_with_password_uia(
             "/_matrix/client/v3/account/password",
-            Some(token_a),
-            &json!({"new_password": "second password", "auth": {
-                "type": "m.login.password", "session": session,
-                "identifier": {"type": "m.id.user", "user": "bob"}, "password": "first password"}}),
+            token_a,
+            body,
+            "bob",
+            "first password",
         )
         .await;
     assert_eq!(done.0, 200, "{:?}", done.1);

@@ -297,6 +297,25 @@ impl TestServer {
         body
     }
 
+    /// POSTs `body` to a UIA-protected endpoint twice, as clients do: once to get the
+    /// session, then with an `m.login.password` stage for `user`. Returns the second answer.
+    pub async fn post_with_password_uia(
+        &self,
+        path: &str,
+        token: &str,
+        mut body: Value,
+        user: &str,
+        password: &str,
+    ) -> (u16, Value) {
+        let first = self.post_json(path, Some(token), &body).await;
+        assert_eq!(first.0, 401, "{:?}", first.1);
+        body["auth"] = serde_json::json!({
+            "type": "m.login.password", "session": first.1["session"],
+            "identifier": {"type": "m.id.user", "user": user}, "password": password,
+        });
+        self.post_json(path, Some(token), &body).await
+    }
+
     /// Sends a request and returns status and JSON body (Null when the body is not JSON).
     pub async fn request(
         &self,

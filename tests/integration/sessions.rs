@@ -147,22 +147,9 @@ async fn login_tokens_are_single_use(backend: Backend) {
     let token = session["access_token"].as_str().expect("token");
 
     // get_token is protected by UIA.
-    let first = srv
-        .post_json(
-            "/_matrix/client/v1/login/get_token",
-            Some(token),
-            &json!({}),
-        )
-        .await;
-    assert_eq!(first.0, 401, "{:?}", first.1);
-    let uia = first.1["session"].as_str().expect("session");
+    let get_token = "/_matrix/client/v1/login/get_token";
     let minted = srv
-        .post_json(
-            "/_matrix/client/v1/login/get_token",
-            Some(token),
-            &json!({"auth": {"type": "m.login.password", "session": uia,
-                "identifier": {"type": "m.id.user", "user": "fay"}, "password": "fay password"}}),
-        )
+        .post_with_password_uia(get_token, token, json!({}), "fay", "fay password")
         .await;
     assert_eq!(minted.0, 200, "{:?}", minted.1);
     let login_token = minted.1["login_token"]
@@ -190,24 +177,8 @@ async fn login_tokens_are_single_use(backend: Backend) {
     assert_error(&again, 403, "M_FORBIDDEN");
 
     // An expired token is refused too.
-    let uia = srv
-        .post_json(
-            "/_matrix/client/v1/login/get_token",
-            Some(token),
-            &json!({}),
-        )
-        .await
-        .1["session"]
-        .as_str()
-        .expect("session")
-        .to_owned();
     let minted = srv
-        .post_json(
-            "/_matrix/client/v1/login/get_token",
-            Some(token),
-            &json!({"auth": {"type": "m.login.password", "session": uia,
-                "identifier": {"type": "m.id.user", "user": "fay"}, "password": "fay password"}}),
-        )
+        .post_with_password_uia(get_token, token, json!({}), "fay", "fay password")
         .await;
     srv.clock.advance(Duration::from_secs(121));
     let expired = srv

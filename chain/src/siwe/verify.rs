@@ -251,19 +251,15 @@ pub async fn check_signature(
     let unavailable = |e: Unavailable| VerifyError::Unavailable(e.0);
     let hash = eip191_hash_message(text);
     if signature.len() > 32 && signature[signature.len() - 32..] == ERC6492_MAGIC {
-        return match chain
+        let answer = chain
             .erc6492_valid(
                 message.chain_id,
                 message.address,
                 hash,
                 Bytes::copy_from_slice(signature),
             )
-            .await
-        {
-            Ok(true) => Ok(Signer::Erc6492),
-            Ok(false) => Err(VerifyError::InvalidSignature),
-            Err(e) => Err(unavailable(e)),
-        };
+            .await;
+        return verdict(answer, Signer::Erc6492);
     }
     let local = recover_eoa(text, signature);
     if matches!(local, Ok(address) if address == message.address) {
@@ -274,23 +270,28 @@ pub async fn check_signature(
         .await
         .map_err(unavailable)?
     {
-        return match chain
+        let answer = chain
             .erc1271_valid(
                 message.chain_id,
                 message.address,
                 hash,
                 Bytes::copy_from_slice(signature),
             )
-            .await
-        {
-            Ok(true) => Ok(Signer::Erc1271),
-            Ok(false) => Err(VerifyError::InvalidSignature),
-            Err(e) => Err(unavailable(e)),
-        };
+            .await;
+        return verdict(answer, Signer::Erc1271);
     }
     match local {
         Ok(_) => Err(VerifyError::InvalidSignature),
         Err(e) => Err(e),
+    }
+}
+
+/// A contract's answer about a signature, as a verification result.
+fn verdict(answer: Result<bool, Unavailable>, signer: Signer) -> Result<Signer, VerifyError> {
+    match answer {
+        Ok(true) => Ok(signer),
+        Ok(false) => Err(VerifyError::InvalidSignature),
+        Err(e) => Err(VerifyError::Unavailable(e.0)),
     }
 }
 
