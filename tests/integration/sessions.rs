@@ -114,15 +114,11 @@ async fn sdk_logout_and_logout_all(backend: Backend) {
         "registration device + 2"
     );
 
-    // Logging out everywhere ends all of them.
-    let all = srv
-        .post_json(
-            "/_matrix/client/v3/logout/all",
-            Some(&tokens[1]),
-            &json!({}),
-        )
-        .await;
-    assert_eq!(all.0, 200, "{:?}", all.1);
+    // Logging out everywhere (through the client's typed request) ends all of them.
+    clients[1]
+        .send(matrix_sdk::ruma::api::client::session::logout_all::v3::Request::new())
+        .await
+        .expect("logout everywhere");
     for token in &tokens {
         assert_error(
             &srv.get("/_matrix/client/v3/account/whoami", Some(token))
