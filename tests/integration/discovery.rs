@@ -66,7 +66,11 @@ async fn discovery_documents(backend: Backend) {
         .collect();
     assert_eq!(
         types,
-        vec![json!("m.login.password"), json!("m.login.token")]
+        vec![
+            json!("m.login.password"),
+            json!("m.login.token"),
+            json!("io.matrixon.login.siwe")
+        ]
     );
     // The r0 paths of old clients reach the same handlers.
     assert_eq!(srv.get("/_matrix/client/r0/login", None).await.1, flows.1);

@@ -13,3 +13,4 @@ mod discovery;
 mod errors;
 mod registration;
 mod sessions;
+mod wallet;

@@ -39,9 +39,14 @@ fn unavailable(error: ChainError) -> Unavailable {
     Unavailable(error.to_string())
 }
 
+/// On a chain without configured providers no contract is known: only plain-account
+/// signatures can be checked there, and contract signatures are not valid. (Being
+/// unconfigured is a standing policy, not an outage, so it is not "unavailable".)
 impl ContractSignatures for Chains {
     async fn has_code(&self, chain_id: u64, address: Address) -> Result<bool, Unavailable> {
-        let chain = self.get(chain_id).map_err(unavailable)?;
+        let Ok(chain) = self.get(chain_id) else {
+            return Ok(false);
+        };
         let block = chain.pin().await.map_err(unavailable)?;
         Ok(!chain
             .code(address, block)
@@ -57,7 +62,9 @@ impl ContractSignatures for Chains {
         hash: B256,
         signature: Bytes,
     ) -> Result<bool, Unavailable> {
-        let chain = self.get(chain_id).map_err(unavailable)?;
+        let Ok(chain) = self.get(chain_id) else {
+            return Ok(false);
+        };
         let data = IERC1271::isValidSignatureCall { hash, signature }.abi_encode();
         match chain.call(Some(address), data.into(), None).await {
             Ok(raw) => Ok(IERC1271::isValidSignatureCall::abi_decode_returns(&raw)
@@ -75,7 +82,9 @@ impl ContractSignatures for Chains {
         hash: B256,
         wrapped_signature: Bytes,
     ) -> Result<bool, Unavailable> {
-        let chain = self.get(chain_id).map_err(unavailable)?;
+        let Ok(chain) = self.get(chain_id) else {
+            return Ok(false);
+        };
         let mut data = validator_code()?.to_vec();
         data.extend_from_slice(&(address, hash, wrapped_signature).abi_encode_params());
         match chain.call(None, data.into(), None).await {

@@ -38,9 +38,45 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// Abuse limits.
     pub rate_limits: RateLimitsConfig,
+    /// Sign-In with Ethereum.
+    pub wallet: WalletConfig,
     /// EVM chains by CAIP-2 id (`eip155:1`), with their JSON-RPC providers.
     #[serde(default)]
     pub chains: BTreeMap<String, ChainConfig>,
+}
+
+/// Sign-In with Ethereum settings.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WalletConfig {
+    /// Who may create an account by signing in with a new wallet.
+    pub registration: WalletRegistration,
+    /// Addresses allowed under `allowlist`.
+    pub allowlist: Vec<String>,
+    /// CAIP-2 chains messages may name.
+    pub chains: Vec<String>,
+    /// Nonce lifetime in seconds.
+    pub nonce_ttl_s: u64,
+    /// Clock skew tolerance in seconds.
+    pub clock_skew_s: u64,
+    /// Domain messages must name; defaults to the host of `public_baseurl`.
+    pub domain: Option<String>,
+    /// URI messages must point into; defaults to `public_baseurl`.
+    pub uri: Option<String>,
+    /// Statement of sign-in messages.
+    pub statement: Option<String>,
+}
+
+/// Wallet account creation policy.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum WalletRegistration {
+    /// Any wallet gets an account on first sign-in.
+    Open,
+    /// Only allow-listed wallets get one.
+    Allowlist,
+    /// Only wallets already linked to an account sign in.
+    Closed,
 }
 
 /// Logging settings.
@@ -207,6 +243,29 @@ impl Config {
                 "must not be empty (leave it unset instead)",
             );
         }
+        for (i, address) in self.wallet.allowlist.iter().enumerate() {
+            if address.len() != 42
+                || !address.starts_with("0x")
+                || !address[2..].bytes().all(|b| b.is_ascii_hexdigit())
+            {
+                return bad(
+                    &format!("wallet.allowlist[{i}]"),
+                    "must be a 0x-prefixed 20-byte hex address",
+                );
+            }
+        }
+        for chain in &self.wallet.chains {
+            matrixon_chain::rpc::parse_caip2(chain)
+                .map_err(|e| ConfigError::Invalid(format!("`wallet.chains`: {e}")))?;
+        }
+        if self.wallet.nonce_ttl_s == 0 || self.wallet.nonce_ttl_s > 86_400 {
+            return bad("wallet.nonce_ttl_s", "must be between 1 second and one day");
+        }
+        if let Some(uri) = &self.wallet.uri
+            && !(uri.starts_with("http://") || uri.starts_with("https://"))
+        {
+            return bad("wallet.uri", "must be an http:// or https:// URL");
+        }
         // Building the registry checks every entry (ids, URLs, timeouts) and names the bad one.
         Chains::new(&self.chains).map_err(ConfigError::Invalid)?;
         for (key, bucket) in [
@@ -259,6 +318,23 @@ impl Config {
         } else {
             format!("{url}/")
         }
+    }
+
+    /// The domain SIWE messages must name: `wallet.domain`, else the authority of `public_baseurl`.
+    pub fn wallet_domain(&self) -> String {
+        self.wallet.domain.clone().unwrap_or_else(|| {
+            let base = self.public_baseurl();
+            let rest = base.split_once("://").map_or(base.as_str(), |(_, r)| r);
+            rest.split('/').next().unwrap_or_default().to_owned()
+        })
+    }
+
+    /// The URI SIWE messages must point into: `wallet.uri`, else `public_baseurl`.
+    pub fn wallet_uri(&self) -> String {
+        self.wallet
+            .uri
+            .clone()
+            .unwrap_or_else(|| self.public_baseurl())
     }
 
     /// The `host:port` that `/.well-known/matrix/server` announces.

@@ -25,6 +25,7 @@ pub fn router(services: Arc<Services>) -> Router {
     Router::new()
         .merge(api::client::routes())
         .merge(api::admin::routes())
+        .merge(api::wallet::routes())
         .route("/health", get(health))
         .fallback(|| async { Error::unrecognized() })
         .method_not_allowed_fallback(|| async { Error::method_not_allowed() })

@@ -5,6 +5,7 @@ mod rate_limit;
 pub mod secrets;
 mod sessions;
 mod uia;
+mod wallet;
 
 use std::sync::Arc;
 
@@ -18,6 +19,7 @@ pub use accounts::WALLET_LOCALPART_HINT;
 pub use rate_limit::{Limit, RateLimiter};
 pub use sessions::{IssuedSession, Session};
 pub use uia::{UiaOperation, UiaOutcome};
+pub use wallet::{SIWE_LOGIN_TYPE, SiweParameters};
 
 /// Everything a request may need, built once at start and shared by reference.
 pub struct Services {

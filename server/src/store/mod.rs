@@ -10,6 +10,7 @@ mod server_keys;
 mod tokens;
 mod uia;
 mod users;
+mod wallets;
 
 use std::{path::Path, str::FromStr, time::Duration};
 

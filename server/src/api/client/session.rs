@@ -24,7 +24,7 @@ use crate::{
         error::{Error, Result},
         ruma::{RouterExt, Ruma},
     },
-    service::{Limit, Services, UiaOperation},
+    service::{Limit, SIWE_LOGIN_TYPE, Services, UiaOperation},
 };
 
 pub(super) fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
@@ -47,6 +47,8 @@ async fn login_types(
     Ok(get_login_types::v3::Response::new(vec![
         LoginType::Password(PasswordLoginType::new()),
         LoginType::Token(token),
+        LoginType::new(SIWE_LOGIN_TYPE, serde_json::Map::new())
+            .map_err(|e| Error::Internal(anyhow::anyhow!("login type: {e}")))?,
     ]))
 }
 
@@ -80,6 +82,19 @@ async fn login(
             let user_id = services.consume_login_token(&token.token).await?;
             services.ensure_active(&user_id).await?;
             user_id
+        }
+        siwe if siwe.login_type() == SIWE_LOGIN_TYPE => {
+            let data = siwe.data();
+            let field = |name: &str| {
+                data.get(name)
+                    .and_then(serde_json::Value::as_str)
+                    .map(str::to_owned)
+                    .ok_or_else(|| {
+                        Error::bad_json(format!("{SIWE_LOGIN_TYPE} needs a string `{name}`"))
+                    })
+            };
+            let (message, signature) = (field("message")?, field("signature")?);
+            services.siwe_login(&message, &signature).await?
         }
         other => {
             return Err(Error::new(

@@ -1,0 +1,180 @@
+//! Sign-In with Ethereum: nonces, message verification, and wallet accounts.
+
+use std::time::Duration;
+
+use http::StatusCode;
+use matrixon_chain::{
+    rpc::parse_caip2,
+    siwe::{self, Expectations, Message, VerifyError},
+};
+use ruma::{OwnedUserId, UserId, api::error::ErrorKind};
+use time::OffsetDateTime;
+
+use super::{Services, secrets};
+use crate::{
+    config::WalletRegistration,
+    http::error::{Error, Result},
+    store::CreateAccount,
+};
+
+/// The login type dApps use for a signed SIWE message.
+pub const SIWE_LOGIN_TYPE: &str = "io.matrixon.login.siwe";
+
+const NONCE_KIND: &str = "siwe";
+
+/// What a client needs to build a sign-in message the server will accept.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct SiweParameters {
+    /// Single-use nonce for the message's `Nonce` field.
+    pub nonce: String,
+    /// When the nonce stops working, ms since the epoch.
+    pub expires_at_ms: i64,
+    /// The message's domain.
+    pub domain: String,
+    /// The message's URI.
+    pub uri: String,
+    /// The message's statement.
+    pub statement: String,
+    /// The message's version.
+    pub version: &'static str,
+    /// Chains the message may name (CAIP-2).
+    pub chain_ids: Vec<String>,
+}
+
+fn forbidden(why: impl std::fmt::Display) -> Error {
+    Error::forbidden(format!("Sign-in refused: {why}"))
+}
+
+impl Services {
+    /// Issues a fresh single-use nonce with the parameters the message must carry.
+    pub async fn siwe_parameters(&self) -> Result<SiweParameters> {
+        let nonce = secrets::random_alphanumeric(24);
+        let ttl_ms =
+            i64::try_from(self.config.wallet.nonce_ttl_s.saturating_mul(1000)).unwrap_or(i64::MAX);
+        let expires_at_ms = self.now_ms().saturating_add(ttl_ms);
+        self.store
+            .insert_nonce(NONCE_KIND, &nonce, expires_at_ms)
+            .await?;
+        Ok(SiweParameters {
+            nonce,
+            expires_at_ms,
+            domain: self.config.wallet_domain(),
+            uri: self.config.wallet_uri(),
+            statement: self.siwe_statement(),
+            version: "1",
+            chain_ids: self.config.wallet.chains.clone(),
+        })
+    }
+
+    fn siwe_statement(&self) -> String {
+        self.config
+            .wallet
+            .statement
+            .clone()
+            .unwrap_or_else(|| format!("Sign in to {}", self.config.server_name))
+    }
+
+    /// Verifies a signed sign-in message and returns the account it signs in to, creating
+    /// a wallet account on first sign-in when policy allows. The nonce is spent either way.
+    pub async fn siwe_login(&self, text: &str, signature_hex: &str) -> Result<OwnedUserId> {
+        let message: Message = text.parse().map_err(forbidden)?;
+        let now = self.now_ms();
+        if !self
+            .store
+            .take_nonce(NONCE_KIND, &message.nonce, now)
+            .await?
+        {
+            return Err(forbidden("unknown, expired or already used nonce"));
+        }
+        let hex = signature_hex.strip_prefix("0x").unwrap_or(signature_hex);
+        let signature = hex::decode(hex).map_err(|_| forbidden("the signature is not hex"))?;
+        let chain_ids: Vec<u64> = self
+            .config
+            .wallet
+            .chains
+            .iter()
+            .filter_map(|c| parse_caip2(c).ok())
+            .collect();
+        let uri = self.config.wallet_uri();
+        let origin = origin_of(&uri);
+        let domain = self.config.wallet_domain();
+        let expect = Expectations {
+            domain: &domain,
+            scheme: uri.split_once("://").map(|(scheme, _)| scheme),
+            uri_origin: Some(&origin),
+            chain_ids: &chain_ids,
+            nonce: None, // spent above, in the database every instance shares
+            now: OffsetDateTime::from_unix_timestamp_nanos(i128::from(now) * 1_000_000)
+                .unwrap_or(OffsetDateTime::UNIX_EPOCH),
+            clock_skew: Duration::from_secs(self.config.wallet.clock_skew_s),
+            reject_future_issued_at: true,
+        };
+        siwe::check_fields(&message, &expect).map_err(forbidden)?;
+        match siwe::check_signature(text, &message, &signature, &self.chains).await {
+            Ok(_) => {}
+            Err(VerifyError::Unavailable(why)) => {
+                return Err(Error::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    ErrorKind::Unknown,
+                    format!("The wallet's chain could not be asked, try again later: {why}"),
+                ));
+            }
+            Err(other) => return Err(forbidden(other)),
+        }
+        let address = format!("{:#x}", message.address);
+        if let Some(user_id) = self.store.wallet_owner(&address).await? {
+            self.ensure_active(&user_id).await?;
+            return Ok(user_id);
+        }
+        match self.config.wallet.registration {
+            WalletRegistration::Open => {}
+            WalletRegistration::Allowlist
+                if self
+                    .config
+                    .wallet
+                    .allowlist
+                    .iter()
+                    .any(|a| a.eq_ignore_ascii_case(&address)) => {}
+            WalletRegistration::Allowlist => {
+                return Err(forbidden("this wallet is not on the server's allowlist"));
+            }
+            WalletRegistration::Closed => {
+                return Err(forbidden(
+                    "no account is linked to this wallet and wallet registration is closed",
+                ));
+            }
+        }
+        let user_id = UserId::parse(format!("@{address}:{}", self.config.server_name))
+            .map_err(|e| Error::Internal(anyhow::anyhow!("wallet user ID: {e}")))?;
+        match self
+            .store
+            .create_wallet_account(&user_id, &address, now)
+            .await?
+        {
+            CreateAccount::Created => {
+                tracing::info!(%user_id, "wallet account created");
+                Ok(user_id)
+            }
+            // Lost a race with a concurrent first sign-in of the same wallet: use its account.
+            CreateAccount::Taken | CreateAccount::TokenUnusable => {
+                match self.store.wallet_owner(&address).await? {
+                    Some(owner) => Ok(owner),
+                    None => Err(forbidden(
+                        "the wallet's user ID is taken by another account",
+                    )),
+                }
+            }
+        }
+    }
+}
+
+/// `scheme://authority` of a URL.
+fn origin_of(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => format!(
+            "{scheme}://{}",
+            rest.split(['/', '?', '#']).next().unwrap_or_default()
+        ),
+        None => url.to_owned(),
+    }
+}

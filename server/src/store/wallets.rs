@@ -1,0 +1,51 @@
+//! The `wallets` table: which account an Ethereum address signs in to.
+
+use ruma::{OwnedUserId, UserId};
+use sqlx::Row;
+
+use super::{CreateAccount, Store};
+
+impl Store {
+    /// The account `address` (lower-case hex) is linked to.
+    pub async fn wallet_owner(&self, address: &str) -> Result<Option<OwnedUserId>, sqlx::Error> {
+        let row = sqlx::query("SELECT user_id FROM wallets WHERE address = $1")
+            .bind(address)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|row| {
+            UserId::parse(row.try_get::<String, _>(0)?)
+                .map_err(|e| sqlx::Error::Decode(Box::new(e)))
+        })
+        .transpose()
+    }
+
+    /// Creates a password-less wallet account and links `address` to it, in one transaction.
+    pub async fn create_wallet_account(
+        &self,
+        user_id: &UserId,
+        address: &str,
+        now_ms: i64,
+    ) -> Result<CreateAccount, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO users (user_id, localpart, password_hash, is_admin, deactivated, created_ts) \
+             VALUES ($1, $2, NULL, 0, 0, $3) ON CONFLICT DO NOTHING",
+        )
+        .bind(user_id.as_str())
+        .bind(user_id.localpart())
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await?;
+        if inserted.rows_affected() != 1 {
+            return Ok(CreateAccount::Taken);
+        }
+        sqlx::query("INSERT INTO wallets (address, user_id, linked_ts) VALUES ($1, $2, $3)")
+            .bind(address)
+            .bind(user_id.as_str())
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(CreateAccount::Created)
+    }
+}

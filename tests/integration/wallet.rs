@@ -1,0 +1,372 @@
+//! Sign-In with Ethereum logins for dApps (`io.matrixon.login.siwe`), from plain wallets and
+//! contract wallets, and every way a sign-in can be refused.
+
+use std::collections::BTreeMap;
+
+use alloy::{
+    primitives::{Address, B256, Bytes},
+    sol,
+    sol_types::{SolCall, SolValue},
+};
+use matrixon::config::WalletRegistration;
+use matrixon_chain::{rpc::ChainConfig, siwe::ERC6492_MAGIC};
+use serde_json::{Value, json};
+use time::{OffsetDateTime, format_description::well_known::Rfc3339};
+
+use crate::{
+    anvil::{Anvil, CHAIN_ID, Key, closed_endpoint, creation_code},
+    harness::{Backend, TestServer, assert_error, both_backends},
+};
+
+both_backends!(
+    sdk_wallet_login_provisions_then_reuses_the_account,
+    refused_sign_ins_change_nothing,
+    wallet_registration_policy
+);
+
+sol! {
+    function deploy(address owner, bytes32 salt) external returns (address account);
+    function predict(address owner, bytes32 salt) external view returns (address);
+}
+
+const NONCE_PATH: &str = "/_matrix/client/unstable/io.matrixon/siwe/nonce";
+
+/// A message built from the server's parameters, as a dApp builds it.
+fn message(params: &Value, address: Address, chain_id: u64, extra: &str) -> String {
+    let now = OffsetDateTime::now_utc().format(&Rfc3339).expect("time");
+    format!(
+        "{} wants you to sign in with your Ethereum account:\n{}\n\n{}\n\nURI: {}\nVersion: 1\nChain ID: {chain_id}\nNonce: {}\nIssued At: {now}{extra}",
+        params["domain"].as_str().expect("domain"),
+        address.to_checksum(None),
+        params["statement"].as_str().expect("statement"),
+        params["uri"].as_str().expect("uri"),
+        params["nonce"].as_str().expect("nonce"),
+    )
+}
+
+async fn params(srv: &TestServer) -> Value {
+    let (status, body) = srv.get(NONCE_PATH, None).await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+async fn siwe_login(srv: &TestServer, text: &str, signature: &str) -> (u16, Value) {
+    srv.post_json(
+        "/_matrix/client/v3/login",
+        None,
+        &json!({"type": "io.matrixon.login.siwe", "message": text, "signature": signature}),
+    )
+    .await
+}
+
+fn hex(bytes: &[u8]) -> String {
+    format!("0x{}", alloy::primitives::hex::encode(bytes))
+}
+
+async fn sdk_wallet_login_provisions_then_reuses_the_account(backend: Backend) {
+    let srv = TestServer::start(&backend).await;
+    let wallet = Key::new(31);
+    let expected_user = format!("@{:#x}:localhost", wallet.address());
+
+    let flows = srv.get("/_matrix/client/v3/login", None).await.1;
+    assert!(
+        flows["flows"]
+            .as_array()
+            .expect("flows")
+            .iter()
+            .any(|f| f["type"] == "io.matrixon.login.siwe")
+    );
+    let p = params(&srv).await;
+    assert_eq!(p["chain_ids"], json!(["eip155:1"]));
+    assert_eq!(p["version"], "1");
+    assert!(p["nonce"].as_str().expect("nonce").len() >= 8);
+    assert!(p["expires_at_ms"].as_i64().expect("expiry") > 0);
+
+    // matrix-sdk logs in with the custom login type; the account is created on first sign-in.
+    let text = message(&p, wallet.address(), 1, "");
+    let mut data = serde_json::Map::new();
+    data.insert("message".to_owned(), json!(text));
+    data.insert(
+        "signature".to_owned(),
+        json!(hex(&wallet.personal_sign(&text))),
+    );
+    let client = srv.client().await;
+    let login = client
+        .matrix_auth()
+        .login_custom("io.matrixon.login.siwe", data)
+        .expect("login data")
+        .initial_device_display_name("dApp")
+        .send()
+        .await
+        .expect("wallet login");
+    assert_eq!(login.user_id.as_str(), expected_user);
+    let whoami = client.whoami().await.expect("whoami");
+    assert_eq!(whoami.user_id.as_str(), expected_user);
+    assert_eq!(whoami.device_id.as_deref(), Some(&*login.device_id));
+
+    // A second sign-in (fresh nonce) reuses the account, on a new device.
+    let p = params(&srv).await;
+    let text = message(&p, wallet.address(), 1, "");
+    let again = siwe_login(&srv, &text, &hex(&wallet.personal_sign(&text))).await;
+    assert_eq!(again.0, 200, "{:?}", again.1);
+    assert_eq!(again.1["user_id"], expected_user);
+    assert_ne!(again.1["device_id"], json!(login.device_id));
+    assert_eq!(client.devices().await.expect("devices").devices.len(), 2);
+    srv.finish().await;
+}
+
+async fn refused_sign_ins_change_nothing(backend: Backend) {
+    let srv = TestServer::start(&backend).await;
+    let wallet = Key::new(32);
+    let stranger = Key::new(33);
+    let services = srv.server.as_ref().expect("running").services.clone();
+    let sign = |k: &Key, t: &str| hex(&k.personal_sign(t));
+
+    // Reused nonce: the first login works, replaying the same signed message does not.
+    let p = params(&srv).await;
+    let text = message(&p, wallet.address(), 1, "");
+    assert_eq!(siwe_login(&srv, &text, &sign(&wallet, &text)).await.0, 200);
+    assert_error(
+        &siwe_login(&srv, &text, &sign(&wallet, &text)).await,
+        403,
+        "M_FORBIDDEN",
+    );
+
+    // Every other refusal, each for a stranger's fresh address that must stay account-less.
+    let victim = stranger.address();
+    let mut cases: Vec<(&str, String, String)> = Vec::new();
+    let p = params(&srv).await;
+    let unknown =
+        message(&p, victim, 1, "").replace(p["nonce"].as_str().expect("nonce"), "madeUpNonce123");
+    cases.push(("unknown nonce", unknown.clone(), sign(&stranger, &unknown)));
+    let p = params(&srv).await;
+    let expired = message(&p, victim, 1, "\nExpiration Time: 2020-01-01T00:00:00Z");
+    cases.push(("expired", expired.clone(), sign(&stranger, &expired)));
+    let p = params(&srv).await;
+    let early = message(&p, victim, 1, "\nNot Before: 2999-01-01T00:00:00Z");
+    cases.push(("not yet valid", early.clone(), sign(&stranger, &early)));
+    let p = params(&srv).await;
+    let other_domain =
+        message(&p, victim, 1, "").replacen(p["domain"].as_str().expect("d"), "evil.example", 1);
+    cases.push((
+        "other domain",
+        other_domain.clone(),
+        sign(&stranger, &other_domain),
+    ));
+    let p = params(&srv).await;
+    let other_uri =
+        message(&p, victim, 1, "").replace(p["uri"].as_str().expect("u"), "https://evil.example/");
+    cases.push(("other URI", other_uri.clone(), sign(&stranger, &other_uri)));
+    let p = params(&srv).await;
+    let wrong_chain = message(&p, victim, 5, "");
+    cases.push((
+        "chain not allowed",
+        wrong_chain.clone(),
+        sign(&stranger, &wrong_chain),
+    ));
+    let p = params(&srv).await;
+    let others_key = message(&p, victim, 1, "");
+    cases.push((
+        "signed by another key",
+        others_key.clone(),
+        sign(&wallet, &others_key),
+    ));
+    let p = params(&srv).await;
+    let signed = message(&p, victim, 1, "");
+    let tampered = signed.replace("Sign in to", "Sign in to evil");
+    cases.push(("tampered", tampered, sign(&stranger, &signed)));
+    let p = params(&srv).await;
+    let malformed = message(&p, victim, 1, "");
+    cases.push(("malformed hex", malformed, "0xnothex".to_owned()));
+    let p = params(&srv).await;
+    let oversize = message(
+        &p,
+        victim,
+        1,
+        &format!("\nRequest ID: {}", "a".repeat(17_000)),
+    );
+    cases.push(("oversize", oversize.clone(), sign(&stranger, &oversize)));
+    for (name, text, signature) in cases {
+        let refused = siwe_login(&srv, &text, &signature).await;
+        assert_eq!(refused.0, 403, "{name}: {:?}", refused.1);
+        assert_eq!(refused.1["errcode"], "M_FORBIDDEN", "{name}");
+        assert!(
+            refused.1["error"]
+                .as_str()
+                .expect("message")
+                .starts_with("Sign-in refused"),
+            "{name}: {:?}",
+            refused.1
+        );
+    }
+    assert_eq!(
+        services
+            .store
+            .wallet_owner(&format!("{victim:#x}"))
+            .await
+            .expect("db"),
+        None,
+        "no account created"
+    );
+    let victim_id = matrix_sdk::ruma::UserId::parse(format!("@{victim:#x}:localhost")).expect("id");
+    assert!(
+        services
+            .store
+            .devices(&victim_id)
+            .await
+            .expect("db")
+            .is_empty()
+    );
+    assert!(services.store.user(&victim_id).await.expect("db").is_none());
+
+    // Malformed requests are JSON errors.
+    let no_signature = srv
+        .post_json(
+            "/_matrix/client/v3/login",
+            None,
+            &json!({"type": "io.matrixon.login.siwe", "message": "x"}),
+        )
+        .await;
+    assert_error(&no_signature, 400, "M_BAD_JSON");
+    srv.finish().await;
+}
+
+async fn wallet_registration_policy(backend: Backend) {
+    let allowed = Key::new(34);
+    let other = Key::new(35);
+    let srv = TestServer::start_with(&backend, |c| {
+        c.wallet.registration = WalletRegistration::Allowlist;
+        c.wallet.allowlist = vec![
+            format!("{:#x}", allowed.address())
+                .to_uppercase()
+                .replacen("0X", "0x", 1),
+        ];
+    })
+    .await;
+    let login = |key: &Key, p: &Value| {
+        let text = message(p, key.address(), 1, "");
+        let signature = hex(&key.personal_sign(&text));
+        (text, signature)
+    };
+    let (t, s) = login(&allowed, &params(&srv).await);
+    assert_eq!(siwe_login(&srv, &t, &s).await.0, 200, "allow-listed");
+    let (t, s) = login(&other, &params(&srv).await);
+    assert_error(&siwe_login(&srv, &t, &s).await, 403, "M_FORBIDDEN");
+    let db = srv.stop().await;
+
+    // Closed: the already-linked wallet still signs in, no new ones.
+    let mut config = crate::harness::test_config(&db.url);
+    config.wallet.registration = WalletRegistration::Closed;
+    let srv = TestServer::start_on(db, config).await;
+    let (t, s) = login(&allowed, &params(&srv).await);
+    assert_eq!(siwe_login(&srv, &t, &s).await.0, 200, "linked wallet");
+    let (t, s) = login(&other, &params(&srv).await);
+    assert_error(&siwe_login(&srv, &t, &s).await, 403, "M_FORBIDDEN");
+    srv.finish().await;
+}
+
+#[tokio::test]
+async fn contract_wallets_sign_in_through_the_chain() {
+    let anvil = Anvil::start().await;
+    let caip2 = format!("eip155:{CHAIN_ID}");
+    let (chain_key, rpc_url) = (caip2.clone(), anvil.url.clone());
+    let srv = TestServer::start_with(&Backend::Sqlite, move |c| {
+        c.wallet.chains = vec![chain_key.clone()];
+        c.chains = BTreeMap::from([(
+            chain_key,
+            ChainConfig {
+                rpc: vec![rpc_url],
+                name: None,
+                timeout_ms: 5_000,
+                max_rps: None,
+            },
+        )]);
+    })
+    .await;
+    let owner = Key::new(41);
+
+    // ERC-1271: a deployed smart account.
+    let mut code = creation_code("SmartAccount");
+    code.extend_from_slice(&owner.address().abi_encode());
+    let account = anvil.deploy(&code).await;
+    let p = params(&srv).await;
+    let text = message(&p, account, CHAIN_ID, "");
+    let ok = siwe_login(&srv, &text, &hex(&owner.personal_sign(&text))).await;
+    assert_eq!(ok.0, 200, "{:?}", ok.1);
+    assert_eq!(ok.1["user_id"], format!("@{account:#x}:localhost"));
+
+    // ERC-6492: an account not deployed yet.
+    let factory = anvil.deploy(&creation_code("AccountFactory")).await;
+    let salt = B256::repeat_byte(9);
+    let predicted = srv
+        .server
+        .as_ref()
+        .expect("running")
+        .services
+        .chains
+        .get(CHAIN_ID)
+        .expect("chain")
+        .call(
+            Some(factory),
+            predictCall {
+                owner: owner.address(),
+                salt,
+            }
+            .abi_encode()
+            .into(),
+            None,
+        )
+        .await
+        .expect("predict");
+    let predicted = Address::abi_decode(&predicted).expect("address");
+    let p = params(&srv).await;
+    let text = message(&p, predicted, CHAIN_ID, "");
+    let factory_calldata: Bytes = deployCall {
+        owner: owner.address(),
+        salt,
+    }
+    .abi_encode()
+    .into();
+    let mut wrapped = (
+        factory,
+        factory_calldata,
+        Bytes::from(owner.personal_sign(&text)),
+    )
+        .abi_encode_params();
+    wrapped.extend_from_slice(&ERC6492_MAGIC);
+    let ok = siwe_login(&srv, &text, &hex(&wrapped)).await;
+    assert_eq!(ok.0, 200, "{:?}", ok.1);
+    assert_eq!(ok.1["user_id"], format!("@{predicted:#x}:localhost"));
+    srv.finish().await;
+
+    // The chain unreachable during a contract-wallet check: 503, and no account.
+    let (chain_key, dead) = (caip2.clone(), closed_endpoint());
+    let srv = TestServer::start_with(&Backend::Sqlite, move |c| {
+        c.wallet.chains = vec![chain_key.clone()];
+        c.chains = BTreeMap::from([(
+            chain_key,
+            ChainConfig {
+                rpc: vec![dead],
+                name: None,
+                timeout_ms: 500,
+                max_rps: None,
+            },
+        )]);
+    })
+    .await;
+    let p = params(&srv).await;
+    let text = message(&p, account, CHAIN_ID, "");
+    let down = siwe_login(&srv, &text, &hex(&owner.personal_sign(&text))).await;
+    assert_eq!(down.0, 503, "{:?}", down.1);
+    assert_eq!(down.1["errcode"], "M_UNKNOWN");
+    let services = &srv.server.as_ref().expect("running").services;
+    assert_eq!(
+        services
+            .store
+            .wallet_owner(&format!("{account:#x}"))
+            .await
+            .expect("db"),
+        None
+    );
+    srv.finish().await;
+}
