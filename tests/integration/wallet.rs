@@ -21,7 +21,8 @@ use crate::{
 both_backends!(
     sdk_wallet_login_provisions_then_reuses_the_account,
     refused_sign_ins_change_nothing,
-    wallet_registration_policy
+    wallet_registration_policy,
+    wallet_accounts_pass_user_interactive_auth_with_their_wallet,
 );
 
 sol! {
@@ -367,6 +368,76 @@ async fn contract_wallets_sign_in_through_the_chain() {
             .await
             .expect("db"),
         None
+    );
+    srv.finish().await;
+}
+
+async fn wallet_accounts_pass_user_interactive_auth_with_their_wallet(backend: Backend) {
+    let srv = TestServer::start(&backend).await;
+    let wallet = Key::new(36);
+    let stranger = Key::new(37);
+    let sign_in = |key: &Key, p: &Value| {
+        let text = message(p, key.address(), 1, "");
+        let signature = hex(&key.personal_sign(&text));
+        (text, signature)
+    };
+    let (t, s) = sign_in(&wallet, &params(&srv).await);
+    let first = siwe_login(&srv, &t, &s).await.1;
+    let (t, s) = sign_in(&wallet, &params(&srv).await);
+    let second = siwe_login(&srv, &t, &s).await.1;
+    let token = second["access_token"].as_str().expect("token");
+    let (t, s) = sign_in(&stranger, &params(&srv).await);
+    assert_eq!(
+        siwe_login(&srv, &t, &s).await.0,
+        200,
+        "the stranger has an account too"
+    );
+
+    // A wallet account has no password: UIA offers the wallet stage.
+    let body = json!({"devices": [first["device_id"]]});
+    let challenge = srv
+        .post_json("/_matrix/client/v3/delete_devices", Some(token), &body)
+        .await;
+    assert_eq!(challenge.0, 401, "{:?}", challenge.1);
+    assert_eq!(
+        challenge.1["flows"],
+        json!([{"stages": ["io.matrixon.login.siwe"]}])
+    );
+    let session = challenge.1["session"].clone();
+
+    // Another wallet (even one with its own account) cannot pass it.
+    let (t, s) = sign_in(&stranger, &params(&srv).await);
+    let mut attempt = body.clone();
+    attempt["auth"] =
+        json!({"type": "io.matrixon.login.siwe", "session": session, "message": t, "signature": s});
+    let refused = srv
+        .post_json("/_matrix/client/v3/delete_devices", Some(token), &attempt)
+        .await;
+    assert_eq!(refused.0, 401, "{:?}", refused.1);
+    assert_eq!(refused.1["errcode"], "M_FORBIDDEN");
+
+    // The account's own wallet passes, and the device goes.
+    let (t, s) = sign_in(&wallet, &params(&srv).await);
+    attempt["auth"] =
+        json!({"type": "io.matrixon.login.siwe", "session": session, "message": t, "signature": s});
+    let done = srv
+        .post_json("/_matrix/client/v3/delete_devices", Some(token), &attempt)
+        .await;
+    assert_eq!(done.0, 200, "{:?}", done.1);
+    assert_error(
+        &srv.get(
+            "/_matrix/client/v3/account/whoami",
+            first["access_token"].as_str(),
+        )
+        .await,
+        401,
+        "M_UNKNOWN_TOKEN",
+    );
+    assert_eq!(
+        srv.get("/_matrix/client/v3/account/whoami", Some(token))
+            .await
+            .0,
+        200
     );
     srv.finish().await;
 }

@@ -9,7 +9,7 @@ use ruma::{
     },
 };
 
-use super::{Services, secrets};
+use super::{SIWE_LOGIN_TYPE, Services, secrets};
 use crate::http::error::{Error, Result};
 
 /// What a UIA session authorises; a session cannot be replayed for another operation.
@@ -47,9 +47,38 @@ pub struct UiaOutcome {
 }
 
 impl Services {
-    /// The flows an existing account can authenticate with.
-    pub fn account_flows(&self) -> Vec<AuthFlow> {
-        vec![AuthFlow::new(vec![AuthType::Password])]
+    /// The flows an existing account can authenticate with: its password, its wallet, or both.
+    pub async fn account_flows(&self, user_id: &UserId) -> Result<Vec<AuthFlow>> {
+        let mut flows = Vec::new();
+        if self
+            .store
+            .user(user_id)
+            .await?
+            .is_some_and(|u| u.password_hash.is_some())
+        {
+            flows.push(AuthFlow::new(vec![AuthType::Password]));
+        }
+        if self.store.has_wallet(user_id).await? {
+            flows.push(AuthFlow::new(vec![AuthType::from(SIWE_LOGIN_TYPE)]));
+        }
+        if flows.is_empty() {
+            // Nothing can succeed, but clients still get a well-formed challenge.
+            flows.push(AuthFlow::new(vec![AuthType::Password]));
+        }
+        Ok(flows)
+    }
+
+    /// UIA for an operation on an existing account, with the flows that account can do.
+    pub async fn reauthenticate(
+        &self,
+        operation: UiaOperation,
+        user_id: &UserId,
+        auth: Option<&AuthData>,
+    ) -> Result<()> {
+        let flows = self.account_flows(user_id).await?;
+        self.user_interactive_auth(operation, Some(user_id), flows, auth)
+            .await
+            .map(drop)
     }
 
     /// The flows registration offers; `None` when registration is closed.
@@ -177,6 +206,35 @@ impl Services {
                     _ => Err(StandardErrorBody::new(
                         ErrorKind::Forbidden,
                         "Invalid registration token".to_owned(),
+                    )),
+                }
+            }
+            siwe if siwe
+                .auth_type()
+                .is_some_and(|t| t.as_str() == SIWE_LOGIN_TYPE)
+                && offered(&AuthType::from(SIWE_LOGIN_TYPE)) =>
+            {
+                let data = siwe.data();
+                let field = |name: &str| {
+                    data.get(name)
+                        .and_then(serde_json::Value::as_str)
+                        .map(str::to_owned)
+                };
+                match (user, field("message"), field("signature")) {
+                    (Some(user), Some(message), Some(signature)) => {
+                        match self.siwe_prove(user, &message, &signature).await {
+                            Ok(()) => Ok(AuthType::from(SIWE_LOGIN_TYPE)),
+                            Err(Error::Matrix {
+                                kind: ErrorKind::Forbidden,
+                                message,
+                                ..
+                            }) => Err(StandardErrorBody::new(ErrorKind::Forbidden, message)),
+                            Err(other) => return Err(other),
+                        }
+                    }
+                    _ => Err(StandardErrorBody::new(
+                        ErrorKind::BadJson,
+                        format!("{SIWE_LOGIN_TYPE} needs `message` and `signature`"),
                     )),
                 }
             }

@@ -77,6 +77,31 @@ impl Services {
     /// Verifies a signed sign-in message and returns the account it signs in to, creating
     /// a wallet account on first sign-in when policy allows. The nonce is spent either way.
     pub async fn siwe_login(&self, text: &str, signature_hex: &str) -> Result<OwnedUserId> {
+        let address = self.verify_siwe(text, signature_hex).await?;
+        if let Some(user_id) = self.store.wallet_owner(&address).await? {
+            self.ensure_active(&user_id).await?;
+            return Ok(user_id);
+        }
+        self.create_wallet_account(&address).await
+    }
+
+    /// Proves that `user_id` controls a wallet linked to it (the UIA stage of wallet accounts).
+    pub async fn siwe_prove(
+        &self,
+        user_id: &UserId,
+        text: &str,
+        signature_hex: &str,
+    ) -> Result<()> {
+        let address = self.verify_siwe(text, signature_hex).await?;
+        match self.store.wallet_owner(&address).await? {
+            Some(owner) if owner == user_id => Ok(()),
+            _ => Err(forbidden("this wallet is not linked to your account")),
+        }
+    }
+
+    /// Checks a signed message completely (nonce spent first) and returns the signer's
+    /// lower-case address.
+    async fn verify_siwe(&self, text: &str, signature_hex: &str) -> Result<String> {
         let message: Message = text.parse().map_err(forbidden)?;
         let now = self.now_ms();
         if !self
@@ -121,11 +146,10 @@ impl Services {
             }
             Err(other) => return Err(forbidden(other)),
         }
-        let address = format!("{:#x}", message.address);
-        if let Some(user_id) = self.store.wallet_owner(&address).await? {
-            self.ensure_active(&user_id).await?;
-            return Ok(user_id);
-        }
+        Ok(format!("{:#x}", message.address))
+    }
+
+    async fn create_wallet_account(&self, address: &str) -> Result<OwnedUserId> {
         match self.config.wallet.registration {
             WalletRegistration::Open => {}
             WalletRegistration::Allowlist
@@ -134,7 +158,7 @@ impl Services {
                     .wallet
                     .allowlist
                     .iter()
-                    .any(|a| a.eq_ignore_ascii_case(&address)) => {}
+                    .any(|a| a.eq_ignore_ascii_case(address)) => {}
             WalletRegistration::Allowlist => {
                 return Err(forbidden("this wallet is not on the server's allowlist"));
             }
@@ -148,7 +172,7 @@ impl Services {
             .map_err(|e| Error::Internal(anyhow::anyhow!("wallet user ID: {e}")))?;
         match self
             .store
-            .create_wallet_account(&user_id, &address, now)
+            .create_wallet_account(&user_id, address, self.now_ms())
             .await?
         {
             CreateAccount::Created => {
@@ -157,7 +181,7 @@ impl Services {
             }
             // Lost a race with a concurrent first sign-in of the same wallet: use its account.
             CreateAccount::Taken | CreateAccount::TokenUnusable => {
-                match self.store.wallet_owner(&address).await? {
+                match self.store.wallet_owner(address).await? {
                     Some(owner) => Ok(owner),
                     None => Err(forbidden(
                         "the wallet's user ID is taken by another account",

@@ -19,6 +19,15 @@ impl Store {
         .transpose()
     }
 
+    /// True when at least one wallet is linked to `user_id`.
+    pub async fn has_wallet(&self, user_id: &UserId) -> Result<bool, sqlx::Error> {
+        let row = sqlx::query("SELECT 1 FROM wallets WHERE user_id = $1 LIMIT 1")
+            .bind(user_id.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.is_some())
+    }
+
     /// Creates a password-less wallet account and links `address` to it, in one transaction.
     pub async fn create_wallet_account(
         &self,

@@ -141,10 +141,9 @@ async fn change_password(
     let session = req.auth.ok_or_else(Error::missing_token)?;
     Services::check_password_shape(&req.body.new_password)?;
     services
-        .user_interactive_auth(
+        .reauthenticate(
             UiaOperation::ChangePassword,
-            Some(&session.user_id),
-            services.account_flows(),
+            &session.user_id,
             req.body.auth.as_ref(),
         )
         .await?;
@@ -161,10 +160,9 @@ async fn deactivate(
 ) -> Result<deactivate::v3::Response> {
     let session = req.auth.ok_or_else(Error::missing_token)?;
     services
-        .user_interactive_auth(
+        .reauthenticate(
             UiaOperation::Deactivate,
-            Some(&session.user_id),
-            services.account_flows(),
+            &session.user_id,
             req.body.auth.as_ref(),
         )
         .await?;

@@ -101,10 +101,9 @@ async fn delete_device(
         return Err(Error::not_found("No such device"));
     }
     services
-        .user_interactive_auth(
+        .reauthenticate(
             UiaOperation::DeleteDevices,
-            Some(&req.auth.user_id),
-            services.account_flows(),
+            &req.auth.user_id,
             req.body.auth.as_ref(),
         )
         .await?;
@@ -121,10 +120,9 @@ async fn delete_devices(
     req: Ruma<delete_devices::v3::Request>,
 ) -> Result<delete_devices::v3::Response> {
     services
-        .user_interactive_auth(
+        .reauthenticate(
             UiaOperation::DeleteDevices,
-            Some(&req.auth.user_id),
-            services.account_flows(),
+            &req.auth.user_id,
             req.body.auth.as_ref(),
         )
         .await?;

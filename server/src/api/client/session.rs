@@ -169,12 +169,7 @@ async fn get_login_token(
 ) -> Result<get_login_token::v1::Response> {
     let user_id = &req.auth.user_id;
     services
-        .user_interactive_auth(
-            UiaOperation::GetLoginToken,
-            Some(user_id),
-            services.account_flows(),
-            req.body.auth.as_ref(),
-        )
+        .reauthenticate(UiaOperation::GetLoginToken, user_id, req.body.auth.as_ref())
         .await?;
     let (token, lifetime) = services.mint_login_token(user_id).await?;
     Ok(get_login_token::v1::Response::new(lifetime, token))
