@@ -149,6 +149,72 @@ impl Anvil {
     }
 }
 
+alloy::sol! {
+    function deploy(address owner, bytes32 salt) external returns (address account);
+    function predict(address owner, bytes32 salt) external view returns (address);
+}
+
+/// A smart account that does not exist yet but can sign (ERC-6492), via `AccountFactory`.
+pub struct Counterfactual {
+    pub factory: Address,
+    pub owner: Address,
+    pub salt: alloy::primitives::B256,
+    /// Where the factory will deploy it.
+    pub address: Address,
+}
+
+impl Counterfactual {
+    /// The factory call that deploys the account.
+    pub fn deploy_calldata(&self) -> Vec<u8> {
+        use alloy::sol_types::SolCall;
+        deployCall {
+            owner: self.owner,
+            salt: self.salt,
+        }
+        .abi_encode()
+    }
+
+    /// An ERC-6492 signature: `abi.encode(factory, deploy call, inner) ++ magic`.
+    pub fn wrap(&self, inner: Vec<u8>) -> Vec<u8> {
+        use alloy::sol_types::SolValue;
+        let mut wrapped = (
+            self.factory,
+            Bytes::from(self.deploy_calldata()),
+            Bytes::from(inner),
+        )
+            .abi_encode_params();
+        wrapped.extend_from_slice(&matrixon_chain::siwe::ERC6492_MAGIC);
+        wrapped
+    }
+}
+
+impl Anvil {
+    /// Deploys a factory and predicts the address of `owner`'s account for `salt`.
+    pub async fn counterfactual(
+        &self,
+        owner: Address,
+        salt: alloy::primitives::B256,
+    ) -> Counterfactual {
+        use alloy::sol_types::{SolCall, SolValue};
+        let factory = self.deploy(&creation_code("AccountFactory")).await;
+        let data = Bytes::from(predictCall { owner, salt }.abi_encode()).to_string();
+        let answer = self
+            .rpc(
+                "eth_call",
+                json!([{"to": factory.to_string(), "data": data}, "latest"]),
+            )
+            .await;
+        let raw = alloy::primitives::hex::decode(answer.as_str().expect("hex")).expect("hex");
+        let address = Address::abi_decode(&raw).expect("address");
+        Counterfactual {
+            factory,
+            owner,
+            salt,
+            address,
+        }
+    }
+}
+
 /// The creation code of an artifact.
 pub fn creation_code(name: &str) -> Vec<u8> {
     alloy::primitives::hex::decode(artifact(name)["bytecode"].as_str().expect("bytecode"))

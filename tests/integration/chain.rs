@@ -10,7 +10,7 @@ use alloy::{
 };
 use matrixon_chain::{
     rpc::{ChainConfig, ChainError, Chains, MULTICALL3},
-    siwe::{ERC6492_MAGIC, Expectations, Signer, SiweError, VerifyError, verify},
+    siwe::{Expectations, Signer, SiweError, VerifyError, verify},
 };
 use serde_json::json;
 use time::OffsetDateTime;
@@ -22,9 +22,6 @@ sol! {
     function mint(address to, uint256 amount) external;
     function balanceOf(address owner) external view returns (uint256);
     function ownerOf(uint256 tokenId) external view returns (address);
-
-    function deploy(address owner, bytes32 salt) external returns (address account);
-    function predict(address owner, bytes32 salt) external view returns (address);
 }
 
 fn chains(rpc: Vec<String>, timeout_ms: u64) -> Chains {
@@ -271,35 +268,11 @@ async fn siwe_with_contract_accounts_on_a_real_chain() {
     );
 
     // ERC-6492: an account that does not exist yet, signing through its factory.
-    let factory = anvil.deploy(&creation_code("AccountFactory")).await;
-    let salt = B256::repeat_byte(7);
-    let predicted = chains
-        .get(CHAIN_ID)
-        .expect("chain")
-        .call(
-            Some(factory),
-            predictCall {
-                owner: owner.address(),
-                salt,
-            }
-            .abi_encode()
-            .into(),
-            None,
-        )
-        .await
-        .expect("predict");
-    let predicted = Address::abi_decode(&predicted).expect("address");
-    let wrap = |inner: Vec<u8>| {
-        let factory_calldata: Bytes = deployCall {
-            owner: owner.address(),
-            salt,
-        }
-        .abi_encode()
-        .into();
-        let mut wrapped = (factory, factory_calldata, Bytes::from(inner)).abi_encode_params();
-        wrapped.extend_from_slice(&ERC6492_MAGIC);
-        wrapped
-    };
+    let account_to_be = anvil
+        .counterfactual(owner.address(), B256::repeat_byte(7))
+        .await;
+    let predicted = account_to_be.address;
+    let wrap = |inner: Vec<u8>| account_to_be.wrap(inner);
     let text = siwe_text(predicted, "cfnonce123");
     let (_, signer) = verify(
         &text,
@@ -331,14 +304,7 @@ async fn siwe_with_contract_accounts_on_a_real_chain() {
 
     // Once deployed, the same account verifies through ERC-1271.
     anvil
-        .transact(
-            factory,
-            &deployCall {
-                owner: owner.address(),
-                salt,
-            }
-            .abi_encode(),
-        )
+        .transact(account_to_be.factory, &account_to_be.deploy_calldata())
         .await;
     let (_, signer) = verify(
         &text,

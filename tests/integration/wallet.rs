@@ -4,12 +4,11 @@
 use std::collections::BTreeMap;
 
 use alloy::{
-    primitives::{Address, B256, Bytes},
-    sol,
-    sol_types::{SolCall, SolValue},
+    primitives::{Address, B256},
+    sol_types::SolValue,
 };
 use matrixon::config::WalletRegistration;
-use matrixon_chain::{rpc::ChainConfig, siwe::ERC6492_MAGIC};
+use matrixon_chain::rpc::ChainConfig;
 use serde_json::{Value, json};
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 
@@ -24,11 +23,6 @@ both_backends!(
     wallet_registration_policy,
     wallet_accounts_pass_user_interactive_auth_with_their_wallet,
 );
-
-sol! {
-    function deploy(address owner, bytes32 salt) external returns (address account);
-    function predict(address owner, bytes32 salt) external view returns (address);
-}
 
 const NONCE_PATH: &str = "/_matrix/client/unstable/io.matrixon/siwe/nonce";
 
@@ -297,44 +291,13 @@ async fn contract_wallets_sign_in_through_the_chain() {
     assert_eq!(ok.1["user_id"], format!("@{account:#x}:localhost"));
 
     // ERC-6492: an account not deployed yet.
-    let factory = anvil.deploy(&creation_code("AccountFactory")).await;
-    let salt = B256::repeat_byte(9);
-    let predicted = srv
-        .server
-        .as_ref()
-        .expect("running")
-        .services
-        .chains
-        .get(CHAIN_ID)
-        .expect("chain")
-        .call(
-            Some(factory),
-            predictCall {
-                owner: owner.address(),
-                salt,
-            }
-            .abi_encode()
-            .into(),
-            None,
-        )
-        .await
-        .expect("predict");
-    let predicted = Address::abi_decode(&predicted).expect("address");
+    let account_to_be = anvil
+        .counterfactual(owner.address(), B256::repeat_byte(9))
+        .await;
+    let predicted = account_to_be.address;
     let p = params(&srv).await;
     let text = message(&p, predicted, CHAIN_ID, "");
-    let factory_calldata: Bytes = deployCall {
-        owner: owner.address(),
-        salt,
-    }
-    .abi_encode()
-    .into();
-    let mut wrapped = (
-        factory,
-        factory_calldata,
-        Bytes::from(owner.personal_sign(&text)),
-    )
-        .abi_encode_params();
-    wrapped.extend_from_slice(&ERC6492_MAGIC);
+    let wrapped = account_to_be.wrap(owner.personal_sign(&text));
     let ok = siwe_login(&srv, &text, &hex(&wrapped)).await;
     assert_eq!(ok.0, 200, "{:?}", ok.1);
     assert_eq!(ok.1["user_id"], format!("@{predicted:#x}:localhost"));
