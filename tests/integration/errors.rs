@@ -121,6 +121,28 @@ async fn bad_requests_are_matrix_errors(backend: Backend) {
         .await
         .expect("sent");
     assert_eq!(raw.status(), 401);
+    let body: serde_json::Value = raw.json().await.expect("json");
+    assert_eq!(
+        body["errcode"], "M_MISSING_TOKEN",
+        "Basic auth is not a Matrix token"
+    );
+    let empty_bearer = srv
+        .http
+        .get(srv.url(whoami))
+        .header("authorization", "Bearer ")
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(empty_bearer.status(), 401);
+    // A non-Bearer Authorization header does not break endpoints that need no token.
+    let public = srv
+        .http
+        .get(srv.url("/_matrix/client/versions"))
+        .header("authorization", "Basic abc")
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(public.status(), 200);
     // The deprecated query parameter still authenticates.
     assert_eq!(
         srv.get(&format!("{whoami}?access_token={token}"), None)

@@ -74,21 +74,23 @@ macro_rules! anonymous {
 // /register is ignored like any other.
 anonymous!(NoAuthentication, NoAccessToken, AppserviceTokenOptional);
 
-/// The bearer token of a request: the `Authorization` header, else the `access_token` query
-/// parameter (deprecated by the spec but still sent by some clients).
-pub fn access_token(parts: &Parts) -> Result<Option<String>> {
-    if let Some(header) = parts.headers.get(http::header::AUTHORIZATION) {
-        let value = header.to_str().map_err(|_| Error::unknown_token(false))?;
-        let (scheme, token) = value
-            .split_once(' ')
-            .ok_or_else(|| Error::unknown_token(false))?;
-        if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
-            return Err(Error::unknown_token(false));
-        }
-        return Ok(Some(token.trim().to_owned()));
-    }
-    let query = parts.uri.query().unwrap_or_default();
-    Ok(form_urlencoded_get(query, "access_token"))
+/// The bearer token of a request: an `Authorization: Bearer` header, else the `access_token`
+/// query parameter (deprecated by the spec but still sent by some clients).
+///
+/// Other `Authorization` schemes are not Matrix tokens and are ignored, so that a reverse
+/// proxy's Basic auth neither breaks public endpoints nor reads as a bad token.
+pub fn access_token(parts: &Parts) -> Option<String> {
+    let bearer = parts
+        .headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|header| {
+            let value = String::from_utf8_lossy(header.as_bytes());
+            let (scheme, token) = value.split_once(' ')?;
+            scheme
+                .eq_ignore_ascii_case("bearer")
+                .then(|| token.trim().to_owned())
+        });
+    bearer.or_else(|| form_urlencoded_get(parts.uri.query().unwrap_or_default(), "access_token"))
 }
 
 fn form_urlencoded_get(query: &str, key: &str) -> Option<String> {

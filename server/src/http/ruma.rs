@@ -119,7 +119,7 @@ where
                 Err(e) => return Err(Error::invalid_param(format!("Invalid path: {e}"))),
             };
         let client_ip = client_ip(&parts);
-        let token = access_token(&parts)?;
+        let token = access_token(&parts);
         let auth = <T::Authentication as Authenticate>::authenticate(
             services,
             token.as_deref(),
