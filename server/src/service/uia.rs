@@ -120,17 +120,16 @@ impl Services {
                 info.auth_error = auth_error;
                 Error::Uia(Box::new(info))
             };
-        let Some(auth) = auth else {
+        let open_session = || async {
             let session = secrets::random_alphanumeric(24);
+            let expires = now.saturating_add(lifetime_ms);
             self.store
-                .insert_uia_session(
-                    &session,
-                    operation.as_str(),
-                    user,
-                    now.saturating_add(lifetime_ms),
-                )
+                .insert_uia_session(&session, operation.as_str(), user, expires)
                 .await?;
-            return Err(challenge(session, Vec::new(), None));
+            Ok::<_, Error>(session)
+        };
+        let Some(auth) = auth else {
+            return Err(challenge(open_session().await?, Vec::new(), None));
         };
         let session = match auth.session() {
             Some(session) => {
@@ -148,18 +147,7 @@ impl Services {
                 };
                 (session.to_owned(), row.completed)
             }
-            None => {
-                let session = secrets::random_alphanumeric(24);
-                self.store
-                    .insert_uia_session(
-                        &session,
-                        operation.as_str(),
-                        user,
-                        now.saturating_add(lifetime_ms),
-                    )
-                    .await?;
-                (session, Vec::new())
-            }
+            None => (open_session().await?, Vec::new()),
         };
         let (session, mut completed) = session;
         let offered = |stage: &AuthType| flows.iter().any(|flow| flow.stages.contains(stage));
