@@ -22,6 +22,7 @@ both_backends!(
     refused_sign_ins_change_nothing,
     wallet_registration_policy,
     wallet_accounts_pass_user_interactive_auth_with_their_wallet,
+    linking_wallets_to_accounts,
 );
 
 const NONCE_PATH: &str = "/_matrix/client/unstable/io.matrixon/siwe/nonce";
@@ -402,5 +403,123 @@ async fn wallet_accounts_pass_user_interactive_auth_with_their_wallet(backend: B
             .0,
         200
     );
+    srv.finish().await;
+}
+
+async fn linking_wallets_to_accounts(backend: Backend) {
+    let srv = TestServer::start(&backend).await;
+    let path = "/_matrix/client/unstable/io.matrixon/wallets";
+    srv.register("ops", "ops password").await;
+    let token = srv.login("ops", "ops password").await["access_token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    let mine = Key::new(51);
+    let theirs = Key::new(52);
+    let signed = |key: &Key, p: &Value| {
+        let text = message(p, key.address(), 1, "");
+        let signature = hex(&key.personal_sign(&text));
+        (text, signature)
+    };
+    assert_eq!(srv.get(path, Some(&token)).await.1, json!({"wallets": []}));
+    assert_error(&srv.get(path, None).await, 401, "M_MISSING_TOKEN");
+
+    // A password account links a wallet (UIA with its password, then the wallet's proof).
+    let (text, signature) = signed(&mine, &params(&srv).await);
+    let linked = srv
+        .post_with_password_uia(
+            path,
+            &token,
+            json!({"message": text, "signature": signature}),
+            "ops",
+            "ops password",
+        )
+        .await;
+    assert_eq!(linked.0, 200, "{:?}", linked.1);
+    assert_eq!(linked.1["address"], format!("{:#x}", mine.address()));
+    let list = srv.get(path, Some(&token)).await.1;
+    assert_eq!(
+        list["wallets"][0]["address"],
+        format!("{:#x}", mine.address())
+    );
+    // Signing in with that wallet now reaches the password account.
+    let (text, signature) = signed(&mine, &params(&srv).await);
+    assert_eq!(
+        siwe_login(&srv, &text, &signature).await.1["user_id"],
+        "@ops:localhost"
+    );
+
+    // A wallet with its own account cannot be linked here.
+    let (text, signature) = signed(&theirs, &params(&srv).await);
+    assert_eq!(siwe_login(&srv, &text, &signature).await.0, 200);
+    let (text, signature) = signed(&theirs, &params(&srv).await);
+    let conflict = srv
+        .post_with_password_uia(
+            path,
+            &token,
+            json!({"message": text, "signature": signature}),
+            "ops",
+            "ops password",
+        )
+        .await;
+    assert_error(&conflict, 403, "M_FORBIDDEN");
+    assert_eq!(
+        srv.get(path, Some(&token)).await.1["wallets"]
+            .as_array()
+            .expect("list")
+            .len(),
+        1
+    );
+
+    // Unlinking: fine for the password account, refused for a wallet-only account's last wallet.
+    let one = format!("{path}/{:#x}", mine.address());
+    let first = srv
+        .request(
+            reqwest::Method::DELETE,
+            &one,
+            Some(&token),
+            Some(b"{}".to_vec()),
+        )
+        .await;
+    assert_eq!(first.0, 401, "UIA first: {:?}", first.1);
+    let auth = json!({"auth": {"type": "m.login.password", "session": first.1["session"],
+        "identifier": {"type": "m.id.user", "user": "ops"}, "password": "ops password"}});
+    let done = srv
+        .request(
+            reqwest::Method::DELETE,
+            &one,
+            Some(&token),
+            Some(serde_json::to_vec(&auth).expect("json")),
+        )
+        .await;
+    assert_eq!(done.0, 200, "{:?}", done.1);
+    assert_eq!(srv.get(path, Some(&token)).await.1, json!({"wallets": []}));
+
+    let (text, signature) = signed(&theirs, &params(&srv).await);
+    let theirs_token = siwe_login(&srv, &text, &signature).await.1["access_token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    let last = format!("{path}/{:#x}", theirs.address());
+    let challenge = srv
+        .request(
+            reqwest::Method::DELETE,
+            &last,
+            Some(&theirs_token),
+            Some(b"{}".to_vec()),
+        )
+        .await;
+    assert_eq!(challenge.0, 401);
+    let (text, signature) = signed(&theirs, &params(&srv).await);
+    let auth = json!({"auth": {"type": "io.matrixon.login.siwe", "session": challenge.1["session"], "message": text, "signature": signature}});
+    let refused = srv
+        .request(
+            reqwest::Method::DELETE,
+            &last,
+            Some(&theirs_token),
+            Some(serde_json::to_vec(&auth).expect("json")),
+        )
+        .await;
+    assert_error(&refused, 403, "M_FORBIDDEN");
     srv.finish().await;
 }

@@ -98,3 +98,21 @@ fn form_urlencoded_get(query: &str, key: &str) -> Option<String> {
         .find(|(k, _)| k == key)
         .map(|(_, v)| v.into_owned())
 }
+
+/// The caller of a non-ruma endpoint that needs an access token.
+pub struct Authenticated(pub Session);
+
+impl axum::extract::FromRequestParts<std::sync::Arc<Services>> for Authenticated {
+    type Rejection = Error;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        services: &std::sync::Arc<Services>,
+    ) -> Result<Self> {
+        let ip = super::ruma::client_ip(parts);
+        let token = access_token(parts);
+        AccessToken::authenticate(services, token.as_deref(), ip)
+            .await
+            .map(Self)
+    }
+}

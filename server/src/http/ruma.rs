@@ -76,6 +76,23 @@ pub fn ensure_json(bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// Reads a JSON body for endpoints ruma has no type for: 413, `M_NOT_JSON` or `M_BAD_JSON`
+/// exactly as for ruma requests.
+pub async fn json_body<T: serde::de::DeserializeOwned>(
+    parts: &Parts,
+    body: Body,
+    limit: usize,
+) -> Result<T> {
+    let bytes = read_body(parts, body, limit).await?;
+    ensure_json(&bytes)?;
+    let bytes = if bytes.is_empty() {
+        Bytes::from_static(b"{}")
+    } else {
+        bytes
+    };
+    serde_json::from_slice(&bytes).map_err(|e| Error::bad_json(e.to_string()))
+}
+
 fn parse_error(err: FromHttpRequestError) -> Error {
     match err {
         FromHttpRequestError::Deserialization(DeserializationError::Json(e)) => {

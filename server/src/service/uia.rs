@@ -25,6 +25,8 @@ pub enum UiaOperation {
     ChangePassword,
     /// `POST /login/get_token`.
     GetLoginToken,
+    /// Linking or unlinking a wallet.
+    ManageWallets,
 }
 
 impl UiaOperation {
@@ -35,6 +37,7 @@ impl UiaOperation {
             Self::Deactivate => "deactivate",
             Self::ChangePassword => "change_password",
             Self::GetLoginToken => "get_login_token",
+            Self::ManageWallets => "manage_wallets",
         }
     }
 }

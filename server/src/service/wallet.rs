@@ -99,6 +99,47 @@ impl Services {
         }
     }
 
+    /// Links the wallet that signed `text` to `user_id` (the signature proves control).
+    pub async fn link_wallet(
+        &self,
+        user_id: &UserId,
+        text: &str,
+        signature_hex: &str,
+    ) -> Result<String> {
+        let address = self.verify_siwe(text, signature_hex).await?;
+        let owner = self
+            .store
+            .link_wallet(user_id, &address, self.now_ms())
+            .await?;
+        if owner != user_id {
+            return Err(Error::forbidden("This wallet is linked to another account"));
+        }
+        Ok(address)
+    }
+
+    /// Unlinks `address` from `user_id`, unless it is the account's last way to sign in.
+    pub async fn unlink_wallet(&self, user_id: &UserId, address: &str) -> Result<()> {
+        let address = address.to_ascii_lowercase();
+        let wallets = self.store.wallets(user_id).await?;
+        if !wallets.iter().any(|(a, _)| *a == address) {
+            return Err(Error::not_found(
+                "This wallet is not linked to your account",
+            ));
+        }
+        let has_password = self
+            .store
+            .user(user_id)
+            .await?
+            .is_some_and(|u| u.password_hash.is_some());
+        if wallets.len() == 1 && !has_password {
+            return Err(Error::forbidden(
+                "This is the account's only wallet and it has no password: it cannot be unlinked",
+            ));
+        }
+        self.store.unlink_wallet(user_id, &address).await?;
+        Ok(())
+    }
+
     /// Checks a signed message completely (nonce spent first) and returns the signer's
     /// lower-case address.
     async fn verify_siwe(&self, text: &str, signature_hex: &str) -> Result<String> {

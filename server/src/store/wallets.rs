@@ -19,6 +19,52 @@ impl Store {
         .transpose()
     }
 
+    /// Links `address` to `user_id`; returns the account it is linked to afterwards (another
+    /// one when the wallet already belonged elsewhere, in which case nothing changed).
+    pub async fn link_wallet(
+        &self,
+        user_id: &UserId,
+        address: &str,
+        now_ms: i64,
+    ) -> Result<OwnedUserId, sqlx::Error> {
+        sqlx::query("INSERT INTO wallets (address, user_id, linked_ts) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+            .bind(address)
+            .bind(user_id.as_str())
+            .bind(now_ms)
+            .execute(&self.pool)
+            .await?;
+        self.wallet_owner(address)
+            .await?
+            .ok_or(sqlx::Error::RowNotFound)
+    }
+
+    /// Unlinks `address` from `user_id`; false when it was not linked to that account.
+    pub async fn unlink_wallet(
+        &self,
+        user_id: &UserId,
+        address: &str,
+    ) -> Result<bool, sqlx::Error> {
+        let done = sqlx::query("DELETE FROM wallets WHERE address = $1 AND user_id = $2")
+            .bind(address)
+            .bind(user_id.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// The wallets linked to `user_id`, oldest first, with when they were linked.
+    pub async fn wallets(&self, user_id: &UserId) -> Result<Vec<(String, i64)>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT address, linked_ts FROM wallets WHERE user_id = $1 ORDER BY linked_ts, address",
+        )
+        .bind(user_id.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+            .collect()
+    }
+
     /// True when at least one wallet is linked to `user_id`.
     pub async fn has_wallet(&self, user_id: &UserId) -> Result<bool, sqlx::Error> {
         let row = sqlx::query("SELECT 1 FROM wallets WHERE user_id = $1 LIMIT 1")

@@ -14,7 +14,7 @@ use sha1::Sha1;
 use crate::{
     http::{
         error::{Error, Result},
-        ruma::{ensure_json, read_body},
+        ruma::json_body,
     },
     service::{Limit, Services, secrets},
 };
@@ -66,10 +66,7 @@ pub async fn register(
     let ip = crate::http::ruma::client_ip(&parts).unwrap_or_default();
     services.rate_limit(Limit::RegisterPerIp, &ip)?;
     let secret = shared_secret(&services)?;
-    let bytes = read_body(&parts, body, services.config.max_request_bytes).await?;
-    ensure_json(&bytes)?;
-    let body: RegisterBody =
-        serde_json::from_slice(&bytes).map_err(|e| Error::bad_json(e.to_string()))?;
+    let body: RegisterBody = json_body(&parts, body, services.config.max_request_bytes).await?;
     let _ = &body.displayname; // Profiles arrive with the rooms work; accepted for compatibility.
 
     if !services

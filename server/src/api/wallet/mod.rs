@@ -4,21 +4,33 @@ use std::sync::Arc;
 
 use axum::{
     Json, Router,
-    extract::{ConnectInfo, State},
-    routing::get,
+    extract::{ConnectInfo, Path, Request, State},
+    routing::{delete, get},
 };
+use ruma::api::client::uiaa::AuthData;
+use serde::Deserialize;
+use serde_json::{Value, json};
 
 use crate::{
-    http::error::Result,
-    service::{Limit, Services, SiweParameters},
+    http::{auth::Authenticated, error::Result, ruma::json_body},
+    service::{Limit, Services, SiweParameters, UiaOperation},
 };
 
 /// Every wallet route.
 pub fn routes() -> Router<Arc<Services>> {
-    Router::new().route(
-        "/_matrix/client/unstable/io.matrixon/siwe/nonce",
-        get(siwe_nonce),
-    )
+    Router::new()
+        .route(
+            "/_matrix/client/unstable/io.matrixon/siwe/nonce",
+            get(siwe_nonce),
+        )
+        .route(
+            "/_matrix/client/unstable/io.matrixon/wallets",
+            get(list_wallets).post(link_wallet),
+        )
+        .route(
+            "/_matrix/client/unstable/io.matrixon/wallets/{address}",
+            delete(unlink_wallet),
+        )
 }
 
 /// # `GET /_matrix/client/unstable/io.matrixon/siwe/nonce`
@@ -28,4 +40,70 @@ async fn siwe_nonce(
 ) -> Result<Json<SiweParameters>> {
     services.rate_limit(Limit::LoginPerIp, &peer.ip().to_string())?;
     Ok(Json(services.siwe_parameters().await?))
+}
+
+/// # `GET /_matrix/client/unstable/io.matrixon/wallets`
+async fn list_wallets(
+    State(services): State<Arc<Services>>,
+    Authenticated(session): Authenticated,
+) -> Result<Json<Value>> {
+    let wallets = services.store.wallets(&session.user_id).await?;
+    let wallets: Vec<Value> = wallets
+        .into_iter()
+        .map(|(address, linked_ms)| json!({"address": address, "linked_ts": linked_ms}))
+        .collect();
+    Ok(Json(json!({ "wallets": wallets })))
+}
+
+#[derive(Deserialize)]
+struct LinkBody {
+    message: String,
+    signature: String,
+    auth: Option<AuthData>,
+}
+
+/// # `POST /_matrix/client/unstable/io.matrixon/wallets`
+async fn link_wallet(
+    State(services): State<Arc<Services>>,
+    Authenticated(session): Authenticated,
+    request: Request,
+) -> Result<Json<Value>> {
+    let (parts, body) = request.into_parts();
+    let body: LinkBody = json_body(&parts, body, services.config.max_request_bytes).await?;
+    services
+        .reauthenticate(
+            UiaOperation::ManageWallets,
+            &session.user_id,
+            body.auth.as_ref(),
+        )
+        .await?;
+    let address = services
+        .link_wallet(&session.user_id, &body.message, &body.signature)
+        .await?;
+    Ok(Json(json!({ "address": address })))
+}
+
+#[derive(Deserialize)]
+struct UnlinkBody {
+    auth: Option<AuthData>,
+}
+
+/// # `DELETE /_matrix/client/unstable/io.matrixon/wallets/{address}`
+async fn unlink_wallet(
+    State(services): State<Arc<Services>>,
+    Authenticated(session): Authenticated,
+    Path(address): Path<String>,
+    request: Request,
+) -> Result<Json<Value>> {
+    let (parts, body) = request.into_parts();
+    let body: UnlinkBody = json_body(&parts, body, services.config.max_request_bytes).await?;
+    services
+        .reauthenticate(
+            UiaOperation::ManageWallets,
+            &session.user_id,
+            body.auth.as_ref(),
+        )
+        .await?;
+    services.unlink_wallet(&session.user_id, &address).await?;
+    Ok(Json(json!({})))
 }
