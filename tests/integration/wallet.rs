@@ -55,6 +55,13 @@ async fn siwe_login(srv: &TestServer, text: &str, signature: &str) -> (u16, Valu
     .await
 }
 
+/// A fresh sign-in message for `key` on chain 1, signed: `(message, signature)`.
+async fn signed_message(srv: &TestServer, key: &Key) -> (String, String) {
+    let text = message(&params(srv).await, key.address(), 1, "");
+    let signature = hex(&key.personal_sign(&text));
+    (text, signature)
+}
+
 fn hex(bytes: &[u8]) -> String {
     format!("0x{}", alloy::primitives::hex::encode(bytes))
 }
@@ -239,14 +246,9 @@ async fn wallet_registration_policy(backend: Backend) {
         ];
     })
     .await;
-    let login = |key: &Key, p: &Value| {
-        let text = message(p, key.address(), 1, "");
-        let signature = hex(&key.personal_sign(&text));
-        (text, signature)
-    };
-    let (t, s) = login(&allowed, &params(&srv).await);
+    let (t, s) = signed_message(&srv, &allowed).await;
     assert_eq!(siwe_login(&srv, &t, &s).await.0, 200, "allow-listed");
-    let (t, s) = login(&other, &params(&srv).await);
+    let (t, s) = signed_message(&srv, &other).await;
     assert_error(&siwe_login(&srv, &t, &s).await, 403, "M_FORBIDDEN");
     let db = srv.stop().await;
 
@@ -254,9 +256,9 @@ async fn wallet_registration_policy(backend: Backend) {
     let mut config = crate::harness::test_config(&db.url);
     config.wallet.registration = WalletRegistration::Closed;
     let srv = TestServer::start_on(db, config).await;
-    let (t, s) = login(&allowed, &params(&srv).await);
+    let (t, s) = signed_message(&srv, &allowed).await;
     assert_eq!(siwe_login(&srv, &t, &s).await.0, 200, "linked wallet");
-    let (t, s) = login(&other, &params(&srv).await);
+    let (t, s) = signed_message(&srv, &other).await;
     assert_error(&siwe_login(&srv, &t, &s).await, 403, "M_FORBIDDEN");
     srv.finish().await;
 }
@@ -340,17 +342,12 @@ async fn wallet_accounts_pass_user_interactive_auth_with_their_wallet(backend: B
     let srv = TestServer::start(&backend).await;
     let wallet = Key::new(36);
     let stranger = Key::new(37);
-    let sign_in = |key: &Key, p: &Value| {
-        let text = message(p, key.address(), 1, "");
-        let signature = hex(&key.personal_sign(&text));
-        (text, signature)
-    };
-    let (t, s) = sign_in(&wallet, &params(&srv).await);
+    let (t, s) = signed_message(&srv, &wallet).await;
     let first = siwe_login(&srv, &t, &s).await.1;
-    let (t, s) = sign_in(&wallet, &params(&srv).await);
+    let (t, s) = signed_message(&srv, &wallet).await;
     let second = siwe_login(&srv, &t, &s).await.1;
     let token = second["access_token"].as_str().expect("token");
-    let (t, s) = sign_in(&stranger, &params(&srv).await);
+    let (t, s) = signed_message(&srv, &stranger).await;
     assert_eq!(
         siwe_login(&srv, &t, &s).await.0,
         200,
@@ -370,7 +367,7 @@ async fn wallet_accounts_pass_user_interactive_auth_with_their_wallet(backend: B
     let session = challenge.1["session"].clone();
 
     // Another wallet (even one with its own account) cannot pass it.
-    let (t, s) = sign_in(&stranger, &params(&srv).await);
+    let (t, s) = signed_message(&srv, &stranger).await;
     let mut attempt = body.clone();
     attempt["auth"] =
         json!({"type": "io.matrixon.login.siwe", "session": session, "message": t, "signature": s});
@@ -381,7 +378,7 @@ async fn wallet_accounts_pass_user_interactive_auth_with_their_wallet(backend: B
     assert_eq!(refused.1["errcode"], "M_FORBIDDEN");
 
     // The account's own wallet passes, and the device goes.
-    let (t, s) = sign_in(&wallet, &params(&srv).await);
+    let (t, s) = signed_message(&srv, &wallet).await;
     attempt["auth"] =
         json!({"type": "io.matrixon.login.siwe", "session": session, "message": t, "signature": s});
     let done = srv
@@ -416,16 +413,11 @@ async fn linking_wallets_to_accounts(backend: Backend) {
         .to_owned();
     let mine = Key::new(51);
     let theirs = Key::new(52);
-    let signed = |key: &Key, p: &Value| {
-        let text = message(p, key.address(), 1, "");
-        let signature = hex(&key.personal_sign(&text));
-        (text, signature)
-    };
     assert_eq!(srv.get(path, Some(&token)).await.1, json!({"wallets": []}));
     assert_error(&srv.get(path, None).await, 401, "M_MISSING_TOKEN");
 
     // A password account links a wallet (UIA with its password, then the wallet's proof).
-    let (text, signature) = signed(&mine, &params(&srv).await);
+    let (text, signature) = signed_message(&srv, &mine).await;
     let linked = srv
         .post_with_password_uia(
             path,
@@ -443,16 +435,16 @@ async fn linking_wallets_to_accounts(backend: Backend) {
         format!("{:#x}", mine.address())
     );
     // Signing in with that wallet now reaches the password account.
-    let (text, signature) = signed(&mine, &params(&srv).await);
+    let (text, signature) = signed_message(&srv, &mine).await;
     assert_eq!(
         siwe_login(&srv, &text, &signature).await.1["user_id"],
         "@ops:localhost"
     );
 
     // A wallet with its own account cannot be linked here.
-    let (text, signature) = signed(&theirs, &params(&srv).await);
+    let (text, signature) = signed_message(&srv, &theirs).await;
     assert_eq!(siwe_login(&srv, &text, &signature).await.0, 200);
-    let (text, signature) = signed(&theirs, &params(&srv).await);
+    let (text, signature) = signed_message(&srv, &theirs).await;
     let conflict = srv
         .post_with_password_uia(
             path,
@@ -495,7 +487,7 @@ async fn linking_wallets_to_accounts(backend: Backend) {
     assert_eq!(done.0, 200, "{:?}", done.1);
     assert_eq!(srv.get(path, Some(&token)).await.1, json!({"wallets": []}));
 
-    let (text, signature) = signed(&theirs, &params(&srv).await);
+    let (text, signature) = signed_message(&srv, &theirs).await;
     let theirs_token = siwe_login(&srv, &text, &signature).await.1["access_token"]
         .as_str()
         .expect("token")
@@ -510,7 +502,7 @@ async fn linking_wallets_to_accounts(backend: Backend) {
         )
         .await;
     assert_eq!(challenge.0, 401);
-    let (text, signature) = signed(&theirs, &params(&srv).await);
+    let (text, signature) = signed_message(&srv, &theirs).await;
     let auth = json!({"auth": {"type": "io.matrixon.login.siwe", "session": challenge.1["session"], "message": text, "signature": signature}});
     let refused = srv
         .request(

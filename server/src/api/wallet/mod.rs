@@ -55,11 +55,32 @@ async fn list_wallets(
     Ok(Json(json!({ "wallets": wallets })))
 }
 
+/// A request body with the `auth` of user-interactive authentication beside its own fields.
+#[derive(Deserialize)]
+struct WithAuth<T> {
+    #[serde(flatten)]
+    body: T,
+    auth: Option<AuthData>,
+}
+
+/// Decodes the body and runs UIA for wallet management: the body once the caller is proven.
+async fn reauthenticated<T: serde::de::DeserializeOwned>(
+    services: &Services,
+    user_id: &ruma::UserId,
+    request: Request,
+) -> Result<T> {
+    let (parts, body) = request.into_parts();
+    let decoded: WithAuth<T> = json_body(&parts, body, services.config.max_request_bytes).await?;
+    services
+        .reauthenticate(UiaOperation::ManageWallets, user_id, decoded.auth.as_ref())
+        .await?;
+    Ok(decoded.body)
+}
+
 #[derive(Deserialize)]
 struct LinkBody {
     message: String,
     signature: String,
-    auth: Option<AuthData>,
 }
 
 /// # `POST /_matrix/client/unstable/io.matrixon/wallets`
@@ -68,24 +89,11 @@ async fn link_wallet(
     Authenticated(session): Authenticated,
     request: Request,
 ) -> Result<Json<Value>> {
-    let (parts, body) = request.into_parts();
-    let body: LinkBody = json_body(&parts, body, services.config.max_request_bytes).await?;
-    services
-        .reauthenticate(
-            UiaOperation::ManageWallets,
-            &session.user_id,
-            body.auth.as_ref(),
-        )
-        .await?;
+    let body: LinkBody = reauthenticated(&services, &session.user_id, request).await?;
     let address = services
         .link_wallet(&session.user_id, &body.message, &body.signature)
         .await?;
     Ok(Json(json!({ "address": address })))
-}
-
-#[derive(Deserialize)]
-struct UnlinkBody {
-    auth: Option<AuthData>,
 }
 
 /// # `DELETE /_matrix/client/unstable/io.matrixon/wallets/{address}`
@@ -95,15 +103,7 @@ async fn unlink_wallet(
     Path(address): Path<String>,
     request: Request,
 ) -> Result<Json<Value>> {
-    let (parts, body) = request.into_parts();
-    let body: UnlinkBody = json_body(&parts, body, services.config.max_request_bytes).await?;
-    services
-        .reauthenticate(
-            UiaOperation::ManageWallets,
-            &session.user_id,
-            body.auth.as_ref(),
-        )
-        .await?;
+    let serde::de::IgnoredAny = reauthenticated(&services, &session.user_id, request).await?;
     services.unlink_wallet(&session.user_id, &address).await?;
     Ok(Json(json!({})))
 }
