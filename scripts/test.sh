@@ -5,7 +5,9 @@
 # MATRIXON_TEST_POSTGRES_URL points at a server whose user may create databases (each test
 # gets a fresh database). Without it, the PostgreSQL runs print "SKIPPED" and pass.
 # Anything the tests need beyond cargo is installed here, pinned: anvil (a local Ethereum
-# node) and solc-js, from the npm registry, into tools/node_modules (see tools/package.json).
+# node) and solc-js, from the npm registry, into tools/node_modules (see tools/package.json),
+# and Debian's chromium + chromium-driver for the wallet page (MATRIXON_CHROMIUM and
+# MATRIXON_CHROMEDRIVER point the tests at another browser and driver instead).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,6 +19,21 @@ if ! cmp -s tools/package-lock.json "$stamp" 2>/dev/null; then
 fi
 export MATRIXON_ANVIL="${MATRIXON_ANVIL:-$PWD/tools/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil}"
 "$MATRIXON_ANVIL" --version | head -n 1
+
+# Headless Chromium and its WebDriver for the wallet-page tests, from Debian's archive, pinned.
+chromium_version=150.0.7871.100-1~deb12u1
+if [ -z "${MATRIXON_CHROMEDRIVER:-}" ] &&
+  [ "$(dpkg-query -W -f='${Version}' chromium-driver 2>/dev/null)" != "$chromium_version" ]; then
+  echo "Installing Debian's chromium and chromium-driver $chromium_version"
+  sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  packages=(chromium="$chromium_version" chromium-common="$chromium_version"
+    chromium-driver="$chromium_version")
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get install -y -q --no-install-recommends "${packages[@]}" >/dev/null ||
+    { $sudo apt-get update -q >/dev/null && $sudo apt-get install -y -q --no-install-recommends "${packages[@]}" >/dev/null; }
+fi
+"${MATRIXON_CHROMEDRIVER:-chromedriver}" --version
 
 # The committed contract artifacts must be what the pinned compiler makes of the sources.
 fresh=$(mktemp -d)

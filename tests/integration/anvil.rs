@@ -10,7 +10,7 @@ use std::{
     time::Duration,
 };
 
-use alloy::primitives::{Address, Bytes, keccak256};
+use alloy::primitives::{Address, B256, Bytes};
 use serde_json::{Value, json};
 
 /// anvil's first unlocked, funded account.
@@ -221,29 +221,34 @@ pub fn creation_code(name: &str) -> Vec<u8> {
         .expect("hex")
 }
 
-/// A secp256k1 key and its address, for signing as a wallet would.
-pub struct Key(k256::ecdsa::SigningKey);
+/// A wallet key: alloy's local signer, signing as a wallet's `personal_sign` does.
+pub struct Key(alloy::signers::local::PrivateKeySigner);
 
 impl Key {
     pub fn new(seed: u8) -> Self {
-        Self(k256::ecdsa::SigningKey::from_slice(&[seed; 32]).expect("key"))
+        Self(
+            alloy::signers::local::PrivateKeySigner::from_bytes(&B256::repeat_byte(seed))
+                .expect("key"),
+        )
     }
 
     pub fn address(&self) -> Address {
-        let point = self.0.verifying_key().to_encoded_point(false);
-        Address::from_slice(&keccak256(&point.as_bytes()[1..])[12..])
+        self.0.address()
     }
 
     /// EIP-191 `personal_sign` of `text`: 65 bytes, v = 27/28.
     pub fn personal_sign(&self, text: &str) -> Vec<u8> {
-        let hash = alloy::primitives::eip191_hash_message(text);
-        let (sig, recid) = self
-            .0
-            .sign_prehash_recoverable(hash.as_slice())
-            .expect("sign");
-        let mut out = sig.to_bytes().to_vec();
-        out.push(27 + recid.to_byte());
-        out
+        self.sign_bytes(text.as_bytes())
+    }
+
+    /// EIP-191 `personal_sign` of raw bytes (what a wallet gets as hex from a page).
+    pub fn sign_bytes(&self, message: &[u8]) -> Vec<u8> {
+        use alloy::signers::SignerSync;
+        self.0
+            .sign_message_sync(message)
+            .expect("sign")
+            .as_bytes()
+            .to_vec()
     }
 }
 

@@ -69,6 +69,7 @@ async fn discovery_documents(backend: Backend) {
         vec![
             json!("m.login.password"),
             json!("m.login.token"),
+            json!("m.login.sso"),
             json!("io.matrixon.login.siwe")
         ]
     );

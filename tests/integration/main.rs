@@ -5,6 +5,7 @@
 
 mod anvil;
 mod harness;
+mod webdriver;
 
 mod accounts;
 mod chain;
@@ -13,4 +14,5 @@ mod discovery;
 mod errors;
 mod registration;
 mod sessions;
+mod sso;
 mod wallet;

@@ -362,7 +362,7 @@ async fn wallet_accounts_pass_user_interactive_auth_with_their_wallet(backend: B
     assert_eq!(challenge.0, 401, "{:?}", challenge.1);
     assert_eq!(
         challenge.1["flows"],
-        json!([{"stages": ["io.matrixon.login.siwe"]}])
+        json!([{"stages": ["m.login.sso"]}, {"stages": ["io.matrixon.login.siwe"]}])
     );
     let session = challenge.1["session"].clone();
 

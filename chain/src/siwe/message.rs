@@ -57,6 +57,16 @@ pub struct Timestamp {
 }
 
 impl Timestamp {
+    /// The timestamp a message made now carries: UTC, whole seconds, as wallets show it.
+    pub fn at(at: OffsetDateTime) -> Self {
+        let at = at
+            .to_offset(time::UtcOffset::UTC)
+            .replace_nanosecond(0)
+            .unwrap_or(at);
+        let text = at.format(&Rfc3339).unwrap_or_default();
+        Self { text, at }
+    }
+
     fn parse(field: &'static str, text: &str) -> Result<Self, ParseError> {
         if text.len() > limits::TIMESTAMP {
             return Err(err(field, "too long"));

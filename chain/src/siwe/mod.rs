@@ -8,6 +8,7 @@ mod verify;
 #[cfg(test)]
 mod tests;
 
+pub use alloy_primitives::Address;
 pub use message::{Fields, Message, ParseError, Timestamp, limits};
 pub use verify::{
     ContractSignatures, ERC6492_MAGIC, Expectations, NoChain, Signer, SiweError, Unavailable,

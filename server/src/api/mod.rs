@@ -2,4 +2,6 @@
 
 pub mod admin;
 pub mod client;
+pub mod media;
+pub mod sso;
 pub mod wallet;

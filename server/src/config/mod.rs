@@ -40,6 +40,8 @@ pub struct Config {
     pub rate_limits: RateLimitsConfig,
     /// Sign-In with Ethereum.
     pub wallet: WalletConfig,
+    /// The wallet single sign-on page for ordinary Matrix clients.
+    pub sso: SsoConfig,
     /// EVM chains by CAIP-2 id (`eip155:1`), with their JSON-RPC providers.
     #[serde(default)]
     pub chains: BTreeMap<String, ChainConfig>,
@@ -65,6 +67,14 @@ pub struct WalletConfig {
     pub uri: Option<String>,
     /// Statement of sign-in messages.
     pub statement: Option<String>,
+}
+
+/// Wallet single sign-on settings.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SsoConfig {
+    /// URL prefixes that receive a login token without the user confirming the destination.
+    pub client_whitelist: Vec<String>,
 }
 
 /// Wallet account creation policy.

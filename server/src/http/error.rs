@@ -67,6 +67,10 @@ impl Error {
     pub fn invalid_param(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, ErrorKind::InvalidParam, message)
     }
+    /// 400 `M_MISSING_PARAM`.
+    pub fn missing_param(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, ErrorKind::MissingParam, message)
+    }
     /// 404 `M_NOT_FOUND`.
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, ErrorKind::NotFound, message)

@@ -26,6 +26,8 @@ pub fn router(services: Arc<Services>) -> Router {
         .merge(api::client::routes())
         .merge(api::admin::routes())
         .merge(api::wallet::routes())
+        .merge(api::sso::routes())
+        .merge(api::media::routes())
         .route("/health", get(health))
         .fallback(|| async { Error::unrecognized() })
         .method_not_allowed_fallback(|| async { Error::method_not_allowed() })

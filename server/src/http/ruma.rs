@@ -93,6 +93,28 @@ pub async fn json_body<T: serde::de::DeserializeOwned>(
     serde_json::from_slice(&bytes).map_err(|e| Error::bad_json(e.to_string()))
 }
 
+/// A JSON body for endpoints ruma has no type for, refused like ruma's (413, `M_NOT_JSON`,
+/// `M_BAD_JSON`).
+pub struct JsonBody<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned> FromRequest<Arc<Services>> for JsonBody<T> {
+    type Rejection = Error;
+
+    async fn from_request(request: Request, services: &Arc<Services>) -> Result<Self> {
+        let (parts, body) = request.into_parts();
+        json_body(&parts, body, services.config.max_request_bytes)
+            .await
+            .map(Self)
+    }
+}
+
+/// The query string's parameters, last one wins; never a rejection.
+pub fn query_params(query: Option<&str>) -> std::collections::HashMap<String, String> {
+    form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .into_owned()
+        .collect()
+}
+
 fn parse_error(err: FromHttpRequestError) -> Error {
     match err {
         FromHttpRequestError::Deserialization(DeserializationError::Json(e)) => {

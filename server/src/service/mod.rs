@@ -4,6 +4,7 @@ mod accounts;
 mod rate_limit;
 pub mod secrets;
 mod sessions;
+mod sso;
 mod uia;
 mod wallet;
 
@@ -18,6 +19,7 @@ use crate::{clock::Clock, config::Config, http::metrics::Metrics, store::Store};
 pub use accounts::WALLET_LOCALPART_HINT;
 pub use rate_limit::{Limit, RateLimiter};
 pub use sessions::{IssuedSession, Session};
+pub use sso::{SSO_IDP_ID, SsoRedirect};
 pub use uia::{UiaOperation, UiaOutcome};
 pub use wallet::{SIWE_LOGIN_TYPE, SiweParameters};
 

@@ -61,8 +61,9 @@ impl Services {
         {
             flows.push(AuthFlow::new(vec![AuthType::Password]));
         }
-        if self.store.has_wallet(user_id).await? {
-            flows.push(AuthFlow::new(vec![AuthType::from(SIWE_LOGIN_TYPE)]));
+        // m.login.sso is the wallet page (for clients like Element); the SIWE stage is for dApps.
+        for stage in self.wallet_stages(user_id).await? {
+            flows.push(AuthFlow::new(vec![stage]));
         }
         if flows.is_empty() {
             // Nothing can succeed, but clients still get a well-formed challenge.
@@ -162,7 +163,10 @@ impl Services {
         };
 
         let mut outcome = UiaOutcome::default();
-        let stage_result: Result<AuthType, StandardErrorBody> = match auth {
+        let stage_result: Result<Option<AuthType>, StandardErrorBody> = match auth {
+            // The fallback page completed a stage already; the client only says "done".
+            AuthData::FallbackAcknowledgement(_) => Ok(None),
+            sso if sso.auth_type() == Some(AuthType::Sso) && offered(&AuthType::Sso) => Ok(None),
             AuthData::Password(p) if offered(&AuthType::Password) => match (user, &p.identifier) {
                 (Some(user), UserIdentifier::Matrix(id)) => {
                     let claimed = self.local_user_id(&id.user).ok();
@@ -173,7 +177,7 @@ impl Services {
                         ))
                     } else {
                         match self.check_password(user, &p.password).await {
-                            Ok(()) => Ok(AuthType::Password),
+                            Ok(()) => Ok(Some(AuthType::Password)),
                             Err(Error::Matrix { .. }) => Err(StandardErrorBody::new(
                                 ErrorKind::Forbidden,
                                 "Invalid password".to_owned(),
@@ -187,12 +191,12 @@ impl Services {
                     "Identify the user with m.id.user".to_owned(),
                 )),
             },
-            AuthData::Dummy(_) if offered(&AuthType::Dummy) => Ok(AuthType::Dummy),
+            AuthData::Dummy(_) if offered(&AuthType::Dummy) => Ok(Some(AuthType::Dummy)),
             AuthData::RegistrationToken(t) if offered(&AuthType::RegistrationToken) => {
                 match self.store.registration_token(&t.token).await? {
                     Some(row) if row.usable(now) => {
                         outcome.registration_token = Some(row.token);
-                        Ok(AuthType::RegistrationToken)
+                        Ok(Some(AuthType::RegistrationToken))
                     }
                     _ => Err(StandardErrorBody::new(
                         ErrorKind::Forbidden,
@@ -214,7 +218,7 @@ impl Services {
                 match (user, field("message"), field("signature")) {
                     (Some(user), Some(message), Some(signature)) => {
                         match self.siwe_prove(user, &message, &signature).await {
-                            Ok(()) => Ok(AuthType::from(SIWE_LOGIN_TYPE)),
+                            Ok(()) => Ok(Some(AuthType::from(SIWE_LOGIN_TYPE))),
                             Err(Error::Matrix {
                                 kind: ErrorKind::Forbidden,
                                 message,
@@ -238,12 +242,13 @@ impl Services {
             )),
         };
         match stage_result {
-            Ok(stage) => {
+            Ok(Some(stage)) => {
                 let stage = stage.to_string();
                 if !completed.contains(&stage) {
                     completed.push(stage);
                 }
             }
+            Ok(None) => {}
             Err(error) => return Err(challenge(session, as_types(&completed), Some(error))),
         }
         let done = flows.iter().any(|flow| {

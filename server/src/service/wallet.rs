@@ -66,7 +66,7 @@ impl Services {
         })
     }
 
-    fn siwe_statement(&self) -> String {
+    pub(super) fn siwe_statement(&self) -> String {
         self.config
             .wallet
             .statement
@@ -150,7 +150,9 @@ impl Services {
             .take_nonce(NONCE_KIND, &message.nonce, now)
             .await?
         {
-            return Err(forbidden("unknown, expired or already used nonce"));
+            return Err(forbidden(
+                "this sign-in request has expired or was already used; start again",
+            ));
         }
         let hex = signature_hex.strip_prefix("0x").unwrap_or(signature_hex);
         let signature = hex::decode(hex).map_err(|_| forbidden("the signature is not hex"))?;

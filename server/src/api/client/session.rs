@@ -3,12 +3,16 @@
 use std::sync::Arc;
 
 use axum::Router;
+use ruma::OwnedMxcUri;
 use ruma::api::client::{
     session::{
         get_login_token,
         get_login_types::{
             self,
-            v3::{LoginType, PasswordLoginType, TokenLoginType},
+            v3::{
+                IdentityProvider, IdentityProviderBrand, LoginType, PasswordLoginType,
+                SsoLoginType, TokenLoginType,
+            },
         },
         login::{
             self,
@@ -20,11 +24,12 @@ use ruma::api::client::{
 };
 
 use crate::{
+    api::media::LOGO_MEDIA_ID,
     http::{
         error::{Error, Result},
         ruma::{RouterExt, Ruma},
     },
-    service::{Limit, SIWE_LOGIN_TYPE, Services, UiaOperation},
+    service::{Limit, SIWE_LOGIN_TYPE, SSO_IDP_ID, Services, UiaOperation},
 };
 
 pub(super) fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
@@ -39,14 +44,23 @@ pub(super) fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
 
 /// # `GET /_matrix/client/v3/login`
 async fn login_types(
-    _: Arc<Services>,
+    services: Arc<Services>,
     _: Ruma<get_login_types::v3::Request>,
 ) -> Result<get_login_types::v3::Response> {
     let mut token = TokenLoginType::new();
     token.get_login_token = true;
+    let mut wallet = IdentityProvider::new(SSO_IDP_ID.to_owned(), "Ethereum wallet".to_owned());
+    wallet.brand = Some(IdentityProviderBrand::from("ethereum"));
+    wallet.icon = Some(OwnedMxcUri::from(format!(
+        "mxc://{}/{LOGO_MEDIA_ID}",
+        services.config.server_name
+    )));
+    let mut sso = SsoLoginType::new();
+    sso.identity_providers = vec![wallet];
     Ok(get_login_types::v3::Response::new(vec![
         LoginType::Password(PasswordLoginType::new()),
         LoginType::Token(token),
+        LoginType::Sso(sso),
         LoginType::new(SIWE_LOGIN_TYPE, serde_json::Map::new())
             .map_err(|e| Error::Internal(anyhow::anyhow!("login type: {e}")))?,
     ]))
