@@ -3,7 +3,8 @@
 #
 # The integration tests start the real server against SQLite, and against PostgreSQL too when
 # MATRIXON_TEST_POSTGRES_URL points at a server whose user may create databases (each test
-# gets a fresh database). Without it, the PostgreSQL runs print "SKIPPED" and pass.
+# gets a fresh database). Without it, the PostgreSQL runs print "SKIPPED" and pass. Likewise
+# MATRIXON_TEST_REDIS_URL turns on the tests that keep state in Redis.
 # Anything the tests need beyond cargo is installed here, pinned: anvil (a local Ethereum
 # node) and solc-js, from the npm registry, into tools/node_modules (see tools/package.json),
 # and Debian's chromium + chromium-driver for the wallet page (MATRIXON_CHROMIUM and
@@ -50,5 +51,10 @@ if [ -n "${MATRIXON_TEST_POSTGRES_URL:-}" ]; then
   echo "PostgreSQL tests: on (${MATRIXON_TEST_POSTGRES_URL})"
 else
   echo "PostgreSQL tests: SKIPPED (set MATRIXON_TEST_POSTGRES_URL=postgres://user@host:5432/db to run them)"
+fi
+if [ -n "${MATRIXON_TEST_REDIS_URL:-}" ]; then
+  echo "Redis tests: on (${MATRIXON_TEST_REDIS_URL})"
+else
+  echo "Redis tests: SKIPPED (set MATRIXON_TEST_REDIS_URL=redis://host:6379/ to run them)"
 fi
 cargo test --workspace --locked "$@"

@@ -36,6 +36,20 @@ impl Backend {
     }
 }
 
+/// The Redis of `MATRIXON_TEST_REDIS_URL`; otherwise prints that `test` skipped its Redis part.
+pub fn redis_url(test: &str) -> Option<String> {
+    match std::env::var("MATRIXON_TEST_REDIS_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED redis::{test}: MATRIXON_TEST_REDIS_URL is not set"
+            );
+            None
+        }
+    }
+}
+
 /// Declares each scenario once per backend.
 macro_rules! both_backends {
     ($($name:ident),* $(,)?) => {

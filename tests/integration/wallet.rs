@@ -14,7 +14,7 @@ use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 
 use crate::{
     anvil::{Anvil, CHAIN_ID, Key, closed_endpoint, creation_code},
-    harness::{Backend, TestServer, assert_error, both_backends},
+    harness::{Backend, TestServer, assert_error, both_backends, redis_url},
 };
 
 both_backends!(
@@ -444,6 +444,65 @@ async fn linking_wallets_to_accounts(backend: Backend) {
     // A wallet with its own account cannot be linked here.
     let (text, signature) = signed_message(&srv, &theirs).await;
     assert_eq!(siwe_login(&srv, &text, &signature).await.0, 200);
+
+    // Wallet → user: by address (any valid spelling) or CAIP-10 account.
+    let resolve = |id: String| {
+        let srv = &srv;
+        let token = token.clone();
+        async move {
+            srv.get(
+                &format!("/_matrix/client/unstable/io.matrixon/resolve/{id}"),
+                Some(&token),
+            )
+            .await
+        }
+    };
+    let found = resolve(mine.address().to_checksum(None)).await;
+    assert_eq!(found.0, 200, "{:?}", found.1);
+    assert_eq!(
+        found.1,
+        json!({"user_id": "@ops:localhost", "address": format!("{:#x}", mine.address())})
+    );
+    let found = resolve(format!("eip155:1:{:#x}", theirs.address())).await;
+    assert_eq!(
+        found.1["user_id"],
+        format!("@{:#x}:localhost", theirs.address())
+    );
+    assert_error(
+        &resolve(format!("{:#x}", Key::new(53).address())).await,
+        404,
+        "M_NOT_FOUND",
+    );
+    // A checksummed address with the case of one letter flipped: a typo, refused.
+    let mut typo = mine.address().to_checksum(None).into_bytes();
+    let letter = typo[2..]
+        .iter()
+        .position(u8::is_ascii_alphabetic)
+        .expect("a letter")
+        + 2;
+    typo[letter] ^= 0x20;
+    let typo = String::from_utf8(typo).expect("ascii");
+    assert_error(&resolve(typo).await, 400, "M_INVALID_PARAM");
+    for bad in [
+        "0x1234",
+        "alice",
+        "eip155:x:0x0000000000000000000000000000000000000000",
+        "0xZZ00000000000000000000000000000000000000",
+    ] {
+        assert_error(&resolve(bad.to_owned()).await, 400, "M_INVALID_PARAM");
+    }
+    assert_error(
+        &srv.get(
+            &format!(
+                "/_matrix/client/unstable/io.matrixon/resolve/{:#x}",
+                mine.address()
+            ),
+            None,
+        )
+        .await,
+        401,
+        "M_MISSING_TOKEN",
+    );
     let (text, signature) = signed_message(&srv, &theirs).await;
     let conflict = srv
         .post_with_password_uia(
@@ -514,4 +573,84 @@ async fn linking_wallets_to_accounts(backend: Backend) {
         .await;
     assert_error(&refused, 403, "M_FORBIDDEN");
     srv.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nonces_live_in_redis_when_configured() {
+    let Some(url) = redis_url("nonces_live_in_redis_when_configured") else {
+        return;
+    };
+    let redis_config = url.clone();
+    let srv = TestServer::start_with(&Backend::Sqlite, move |c| {
+        c.redis.url = Some(redis_config);
+    })
+    .await;
+    let wallet = Key::new(38);
+    let mut redis = redis::Client::open(url.as_str())
+        .expect("redis url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let services = srv.server.as_ref().expect("running").services.clone();
+
+    // The nonce is a Redis key with a TTL, not a database row.
+    let p = params(&srv).await;
+    let key = format!(
+        "matrixon:localhost:nonce:siwe:{}",
+        p["nonce"].as_str().expect("nonce")
+    );
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(&key)
+        .query_async(&mut redis)
+        .await
+        .expect("pttl");
+    assert!(ttl > 290_000 && ttl <= 300_000, "TTL {ttl} ms");
+    let in_database = services
+        .store
+        .take_nonce(
+            "siwe",
+            p["nonce"].as_str().expect("nonce"),
+            services.now_ms(),
+        )
+        .await
+        .expect("db");
+    assert!(!in_database, "no nonce row in the database");
+
+    // Spent once, then gone.
+    let text = message(&p, wallet.address(), 1, "");
+    let signature = hex(&wallet.personal_sign(&text));
+    assert_eq!(siwe_login(&srv, &text, &signature).await.0, 200);
+    let exists: i64 = redis::cmd("EXISTS")
+        .arg(&key)
+        .query_async(&mut redis)
+        .await
+        .expect("exists");
+    assert_eq!(exists, 0);
+    assert_error(
+        &siwe_login(&srv, &text, &signature).await,
+        403,
+        "M_FORBIDDEN",
+    );
+
+    // The server's clock decides expiry too, not only Redis's TTL.
+    let p = params(&srv).await;
+    srv.clock.advance(std::time::Duration::from_secs(301));
+    let text = message(&p, wallet.address(), 1, "");
+    let late = siwe_login(&srv, &text, &hex(&wallet.personal_sign(&text))).await;
+    assert_error(&late, 403, "M_FORBIDDEN");
+    srv.finish().await;
+}
+
+#[tokio::test]
+async fn an_unreachable_redis_stops_the_start_and_says_so() {
+    let db = crate::harness::Database::create(&Backend::Sqlite).await;
+    let mut config = crate::harness::test_config(&db.url);
+    config.redis.url = Some(crate::anvil::closed_endpoint().replace("http://", "redis://"));
+    let clock = std::sync::Arc::new(crate::harness::TestClock::default());
+    let error = matrixon::Server::start_with_clock(config, clock)
+        .await
+        .err()
+        .expect("no start without its Redis");
+    assert!(format!("{error:#}").contains("redis.url"), "{error:#}");
+    db.drop_database().await;
 }

@@ -42,6 +42,8 @@ pub struct Config {
     pub wallet: WalletConfig,
     /// The wallet single sign-on page for ordinary Matrix clients.
     pub sso: SsoConfig,
+    /// Shared Redis for state every instance must see.
+    pub redis: RedisConfig,
     /// EVM chains by CAIP-2 id (`eip155:1`), with their JSON-RPC providers.
     #[serde(default)]
     pub chains: BTreeMap<String, ChainConfig>,
@@ -67,6 +69,14 @@ pub struct WalletConfig {
     pub uri: Option<String>,
     /// Statement of sign-in messages.
     pub statement: Option<String>,
+}
+
+/// Redis settings.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    /// `redis://…` or `rediss://…`; Redis is not used when unset.
+    pub url: Option<String>,
 }
 
 /// Wallet single sign-on settings.

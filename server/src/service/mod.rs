@@ -1,6 +1,7 @@
 //! The server's logic. Handlers call into [`Services`]; services call the store.
 
 mod accounts;
+mod nonces;
 mod rate_limit;
 pub mod secrets;
 mod sessions;
@@ -17,11 +18,12 @@ use ruma::signatures::Ed25519KeyPair;
 use crate::{clock::Clock, config::Config, http::metrics::Metrics, store::Store};
 
 pub use accounts::WALLET_LOCALPART_HINT;
+pub use nonces::NonceStore;
 pub use rate_limit::{Limit, RateLimiter};
 pub use sessions::{IssuedSession, Session};
 pub use sso::{SSO_IDP_ID, SsoRedirect};
 pub use uia::{UiaOperation, UiaOutcome};
-pub use wallet::{SIWE_LOGIN_TYPE, SiweParameters};
+pub use wallet::{SIWE_LOGIN_TYPE, SiweParameters, parse_address};
 
 /// Everything a request may need, built once at start and shared by reference.
 pub struct Services {
@@ -39,6 +41,8 @@ pub struct Services {
     pub signing_key: Ed25519KeyPair,
     /// Configured EVM chains (contract-account logins and gates read through these).
     pub chains: Chains,
+    /// Where single-use nonces are kept.
+    pub nonces: NonceStore,
 }
 
 impl Services {
@@ -59,6 +63,7 @@ impl Services {
         let limiter = RateLimiter::new(config.rate_limits.clone());
         let metrics = Metrics::new().context("registering metrics")?;
         let chains = Chains::new(&config.chains).map_err(|e| anyhow::anyhow!("chains: {e}"))?;
+        let nonces = NonceStore::connect(config.redis.url.as_deref()).await?;
         Ok(Self {
             config,
             store,
@@ -67,6 +72,7 @@ impl Services {
             metrics,
             signing_key,
             chains,
+            nonces,
         })
     }
 

@@ -52,8 +52,7 @@ impl Services {
         let ttl_ms =
             i64::try_from(self.config.wallet.nonce_ttl_s.saturating_mul(1000)).unwrap_or(i64::MAX);
         let expires_at_ms = self.now_ms().saturating_add(ttl_ms);
-        self.store
-            .insert_nonce(NONCE_KIND, &nonce, expires_at_ms)
+        self.remember_nonce(NONCE_KIND, &nonce, expires_at_ms)
             .await?;
         Ok(SiweParameters {
             nonce,
@@ -140,16 +139,18 @@ impl Services {
         Ok(())
     }
 
+    /// The account a wallet signs in to (linked or its own wallet account), if any: the
+    /// lookup behind resolving addresses, gates and names.
+    pub async fn user_for_wallet(&self, address: &str) -> Result<Option<OwnedUserId>> {
+        Ok(self.store.wallet_owner(&parse_address(address)?).await?)
+    }
+
     /// Checks a signed message completely (nonce spent first) and returns the signer's
     /// lower-case address.
     async fn verify_siwe(&self, text: &str, signature_hex: &str) -> Result<String> {
         let message: Message = text.parse().map_err(forbidden)?;
         let now = self.now_ms();
-        if !self
-            .store
-            .take_nonce(NONCE_KIND, &message.nonce, now)
-            .await?
-        {
+        if !self.spend_nonce(NONCE_KIND, &message.nonce).await? {
             return Err(forbidden(
                 "this sign-in request has expired or was already used; start again",
             ));
@@ -171,7 +172,7 @@ impl Services {
             scheme: uri.split_once("://").map(|(scheme, _)| scheme),
             uri_origin: Some(&origin),
             chain_ids: &chain_ids,
-            nonce: None, // spent above, in the database every instance shares
+            nonce: None, // spent above, in the store every instance shares
             now: OffsetDateTime::from_unix_timestamp_nanos(i128::from(now) * 1_000_000)
                 .unwrap_or(OffsetDateTime::UNIX_EPOCH),
             clock_skew: Duration::from_secs(self.config.wallet.clock_skew_s),
@@ -233,6 +234,24 @@ impl Services {
             }
         }
     }
+}
+
+/// Reads an address as people paste it, to lower-case hex: `0x` and 40 hex digits; in mixed
+/// case it must be a valid EIP-55 checksum, so a mistyped address is refused, not looked up.
+pub fn parse_address(text: &str) -> Result<String> {
+    let invalid = || Error::invalid_param(format!("{text} is not an Ethereum address"));
+    let hex = text.strip_prefix("0x").ok_or_else(invalid)?;
+    if hex.len() != 40 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(invalid());
+    }
+    let mixed =
+        hex.bytes().any(|b| b.is_ascii_lowercase()) && hex.bytes().any(|b| b.is_ascii_uppercase());
+    if mixed && matrixon_chain::siwe::Address::parse_checksummed(text, None).is_err() {
+        return Err(Error::invalid_param(format!(
+            "{text} has a wrong EIP-55 checksum: check for a typo"
+        )));
+    }
+    Ok(text.to_ascii_lowercase())
 }
 
 /// `scheme://authority` of a URL.

@@ -12,8 +12,12 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::{
-    http::{auth::Authenticated, error::Result, ruma::json_body},
-    service::{Limit, Services, SiweParameters, UiaOperation},
+    http::{
+        auth::Authenticated,
+        error::{Error, Result},
+        ruma::json_body,
+    },
+    service::{Limit, Services, SiweParameters, UiaOperation, parse_address},
 };
 
 /// Every wallet route.
@@ -31,6 +35,39 @@ pub fn routes() -> Router<Arc<Services>> {
             "/_matrix/client/unstable/io.matrixon/wallets/{address}",
             delete(unlink_wallet),
         )
+        .route(
+            "/_matrix/client/unstable/io.matrixon/resolve/{identifier}",
+            get(resolve),
+        )
+}
+
+/// # `GET /_matrix/client/unstable/io.matrixon/resolve/{identifier}`
+///
+/// A 0x address or a CAIP-10 account (`eip155:<chain>:0x…`) to the Matrix user it signs in as.
+async fn resolve(
+    State(services): State<Arc<Services>>,
+    Authenticated(_): Authenticated,
+    Path(identifier): Path<String>,
+) -> Result<Json<Value>> {
+    let address = match identifier.rsplit_once(':') {
+        Some((chain, address)) => {
+            matrixon_chain::rpc::parse_caip2(chain).map_err(|e| {
+                Error::invalid_param(format!("{identifier} is not a CAIP-10 account: {e}"))
+            })?;
+            address
+        }
+        None if identifier.starts_with("0x") => identifier.as_str(),
+        None => {
+            return Err(Error::invalid_param(format!(
+                "{identifier} is neither a 0x address nor a CAIP-10 account"
+            )));
+        }
+    };
+    let address = parse_address(address)?;
+    match services.user_for_wallet(&address).await? {
+        Some(user_id) => Ok(Json(json!({"user_id": user_id, "address": address}))),
+        None => Err(Error::not_found(format!("Nobody here uses {address}"))),
+    }
 }
 
 /// # `GET /_matrix/client/unstable/io.matrixon/siwe/nonce`

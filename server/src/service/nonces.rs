@@ -1,0 +1,91 @@
+//! Single-use nonces in the database, or in Redis when `redis.url` is set: either way every
+//! instance that shares the store honours "use once".
+
+use anyhow::Context;
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use super::Services;
+use crate::http::error::{Error, Result};
+
+/// Where nonces live.
+pub enum NonceStore {
+    /// The `nonces` table.
+    Database,
+    /// Keys with a TTL in a shared Redis.
+    Redis(ConnectionManager),
+}
+
+impl NonceStore {
+    /// Connects to Redis when a URL is configured; an unreachable Redis stops the start.
+    pub async fn connect(redis_url: Option<&str>) -> anyhow::Result<Self> {
+        let Some(url) = redis_url else {
+            return Ok(Self::Database);
+        };
+        let client = redis::Client::open(url).context("redis.url is not a Redis URL")?;
+        // A hung or lost Redis fails requests within seconds instead of holding them.
+        let settings = ConnectionManagerConfig::new()
+            .set_number_of_retries(2)
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(2)));
+        let manager = ConnectionManager::new_with_config(client, settings)
+            .await
+            .context("connecting to Redis (redis.url)")?;
+        Ok(Self::Redis(manager))
+    }
+}
+
+fn redis_error(e: redis::RedisError) -> Error {
+    Error::Internal(anyhow::Error::new(e).context("Redis"))
+}
+
+impl Services {
+    fn nonce_key(&self, kind: &str, nonce: &str) -> String {
+        format!("matrixon:{}:nonce:{kind}:{nonce}", self.config.server_name)
+    }
+
+    /// Remembers a fresh nonce of `kind` until `expires_ms`.
+    pub(super) async fn remember_nonce(
+        &self,
+        kind: &str,
+        nonce: &str,
+        expires_ms: i64,
+    ) -> Result<()> {
+        match &self.nonces {
+            NonceStore::Database => Ok(self.store.insert_nonce(kind, nonce, expires_ms).await?),
+            NonceStore::Redis(manager) => {
+                let ttl_ms = u64::try_from(expires_ms.saturating_sub(self.now_ms())).unwrap_or(1);
+                let mut connection = manager.clone();
+                redis::cmd("SET")
+                    .arg(self.nonce_key(kind, nonce))
+                    .arg(expires_ms)
+                    .arg("PX")
+                    .arg(ttl_ms.max(1))
+                    .arg("NX")
+                    .query_async::<Option<String>>(&mut connection)
+                    .await
+                    .map_err(redis_error)?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Spends a nonce: true only the first time, and only before it expires.
+    pub(super) async fn spend_nonce(&self, kind: &str, nonce: &str) -> Result<bool> {
+        let now = self.now_ms();
+        match &self.nonces {
+            NonceStore::Database => Ok(self.store.take_nonce(kind, nonce, now).await?),
+            NonceStore::Redis(manager) => {
+                let mut connection = manager.clone();
+                // GETDEL is atomic: of two instances racing for one nonce, one gets it.
+                let expires: Option<i64> = redis::cmd("GETDEL")
+                    .arg(self.nonce_key(kind, nonce))
+                    .query_async(&mut connection)
+                    .await
+                    .map_err(redis_error)?;
+                Ok(expires.is_some_and(|expires| expires > now))
+            }
+        }
+    }
+}
