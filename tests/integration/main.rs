@@ -12,6 +12,7 @@ mod chain;
 mod cli;
 mod discovery;
 mod errors;
+mod examples;
 mod registration;
 mod sessions;
 mod sso;
