@@ -4,6 +4,7 @@
 //! and the service talks to the [`store`].
 
 pub mod api;
+pub mod bus;
 pub mod cli;
 pub mod clock;
 pub mod config;

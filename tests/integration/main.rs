@@ -14,6 +14,7 @@ mod discovery;
 mod errors;
 mod examples;
 mod registration;
+mod rooms;
 mod sessions;
 mod sso;
 mod wallet;

@@ -151,12 +151,15 @@ where
 
     async fn from_request(req: Request, services: &Arc<Services>) -> Result<Self> {
         let (mut parts, body) = req.into_parts();
-        let path_args: Vec<String> =
+        let mut path_args: Vec<String> =
             match Path::<Vec<String>>::from_request_parts(&mut parts, services).await {
                 Ok(Path(args)) => args,
                 Err(PathRejection::MissingPathParams(_)) => Vec::new(),
                 Err(e) => return Err(Error::invalid_param(format!("Invalid path: {e}"))),
             };
+        if parts.extensions.get::<EmptyStateKey>().is_some() {
+            path_args.push(String::new());
+        }
         let client_ip = client_ip(&parts);
         let token = access_token(&parts);
         let auth = <T::Authentication as Authenticate>::authenticate(
@@ -197,6 +200,10 @@ pub fn respond<R: OutgoingResponse>(result: Result<R>) -> Response {
     }
 }
 
+/// Marks a request that reached a state endpoint with an empty state key (trailing slash).
+#[derive(Clone, Copy)]
+struct EmptyStateKey;
+
 /// Registers ruma endpoints on every path their metadata names (r0, v3, unstable).
 pub trait RouterExt {
     /// Adds `handler` for endpoint `T`.
@@ -221,17 +228,29 @@ impl RouterExt for Router<Arc<Services>> {
             return self;
         };
         for path in T::PATH_BUILDER.all_paths() {
-            let handler = handler.clone();
-            self = self.route(
-                path,
+            let route = {
+                let handler = handler.clone();
                 on(
                     filter,
                     move |State(services): State<Arc<Services>>, request: Ruma<T>| {
                         let handler = handler.clone();
                         async move { respond(handler(services, request).await) }
                     },
-                ),
-            );
+                )
+            };
+            // An empty state key is sent as a trailing slash (`/state/m.room.name/`).
+            if let Some(prefix) = path.strip_suffix("{state_key}") {
+                self = self.route(
+                    prefix,
+                    route.clone().layer(axum::middleware::map_request(
+                        |mut request: Request| async move {
+                            request.extensions_mut().insert(EmptyStateKey);
+                            request
+                        },
+                    )),
+                );
+            }
+            self = self.route(path, route);
         }
         self
     }

@@ -1,11 +1,15 @@
 //! The server's logic. Handlers call into [`Services`]; services call the store.
 
+mod account_data;
 mod accounts;
 mod nonces;
 mod rate_limit;
+pub mod rooms;
 pub mod secrets;
 mod sessions;
 mod sso;
+pub mod sync;
+pub mod timeline;
 mod uia;
 mod wallet;
 
@@ -15,7 +19,7 @@ use anyhow::Context;
 use matrixon_chain::rpc::Chains;
 use ruma::signatures::Ed25519KeyPair;
 
-use crate::{clock::Clock, config::Config, http::metrics::Metrics, store::Store};
+use crate::{bus::Bus, clock::Clock, config::Config, http::metrics::Metrics, store::Store};
 
 pub use accounts::WALLET_LOCALPART_HINT;
 pub use nonces::NonceStore;
@@ -43,6 +47,10 @@ pub struct Services {
     pub chains: Chains,
     /// Where single-use nonces are kept.
     pub nonces: NonceStore,
+    /// Wake-ups for waiting syncs.
+    pub bus: Bus,
+    /// Serialises event building per room within this process.
+    pub room_locks: rooms::RoomLocks,
 }
 
 impl Services {
@@ -73,6 +81,8 @@ impl Services {
             signing_key,
             chains,
             nonces,
+            bus: Bus::default(),
+            room_locks: rooms::RoomLocks::default(),
         })
     }
 

@@ -3,8 +3,13 @@
 //! Queries are written once in the SQL both backends share (`$n` placeholders, `RETURNING`,
 //! `ON CONFLICT`) and run through sqlx's `Any` driver; only the migrations differ per backend.
 
+mod account_data;
+mod aliases;
 mod devices;
+mod events;
+mod filters;
 mod nonces;
+mod profiles;
 mod registration_tokens;
 mod server_keys;
 mod tokens;
@@ -22,6 +27,8 @@ use sqlx::{
 };
 
 pub use devices::DeviceRow;
+pub use events::{NewEvent, RoomRow, StateMap, StoredEvent};
+pub use profiles::ProfileField;
 pub use registration_tokens::RegistrationTokenRow;
 pub use tokens::{AccessTokenRow, NewTokens, RefreshedTokens};
 pub use uia::UiaSessionRow;
@@ -44,6 +51,8 @@ pub enum Backend {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// Serialises multi-statement writes on SQLite, which has one writer.
+    write_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Store {
@@ -100,7 +109,11 @@ impl Store {
             .run(&pool)
             .await
             .context("applying database migrations")?;
-        Ok(Self { pool, backend })
+        Ok(Self {
+            pool,
+            backend,
+            write_lock: std::sync::Arc::default(),
+        })
     }
 
     /// Which backend this is.

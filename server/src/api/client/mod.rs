@@ -3,7 +3,11 @@
 mod account;
 mod device;
 mod discovery;
+mod membership;
+mod message;
+mod rooms;
 mod session;
+mod sync;
 
 use std::sync::Arc;
 
@@ -17,5 +21,9 @@ pub fn routes() -> Router<Arc<Services>> {
     let router = discovery::routes(router);
     let router = session::routes(router);
     let router = account::routes(router);
+    let router = membership::routes(router);
+    let router = message::routes(router);
+    let router = rooms::routes(router);
+    let router = sync::routes(router);
     device::routes(router)
 }

@@ -1,0 +1,311 @@
+//! Room membership: join, invite, leave, forget, kick, ban, unban, knock, member lists.
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use axum::Router;
+use ruma::{
+    OwnedRoomId, RoomId, RoomOrAliasId, UserId,
+    api::client::{
+        knock::knock_room,
+        membership::{
+            ban_user, forget_room, get_member_events, invite_user, join_room_by_id,
+            join_room_by_id_or_alias, joined_members, joined_rooms, kick_user, leave_room,
+            unban_user,
+        },
+    },
+    serde::Raw,
+};
+use serde_json::Value;
+
+use crate::{
+    http::{
+        error::{Error, Result},
+        ruma::{RouterExt, Ruma},
+    },
+    service::{Services, rooms::MembershipChange},
+};
+
+pub(super) fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
+    router
+        .ruma(join_by_id)
+        .ruma(join_by_id_or_alias)
+        .ruma(invite)
+        .ruma(leave)
+        .ruma(forget)
+        .ruma(kick)
+        .ruma(ban)
+        .ruma(unban)
+        .ruma(knock)
+        .ruma(members)
+        .ruma(joined_members)
+        .ruma(joined_rooms)
+}
+
+async fn resolve(services: &Services, room: &RoomOrAliasId) -> Result<OwnedRoomId> {
+    match <&RoomId>::try_from(room) {
+        Ok(room_id) => Ok(room_id.to_owned()),
+        Err(alias) => services
+            .resolve_alias(alias)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("No room has the alias {alias}"))),
+    }
+}
+
+/// # `POST /_matrix/client/v3/rooms/{roomId}/join`
+async fn join_by_id(
+    services: Arc<Services>,
+    req: Ruma<join_room_by_id::v3::Request>,
+) -> Result<join_room_by_id::v3::Response> {
+    let room_id = req.body.room_id;
+    services
+        .join(&room_id, &req.auth.user_id, req.body.reason.as_deref())
+        .await?;
+    Ok(join_room_by_id::v3::Response::new(room_id))
+}
+
+/// # `POST /_matrix/client/v3/join/{roomIdOrAlias}`
+async fn join_by_id_or_alias(
+    services: Arc<Services>,
+    req: Ruma<join_room_by_id_or_alias::v3::Request>,
+) -> Result<join_room_by_id_or_alias::v3::Response> {
+    let room_id = resolve(&services, &req.body.room_id_or_alias).await?;
+    services
+        .join(&room_id, &req.auth.user_id, req.body.reason.as_deref())
+        .await?;
+    Ok(join_room_by_id_or_alias::v3::Response::new(room_id))
+}
+
+/// # `POST /_matrix/client/v3/rooms/{roomId}/invite`
+async fn invite(
+    services: Arc<Services>,
+    req: Ruma<invite_user::v3::Request>,
+) -> Result<invite_user::v3::Response> {
+    let invite_user::v3::InvitationRecipient::UserId(recipient) = &req.body.recipient else {
+        return Err(Error::forbidden(
+            "Invites by e-mail or phone (third-party ids) are not supported",
+        ));
+    };
+    services
+        .change_membership(
+            &req.body.room_id,
+            &req.auth.user_id,
+            &recipient.user_id,
+            MembershipChange::Invite,
+            recipient.reason.as_deref(),
+        )
+        .await?;
+    Ok(invite_user::v3::Response::new())
+}
+
+/// # `POST /_matrix/client/v3/rooms/{roomId}/leave`
+async fn leave(
+    services: Arc<Services>,
+    req: Ruma<leave_room::v3::Request>,
+) -> Result<leave_room::v3::Response> {
+    let user = &req.auth.user_id;
+    services
+        .change_membership(
+            &req.body.room_id,
+            user,
+            user,
+            MembershipChange::Leave,
+            req.body.reason.as_deref(),
+        )
+        .await?;
+    Ok(leave_room::v3::Response::new())
+}
+
+/// # `POST /_matrix/client/v3/rooms/{roomId}/forget`
+async fn forget(
+    services: Arc<Services>,
+    req: Ruma<forget_room::v3::Request>,
+) -> Result<forget_room::v3::Response> {
+    services
+        .forget(&req.body.room_id, &req.auth.user_id)
+        .await?;
+    Ok(forget_room::v3::Response::new())
+}
+
+async fn change(
+    services: &Services,
+    room_id: &RoomId,
+    sender: &UserId,
+    target: &UserId,
+    change: MembershipChange,
+    reason: Option<&str>,
+) -> Result<()> {
+    services
+        .change_membership(room_id, sender, target, change, reason)
+        .await
+        .map(drop)
+}
+
+/// # `POST /_matrix/client/v3/rooms/{roomId}/kick`
+async fn kick(
+    services: Arc<Services>,
+    req: Ruma<kick_user::v3::Request>,
+) -> Result<kick_user::v3::Response> {
+    let b = &req.body;
+    change(
+        &services,
+        &b.room_id,
+        &req.auth.user_id,
+        &b.user_id,
+        MembershipChange::Leave,
+        b.reason.as_deref(),
+    )
+    .await?;
+    Ok(kick_user::v3::Response::new())
+}
+
+/// # `POST /_matrix/client/v3/rooms/{roomId}/ban`
+async fn ban(
+    services: Arc<Services>,
+    req: Ruma<ban_user::v3::Request>,
+) -> Result<ban_user::v3::Response> {
+    let b = &req.body;
+    change(
+        &services,
+        &b.room_id,
+        &req.auth.user_id,
+        &b.user_id,
+        MembershipChange::Ban,
+        b.reason.as_deref(),
+    )
+    .await?;
+    Ok(ban_user::v3::Response::new())
+}
+
+/// # `POST /_matrix/client/v3/rooms/{roomId}/unban`
+async fn unban(
+    services: Arc<Services>,
+    req: Ruma<unban_user::v3::Request>,
+) -> Result<unban_user::v3::Response> {
+    let b = &req.body;
+    change(
+        &services,
+        &b.room_id,
+        &req.auth.user_id,
+        &b.user_id,
+        MembershipChange::Unban,
+        b.reason.as_deref(),
+    )
+    .await?;
+    Ok(unban_user::v3::Response::new())
+}
+
+/// # `POST /_matrix/client/v3/knock/{roomIdOrAlias}`
+async fn knock(
+    services: Arc<Services>,
+    req: Ruma<knock_room::v3::Request>,
+) -> Result<knock_room::v3::Response> {
+    let room_id = resolve(&services, &req.body.room_id_or_alias).await?;
+    let user = &req.auth.user_id;
+    change(
+        &services,
+        &room_id,
+        user,
+        user,
+        MembershipChange::Knock,
+        req.body.reason.as_deref(),
+    )
+    .await?;
+    Ok(knock_room::v3::Response::new(room_id))
+}
+
+/// # `GET /_matrix/client/v3/rooms/{roomId}/members`
+async fn members(
+    services: Arc<Services>,
+    req: Ruma<get_member_events::v3::Request>,
+) -> Result<get_member_events::v3::Response> {
+    let b = &req.body;
+    let user = &req.auth.user_id;
+    let Some(upto) = services.visible_upto(&b.room_id, user).await? else {
+        return Err(Error::forbidden(format!(
+            "You are not a member of {}",
+            b.room_id
+        )));
+    };
+    let at = match &b.at {
+        Some(token) => Some(services.parse_position(token)?),
+        None => None,
+    };
+    let position = at.unwrap_or(i64::MAX).min(upto);
+    let state = if position == i64::MAX {
+        services.store.current_state(b.room_id.as_str()).await?
+    } else {
+        services.state_at(&b.room_id, position).await?
+    };
+    let ids: Vec<String> = state
+        .iter()
+        .filter(|((kind, _), _)| kind == "m.room.member")
+        .map(|(_, id)| id.clone())
+        .collect();
+    let events = services.store.events(&ids).await?;
+    let mut chunk = Vec::new();
+    for event in services.client_events(&events, None, false).await? {
+        let membership = event["content"]["membership"].as_str().unwrap_or_default();
+        if b.membership
+            .as_ref()
+            .is_some_and(|m| m.as_str() != membership)
+            || b.not_membership
+                .as_ref()
+                .is_some_and(|m| m.as_str() == membership)
+        {
+            continue;
+        }
+        chunk.push(to_raw(&event)?);
+    }
+    Ok(get_member_events::v3::Response::new(chunk))
+}
+
+/// # `GET /_matrix/client/v3/rooms/{roomId}/joined_members`
+async fn joined_members(
+    services: Arc<Services>,
+    req: Ruma<joined_members::v3::Request>,
+) -> Result<joined_members::v3::Response> {
+    let room_id = &req.body.room_id;
+    services.ensure_joined(room_id, &req.auth.user_id).await?;
+    let mut joined = BTreeMap::new();
+    for member in services
+        .store
+        .room_members(room_id.as_str(), "join")
+        .await?
+    {
+        let Ok(user_id) = UserId::parse(member.as_str()) else {
+            continue;
+        };
+        let content = services
+            .state_content(room_id, "m.room.member", member.as_str())
+            .await?
+            .unwrap_or_default();
+        let mut entry = joined_members::v3::RoomMember::new();
+        entry.display_name = content
+            .get("displayname")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        entry.avatar_url = content
+            .get("avatar_url")
+            .and_then(Value::as_str)
+            .map(Into::into);
+        joined.insert(user_id, entry);
+    }
+    Ok(joined_members::v3::Response::new(joined))
+}
+
+/// # `GET /_matrix/client/v3/joined_rooms`
+async fn joined_rooms(
+    services: Arc<Services>,
+    req: Ruma<joined_rooms::v3::Request>,
+) -> Result<joined_rooms::v3::Response> {
+    Ok(joined_rooms::v3::Response::new(
+        services.joined_rooms(&req.auth.user_id).await?,
+    ))
+}
+
+/// A JSON value as a typed raw event.
+pub(super) fn to_raw<T>(value: &Value) -> Result<Raw<T>> {
+    serde_json::value::to_raw_value(value)
+        .map(Raw::from_json)
+        .map_err(|e| Error::Internal(e.into()))
+}

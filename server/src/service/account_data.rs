@@ -1,0 +1,71 @@
+//! Account data (global and per room) and stored sync filters.
+
+use ruma::{RoomId, UserId, api::client::filter::FilterDefinition};
+use serde_json::Value;
+
+use super::Services;
+use crate::http::error::{Error, Result};
+
+impl Services {
+    /// Sets an account-data entry and wakes the user's syncs.
+    pub async fn set_account_data(
+        &self,
+        user_id: &UserId,
+        room_id: Option<&RoomId>,
+        kind: &str,
+        content: Value,
+    ) -> Result<()> {
+        if let Some(room_id) = room_id
+            && self.store.room(room_id.as_str()).await?.is_none()
+        {
+            return Err(Error::not_found(format!("No room {room_id}")));
+        }
+        if matches!(kind, "m.fully_read" | "m.push_rules") {
+            return Err(Error::bad_json(format!(
+                "{kind} is managed by the server through its own endpoint"
+            )));
+        }
+        let content = serde_json::to_string(&content).map_err(|e| Error::Internal(e.into()))?;
+        self.store
+            .set_account_data(
+                user_id.as_str(),
+                room_id.map_or("", |r| r.as_str()),
+                kind,
+                &content,
+            )
+            .await?;
+        self.bus.wake([user_id]);
+        Ok(())
+    }
+
+    /// An account-data entry: 404 `M_NOT_FOUND` when never set.
+    pub async fn account_data(
+        &self,
+        user_id: &UserId,
+        room_id: Option<&RoomId>,
+        kind: &str,
+    ) -> Result<Value> {
+        let content = self
+            .store
+            .account_data(user_id.as_str(), room_id.map_or("", |r| r.as_str()), kind)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("No account data of type {kind}")))?;
+        serde_json::from_str(&content).map_err(|e| Error::Internal(e.into()))
+    }
+
+    /// A filter the user stored: 404 `M_NOT_FOUND` for unknown ids.
+    pub async fn stored_filter(
+        &self,
+        user_id: &UserId,
+        filter_id: &str,
+    ) -> Result<FilterDefinition> {
+        let not_found = || Error::not_found(format!("No filter {filter_id}"));
+        let id: i64 = filter_id.parse().map_err(|_| not_found())?;
+        let json = self
+            .store
+            .filter(user_id.as_str(), id)
+            .await?
+            .ok_or_else(not_found)?;
+        serde_json::from_str(&json).map_err(|e| Error::Internal(e.into()))
+    }
+}

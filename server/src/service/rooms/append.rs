@@ -1,0 +1,414 @@
+//! Making an event: select its auth events, hash and sign it, check it against the
+//! authorization rules at the room's current state, and append it.
+
+use std::{
+    collections::HashMap,
+    hash::{DefaultHasher, Hash, Hasher},
+};
+
+use http::StatusCode;
+use ruma::{
+    CanonicalJsonObject, CanonicalJsonValue, DeviceId, EventId, OwnedEventId, RoomId,
+    RoomVersionId, UserId,
+    api::error::ErrorKind,
+    events::{StateEventType, TimelineEventType},
+    room_version_rules::RoomVersionRules,
+    signatures, state_res,
+};
+use serde_json::Value;
+use tokio::sync::{Mutex, MutexGuard};
+
+use super::pdu::Pdu;
+use crate::{
+    http::error::{Error, Result},
+    service::Services,
+    store::{NewEvent, RoomRow},
+};
+
+/// Largest PDU the spec allows.
+const MAX_PDU_BYTES: usize = 65_536;
+
+/// How often an append is retried when another instance appended to the room meanwhile.
+const MAX_APPEND_ATTEMPTS: usize = 8;
+
+/// An event to make, before it has ids, hashes and signatures.
+#[derive(Clone, Debug)]
+pub struct EventDraft {
+    /// Event type.
+    pub kind: TimelineEventType,
+    /// Content (a JSON object).
+    pub content: Value,
+    /// Present for state events.
+    pub state_key: Option<String>,
+    /// For redactions: the event to redact.
+    pub redacts: Option<OwnedEventId>,
+}
+
+impl EventDraft {
+    /// A state event.
+    pub fn state(kind: impl Into<String>, state_key: impl Into<String>, content: Value) -> Self {
+        Self {
+            kind: TimelineEventType::from(kind.into()),
+            content,
+            state_key: Some(state_key.into()),
+            redacts: None,
+        }
+    }
+}
+
+/// Per-room serialisation inside one process: a fixed set of locks, hashed by room id.
+pub struct RoomLocks(Vec<Mutex<()>>);
+
+impl Default for RoomLocks {
+    fn default() -> Self {
+        Self((0..256).map(|_| Mutex::new(())).collect())
+    }
+}
+
+impl RoomLocks {
+    /// Holds the lock of `room_id`'s shard.
+    pub async fn lock(&self, room_id: &RoomId) -> MutexGuard<'_, ()> {
+        let mut hasher = DefaultHasher::new();
+        room_id.hash(&mut hasher);
+        let shard = usize::try_from(hasher.finish() % self.0.len() as u64).unwrap_or(0);
+        self.0[shard].lock().await
+    }
+}
+
+/// The rules of a room version this server supports.
+pub fn version_rules(version: &str) -> Result<(RoomVersionId, RoomVersionRules)> {
+    let id = RoomVersionId::try_from(version)
+        .map_err(|_| Error::bad_json(format!("{version} is not a room version")))?;
+    match id {
+        RoomVersionId::V10 | RoomVersionId::V11 | RoomVersionId::V12 => {}
+        _ => {
+            return Err(Error::new(
+                StatusCode::BAD_REQUEST,
+                ErrorKind::UnsupportedRoomVersion,
+                format!("Room version {version} is not supported here (10, 11 and 12 are)"),
+            ));
+        }
+    }
+    let rules = id
+        .rules()
+        .ok_or_else(|| Error::Internal(anyhow::anyhow!("no rules for room version {version}")))?;
+    Ok((id, rules))
+}
+
+fn canonical(value: Value, what: &str) -> Result<CanonicalJsonValue> {
+    CanonicalJsonValue::try_from(value)
+        .map_err(|e| Error::bad_json(format!("{what} is not canonical JSON: {e}")))
+}
+
+fn int(value: i64) -> Result<CanonicalJsonValue> {
+    ruma::Int::try_from(value)
+        .map(CanonicalJsonValue::Integer)
+        .map_err(|_| internal("integer out of the canonical JSON range"))
+}
+
+fn internal(e: impl std::fmt::Display) -> Error {
+    Error::Internal(anyhow::anyhow!("building an event: {e}"))
+}
+
+impl Services {
+    /// Makes `draft` in `room_id` as `sender` and appends it; the new event's id. A `txn`
+    /// records which device sent it with which transaction id.
+    pub async fn append(
+        &self,
+        room_id: &RoomId,
+        sender: &UserId,
+        draft: EventDraft,
+        txn: Option<(&DeviceId, &str)>,
+    ) -> Result<OwnedEventId> {
+        let _guard = self.room_locks.lock(room_id).await;
+        // A retried request (same device, same transaction id) gets the event it made.
+        if let Some((device, txn_id)) = txn
+            && let Some(existing) = self
+                .store
+                .txn_event(sender.as_str(), device.as_str(), txn_id)
+                .await?
+        {
+            return EventId::parse(existing).map_err(internal);
+        }
+        for _ in 0..MAX_APPEND_ATTEMPTS {
+            let room = self
+                .store
+                .room(room_id.as_str())
+                .await?
+                .ok_or_else(|| Error::not_found("Unknown room"))?;
+            if let Some(event_id) = self.try_append(room_id, &room, sender, &draft, txn).await? {
+                return Ok(event_id);
+            }
+            // Another instance appended to this room meanwhile: build on its event instead.
+        }
+        Err(Error::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::Unknown,
+            "The room is too busy right now; try again",
+        ))
+    }
+
+    /// Builds, checks and appends on top of `room` as read; `None` when the room moved on.
+    async fn try_append(
+        &self,
+        room_id: &RoomId,
+        room: &RoomRow,
+        sender: &UserId,
+        draft: &EventDraft,
+        txn: Option<(&DeviceId, &str)>,
+    ) -> Result<Option<OwnedEventId>> {
+        let prepared = self.prepare(room_id, room, sender, draft).await?;
+        prepared.authorize()?;
+        self.commit(prepared, room, txn).await
+    }
+
+    /// Selects auth events, then hashes and signs the event on top of `room`'s state.
+    pub(super) async fn prepare(
+        &self,
+        room_id: &RoomId,
+        room: &RoomRow,
+        sender: &UserId,
+        draft: &EventDraft,
+    ) -> Result<Prepared> {
+        let (_, rules) = version_rules(&room.version)?;
+        if !draft.content.is_object() {
+            return Err(Error::bad_json("Event content must be a JSON object"));
+        }
+        let content_raw = serde_json::value::to_raw_value(&draft.content).map_err(internal)?;
+
+        // The state the event is checked against, and its auth events.
+        let state = self.store.state_of_group(room.state_group).await?;
+        let auth_types = state_res::auth_types_for_event(
+            &draft.kind,
+            sender,
+            draft.state_key.as_deref(),
+            &content_raw,
+            &rules.authorization,
+        )
+        .map_err(|e| Error::bad_json(format!("Invalid content: {e}")))?;
+        let create_key = (StateEventType::RoomCreate.to_string(), String::new());
+        let mut wanted: Vec<String> = auth_types
+            .iter()
+            .filter_map(|(kind, key)| state.get(&(kind.to_string(), key.clone())).cloned())
+            .collect();
+        if let Some(create) = state.get(&create_key)
+            && !wanted.contains(create)
+        {
+            wanted.push(create.clone());
+        }
+        let loaded: HashMap<OwnedEventId, Pdu> = self
+            .store
+            .events(&wanted)
+            .await?
+            .iter()
+            .map(|stored| Pdu::from_stored(stored).map(|pdu| (pdu.event_id.clone(), pdu)))
+            .collect::<Result<_, _>>()
+            .map_err(Error::Internal)?;
+        let mut auth_events: Vec<OwnedEventId> = auth_types
+            .iter()
+            .filter_map(|(kind, key)| state.get(&(kind.to_string(), key.clone())))
+            .filter_map(|id| EventId::parse(id).ok())
+            .filter(|id| loaded.contains_key(id))
+            .collect();
+        if !rules.authorization.room_create_event_id_as_room_id
+            && let Some(create) = state
+                .get(&create_key)
+                .and_then(|id| EventId::parse(id).ok())
+            && loaded.contains_key(&create)
+        {
+            auth_events.push(create);
+        }
+        auth_events.sort();
+        auth_events.dedup();
+
+        let is_create = draft.kind == TimelineEventType::RoomCreate;
+        let ids = |ids: &[OwnedEventId]| {
+            CanonicalJsonValue::Array(
+                ids.iter()
+                    .map(|id| CanonicalJsonValue::String(id.to_string()))
+                    .collect(),
+            )
+        };
+        let mut object = CanonicalJsonObject::new();
+        object.insert("auth_events".to_owned(), ids(&auth_events));
+        let mut content = draft.content.clone();
+        if let (Some(redacts), true) = (&draft.redacts, rules.redaction.content_field_redacts)
+            && let Some(map) = content.as_object_mut()
+        {
+            map.insert("redacts".to_owned(), Value::from(redacts.as_str()));
+        }
+        object.insert("content".to_owned(), canonical(content, "content")?);
+        let depth = room.depth.saturating_add(1);
+        object.insert("depth".to_owned(), int(depth)?);
+        let now = self.now_ms();
+        object.insert("origin_server_ts".to_owned(), int(now)?);
+        let prev: Vec<OwnedEventId> = room
+            .extremities
+            .iter()
+            .map(EventId::parse)
+            .collect::<Result<_, _>>()
+            .map_err(internal)?;
+        object.insert("prev_events".to_owned(), ids(&prev));
+        if !(is_create && rules.authorization.room_create_event_id_as_room_id) {
+            object.insert(
+                "room_id".to_owned(),
+                CanonicalJsonValue::String(room_id.to_string()),
+            );
+        }
+        object.insert(
+            "sender".to_owned(),
+            CanonicalJsonValue::String(sender.to_string()),
+        );
+        object.insert(
+            "type".to_owned(),
+            CanonicalJsonValue::String(draft.kind.to_string()),
+        );
+        if let Some(state_key) = &draft.state_key {
+            object.insert(
+                "state_key".to_owned(),
+                CanonicalJsonValue::String(state_key.clone()),
+            );
+        }
+        if let (Some(redacts), false) = (&draft.redacts, rules.redaction.content_field_redacts) {
+            object.insert(
+                "redacts".to_owned(),
+                CanonicalJsonValue::String(redacts.to_string()),
+            );
+        }
+        signatures::hash_and_sign_event(
+            self.config.server_name.as_str(),
+            &self.signing_key,
+            &mut object,
+            &rules.redaction,
+        )
+        .map_err(internal)?;
+        let event_id = EventId::parse(format!(
+            "${}",
+            signatures::reference_hash(&object, &rules).map_err(internal)?
+        ))
+        .map_err(internal)?;
+        let json = serde_json::to_string(&object).map_err(internal)?;
+        if json.len() > MAX_PDU_BYTES {
+            return Err(Error::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                ErrorKind::TooLarge,
+                format!("The event is larger than {MAX_PDU_BYTES} bytes"),
+            ));
+        }
+        let pdu = Pdu::from_json(event_id, room_id, &json).map_err(internal)?;
+        Ok(Prepared {
+            pdu,
+            json,
+            rules,
+            state,
+            loaded,
+            depth,
+            now,
+            redacts: draft.redacts.clone(),
+        })
+    }
+
+    /// Appends a prepared, authorised event; `None` when the room moved on meanwhile.
+    pub(super) async fn commit(
+        &self,
+        prepared: Prepared,
+        room: &RoomRow,
+        txn: Option<(&DeviceId, &str)>,
+    ) -> Result<Option<OwnedEventId>> {
+        let pdu = &prepared.pdu;
+        // A redaction also prunes the stored target, per the room version's rules.
+        let redacted_target = match &prepared.redacts {
+            Some(target) => match self.store.event(target.as_str()).await? {
+                Some(stored) if stored.room_id == pdu.room_id.as_str() => {
+                    let object: CanonicalJsonObject =
+                        serde_json::from_str(&stored.json).map_err(internal)?;
+                    let pruned =
+                        ruma::canonical_json::redact(object, &prepared.rules.redaction, None)
+                            .map_err(internal)?;
+                    Some((
+                        target.to_string(),
+                        serde_json::to_string(&pruned).map_err(internal)?,
+                    ))
+                }
+                _ => None,
+            },
+            None => None,
+        };
+        let content = pdu.content_object();
+        let membership = (pdu.kind == TimelineEventType::RoomMember)
+            .then(|| content.get("membership").and_then(Value::as_str))
+            .flatten();
+        let relation = content
+            .get("m.relates_to")
+            .and_then(|r| Some((r.get("event_id")?.as_str()?, r.get("rel_type")?.as_str()?)));
+        let kind = pdu.kind.to_string();
+        let appended = self
+            .store
+            .append_event(
+                &NewEvent {
+                    event_id: pdu.event_id.as_str(),
+                    room_id: pdu.room_id.as_str(),
+                    sender: pdu.sender.as_str(),
+                    kind: &kind,
+                    state_key: pdu.state_key.as_deref(),
+                    depth: prepared.depth,
+                    origin_server_ts: prepared.now,
+                    json: &prepared.json,
+                    membership,
+                    relation,
+                    redaction: redacted_target
+                        .as_ref()
+                        .map(|(target, json)| (target.as_str(), json.as_str())),
+                    txn: txn.map(|(device, txn_id)| (device.as_str(), txn_id)),
+                    state_before: room.state_group,
+                },
+                &room.extremities,
+            )
+            .await?;
+        if appended.is_none() {
+            return Ok(None);
+        }
+        let target = membership.and(pdu.state_key.as_deref());
+        self.wake_room(&pdu.room_id, target).await?;
+        Ok(Some(pdu.event_id.clone()))
+    }
+}
+
+/// An event built and signed, not yet checked or stored.
+pub struct Prepared {
+    /// The event.
+    pub pdu: Pdu,
+    json: String,
+    rules: RoomVersionRules,
+    state: crate::store::StateMap,
+    loaded: HashMap<OwnedEventId, Pdu>,
+    depth: i64,
+    now: i64,
+    redacts: Option<OwnedEventId>,
+}
+
+impl Prepared {
+    /// The authorization rules at the state the event was built on: 403 with the reason.
+    pub fn authorize(&self) -> Result<()> {
+        let forbidden = |why: String| Error::forbidden(format!("Not allowed: {why}"));
+        let fetch_event = |id: &EventId| self.loaded.get(id);
+        state_res::check_state_independent_auth_rules(
+            &self.rules.authorization,
+            &self.pdu,
+            fetch_event,
+        )
+        .map_err(forbidden)?;
+        let fetch_state = |kind: &StateEventType, key: &str| {
+            self.state
+                .get(&(kind.to_string(), key.to_owned()))
+                .and_then(|id| EventId::parse(id).ok())
+                .and_then(|id| self.loaded.get(&id))
+        };
+        state_res::check_state_dependent_auth_rules(
+            &self.rules.authorization,
+            &self.pdu,
+            fetch_state,
+        )
+        .map_err(forbidden)
+    }
+}

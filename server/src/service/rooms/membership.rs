@@ -1,0 +1,245 @@
+//! Joining, inviting, leaving, kicking, banning, knocking and forgetting. The authorization
+//! rules decide every transition; this module only builds the member events.
+
+use ruma::{OwnedEventId, OwnedRoomId, RoomId, UserId};
+use serde_json::{Value, json};
+
+use super::{EventDraft, Pdu};
+use crate::{
+    http::error::{Error, Result},
+    service::Services,
+};
+
+/// A membership change one user makes for another (or themselves).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MembershipChange {
+    /// Invite the target.
+    Invite,
+    /// Leave (target = sender) or kick.
+    Leave,
+    /// Ban the target.
+    Ban,
+    /// Lift a ban (the target becomes `leave`).
+    Unban,
+    /// Ask to join.
+    Knock,
+}
+
+impl Services {
+    /// Joins `user_id` to the room; the join event's id.
+    pub async fn join(
+        &self,
+        room_id: &RoomId,
+        user_id: &UserId,
+        reason: Option<&str>,
+    ) -> Result<OwnedEventId> {
+        if self.store.room(room_id.as_str()).await?.is_none() {
+            return Err(Error::not_found(format!(
+                "No room {room_id} on this server (joining over federation is not available yet)"
+            )));
+        }
+        let mut content = self.member_content(user_id, "join").await?;
+        if let Some(reason) = reason {
+            content["reason"] = Value::from(reason);
+        }
+        if let Some(via) = self.restricted_join_authoriser(room_id, user_id).await? {
+            content["join_authorised_via_users_server"] = Value::from(via);
+        }
+        self.append(
+            room_id,
+            user_id,
+            EventDraft::state("m.room.member", user_id.as_str(), content),
+            None,
+        )
+        .await
+    }
+
+    /// Changes `target`'s membership as `sender` (invite, leave/kick, ban, unban, knock).
+    pub async fn change_membership(
+        &self,
+        room_id: &RoomId,
+        sender: &UserId,
+        target: &UserId,
+        change: MembershipChange,
+        reason: Option<&str>,
+    ) -> Result<OwnedEventId> {
+        if self.store.room(room_id.as_str()).await?.is_none() {
+            return Err(Error::not_found(format!(
+                "No room {room_id} on this server"
+            )));
+        }
+        let mut content = match change {
+            MembershipChange::Invite => {
+                self.ensure_local_user_exists(target).await?;
+                self.member_content(target, "invite").await?
+            }
+            MembershipChange::Leave | MembershipChange::Unban => json!({"membership": "leave"}),
+            MembershipChange::Ban => json!({"membership": "ban"}),
+            MembershipChange::Knock => self.member_content(target, "knock").await?,
+        };
+        if change == MembershipChange::Unban
+            && self.membership(room_id, target).await?.as_deref() != Some("ban")
+        {
+            return Err(Error::forbidden(format!("{target} is not banned")));
+        }
+        if change == MembershipChange::Leave
+            && sender == target
+            && self.membership(room_id, target).await?.is_none()
+        {
+            return Err(Error::forbidden(format!(
+                "You are not in {room_id}, so you cannot leave it"
+            )));
+        }
+        if let Some(reason) = reason {
+            content["reason"] = Value::from(reason);
+        }
+        self.append(
+            room_id,
+            sender,
+            EventDraft::state("m.room.member", target.as_str(), content),
+            None,
+        )
+        .await
+    }
+
+    /// Forgets a room the user has left.
+    pub async fn forget(&self, room_id: &RoomId, user_id: &UserId) -> Result<()> {
+        match self.membership(room_id, user_id).await?.as_deref() {
+            Some("leave" | "ban") => {
+                self.store
+                    .forget_room(room_id.as_str(), user_id.as_str())
+                    .await?;
+                Ok(())
+            }
+            Some(_) => Err(Error::bad_request("Leave the room before forgetting it")),
+            None => Err(Error::not_found(format!("You were never in {room_id}"))),
+        }
+    }
+
+    /// Rooms the user is joined to.
+    pub async fn joined_rooms(&self, user_id: &UserId) -> Result<Vec<OwnedRoomId>> {
+        Ok(self
+            .store
+            .user_rooms(user_id.as_str())
+            .await?
+            .into_iter()
+            .filter(|(_, membership, _)| membership == "join")
+            .filter_map(|(room, _, _)| RoomId::parse(room).ok())
+            .collect())
+    }
+
+    /// Whether `user_id` has the power to send the state event `kind`.
+    pub async fn has_power_for_state(
+        &self,
+        room_id: &RoomId,
+        user_id: &UserId,
+        kind: &str,
+    ) -> Result<bool> {
+        if self.is_room_creator(room_id, user_id).await? {
+            return Ok(true);
+        }
+        let levels = self
+            .state_content(room_id, "m.room.power_levels", "")
+            .await?
+            .unwrap_or_default();
+        let level = |v: Option<&Value>| v.and_then(Value::as_i64);
+        let own = level(levels.get("users").and_then(|u| u.get(user_id.as_str())))
+            .or(level(levels.get("users_default")))
+            .unwrap_or(0);
+        let needed = level(levels.get("events").and_then(|e| e.get(kind)))
+            .or(level(levels.get("state_default")))
+            .unwrap_or(50);
+        Ok(own >= needed)
+    }
+
+    /// Room version 12 creators hold unlimited power.
+    async fn is_room_creator(&self, room_id: &RoomId, user_id: &UserId) -> Result<bool> {
+        let Some(room) = self.store.room(room_id.as_str()).await? else {
+            return Ok(false);
+        };
+        let (_, rules) = super::version_rules(&room.version)?;
+        if !rules.authorization.explicitly_privilege_room_creators {
+            return Ok(false);
+        }
+        let Some(create) = self
+            .store
+            .current_state_event(room_id.as_str(), "m.room.create", "")
+            .await?
+        else {
+            return Ok(false);
+        };
+        let pdu = Pdu::from_stored(&create).map_err(Error::Internal)?;
+        let additional = pdu
+            .content_object()
+            .get("additional_creators")
+            .and_then(Value::as_array)
+            .is_some_and(|a| a.iter().any(|c| c.as_str() == Some(user_id.as_str())));
+        Ok(pdu.sender == user_id || additional)
+    }
+
+    /// For rooms with a `restricted` join rule: a local member who may invite, to vouch for
+    /// a user who belongs to one of the allowed rooms (and is not already invited).
+    async fn restricted_join_authoriser(
+        &self,
+        room_id: &RoomId,
+        user_id: &UserId,
+    ) -> Result<Option<String>> {
+        let Some(rules) = self.state_content(room_id, "m.room.join_rules", "").await? else {
+            return Ok(None);
+        };
+        let rule = rules.get("join_rule").and_then(Value::as_str);
+        if !matches!(rule, Some("restricted" | "knock_restricted")) {
+            return Ok(None);
+        }
+        if matches!(
+            self.membership(room_id, user_id).await?.as_deref(),
+            Some("invite" | "join")
+        ) {
+            return Ok(None);
+        }
+        let allowed = rules
+            .get("allow")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let mut member_of_allowed = false;
+        for allow in &allowed {
+            if allow.get("type").and_then(Value::as_str) == Some("m.room_membership")
+                && let Some(allowed_room) = allow
+                    .get("room_id")
+                    .and_then(Value::as_str)
+                    .and_then(|r| RoomId::parse(r).ok())
+                && self.membership(&allowed_room, user_id).await?.as_deref() == Some("join")
+            {
+                member_of_allowed = true;
+                break;
+            }
+        }
+        if !member_of_allowed {
+            return Ok(None);
+        }
+        let levels = self
+            .state_content(room_id, "m.room.power_levels", "")
+            .await?
+            .unwrap_or_default();
+        let invite_level = levels.get("invite").and_then(Value::as_i64).unwrap_or(0);
+        for member in self.store.room_members(room_id.as_str(), "join").await? {
+            let Ok(member_id) = UserId::parse(member.as_str()) else {
+                continue;
+            };
+            if member_id.server_name() != self.config.server_name {
+                continue;
+            }
+            let level = levels
+                .get("users")
+                .and_then(|u| u.get(member.as_str()))
+                .and_then(Value::as_i64)
+                .or(levels.get("users_default").and_then(Value::as_i64))
+                .unwrap_or(0);
+            if level >= invite_level || self.is_room_creator(room_id, &member_id).await? {
+                return Ok(Some(member));
+            }
+        }
+        Ok(None)
+    }
+}

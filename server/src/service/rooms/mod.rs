@@ -1,0 +1,157 @@
+//! Rooms: making events, creating rooms, memberships, and reading events back for clients.
+
+mod append;
+mod create;
+mod membership;
+pub mod pdu;
+
+use std::collections::HashMap;
+
+use ruma::{OwnedUserId, RoomId, UserId};
+use serde_json::Value;
+
+pub use append::{EventDraft, RoomLocks, version_rules};
+pub use create::CreateRoom;
+pub use membership::MembershipChange;
+pub use pdu::Pdu;
+
+use super::Services;
+use crate::{
+    http::error::{Error, Result},
+    store::StoredEvent,
+};
+
+/// The room version of rooms created without one.
+pub const DEFAULT_ROOM_VERSION: &str = "11";
+
+/// Room versions this server can create and join.
+pub const SUPPORTED_ROOM_VERSIONS: [&str; 3] = ["10", "11", "12"];
+
+impl Services {
+    /// Wakes the syncs of the room's joined members, and of `also` (the target of a
+    /// membership change, who may not be joined).
+    pub(crate) async fn wake_room(&self, room_id: &RoomId, also: Option<&str>) -> Result<()> {
+        let mut members = self.store.room_members(room_id.as_str(), "join").await?;
+        if let Some(also) = also {
+            members.push(also.to_owned());
+        }
+        let users: Vec<OwnedUserId> = members
+            .iter()
+            .filter_map(|u| UserId::parse(u.as_str()).ok())
+            .collect();
+        self.bus.wake(users.iter().map(|u| &**u));
+        Ok(())
+    }
+
+    /// The user's current membership in the room (`join`, `invite`, `leave`, `ban`, `knock`).
+    pub async fn membership(&self, room_id: &RoomId, user_id: &UserId) -> Result<Option<String>> {
+        Ok(self
+            .store
+            .membership(room_id.as_str(), user_id.as_str())
+            .await?
+            .map(|(membership, _, _)| membership))
+    }
+
+    /// 403 unless the user is joined to the room.
+    pub async fn ensure_joined(&self, room_id: &RoomId, user_id: &UserId) -> Result<()> {
+        match self.membership(room_id, user_id).await?.as_deref() {
+            Some("join") => Ok(()),
+            _ => Err(Error::forbidden(format!(
+                "You are not a member of {room_id}"
+            ))),
+        }
+    }
+
+    /// The highest stream position a user may read in a room: everything while joined,
+    /// up to their leaving otherwise; `None` when they never were in it.
+    pub async fn visible_upto(&self, room_id: &RoomId, user_id: &UserId) -> Result<Option<i64>> {
+        Ok(
+            match self
+                .store
+                .membership(room_id.as_str(), user_id.as_str())
+                .await?
+            {
+                Some((membership, _, _)) if membership == "join" => Some(i64::MAX),
+                Some((membership, _, stream)) if membership == "leave" || membership == "ban" => {
+                    Some(stream)
+                }
+                // Invited and knocking users see the stripped state only.
+                _ => None,
+            },
+        )
+    }
+
+    /// Content of one piece of the room's current state.
+    pub async fn state_content(
+        &self,
+        room_id: &RoomId,
+        kind: &str,
+        state_key: &str,
+    ) -> Result<Option<Value>> {
+        let Some(stored) = self
+            .store
+            .current_state_event(room_id.as_str(), kind, state_key)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let pdu = Pdu::from_stored(&stored).map_err(Error::Internal)?;
+        Ok(Some(Value::Object(pdu.content_object())))
+    }
+
+    /// Stored events in the client format, with `redacted_because` for redacted ones.
+    pub async fn client_events(
+        &self,
+        events: &[StoredEvent],
+        viewer_device: Option<&str>,
+        sync: bool,
+    ) -> Result<Vec<Value>> {
+        let now = self.now_ms();
+        let redactions: Vec<String> = events
+            .iter()
+            .filter_map(|e| e.redacted_by.clone())
+            .collect();
+        let because: HashMap<String, Value> = if redactions.is_empty() {
+            HashMap::new()
+        } else {
+            self.store
+                .events(&redactions)
+                .await?
+                .iter()
+                .filter_map(|stored| {
+                    let pdu = Pdu::from_stored(stored).ok()?;
+                    Some((stored.event_id.clone(), pdu.to_client(now, None, false)))
+                })
+                .collect()
+        };
+        events
+            .iter()
+            .map(|stored| {
+                let pdu = Pdu::from_stored(stored).map_err(Error::Internal)?;
+                let mut event = pdu.to_client(now, viewer_device, sync);
+                if let (Some(by), Some(unsigned)) = (
+                    &stored.redacted_by,
+                    event.get_mut("unsigned").and_then(Value::as_object_mut),
+                ) && let Some(redaction) = because.get(by)
+                {
+                    unsigned.insert("redacted_because".to_owned(), redaction.clone());
+                }
+                Ok(event)
+            })
+            .collect()
+    }
+
+    /// The member event content a user joins with: membership plus their profile.
+    pub(super) async fn member_content(&self, user_id: &UserId, membership: &str) -> Result<Value> {
+        let (displayname, avatar_url) = self.store.profile(user_id.as_str()).await?;
+        let mut content = serde_json::json!({ "membership": membership });
+        if membership == "join" || membership == "invite" {
+            let name = displayname.unwrap_or_else(|| user_id.localpart().to_owned());
+            content["displayname"] = Value::from(name);
+            if let Some(avatar) = avatar_url {
+                content["avatar_url"] = Value::from(avatar);
+            }
+        }
+        Ok(content)
+    }
+}

@@ -1,0 +1,428 @@
+//! `/sync`: what changed for a user since a token, waiting for something to change when
+//! nothing has. A waiting sync holds a bus subscription only — no connection, no thread.
+
+use std::{collections::HashSet, time::Duration};
+
+use ruma::{
+    OwnedRoomId, RoomId, UInt, UserId,
+    api::client::sync::sync_events::v3::{
+        InviteState, InvitedRoom, JoinedRoom, KnockState, KnockedRoom, LeftRoom, Response, State,
+        StateEvents, Timeline,
+    },
+    serde::Raw,
+};
+use serde_json::Value;
+
+use super::{Services, rooms::Pdu};
+use crate::{
+    http::error::{Error, Result},
+    store::{StateMap, StoredEvent},
+};
+
+/// Stream positions a sync token carries: `s<events>_<account data>`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SyncToken {
+    /// Last event stream position the client has.
+    pub events: i64,
+    /// Last account-data position.
+    pub account_data: i64,
+}
+
+impl SyncToken {
+    /// Reads a token this server issued: 400 `M_INVALID_PARAM` otherwise.
+    pub fn parse(token: &str) -> Result<Self> {
+        let invalid =
+            || Error::invalid_param(format!("{token} is not a sync token of this server"));
+        let rest = token.strip_prefix('s').ok_or_else(invalid)?;
+        let mut parts = rest.split('_');
+        let mut next = || -> Result<i64> {
+            parts
+                .next()
+                .and_then(|p| p.parse::<i64>().ok())
+                .filter(|p| *p >= 0)
+                .ok_or_else(invalid)
+        };
+        Ok(Self {
+            events: next()?,
+            account_data: next()?,
+        })
+    }
+}
+
+impl std::fmt::Display for SyncToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "s{}_{}", self.events, self.account_data)
+    }
+}
+
+/// What the client asked for, from the request and its filter.
+#[derive(Clone, Debug)]
+pub struct SyncOptions {
+    /// Where the client is.
+    pub since: Option<SyncToken>,
+    /// How long to wait for news.
+    pub timeout: Duration,
+    /// Send full state even on incremental syncs.
+    pub full_state: bool,
+    /// `state_after` (MSC4222) instead of `state`.
+    pub state_after: bool,
+    /// Most timeline events per room.
+    pub timeline_limit: usize,
+    /// Only the members the timeline needs.
+    pub lazy_load_members: bool,
+    /// Only these rooms, when set.
+    pub rooms: Option<HashSet<OwnedRoomId>>,
+    /// Never these rooms.
+    pub not_rooms: HashSet<OwnedRoomId>,
+    /// Include rooms the user left before `since` on an initial sync.
+    pub include_leave: bool,
+}
+
+impl Default for SyncOptions {
+    fn default() -> Self {
+        Self {
+            since: None,
+            timeout: Duration::ZERO,
+            full_state: false,
+            state_after: false,
+            timeline_limit: 10,
+            lazy_load_members: false,
+            rooms: None,
+            not_rooms: HashSet::new(),
+            include_leave: false,
+        }
+    }
+}
+
+/// Most that `timeout` can make a sync wait.
+const MAX_TIMEOUT: Duration = Duration::from_secs(300);
+
+fn raw<T>(value: &Value) -> Result<Raw<T>> {
+    serde_json::value::to_raw_value(value)
+        .map(Raw::from_json)
+        .map_err(|e| Error::Internal(e.into()))
+}
+
+impl Services {
+    /// Answers a sync, waiting up to `timeout` for news when an incremental sync has none.
+    pub async fn sync(
+        &self,
+        user_id: &UserId,
+        device_id: &str,
+        options: SyncOptions,
+    ) -> Result<Response> {
+        let subscription = self.bus.subscribe(user_id);
+        let notified = subscription.notify.notified();
+        tokio::pin!(notified);
+        // Registered before reading, so a change committed meanwhile still wakes us.
+        notified.as_mut().enable();
+        let response = self.sync_once(user_id, device_id, &options).await?;
+        let has_news = !response.rooms.is_empty() || !response.account_data.is_empty();
+        if options.since.is_none() || has_news || options.timeout.is_zero() {
+            return Ok(response);
+        }
+        let timeout = options.timeout.min(MAX_TIMEOUT);
+        if tokio::time::timeout(timeout, notified).await.is_err() {
+            return Ok(response);
+        }
+        self.sync_once(user_id, device_id, &options).await
+    }
+
+    async fn sync_once(
+        &self,
+        user_id: &UserId,
+        device_id: &str,
+        options: &SyncOptions,
+    ) -> Result<Response> {
+        let upto = self.store.max_stream_ordering().await?;
+        let account_data_upto = self.store.max_account_data_stream().await?;
+        let since = options.since;
+        let next = SyncToken {
+            events: upto,
+            account_data: account_data_upto,
+        };
+        let mut response = Response::new(next.to_string());
+
+        for (room, membership, member_stream) in self.store.user_rooms(user_id.as_str()).await? {
+            let Ok(room_id) = RoomId::parse(room.as_str()) else {
+                continue;
+            };
+            if options.not_rooms.contains(&room_id)
+                || options
+                    .rooms
+                    .as_ref()
+                    .is_some_and(|r| !r.contains(&room_id))
+                || member_stream > upto
+            {
+                continue;
+            }
+            let changed_since = since.is_none_or(|s| member_stream > s.events);
+            match membership.as_str() {
+                "join" => {
+                    // Newly joined rooms are sent whole, as on an initial sync.
+                    let from = if changed_since {
+                        None
+                    } else {
+                        since.map(|s| s.events)
+                    };
+                    if let Some(joined) = self
+                        .joined_room(&room_id, user_id, device_id, from, upto, options)
+                        .await?
+                    {
+                        response.rooms.join.insert(room_id, joined);
+                    }
+                }
+                "invite" if changed_since => {
+                    let mut invited = InvitedRoom::new();
+                    invited.invite_state =
+                        InviteState::from(self.stripped_state(&room_id, user_id).await?);
+                    response.rooms.invite.insert(room_id, invited);
+                }
+                "knock" if changed_since => {
+                    let mut knocked = KnockedRoom::new();
+                    knocked.knock_state = KnockState::new();
+                    knocked.knock_state.events = self.stripped_state(&room_id, user_id).await?;
+                    response.rooms.knock.insert(room_id, knocked);
+                }
+                "leave" | "ban"
+                    if since.is_some() && changed_since
+                        || since.is_none() && options.include_leave =>
+                {
+                    let from = since.map(|s| s.events);
+                    let left = self
+                        .left_room(&room_id, user_id, device_id, from, member_stream, options)
+                        .await?;
+                    response.rooms.leave.insert(room_id, left);
+                }
+                _ => {}
+            }
+        }
+
+        let since_account_data = since.map_or(0, |s| s.account_data);
+        for (room, kind, content) in self
+            .store
+            .account_data_since(user_id.as_str(), since_account_data, account_data_upto)
+            .await?
+        {
+            let event = serde_json::json!({"type": kind, "content": content});
+            let room_id = RoomId::parse(room.as_str()).ok();
+            match room_id {
+                None => response.account_data.events.push(raw(&event)?),
+                Some(room_id) => {
+                    if let Some(joined) = response.rooms.join.get_mut(&room_id) {
+                        joined.account_data.events.push(raw(&event)?);
+                    } else if self.membership(&room_id, user_id).await?.as_deref() == Some("join") {
+                        let mut joined = JoinedRoom::new();
+                        joined.account_data.events.push(raw(&event)?);
+                        response.rooms.join.insert(room_id, joined);
+                    }
+                }
+            }
+        }
+        Ok(response)
+    }
+
+    /// One joined room: the timeline after `from` (or its latest events), the state the
+    /// client lacks, and the summary; `None` when nothing changed since `from`.
+    async fn joined_room(
+        &self,
+        room_id: &RoomId,
+        user_id: &UserId,
+        device_id: &str,
+        from: Option<i64>,
+        upto: i64,
+        options: &SyncOptions,
+    ) -> Result<Option<JoinedRoom>> {
+        let (events, limited) = self
+            .timeline_window(room_id, from.unwrap_or(0), upto, options.timeline_limit)
+            .await?;
+        if from.is_some() && events.is_empty() && !options.full_state {
+            return Ok(None);
+        }
+        let mut joined = JoinedRoom::new();
+        joined.timeline = self.timeline(&events, limited, device_id).await?;
+        joined.state = self
+            .state_section(room_id, user_id, device_id, from, upto, &events, options)
+            .await?;
+        let joined_count = self.store.room_members(room_id.as_str(), "join").await?;
+        let invited_count = self.store.room_members(room_id.as_str(), "invite").await?;
+        joined.summary.joined_member_count = UInt::new(joined_count.len() as u64);
+        joined.summary.invited_member_count = UInt::new(invited_count.len() as u64);
+        joined.summary.heroes = joined_count
+            .iter()
+            .chain(invited_count.iter())
+            .filter(|u| u.as_str() != user_id.as_str())
+            .take(5)
+            .filter_map(|u| UserId::parse(u.as_str()).ok())
+            .collect();
+        Ok(Some(joined))
+    }
+
+    /// A room the user left or was removed from: its events up to the leave.
+    async fn left_room(
+        &self,
+        room_id: &RoomId,
+        user_id: &UserId,
+        device_id: &str,
+        from: Option<i64>,
+        left_at: i64,
+        options: &SyncOptions,
+    ) -> Result<LeftRoom> {
+        let (events, limited) = self
+            .timeline_window(room_id, from.unwrap_or(0), left_at, options.timeline_limit)
+            .await?;
+        let mut left = LeftRoom::new();
+        left.timeline = self.timeline(&events, limited, device_id).await?;
+        left.state = self
+            .state_section(room_id, user_id, device_id, from, left_at, &events, options)
+            .await?;
+        Ok(left)
+    }
+
+    /// The last `limit` events of the room in `(after, upto]`, oldest first, and whether
+    /// there were more.
+    async fn timeline_window(
+        &self,
+        room_id: &RoomId,
+        after: i64,
+        upto: i64,
+        limit: usize,
+    ) -> Result<(Vec<StoredEvent>, bool)> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut events = self
+            .store
+            .room_events(
+                room_id.as_str(),
+                after,
+                upto.saturating_add(1),
+                false,
+                limit.saturating_add(1),
+            )
+            .await?;
+        let limited = events.len() as i64 > limit;
+        events.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        events.reverse();
+        Ok((events, limited))
+    }
+
+    async fn timeline(
+        &self,
+        events: &[StoredEvent],
+        limited: bool,
+        device_id: &str,
+    ) -> Result<Timeline> {
+        let mut timeline = Timeline::new();
+        timeline.limited = limited;
+        if let Some(first) = events.first() {
+            // A /messages token: paginate backwards from just before the first event.
+            timeline.prev_batch = Some(format!("t{}", first.stream_ordering));
+        }
+        for event in self.client_events(events, Some(device_id), true).await? {
+            timeline.events.push(raw(&event)?);
+        }
+        Ok(timeline)
+    }
+
+    /// The state section: what changed between `from` and the timeline's start (or end, for
+    /// `state_after`), everything on initial syncs; members trimmed when lazy-loading.
+    #[allow(clippy::too_many_arguments)]
+    async fn state_section(
+        &self,
+        room_id: &RoomId,
+        user_id: &UserId,
+        device_id: &str,
+        from: Option<i64>,
+        upto: i64,
+        timeline: &[StoredEvent],
+        options: &SyncOptions,
+    ) -> Result<State> {
+        let target = match (options.state_after, timeline.first(), timeline.last()) {
+            (false, Some(first), _) => self.store.state_of_group(first.state_before).await?,
+            (true, _, Some(last)) => {
+                let mut state = self.store.state_of_group(last.state_before).await?;
+                if let Some(key) = &last.state_key {
+                    state.insert((last.kind.clone(), key.clone()), last.event_id.clone());
+                }
+                state
+            }
+            _ => self.state_at(room_id, upto).await?,
+        };
+        let baseline = match from {
+            Some(from) if !options.full_state => self.state_at(room_id, from).await?,
+            _ => StateMap::new(),
+        };
+        let needed_members: Option<HashSet<&str>> = options.lazy_load_members.then(|| {
+            timeline
+                .iter()
+                .map(|e| e.sender.as_str())
+                .chain(std::iter::once(user_id.as_str()))
+                .collect()
+        });
+        let in_timeline: HashSet<&str> = if options.state_after {
+            HashSet::new()
+        } else {
+            timeline.iter().map(|e| e.event_id.as_str()).collect()
+        };
+        let wanted: Vec<String> = target
+            .iter()
+            .filter(|(key, id)| baseline.get(*key) != Some(*id))
+            .filter(|(_, id)| !in_timeline.contains(id.as_str()))
+            .filter(|((kind, state_key), _)| {
+                kind != "m.room.member"
+                    || needed_members
+                        .as_ref()
+                        .is_none_or(|m| m.contains(state_key.as_str()))
+            })
+            .map(|(_, id)| id.clone())
+            .collect();
+        let stored = self.store.events(&wanted).await?;
+        let mut events = StateEvents::new();
+        for event in self.client_events(&stored, Some(device_id), true).await? {
+            events.events.push(raw(&event)?);
+        }
+        Ok(if options.state_after {
+            State::After(events)
+        } else {
+            State::Before(events)
+        })
+    }
+
+    /// The room's state after stream position `at`.
+    pub async fn state_at(&self, room_id: &RoomId, at: i64) -> Result<StateMap> {
+        // The first event after `at` knows the state before it; without one, it is current.
+        let next = self
+            .store
+            .room_events(room_id.as_str(), at, i64::MAX, true, 1)
+            .await?;
+        match next.first() {
+            Some(event) => Ok(self.store.state_of_group(event.state_before).await?),
+            None => Ok(self.store.current_state(room_id.as_str()).await?),
+        }
+    }
+
+    /// What an invited or knocking user may see: a few state events, stripped, plus their own
+    /// membership event.
+    async fn stripped_state<T>(&self, room_id: &RoomId, user_id: &UserId) -> Result<Vec<Raw<T>>> {
+        let mut events = Vec::new();
+        for (kind, key) in [
+            ("m.room.create", ""),
+            ("m.room.join_rules", ""),
+            ("m.room.name", ""),
+            ("m.room.avatar", ""),
+            ("m.room.topic", ""),
+            ("m.room.canonical_alias", ""),
+            ("m.room.encryption", ""),
+            ("m.room.member", user_id.as_str()),
+        ] {
+            if let Some(stored) = self
+                .store
+                .current_state_event(room_id.as_str(), kind, key)
+                .await?
+            {
+                let pdu = Pdu::from_stored(&stored).map_err(Error::Internal)?;
+                events.push(raw(&pdu.to_stripped())?);
+            }
+        }
+        Ok(events)
+    }
+}

@@ -1,0 +1,306 @@
+//! Reading and writing a room's timeline for clients: sends with transaction ids, state,
+//! `/messages` pages, single events and their context, within what the user may see.
+
+use ruma::{DeviceId, EventId, OwnedEventId, RoomId, UserId};
+use serde_json::Value;
+
+use super::{Services, rooms::EventDraft, sync::SyncToken};
+use crate::http::error::{Error, Result};
+
+/// One page of `/messages`.
+#[derive(Debug)]
+pub struct Page {
+    /// The token the page starts at.
+    pub start: String,
+    /// Where the next page starts; `None` when there is nothing more.
+    pub end: Option<String>,
+    /// Events in the requested direction's order.
+    pub events: Vec<Value>,
+    /// State the client needs for the events (none without lazy loading).
+    pub state: Vec<Value>,
+}
+
+/// An event with the events around it.
+#[derive(Debug)]
+pub struct Context {
+    /// The event.
+    pub event: Value,
+    /// Events before it, newest first.
+    pub before: Vec<Value>,
+    /// Events after it, oldest first.
+    pub after: Vec<Value>,
+    /// Token to paginate backwards from the earliest event returned.
+    pub start: String,
+    /// Token to paginate forwards from the latest event returned.
+    pub end: String,
+    /// The room's state at the event.
+    pub state: Vec<Value>,
+}
+
+/// A pagination token for the position just before stream position `stream`.
+fn token(stream: i64) -> String {
+    format!("t{stream}")
+}
+
+impl Services {
+    /// A stream position from a `/messages` (`t<N>`) or `/sync` (`s…`) token: events
+    /// before the position have stream orderings below it.
+    pub fn parse_position(&self, token: &str) -> Result<i64> {
+        if let Some(n) = token.strip_prefix('t') {
+            return n
+                .parse::<i64>()
+                .ok()
+                .filter(|n| *n >= 0)
+                .ok_or_else(|| Error::invalid_param(format!("{token} is not a pagination token")));
+        }
+        Ok(SyncToken::parse(token)?.events.saturating_add(1))
+    }
+
+    /// Sends a message-like event or redaction once per `(device, txn_id)`: a repeat gets
+    /// the first event's id.
+    pub async fn send_with_txn(
+        &self,
+        room_id: &RoomId,
+        user_id: &UserId,
+        device_id: &DeviceId,
+        txn_id: &str,
+        draft: EventDraft,
+    ) -> Result<OwnedEventId> {
+        self.append(room_id, user_id, draft, Some((device_id, txn_id)))
+            .await
+    }
+
+    /// Sets a piece of state (the authorization rules decide who may).
+    pub async fn send_state(
+        &self,
+        room_id: &RoomId,
+        user_id: &UserId,
+        kind: &str,
+        state_key: &str,
+        content: Value,
+    ) -> Result<OwnedEventId> {
+        if kind == "m.room.create" {
+            return Err(Error::forbidden("A room's create event cannot be replaced"));
+        }
+        if kind == "m.room.canonical_alias" {
+            self.check_canonical_alias(room_id, &content).await?;
+        }
+        self.append(
+            room_id,
+            user_id,
+            EventDraft::state(kind, state_key, content),
+            None,
+        )
+        .await
+    }
+
+    /// Aliases in `m.room.canonical_alias` must exist and point at this room.
+    async fn check_canonical_alias(&self, room_id: &RoomId, content: &Value) -> Result<()> {
+        let alt = content
+            .get("alt_aliases")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let aliases = content.get("alias").into_iter().chain(alt.iter());
+        for alias in aliases {
+            let Some(alias) = alias.as_str() else {
+                return Err(Error::bad_json("Aliases must be strings"));
+            };
+            let points_here =
+                self.store.alias_room(alias).await?.as_deref() == Some(room_id.as_str());
+            if !points_here {
+                return Err(Error::new(
+                    http::StatusCode::BAD_REQUEST,
+                    ruma::api::error::ErrorKind::BadAlias,
+                    format!("{alias} does not point to this room"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The room's state as the user may see it: current while joined, as of their leaving
+    /// afterwards; 403 for rooms they were never in.
+    pub async fn readable_state(&self, room_id: &RoomId, user_id: &UserId) -> Result<Vec<Value>> {
+        let state = match self.visible_upto(room_id, user_id).await? {
+            Some(i64::MAX) => self.store.current_state(room_id.as_str()).await?,
+            Some(left_at) => self.state_at(room_id, left_at).await?,
+            None => {
+                return Err(Error::forbidden(format!(
+                    "You are not a member of {room_id}"
+                )));
+            }
+        };
+        let ids: Vec<String> = state.into_values().collect();
+        let events = self.store.events(&ids).await?;
+        self.client_events(&events, None, false).await
+    }
+
+    /// One piece of readable state, in the client format.
+    pub async fn readable_state_event(
+        &self,
+        room_id: &RoomId,
+        user_id: &UserId,
+        kind: &str,
+        state_key: &str,
+    ) -> Result<Option<Value>> {
+        let state = match self.visible_upto(room_id, user_id).await? {
+            Some(i64::MAX) => self.store.current_state(room_id.as_str()).await?,
+            Some(left_at) => self.state_at(room_id, left_at).await?,
+            None => {
+                return Err(Error::forbidden(format!(
+                    "You are not a member of {room_id}"
+                )));
+            }
+        };
+        let Some(id) = state.get(&(kind.to_owned(), state_key.to_owned())) else {
+            return Ok(None);
+        };
+        let events = self.store.events(std::slice::from_ref(id)).await?;
+        Ok(self.client_events(&events, None, false).await?.pop())
+    }
+
+    /// A page of the room's events from a token, backwards or forwards.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn messages(
+        &self,
+        room_id: &RoomId,
+        user_id: &UserId,
+        device_id: &DeviceId,
+        from: Option<&str>,
+        to: Option<&str>,
+        backward: bool,
+        limit: u64,
+    ) -> Result<Page> {
+        let Some(upto) = self.visible_upto(room_id, user_id).await? else {
+            return Err(Error::forbidden(format!(
+                "You are not a member of {room_id}"
+            )));
+        };
+        let from = match from {
+            Some(token) => self.parse_position(token)?,
+            None if backward => self.store.max_stream_ordering().await?.saturating_add(1),
+            None => 0,
+        };
+        let to = to.map(|t| self.parse_position(t)).transpose()?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let events = if backward {
+            let before = from.min(upto.saturating_add(1));
+            let after = to.map_or(0, |t| t.saturating_sub(1));
+            self.store
+                .room_events(room_id.as_str(), after, before, false, limit)
+                .await?
+        } else {
+            let after = from.saturating_sub(1);
+            let last = to.map_or(upto, |t| t.saturating_sub(1).min(upto));
+            self.store
+                .room_events(room_id.as_str(), after, last, true, limit)
+                .await?
+        };
+        let end = match events.last() {
+            Some(last) if events.len() as i64 == limit => Some(if backward {
+                token(last.stream_ordering)
+            } else {
+                token(last.stream_ordering.saturating_add(1))
+            }),
+            _ => None,
+        };
+        Ok(Page {
+            start: token(from),
+            end,
+            events: self
+                .client_events(&events, Some(device_id.as_str()), false)
+                .await?,
+            state: Vec::new(),
+        })
+    }
+
+    /// One event, if the user may see it; 404 otherwise (as if it did not exist).
+    pub async fn readable_event(
+        &self,
+        room_id: &RoomId,
+        user_id: &UserId,
+        device_id: &DeviceId,
+        event_id: &EventId,
+    ) -> Result<Value> {
+        let not_found = || Error::not_found("No such event in this room");
+        let upto = self
+            .visible_upto(room_id, user_id)
+            .await?
+            .ok_or_else(not_found)?;
+        let stored = self
+            .store
+            .event(event_id.as_str())
+            .await?
+            .filter(|e| e.room_id == room_id.as_str() && e.stream_ordering <= upto)
+            .ok_or_else(not_found)?;
+        self.client_events(&[stored], Some(device_id.as_str()), false)
+            .await?
+            .pop()
+            .ok_or_else(not_found)
+    }
+
+    /// An event with up to `limit` events around it, split evenly, and the state at it.
+    pub async fn context(
+        &self,
+        room_id: &RoomId,
+        user_id: &UserId,
+        device_id: &DeviceId,
+        event_id: &EventId,
+        limit: u64,
+    ) -> Result<Context> {
+        let not_found = || Error::not_found("No such event in this room");
+        let upto = self
+            .visible_upto(room_id, user_id)
+            .await?
+            .ok_or_else(not_found)?;
+        let stored = self
+            .store
+            .event(event_id.as_str())
+            .await?
+            .filter(|e| e.room_id == room_id.as_str() && e.stream_ordering <= upto)
+            .ok_or_else(not_found)?;
+        let half = i64::try_from(limit / 2).unwrap_or(0);
+        let before_events = self
+            .store
+            .room_events(room_id.as_str(), 0, stored.stream_ordering, false, half)
+            .await?;
+        let after_events = self
+            .store
+            .room_events(
+                room_id.as_str(),
+                stored.stream_ordering,
+                upto,
+                true,
+                i64::try_from(limit).unwrap_or(0).saturating_sub(half),
+            )
+            .await?;
+        let start = token(
+            before_events
+                .last()
+                .map_or(stored.stream_ordering, |e| e.stream_ordering),
+        );
+        let end = token(
+            after_events
+                .last()
+                .map_or(stored.stream_ordering, |e| e.stream_ordering)
+                .saturating_add(1),
+        );
+        let state_map = self.store.state_of_group(stored.state_before).await?;
+        let ids: Vec<String> = state_map.into_values().collect();
+        let state_events = self.store.events(&ids).await?;
+        let device = Some(device_id.as_str());
+        Ok(Context {
+            event: self
+                .client_events(std::slice::from_ref(&stored), device, false)
+                .await?
+                .pop()
+                .ok_or_else(not_found)?,
+            before: self.client_events(&before_events, device, false).await?,
+            after: self.client_events(&after_events, device, false).await?,
+            start,
+            end,
+            state: self.client_events(&state_events, None, false).await?,
+        })
+    }
+}

@@ -1,0 +1,591 @@
+//! Rooms, their events, state snapshots and memberships.
+//!
+//! Appending an event is one transaction that takes the next stream position under a lock
+//! (a PostgreSQL advisory lock across instances; the caller's in-process lock for SQLite),
+//! so positions commit in order and a reader at position N has seen everything up to N.
+
+use std::collections::HashMap;
+
+use sqlx::{Any, Row, Transaction, any::AnyRow};
+
+use super::{Backend, Store};
+
+/// A full snapshot is written after this many deltas, so reading state stays cheap.
+const MAX_STATE_DELTAS: i64 = 50;
+
+/// Key of the advisory lock that serialises event appends across instances.
+const APPEND_LOCK: i64 = 0x6d78_6e65_7665_6e74;
+
+/// `(type, state_key)` → event id.
+pub type StateMap = HashMap<(String, String), String>;
+
+/// The room row.
+#[derive(Clone, Debug)]
+pub struct RoomRow {
+    /// Room version id (`"11"`).
+    pub version: String,
+    /// The local latest events, the next event's `prev_events`.
+    pub extremities: Vec<String>,
+    /// Depth of the latest event.
+    pub depth: i64,
+    /// State group of the current state.
+    pub state_group: Option<i64>,
+    /// Listed in the public room directory.
+    pub published: bool,
+}
+
+/// An event as stored.
+#[derive(Clone, Debug)]
+pub struct StoredEvent {
+    /// Global position.
+    pub stream_ordering: i64,
+    /// `$…`.
+    pub event_id: String,
+    /// `!…`.
+    pub room_id: String,
+    /// The sender.
+    pub sender: String,
+    /// Event type.
+    pub kind: String,
+    /// Present for state events.
+    pub state_key: Option<String>,
+    /// The PDU (redacted once a redaction applies to it).
+    pub json: String,
+    /// The redaction that redacted it.
+    pub redacted_by: Option<String>,
+    /// State group before the event.
+    pub state_before: Option<i64>,
+    /// Device that sent it with a transaction id.
+    pub txn_device: Option<String>,
+    /// That transaction id.
+    pub txn_id: Option<String>,
+    /// Origin timestamp.
+    pub origin_server_ts: i64,
+}
+
+const EVENT_COLUMNS: &str = "stream_ordering, event_id, room_id, sender, type, state_key, json, \
+    redacted_by, state_before, txn_device, txn_id, origin_server_ts";
+
+fn event_row(row: &AnyRow) -> Result<StoredEvent, sqlx::Error> {
+    Ok(StoredEvent {
+        stream_ordering: row.try_get(0)?,
+        event_id: row.try_get(1)?,
+        room_id: row.try_get(2)?,
+        sender: row.try_get(3)?,
+        kind: row.try_get(4)?,
+        state_key: row.try_get(5)?,
+        json: row.try_get(6)?,
+        redacted_by: row.try_get(7)?,
+        state_before: row.try_get(8)?,
+        txn_device: row.try_get(9)?,
+        txn_id: row.try_get(10)?,
+        origin_server_ts: row.try_get(11)?,
+    })
+}
+
+/// An event to append, already built, signed and authorised.
+#[derive(Debug)]
+pub struct NewEvent<'a> {
+    /// `$…`.
+    pub event_id: &'a str,
+    /// `!…`.
+    pub room_id: &'a str,
+    /// The sender.
+    pub sender: &'a str,
+    /// Event type.
+    pub kind: &'a str,
+    /// Present for state events.
+    pub state_key: Option<&'a str>,
+    /// Depth.
+    pub depth: i64,
+    /// Origin timestamp.
+    pub origin_server_ts: i64,
+    /// The signed PDU.
+    pub json: &'a str,
+    /// For membership events: the new membership.
+    pub membership: Option<&'a str>,
+    /// `m.relates_to.event_id` and `rel_type`.
+    pub relation: Option<(&'a str, &'a str)>,
+    /// The event this one redacts, with the target's redacted JSON to store.
+    pub redaction: Option<(&'a str, &'a str)>,
+    /// `(device, txn_id)` of the sending device.
+    pub txn: Option<(&'a str, &'a str)>,
+    /// The room's state group before this event.
+    pub state_before: Option<i64>,
+}
+
+impl Store {
+    /// Creates the room row (before its create event is appended).
+    pub async fn insert_room(
+        &self,
+        room_id: &str,
+        version: &str,
+        creator: &str,
+        now_ms: i64,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO rooms (room_id, room_version, creator, created_ts) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(room_id)
+        .bind(version)
+        .bind(creator)
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The room, if this server knows it.
+    pub async fn room(&self, room_id: &str) -> Result<Option<RoomRow>, sqlx::Error> {
+        let row = sqlx::query(
+            "SELECT room_version, extremities, depth, state_group, published FROM rooms WHERE room_id = $1",
+        )
+        .bind(room_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| {
+            let extremities: String = row.try_get(1)?;
+            Ok(RoomRow {
+                version: row.try_get(0)?,
+                extremities: serde_json::from_str(&extremities)
+                    .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+                depth: row.try_get(2)?,
+                state_group: row.try_get(3)?,
+                published: row.try_get::<i64, _>(4)? != 0,
+            })
+        })
+        .transpose()
+    }
+
+    /// Lists or unlists the room in the public directory.
+    pub async fn set_room_published(&self, room_id: &str, on: bool) -> Result<(), sqlx::Error> {
+        sqlx::query("UPDATE rooms SET published = $1 WHERE room_id = $2")
+            .bind(i64::from(on))
+            .bind(room_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Appends an event: stream position, state snapshot, current state, membership, the
+    /// room's extremities and the sender's transaction id, all in one transaction.
+    ///
+    /// `None` (and nothing written) when the room's extremities are no longer `built_on`:
+    /// another instance appended meanwhile, and the event must be built again.
+    pub async fn append_event(
+        &self,
+        event: &NewEvent<'_>,
+        built_on: &[String],
+    ) -> Result<Option<i64>, sqlx::Error> {
+        // SQLite has one writer: queue here rather than fail with SQLITE_BUSY.
+        let _writer = match self.backend {
+            Backend::Sqlite => Some(self.write_lock.lock().await),
+            Backend::Postgres => None,
+        };
+        let mut tx = self.pool.begin().await?;
+        if self.backend == Backend::Postgres {
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(APPEND_LOCK)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let built_on =
+            serde_json::to_string(built_on).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+        let extremities = serde_json::to_string(&[event.event_id])
+            .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+        let moved = sqlx::query(
+            "UPDATE rooms SET extremities = $1, depth = $2 WHERE room_id = $3 AND extremities = $4",
+        )
+        .bind(extremities)
+        .bind(event.depth)
+        .bind(event.room_id)
+        .bind(built_on)
+        .execute(&mut *tx)
+        .await?;
+        if moved.rows_affected() != 1 {
+            tx.rollback().await?;
+            return Ok(None);
+        }
+        let stream: i64 =
+            sqlx::query_scalar("SELECT COALESCE(MAX(stream_ordering), 0) + 1 FROM events")
+                .fetch_one(&mut *tx)
+                .await?;
+        let (relates_to, rel_type) = event.relation.unzip();
+        let (txn_device, txn_id) = event.txn.unzip();
+        sqlx::query(
+            "INSERT INTO events (stream_ordering, event_id, room_id, sender, type, state_key, \
+             depth, origin_server_ts, json, state_before, relates_to, rel_type, txn_device, txn_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+        )
+        .bind(stream)
+        .bind(event.event_id)
+        .bind(event.room_id)
+        .bind(event.sender)
+        .bind(event.kind)
+        .bind(event.state_key)
+        .bind(event.depth)
+        .bind(event.origin_server_ts)
+        .bind(event.json)
+        .bind(event.state_before)
+        .bind(relates_to)
+        .bind(rel_type)
+        .bind(txn_device)
+        .bind(txn_id)
+        .execute(&mut *tx)
+        .await?;
+
+        let mut state_group = event.state_before;
+        if let Some(state_key) = event.state_key {
+            state_group = Some(
+                new_state_group(
+                    &mut tx,
+                    event.room_id,
+                    event.state_before,
+                    (event.kind, state_key, event.event_id),
+                )
+                .await?,
+            );
+            sqlx::query(
+                "INSERT INTO current_state (room_id, type, state_key, event_id) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (room_id, type, state_key) DO UPDATE SET event_id = excluded.event_id",
+            )
+            .bind(event.room_id)
+            .bind(event.kind)
+            .bind(state_key)
+            .bind(event.event_id)
+            .execute(&mut *tx)
+            .await?;
+            if let Some(membership) = event.membership {
+                sqlx::query(
+                    "INSERT INTO memberships (room_id, user_id, membership, event_id, stream_ordering) \
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (room_id, user_id) DO UPDATE SET \
+                     membership = excluded.membership, event_id = excluded.event_id, \
+                     stream_ordering = excluded.stream_ordering, forgotten = 0",
+                )
+                .bind(event.room_id)
+                .bind(state_key)
+                .bind(membership)
+                .bind(event.event_id)
+                .bind(stream)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        if let Some((target, redacted_json)) = event.redaction {
+            sqlx::query(
+                "UPDATE events SET json = $1, redacted_by = $2 WHERE event_id = $3 AND room_id = $4",
+            )
+            .bind(redacted_json)
+            .bind(event.event_id)
+            .bind(target)
+            .bind(event.room_id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query("UPDATE rooms SET state_group = $1 WHERE room_id = $2")
+            .bind(state_group)
+            .bind(event.room_id)
+            .execute(&mut *tx)
+            .await?;
+        if let (Some((device, txn_id)), Some(sender)) = (event.txn, Some(event.sender)) {
+            sqlx::query(
+                "INSERT INTO transaction_ids (user_id, device_id, txn_id, event_id) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(sender)
+            .bind(device)
+            .bind(txn_id)
+            .bind(event.event_id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(Some(stream))
+    }
+
+    /// The event a device already sent with this transaction id.
+    pub async fn txn_event(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        txn_id: &str,
+    ) -> Result<Option<String>, sqlx::Error> {
+        sqlx::query_scalar(
+            "SELECT event_id FROM transaction_ids WHERE user_id = $1 AND device_id = $2 AND txn_id = $3",
+        )
+        .bind(user_id)
+        .bind(device_id)
+        .bind(txn_id)
+        .fetch_optional(&self.pool)
+        .await
+    }
+
+    /// State as of a state group.
+    pub async fn state_of_group(&self, group: Option<i64>) -> Result<StateMap, sqlx::Error> {
+        let mut state = StateMap::new();
+        let mut next = group;
+        while let Some(id) = next {
+            let rows = sqlx::query(
+                "SELECT type, state_key, event_id FROM state_group_entries WHERE group_id = $1",
+            )
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await?;
+            for row in rows {
+                state
+                    .entry((row.try_get(0)?, row.try_get(1)?))
+                    .or_insert(row.try_get(2)?);
+            }
+            next = sqlx::query_scalar("SELECT parent FROM state_groups WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?
+                .flatten();
+        }
+        Ok(state)
+    }
+
+    /// The room's current state.
+    pub async fn current_state(&self, room_id: &str) -> Result<StateMap, sqlx::Error> {
+        let rows =
+            sqlx::query("SELECT type, state_key, event_id FROM current_state WHERE room_id = $1")
+                .bind(room_id)
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter()
+            .map(|row| Ok(((row.try_get(0)?, row.try_get(1)?), row.try_get(2)?)))
+            .collect()
+    }
+
+    /// One piece of the room's current state.
+    pub async fn current_state_event(
+        &self,
+        room_id: &str,
+        kind: &str,
+        state_key: &str,
+    ) -> Result<Option<StoredEvent>, sqlx::Error> {
+        let row = sqlx::query(&format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE event_id = \
+             (SELECT event_id FROM current_state WHERE room_id = $1 AND type = $2 AND state_key = $3)"
+        ))
+        .bind(room_id)
+        .bind(kind)
+        .bind(state_key)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(event_row).transpose()
+    }
+
+    /// An event by id.
+    pub async fn event(&self, event_id: &str) -> Result<Option<StoredEvent>, sqlx::Error> {
+        let row = sqlx::query(&format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE event_id = $1"
+        ))
+        .bind(event_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(event_row).transpose()
+    }
+
+    /// Events by id, in stream order (unknown ids are left out).
+    pub async fn events(&self, event_ids: &[String]) -> Result<Vec<StoredEvent>, sqlx::Error> {
+        let mut events = Vec::with_capacity(event_ids.len());
+        for chunk in event_ids.chunks(100) {
+            let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let sql = format!(
+                "SELECT {EVENT_COLUMNS} FROM events WHERE event_id IN ({})",
+                placeholders.join(", ")
+            );
+            let mut query = sqlx::query(&sql);
+            for id in chunk {
+                query = query.bind(id);
+            }
+            for row in query.fetch_all(&self.pool).await? {
+                events.push(event_row(&row)?);
+            }
+        }
+        events.sort_by_key(|e| e.stream_ordering);
+        Ok(events)
+    }
+
+    /// Up to `limit` events of a room strictly after `after` and at most `upto`, oldest first
+    /// (`forward`), or strictly before `before` and after `after`, newest first (backward).
+    pub async fn room_events(
+        &self,
+        room_id: &str,
+        after: i64,
+        before_or_upto: i64,
+        forward: bool,
+        limit: i64,
+    ) -> Result<Vec<StoredEvent>, sqlx::Error> {
+        let sql = if forward {
+            format!(
+                "SELECT {EVENT_COLUMNS} FROM events WHERE room_id = $1 AND stream_ordering > $2 \
+                 AND stream_ordering <= $3 ORDER BY stream_ordering ASC LIMIT $4"
+            )
+        } else {
+            format!(
+                "SELECT {EVENT_COLUMNS} FROM events WHERE room_id = $1 AND stream_ordering > $2 \
+                 AND stream_ordering < $3 ORDER BY stream_ordering DESC LIMIT $4"
+            )
+        };
+        let rows = sqlx::query(&sql)
+            .bind(room_id)
+            .bind(after)
+            .bind(before_or_upto)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(event_row).collect()
+    }
+
+    /// Events that relate to `event_id` (optionally of one relation type), oldest first.
+    pub async fn relations(
+        &self,
+        event_id: &str,
+        rel_type: Option<&str>,
+    ) -> Result<Vec<StoredEvent>, sqlx::Error> {
+        let rows = match rel_type {
+            Some(rel_type) => {
+                sqlx::query(&format!(
+                    "SELECT {EVENT_COLUMNS} FROM events WHERE relates_to = $1 AND rel_type = $2 \
+                     ORDER BY stream_ordering ASC"
+                ))
+                .bind(event_id)
+                .bind(rel_type)
+                .fetch_all(&self.pool)
+                .await?
+            }
+            None => {
+                sqlx::query(&format!(
+                    "SELECT {EVENT_COLUMNS} FROM events WHERE relates_to = $1 ORDER BY stream_ordering ASC"
+                ))
+                .bind(event_id)
+                .fetch_all(&self.pool)
+                .await?
+            }
+        };
+        rows.iter().map(event_row).collect()
+    }
+
+    /// The highest stream position persisted.
+    pub async fn max_stream_ordering(&self) -> Result<i64, sqlx::Error> {
+        sqlx::query_scalar("SELECT COALESCE(MAX(stream_ordering), 0) FROM events")
+            .fetch_one(&self.pool)
+            .await
+    }
+
+    /// A user's membership in a room: `(membership, event id, stream position)`.
+    pub async fn membership(
+        &self,
+        room_id: &str,
+        user_id: &str,
+    ) -> Result<Option<(String, String, i64)>, sqlx::Error> {
+        let row = sqlx::query(
+            "SELECT membership, event_id, stream_ordering FROM memberships WHERE room_id = $1 AND user_id = $2",
+        )
+        .bind(room_id)
+        .bind(user_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?)))
+            .transpose()
+    }
+
+    /// Every room the user has a membership in and has not forgotten:
+    /// `(room, membership, stream position of the membership event)`.
+    pub async fn user_rooms(
+        &self,
+        user_id: &str,
+    ) -> Result<Vec<(String, String, i64)>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT room_id, membership, stream_ordering FROM memberships WHERE user_id = $1 AND forgotten = 0",
+        )
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?)))
+            .collect()
+    }
+
+    /// Members of a room with a given membership.
+    pub async fn room_members(
+        &self,
+        room_id: &str,
+        membership: &str,
+    ) -> Result<Vec<String>, sqlx::Error> {
+        sqlx::query_scalar(
+            "SELECT user_id FROM memberships WHERE room_id = $1 AND membership = $2 ORDER BY user_id",
+        )
+        .bind(room_id)
+        .bind(membership)
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// Hides a left room from the user's sync and room lists.
+    pub async fn forget_room(&self, room_id: &str, user_id: &str) -> Result<(), sqlx::Error> {
+        sqlx::query("UPDATE memberships SET forgotten = 1 WHERE room_id = $1 AND user_id = $2")
+            .bind(room_id)
+            .bind(user_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
+
+/// Writes the state group after `entry` on top of `parent`: a delta, or a full snapshot when
+/// the delta chain has grown long.
+async fn new_state_group(
+    tx: &mut Transaction<'static, Any>,
+    room_id: &str,
+    parent: Option<i64>,
+    (kind, state_key, event_id): (&str, &str, &str),
+) -> Result<i64, sqlx::Error> {
+    let id: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) + 1 FROM state_groups")
+        .fetch_one(&mut **tx)
+        .await?;
+    let parent_depth: Option<i64> = match parent {
+        Some(parent) => {
+            sqlx::query_scalar("SELECT depth FROM state_groups WHERE id = $1")
+                .bind(parent)
+                .fetch_optional(&mut **tx)
+                .await?
+        }
+        None => None,
+    };
+    let full = parent_depth.is_some_and(|d| d + 1 >= MAX_STATE_DELTAS);
+    let (stored_parent, depth) = match parent_depth {
+        Some(d) if !full => (parent, d + 1),
+        _ => (None, 0),
+    };
+    sqlx::query("INSERT INTO state_groups (id, room_id, parent, depth) VALUES ($1, $2, $3, $4)")
+        .bind(id)
+        .bind(room_id)
+        .bind(stored_parent)
+        .bind(depth)
+        .execute(&mut **tx)
+        .await?;
+    if full {
+        // The current state is the parent's state: copy it, then apply the entry below.
+        sqlx::query(
+            "INSERT INTO state_group_entries (group_id, type, state_key, event_id) \
+             SELECT $1, type, state_key, event_id FROM current_state WHERE room_id = $2",
+        )
+        .bind(id)
+        .bind(room_id)
+        .execute(&mut **tx)
+        .await?;
+    }
+    sqlx::query(
+        "INSERT INTO state_group_entries (group_id, type, state_key, event_id) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (group_id, type, state_key) DO UPDATE SET event_id = excluded.event_id",
+    )
+    .bind(id)
+    .bind(kind)
+    .bind(state_key)
+    .bind(event_id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(id)
+}

@@ -1,0 +1,41 @@
+//! Stored sync filters.
+
+use super::{Backend, Store};
+
+impl Store {
+    /// Stores a filter (JSON) for the user; its id.
+    pub async fn insert_filter(&self, user_id: &str, json: &str) -> Result<i64, sqlx::Error> {
+        let _writer = match self.backend {
+            Backend::Sqlite => Some(self.write_lock.lock().await),
+            Backend::Postgres => None,
+        };
+        let mut tx = self.pool.begin().await?;
+        let id: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(MAX(filter_id), 0) + 1 FROM filters WHERE user_id = $1",
+        )
+        .bind(user_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        sqlx::query("INSERT INTO filters (user_id, filter_id, json) VALUES ($1, $2, $3)")
+            .bind(user_id)
+            .bind(id)
+            .bind(json)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    /// A stored filter (JSON).
+    pub async fn filter(
+        &self,
+        user_id: &str,
+        filter_id: i64,
+    ) -> Result<Option<String>, sqlx::Error> {
+        sqlx::query_scalar("SELECT json FROM filters WHERE user_id = $1 AND filter_id = $2")
+            .bind(user_id)
+            .bind(filter_id)
+            .fetch_optional(&self.pool)
+            .await
+    }
+}
