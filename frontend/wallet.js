@@ -109,9 +109,20 @@ document.querySelector("main").dataset.ready = "true"; // wallets may announce f
 if (mode.kind === "auth") {
   document.title = "Confirm it's you";
   $("title").textContent = "Confirm it's you";
-  $("intro").textContent =
-    "Sign a message with a wallet linked to your account to confirm this action. " +
-    "Signing is free and sends no transaction.";
+  $("intro").textContent = "Checking what you are asked to confirm…";
+  // Say what the signature approves: a link to this page must not get one blindly.
+  api("GET", `/sso/session/${encodeURIComponent(mode.session || "")}`)
+    .then((session) => {
+      $("intro").textContent =
+        `An app wants to ${session.action} for ${session.user_id}. If that was you, sign ` +
+        "a message with a wallet linked to the account. Signing is free and sends no " +
+        "transaction. If it was not you, close this page.";
+    })
+    .catch((error) => {
+      $("wallets").hidden = true;
+      $("intro").textContent = "";
+      show(describe(error), "error");
+    });
 }
 
 async function signIn(wallet) {
@@ -246,6 +257,7 @@ function finishLogin(result) {
   $("account").textContent = result.user_id;
   $("continue").href = result.redirect_to;
   $("cancel").addEventListener("click", () => {
+    $("continue").removeAttribute("href");
     $("confirm").hidden = true;
     show("Sign-in cancelled. You can close this page.", "info");
   });

@@ -174,7 +174,7 @@ async fn sso_login_in_a_browser_with_an_injected_wallet() {
     let idp = &sso["identity_providers"][0];
     assert_eq!(idp["id"], "ethereum");
     assert_eq!(idp["name"], "Ethereum wallet");
-    assert_eq!(idp["brand"], "ethereum");
+    assert_eq!(idp["brand"], "io.matrixon.ethereum");
     let icon = idp["icon"].as_str().expect("icon").to_owned();
     let media = icon.strip_prefix("mxc://").expect("mxc icon");
     let icon_response = srv
@@ -351,6 +351,12 @@ async fn sso_login_in_a_browser_with_an_injected_wallet() {
         )))
         .await;
     browser.wait_text("#title", "Confirm it's you").await;
+    browser
+        .wait_text(
+            "#intro",
+            &format!("sign out and remove devices for {user_id}"),
+        )
+        .await;
     browser.wait_for("the page's script", READY).await;
     browser
         .execute(INJECT_WALLET, vec![json!(address), json!("0x1")])
@@ -409,11 +415,20 @@ async fn sso_endpoints_refuse_bad_input(backend: Backend) {
     );
     assert!(page.text().await.expect("html").contains("wallet.js"));
     assert_error(&srv.get(redirect, None).await, 400, "M_MISSING_PARAM");
+    let twice = format!(
+        "{redirect}?redirectUrl={}&redirectUrl=https%3A%2F%2Fok.example%2F",
+        encode("javascript:alert(1)")
+    );
+    assert_error(&srv.get(&twice, None).await, 400, "M_INVALID_PARAM");
     for bad in [
         "javascript:alert(1)",
+        "JavaScript:alert(1)",
+        " javascript:alert(1)",
         "data:text/html,hi",
         "/relative/path",
+        "//evil.example/",
         "not a url",
+        "https://app.example@evil.example/",
     ] {
         let path = format!("{redirect}?redirectUrl={}", encode(bad));
         assert_error(&srv.get(&path, None).await, 400, "M_INVALID_PARAM");
@@ -594,6 +609,35 @@ async fn sso_endpoints_refuse_bad_input(backend: Backend) {
         "M_NOT_FOUND",
     );
     assert_error(&srv.get(fallback, None).await, 400, "M_MISSING_PARAM");
+    assert_error(
+        &srv.get(&format!("{fallback}?session=%00"), None).await,
+        404,
+        "M_NOT_FOUND",
+    );
+    let summary = srv.get(&format!("{SSO}/session/{uia}"), None).await;
+    assert_eq!(summary.0, 200, "{:?}", summary.1);
+    assert_eq!(summary.1["action"], "sign out and remove devices");
+    assert_eq!(
+        summary.1["user_id"],
+        format!("@{:#x}:localhost", wallet.address())
+    );
+    assert_error(
+        &srv.get(&format!("{SSO}/session/nope"), None).await,
+        404,
+        "M_NOT_FOUND",
+    );
+    let nul = srv
+        .post_json(
+            "/_matrix/client/v3/delete_devices",
+            Some(&token),
+            &json!({"devices": [], "auth": {"session": "a\u{0}b"}}),
+        )
+        .await;
+    assert_eq!(
+        nul.0, 400,
+        "a NUL session is refused, not a 500: {:?}",
+        nul.1
+    );
     assert_error(
         &srv.get(
             &format!("/_matrix/client/v3/auth/m.login.dummy/fallback/web?session={uia}"),

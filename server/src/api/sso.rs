@@ -64,6 +64,10 @@ pub fn routes() -> Router<Arc<Services>> {
             &format!("{UNSTABLE}/sso/authenticate"),
             post(sso_authenticate),
         )
+        .route(
+            &format!("{UNSTABLE}/sso/session/{{session}}"),
+            get(session_summary),
+        )
 }
 
 /// # `GET /_matrix/client/v3/login/sso/redirect?redirectUrl=…`
@@ -71,11 +75,17 @@ async fn redirect(
     State(services): State<Arc<Services>>,
     RawQuery(query): RawQuery,
 ) -> Result<Response> {
-    let params = query_params(query.as_deref());
-    let Some(redirect_url) = params.get("redirectUrl") else {
+    let mut redirect_urls = form_urlencoded::parse(query.as_deref().unwrap_or_default().as_bytes())
+        .filter(|(key, _)| key == "redirectUrl")
+        .map(|(_, value)| value.into_owned());
+    let Some(redirect_url) = redirect_urls.next() else {
         return Err(Error::missing_param("redirectUrl is required"));
     };
-    services.sso_redirect_target(redirect_url)?;
+    if redirect_urls.next().is_some() {
+        // The page reads the first one: it must be the only one the server checked.
+        return Err(Error::invalid_param("Give redirectUrl once"));
+    }
+    services.sso_redirect_target(&redirect_url)?;
     Ok(page())
 }
 
@@ -108,17 +118,7 @@ async fn uia_fallback(
     let Some(session) = params.get("session") else {
         return Err(Error::missing_param("session is required"));
     };
-    let now = services.now_ms();
-    if !services
-        .store
-        .uia_session(session)
-        .await?
-        .is_some_and(|row| row.expires_ms > now && row.user_id.is_some())
-    {
-        return Err(Error::not_found(
-            "Unknown or expired authentication session",
-        ));
-    }
+    services.uia_session_summary(session).await?;
     Ok(page())
 }
 
@@ -214,4 +214,16 @@ async fn sso_authenticate(
         .sso_authenticate(&body.session, &body.stage, &body.message, &body.signature)
         .await?;
     Ok(Json(json!({})))
+}
+
+/// # `GET /_matrix/client/unstable/io.matrixon/sso/session/{session}`
+///
+/// What the fallback page asks the user to approve, so that a link to it cannot get a
+/// signature for an action the user does not see.
+async fn session_summary(
+    State(services): State<Arc<Services>>,
+    Path(session): Path<String>,
+) -> Result<Json<Value>> {
+    let (user_id, action) = services.uia_session_summary(&session).await?;
+    Ok(Json(json!({ "user_id": user_id, "action": action })))
 }

@@ -79,6 +79,18 @@ pub struct RedisConfig {
     pub url: Option<String>,
 }
 
+/// Whether a URL-ish string carries `user@` before its host.
+fn url_has_userinfo(url: &str) -> bool {
+    url.split_once("://")
+        .map(|(_, rest)| {
+            rest.split(['/', '?', '#'])
+                .next()
+                .unwrap_or_default()
+                .contains('@')
+        })
+        .unwrap_or(false)
+}
+
 /// Wallet single sign-on settings.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -286,6 +298,14 @@ impl Config {
         {
             return bad("wallet.uri", "must be an http:// or https:// URL");
         }
+        for (i, prefix) in self.sso.client_whitelist.iter().enumerate() {
+            if !prefix.ends_with('/') || url_has_userinfo(prefix) {
+                return bad(
+                    &format!("sso.client_whitelist[{i}]"),
+                    "must be a URL prefix ending with \"/\" (https://app.example.org/), without user name",
+                );
+            }
+        }
         // Building the registry checks every entry (ids, URLs, timeouts) and names the bad one.
         Chains::new(&self.chains).map_err(ConfigError::Invalid)?;
         for (key, bucket) in [
@@ -447,6 +467,17 @@ mod tests {
         assert_eq!(config.federation_address(), "matrix.example.org:443");
         assert_eq!(config.chains["eip155:1"].rpc.len(), 2);
         assert_eq!(config.chains["eip155:1"].max_rps, Some(20));
+    }
+
+    #[test]
+    fn whitelist_entries_must_be_safe_prefixes() {
+        for entry in ["https://app.example", "https://app.example@evil.example/"] {
+            let toml = format!("[sso]\nclient_whitelist = [\"{entry}\"]\n");
+            let err = Config::from_toml_with_env(&toml, no_env()).expect_err("refused");
+            assert!(err.to_string().contains("sso.client_whitelist[0]"), "{err}");
+        }
+        let ok = "[sso]\nclient_whitelist = [\"https://app.element.io/\"]\n";
+        assert!(Config::from_toml_with_env(ok, no_env()).is_ok());
     }
 
     #[test]

@@ -160,6 +160,9 @@ where
         if parts.extensions.get::<EmptyStateKey>().is_some() {
             path_args.push(String::new());
         }
+        if path_args.iter().any(|arg| arg.contains('\0')) {
+            return Err(Error::invalid_param("The path contains a NUL character"));
+        }
         let client_ip = client_ip(&parts);
         let token = access_token(&parts);
         let auth = <T::Authentication as Authenticate>::authenticate(

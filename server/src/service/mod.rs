@@ -2,7 +2,9 @@
 
 mod account_data;
 mod accounts;
+pub mod ephemeral;
 mod nonces;
+mod profile;
 mod rate_limit;
 pub mod rooms;
 pub mod secrets;
@@ -49,6 +51,8 @@ pub struct Services {
     pub nonces: NonceStore,
     /// Wake-ups for waiting syncs.
     pub bus: Bus,
+    /// Who is typing where.
+    pub typing: ephemeral::Typing,
     /// Serialises event building per room within this process.
     pub room_locks: rooms::RoomLocks,
 }
@@ -82,6 +86,7 @@ impl Services {
             chains,
             nonces,
             bus: Bus::default(),
+            typing: ephemeral::Typing::default(),
             room_locks: rooms::RoomLocks::default(),
         })
     }

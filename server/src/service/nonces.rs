@@ -29,9 +29,16 @@ impl NonceStore {
             .set_number_of_retries(2)
             .set_connection_timeout(Some(Duration::from_secs(2)))
             .set_response_timeout(Some(Duration::from_secs(2)));
-        let manager = ConnectionManager::new_with_config(client, settings)
+        let mut manager = ConnectionManager::new_with_config(client, settings)
             .await
             .context("connecting to Redis (redis.url)")?;
+        // Nonces are spent with GETDEL (Redis 6.2+): an older server must stop the start,
+        // not fail every sign-in later.
+        redis::cmd("GETDEL")
+            .arg("matrixon:probe")
+            .query_async::<Option<String>>(&mut manager)
+            .await
+            .context("Redis at redis.url does not support GETDEL (Redis 6.2 or later is needed)")?;
         Ok(Self::Redis(manager))
     }
 }

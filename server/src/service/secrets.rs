@@ -24,6 +24,12 @@ pub fn new_token(prefix: &str) -> String {
     format!("{prefix}_{}", random_alphanumeric(40))
 }
 
+/// Whether `value` could be a session id or nonce this server made (letters and digits, at
+/// most 64): anything else is refused before it reaches the database.
+pub fn is_token_shaped(value: &str) -> bool {
+    !value.is_empty() && value.len() <= 64 && value.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
 /// The form in which a bearer secret is stored and looked up.
 pub fn hash_token(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))

@@ -8,7 +8,7 @@
 use ruma::{UserId, api::client::uiaa::AuthType};
 use url::Url;
 
-use super::{SIWE_LOGIN_TYPE, Services};
+use super::{SIWE_LOGIN_TYPE, Services, secrets};
 use crate::http::error::{Error, Result};
 
 /// The identity provider id `GET /login` advertises under `m.login.sso`.
@@ -36,6 +36,12 @@ impl Services {
         let url = Url::parse(raw).map_err(|e| {
             Error::invalid_param(format!("redirectUrl is not an absolute URL: {e}"))
         })?;
+        if !url.username().is_empty() || url.password().is_some() {
+            // `https://trusted.example@evil.example/` reads as trusted but goes to evil.
+            return Err(Error::invalid_param(
+                "redirectUrl may not contain a user name or password",
+            ));
+        }
         if UNSAFE_SCHEMES.contains(&url.scheme()) {
             return Err(Error::invalid_param(format!(
                 "redirectUrl may not use the {}: scheme",
@@ -136,11 +142,14 @@ impl Services {
             )));
         }
         let now = self.now_ms();
-        let row = self
-            .store
-            .uia_session(session)
-            .await?
-            .filter(|row| row.expires_ms > now);
+        let row = match secrets::is_token_shaped(session) {
+            true => self
+                .store
+                .uia_session(session)
+                .await?
+                .filter(|row| row.expires_ms > now),
+            false => None,
+        };
         let Some(row) = row else {
             return Err(Error::forbidden(
                 "This authentication session is unknown or has expired; start again in your app",
@@ -159,6 +168,33 @@ impl Services {
         self.store.set_uia_completed(session, &completed).await?;
         tracing::info!(%user_id, stage, "UIA stage completed on the wallet page");
         Ok(())
+    }
+
+    /// What a UIA session is for, as the fallback page tells the user: `(account, action)`.
+    pub async fn uia_session_summary(&self, session: &str) -> Result<(String, &'static str)> {
+        let now = self.now_ms();
+        let row = match secrets::is_token_shaped(session) {
+            true => self
+                .store
+                .uia_session(session)
+                .await?
+                .filter(|row| row.expires_ms > now),
+            false => None,
+        };
+        let Some((row, user_id)) = row.and_then(|row| row.user_id.clone().map(|u| (row, u))) else {
+            return Err(Error::not_found(
+                "Unknown or expired authentication session",
+            ));
+        };
+        let action = match row.operation.as_str() {
+            "delete_devices" => "sign out and remove devices",
+            "deactivate" => "deactivate the account",
+            "change_password" => "change the account's password",
+            "get_login_token" => "sign in on another device",
+            "manage_wallets" => "link or unlink a wallet",
+            _ => "make a change that needs your confirmation",
+        };
+        Ok((user_id.to_string(), action))
     }
 
     /// The wallet stages an account may use in UIA (none without a linked wallet).

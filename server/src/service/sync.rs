@@ -19,13 +19,17 @@ use crate::{
     store::{StateMap, StoredEvent},
 };
 
-/// Stream positions a sync token carries: `s<events>_<account data>`.
+/// Stream positions a sync token carries: `s<events>_<account data>_<receipts>_<typing>`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SyncToken {
     /// Last event stream position the client has.
     pub events: i64,
     /// Last account-data position.
     pub account_data: i64,
+    /// Last receipt position.
+    pub receipts: i64,
+    /// Last typing serial (per instance, in memory).
+    pub typing: i64,
 }
 
 impl SyncToken {
@@ -42,16 +46,25 @@ impl SyncToken {
                 .filter(|p| *p >= 0)
                 .ok_or_else(invalid)
         };
+        let events = next()?;
+        let account_data = next()?;
+        // Later parts were added over time; tokens without them start those streams at 0.
         Ok(Self {
-            events: next()?,
-            account_data: next()?,
+            events,
+            account_data,
+            receipts: next().unwrap_or(0),
+            typing: next().unwrap_or(0),
         })
     }
 }
 
 impl std::fmt::Display for SyncToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "s{}_{}", self.events, self.account_data)
+        write!(
+            f,
+            "s{}_{}_{}_{}",
+            self.events, self.account_data, self.receipts, self.typing
+        )
     }
 }
 
@@ -134,12 +147,16 @@ impl Services {
         device_id: &str,
         options: &SyncOptions,
     ) -> Result<Response> {
+        let typing = self.typing.serial();
         let upto = self.store.max_stream_ordering().await?;
         let account_data_upto = self.store.max_account_data_stream().await?;
+        let receipts = self.store.max_receipt_stream().await?;
         let since = options.since;
         let next = SyncToken {
             events: upto,
             account_data: account_data_upto,
+            receipts,
+            typing,
         };
         let mut response = Response::new(next.to_string());
 
@@ -166,7 +183,7 @@ impl Services {
                         since.map(|s| s.events)
                     };
                     if let Some(joined) = self
-                        .joined_room(&room_id, user_id, device_id, from, upto, options)
+                        .joined_room(&room_id, user_id, device_id, from, next, options)
                         .await?
                     {
                         response.rooms.join.insert(room_id, joined);
@@ -230,17 +247,41 @@ impl Services {
         user_id: &UserId,
         device_id: &str,
         from: Option<i64>,
-        upto: i64,
+        next: SyncToken,
         options: &SyncOptions,
     ) -> Result<Option<JoinedRoom>> {
+        let upto = next.events;
+        let since = options.since.filter(|_| from.is_some()).unwrap_or_default();
         let (events, limited) = self
             .timeline_window(room_id, from.unwrap_or(0), upto, options.timeline_limit)
             .await?;
-        if from.is_some() && events.is_empty() && !options.full_state {
+        let mut ephemeral = Vec::new();
+        let (typing_serial, typing) = self.typing.in_room(room_id, self.now_ms());
+        if typing_serial > since.typing && typing_serial <= next.typing {
+            ephemeral.push(raw(&serde_json::json!({
+                "type": "m.typing",
+                "content": {"user_ids": typing},
+            }))?);
+        }
+        if let Some(receipts) = self
+            .receipt_event(room_id, user_id, since.receipts, next.receipts)
+            .await?
+        {
+            ephemeral.push(raw(&receipts)?);
+        }
+        if from.is_some() && events.is_empty() && ephemeral.is_empty() && !options.full_state {
             return Ok(None);
         }
         let mut joined = JoinedRoom::new();
-        joined.timeline = self.timeline(&events, limited, device_id).await?;
+        joined.ephemeral.events = ephemeral;
+        let unread = self
+            .store
+            .unread_count(room_id.as_str(), user_id.as_str())
+            .await?;
+        joined.unread_notifications.notification_count = UInt::new(unread.max(0) as u64);
+        joined.timeline = self
+            .timeline(&events, limited, (user_id, device_id))
+            .await?;
         joined.state = self
             .state_section(room_id, user_id, device_id, from, upto, &events, options)
             .await?;
@@ -272,7 +313,9 @@ impl Services {
             .timeline_window(room_id, from.unwrap_or(0), left_at, options.timeline_limit)
             .await?;
         let mut left = LeftRoom::new();
-        left.timeline = self.timeline(&events, limited, device_id).await?;
+        left.timeline = self
+            .timeline(&events, limited, (user_id, device_id))
+            .await?;
         left.state = self
             .state_section(room_id, user_id, device_id, from, left_at, &events, options)
             .await?;
@@ -309,7 +352,7 @@ impl Services {
         &self,
         events: &[StoredEvent],
         limited: bool,
-        device_id: &str,
+        viewer: (&UserId, &str),
     ) -> Result<Timeline> {
         let mut timeline = Timeline::new();
         timeline.limited = limited;
@@ -317,7 +360,7 @@ impl Services {
             // A /messages token: paginate backwards from just before the first event.
             timeline.prev_batch = Some(format!("t{}", first.stream_ordering));
         }
-        for event in self.client_events(events, Some(device_id), true).await? {
+        for event in self.client_events(events, Some(viewer), true).await? {
             timeline.events.push(raw(&event)?);
         }
         Ok(timeline)
@@ -377,7 +420,10 @@ impl Services {
             .collect();
         let stored = self.store.events(&wanted).await?;
         let mut events = StateEvents::new();
-        for event in self.client_events(&stored, Some(device_id), true).await? {
+        for event in self
+            .client_events(&stored, Some((user_id, device_id)), true)
+            .await?
+        {
             events.events.push(raw(&event)?);
         }
         Ok(if options.state_after {

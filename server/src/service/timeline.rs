@@ -209,7 +209,7 @@ impl Services {
             start: token(from),
             end,
             events: self
-                .client_events(&events, Some(device_id.as_str()), false)
+                .client_events(&events, Some((user_id, device_id.as_str())), false)
                 .await?,
             state: Vec::new(),
         })
@@ -234,7 +234,7 @@ impl Services {
             .await?
             .filter(|e| e.room_id == room_id.as_str() && e.stream_ordering <= upto)
             .ok_or_else(not_found)?;
-        self.client_events(&[stored], Some(device_id.as_str()), false)
+        self.client_events(&[stored], Some((user_id, device_id.as_str())), false)
             .await?
             .pop()
             .ok_or_else(not_found)
@@ -289,7 +289,7 @@ impl Services {
         let state_map = self.store.state_of_group(stored.state_before).await?;
         let ids: Vec<String> = state_map.into_values().collect();
         let state_events = self.store.events(&ids).await?;
-        let device = Some(device_id.as_str());
+        let device = Some((user_id, device_id.as_str()));
         Ok(Context {
             event: self
                 .client_events(std::slice::from_ref(&stored), device, false)

@@ -136,6 +136,13 @@ impl Services {
             return Err(challenge(open_session().await?, Vec::new(), None));
         };
         let session = match auth.session() {
+            Some(session) if !secrets::is_token_shaped(session) => {
+                return Err(Error::new(
+                    StatusCode::BAD_REQUEST,
+                    ErrorKind::Unknown,
+                    "Unknown or expired UIA session",
+                ));
+            }
             Some(session) => {
                 let row = self.store.uia_session(session).await?.filter(|row| {
                     row.expires_ms > now
@@ -248,7 +255,18 @@ impl Services {
                     completed.push(stage);
                 }
             }
-            Ok(None) => {}
+            Ok(None) => {
+                // Nothing new here; writing back what was read could undo a stage the
+                // fallback page completed meanwhile.
+                let done = flows.iter().any(|flow| {
+                    flow.stages
+                        .iter()
+                        .all(|s| completed.contains(&s.to_string()))
+                });
+                if !done {
+                    return Err(challenge(session, as_types(&completed), None));
+                }
+            }
             Err(error) => return Err(challenge(session, as_types(&completed), Some(error))),
         }
         let done = flows.iter().any(|flow| {

@@ -182,10 +182,15 @@ impl Services {
         match siwe::check_signature(text, &message, &signature, &self.chains).await {
             Ok(_) => {}
             Err(VerifyError::Unavailable(why)) => {
+                // The reason names provider URLs, which may carry API keys: logged, not sent.
+                tracing::warn!(chain_id = message.chain_id, %why, "contract-wallet check could not reach its chain");
                 return Err(Error::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     ErrorKind::Unknown,
-                    format!("The wallet's chain could not be asked, try again later: {why}"),
+                    format!(
+                        "The wallet's chain (eip155:{}) could not be asked; try again later",
+                        message.chain_id
+                    ),
                 ));
             }
             Err(other) => return Err(forbidden(other)),

@@ -61,10 +61,14 @@ pub struct StoredEvent {
     pub txn_id: Option<String>,
     /// Origin timestamp.
     pub origin_server_ts: i64,
+    /// The event this one relates to (`m.relates_to.event_id`).
+    pub relates_to: Option<String>,
+    /// How (`m.relates_to.rel_type`).
+    pub rel_type: Option<String>,
 }
 
 const EVENT_COLUMNS: &str = "stream_ordering, event_id, room_id, sender, type, state_key, json, \
-    redacted_by, state_before, txn_device, txn_id, origin_server_ts";
+    redacted_by, state_before, txn_device, txn_id, origin_server_ts, relates_to, rel_type";
 
 fn event_row(row: &AnyRow) -> Result<StoredEvent, sqlx::Error> {
     Ok(StoredEvent {
@@ -80,6 +84,8 @@ fn event_row(row: &AnyRow) -> Result<StoredEvent, sqlx::Error> {
         txn_device: row.try_get(9)?,
         txn_id: row.try_get(10)?,
         origin_server_ts: row.try_get(11)?,
+        relates_to: row.try_get(12)?,
+        rel_type: row.try_get(13)?,
     })
 }
 
@@ -465,6 +471,53 @@ impl Store {
             }
         };
         rows.iter().map(event_row).collect()
+    }
+
+    /// Every event relating to one of `event_ids`, oldest first.
+    pub async fn relations_of(
+        &self,
+        event_ids: &[String],
+    ) -> Result<Vec<StoredEvent>, sqlx::Error> {
+        let mut events = Vec::new();
+        for chunk in event_ids.chunks(100) {
+            let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let sql = format!(
+                "SELECT {EVENT_COLUMNS} FROM events WHERE relates_to IN ({}) ORDER BY stream_ordering",
+                placeholders.join(", ")
+            );
+            let mut query = sqlx::query(&sql);
+            for id in chunk {
+                query = query.bind(id);
+            }
+            for row in query.fetch_all(&self.pool).await? {
+                events.push(event_row(&row)?);
+            }
+        }
+        events.sort_by_key(|e| e.stream_ordering);
+        Ok(events)
+    }
+
+    /// Thread roots of a room whose latest reply is before `before`, most recently active
+    /// first: `(root event id, stream position of its latest reply)`.
+    pub async fn thread_roots(
+        &self,
+        room_id: &str,
+        before: i64,
+        limit: i64,
+    ) -> Result<Vec<(String, i64)>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT relates_to, MAX(stream_ordering) AS latest FROM events \
+             WHERE room_id = $1 AND rel_type = 'm.thread' GROUP BY relates_to \
+             HAVING MAX(stream_ordering) < $2 ORDER BY latest DESC LIMIT $3",
+        )
+        .bind(room_id)
+        .bind(before)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+            .collect()
     }
 
     /// The highest stream position persisted.

@@ -10,6 +10,7 @@ mod events;
 mod filters;
 mod nonces;
 mod profiles;
+mod receipts;
 mod registration_tokens;
 mod server_keys;
 mod tokens;
@@ -29,6 +30,7 @@ use sqlx::{
 pub use devices::DeviceRow;
 pub use events::{NewEvent, RoomRow, StateMap, StoredEvent};
 pub use profiles::ProfileField;
+pub use receipts::ReceiptRow;
 pub use registration_tokens::RegistrationTokenRow;
 pub use tokens::{AccessTokenRow, NewTokens, RefreshedTokens};
 pub use uia::UiaSessionRow;

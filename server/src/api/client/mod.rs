@@ -3,8 +3,11 @@
 mod account;
 mod device;
 mod discovery;
+mod ephemeral;
 mod membership;
 mod message;
+mod profile;
+mod relations;
 mod rooms;
 mod session;
 mod sync;
@@ -25,5 +28,8 @@ pub fn routes() -> Router<Arc<Services>> {
     let router = message::routes(router);
     let router = rooms::routes(router);
     let router = sync::routes(router);
+    let router = profile::routes(router);
+    let router = ephemeral::routes(router);
+    let router = relations::routes(router);
     device::routes(router)
 }

@@ -50,7 +50,7 @@ async fn login_types(
     let mut token = TokenLoginType::new();
     token.get_login_token = true;
     let mut wallet = IdentityProvider::new(SSO_IDP_ID.to_owned(), "Ethereum wallet".to_owned());
-    wallet.brand = Some(IdentityProviderBrand::from("ethereum"));
+    wallet.brand = Some(IdentityProviderBrand::from("io.matrixon.ethereum"));
     wallet.icon = Some(OwnedMxcUri::from(format!(
         "mxc://{}/{LOGO_MEDIA_ID}",
         services.config.server_name

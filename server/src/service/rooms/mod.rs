@@ -4,6 +4,7 @@ mod append;
 mod create;
 mod membership;
 pub mod pdu;
+mod relations;
 
 use std::collections::HashMap;
 
@@ -14,6 +15,7 @@ pub use append::{EventDraft, RoomLocks, version_rules};
 pub use create::CreateRoom;
 pub use membership::MembershipChange;
 pub use pdu::Pdu;
+pub use relations::RelationsPage;
 
 use super::Services;
 use crate::{
@@ -99,13 +101,15 @@ impl Services {
         Ok(Some(Value::Object(pdu.content_object())))
     }
 
-    /// Stored events in the client format, with `redacted_because` for redacted ones.
+    /// Stored events in the client format for `viewer` (user and device), with
+    /// `redacted_because` for redacted ones and bundled aggregations.
     pub async fn client_events(
         &self,
         events: &[StoredEvent],
-        viewer_device: Option<&str>,
+        viewer: Option<(&UserId, &str)>,
         sync: bool,
     ) -> Result<Vec<Value>> {
+        let viewer_device = viewer.map(|(_, device)| device);
         let now = self.now_ms();
         let redactions: Vec<String> = events
             .iter()
@@ -124,7 +128,7 @@ impl Services {
                 })
                 .collect()
         };
-        events
+        let mut rendered = events
             .iter()
             .map(|stored| {
                 let pdu = Pdu::from_stored(stored).map_err(Error::Internal)?;
@@ -138,7 +142,10 @@ impl Services {
                 }
                 Ok(event)
             })
-            .collect()
+            .collect::<Result<Vec<_>>>()?;
+        self.bundle_aggregations(&mut rendered, events, viewer.map(|(user, _)| user))
+            .await?;
+        Ok(rendered)
     }
 
     /// The member event content a user joins with: membership plus their profile.

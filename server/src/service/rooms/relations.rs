@@ -1,0 +1,221 @@
+//! Relations: bundled aggregations on events (edits, threads, references), `/relations`
+//! pages and the `/threads` list.
+
+use std::collections::HashMap;
+
+use ruma::{EventId, RoomId, UserId};
+use serde_json::{Value, json};
+
+use super::Pdu;
+use crate::{
+    http::error::{Error, Result},
+    service::Services,
+    store::StoredEvent,
+};
+
+/// One page of related events or thread roots.
+#[derive(Debug)]
+pub struct RelationsPage {
+    /// Events, in the requested order.
+    pub chunk: Vec<Value>,
+    /// Token for the next page; `None` at the end.
+    pub next_batch: Option<String>,
+}
+
+impl Services {
+    /// Adds `unsigned["m.relations"]` to rendered events: the latest edit by the original
+    /// sender, thread summaries (count, latest reply, whether the viewer took part) and
+    /// references.
+    pub(super) async fn bundle_aggregations(
+        &self,
+        rendered: &mut [Value],
+        originals: &[StoredEvent],
+        viewer: Option<&UserId>,
+    ) -> Result<()> {
+        let ids: Vec<String> = originals.iter().map(|e| e.event_id.clone()).collect();
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let related = self.store.relations_of(&ids).await?;
+        if related.is_empty() {
+            return Ok(());
+        }
+        let mut by_target: HashMap<&str, Vec<&StoredEvent>> = HashMap::new();
+        for event in &related {
+            if let Some(target) = &event.relates_to
+                && event.redacted_by.is_none()
+            {
+                by_target.entry(target.as_str()).or_default().push(event);
+            }
+        }
+        let now = self.now_ms();
+        let render = |stored: &StoredEvent| -> Result<Value> {
+            Ok(Pdu::from_stored(stored)
+                .map_err(Error::Internal)?
+                .to_client(now, None, false))
+        };
+        for (original, event) in originals.iter().zip(rendered.iter_mut()) {
+            let Some(relations) = by_target.get(original.event_id.as_str()) else {
+                continue;
+            };
+            let mut bundle = serde_json::Map::new();
+            let edit = relations.iter().rev().find(|r| {
+                r.rel_type.as_deref() == Some("m.replace")
+                    && r.sender == original.sender
+                    && r.kind == original.kind
+            });
+            if let Some(edit) = edit {
+                bundle.insert("m.replace".to_owned(), render(edit)?);
+            }
+            let replies: Vec<&&StoredEvent> = relations
+                .iter()
+                .filter(|r| r.rel_type.as_deref() == Some("m.thread"))
+                .collect();
+            if let Some(latest) = replies.last() {
+                let participated = viewer.is_some_and(|v| {
+                    original.sender == v.as_str() || replies.iter().any(|r| r.sender == v.as_str())
+                });
+                bundle.insert(
+                    "m.thread".to_owned(),
+                    json!({
+                        "latest_event": render(latest)?,
+                        "count": replies.len(),
+                        "current_user_participated": participated,
+                    }),
+                );
+            }
+            let references: Vec<Value> = relations
+                .iter()
+                .filter(|r| r.rel_type.as_deref() == Some("m.reference"))
+                .map(|r| json!({ "event_id": r.event_id }))
+                .collect();
+            if !references.is_empty() {
+                bundle.insert("m.reference".to_owned(), json!({ "chunk": references }));
+            }
+            if !bundle.is_empty()
+                && let Some(unsigned) = event.get_mut("unsigned").and_then(Value::as_object_mut)
+            {
+                unsigned.insert("m.relations".to_owned(), Value::Object(bundle));
+            }
+        }
+        Ok(())
+    }
+
+    /// Events relating to `event_id` (of one relation type and event type, when given),
+    /// newest first (or oldest first when `forward`), a page at a time.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn relations_page(
+        &self,
+        room_id: &RoomId,
+        user_id: &UserId,
+        device_id: &str,
+        event_id: &EventId,
+        rel_type: Option<&str>,
+        event_type: Option<&str>,
+        from: Option<&str>,
+        forward: bool,
+        limit: usize,
+    ) -> Result<RelationsPage> {
+        let not_found = || Error::not_found("No such event in this room");
+        let upto = self
+            .visible_upto(room_id, user_id)
+            .await?
+            .ok_or_else(not_found)?;
+        let parent = self
+            .store
+            .event(event_id.as_str())
+            .await?
+            .filter(|e| e.room_id == room_id.as_str() && e.stream_ordering <= upto)
+            .ok_or_else(not_found)?;
+        let from = from.map(|t| self.parse_position(t)).transpose()?;
+        let mut related: Vec<StoredEvent> = self
+            .store
+            .relations(parent.event_id.as_str(), rel_type)
+            .await?
+            .into_iter()
+            .filter(|e| e.stream_ordering <= upto && e.room_id == room_id.as_str())
+            .filter(|e| event_type.is_none_or(|t| e.kind == t))
+            .filter(|e| match (from, forward) {
+                (Some(from), true) => e.stream_ordering >= from,
+                (Some(from), false) => e.stream_ordering < from,
+                (None, _) => true,
+            })
+            .collect();
+        if !forward {
+            related.reverse();
+        }
+        let more = related.len() > limit;
+        related.truncate(limit);
+        let next_batch = match related.last() {
+            Some(last) if more => Some(if forward {
+                format!("t{}", last.stream_ordering.saturating_add(1))
+            } else {
+                format!("t{}", last.stream_ordering)
+            }),
+            _ => None,
+        };
+        Ok(RelationsPage {
+            chunk: self
+                .client_events(&related, Some((user_id, device_id)), false)
+                .await?,
+            next_batch,
+        })
+    }
+
+    /// Thread roots of a room, most recently active first; only those the user took part
+    /// in when `participated`.
+    pub async fn threads(
+        &self,
+        room_id: &RoomId,
+        user_id: &UserId,
+        device_id: &str,
+        participated: bool,
+        from: Option<&str>,
+        limit: usize,
+    ) -> Result<RelationsPage> {
+        let upto = self
+            .visible_upto(room_id, user_id)
+            .await?
+            .ok_or_else(|| Error::forbidden(format!("You are not a member of {room_id}")))?;
+        let before = match from {
+            Some(token) => self.parse_position(token)?,
+            None => upto.saturating_add(1),
+        };
+        let batch = i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1);
+        let roots = self
+            .store
+            .thread_roots(
+                room_id.as_str(),
+                before.min(upto.saturating_add(1)),
+                batch.saturating_mul(4),
+            )
+            .await?;
+        let ids: Vec<String> = roots.iter().map(|(id, _)| id.clone()).collect();
+        let mut stored = self.store.events(&ids).await?;
+        let order: HashMap<&str, i64> = roots.iter().map(|(id, at)| (id.as_str(), *at)).collect();
+        stored.sort_by_key(|e| std::cmp::Reverse(order.get(e.event_id.as_str()).copied()));
+        if participated {
+            let replies = self.store.relations_of(&ids).await?;
+            stored.retain(|root| {
+                root.sender == user_id.as_str()
+                    || replies.iter().any(|r| {
+                        r.relates_to.as_deref() == Some(root.event_id.as_str())
+                            && r.sender == user_id.as_str()
+                    })
+            });
+        }
+        let more = stored.len() > limit;
+        stored.truncate(limit);
+        let next_batch = stored
+            .last()
+            .filter(|_| more)
+            .and_then(|last| order.get(last.event_id.as_str()))
+            .map(|at| format!("t{at}"));
+        Ok(RelationsPage {
+            chunk: self
+                .client_events(&stored, Some((user_id, device_id)), false)
+                .await?,
+            next_batch,
+        })
+    }
+}

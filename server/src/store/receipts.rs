@@ -1,0 +1,125 @@
+//! Read receipts, ordered by their own stream.
+
+use sqlx::Row;
+
+use super::{Backend, Store};
+
+/// One receipt as stored.
+#[derive(Clone, Debug)]
+pub struct ReceiptRow {
+    /// The room.
+    pub room_id: String,
+    /// Whose receipt.
+    pub user_id: String,
+    /// `m.read` or `m.read.private`.
+    pub kind: String,
+    /// `main`, a thread root, or "" for unthreaded.
+    pub thread_id: String,
+    /// The event read up to.
+    pub event_id: String,
+    /// When.
+    pub ts: i64,
+}
+
+impl Store {
+    /// Sets a receipt (replacing the user's previous one of that type and thread).
+    pub async fn set_receipt(&self, receipt: &ReceiptRow) -> Result<i64, sqlx::Error> {
+        let _writer = match self.backend {
+            Backend::Sqlite => Some(self.write_lock.lock().await),
+            Backend::Postgres => None,
+        };
+        let mut tx = self.pool.begin().await?;
+        let position: i64 = sqlx::query_scalar(
+            "INSERT INTO stream_counters (name, value) VALUES ('receipts', 1) \
+             ON CONFLICT (name) DO UPDATE SET value = stream_counters.value + 1 RETURNING value",
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO receipts (room_id, user_id, type, thread_id, event_id, ts, stream_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (room_id, user_id, type, thread_id) \
+             DO UPDATE SET event_id = excluded.event_id, ts = excluded.ts, stream_id = excluded.stream_id",
+        )
+        .bind(&receipt.room_id)
+        .bind(&receipt.user_id)
+        .bind(&receipt.kind)
+        .bind(&receipt.thread_id)
+        .bind(&receipt.event_id)
+        .bind(receipt.ts)
+        .bind(position)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(position)
+    }
+
+    /// Receipts of a room changed in `(after, upto]`.
+    pub async fn receipts_since(
+        &self,
+        room_id: &str,
+        after: i64,
+        upto: i64,
+    ) -> Result<Vec<ReceiptRow>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT room_id, user_id, type, thread_id, event_id, ts FROM receipts \
+             WHERE room_id = $1 AND stream_id > $2 AND stream_id <= $3",
+        )
+        .bind(room_id)
+        .bind(after)
+        .bind(upto)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(ReceiptRow {
+                    room_id: row.try_get(0)?,
+                    user_id: row.try_get(1)?,
+                    kind: row.try_get(2)?,
+                    thread_id: row.try_get(3)?,
+                    event_id: row.try_get(4)?,
+                    ts: row.try_get(5)?,
+                })
+            })
+            .collect()
+    }
+
+    /// The latest receipt position.
+    pub async fn max_receipt_stream(&self) -> Result<i64, sqlx::Error> {
+        Ok(sqlx::query_scalar::<_, i64>(
+            "SELECT value FROM stream_counters WHERE name = 'receipts'",
+        )
+        .fetch_optional(&self.pool)
+        .await?
+        .unwrap_or(0))
+    }
+
+    /// How many messages from others follow the user's latest read receipt (public or
+    /// private, any thread) in the room.
+    pub async fn unread_count(&self, room_id: &str, user_id: &str) -> Result<i64, sqlx::Error> {
+        let read_upto: Option<i64> = sqlx::query_scalar(
+            "SELECT MAX(e.stream_ordering) FROM receipts r JOIN events e ON e.event_id = r.event_id \
+             WHERE r.room_id = $1 AND r.user_id = $2",
+        )
+        .bind(room_id)
+        .bind(user_id)
+        .fetch_one(&self.pool)
+        .await?;
+        let joined_at: Option<i64> = sqlx::query_scalar(
+            "SELECT stream_ordering FROM memberships WHERE room_id = $1 AND user_id = $2",
+        )
+        .bind(room_id)
+        .bind(user_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        let from = read_upto.or(joined_at).unwrap_or(0);
+        sqlx::query_scalar(
+            "SELECT COUNT(*) FROM events WHERE room_id = $1 AND stream_ordering > $2 \
+             AND sender <> $3 AND type IN ('m.room.message', 'm.room.encrypted', 'm.sticker')",
+        )
+        .bind(room_id)
+        .bind(from)
+        .bind(user_id)
+        .fetch_one(&self.pool)
+        .await
+    }
+}
