@@ -360,6 +360,16 @@ impl TestServer {
         self.request(reqwest::Method::GET, path, token, None).await
     }
 
+    pub async fn put_json(&self, path: &str, token: Option<&str>, body: &Value) -> (u16, Value) {
+        self.request(
+            reqwest::Method::PUT,
+            path,
+            token,
+            Some(serde_json::to_vec(body).expect("json")),
+        )
+        .await
+    }
+
     pub async fn post_json(&self, path: &str, token: Option<&str>, body: &Value) -> (u16, Value) {
         self.request(
             reqwest::Method::POST,

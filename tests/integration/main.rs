@@ -17,4 +17,5 @@ mod registration;
 mod rooms;
 mod sessions;
 mod sso;
+mod timeline;
 mod wallet;

@@ -66,6 +66,15 @@ impl Services {
         txn_id: &str,
         draft: EventDraft,
     ) -> Result<OwnedEventId> {
+        if let Some(target) = &draft.redacts
+            && self
+                .store
+                .txn_event(user_id.as_str(), device_id.as_str(), txn_id)
+                .await?
+                .is_none()
+        {
+            self.ensure_may_redact(room_id, user_id, target).await?;
+        }
         self.append(room_id, user_id, draft, Some((device_id, txn_id)))
             .await
     }
