@@ -353,7 +353,7 @@ async fn typing_receipts_and_profiles(backend: Backend) {
     let since = update["next_batch"].as_str().expect("token").to_owned();
     let private = srv
         .post_json(
-            &room.path(&format!("read_markers")),
+            &room.path("read_markers"),
             Some(&bob),
             &json!({"m.fully_read": last, "m.read.private": last}),
         )
