@@ -15,6 +15,7 @@ mod errors;
 mod examples;
 mod registration;
 mod rooms;
+mod scale_out;
 mod sessions;
 mod sso;
 mod timeline;

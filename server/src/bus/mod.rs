@@ -1,21 +1,63 @@
-//! Wake-ups for waiting `/sync` requests.
+//! Wake-ups for waiting `/sync` requests, across instances.
 //!
 //! A waiting sync holds no database connection and no thread: only a subscription here (one
 //! shared `Notify` per user with waiters, dropped with the last of them). Whoever changes
-//! something a user should see wakes that user after committing it.
+//! something a user should see wakes that user after committing it. With `redis.url` set,
+//! wake-ups (and typing notifications, which live in memory) are also published on a Redis
+//! channel, so that a sync waiting on another instance wakes too.
 
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex, PoisonError},
+    time::Duration,
 };
 
-use ruma::{OwnedUserId, UserId};
-use tokio::sync::Notify;
+use anyhow::Context;
+use futures_util::StreamExt;
+use redis::aio::ConnectionManager;
+use ruma::{OwnedRoomId, OwnedUserId, UserId};
+use serde::{Deserialize, Serialize};
+use tokio::{sync::Notify, task::JoinHandle};
 
-/// Per-user wake-up signals.
+use crate::service::ephemeral::Typing;
+
+type Waiters = Arc<Mutex<HashMap<OwnedUserId, Arc<Notify>>>>;
+
+/// Per-user wake-up signals, shared with other instances through Redis when configured.
 #[derive(Default)]
 pub struct Bus {
-    waiters: Mutex<HashMap<OwnedUserId, Arc<Notify>>>,
+    waiters: Waiters,
+    remote: Option<Remote>,
+}
+
+/// The Redis side: a publishing connection and the task that listens.
+struct Remote {
+    publisher: ConnectionManager,
+    channel: String,
+    instance: String,
+    listener: JoinHandle<()>,
+}
+
+/// What instances tell each other.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Message {
+    /// The sending instance (its own messages come back and are skipped).
+    from: String,
+    /// Users to wake.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    wake: Vec<OwnedUserId>,
+    /// A typing change to apply before waking.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    typing: Option<TypingChange>,
+}
+
+/// Someone started (until a time) or stopped typing.
+#[derive(Debug, Serialize, Deserialize)]
+struct TypingChange {
+    room: OwnedRoomId,
+    user: OwnedUserId,
+    until_ms: Option<i64>,
+    now_ms: i64,
 }
 
 /// A user's wake-up signal, held while one of their syncs waits.
@@ -26,7 +68,48 @@ pub struct Subscription<'a> {
     pub notify: Arc<Notify>,
 }
 
+fn wake_local(waiters: &Waiters, users: &[&UserId]) {
+    let waiters = waiters.lock().unwrap_or_else(PoisonError::into_inner);
+    for user in users {
+        if let Some(notify) = waiters.get(*user) {
+            notify.notify_waiters();
+        }
+    }
+}
+
 impl Bus {
+    /// A bus that also talks to other instances over Redis at `url`, on a channel named for
+    /// `server_name`; typing changes from them are applied to `typing`.
+    pub async fn with_redis(
+        url: &str,
+        server_name: &str,
+        typing: Arc<Typing>,
+    ) -> anyhow::Result<Self> {
+        let client = redis::Client::open(url).context("redis.url is not a Redis URL")?;
+        let publisher = ConnectionManager::new(client.clone())
+            .await
+            .context("connecting to Redis (redis.url) for the bus")?;
+        let channel = format!("matrixon:{server_name}:bus");
+        let instance = crate::service::secrets::random_alphanumeric(16);
+        let waiters = Waiters::default();
+        let listener = tokio::spawn(listen(
+            client,
+            channel.clone(),
+            instance.clone(),
+            waiters.clone(),
+            typing,
+        ));
+        Ok(Self {
+            waiters,
+            remote: Some(Remote {
+                publisher,
+                channel,
+                instance,
+                listener,
+            }),
+        })
+    }
+
     /// Subscribes to `user_id`'s wake-ups.
     pub fn subscribe(&self, user_id: &UserId) -> Subscription<'_> {
         let mut waiters = self.waiters.lock().unwrap_or_else(PoisonError::into_inner);
@@ -38,22 +121,120 @@ impl Bus {
         }
     }
 
-    /// Wakes every waiting sync of these users.
+    /// Wakes every waiting sync of these users, here and on other instances.
     pub fn wake<'u>(&self, users: impl IntoIterator<Item = &'u UserId>) {
-        let waiters = self.waiters.lock().unwrap_or_else(PoisonError::into_inner);
-        for user in users {
-            if let Some(notify) = waiters.get(user) {
-                notify.notify_waiters();
-            }
+        let users: Vec<&UserId> = users.into_iter().collect();
+        wake_local(&self.waiters, &users);
+        if self.remote.is_some() && !users.is_empty() {
+            self.publish(Message {
+                wake: users.iter().map(|u| (*u).to_owned()).collect(),
+                ..Message::default()
+            });
         }
     }
 
-    /// Users with a waiting sync (for metrics and tests).
+    /// Tells other instances about a typing change (this instance applied it already).
+    pub fn publish_typing(
+        &self,
+        room: &ruma::RoomId,
+        user: &UserId,
+        until_ms: Option<i64>,
+        now_ms: i64,
+    ) {
+        if self.remote.is_some() {
+            self.publish(Message {
+                typing: Some(TypingChange {
+                    room: room.to_owned(),
+                    user: user.to_owned(),
+                    until_ms,
+                    now_ms,
+                }),
+                ..Message::default()
+            });
+        }
+    }
+
+    fn publish(&self, mut message: Message) {
+        let Some(remote) = &self.remote else {
+            return;
+        };
+        message.from = remote.instance.clone();
+        let Ok(payload) = serde_json::to_string(&message) else {
+            return;
+        };
+        let mut publisher = remote.publisher.clone();
+        let channel = remote.channel.clone();
+        // Publishing never holds up the request that caused it.
+        tokio::spawn(async move {
+            let sent: redis::RedisResult<i64> = redis::cmd("PUBLISH")
+                .arg(&channel)
+                .arg(payload)
+                .query_async(&mut publisher)
+                .await;
+            if let Err(error) = sent {
+                tracing::warn!(%error, "could not publish a wake-up to other instances");
+            }
+        });
+    }
+
+    /// Users with a waiting sync on this instance.
     pub fn waiting_users(&self) -> usize {
         self.waiters
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .len()
+    }
+}
+
+impl Drop for Bus {
+    fn drop(&mut self) {
+        if let Some(remote) = &self.remote {
+            remote.listener.abort();
+        }
+    }
+}
+
+/// Listens on the channel for ever, reconnecting after a pause when Redis goes away.
+async fn listen(
+    client: redis::Client,
+    channel: String,
+    instance: String,
+    waiters: Waiters,
+    typing: Arc<Typing>,
+) {
+    loop {
+        match client.get_async_pubsub().await {
+            Ok(mut pubsub) => match pubsub.subscribe(&channel).await {
+                Ok(()) => {
+                    let mut messages = pubsub.on_message();
+                    while let Some(message) = messages.next().await {
+                        let Ok(payload) = message.get_payload::<String>() else {
+                            continue;
+                        };
+                        let Ok(message) = serde_json::from_str::<Message>(&payload) else {
+                            continue;
+                        };
+                        if message.from == instance {
+                            continue;
+                        }
+                        if let Some(change) = &message.typing {
+                            typing.apply(
+                                &change.room,
+                                &change.user,
+                                change.until_ms,
+                                change.now_ms,
+                            );
+                        }
+                        let users: Vec<&UserId> = message.wake.iter().map(|u| &**u).collect();
+                        wake_local(&waiters, &users);
+                    }
+                    tracing::warn!("the Redis bus subscription ended; reconnecting");
+                }
+                Err(error) => tracing::warn!(%error, "could not subscribe to the Redis bus"),
+            },
+            Err(error) => tracing::warn!(%error, "could not connect to the Redis bus"),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 

@@ -40,7 +40,13 @@ impl Typing {
     }
 
     /// Records that `user` is typing until `until_ms`, or stopped (`None`); the new serial.
-    fn set(&self, room_id: &RoomId, user_id: &UserId, until_ms: Option<i64>, now_ms: i64) -> i64 {
+    pub fn apply(
+        &self,
+        room_id: &RoomId,
+        user_id: &UserId,
+        until_ms: Option<i64>,
+        now_ms: i64,
+    ) -> i64 {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         state.serial += 1;
         let serial = state.serial;
@@ -99,7 +105,8 @@ impl Services {
         let now = self.now_ms();
         let until = timeout
             .map(|t| now.saturating_add(i64::try_from(t.min(MAX_TYPING).as_millis()).unwrap_or(0)));
-        self.typing.set(room_id, user_id, until, now);
+        self.typing.apply(room_id, user_id, until, now);
+        self.bus.publish_typing(room_id, user_id, until, now);
         self.wake_room(room_id, None).await
     }
 

@@ -52,7 +52,7 @@ pub struct Services {
     /// Wake-ups for waiting syncs.
     pub bus: Bus,
     /// Who is typing where.
-    pub typing: ephemeral::Typing,
+    pub typing: Arc<ephemeral::Typing>,
     /// Serialises event building per room within this process.
     pub room_locks: rooms::RoomLocks,
 }
@@ -76,6 +76,11 @@ impl Services {
         let metrics = Metrics::new().context("registering metrics")?;
         let chains = Chains::new(&config.chains).map_err(|e| anyhow::anyhow!("chains: {e}"))?;
         let nonces = NonceStore::connect(config.redis.url.as_deref()).await?;
+        let typing = Arc::new(ephemeral::Typing::default());
+        let bus = match &config.redis.url {
+            Some(url) => Bus::with_redis(url, config.server_name.as_str(), typing.clone()).await?,
+            None => Bus::default(),
+        };
         Ok(Self {
             config,
             store,
@@ -85,8 +90,8 @@ impl Services {
             signing_key,
             chains,
             nonces,
-            bus: Bus::default(),
-            typing: ephemeral::Typing::default(),
+            bus,
+            typing,
             room_locks: rooms::RoomLocks::default(),
         })
     }

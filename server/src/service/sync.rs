@@ -125,20 +125,23 @@ impl Services {
         options: SyncOptions,
     ) -> Result<Response> {
         let subscription = self.bus.subscribe(user_id);
-        let notified = subscription.notify.notified();
-        tokio::pin!(notified);
-        // Registered before reading, so a change committed meanwhile still wakes us.
-        notified.as_mut().enable();
-        let response = self.sync_once(user_id, device_id, &options).await?;
-        let has_news = !response.rooms.is_empty() || !response.account_data.is_empty();
-        if options.since.is_none() || has_news || options.timeout.is_zero() {
-            return Ok(response);
+        let deadline = tokio::time::Instant::now() + options.timeout.min(MAX_TIMEOUT);
+        loop {
+            let notified = subscription.notify.notified();
+            tokio::pin!(notified);
+            // Registered before reading, so a change committed meanwhile still wakes us.
+            notified.as_mut().enable();
+            let response = self.sync_once(user_id, device_id, &options).await?;
+            let has_news = !response.rooms.is_empty() || !response.account_data.is_empty();
+            if options.since.is_none() || has_news {
+                return Ok(response);
+            }
+            // A wake-up for something this sync does not show (say, another room's typing
+            // on a filtered sync) waits again, until the deadline.
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return Ok(response);
+            }
         }
-        let timeout = options.timeout.min(MAX_TIMEOUT);
-        if tokio::time::timeout(timeout, notified).await.is_err() {
-            return Ok(response);
-        }
-        self.sync_once(user_id, device_id, &options).await
     }
 
     async fn sync_once(
