@@ -10,6 +10,7 @@ mod webdriver;
 mod accounts;
 mod chain;
 mod cli;
+mod directory;
 mod discovery;
 mod errors;
 mod examples;

@@ -2,8 +2,10 @@
 
 mod account_data;
 mod accounts;
+pub mod directory;
 pub mod ephemeral;
 mod nonces;
+pub mod presence;
 mod profile;
 mod rate_limit;
 pub mod rooms;
@@ -53,6 +55,8 @@ pub struct Services {
     pub bus: Bus,
     /// Who is typing where.
     pub typing: Arc<ephemeral::Typing>,
+    /// Who is online.
+    pub presence: presence::Presence,
     /// Serialises event building per room within this process.
     pub room_locks: rooms::RoomLocks,
 }
@@ -92,6 +96,7 @@ impl Services {
             nonces,
             bus,
             typing,
+            presence: presence::Presence::default(),
             room_locks: rooms::RoomLocks::default(),
         })
     }

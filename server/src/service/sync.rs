@@ -30,6 +30,8 @@ pub struct SyncToken {
     pub receipts: i64,
     /// Last typing serial (per instance, in memory).
     pub typing: i64,
+    /// Last presence serial (per instance, in memory).
+    pub presence: i64,
 }
 
 impl SyncToken {
@@ -54,6 +56,7 @@ impl SyncToken {
             account_data,
             receipts: next().unwrap_or(0),
             typing: next().unwrap_or(0),
+            presence: next().unwrap_or(0),
         })
     }
 }
@@ -62,8 +65,8 @@ impl std::fmt::Display for SyncToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "s{}_{}_{}_{}",
-            self.events, self.account_data, self.receipts, self.typing
+            "s{}_{}_{}_{}_{}",
+            self.events, self.account_data, self.receipts, self.typing, self.presence
         )
     }
 }
@@ -132,7 +135,9 @@ impl Services {
             // Registered before reading, so a change committed meanwhile still wakes us.
             notified.as_mut().enable();
             let response = self.sync_once(user_id, device_id, &options).await?;
-            let has_news = !response.rooms.is_empty() || !response.account_data.is_empty();
+            let has_news = !response.rooms.is_empty()
+                || !response.account_data.is_empty()
+                || !response.presence.is_empty();
             if options.since.is_none() || has_news {
                 return Ok(response);
             }
@@ -151,6 +156,7 @@ impl Services {
         options: &SyncOptions,
     ) -> Result<Response> {
         let typing = self.typing.serial();
+        let presence = self.presence.serial();
         let upto = self.store.max_stream_ordering().await?;
         let account_data_upto = self.store.max_account_data_stream().await?;
         let receipts = self.store.max_receipt_stream().await?;
@@ -160,6 +166,7 @@ impl Services {
             account_data: account_data_upto,
             receipts,
             typing,
+            presence,
         };
         let mut response = Response::new(next.to_string());
 
@@ -237,6 +244,31 @@ impl Services {
                         response.rooms.join.insert(room_id, joined);
                     }
                 }
+            }
+        }
+        let since_presence = since.map_or(0, |s| s.presence);
+        if presence > since_presence {
+            let now = self.now_ms();
+            for peer in self.room_peers(user_id).await? {
+                let Some(state) = self.presence.get(&peer) else {
+                    continue;
+                };
+                if state.serial <= since_presence || state.serial > presence {
+                    continue;
+                }
+                let mut content = serde_json::json!({
+                    "presence": state.state,
+                    "last_active_ago": now.saturating_sub(state.last_active_ms).max(0),
+                    "currently_active": state.state == "online",
+                });
+                if let Some(msg) = &state.status_msg {
+                    content["status_msg"] = Value::from(msg.as_str());
+                }
+                response.presence.events.push(raw(&serde_json::json!({
+                    "type": "m.presence",
+                    "sender": peer,
+                    "content": content,
+                }))?);
             }
         }
         Ok(response)

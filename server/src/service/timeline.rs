@@ -313,3 +313,26 @@ impl Services {
         })
     }
 }
+
+impl Services {
+    /// The event closest to `ts` in the given direction that the user may see:
+    /// `(event id, origin_server_ts)`; 404 `M_NOT_FOUND` when there is none.
+    pub async fn event_near_ts(
+        &self,
+        room_id: &RoomId,
+        user_id: &UserId,
+        ts: i64,
+        forward: bool,
+    ) -> Result<(String, i64)> {
+        let upto = self
+            .visible_upto(room_id, user_id)
+            .await?
+            .ok_or_else(|| Error::forbidden(format!("You are not a member of {room_id}")))?;
+        let event = self
+            .store
+            .event_near_ts(room_id.as_str(), ts, forward, upto)
+            .await?
+            .ok_or_else(|| Error::not_found("No event in that direction from that time"))?;
+        Ok((event.event_id, event.origin_server_ts))
+    }
+}

@@ -642,3 +642,41 @@ async fn new_state_group(
     .await?;
     Ok(id)
 }
+
+impl Store {
+    /// Rooms listed in the public directory.
+    pub async fn published_rooms(&self) -> Result<Vec<String>, sqlx::Error> {
+        sqlx::query_scalar("SELECT room_id FROM rooms WHERE published = 1 ORDER BY room_id")
+            .fetch_all(&self.pool)
+            .await
+    }
+
+    /// The event of a room closest to `ts`: the first at or after it (`forward`), or the
+    /// last at or before it, no later than stream position `upto`.
+    pub async fn event_near_ts(
+        &self,
+        room_id: &str,
+        ts: i64,
+        forward: bool,
+        upto: i64,
+    ) -> Result<Option<StoredEvent>, sqlx::Error> {
+        let sql = if forward {
+            format!(
+                "SELECT {EVENT_COLUMNS} FROM events WHERE room_id = $1 AND origin_server_ts >= $2 \
+                 AND stream_ordering <= $3 ORDER BY origin_server_ts ASC, stream_ordering ASC LIMIT 1"
+            )
+        } else {
+            format!(
+                "SELECT {EVENT_COLUMNS} FROM events WHERE room_id = $1 AND origin_server_ts <= $2 \
+                 AND stream_ordering <= $3 ORDER BY origin_server_ts DESC, stream_ordering DESC LIMIT 1"
+            )
+        };
+        let row = sqlx::query(&sql)
+            .bind(room_id)
+            .bind(ts)
+            .bind(upto)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(event_row).transpose()
+    }
+}

@@ -54,3 +54,33 @@ pub enum ProfileField {
     /// `avatar_url`.
     AvatarUrl,
 }
+
+impl Store {
+    /// Active local users whose ID or display name contains `term` (case-insensitive):
+    /// `(user_id, displayname, avatar_url)`, at most `limit`.
+    pub async fn search_users(
+        &self,
+        term: &str,
+        limit: i64,
+    ) -> Result<Vec<(String, Option<String>, Option<String>)>, sqlx::Error> {
+        let escaped = term
+            .to_lowercase()
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_");
+        let pattern = format!("%{escaped}%");
+        let rows = sqlx::query(
+            "SELECT u.user_id, p.displayname, p.avatar_url FROM users u \
+             LEFT JOIN profiles p ON p.user_id = u.user_id WHERE u.deactivated = 0 AND \
+             (LOWER(u.user_id) LIKE $1 ESCAPE '\\' OR LOWER(COALESCE(p.displayname, '')) LIKE $1 ESCAPE '\\') \
+             ORDER BY u.user_id LIMIT $2",
+        )
+        .bind(pattern)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?)))
+            .collect()
+    }
+}

@@ -2,6 +2,7 @@
 
 mod account;
 mod device;
+mod directory;
 mod discovery;
 mod ephemeral;
 mod membership;
@@ -31,5 +32,6 @@ pub fn routes() -> Router<Arc<Services>> {
     let router = profile::routes(router);
     let router = ephemeral::routes(router);
     let router = relations::routes(router);
+    let router = directory::routes(router);
     device::routes(router)
 }

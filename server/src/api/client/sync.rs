@@ -2,7 +2,12 @@
 
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
-use axum::Router;
+use axum::{
+    Json, Router,
+    extract::State,
+    response::{IntoResponse, Response},
+    routing::get,
+};
 use ruma::api::client::{
     filter::{FilterDefinition, LazyLoadOptions},
     sync::sync_events::{self, v3::Filter},
@@ -10,8 +15,8 @@ use ruma::api::client::{
 
 use crate::{
     http::{
-        error::Result,
-        ruma::{RouterExt, Ruma},
+        error::{Error, Result},
+        ruma::{Ruma, respond},
     },
     service::{
         Services,
@@ -20,7 +25,34 @@ use crate::{
 };
 
 pub(super) fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
-    router.ruma(sync)
+    router
+        .route("/_matrix/client/v3/sync", get(sync_route))
+        .route("/_matrix/client/r0/sync", get(sync_route))
+}
+
+/// Serialises the sync response, putting back knocked rooms: ruma leaves out `rooms` when
+/// only `knock` has entries (its emptiness check forgets that map).
+async fn sync_route(
+    State(services): State<Arc<Services>>,
+    req: Ruma<sync_events::v3::Request>,
+) -> Response {
+    let response = match sync(services, req).await {
+        Ok(response) => response,
+        Err(error) => return error.into_response(),
+    };
+    let knock = (!response.rooms.knock.is_empty() && response.rooms.is_empty())
+        .then(|| serde_json::to_value(&response.rooms.knock));
+    let rendered = respond(Ok(response));
+    let Some(Ok(knock)) = knock else {
+        return rendered;
+    };
+    let (parts, body) = rendered.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
+        return Error::Internal(anyhow::anyhow!("reading a sync response")).into_response();
+    };
+    let mut value: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+    value["rooms"] = serde_json::json!({ "knock": knock });
+    (parts, Json(value)).into_response()
 }
 
 /// # `GET /_matrix/client/v3/sync`
@@ -54,6 +86,15 @@ async fn sync(
     options.rooms = room.rooms.as_ref().map(|r| r.iter().cloned().collect());
     options.not_rooms = room.not_rooms.iter().cloned().collect::<HashSet<_>>();
     options.include_leave = room.include_leave;
+    // Syncing says the user is here, unless the client asks otherwise.
+    match b.set_presence.as_str() {
+        "offline" => {}
+        state => {
+            services
+                .set_presence(&req.auth.user_id, state, None)
+                .await?
+        }
+    }
     services
         .sync(&req.auth.user_id, req.auth.device_id.as_str(), options)
         .await

@@ -5,6 +5,7 @@ mod create;
 mod membership;
 pub mod pdu;
 mod relations;
+mod upgrade;
 
 use std::collections::HashMap;
 

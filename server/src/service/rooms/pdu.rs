@@ -58,6 +58,8 @@ pub struct Pdu {
     pub redacted_by: Option<OwnedEventId>,
     /// `(device, txn_id)` it was sent with.
     pub txn: Option<(String, String)>,
+    /// Whether the PDU itself names its room (a v12 create event does not).
+    names_room: bool,
 }
 
 impl Pdu {
@@ -77,7 +79,9 @@ impl Pdu {
                 .ok()
                 .and_then(|r| r.redacts)
         });
+        let names_room = fields.room_id.is_some();
         Ok(Self {
+            names_room,
             event_id,
             room_id: fields.room_id.unwrap_or_else(|| room_id.to_owned()),
             sender: fields.sender,
@@ -169,7 +173,7 @@ impl state_res::Event for Pdu {
         &self.event_id
     }
     fn room_id(&self) -> Option<&RoomId> {
-        Some(&self.room_id)
+        self.names_room.then_some(&*self.room_id)
     }
     fn sender(&self) -> &UserId {
         &self.sender

@@ -1,0 +1,120 @@
+//! Presence: online, unavailable or offline, with a status message; kept in memory.
+
+use std::{
+    collections::HashMap,
+    sync::{Mutex, PoisonError},
+};
+
+use ruma::{OwnedUserId, UserId};
+
+use super::Services;
+use crate::http::error::{Error, Result};
+
+/// One user's presence.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UserPresence {
+    /// `online`, `unavailable` or `offline`.
+    pub state: String,
+    /// Free text.
+    pub status_msg: Option<String>,
+    /// Last time the user did something, ms since the epoch.
+    pub last_active_ms: i64,
+    /// Serial of the last change.
+    pub serial: i64,
+}
+
+/// Everyone's presence, with a serial per change for sync tokens.
+#[derive(Default)]
+pub struct Presence {
+    state: Mutex<(i64, HashMap<OwnedUserId, UserPresence>)>,
+}
+
+impl Presence {
+    /// The latest serial.
+    pub fn serial(&self) -> i64 {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner).0
+    }
+
+    /// A user's presence, if ever set.
+    pub fn get(&self, user_id: &UserId) -> Option<UserPresence> {
+        self.state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .1
+            .get(user_id)
+            .cloned()
+    }
+
+    /// Sets presence; true when it changed (state or message), which others should hear of.
+    fn set(
+        &self,
+        user_id: &UserId,
+        state: &str,
+        status_msg: Option<Option<&str>>,
+        now_ms: i64,
+    ) -> bool {
+        let mut guard = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let (serial, users) = &mut *guard;
+        let previous = users.get(user_id).cloned();
+        let status_msg = match status_msg {
+            Some(msg) => msg.map(str::to_owned),
+            None => previous.as_ref().and_then(|p| p.status_msg.clone()),
+        };
+        let changed = previous
+            .as_ref()
+            .is_none_or(|p| p.state != state || p.status_msg != status_msg);
+        let next_serial = if changed {
+            *serial + 1
+        } else {
+            previous.as_ref().map_or(0, |p| p.serial)
+        };
+        if changed {
+            *serial += 1;
+        }
+        users.insert(
+            user_id.to_owned(),
+            UserPresence {
+                state: state.to_owned(),
+                status_msg,
+                last_active_ms: now_ms,
+                serial: next_serial,
+            },
+        );
+        changed
+    }
+}
+
+impl Services {
+    /// Sets the user's presence (`status_msg: None` keeps the current message) and tells
+    /// the people who share a room with them.
+    pub async fn set_presence(
+        &self,
+        user_id: &UserId,
+        state: &str,
+        status_msg: Option<Option<&str>>,
+    ) -> Result<()> {
+        if !matches!(state, "online" | "unavailable" | "offline") {
+            return Err(Error::invalid_param(format!("Unknown presence {state}")));
+        }
+        if self.presence.set(user_id, state, status_msg, self.now_ms()) {
+            let peers = self.room_peers(user_id).await?;
+            self.bus.wake(peers.iter().map(|u| &**u));
+        }
+        Ok(())
+    }
+
+    /// Everyone who shares a joined room with the user (the user included).
+    pub async fn room_peers(&self, user_id: &UserId) -> Result<Vec<OwnedUserId>> {
+        let mut peers = vec![user_id.to_owned()];
+        for room in self.joined_rooms(user_id).await? {
+            for member in self.store.room_members(room.as_str(), "join").await? {
+                if let Ok(member) = UserId::parse(member)
+                    && !peers.contains(&member)
+                {
+                    peers.push(member);
+                }
+            }
+        }
+        Ok(peers)
+    }
+}

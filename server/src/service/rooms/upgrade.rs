@@ -1,0 +1,167 @@
+//! Room upgrades: a new room of the requested version with the old room's important state,
+//! a tombstone in the old room pointing at it, and the old room made read-only.
+
+use ruma::{OwnedRoomId, RoomId, UserId};
+use serde_json::{Value, json};
+
+use super::{CreateRoom, EventDraft};
+use crate::{
+    http::error::{Error, Result},
+    service::Services,
+};
+
+/// State carried into the replacement room.
+const CARRIED_STATE: [&str; 8] = [
+    "m.room.join_rules",
+    "m.room.history_visibility",
+    "m.room.guest_access",
+    "m.room.name",
+    "m.room.topic",
+    "m.room.avatar",
+    "m.room.encryption",
+    "m.room.server_acl",
+];
+
+impl Services {
+    /// Upgrades `room_id` to `version` on behalf of `user_id`; the replacement room.
+    pub async fn upgrade_room(
+        &self,
+        room_id: &RoomId,
+        user_id: &UserId,
+        version: &str,
+    ) -> Result<OwnedRoomId> {
+        super::version_rules(version)?;
+        self.ensure_joined(room_id, user_id).await?;
+        if !self
+            .has_power_for_state(room_id, user_id, "m.room.tombstone")
+            .await?
+        {
+            return Err(Error::forbidden(
+                "You need the power to send m.room.tombstone to upgrade this room",
+            ));
+        }
+        if self
+            .state_content(room_id, "m.room.tombstone", "")
+            .await?
+            .is_some()
+        {
+            return Err(Error::bad_request("This room has already been upgraded"));
+        }
+        let last = self
+            .store
+            .room_events(room_id.as_str(), 0, i64::MAX, false, 1)
+            .await?
+            .pop()
+            .ok_or_else(|| Error::not_found("The room has no events"))?;
+        let mut creation = serde_json::Map::new();
+        creation.insert(
+            "predecessor".to_owned(),
+            json!({ "room_id": room_id, "event_id": last.event_id }),
+        );
+        if let Some(kind) = self
+            .state_content(room_id, "m.room.create", "")
+            .await?
+            .and_then(|c| c.get("type").cloned())
+        {
+            creation.insert("type".to_owned(), kind);
+        }
+        let mut initial_state = Vec::new();
+        for kind in CARRIED_STATE {
+            if let Some(content) = self.state_content(room_id, kind, "").await? {
+                initial_state.push((kind.to_owned(), String::new(), content));
+            }
+        }
+        let old_levels = self
+            .state_content(room_id, "m.room.power_levels", "")
+            .await?
+            .and_then(|v| v.as_object().cloned())
+            .unwrap_or_default();
+        let mut power_levels = old_levels.clone();
+        // The upgrader creates the new room and must be able to set it up: in v12 creators
+        // hold power without a level, before that they get at least 100.
+        let privileged = super::version_rules(version)?
+            .1
+            .authorization
+            .explicitly_privilege_room_creators;
+        let users = power_levels.entry("users").or_insert_with(|| json!({}));
+        if let Some(users) = users.as_object_mut() {
+            if privileged {
+                users.remove(user_id.as_str());
+            } else {
+                let own = users
+                    .get(user_id.as_str())
+                    .and_then(Value::as_i64)
+                    .unwrap_or(0);
+                users.insert(user_id.to_string(), json!(own.max(100)));
+            }
+        }
+        let new_room = self
+            .create_room(
+                user_id,
+                CreateRoom {
+                    preset: Some("private_chat".to_owned()),
+                    creation_content: creation,
+                    initial_state,
+                    power_level_override: power_levels,
+                    room_version: Some(version.to_owned()),
+                    ..CreateRoom::default()
+                },
+            )
+            .await?;
+        // Aliases move to the new room.
+        for alias in self.store.aliases_of(room_id.as_str()).await? {
+            self.store.delete_alias(&alias).await?;
+            self.store
+                .insert_alias(&alias, new_room.as_str(), user_id.as_str())
+                .await?;
+        }
+        if let Some(alias) = self
+            .state_content(room_id, "m.room.canonical_alias", "")
+            .await?
+        {
+            self.append(
+                &new_room,
+                user_id,
+                EventDraft::state("m.room.canonical_alias", "", alias),
+                None,
+            )
+            .await?;
+        }
+        self.append(
+            room_id,
+            user_id,
+            EventDraft::state(
+                "m.room.tombstone",
+                "",
+                json!({ "body": "This room has been replaced", "replacement_room": new_room }),
+            ),
+            None,
+        )
+        .await?;
+        // The old room goes quiet: only moderators may speak or invite.
+        let mut power_levels = old_levels;
+        let users_default = power_levels
+            .get("users_default")
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
+        let restricted = (users_default + 1).max(50);
+        power_levels.insert("events_default".to_owned(), json!(restricted));
+        power_levels.insert("invite".to_owned(), json!(restricted));
+        self.append(
+            room_id,
+            user_id,
+            EventDraft::state("m.room.power_levels", "", Value::Object(power_levels)),
+            None,
+        )
+        .await?;
+        if self.room_published(room_id).await? {
+            self.store
+                .set_room_published(room_id.as_str(), false)
+                .await?;
+            self.store
+                .set_room_published(new_room.as_str(), true)
+                .await?;
+        }
+        Ok(new_room)
+    }
+}
