@@ -39,6 +39,7 @@ impl Server {
 
     /// Starts with the given clock: binds every listener, then serves until [`Self::shutdown`].
     pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+        raise_open_file_limit();
         let mut config = config;
         let mut listeners = Vec::new();
         for addr in &config.listen {
@@ -129,4 +130,20 @@ async fn serve(
         let _ = stopped.wait_for(|stop| *stop).await;
     })
     .await
+}
+
+/// Every waiting client holds a socket: take all the open files the system allows.
+fn raise_open_file_limit() {
+    let before = rlimit::getrlimit(rlimit::Resource::NOFILE).map(|(soft, _)| soft);
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(now) if before.as_ref().is_ok_and(|b| *b < now) => {
+            tracing::info!(
+                from = before.unwrap_or_default(),
+                to = now,
+                "raised the open-file limit to the hard limit"
+            );
+        }
+        Ok(now) => tracing::info!(limit = now, "open-file limit"),
+        Err(error) => tracing::warn!(%error, "could not raise the open-file limit"),
+    }
 }

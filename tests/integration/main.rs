@@ -17,6 +17,7 @@ mod examples;
 mod registration;
 mod rooms;
 mod scale_out;
+mod search;
 mod sessions;
 mod sso;
 mod timeline;

@@ -69,3 +69,59 @@ impl Services {
         serde_json::from_str(&json).map_err(|e| Error::Internal(e.into()))
     }
 }
+
+impl Services {
+    /// The room's tags for the user (`m.tag` room account data): `{tag: {order}}`.
+    pub async fn room_tags(&self, user_id: &UserId, room_id: &RoomId) -> Result<Value> {
+        Ok(
+            match self.account_data(user_id, Some(room_id), "m.tag").await {
+                Ok(content) => content
+                    .get("tags")
+                    .cloned()
+                    .unwrap_or_else(|| serde_json::json!({})),
+                Err(Error::Matrix {
+                    kind: ruma::api::error::ErrorKind::NotFound,
+                    ..
+                }) => serde_json::json!({}),
+                Err(other) => return Err(other),
+            },
+        )
+    }
+
+    /// Adds or replaces (`Some(info)`) or removes (`None`) one tag of a room.
+    pub async fn set_room_tag(
+        &self,
+        user_id: &UserId,
+        room_id: &RoomId,
+        tag: &str,
+        info: Option<Value>,
+    ) -> Result<()> {
+        if tag.is_empty() || tag.len() > 255 {
+            return Err(Error::invalid_param("A tag has 1 to 255 bytes"));
+        }
+        let mut tags = self.room_tags(user_id, room_id).await?;
+        let Some(map) = tags.as_object_mut() else {
+            return Err(Error::Internal(anyhow::anyhow!(
+                "stored tags are not an object"
+            )));
+        };
+        match info {
+            Some(info) => {
+                if info.get("order").is_some_and(|o| !o.is_number()) {
+                    return Err(Error::bad_json("order must be a number"));
+                }
+                map.insert(tag.to_owned(), info);
+            }
+            None => {
+                map.remove(tag);
+            }
+        }
+        self.set_account_data(
+            user_id,
+            Some(room_id),
+            "m.tag",
+            serde_json::json!({ "tags": tags }),
+        )
+        .await
+    }
+}

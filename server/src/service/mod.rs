@@ -9,6 +9,7 @@ pub mod presence;
 mod profile;
 mod rate_limit;
 pub mod rooms;
+pub mod search;
 pub mod secrets;
 mod sessions;
 mod sso;

@@ -680,3 +680,39 @@ impl Store {
         row.as_ref().map(event_row).transpose()
     }
 }
+
+impl Store {
+    /// Messages in these rooms whose JSON contains `needle` (lower-cased), newest first, up
+    /// to stream position `before`: candidates for message search.
+    pub async fn message_candidates(
+        &self,
+        room_ids: &[String],
+        needle: &str,
+        before: i64,
+        limit: i64,
+    ) -> Result<Vec<StoredEvent>, sqlx::Error> {
+        if room_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let escaped = needle
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_");
+        let placeholders: Vec<String> = (4..4 + room_ids.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE type = 'm.room.message' AND redacted_by IS NULL \
+             AND LOWER(json) LIKE $1 ESCAPE '\\' AND stream_ordering < $2 AND room_id IN ({}) \
+             ORDER BY stream_ordering DESC LIMIT $3",
+            placeholders.join(", ")
+        );
+        let mut query = sqlx::query(&sql)
+            .bind(format!("%{escaped}%"))
+            .bind(before)
+            .bind(limit);
+        for room in room_ids {
+            query = query.bind(room);
+        }
+        let rows = query.fetch_all(&self.pool).await?;
+        rows.iter().map(event_row).collect()
+    }
+}

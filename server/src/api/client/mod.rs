@@ -10,6 +10,7 @@ mod message;
 mod profile;
 mod relations;
 mod rooms;
+mod search;
 mod session;
 mod sync;
 
@@ -33,5 +34,6 @@ pub fn routes() -> Router<Arc<Services>> {
     let router = ephemeral::routes(router);
     let router = relations::routes(router);
     let router = directory::routes(router);
+    let router = search::routes(router);
     device::routes(router)
 }
