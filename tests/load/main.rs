@@ -119,10 +119,10 @@ impl Load {
             let name = format!("{prefix}{run:x}{i}").to_lowercase();
             let this = self.clone_handle();
             set.spawn(async move { this.register(&name).await });
-            if set.len() >= 8 {
-                if let Some(done) = set.join_next().await {
-                    tokens.push(done??);
-                }
+            if set.len() >= 8
+                && let Some(done) = set.join_next().await
+            {
+                tokens.push(done??);
             }
         }
         while let Some(done) = set.join_next().await {
