@@ -11,8 +11,15 @@ use matrixon::{
 use tracing_subscriber::EnvFilter;
 
 fn init_logging(config: &Config) {
+    // ruma's authorization checks report every passed check at info: quiet unless asked for.
+    let quiet = |filter: EnvFilter| match "ruma_state_res=warn".parse() {
+        Ok(directive) if !config.log.level.contains("ruma_state_res") => {
+            filter.add_directive(directive)
+        }
+        _ => filter,
+    };
     let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&config.log.level))
+        .or_else(|_| EnvFilter::try_new(&config.log.level).map(quiet))
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -280,12 +280,21 @@ async fn fanout(load: Arc<Load>, receivers: usize, users: usize, messages: usize
                 let got = answer["rooms"]["join"]
                     .as_object()
                     .is_some_and(|j| !j.is_empty());
-                anyhow::ensure!(got, "a receiver woke without the message");
+                anyhow::ensure!(
+                    got,
+                    "a receiver woke without the message after {:?}: {answer}",
+                    arrived.duration_since(*sent_at.get().context("sent")?)
+                );
                 Ok::<_, anyhow::Error>(arrived.duration_since(*sent_at.get().context("sent")?))
             });
         }
         drop(ready_tx);
-        while ready_rx.recv().await.is_some() {}
+        for _ in 0..receivers {
+            ready_rx
+                .recv()
+                .await
+                .context("a receiver task ended early")?;
+        }
         // Every receiver has sent its request; give the server a moment to park them.
         tokio::time::sleep(Duration::from_millis(200 + receivers as u64 / 10)).await;
         let start = Instant::now();

@@ -318,8 +318,21 @@ impl Services {
             .timeline(&events, limited, (user_id, device_id))
             .await?;
         joined.state = self
-            .state_section(room_id, user_id, device_id, from, upto, &events, options)
+            .state_section(
+                room_id,
+                user_id,
+                device_id,
+                from,
+                upto,
+                (&events, limited),
+                options,
+            )
             .await?;
+        let members_changed = events.iter().any(|e| e.kind == "m.room.member");
+        if from.is_some() && !limited && !members_changed {
+            // The summary only changes with membership: the client has it already.
+            return Ok(Some(joined));
+        }
         let joined_count = self.store.room_members(room_id.as_str(), "join").await?;
         let invited_count = self.store.room_members(room_id.as_str(), "invite").await?;
         joined.summary.joined_member_count = UInt::new(joined_count.len() as u64);
@@ -352,7 +365,15 @@ impl Services {
             .timeline(&events, limited, (user_id, device_id))
             .await?;
         left.state = self
-            .state_section(room_id, user_id, device_id, from, left_at, &events, options)
+            .state_section(
+                room_id,
+                user_id,
+                device_id,
+                from,
+                left_at,
+                (&events, limited),
+                options,
+            )
             .await?;
         Ok(left)
     }
@@ -411,9 +432,34 @@ impl Services {
         device_id: &str,
         from: Option<i64>,
         upto: i64,
-        timeline: &[StoredEvent],
+        (timeline, limited): (&[StoredEvent], bool),
         options: &SyncOptions,
     ) -> Result<State> {
+        // A complete incremental timeline carries every state change itself: nothing to
+        // look up (the common case of a woken long-poll).
+        if from.is_some() && !limited && !options.full_state && !options.lazy_load_members {
+            if !options.state_after {
+                return Ok(State::Before(StateEvents::new()));
+            }
+            let mut latest: Vec<&StoredEvent> = Vec::new();
+            for event in timeline.iter().rev().filter(|e| e.state_key.is_some()) {
+                if !latest
+                    .iter()
+                    .any(|l| l.kind == event.kind && l.state_key == event.state_key)
+                {
+                    latest.push(event);
+                }
+            }
+            let latest: Vec<StoredEvent> = latest.into_iter().rev().cloned().collect();
+            let mut events = StateEvents::new();
+            for event in self
+                .client_events(&latest, Some((user_id, device_id)), true)
+                .await?
+            {
+                events.events.push(raw(&event)?);
+            }
+            return Ok(State::After(events));
+        }
         let target = match (options.state_after, timeline.first(), timeline.last()) {
             (false, Some(first), _) => self.store.state_of_group(first.state_before).await?,
             (true, _, Some(last)) => {

@@ -13,6 +13,9 @@ use super::{Backend, Store};
 /// A full snapshot is written after this many deltas, so reading state stays cheap.
 const MAX_STATE_DELTAS: i64 = 50;
 
+/// State groups kept in memory before the cache starts over.
+const STATE_CACHE_GROUPS: usize = 4096;
+
 /// Key of the advisory lock that serialises event appends across instances.
 const APPEND_LOCK: i64 = 0x6d78_6e65_7665_6e74;
 
@@ -327,6 +330,28 @@ impl Store {
 
     /// State as of a state group.
     pub async fn state_of_group(&self, group: Option<i64>) -> Result<StateMap, sqlx::Error> {
+        let Some(id) = group else {
+            return Ok(StateMap::new());
+        };
+        let cache = || {
+            self.state_cache
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        };
+        if let Some(state) = cache().get(&id) {
+            return Ok(state.clone());
+        }
+        let state = self.read_state_group(id).await?;
+        let mut cached = cache();
+        if cached.len() >= STATE_CACHE_GROUPS {
+            cached.clear();
+        }
+        cached.insert(id, state.clone());
+        Ok(state)
+    }
+
+    async fn read_state_group(&self, group: i64) -> Result<StateMap, sqlx::Error> {
+        let group = Some(group);
         let mut state = StateMap::new();
         let mut next = group;
         while let Some(id) = next {

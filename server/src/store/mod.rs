@@ -55,6 +55,8 @@ pub struct Store {
     backend: Backend,
     /// Serialises multi-statement writes on SQLite, which has one writer.
     write_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// State groups never change once written: recently read ones, kept in memory.
+    state_cache: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<i64, StateMap>>>,
 }
 
 impl Store {
@@ -115,6 +117,7 @@ impl Store {
             pool,
             backend,
             write_lock: std::sync::Arc::default(),
+            state_cache: std::sync::Arc::default(),
         })
     }
 
