@@ -1,6 +1,6 @@
 //! Random secrets, their hashes, and password hashing.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, mpsc};
 
 use argon2::{
     Argon2, PasswordHash, PasswordHasher, PasswordVerifier,
@@ -43,9 +43,65 @@ pub fn new_device_id() -> OwnedDeviceId {
     id.into()
 }
 
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Password hashing runs on a few dedicated threads, one per core. Each argon2 hash needs
+/// 19 MiB: on threads of their own those buffers are reused, where the blocking pool's many
+/// threads would each keep one (hundreds of MiB of memory after a burst of logins), and
+/// a burst of logins queues instead of taking every core.
+fn hashing_threads() -> Option<&'static Mutex<mpsc::Sender<Job>>> {
+    static POOL: OnceLock<Option<Mutex<mpsc::Sender<Job>>>> = OnceLock::new();
+    POOL.get_or_init(|| {
+        let (sender, receiver) = mpsc::channel::<Job>();
+        let receiver = Arc::new(Mutex::new(receiver));
+        let threads = std::thread::available_parallelism().map_or(2, usize::from);
+        let mut started = 0;
+        for i in 0..threads {
+            let receiver = receiver.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("argon2-{i}"))
+                .spawn(move || {
+                    loop {
+                        let job = receiver
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .recv();
+                        match job {
+                            Ok(job) => job(),
+                            Err(_) => break,
+                        }
+                    }
+                });
+            match spawned {
+                Ok(_) => started += 1,
+                Err(error) => tracing::warn!(%error, "could not start a password-hashing thread"),
+            }
+        }
+        (started > 0).then(|| Mutex::new(sender))
+    })
+    .as_ref()
+}
+
+/// Runs `work` on a hashing thread (or the blocking pool if none could start).
+async fn on_hashing_thread<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> anyhow::Result<T> {
+    let Some(pool) = hashing_threads() else {
+        return Ok(tokio::task::spawn_blocking(work).await?);
+    };
+    let (done, result) = tokio::sync::oneshot::channel();
+    pool.lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .send(Box::new(move || {
+            let _ = done.send(work());
+        }))
+        .map_err(|_| anyhow::anyhow!("the password-hashing threads are gone"))?;
+    Ok(result.await?)
+}
+
 /// argon2id PHC string for a password, computed off the async runtime.
 pub async fn hash_password(password: String) -> anyhow::Result<String> {
-    tokio::task::spawn_blocking(move || {
+    on_hashing_thread(move || {
         let salt = SaltString::generate(&mut OsRng);
         Argon2::default()
             .hash_password(password.as_bytes(), &salt)
@@ -69,12 +125,12 @@ pub fn dummy_password_hash() -> &'static str {
 
 /// True when `password` matches the stored PHC string; a malformed hash never matches.
 pub async fn verify_password(password: String, hash: String) -> anyhow::Result<bool> {
-    Ok(tokio::task::spawn_blocking(move || {
+    on_hashing_thread(move || {
         PasswordHash::new(&hash).is_ok_and(|parsed| {
             Argon2::default()
                 .verify_password(password.as_bytes(), &parsed)
                 .is_ok()
         })
     })
-    .await?)
+    .await
 }
