@@ -2,7 +2,7 @@
 # Benchmarks of the rooms-and-sync issue, against a release server started here:
 #   idle long-polls (memory per waiting connection), fan-out latency, send throughput.
 # Usage: scripts/bench-sync.sh [sqlite|postgres] [idle connections] [fan-out receivers...]
-#   postgres uses MATRIXON_BENCH_POSTGRES_URL (default postgres://postgres@127.0.0.1:5432/test,
+#   postgres uses BENCH_POSTGRES_URL (not MATRIXON_…: the server refuses unknown MATRIXON_ keys) (default postgres://postgres@127.0.0.1:5432/test,
 #   whose tables are dropped first: use a scratch database).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,7 +19,7 @@ trap 'if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev
 case "$backend" in
   sqlite) db="sqlite:$dir/matrixon.db" ;;
   postgres)
-    db=${MATRIXON_BENCH_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}
+    db=${BENCH_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}
     psql "$db" -qc 'DROP SCHEMA public CASCADE; CREATE SCHEMA public;' ;;
   *) echo "backend: sqlite or postgres" >&2; exit 2 ;;
 esac
@@ -27,7 +27,10 @@ MATRIXON_LISTEN="127.0.0.1:$port" MATRIXON_DATABASE_URL="$db" MATRIXON_DATABASE_
   MATRIXON_REGISTRATION_SHARED_SECRET="bench secret" MATRIXON_RATE_LIMITS_ENABLED=false \
   MATRIXON_LOG_LEVEL=warn target/release/matrixon >"$dir/server.log" 2>&1 &
 pid=$!
-until curl -sf "http://127.0.0.1:$port/health" >/dev/null 2>&1; do sleep 0.05; done
+until curl -sf "http://127.0.0.1:$port/health" >/dev/null 2>&1; do
+  kill -0 "$pid" 2>/dev/null || { cat "$dir/server.log" >&2; exit 1; }
+  sleep 0.05
+done
 load=(target/release/matrixon-load --server "http://127.0.0.1:$port")
 echo "backend: $backend, $(nproc) cores"
 "${load[@]}" send --rooms 1 --messages 2000 --concurrency 16
