@@ -66,6 +66,10 @@ CREATE TABLE memberships (
     membership      TEXT NOT NULL,
     event_id        TEXT NOT NULL,
     stream_ordering BIGINT NOT NULL,
+    -- Where the current membership began (a profile change keeps a join a join).
+    membership_since BIGINT NOT NULL,
+    -- Whether the user was ever joined: leaving after a knock or an invite shows nothing.
+    ever_joined     BIGINT NOT NULL DEFAULT 0,
     forgotten       BIGINT NOT NULL DEFAULT 0,
     PRIMARY KEY (room_id, user_id)
 );

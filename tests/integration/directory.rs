@@ -93,10 +93,21 @@ async fn directory_aliases_people_and_presence(backend: Backend) {
         200
     );
     assert_error(
-        &srv.put_json(alias, Some(&bob), &json!({"room_id": lounge}))
+        &srv.put_json(alias, Some(&alice), &json!({"room_id": lounge}))
             .await,
         409,
         "M_UNKNOWN",
+    );
+    // Only members point aliases at a room.
+    assert_error(
+        &srv.put_json(
+            "/_matrix/client/v3/directory/room/%23mine:localhost",
+            Some(&bob),
+            &json!({"room_id": hidden}),
+        )
+        .await,
+        403,
+        "M_FORBIDDEN",
     );
     assert_eq!(srv.get(alias, Some(&bob)).await.1["room_id"], hidden);
     let joined = srv
@@ -435,6 +446,44 @@ async fn room_lifecycle_across_versions(backend: Backend) {
         200
     );
 
+    // Knocking and then leaving shows nothing of the room.
+    let grace = token(&srv.register("grace", "pw grace 1").await);
+    srv.post_json(
+        &format!("/_matrix/client/v3/knock/{knock_room}"),
+        Some(&grace),
+        &json!({}),
+    )
+    .await;
+    assert_eq!(
+        srv.post_json(&r(&knock_room, "leave"), Some(&grace), &json!({}))
+            .await
+            .0,
+        200
+    );
+    assert_error(
+        &srv.get(&r(&knock_room, "messages?dir=b"), Some(&grace))
+            .await,
+        403,
+        "M_FORBIDDEN",
+    );
+    assert_error(
+        &srv.get(&r(&knock_room, "state"), Some(&grace)).await,
+        403,
+        "M_FORBIDDEN",
+    );
+    let grace_sync = srv
+        .get(
+            "/_matrix/client/v3/sync?filter=%7B%22room%22%3A%7B%22include_leave%22%3Atrue%7D%7D",
+            Some(&grace),
+        )
+        .await
+        .1;
+    let left = grace_sync["rooms"]["leave"][&knock_room]["timeline"]["events"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(left.len() <= 1, "only her own leave: {left:?}");
+
     // Restricted joins: members of the knock room may join without an invite; others not.
     let restricted = create(
         &srv,
@@ -453,6 +502,19 @@ async fn room_lifecycle_across_versions(backend: Backend) {
     assert_error(
         &srv.post_json(&r(&restricted, "join"), Some(&bob), &json!({}))
             .await,
+        403,
+        "M_FORBIDDEN",
+    );
+    // Nor by naming a vouching member himself.
+    let forged =
+        json!({"membership": "join", "join_authorised_via_users_server": "@alice:localhost"});
+    assert_error(
+        &srv.put_json(
+            &r(&restricted, "state/m.room.member/@bob:localhost"),
+            Some(&bob),
+            &forged,
+        )
+        .await,
         403,
         "M_FORBIDDEN",
     );

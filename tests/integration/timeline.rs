@@ -238,6 +238,43 @@ async fn relations_redactions_and_threads(backend: Backend) {
         json!({}),
         "listed, but redacted"
     );
+    // A thread reply pointing into another room counts nowhere.
+    let (_, elsewhere) = srv
+        .post_json("/_matrix/client/v3/createRoom", Some(&bob), &json!({}))
+        .await;
+    let elsewhere = elsewhere["room_id"].as_str().expect("room").to_owned();
+    let stray = srv
+        .put_json(
+            &format!("/_matrix/client/v3/rooms/{elsewhere}/send/m.room.message/x1"),
+            Some(&bob),
+            &json!({"msgtype": "m.text", "body": "sneaky",
+                    "m.relates_to": {"rel_type": "m.thread", "event_id": hello}}),
+        )
+        .await;
+    assert_eq!(stray.0, 200);
+    assert_eq!(
+        room.event(&bob, &hello).await["unsigned"]["m.relations"]["m.thread"]["count"],
+        2
+    );
+    let threads = srv
+        .get(
+            &format!("/_matrix/client/v1/rooms/{elsewhere}/threads"),
+            Some(&bob),
+        )
+        .await;
+    assert_eq!(threads.1["chunk"], json!([]));
+    // NUL characters are refused, not stored.
+    assert_error(
+        &srv.put_json(
+            &room.path("send/m.room.message/nul"),
+            Some(&bob),
+            &json!({"body": "a\u{0}b"}),
+        )
+        .await,
+        400,
+        "M_BAD_JSON",
+    );
+
     // Redacting your own message works at power 0.
     let own = room.send(&bob, "m.room.message", text("oops")).await;
     assert_eq!(redact(bob.clone(), own, "r3").await.0, 200);

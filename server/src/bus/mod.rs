@@ -133,16 +133,20 @@ impl Bus {
         }
     }
 
-    /// Tells other instances about a typing change (this instance applied it already).
-    pub fn publish_typing(
+    /// Wakes `members` after a typing change this instance applied: other instances get the
+    /// change and the wake-up in one message, so they apply it before waking anyone.
+    pub fn typing_changed(
         &self,
         room: &ruma::RoomId,
         user: &UserId,
-        until_ms: Option<i64>,
-        now_ms: i64,
+        (until_ms, now_ms): (Option<i64>, i64),
+        members: &[OwnedUserId],
     ) {
+        let users: Vec<&UserId> = members.iter().map(|u| &**u).collect();
+        wake_local(&self.waiters, &users);
         if self.remote.is_some() {
             self.publish(Message {
+                wake: members.to_vec(),
                 typing: Some(TypingChange {
                     room: room.to_owned(),
                     user: user.to_owned(),

@@ -73,6 +73,10 @@ pub fn ensure_json(bytes: &[u8]) -> Result<()> {
     if !bytes.is_empty() && serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_err() {
         return Err(Error::not_json());
     }
+    // NUL cannot be stored in PostgreSQL text, and no Matrix string needs it.
+    if bytes.windows(6).any(|w| w == b"\\u0000") {
+        return Err(Error::bad_json("Strings may not contain NUL (\\u0000)"));
+    }
     Ok(())
 }
 

@@ -106,8 +106,16 @@ impl Services {
         let until = timeout
             .map(|t| now.saturating_add(i64::try_from(t.min(MAX_TYPING).as_millis()).unwrap_or(0)));
         self.typing.apply(room_id, user_id, until, now);
-        self.bus.publish_typing(room_id, user_id, until, now);
-        self.wake_room(room_id, None).await
+        let members: Vec<ruma::OwnedUserId> = self
+            .store
+            .room_members(room_id.as_str(), "join")
+            .await?
+            .into_iter()
+            .filter_map(|m| UserId::parse(m).ok())
+            .collect();
+        self.bus
+            .typing_changed(room_id, user_id, (until, now), &members);
+        Ok(())
     }
 
     /// Records a receipt (or the read marker) for an event of the room.

@@ -18,6 +18,9 @@ pub struct SearchPage {
     pub count: usize,
 }
 
+/// Messages read per page before matching bodies.
+const CANDIDATES: i64 = 500;
+
 /// Longest search term accepted.
 const MAX_TERM: usize = 256;
 
@@ -54,8 +57,9 @@ impl Services {
         };
         let candidates = self
             .store
-            .message_candidates(&room_ids, &term, before, 500)
+            .message_candidates(&room_ids, &term, before, CANDIDATES)
             .await?;
+        let scanned_all = candidates.len() < CANDIDATES as usize;
         let mut found = Vec::new();
         let mut last_scanned = None;
         for event in candidates {
@@ -73,7 +77,8 @@ impl Services {
                 }
             }
         }
-        let next_batch = match (found.len() == limit, last_scanned) {
+        // More may follow when the page filled up or the candidate batch did.
+        let next_batch = match (found.len() == limit || !scanned_all, last_scanned) {
             (true, Some(last)) => Some(format!("t{last}")),
             _ => None,
         };

@@ -157,7 +157,16 @@ impl Services {
     ) -> Result<Response> {
         let typing = self.typing.serial();
         let presence = self.presence.serial();
-        let upto = self.store.max_stream_ordering().await?;
+        // Memberships and the stream position are read as one snapshot: a membership that
+        // changed between the two reads would otherwise be missed for good.
+        let (upto, rooms) = loop {
+            let before = self.store.user_rooms(user_id.as_str()).await?;
+            let upto = self.store.max_stream_ordering().await?;
+            let after = self.store.user_rooms(user_id.as_str()).await?;
+            if before == after {
+                break (upto, after);
+            }
+        };
         let account_data_upto = self.store.max_account_data_stream().await?;
         let receipts = self.store.max_receipt_stream().await?;
         let since = options.since;
@@ -170,7 +179,7 @@ impl Services {
         };
         let mut response = Response::new(next.to_string());
 
-        for (room, membership, member_stream) in self.store.user_rooms(user_id.as_str()).await? {
+        for (room, membership, member_stream) in rooms {
             let Ok(room_id) = RoomId::parse(room.as_str()) else {
                 continue;
             };
@@ -215,10 +224,14 @@ impl Services {
                     if since.is_some() && changed_since
                         || since.is_none() && options.include_leave =>
                 {
-                    let from = since.map(|s| s.events);
-                    let left = self
-                        .left_room(&room_id, user_id, device_id, from, member_stream, options)
-                        .await?;
+                    let left = if self.visible_upto(&room_id, user_id).await?.is_some() {
+                        let from = since.map(|s| s.events);
+                        self.left_room(&room_id, user_id, device_id, from, member_stream, options)
+                            .await?
+                    } else {
+                        // A declined invite or a withdrawn knock: the leave event, nothing more.
+                        self.own_leave(&room_id, user_id, device_id).await?
+                    };
                     response.rooms.leave.insert(room_id, left);
                 }
                 _ => {}
@@ -375,6 +388,28 @@ impl Services {
                 options,
             )
             .await?;
+        Ok(left)
+    }
+
+    /// A left room the user never joined: only their own membership event.
+    async fn own_leave(
+        &self,
+        room_id: &RoomId,
+        user_id: &UserId,
+        device_id: &str,
+    ) -> Result<LeftRoom> {
+        let mut left = LeftRoom::new();
+        if let Some(row) = self
+            .store
+            .membership_row(room_id.as_str(), user_id.as_str())
+            .await?
+        {
+            let events = self
+                .store
+                .events(std::slice::from_ref(&row.event_id))
+                .await?;
+            left.timeline = self.timeline(&events, false, (user_id, device_id)).await?;
+        }
         Ok(left)
     }
 

@@ -94,6 +94,21 @@ impl Services {
         if kind == "m.room.canonical_alias" {
             self.check_canonical_alias(room_id, &content).await?;
         }
+        let mut content = content;
+        if kind == "m.room.member"
+            && let Some(map) = content.as_object_mut()
+        {
+            // Only this server vouches for restricted joins, never the client's say-so.
+            map.remove("join_authorised_via_users_server");
+            let joining = map.get("membership").and_then(Value::as_str) == Some("join")
+                && state_key == user_id.as_str();
+            if joining && let Some(via) = self.restricted_join_authoriser(room_id, user_id).await? {
+                map.insert(
+                    "join_authorised_via_users_server".to_owned(),
+                    Value::from(via),
+                );
+            }
+        }
         self.append(
             room_id,
             user_id,
@@ -104,7 +119,11 @@ impl Services {
     }
 
     /// Aliases in `m.room.canonical_alias` must exist and point at this room.
-    async fn check_canonical_alias(&self, room_id: &RoomId, content: &Value) -> Result<()> {
+    pub(crate) async fn check_canonical_alias(
+        &self,
+        room_id: &RoomId,
+        content: &Value,
+    ) -> Result<()> {
         let alt = content
             .get("alt_aliases")
             .and_then(Value::as_array)

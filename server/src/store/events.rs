@@ -92,6 +92,21 @@ fn event_row(row: &AnyRow) -> Result<StoredEvent, sqlx::Error> {
     })
 }
 
+/// A user's membership in a room.
+#[derive(Clone, Debug)]
+pub struct MembershipRow {
+    /// `join`, `invite`, `leave`, `ban` or `knock`.
+    pub membership: String,
+    /// The latest member event.
+    pub event_id: String,
+    /// Its stream position.
+    pub stream_ordering: i64,
+    /// Where the current membership began.
+    pub since: i64,
+    /// Whether the user was ever joined.
+    pub ever_joined: bool,
+}
+
 /// An event to append, already built, signed and authorised.
 #[derive(Debug)]
 pub struct NewEvent<'a> {
@@ -266,16 +281,22 @@ impl Store {
             .await?;
             if let Some(membership) = event.membership {
                 sqlx::query(
-                    "INSERT INTO memberships (room_id, user_id, membership, event_id, stream_ordering) \
-                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (room_id, user_id) DO UPDATE SET \
+                    "INSERT INTO memberships (room_id, user_id, membership, event_id, stream_ordering, \
+                     membership_since, ever_joined) VALUES ($1, $2, $3, $4, $5, $5, $6) \
+                     ON CONFLICT (room_id, user_id) DO UPDATE SET \
+                     membership_since = CASE WHEN memberships.membership = excluded.membership \
+                         THEN memberships.membership_since ELSE excluded.stream_ordering END, \
                      membership = excluded.membership, event_id = excluded.event_id, \
-                     stream_ordering = excluded.stream_ordering, forgotten = 0",
+                     stream_ordering = excluded.stream_ordering, forgotten = 0, \
+                     ever_joined = CASE WHEN memberships.ever_joined = 1 OR excluded.ever_joined = 1 \
+                         THEN 1 ELSE 0 END",
                 )
                 .bind(event.room_id)
                 .bind(state_key)
                 .bind(membership)
                 .bind(event.event_id)
                 .bind(stream)
+                .bind(i64::from(membership == "join"))
                 .execute(&mut *tx)
                 .await?;
             }
@@ -558,25 +579,47 @@ impl Store {
         room_id: &str,
         user_id: &str,
     ) -> Result<Option<(String, String, i64)>, sqlx::Error> {
+        Ok(self
+            .membership_row(room_id, user_id)
+            .await?
+            .map(|m| (m.membership, m.event_id, m.stream_ordering)))
+    }
+
+    /// Everything stored about a user's membership in a room.
+    pub async fn membership_row(
+        &self,
+        room_id: &str,
+        user_id: &str,
+    ) -> Result<Option<MembershipRow>, sqlx::Error> {
         let row = sqlx::query(
-            "SELECT membership, event_id, stream_ordering FROM memberships WHERE room_id = $1 AND user_id = $2",
+            "SELECT membership, event_id, stream_ordering, membership_since, ever_joined \
+             FROM memberships WHERE room_id = $1 AND user_id = $2",
         )
         .bind(room_id)
         .bind(user_id)
         .fetch_optional(&self.pool)
         .await?;
-        row.map(|row| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?)))
-            .transpose()
+        row.map(|row| {
+            Ok(MembershipRow {
+                membership: row.try_get(0)?,
+                event_id: row.try_get(1)?,
+                stream_ordering: row.try_get(2)?,
+                since: row.try_get(3)?,
+                ever_joined: row.try_get::<i64, _>(4)? != 0,
+            })
+        })
+        .transpose()
     }
 
     /// Every room the user has a membership in and has not forgotten:
-    /// `(room, membership, stream position of the membership event)`.
+    /// `(room, membership, stream position where that membership began)`.
     pub async fn user_rooms(
         &self,
         user_id: &str,
     ) -> Result<Vec<(String, String, i64)>, sqlx::Error> {
         let rows = sqlx::query(
-            "SELECT room_id, membership, stream_ordering FROM memberships WHERE user_id = $1 AND forgotten = 0",
+            "SELECT room_id, membership, membership_since FROM memberships \
+             WHERE user_id = $1 AND forgotten = 0 ORDER BY room_id",
         )
         .bind(user_id)
         .fetch_all(&self.pool)

@@ -9,21 +9,27 @@ impl Store {
             Backend::Sqlite => Some(self.write_lock.lock().await),
             Backend::Postgres => None,
         };
-        let mut tx = self.pool.begin().await?;
-        let id: i64 = sqlx::query_scalar(
-            "SELECT COALESCE(MAX(filter_id), 0) + 1 FROM filters WHERE user_id = $1",
-        )
-        .bind(user_id)
-        .fetch_one(&mut *tx)
-        .await?;
-        sqlx::query("INSERT INTO filters (user_id, filter_id, json) VALUES ($1, $2, $3)")
+        // Two uploads at once may pick the same next id: the loser takes the one after.
+        loop {
+            let id: i64 = sqlx::query_scalar(
+                "SELECT COALESCE(MAX(filter_id), 0) + 1 FROM filters WHERE user_id = $1",
+            )
+            .bind(user_id)
+            .fetch_one(&self.pool)
+            .await?;
+            let inserted = sqlx::query(
+                "INSERT INTO filters (user_id, filter_id, json) VALUES ($1, $2, $3) \
+                 ON CONFLICT (user_id, filter_id) DO NOTHING",
+            )
             .bind(user_id)
             .bind(id)
             .bind(json)
-            .execute(&mut *tx)
+            .execute(&self.pool)
             .await?;
-        tx.commit().await?;
-        Ok(id)
+            if inserted.rows_affected() == 1 {
+                return Ok(id);
+            }
+        }
     }
 
     /// A stored filter (JSON).

@@ -28,7 +28,7 @@ use sqlx::{
 };
 
 pub use devices::DeviceRow;
-pub use events::{NewEvent, RoomRow, StateMap, StoredEvent};
+pub use events::{MembershipRow, NewEvent, RoomRow, StateMap, StoredEvent};
 pub use profiles::ProfileField;
 pub use receipts::ReceiptRow;
 pub use registration_tokens::RegistrationTokenRow;

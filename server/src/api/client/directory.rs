@@ -208,6 +208,16 @@ async fn presence(
 ) -> Result<get_presence::v3::Response> {
     let user_id = &req.body.user_id;
     services.profile(user_id).await?;
+    // Presence is for people who share a room.
+    if !services
+        .room_peers(&req.auth.user_id)
+        .await?
+        .contains(user_id)
+    {
+        return Err(Error::forbidden(format!(
+            "You share no room with {user_id}, so their presence is not yours to see"
+        )));
+    }
     let now = services.now_ms();
     let Some(state) = services.presence.get(user_id) else {
         return Ok(get_presence::v3::Response::new(PresenceState::Offline));

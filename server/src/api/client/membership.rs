@@ -230,7 +230,8 @@ async fn members(
         Some(token) => Some(services.parse_position(token)?),
         None => None,
     };
-    let position = at.unwrap_or(i64::MAX).min(upto);
+    // A token's position is "before event N": the state after event N - 1.
+    let position = at.map_or(i64::MAX, |at| at.saturating_sub(1)).min(upto);
     let state = if position == i64::MAX {
         services.store.current_state(b.room_id.as_str()).await?
     } else {

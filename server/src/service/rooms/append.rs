@@ -338,9 +338,19 @@ impl Services {
         let membership = (pdu.kind == TimelineEventType::RoomMember)
             .then(|| content.get("membership").and_then(Value::as_str))
             .flatten();
-        let relation = content
+        let mut relation = content
             .get("m.relates_to")
             .and_then(|r| Some((r.get("event_id")?.as_str()?, r.get("rel_type")?.as_str()?)));
+        // A relation only counts within its room: one pointing elsewhere is plain content.
+        if let Some((target, _)) = relation
+            && !self
+                .store
+                .event(target)
+                .await?
+                .is_some_and(|t| t.room_id == pdu.room_id.as_str())
+        {
+            relation = None;
+        }
         let kind = pdu.kind.to_string();
         let appended = self
             .store

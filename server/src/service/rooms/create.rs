@@ -217,6 +217,9 @@ impl Services {
                     "initial_state may not contain {kind} events"
                 )));
             }
+            if kind == "m.room.canonical_alias" {
+                self.check_canonical_alias(&room_id, content).await?;
+            }
             self.append(&room_id, creator, state(kind, key, content.clone()), None)
                 .await?;
         }
@@ -297,6 +300,7 @@ impl Services {
         if self.store.room(room_id.as_str()).await?.is_none() {
             return Err(Error::not_found("Unknown room"));
         }
+        self.ensure_joined(room_id, creator).await?;
         if !self
             .store
             .insert_alias(alias.as_str(), room_id.as_str(), creator.as_str())

@@ -219,7 +219,7 @@ impl Services {
 
     /// For rooms with a `restricted` join rule: a local member who may invite, to vouch for
     /// a user who belongs to one of the allowed rooms (and is not already invited).
-    async fn restricted_join_authoriser(
+    pub(crate) async fn restricted_join_authoriser(
         &self,
         room_id: &RoomId,
         user_id: &UserId,

@@ -65,23 +65,21 @@ impl Services {
         }
     }
 
-    /// The highest stream position a user may read in a room: everything while joined,
-    /// up to their leaving otherwise; `None` when they never were in it.
+    /// The highest stream position a user may read in a room: everything while joined, up
+    /// to their leaving afterwards; `None` when they never were joined (an invite or a knock
+    /// that ended shows nothing). Rooms are read with `shared` history visibility.
     pub async fn visible_upto(&self, room_id: &RoomId, user_id: &UserId) -> Result<Option<i64>> {
-        Ok(
-            match self
-                .store
-                .membership(room_id.as_str(), user_id.as_str())
-                .await?
-            {
-                Some((membership, _, _)) if membership == "join" => Some(i64::MAX),
-                Some((membership, _, stream)) if membership == "leave" || membership == "ban" => {
-                    Some(stream)
-                }
-                // Invited and knocking users see the stripped state only.
-                _ => None,
-            },
-        )
+        let row = self
+            .store
+            .membership_row(room_id.as_str(), user_id.as_str())
+            .await?;
+        Ok(match row {
+            Some(row) if row.membership == "join" => Some(i64::MAX),
+            Some(row) if row.ever_joined && matches!(row.membership.as_str(), "leave" | "ban") => {
+                Some(row.stream_ordering)
+            }
+            _ => None,
+        })
     }
 
     /// Content of one piece of the room's current state.

@@ -41,9 +41,14 @@ impl Services {
             return Ok(());
         }
         let mut by_target: HashMap<&str, Vec<&StoredEvent>> = HashMap::new();
+        let rooms: HashMap<&str, &str> = originals
+            .iter()
+            .map(|o| (o.event_id.as_str(), o.room_id.as_str()))
+            .collect();
         for event in &related {
             if let Some(target) = &event.relates_to
                 && event.redacted_by.is_none()
+                && rooms.get(target.as_str()) == Some(&event.room_id.as_str())
             {
                 by_target.entry(target.as_str()).or_default().push(event);
             }
@@ -192,6 +197,7 @@ impl Services {
             .await?;
         let ids: Vec<String> = roots.iter().map(|(id, _)| id.clone()).collect();
         let mut stored = self.store.events(&ids).await?;
+        stored.retain(|root| root.room_id == room_id.as_str() && root.stream_ordering <= upto);
         let order: HashMap<&str, i64> = roots.iter().map(|(id, at)| (id.as_str(), *at)).collect();
         stored.sort_by_key(|e| std::cmp::Reverse(order.get(e.event_id.as_str()).copied()));
         if participated {
