@@ -343,11 +343,11 @@ impl Services {
             .and_then(|r| Some((r.get("event_id")?.as_str()?, r.get("rel_type")?.as_str()?)));
         // A relation only counts within its room: one pointing elsewhere is plain content.
         if let Some((target, _)) = relation
-            && !self
+            && self
                 .store
                 .event(target)
                 .await?
-                .is_some_and(|t| t.room_id == pdu.room_id.as_str())
+                .is_none_or(|t| t.room_id != pdu.room_id.as_str())
         {
             relation = None;
         }
