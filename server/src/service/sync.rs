@@ -159,12 +159,23 @@ impl Services {
         let presence = self.presence.serial();
         // Memberships and the stream position are read as one snapshot: a membership that
         // changed between the two reads would otherwise be missed for good.
+        let mut attempts = 0;
         let (upto, rooms) = loop {
             let before = self.store.user_rooms(user_id.as_str()).await?;
             let upto = self.store.max_stream_ordering().await?;
             let after = self.store.user_rooms(user_id.as_str()).await?;
+            attempts += 1;
             if before == after {
                 break (upto, after);
+            }
+            if attempts == 5 {
+                // Memberships keep changing under us (someone is flooding invites, say):
+                // refuse rather than spin; the client's retry will find a quiet moment.
+                return Err(Error::new(
+                    http::StatusCode::SERVICE_UNAVAILABLE,
+                    ruma::api::error::ErrorKind::Unknown,
+                    "Your rooms are changing too fast to sync; try again",
+                ));
             }
         };
         let account_data_upto = self.store.max_account_data_stream().await?;
