@@ -624,6 +624,46 @@ async fn room_lifecycle_across_versions(backend: Backend) {
         !members.contains(&"@dan:localhost"),
         "only the members the timeline needs: {members:?}"
     );
+    // Timeline filters: only messages, and nobody's but alice's.
+    let filter = r#"{"room":{"timeline":{"limit":50,"types":["m.room.mess*"],"senders":["@alice:localhost"]}}}"#;
+    let encoded: String = url::form_urlencoded::byte_serialize(filter.as_bytes()).collect();
+    let filtered = srv
+        .get(
+            &format!("/_matrix/client/v3/sync?filter={encoded}"),
+            Some(&bob),
+        )
+        .await
+        .1;
+    let events = filtered["rooms"]["join"][&crowd]["timeline"]["events"]
+        .as_array()
+        .expect("timeline");
+    assert_eq!(events.len(), 5, "{events:?}");
+    assert!(
+        events
+            .iter()
+            .all(|e| e["type"] == "m.room.message" && e["sender"] == "@alice:localhost")
+    );
+    let state = filtered["rooms"]["join"][&crowd]["state"]["events"]
+        .as_array()
+        .expect("state");
+    assert!(
+        state.iter().any(|e| e["type"] == "m.room.create"),
+        "the state still arrives"
+    );
+    let filter = r#"{"room":{"timeline":{"not_types":["m.room.message"]}}}"#;
+    let encoded: String = url::form_urlencoded::byte_serialize(filter.as_bytes()).collect();
+    let no_messages = srv
+        .get(
+            &format!("/_matrix/client/v3/sync?filter={encoded}"),
+            Some(&bob),
+        )
+        .await
+        .1;
+    let events = no_messages["rooms"]["join"][&crowd]["timeline"]["events"]
+        .as_array()
+        .expect("timeline");
+    assert!(!events.is_empty() && events.iter().all(|e| e["type"] != "m.room.message"));
+
     let full = srv.get("/_matrix/client/v3/sync", Some(&bob)).await.1;
     let all_members = full["rooms"]["join"][&crowd]["timeline"]["events"]
         .as_array()

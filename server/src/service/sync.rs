@@ -92,6 +92,67 @@ pub struct SyncOptions {
     pub not_rooms: HashSet<OwnedRoomId>,
     /// Include rooms the user left before `since` on an initial sync.
     pub include_leave: bool,
+    /// Which events a room's timeline shows.
+    pub timeline_filter: EventFilter,
+}
+
+/// Event types and senders to show or leave out (`*` in a type matches any run of
+/// characters), as a filter's `room.timeline` gives them.
+#[derive(Clone, Debug, Default)]
+pub struct EventFilter {
+    /// Only these types, when set.
+    pub types: Option<Vec<String>>,
+    /// Never these types.
+    pub not_types: Vec<String>,
+    /// Only these senders, when set.
+    pub senders: Option<Vec<String>>,
+    /// Never these senders.
+    pub not_senders: Vec<String>,
+}
+
+/// Most events a filtered timeline reads looking for matches.
+const MAX_FILTER_SCAN: usize = 2000;
+
+fn type_matches(pattern: &str, kind: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == kind,
+        Some((head, tail)) => {
+            kind.len() >= head.len() + tail.len()
+                && kind.starts_with(head)
+                && type_matches_tail(tail, &kind[head.len()..])
+        }
+    }
+}
+
+fn type_matches_tail(pattern: &str, rest: &str) -> bool {
+    match pattern.split_once('*') {
+        None => rest.ends_with(pattern),
+        Some((piece, tail)) => rest
+            .match_indices(piece)
+            .any(|(i, _)| type_matches_tail(tail, &rest[i + piece.len()..])),
+    }
+}
+
+impl EventFilter {
+    /// Whether the filter shows everything.
+    pub fn is_empty(&self) -> bool {
+        self.types.is_none()
+            && self.not_types.is_empty()
+            && self.senders.is_none()
+            && self.not_senders.is_empty()
+    }
+
+    /// Whether `event` passes.
+    pub fn allows(&self, event: &StoredEvent) -> bool {
+        let typed = |patterns: &[String]| patterns.iter().any(|p| type_matches(p, &event.kind));
+        self.types.as_deref().is_none_or(typed)
+            && !typed(&self.not_types)
+            && self
+                .senders
+                .as_ref()
+                .is_none_or(|s| s.contains(&event.sender))
+            && !self.not_senders.contains(&event.sender)
+    }
 }
 
 impl Default for SyncOptions {
@@ -106,6 +167,7 @@ impl Default for SyncOptions {
             rooms: None,
             not_rooms: HashSet::new(),
             include_leave: false,
+            timeline_filter: EventFilter::default(),
         }
     }
 }
@@ -312,7 +374,12 @@ impl Services {
         let upto = next.events;
         let since = options.since.filter(|_| from.is_some()).unwrap_or_default();
         let (events, limited) = self
-            .timeline_window(room_id, from.unwrap_or(0), upto, options.timeline_limit)
+            .timeline_window(
+                room_id,
+                from.unwrap_or(0),
+                upto,
+                (options.timeline_limit, &options.timeline_filter),
+            )
             .await?;
         let mut ephemeral = Vec::new();
         let (typing_serial, typing) = self.typing.in_room(room_id, self.now_ms());
@@ -382,7 +449,12 @@ impl Services {
         options: &SyncOptions,
     ) -> Result<LeftRoom> {
         let (events, limited) = self
-            .timeline_window(room_id, from.unwrap_or(0), left_at, options.timeline_limit)
+            .timeline_window(
+                room_id,
+                from.unwrap_or(0),
+                left_at,
+                (options.timeline_limit, &options.timeline_filter),
+            )
             .await?;
         let mut left = LeftRoom::new();
         left.timeline = self
@@ -431,23 +503,50 @@ impl Services {
         room_id: &RoomId,
         after: i64,
         upto: i64,
-        limit: usize,
+        (limit, filter): (usize, &EventFilter),
     ) -> Result<(Vec<StoredEvent>, bool)> {
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let mut events = self
-            .store
-            .room_events(
-                room_id.as_str(),
-                after,
-                upto.saturating_add(1),
-                false,
-                limit.saturating_add(1),
-            )
-            .await?;
-        let limited = events.len() as i64 > limit;
-        events.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
-        events.reverse();
-        Ok((events, limited))
+        let wanted = i64::try_from(limit).unwrap_or(i64::MAX);
+        if filter.is_empty() {
+            let mut events = self
+                .store
+                .room_events(
+                    room_id.as_str(),
+                    after,
+                    upto.saturating_add(1),
+                    false,
+                    wanted.saturating_add(1),
+                )
+                .await?;
+            let limited = events.len() as i64 > wanted;
+            events.truncate(limit);
+            events.reverse();
+            return Ok((events, limited));
+        }
+        // Filtered: read back page by page until enough events pass, within a bound.
+        let mut matching = Vec::new();
+        let mut before = upto.saturating_add(1);
+        let mut scanned = 0;
+        let limited = loop {
+            let page = self
+                .store
+                .room_events(room_id.as_str(), after, before, false, 200)
+                .await?;
+            let Some(last) = page.last() else {
+                break false;
+            };
+            before = last.stream_ordering;
+            scanned += page.len();
+            matching.extend(page.into_iter().filter(|e| filter.allows(e)));
+            if matching.len() > limit {
+                break true;
+            }
+            if scanned >= MAX_FILTER_SCAN {
+                break true;
+            }
+        };
+        matching.truncate(limit);
+        matching.reverse();
+        Ok((matching, limited))
     }
 
     async fn timeline(
@@ -483,7 +582,13 @@ impl Services {
     ) -> Result<State> {
         // A complete incremental timeline carries every state change itself: nothing to
         // look up (the common case of a woken long-poll).
-        if from.is_some() && !limited && !options.full_state && !options.lazy_load_members {
+        let filtered = !options.timeline_filter.is_empty();
+        if from.is_some()
+            && !limited
+            && !options.full_state
+            && !options.lazy_load_members
+            && !filtered
+        {
             if !options.state_after {
                 return Ok(State::Before(StateEvents::new()));
             }
@@ -506,7 +611,10 @@ impl Services {
             }
             return Ok(State::After(events));
         }
+        // A filtered timeline may leave state changes out: then the state section brings
+        // the room up to the end of the window, whatever the timeline showed.
         let target = match (options.state_after, timeline.first(), timeline.last()) {
+            _ if filtered => self.state_at(room_id, upto).await?,
             (false, Some(first), _) => self.store.state_of_group(first.state_before).await?,
             (true, _, Some(last)) => {
                 let mut state = self.store.state_of_group(last.state_before).await?;
@@ -597,5 +705,22 @@ impl Services {
             }
         }
         Ok(events)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::type_matches;
+
+    #[test]
+    fn type_patterns_match_like_the_spec_says() {
+        assert!(type_matches("m.room.message", "m.room.message"));
+        assert!(!type_matches("m.room", "m.room.message"));
+        assert!(type_matches("m.*", "m.room.message"));
+        assert!(type_matches("*.message", "m.room.message"));
+        assert!(type_matches("m.*.mess*", "m.room.message"));
+        assert!(type_matches("*", "anything"));
+        assert!(!type_matches("m.*.topic", "m.room.message"));
+        assert!(!type_matches("ab*ba", "aba"), "the parts may not overlap");
     }
 }

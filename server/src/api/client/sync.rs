@@ -20,7 +20,7 @@ use crate::{
     },
     service::{
         Services,
-        sync::{SyncOptions, SyncToken},
+        sync::{EventFilter, SyncOptions, SyncToken},
     },
 };
 
@@ -86,6 +86,20 @@ async fn sync(
     options.rooms = room.rooms.as_ref().map(|r| r.iter().cloned().collect());
     options.not_rooms = room.not_rooms.iter().cloned().collect::<HashSet<_>>();
     options.include_leave = room.include_leave;
+    let timeline = &room.timeline;
+    options.timeline_filter = EventFilter {
+        types: timeline.types.clone(),
+        not_types: timeline.not_types.clone(),
+        senders: timeline
+            .senders
+            .as_ref()
+            .map(|s| s.iter().map(ToString::to_string).collect()),
+        not_senders: timeline
+            .not_senders
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
+    };
     // Syncing says the user is here, unless the client asks otherwise.
     match b.set_presence.as_str() {
         "offline" => {}
