@@ -117,6 +117,30 @@ async fn two_instances_share_one_database_and_bus() {
     }
     assert!(typing_seen, "typing crossed to the other instance");
 
+    // Presence set on A is seen from B.
+    let set = a
+        .put_json(
+            "/_matrix/client/v3/presence/@alice:localhost/status",
+            Some(&alice),
+            &json!({"presence": "unavailable", "status_msg": "in a meeting"}),
+        )
+        .await;
+    assert_eq!(set.0, 200, "{:?}", set.1);
+    let mut presence_seen = false;
+    for _ in 0..50 {
+        let seen = get_b(
+            "/_matrix/client/v3/presence/@alice:localhost/status".to_owned(),
+            bob.clone(),
+        )
+        .await;
+        if seen["status_msg"] == "in a meeting" {
+            presence_seen = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(presence_seen, "presence crossed to the other instance");
+
     // Concurrent sends from both instances: all stored, one chain, no shared parents.
     let mut tasks = Vec::new();
     for i in 0..20 {

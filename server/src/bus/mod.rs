@@ -19,7 +19,7 @@ use ruma::{OwnedRoomId, OwnedUserId, UserId};
 use serde::{Deserialize, Serialize};
 use tokio::{sync::Notify, task::JoinHandle};
 
-use crate::service::ephemeral::Typing;
+use crate::service::{ephemeral::Typing, presence::Presence};
 
 type Waiters = Arc<Mutex<HashMap<OwnedUserId, Arc<Notify>>>>;
 
@@ -49,6 +49,18 @@ struct Message {
     /// A typing change to apply before waking.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     typing: Option<TypingChange>,
+    /// A presence change to apply before waking.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    presence: Option<PresenceChange>,
+}
+
+/// Someone's presence changed.
+#[derive(Debug, Serialize, Deserialize)]
+struct PresenceChange {
+    user: OwnedUserId,
+    state: String,
+    status_msg: Option<String>,
+    now_ms: i64,
 }
 
 /// Someone started (until a time) or stopped typing.
@@ -83,7 +95,7 @@ impl Bus {
     pub async fn with_redis(
         url: &str,
         server_name: &str,
-        typing: Arc<Typing>,
+        (typing, presence): (Arc<Typing>, Arc<Presence>),
     ) -> anyhow::Result<Self> {
         let client = redis::Client::open(url).context("redis.url is not a Redis URL")?;
         let publisher = ConnectionManager::new(client.clone())
@@ -97,7 +109,7 @@ impl Bus {
             channel.clone(),
             instance.clone(),
             waiters.clone(),
-            typing,
+            (typing, presence),
         ));
         Ok(Self {
             waiters,
@@ -181,6 +193,31 @@ impl Bus {
         });
     }
 
+    /// Wakes `peers` after a presence change this instance applied; other instances get the
+    /// change and the wake-up in one message.
+    pub fn presence_changed(
+        &self,
+        user: &UserId,
+        (state, status_msg): (&str, Option<&str>),
+        now_ms: i64,
+        peers: &[OwnedUserId],
+    ) {
+        let users: Vec<&UserId> = peers.iter().map(|u| &**u).collect();
+        wake_local(&self.waiters, &users);
+        if self.remote.is_some() {
+            self.publish(Message {
+                wake: peers.to_vec(),
+                presence: Some(PresenceChange {
+                    user: user.to_owned(),
+                    state: state.to_owned(),
+                    status_msg: status_msg.map(str::to_owned),
+                    now_ms,
+                }),
+                ..Message::default()
+            });
+        }
+    }
+
     /// Users with a waiting sync on this instance.
     pub fn waiting_users(&self) -> usize {
         self.waiters
@@ -204,7 +241,7 @@ async fn listen(
     channel: String,
     instance: String,
     waiters: Waiters,
-    typing: Arc<Typing>,
+    (typing, presence): (Arc<Typing>, Arc<Presence>),
 ) {
     loop {
         match client.get_async_pubsub().await {
@@ -226,6 +263,14 @@ async fn listen(
                                 &change.room,
                                 &change.user,
                                 change.until_ms,
+                                change.now_ms,
+                            );
+                        }
+                        if let Some(change) = &message.presence {
+                            presence.apply(
+                                &change.user,
+                                &change.state,
+                                Some(change.status_msg.as_deref()),
                                 change.now_ms,
                             );
                         }

@@ -57,7 +57,7 @@ pub struct Services {
     /// Who is typing where.
     pub typing: Arc<ephemeral::Typing>,
     /// Who is online.
-    pub presence: presence::Presence,
+    pub presence: Arc<presence::Presence>,
     /// Serialises event building per room within this process.
     pub room_locks: rooms::RoomLocks,
 }
@@ -82,8 +82,12 @@ impl Services {
         let chains = Chains::new(&config.chains).map_err(|e| anyhow::anyhow!("chains: {e}"))?;
         let nonces = NonceStore::connect(config.redis.url.as_deref()).await?;
         let typing = Arc::new(ephemeral::Typing::default());
+        let presence = Arc::new(presence::Presence::default());
         let bus = match &config.redis.url {
-            Some(url) => Bus::with_redis(url, config.server_name.as_str(), typing.clone()).await?,
+            Some(url) => {
+                let shared = (typing.clone(), presence.clone());
+                Bus::with_redis(url, config.server_name.as_str(), shared).await?
+            }
             None => Bus::default(),
         };
         Ok(Self {
@@ -97,7 +101,7 @@ impl Services {
             nonces,
             bus,
             typing,
-            presence: presence::Presence::default(),
+            presence,
             room_locks: rooms::RoomLocks::default(),
         })
     }

@@ -46,7 +46,7 @@ impl Presence {
     }
 
     /// Sets presence; true when it changed (state or message), which others should hear of.
-    fn set(
+    pub fn apply(
         &self,
         user_id: &UserId,
         state: &str,
@@ -96,9 +96,12 @@ impl Services {
         if !matches!(state, "online" | "unavailable" | "offline") {
             return Err(Error::invalid_param(format!("Unknown presence {state}")));
         }
-        if self.presence.set(user_id, state, status_msg, self.now_ms()) {
+        let now = self.now_ms();
+        if self.presence.apply(user_id, state, status_msg, now) {
             let peers = self.room_peers(user_id).await?;
-            self.bus.wake(peers.iter().map(|u| &**u));
+            let message = self.presence.get(user_id).and_then(|p| p.status_msg);
+            self.bus
+                .presence_changed(user_id, (state, message.as_deref()), now, &peers);
         }
         Ok(())
     }
