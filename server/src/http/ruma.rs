@@ -112,6 +112,13 @@ impl<T: serde::de::DeserializeOwned> FromRequest<Arc<Services>> for JsonBody<T> 
     }
 }
 
+/// A JSON value as a typed raw Matrix event or content, as ruma's responses hold them.
+pub fn to_raw<T>(value: &serde_json::Value) -> Result<ruma::serde::Raw<T>> {
+    serde_json::value::to_raw_value(value)
+        .map(ruma::serde::Raw::from_json)
+        .map_err(|e| Error::Internal(e.into()))
+}
+
 /// The query string's parameters, last one wins; never a rejection.
 pub fn query_params(query: Option<&str>) -> std::collections::HashMap<String, String> {
     form_urlencoded::parse(query.unwrap_or_default().as_bytes())

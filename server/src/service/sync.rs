@@ -15,7 +15,10 @@ use serde_json::Value;
 
 use super::{Services, rooms::Pdu};
 use crate::{
-    http::error::{Error, Result},
+    http::{
+        error::{Error, Result},
+        ruma::to_raw,
+    },
     store::{StateMap, StoredEvent},
 };
 
@@ -175,12 +178,6 @@ impl Default for SyncOptions {
 /// Most that `timeout` can make a sync wait.
 const MAX_TIMEOUT: Duration = Duration::from_secs(300);
 
-fn raw<T>(value: &Value) -> Result<Raw<T>> {
-    serde_json::value::to_raw_value(value)
-        .map(Raw::from_json)
-        .map_err(|e| Error::Internal(e.into()))
-}
-
 impl Services {
     /// Answers a sync, waiting up to `timeout` for news when an incremental sync has none.
     pub async fn sync(
@@ -320,13 +317,13 @@ impl Services {
             let event = serde_json::json!({"type": kind, "content": content});
             let room_id = RoomId::parse(room.as_str()).ok();
             match room_id {
-                None => response.account_data.events.push(raw(&event)?),
+                None => response.account_data.events.push(to_raw(&event)?),
                 Some(room_id) => {
                     if let Some(joined) = response.rooms.join.get_mut(&room_id) {
-                        joined.account_data.events.push(raw(&event)?);
+                        joined.account_data.events.push(to_raw(&event)?);
                     } else if self.membership(&room_id, user_id).await?.as_deref() == Some("join") {
                         let mut joined = JoinedRoom::new();
-                        joined.account_data.events.push(raw(&event)?);
+                        joined.account_data.events.push(to_raw(&event)?);
                         response.rooms.join.insert(room_id, joined);
                     }
                 }
@@ -350,7 +347,7 @@ impl Services {
                 if let Some(msg) = &state.status_msg {
                     content["status_msg"] = Value::from(msg.as_str());
                 }
-                response.presence.events.push(raw(&serde_json::json!({
+                response.presence.events.push(to_raw(&serde_json::json!({
                     "type": "m.presence",
                     "sender": peer,
                     "content": content,
@@ -384,7 +381,7 @@ impl Services {
         let mut ephemeral = Vec::new();
         let (typing_serial, typing) = self.typing.in_room(room_id, self.now_ms());
         if typing_serial > since.typing && typing_serial <= next.typing {
-            ephemeral.push(raw(&serde_json::json!({
+            ephemeral.push(to_raw(&serde_json::json!({
                 "type": "m.typing",
                 "content": {"user_ids": typing},
             }))?);
@@ -393,7 +390,7 @@ impl Services {
             .receipt_event(room_id, user_id, since.receipts, next.receipts)
             .await?
         {
-            ephemeral.push(raw(&receipts)?);
+            ephemeral.push(to_raw(&receipts)?);
         }
         if from.is_some() && events.is_empty() && ephemeral.is_empty() && !options.full_state {
             return Ok(None);
@@ -562,7 +559,7 @@ impl Services {
             timeline.prev_batch = Some(format!("t{}", first.stream_ordering));
         }
         for event in self.client_events(events, Some(viewer), true).await? {
-            timeline.events.push(raw(&event)?);
+            timeline.events.push(to_raw(&event)?);
         }
         Ok(timeline)
     }
@@ -607,7 +604,7 @@ impl Services {
                 .client_events(&latest, Some((user_id, device_id)), true)
                 .await?
             {
-                events.events.push(raw(&event)?);
+                events.events.push(to_raw(&event)?);
             }
             return Ok(State::After(events));
         }
@@ -659,7 +656,7 @@ impl Services {
             .client_events(&stored, Some((user_id, device_id)), true)
             .await?
         {
-            events.events.push(raw(&event)?);
+            events.events.push(to_raw(&event)?);
         }
         Ok(if options.state_after {
             State::After(events)
@@ -701,7 +698,7 @@ impl Services {
                 .await?
             {
                 let pdu = Pdu::from_stored(&stored).map_err(Error::Internal)?;
-                events.push(raw(&pdu.to_stripped())?);
+                events.push(to_raw(&pdu.to_stripped())?);
             }
         }
         Ok(events)

@@ -251,21 +251,11 @@ impl Services {
         device_id: &DeviceId,
         event_id: &EventId,
     ) -> Result<Value> {
-        let not_found = || Error::not_found("No such event in this room");
-        let upto = self
-            .visible_upto(room_id, user_id)
-            .await?
-            .ok_or_else(not_found)?;
-        let stored = self
-            .store
-            .event(event_id.as_str())
-            .await?
-            .filter(|e| e.room_id == room_id.as_str() && e.stream_ordering <= upto)
-            .ok_or_else(not_found)?;
+        let (stored, _) = self.visible_event(room_id, user_id, event_id).await?;
         self.client_events(&[stored], Some((user_id, device_id.as_str())), false)
             .await?
             .pop()
-            .ok_or_else(not_found)
+            .ok_or_else(|| Error::not_found("No such event in this room"))
     }
 
     /// An event with up to `limit` events around it, split evenly, and the state at it.
@@ -277,17 +267,7 @@ impl Services {
         event_id: &EventId,
         limit: u64,
     ) -> Result<Context> {
-        let not_found = || Error::not_found("No such event in this room");
-        let upto = self
-            .visible_upto(room_id, user_id)
-            .await?
-            .ok_or_else(not_found)?;
-        let stored = self
-            .store
-            .event(event_id.as_str())
-            .await?
-            .filter(|e| e.room_id == room_id.as_str() && e.stream_ordering <= upto)
-            .ok_or_else(not_found)?;
+        let (stored, upto) = self.visible_event(room_id, user_id, event_id).await?;
         let half = i64::try_from(limit / 2).unwrap_or(0);
         let before_events = self
             .store
@@ -323,7 +303,7 @@ impl Services {
                 .client_events(std::slice::from_ref(&stored), device, false)
                 .await?
                 .pop()
-                .ok_or_else(not_found)?,
+                .ok_or_else(|| Error::not_found("No such event in this room"))?,
             before: self.client_events(&before_events, device, false).await?,
             after: self.client_events(&after_events, device, false).await?,
             start,

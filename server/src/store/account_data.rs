@@ -2,7 +2,7 @@
 
 use sqlx::Row;
 
-use super::{Backend, Store};
+use super::Store;
 
 impl Store {
     /// Sets one account-data entry (`room_id` empty for global) at a fresh stream position.
@@ -13,17 +13,9 @@ impl Store {
         kind: &str,
         content: &str,
     ) -> Result<i64, sqlx::Error> {
-        let _writer = match self.backend {
-            Backend::Sqlite => Some(self.write_lock.lock().await),
-            Backend::Postgres => None,
-        };
+        let _writer = self.writer().await;
         let mut tx = self.pool.begin().await?;
-        let position: i64 = sqlx::query_scalar(
-            "INSERT INTO stream_counters (name, value) VALUES ('account_data', 1) \
-             ON CONFLICT (name) DO UPDATE SET value = stream_counters.value + 1 RETURNING value",
-        )
-        .fetch_one(&mut *tx)
-        .await?;
+        let position = Self::next_position(&mut tx, "account_data").await?;
         sqlx::query(
             "INSERT INTO account_data (user_id, room_id, type, content, stream_id) \
              VALUES ($1, $2, $3, $4, $5) ON CONFLICT (user_id, room_id, type) \
@@ -87,11 +79,6 @@ impl Store {
 
     /// The latest account-data position.
     pub async fn max_account_data_stream(&self) -> Result<i64, sqlx::Error> {
-        Ok(sqlx::query_scalar::<_, i64>(
-            "SELECT value FROM stream_counters WHERE name = 'account_data'",
-        )
-        .fetch_optional(&self.pool)
-        .await?
-        .unwrap_or(0))
+        self.stream_position("account_data").await
     }
 }

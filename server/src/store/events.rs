@@ -202,10 +202,7 @@ impl Store {
         built_on: &[String],
     ) -> Result<Option<i64>, sqlx::Error> {
         // SQLite has one writer: queue here rather than fail with SQLITE_BUSY.
-        let _writer = match self.backend {
-            Backend::Sqlite => Some(self.write_lock.lock().await),
-            Backend::Postgres => None,
-        };
+        let _writer = self.writer().await;
         let mut tx = self.pool.begin().await?;
         if self.backend == Backend::Postgres {
             sqlx::query("SELECT pg_advisory_xact_lock($1)")
@@ -440,16 +437,25 @@ impl Store {
 
     /// Events by id, in stream order (unknown ids are left out).
     pub async fn events(&self, event_ids: &[String]) -> Result<Vec<StoredEvent>, sqlx::Error> {
-        let mut events = Vec::with_capacity(event_ids.len());
-        for chunk in event_ids.chunks(100) {
+        self.events_where_in("event_id", event_ids).await
+    }
+
+    /// Events whose `column` is one of `values`, in stream order.
+    async fn events_where_in(
+        &self,
+        column: &'static str,
+        values: &[String],
+    ) -> Result<Vec<StoredEvent>, sqlx::Error> {
+        let mut events = Vec::with_capacity(values.len());
+        for chunk in values.chunks(100) {
             let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
             let sql = format!(
-                "SELECT {EVENT_COLUMNS} FROM events WHERE event_id IN ({})",
+                "SELECT {EVENT_COLUMNS} FROM events WHERE {column} IN ({})",
                 placeholders.join(", ")
             );
             let mut query = sqlx::query(&sql);
-            for id in chunk {
-                query = query.bind(id);
+            for value in chunk {
+                query = query.bind(value);
             }
             for row in query.fetch_all(&self.pool).await? {
                 events.push(event_row(&row)?);
@@ -524,23 +530,7 @@ impl Store {
         &self,
         event_ids: &[String],
     ) -> Result<Vec<StoredEvent>, sqlx::Error> {
-        let mut events = Vec::new();
-        for chunk in event_ids.chunks(100) {
-            let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
-            let sql = format!(
-                "SELECT {EVENT_COLUMNS} FROM events WHERE relates_to IN ({}) ORDER BY stream_ordering",
-                placeholders.join(", ")
-            );
-            let mut query = sqlx::query(&sql);
-            for id in chunk {
-                query = query.bind(id);
-            }
-            for row in query.fetch_all(&self.pool).await? {
-                events.push(event_row(&row)?);
-            }
-        }
-        events.sort_by_key(|e| e.stream_ordering);
-        Ok(events)
+        self.events_where_in("relates_to", event_ids).await
     }
 
     /// Thread roots of a room whose latest reply is before `before`, most recently active

@@ -1,14 +1,10 @@
 //! Stored sync filters.
 
-use super::{Backend, Store};
+use super::Store;
 
 impl Store {
     /// Stores a filter (JSON) for the user; its id.
     pub async fn insert_filter(&self, user_id: &str, json: &str) -> Result<i64, sqlx::Error> {
-        let _writer = match self.backend {
-            Backend::Sqlite => Some(self.write_lock.lock().await),
-            Backend::Postgres => None,
-        };
         // Two uploads at once may pick the same next id: the loser takes the one after.
         loop {
             let id: i64 = sqlx::query_scalar(

@@ -13,6 +13,7 @@ mod profiles;
 mod receipts;
 mod registration_tokens;
 mod server_keys;
+mod streams;
 mod tokens;
 mod uia;
 mod users;

@@ -2,7 +2,7 @@
 
 use sqlx::Row;
 
-use super::{Backend, Store};
+use super::Store;
 
 /// One receipt as stored.
 #[derive(Clone, Debug)]
@@ -24,17 +24,9 @@ pub struct ReceiptRow {
 impl Store {
     /// Sets a receipt (replacing the user's previous one of that type and thread).
     pub async fn set_receipt(&self, receipt: &ReceiptRow) -> Result<i64, sqlx::Error> {
-        let _writer = match self.backend {
-            Backend::Sqlite => Some(self.write_lock.lock().await),
-            Backend::Postgres => None,
-        };
+        let _writer = self.writer().await;
         let mut tx = self.pool.begin().await?;
-        let position: i64 = sqlx::query_scalar(
-            "INSERT INTO stream_counters (name, value) VALUES ('receipts', 1) \
-             ON CONFLICT (name) DO UPDATE SET value = stream_counters.value + 1 RETURNING value",
-        )
-        .fetch_one(&mut *tx)
-        .await?;
+        let position = Self::next_position(&mut tx, "receipts").await?;
         sqlx::query(
             "INSERT INTO receipts (room_id, user_id, type, thread_id, event_id, ts, stream_id) \
              VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (room_id, user_id, type, thread_id) \
@@ -85,12 +77,7 @@ impl Store {
 
     /// The latest receipt position.
     pub async fn max_receipt_stream(&self) -> Result<i64, sqlx::Error> {
-        Ok(sqlx::query_scalar::<_, i64>(
-            "SELECT value FROM stream_counters WHERE name = 'receipts'",
-        )
-        .fetch_optional(&self.pool)
-        .await?
-        .unwrap_or(0))
+        self.stream_position("receipts").await
     }
 
     /// How many messages from others follow the user's latest read receipt (public or

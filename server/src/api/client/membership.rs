@@ -13,14 +13,13 @@ use ruma::{
             unban_user,
         },
     },
-    serde::Raw,
 };
 use serde_json::Value;
 
 use crate::{
     http::{
         error::{Error, Result},
-        ruma::{RouterExt, Ruma},
+        ruma::{RouterExt, Ruma, to_raw},
     },
     service::{Services, rooms::MembershipChange},
 };
@@ -302,11 +301,4 @@ async fn joined_rooms(
     Ok(joined_rooms::v3::Response::new(
         services.joined_rooms(&req.auth.user_id).await?,
     ))
-}
-
-/// A JSON value as a typed raw event.
-pub(super) fn to_raw<T>(value: &Value) -> Result<Raw<T>> {
-    serde_json::value::to_raw_value(value)
-        .map(Raw::from_json)
-        .map_err(|e| Error::Internal(e.into()))
 }

@@ -19,11 +19,10 @@ use ruma::{
 };
 use serde_json::Value;
 
-use super::membership::to_raw;
 use crate::{
     http::{
         error::{Error, Result},
-        ruma::{RouterExt, Ruma},
+        ruma::{RouterExt, Ruma, to_raw},
     },
     service::{Services, rooms::EventDraft},
 };

@@ -37,3 +37,14 @@ pub fn routes() -> Router<Arc<Services>> {
     let router = search::routes(router);
     device::routes(router)
 }
+
+/// 403 unless the user named in the path is the caller: profiles, account data, tags and
+/// filters are one's own.
+fn ensure_self(auth: &ruma::UserId, path: &ruma::UserId) -> crate::http::error::Result<()> {
+    if auth != path {
+        return Err(crate::http::error::Error::forbidden(format!(
+            "You are {auth}: you can only change or read your own data here, not {path}'s"
+        )));
+    }
+    Ok(())
+}

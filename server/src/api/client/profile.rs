@@ -3,17 +3,15 @@
 use std::sync::Arc;
 
 use axum::Router;
-use ruma::{
-    UserId,
-    api::client::profile::{
-        get_avatar_url, get_display_name, get_profile, set_avatar_url, set_display_name,
-    },
+use ruma::api::client::profile::{
+    get_avatar_url, get_display_name, get_profile, set_avatar_url, set_display_name,
 };
 use serde_json::Value;
 
+use super::ensure_self;
 use crate::{
     http::{
-        error::{Error, Result},
+        error::Result,
         ruma::{RouterExt, Ruma},
     },
     service::Services,
@@ -26,13 +24,6 @@ pub(super) fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .ruma(set_displayname)
         .ruma(avatar_url)
         .ruma(set_avatar)
-}
-
-fn ensure_self(auth: &UserId, target: &UserId) -> Result<()> {
-    if auth != target {
-        return Err(Error::forbidden("You can only change your own profile"));
-    }
-    Ok(())
 }
 
 /// # `GET /_matrix/client/v3/profile/{userId}`

@@ -19,12 +19,11 @@ use ruma::{
 
 use serde_json::{Value, json};
 
-use super::membership::to_raw;
 use crate::{
     http::{
         auth::Authenticated,
         error::{Error, Result},
-        ruma::{RouterExt, Ruma, query_params},
+        ruma::{RouterExt, Ruma, query_params, to_raw},
     },
     service::{Services, rooms::RelationsPage},
 };

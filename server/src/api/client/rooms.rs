@@ -4,7 +4,6 @@ use std::sync::Arc;
 
 use axum::Router;
 use ruma::{
-    UserId,
     api::client::{
         alias::{create_alias, delete_alias, get_alias},
         config::{
@@ -18,10 +17,11 @@ use ruma::{
 };
 use serde_json::{Map, Value};
 
+use super::ensure_self;
 use crate::{
     http::{
         error::{Error, Result},
-        ruma::{RouterExt, Ruma},
+        ruma::{RouterExt, Ruma, to_raw},
     },
     service::{Services, rooms::CreateRoom},
 };
@@ -143,15 +143,6 @@ async fn room_aliases(
     ))
 }
 
-fn ensure_self(auth: &UserId, path: &UserId) -> Result<()> {
-    if auth != path {
-        return Err(Error::forbidden(
-            "You can only use your own account data and filters",
-        ));
-    }
-    Ok(())
-}
-
 /// # `PUT /_matrix/client/v3/user/{userId}/account_data/{type}`
 async fn set_global_data(
     services: Arc<Services>,
@@ -181,7 +172,9 @@ async fn get_global_data(
     let content = services
         .account_data(&b.user_id, None, &b.event_type.to_string())
         .await?;
-    Ok(get_global_account_data::v3::Response::new(raw(&content)?))
+    Ok(get_global_account_data::v3::Response::new(to_raw(
+        &content,
+    )?))
 }
 
 /// # `PUT /_matrix/client/v3/user/{userId}/rooms/{roomId}/account_data/{type}`
@@ -213,13 +206,7 @@ async fn get_room_data(
     let content = services
         .account_data(&b.user_id, Some(&b.room_id), &b.event_type.to_string())
         .await?;
-    Ok(get_room_account_data::v3::Response::new(raw(&content)?))
-}
-
-fn raw<T>(value: &Value) -> Result<Raw<T>> {
-    serde_json::value::to_raw_value(value)
-        .map(Raw::from_json)
-        .map_err(|e| Error::Internal(e.into()))
+    Ok(get_room_account_data::v3::Response::new(to_raw(&content)?))
 }
 
 /// # `POST /_matrix/client/v3/user/{userId}/filter`

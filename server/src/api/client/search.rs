@@ -11,11 +11,11 @@ use ruma::api::client::{
     tag::{create_tag, delete_tag, get_tags},
 };
 
-use super::membership::to_raw;
+use super::ensure_self;
 use crate::{
     http::{
         error::{Error, Result},
-        ruma::{RouterExt, Ruma},
+        ruma::{RouterExt, Ruma, to_raw},
     },
     service::Services,
 };
@@ -26,13 +26,6 @@ pub(super) fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .ruma(add_tag)
         .ruma(remove_tag)
         .ruma(search)
-}
-
-fn ensure_self(auth: &ruma::UserId, path: &ruma::UserId) -> Result<()> {
-    if auth != path {
-        return Err(Error::forbidden("You can only use your own tags"));
-    }
-    Ok(())
 }
 
 /// # `GET /_matrix/client/v3/user/{userId}/rooms/{roomId}/tags`

@@ -82,6 +82,28 @@ impl Services {
         })
     }
 
+    /// An event of the room that the user may see, and the position they may read up to;
+    /// 404 `M_NOT_FOUND` otherwise (as if it did not exist).
+    pub async fn visible_event(
+        &self,
+        room_id: &RoomId,
+        user_id: &UserId,
+        event_id: &ruma::EventId,
+    ) -> Result<(StoredEvent, i64)> {
+        let not_found = || Error::not_found("No such event in this room");
+        let upto = self
+            .visible_upto(room_id, user_id)
+            .await?
+            .ok_or_else(not_found)?;
+        let stored = self
+            .store
+            .event(event_id.as_str())
+            .await?
+            .filter(|e| e.room_id == room_id.as_str() && e.stream_ordering <= upto)
+            .ok_or_else(not_found)?;
+        Ok((stored, upto))
+    }
+
     /// Content of one piece of the room's current state.
     pub async fn state_content(
         &self,

@@ -121,17 +121,7 @@ impl Services {
         forward: bool,
         limit: usize,
     ) -> Result<RelationsPage> {
-        let not_found = || Error::not_found("No such event in this room");
-        let upto = self
-            .visible_upto(room_id, user_id)
-            .await?
-            .ok_or_else(not_found)?;
-        let parent = self
-            .store
-            .event(event_id.as_str())
-            .await?
-            .filter(|e| e.room_id == room_id.as_str() && e.stream_ordering <= upto)
-            .ok_or_else(not_found)?;
+        let (parent, upto) = self.visible_event(room_id, user_id, event_id).await?;
         let from = from.map(|t| self.parse_position(t)).transpose()?;
         let mut related: Vec<StoredEvent> = self
             .store
