@@ -1,7 +1,9 @@
 //! Everything Matrixon knows about chains, with no Matrix and no database in it.
 //!
-//! `siwe` verifies Sign-In with Ethereum messages. RPC providers (`rpc`), ENS (`ens`),
-//! DIDs (`did`) and gating rules (`gate`) follow.
+//! `siwe` verifies Sign-In with Ethereum messages, `rpc` reaches chains through failing-over
+//! providers, `gate` evaluates gating rules, `ens` reads the ENS registry. DIDs follow.
 
+pub mod ens;
+pub mod gate;
 pub mod rpc;
 pub mod siwe;

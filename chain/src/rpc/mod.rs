@@ -208,11 +208,12 @@ impl Chain {
         Ok(self.provider.call(request).block(block).await?)
     }
 
-    /// Many read calls as one `eth_call` to Multicall3, at `block`, each with its own success flag.
+    /// Many read calls as one `eth_call` to Multicall3, at `block` (latest when `None`), each
+    /// with its own success flag.
     pub async fn multicall(
         &self,
         calls: &[(Address, Bytes)],
-        block: u64,
+        block: Option<u64>,
     ) -> Result<Vec<CallOutcome>, ChainError> {
         if calls.is_empty() {
             return Ok(Vec::new());
@@ -228,7 +229,7 @@ impl Chain {
                 .collect(),
         };
         let raw = self
-            .call(Some(MULTICALL3), batch.abi_encode().into(), Some(block))
+            .call(Some(MULTICALL3), batch.abi_encode().into(), block)
             .await?;
         let results = IMulticall3::aggregate3Call::abi_decode_returns(&raw)
             .map_err(|e| ChainError::Refused(format!("undecodable Multicall3 answer: {e}")))?;

@@ -1,0 +1,178 @@
+//! ENS reads that gating needs: namehash, registry ownership, and forward-verified primary
+//! names, all batched through Multicall3 at a pinned block.
+
+use alloy::{
+    primitives::{Address, B256, Bytes, keccak256},
+    sol,
+    sol_types::SolCall,
+};
+
+use crate::rpc::{CallOutcome, Chain, ChainError};
+
+/// The ENS registry's address on mainnet and its testnets (placed there on the test chain too).
+pub const REGISTRY: Address =
+    alloy::primitives::address!("00000000000C2E074eC69A0dFb2997BA6C7d2e1e");
+
+sol! {
+    /// The registry and resolver functions read here.
+    interface IEns {
+        function owner(bytes32 node) external view returns (address);
+        function resolver(bytes32 node) external view returns (address);
+        function addr(bytes32 node) external view returns (address);
+        function name(bytes32 node) external view returns (string);
+    }
+}
+
+/// Refuses names this server cannot normalise: only lowercase `a-z`, `0-9`, `-` (and a
+/// leading `_`) are accepted until ENSIP-15 normalisation is implemented.
+pub fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 255 {
+        return Err("an ENS name has 1 to 255 characters".to_owned());
+    }
+    for label in name.split('.') {
+        let body = label.strip_prefix('_').unwrap_or(label);
+        if label.is_empty()
+            || !body
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        {
+            return Err(format!(
+                "`{name}` is not a normalised ENS name this server accepts \
+                 (lowercase a-z, 0-9 and '-' in non-empty labels)"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// ENS namehash (EIP-137) of a normalised name.
+pub fn namehash(name: &str) -> B256 {
+    let mut node = B256::ZERO;
+    if name.is_empty() {
+        return node;
+    }
+    for label in name.rsplit('.') {
+        let mut buffer = [0u8; 64];
+        buffer[..32].copy_from_slice(node.as_slice());
+        buffer[32..].copy_from_slice(keccak256(label.as_bytes()).as_slice());
+        node = keccak256(buffer);
+    }
+    node
+}
+
+/// The node of `address`'s reverse record, `<hex>.addr.reverse`.
+pub fn reverse_node(address: Address) -> B256 {
+    let hex = alloy::primitives::hex::encode(address.as_slice());
+    namehash(&format!("{hex}.addr.reverse"))
+}
+
+/// The registry owner of `name`, one call for a Multicall3 batch.
+pub fn owner_call(name: &str) -> (Address, Bytes) {
+    (
+        REGISTRY,
+        IEns::ownerCall {
+            node: namehash(name),
+        }
+        .abi_encode()
+        .into(),
+    )
+}
+
+/// Decodes an address answer; `None` for a revert or malformed data.
+pub fn decode_address(outcome: &CallOutcome) -> Option<Address> {
+    outcome
+        .success
+        .then(|| IEns::ownerCall::abi_decode_returns(&outcome.data).ok())
+        .flatten()
+}
+
+/// Each address's primary ENS name at `block`, kept only when it resolves back to the address.
+pub async fn primary_names(
+    chain: &Chain,
+    addresses: &[Address],
+    block: u64,
+) -> Result<Vec<Option<String>>, ChainError> {
+    let reverse: Vec<B256> = addresses.iter().map(|a| reverse_node(*a)).collect();
+    // Who resolves each reverse record.
+    let calls: Vec<(Address, Bytes)> = reverse
+        .iter()
+        .map(|node| {
+            let call = IEns::resolverCall { node: *node };
+            (REGISTRY, call.abi_encode().into())
+        })
+        .collect();
+    let resolvers = chain.multicall(&calls, Some(block)).await?;
+    // The names they answer.
+    let mut asked = Vec::new();
+    let mut calls = Vec::new();
+    for (i, outcome) in resolvers.iter().enumerate() {
+        if let Some(resolver) = decode_address(outcome).filter(|r| !r.is_zero()) {
+            asked.push(i);
+            let call = IEns::nameCall { node: reverse[i] };
+            calls.push((resolver, call.abi_encode().into()));
+        }
+    }
+    let mut names: Vec<Option<String>> = vec![None; addresses.len()];
+    for (i, outcome) in asked.iter().zip(chain.multicall(&calls, Some(block)).await?) {
+        names[*i] = outcome
+            .success
+            .then(|| IEns::nameCall::abi_decode_returns(&outcome.data).ok())
+            .flatten()
+            .filter(|name| check_name(name).is_ok());
+    }
+    // Forward check: the name's resolver must map it back to the same address.
+    let claimed: Vec<usize> = (0..addresses.len()).filter(|i| names[*i].is_some()).collect();
+    let nodes: Vec<B256> = claimed
+        .iter()
+        .map(|i| namehash(names[*i].as_deref().unwrap_or_default()))
+        .collect();
+    let calls: Vec<(Address, Bytes)> = nodes
+        .iter()
+        .map(|node| (REGISTRY, IEns::resolverCall { node: *node }.abi_encode().into()))
+        .collect();
+    let forward_resolvers = chain.multicall(&calls, Some(block)).await?;
+    let mut checked = Vec::new();
+    let mut calls = Vec::new();
+    for ((i, node), outcome) in claimed.iter().zip(&nodes).zip(&forward_resolvers) {
+        if let Some(resolver) = decode_address(outcome).filter(|r| !r.is_zero()) {
+            checked.push(*i);
+            calls.push((resolver, IEns::addrCall { node: *node }.abi_encode().into()));
+        }
+    }
+    let answers = chain.multicall(&calls, Some(block)).await?;
+    let mut verified: Vec<Option<String>> = vec![None; addresses.len()];
+    for (i, outcome) in checked.iter().zip(&answers) {
+        if decode_address(outcome) == Some(addresses[*i]) {
+            verified[*i] = names[*i].take();
+        }
+    }
+    Ok(verified)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namehash_matches_eip137() {
+        assert_eq!(namehash(""), B256::ZERO);
+        assert_eq!(
+            namehash("eth").to_string(),
+            "0x93cdeb708b7545dc668eb9280176169d1c33cfd8ed6f04690a0bcc88a93fc4ae"
+        );
+        assert_eq!(
+            namehash("foo.eth").to_string(),
+            "0xde9b09fd7c5f901e23a3f19fecc54828e9c848539801e86591bd9801b019f84f"
+        );
+    }
+
+    #[test]
+    fn only_names_that_need_no_normalisation_pass() {
+        assert!(check_name("dao.eth").is_ok());
+        assert!(check_name("_dmarc.x-1.eth").is_ok());
+        assert!(check_name("Dao.eth").is_err());
+        assert!(check_name("dao..eth").is_err());
+        assert!(check_name("").is_err());
+        assert!(check_name("dáo.eth").is_err());
+    }
+}

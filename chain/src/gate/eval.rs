@@ -1,0 +1,475 @@
+//! Evaluating a rule for a set of addresses: every chain read of every leaf and address goes
+//! into Multicall3 batches, one chain at one block, and the answers become verdicts.
+
+use std::collections::BTreeMap;
+
+use alloy::{
+    dyn_abi::{DynSolValue, FunctionExt, JsonAbiExt},
+    primitives::{Address, Bytes, U256},
+    sol,
+    sol_types::SolCall,
+};
+use futures_util::future::try_join_all;
+use serde::Serialize;
+
+use super::rule::{Amount, CompiledCall, Op, Rule};
+use crate::{
+    ens,
+    rpc::{CallOutcome, Chain, ChainError, Chains, MULTICALL3},
+};
+
+sol! {
+    /// Token and Multicall3 reads used by leaves.
+    interface IGateReads {
+        function balanceOf(address owner) external view returns (uint256);
+        function ownerOf(uint256 tokenId) external view returns (address);
+        function balanceOf(address account, uint256 id) external view returns (uint256);
+        function getEthBalance(address account) external view returns (uint256);
+        function getBlockNumber() external view returns (uint256);
+    }
+}
+
+/// One leaf's outcome for one address.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct LeafResult {
+    /// Where the leaf sits in the rule, e.g. `any[1].erc721`.
+    pub path: String,
+    /// Whether the leaf's condition holds.
+    pub pass: bool,
+    /// Whether an odd number of `not`s encloses it (then holding counts against the address).
+    pub negated: bool,
+    /// What was read (a balance, an owner, a name…).
+    pub value: String,
+    /// What the leaf asks for, in words.
+    pub required: String,
+}
+
+/// The verdict for one address.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct AddressVerdict {
+    /// The address, EIP-55.
+    pub address: String,
+    /// Whether the whole rule holds for it.
+    pub pass: bool,
+    /// The block each chain was read at, by CAIP-2 id.
+    pub blocks: BTreeMap<String, u64>,
+    /// Every leaf, in rule order.
+    pub leaves: Vec<LeafResult>,
+}
+
+impl AddressVerdict {
+    /// Leaves that counted against the address: failed ones, or held ones under a `not`.
+    pub fn failing(&self) -> impl Iterator<Item = &LeafResult> {
+        self.leaves.iter().filter(|l| l.pass == l.negated)
+    }
+}
+
+/// A leaf with its place in the rule.
+struct Leaf<'a> {
+    rule: &'a Rule,
+    path: String,
+    negated: bool,
+    compiled: Option<CompiledCall>,
+}
+
+fn leaves(rule: &Rule) -> Vec<Leaf<'_>> {
+    fn walk<'a>(rule: &'a Rule, path: String, negated: bool, out: &mut Vec<Leaf<'a>>) {
+        let at = |segment: String| {
+            if path.is_empty() {
+                segment
+            } else {
+                format!("{path}.{segment}")
+            }
+        };
+        match rule {
+            Rule::All(rules) | Rule::Any(rules) => {
+                for (i, sub) in rules.iter().enumerate() {
+                    walk(sub, at(format!("{}[{i}]", rule.kind())), negated, out);
+                }
+            }
+            Rule::Not(sub) => walk(sub, at("not".to_owned()), !negated, out),
+            leaf => out.push(Leaf {
+                rule: leaf,
+                path: at(leaf.kind().to_owned()),
+                negated,
+                compiled: match leaf {
+                    Rule::Call(call) => call.compile().ok(),
+                    _ => None,
+                },
+            }),
+        }
+    }
+    let mut out = Vec::new();
+    walk(rule, String::new(), false, &mut out);
+    out
+}
+
+/// The calls queued for one chain, and which (address, leaf) asked for each.
+#[derive(Default)]
+struct ChainBatch {
+    calls: Vec<(Address, Bytes)>,
+}
+
+impl ChainBatch {
+    fn push(&mut self, target: Address, data: Vec<u8>) -> usize {
+        self.calls.push((target, data.into()));
+        self.calls.len() - 1
+    }
+}
+
+/// The answers read for one chain.
+struct ChainAnswers {
+    block: u64,
+    outcomes: Vec<CallOutcome>,
+    primary_names: Vec<Option<String>>,
+}
+
+/// Evaluates `rule` for each address; the chain reads of all of them go out as Multicall3
+/// batches of at most `batch_size` calls, every batch of a chain at the same block.
+pub async fn evaluate(
+    chains: &Chains,
+    rule: &Rule,
+    addresses: &[Address],
+    batch_size: usize,
+) -> Result<Vec<AddressVerdict>, ChainError> {
+    let leaves = leaves(rule);
+    let mut batches: BTreeMap<u64, ChainBatch> = BTreeMap::new();
+    let mut ens_parent_chains: Vec<u64> = Vec::new();
+    // slots[address][leaf] = indices of that leaf's calls in its chain's batch.
+    let mut slots: Vec<Vec<Vec<usize>>> = vec![vec![Vec::new(); leaves.len()]; addresses.len()];
+    for (a, address) in addresses.iter().enumerate() {
+        for (l, leaf) in leaves.iter().enumerate() {
+            let (chain, calls) = leaf_calls(leaf, *address);
+            let Some(chain) = chain else { continue };
+            let batch = batches.entry(chain).or_default();
+            for (target, data) in calls {
+                slots[a][l].push(batch.push(target, data));
+            }
+            if let Rule::Ens(ens) = leaf.rule
+                && ens.parent.is_some()
+                && !ens_parent_chains.contains(&chain)
+            {
+                ens_parent_chains.push(chain);
+            }
+        }
+    }
+    for chain in &ens_parent_chains {
+        batches.entry(*chain).or_default();
+    }
+    let answers: BTreeMap<u64, ChainAnswers> =
+        try_join_all(batches.into_iter().map(|(id, batch)| {
+            let needs_names = ens_parent_chains.contains(&id);
+            async move {
+                let chain = chains.get(id)?;
+                let (block, outcomes) = run_pinned(chain, &batch.calls, batch_size).await?;
+                let primary_names = if needs_names {
+                    ens::primary_names(chain, addresses, block).await?
+                } else {
+                    Vec::new()
+                };
+                Ok::<_, ChainError>((
+                    id,
+                    ChainAnswers {
+                        block,
+                        outcomes,
+                        primary_names,
+                    },
+                ))
+            }
+        }))
+        .await?
+        .into_iter()
+        .collect();
+    let blocks: BTreeMap<String, u64> = answers
+        .iter()
+        .map(|(id, a)| (format!("eip155:{id}"), a.block))
+        .collect();
+    Ok(addresses
+        .iter()
+        .enumerate()
+        .map(|(a, address)| {
+            let results: Vec<LeafResult> = leaves
+                .iter()
+                .enumerate()
+                .map(|(l, leaf)| judge(leaf, *address, a, &slots[a][l], &answers))
+                .collect();
+            let mut next = results.iter().map(|r| r.pass);
+            let pass = combine(rule, &mut next);
+            AddressVerdict {
+                address: address.to_checksum(None),
+                pass,
+                blocks: blocks.clone(),
+                leaves: results,
+            }
+        })
+        .collect())
+}
+
+/// Runs `calls` in batches: the first at the latest block with Multicall3's block number in
+/// it, the others pinned to that block. The pinned block and every outcome, in order.
+async fn run_pinned(
+    chain: &Chain,
+    calls: &[(Address, Bytes)],
+    batch_size: usize,
+) -> Result<(u64, Vec<CallOutcome>), ChainError> {
+    let batch_size = batch_size.max(1);
+    let split = calls.len().min(batch_size);
+    let mut first = Vec::with_capacity(split + 1);
+    first.push((
+        MULTICALL3,
+        Bytes::from(IGateReads::getBlockNumberCall {}.abi_encode()),
+    ));
+    first.extend_from_slice(&calls[..split]);
+    let mut head = chain.multicall(&first, None).await?;
+    let block = head
+        .first()
+        .filter(|o| o.success)
+        .and_then(|o| IGateReads::getBlockNumberCall::abi_decode_returns(&o.data).ok())
+        .and_then(|n| u64::try_from(n).ok())
+        .ok_or_else(|| ChainError::Refused("Multicall3 did not report the block".to_owned()))?;
+    head.remove(0);
+    let rest = try_join_all(
+        calls[split..]
+            .chunks(batch_size)
+            .map(|chunk| chain.multicall(chunk, Some(block))),
+    )
+    .await?;
+    head.extend(rest.into_iter().flatten());
+    Ok((block, head))
+}
+
+/// The chain a leaf reads and the calls it needs for `address`.
+fn leaf_calls(leaf: &Leaf<'_>, address: Address) -> (Option<u64>, Vec<(Address, Vec<u8>)>) {
+    match leaf.rule {
+        Rule::Native(l) => (
+            Some(l.chain.0),
+            vec![(
+                MULTICALL3,
+                IGateReads::getEthBalanceCall { account: address }.abi_encode(),
+            )],
+        ),
+        Rule::Erc20(l) => (
+            Some(l.chain.0),
+            vec![(
+                l.contract.0,
+                IGateReads::balanceOf_0Call { owner: address }.abi_encode(),
+            )],
+        ),
+        Rule::Erc721(l) => match &l.token_ids {
+            None => (
+                Some(l.chain.0),
+                vec![(
+                    l.contract.0,
+                    IGateReads::balanceOf_0Call { owner: address }.abi_encode(),
+                )],
+            ),
+            Some(ids) => (
+                Some(l.chain.0),
+                ids.iter()
+                    .map(|id| {
+                        (
+                            l.contract.0,
+                            IGateReads::ownerOfCall { tokenId: id.0 }.abi_encode(),
+                        )
+                    })
+                    .collect(),
+            ),
+        },
+        Rule::Erc1155(l) => (
+            Some(l.chain.0),
+            vec![(
+                l.contract.0,
+                IGateReads::balanceOf_1Call {
+                    account: address,
+                    id: l.token_id.0,
+                }
+                .abi_encode(),
+            )],
+        ),
+        Rule::Call(l) => {
+            let Some(compiled) = &leaf.compiled else {
+                return (Some(l.chain.0), Vec::new());
+            };
+            let args: Vec<DynSolValue> = compiled
+                .args
+                .iter()
+                .map(|a| a.clone().unwrap_or(DynSolValue::Address(address)))
+                .collect();
+            let data = compiled.function.abi_encode_input(&args).unwrap_or_default();
+            (Some(l.chain.0), vec![(l.contract.0, data)])
+        }
+        Rule::Ens(l) => match &l.name {
+            Some(name) => {
+                let (target, data) = ens::owner_call(name);
+                (Some(l.chain.0), vec![(target, data.to_vec())])
+            }
+            None => (Some(l.chain.0), Vec::new()),
+        },
+        Rule::Allowlist(_) | Rule::All(_) | Rule::Any(_) | Rule::Not(_) => (None, Vec::new()),
+    }
+}
+
+/// Reads a leaf's answers for one address into a result.
+fn judge(
+    leaf: &Leaf<'_>,
+    address: Address,
+    index: usize,
+    slots: &[usize],
+    answers: &BTreeMap<u64, ChainAnswers>,
+) -> LeafResult {
+    let outcomes = |chain: u64| -> Vec<Option<&CallOutcome>> {
+        slots
+            .iter()
+            .map(|s| answers.get(&chain).and_then(|a| a.outcomes.get(*s)))
+            .collect()
+    };
+    let balance = |o: Option<&CallOutcome>| {
+        o.filter(|o| o.success)
+            .and_then(|o| IGateReads::balanceOf_0Call::abi_decode_returns(&o.data).ok())
+    };
+    let at_least = |chain: u64, min: &Amount, unit: &str| {
+        let read = balance(outcomes(chain).first().copied().flatten());
+        let value = read.map_or_else(|| "unreadable".to_owned(), |b| b.to_string());
+        (
+            read.is_some_and(|b| b >= min.0),
+            value,
+            format!("at least {} {unit}", min.0),
+        )
+    };
+    let (pass, value, required) = match leaf.rule {
+        Rule::Native(l) => at_least(l.chain.0, &l.min, "wei"),
+        Rule::Erc20(l) => at_least(l.chain.0, &l.min, "base units"),
+        Rule::Erc1155(l) => at_least(l.chain.0, &l.min, &format!("of token {}", l.token_id.0)),
+        Rule::Erc721(l) => match &l.token_ids {
+            None => at_least(l.chain.0, &Amount(U256::from(1)), "token"),
+            Some(ids) => {
+                let owned: Vec<String> = ids
+                    .iter()
+                    .zip(outcomes(l.chain.0))
+                    .filter(|(_, o)| o.and_then(ens::decode_address) == Some(address))
+                    .map(|(id, _)| id.0.to_string())
+                    .collect();
+                let list: Vec<String> = ids.iter().map(|id| id.0.to_string()).collect();
+                (
+                    !owned.is_empty(),
+                    if owned.is_empty() {
+                        "owns none of them".to_owned()
+                    } else {
+                        format!("owns {}", owned.join(", "))
+                    },
+                    format!("one of tokens {}", list.join(", ")),
+                )
+            }
+        },
+        Rule::Call(l) => judge_call(leaf, outcomes(l.chain.0).first().copied().flatten()),
+        Rule::Ens(l) => match (&l.name, &l.parent) {
+            (Some(name), _) => {
+                let owner = outcomes(l.chain.0)
+                    .first()
+                    .copied()
+                    .flatten()
+                    .and_then(ens::decode_address);
+                (
+                    owner == Some(address),
+                    owner.map_or_else(|| "unreadable".to_owned(), |o| o.to_checksum(None)),
+                    format!("owner of {name}"),
+                )
+            }
+            (None, Some(parent)) => {
+                let name = answers
+                    .get(&l.chain.0)
+                    .and_then(|a| a.primary_names.get(index))
+                    .cloned()
+                    .flatten();
+                let suffix = format!(".{parent}");
+                (
+                    name.as_deref().is_some_and(|n| n.ends_with(&suffix)),
+                    name.unwrap_or_else(|| "no verified primary name".to_owned()),
+                    format!("a primary name under {parent}"),
+                )
+            }
+            (None, None) => (false, String::new(), "nothing".to_owned()),
+        },
+        Rule::Allowlist(list) => {
+            let listed = list.iter().any(|a| a.0 == address);
+            (
+                listed,
+                if listed { "listed" } else { "not listed" }.to_owned(),
+                format!("one of {} listed addresses", list.len()),
+            )
+        }
+        Rule::All(_) | Rule::Any(_) | Rule::Not(_) => (false, String::new(), String::new()),
+    };
+    LeafResult {
+        path: leaf.path.clone(),
+        pass,
+        negated: leaf.negated,
+        value,
+        required,
+    }
+}
+
+fn judge_call(leaf: &Leaf<'_>, outcome: Option<&CallOutcome>) -> (bool, String, String) {
+    let Some(compiled) = &leaf.compiled else {
+        return (false, "invalid call".to_owned(), String::new());
+    };
+    let required = format!("{:?} {}", compiled.op, show(&compiled.expect)).to_lowercase();
+    let Some(outcome) = outcome.filter(|o| o.success) else {
+        return (false, "reverted".to_owned(), required);
+    };
+    let Some(value) = compiled
+        .function
+        .abi_decode_output(&outcome.data)
+        .ok()
+        .and_then(|mut v| (v.len() == 1).then(|| v.remove(0)))
+    else {
+        return (false, "undecodable".to_owned(), required);
+    };
+    let ordering = match (&value, &compiled.expect) {
+        (DynSolValue::Uint(a, _), DynSolValue::Uint(b, _)) => Some(a.cmp(b)),
+        (DynSolValue::Int(a, _), DynSolValue::Int(b, _)) => Some(a.cmp(b)),
+        _ => None,
+    };
+    let equal = value == compiled.expect;
+    let pass = match compiled.op {
+        Op::Eq => equal,
+        Op::Ne => !equal,
+        Op::Gt => ordering.is_some_and(|o| o.is_gt()),
+        Op::Gte => ordering.is_some_and(|o| o.is_ge()),
+        Op::Lt => ordering.is_some_and(|o| o.is_lt()),
+        Op::Lte => ordering.is_some_and(|o| o.is_le()),
+    };
+    (pass, show(&value), required)
+}
+
+/// A returned value as a person reads it.
+fn show(value: &DynSolValue) -> String {
+    match value {
+        DynSolValue::Bool(b) => b.to_string(),
+        DynSolValue::Uint(u, _) => u.to_string(),
+        DynSolValue::Int(i, _) => i.to_string(),
+        DynSolValue::Address(a) => a.to_checksum(None),
+        DynSolValue::String(s) => s.clone(),
+        DynSolValue::Bytes(b) => alloy::primitives::hex::encode_prefixed(b),
+        DynSolValue::FixedBytes(w, size) => {
+            alloy::primitives::hex::encode_prefixed(&w[..(*size).min(32)])
+        }
+        other => format!("{other:?}"),
+    }
+}
+
+/// Folds leaf outcomes (in rule order) through the combinators.
+fn combine(rule: &Rule, next: &mut dyn Iterator<Item = bool>) -> bool {
+    match rule {
+        Rule::All(rules) => rules
+            .iter()
+            .map(|r| combine(r, next))
+            .fold(true, |acc, r| acc && r),
+        Rule::Any(rules) => rules
+            .iter()
+            .map(|r| combine(r, next))
+            .fold(false, |acc, r| acc || r),
+        Rule::Not(sub) => !combine(sub, next),
+        _ => next.next().unwrap_or(false),
+    }
+}

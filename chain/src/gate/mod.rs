@@ -1,0 +1,14 @@
+//! Gating rules: the JSON language a room's gate is written in, its validation with precise
+//! errors, and its evaluation for a set of addresses through Multicall3 at pinned blocks.
+
+mod eval;
+mod rule;
+
+#[cfg(test)]
+mod tests;
+
+pub use eval::{AddressVerdict, LeafResult, evaluate};
+pub use rule::{
+    Addr, Amount, Caip2, Call, CompiledCall, Ens, Erc20, Erc721, Erc1155, Expect, MAX_DEPTH,
+    MAX_LEAVES, Native, Op, Rule, RuleError, parse_address,
+};
