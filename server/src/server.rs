@@ -64,6 +64,10 @@ impl Server {
         for listener in listeners {
             tasks.spawn(serve(listener, app.clone(), stopped.clone()));
         }
+        tasks.spawn(crate::service::gate::run_background(
+            services.clone(),
+            stopped.clone(),
+        ));
         let metrics_addr = match services.config.metrics.listen {
             Some(addr) => {
                 let listener = TcpListener::bind(addr)

@@ -1,13 +1,17 @@
 //! Gating rules: the JSON language a room's gate is written in, its validation with precise
 //! errors, and its evaluation for a set of addresses through Multicall3 at pinned blocks.
 
+mod delegation;
 mod eval;
+mod transfers;
 mod rule;
 
 #[cfg(test)]
 mod tests;
 
+pub use delegation::{DELEGATE_REGISTRY, delegated_vaults};
 pub use eval::{AddressVerdict, LeafResult, evaluate};
+pub use transfers::{Transfer, transfers};
 pub use rule::{
     Addr, Amount, Caip2, Call, CompiledCall, Ens, Erc20, Erc721, Erc1155, Expect, MAX_DEPTH,
     MAX_LEAVES, Native, Op, Rule, RuleError, parse_address,

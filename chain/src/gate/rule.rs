@@ -397,6 +397,36 @@ impl Rule {
         }
     }
 
+    /// The chains this rule reads.
+    pub fn chains(&self) -> Vec<u64> {
+        let mut out = Vec::new();
+        self.walk(&mut |rule| match rule {
+            Self::Native(l) => out.push(l.chain.0),
+            Self::Erc20(l) => out.push(l.chain.0),
+            Self::Erc721(l) => out.push(l.chain.0),
+            Self::Erc1155(l) => out.push(l.chain.0),
+            Self::Call(l) => out.push(l.chain.0),
+            Self::Ens(l) => out.push(l.chain.0),
+            _ => {}
+        });
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    /// Every contract a leaf names (tokens and `call` targets), with its chain.
+    pub fn contracts(&self) -> Vec<(u64, Address)> {
+        let mut out = self.token_contracts();
+        self.walk(&mut |rule| {
+            if let Self::Call(l) = rule {
+                out.push((l.chain.0, l.contract.0));
+            }
+        });
+        out.sort();
+        out.dedup();
+        out
+    }
+
     /// Token contracts whose transfers can change this rule's verdict, with their chains.
     pub fn token_contracts(&self) -> Vec<(u64, Address)> {
         let mut out = Vec::new();

@@ -247,6 +247,27 @@ impl Chain {
             .collect())
     }
 
+    /// Logs emitted by `addresses` with topic 0 in `topics`, in blocks `from..=to`: each
+    /// log's emitter and topics.
+    pub async fn logs(
+        &self,
+        addresses: &[Address],
+        topics: &[alloy::primitives::B256],
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<(Address, Vec<alloy::primitives::B256>)>, ChainError> {
+        let filter = alloy::rpc::types::Filter::new()
+            .address(addresses.to_vec())
+            .event_signature(topics.to_vec())
+            .from_block(from)
+            .to_block(to);
+        let logs = self.provider.get_logs(&filter).await?;
+        Ok(logs
+            .into_iter()
+            .map(|log| (log.address(), log.topics().to_vec()))
+            .collect())
+    }
+
     /// Counters per provider.
     pub fn provider_stats(&self) -> Vec<ProviderSnapshot> {
         self.transport.stats()

@@ -44,6 +44,8 @@ pub struct Config {
     pub sso: SsoConfig,
     /// Shared Redis for state every instance must see.
     pub redis: RedisConfig,
+    /// Token-gated rooms: batching, caching and re-check cadence.
+    pub gate: GateConfig,
     /// EVM chains by CAIP-2 id (`eip155:1`), with their JSON-RPC providers.
     #[serde(default)]
     pub chains: BTreeMap<String, ChainConfig>,
@@ -77,6 +79,20 @@ pub struct WalletConfig {
 pub struct RedisConfig {
     /// `redis://…` or `rediss://…`; Redis is not used when unset.
     pub url: Option<String>,
+}
+
+/// Gating settings.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GateConfig {
+    /// Most calls in one Multicall3 `eth_call`.
+    pub batch_size: usize,
+    /// Seconds a verdict is reused (capped below each room's re-check interval).
+    pub cache_ttl_s: u64,
+    /// Milliseconds between looks for gated rooms due a re-check.
+    pub sweep_interval_ms: u64,
+    /// Milliseconds between polls for token transfers (`eth_getLogs`).
+    pub log_poll_interval_ms: u64,
 }
 
 /// Whether a URL-ish string carries `user@` before its host.
@@ -305,6 +321,15 @@ impl Config {
                     "must be a URL prefix ending with \"/\" (https://app.example.org/), without user name",
                 );
             }
+        }
+        if self.gate.batch_size == 0 || self.gate.batch_size > 5_000 {
+            return bad("gate.batch_size", "must be between 1 and 5000");
+        }
+        if self.gate.sweep_interval_ms < 10 || self.gate.log_poll_interval_ms < 10 {
+            return bad(
+                "gate.sweep_interval_ms",
+                "gate.sweep_interval_ms and gate.log_poll_interval_ms must be at least 10",
+            );
         }
         // Building the registry checks every entry (ids, URLs, timeouts) and names the bad one.
         Chains::new(&self.chains).map_err(ConfigError::Invalid)?;

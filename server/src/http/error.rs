@@ -23,6 +23,14 @@ pub enum Error {
         kind: ErrorKind,
         message: String,
     },
+    /// An error whose body carries more than `errcode` and `error`, or a namespaced errcode.
+    #[error("{status} {errcode}: {message}")]
+    Detailed {
+        status: StatusCode,
+        errcode: &'static str,
+        message: String,
+        extra: serde_json::Map<String, serde_json::Value>,
+    },
     /// User-interactive authentication must continue (401 with flows and session).
     #[error("user-interactive authentication required")]
     Uia(Box<UiaaInfo>),
@@ -152,6 +160,16 @@ impl IntoResponse for Error {
                 ErrorBody::Standard(StandardErrorBody::new(kind, message)),
             )
             .try_into_http_response::<bytes::BytesMut>(),
+            Error::Detailed {
+                status,
+                errcode,
+                message,
+                mut extra,
+            } => {
+                extra.insert("errcode".to_owned(), errcode.into());
+                extra.insert("error".to_owned(), message.into());
+                return (status, axum::Json(serde_json::Value::Object(extra))).into_response();
+            }
             Error::Uia(info) => {
                 UiaaResponse::AuthResponse(*info).try_into_http_response::<bytes::BytesMut>()
             }

@@ -4,6 +4,7 @@ mod account_data;
 mod accounts;
 pub mod directory;
 pub mod ephemeral;
+pub mod gate;
 mod nonces;
 pub mod presence;
 mod profile;
@@ -58,6 +59,8 @@ pub struct Services {
     pub typing: Arc<ephemeral::Typing>,
     /// Who is online.
     pub presence: Arc<presence::Presence>,
+    /// Gate verdicts, reused until their TTL or a transfer of the tokens involved.
+    pub gate_cache: gate::VerdictCache,
     /// Serialises event building per room within this process.
     pub room_locks: rooms::RoomLocks,
 }
@@ -81,6 +84,9 @@ impl Services {
         let metrics = Metrics::new().context("registering metrics")?;
         let chains = Chains::new(&config.chains).map_err(|e| anyhow::anyhow!("chains: {e}"))?;
         let nonces = NonceStore::connect(config.redis.url.as_deref()).await?;
+        let gate_cache =
+            gate::VerdictCache::connect(config.redis.url.as_deref(), config.server_name.as_str())
+                .await?;
         let typing = Arc::new(ephemeral::Typing::default());
         let presence = Arc::new(presence::Presence::default());
         let bus = match &config.redis.url {
@@ -102,6 +108,7 @@ impl Services {
             bus,
             typing,
             presence,
+            gate_cache,
             room_locks: rooms::RoomLocks::default(),
         })
     }

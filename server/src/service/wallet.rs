@@ -244,19 +244,9 @@ impl Services {
 /// Reads an address as people paste it, to lower-case hex: `0x` and 40 hex digits; in mixed
 /// case it must be a valid EIP-55 checksum, so a mistyped address is refused, not looked up.
 pub fn parse_address(text: &str) -> Result<String> {
-    let invalid = || Error::invalid_param(format!("{text} is not an Ethereum address"));
-    let hex = text.strip_prefix("0x").ok_or_else(invalid)?;
-    if hex.len() != 40 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(invalid());
-    }
-    let mixed =
-        hex.bytes().any(|b| b.is_ascii_lowercase()) && hex.bytes().any(|b| b.is_ascii_uppercase());
-    if mixed && matrixon_chain::siwe::Address::parse_checksummed(text, None).is_err() {
-        return Err(Error::invalid_param(format!(
-            "{text} has a wrong EIP-55 checksum: check for a typo"
-        )));
-    }
-    Ok(text.to_ascii_lowercase())
+    matrixon_chain::gate::parse_address(text)
+        .map(|address| format!("{address:#x}"))
+        .map_err(|why| Error::invalid_param(format!("Not an Ethereum address: {why}")))
 }
 
 /// `scheme://authority` of a URL.

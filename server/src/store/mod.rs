@@ -8,6 +8,7 @@ mod aliases;
 mod devices;
 mod events;
 mod filters;
+mod gates;
 mod nonces;
 mod profiles;
 mod receipts;
@@ -30,6 +31,7 @@ use sqlx::{
 
 pub use devices::DeviceRow;
 pub use events::{MembershipRow, NewEvent, RoomRow, StateMap, StoredEvent};
+pub use gates::GateAuditRow;
 pub use profiles::ProfileField;
 pub use receipts::ReceiptRow;
 pub use registration_tokens::RegistrationTokenRow;

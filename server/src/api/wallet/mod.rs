@@ -1,5 +1,7 @@
 //! Matrixon's wallet endpoints under `/_matrix/client/unstable/io.matrixon/`.
 
+mod gate;
+
 use std::sync::Arc;
 
 use axum::{
@@ -38,6 +40,14 @@ pub fn routes() -> Router<Arc<Services>> {
         .route(
             "/_matrix/client/unstable/io.matrixon/resolve/{identifier}",
             get(resolve),
+        )
+        .route(
+            "/_matrix/client/unstable/io.matrixon/gate/check",
+            axum::routing::post(gate::check),
+        )
+        .route(
+            "/_matrix/client/unstable/io.matrixon/admin/gate/audit",
+            get(gate::audit),
         )
 }
 

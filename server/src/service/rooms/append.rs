@@ -174,6 +174,9 @@ impl Services {
         if !draft.content.is_object() {
             return Err(Error::bad_json("Event content must be a JSON object"));
         }
+        if draft.kind.to_string() == crate::service::gate::GATE_EVENT_TYPE {
+            self.validate_gate_event(draft.state_key.as_deref(), &draft.content)?;
+        }
         let content_raw = serde_json::value::to_raw_value(&draft.content).map_err(internal)?;
 
         // The state the event is checked against, and its auth events.
@@ -380,6 +383,10 @@ impl Services {
         }
         let target = membership.and(pdu.state_key.as_deref());
         self.wake_room(&pdu.room_id, target).await?;
+        if kind == crate::service::gate::GATE_EVENT_TYPE && pdu.state_key.as_deref() == Some("") {
+            self.gate_event_appended(&pdu.room_id, &Value::Object(content.clone()))
+                .await?;
+        }
         Ok(Some(pdu.event_id.clone()))
     }
 }

@@ -11,7 +11,7 @@ use crate::{
 };
 
 /// State carried into the replacement room.
-const CARRIED_STATE: [&str; 8] = [
+const CARRIED_STATE: [&str; 9] = [
     "m.room.join_rules",
     "m.room.history_visibility",
     "m.room.guest_access",
@@ -20,6 +20,7 @@ const CARRIED_STATE: [&str; 8] = [
     "m.room.avatar",
     "m.room.encryption",
     "m.room.server_acl",
+    crate::service::gate::GATE_EVENT_TYPE,
 ];
 
 impl Services {

@@ -1,0 +1,207 @@
+//! Gated rooms: their current gate and re-check schedule, failing members, the audit log.
+
+use sqlx::Row;
+
+use super::Store;
+
+/// One audit log entry.
+#[derive(Clone, Debug)]
+pub struct GateAuditRow {
+    /// Position in the log.
+    pub id: i64,
+    /// When, in ms since the epoch.
+    pub ts_ms: i64,
+    /// The room.
+    pub room_id: String,
+    /// The user decided about.
+    pub user_id: String,
+    /// `allowed`, `refused`, `kicked`, `unavailable`.
+    pub decision: String,
+    /// JSON object: chain → block number.
+    pub blocks: String,
+    /// JSON: failing leaves or the chain error.
+    pub detail: String,
+}
+
+impl Store {
+    /// Records a room's gate content (or replaces it) and makes the room due at `next_check_ms`.
+    pub async fn set_gate_room(
+        &self,
+        room_id: &str,
+        content: &str,
+        next_check_ms: i64,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO gate_rooms (room_id, content, next_check_ms) VALUES ($1, $2, $3) \
+             ON CONFLICT (room_id) DO UPDATE SET content = $2, next_check_ms = $3",
+        )
+        .bind(room_id)
+        .bind(content)
+        .bind(next_check_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Forgets a room's gate (its gate was removed) and its failing members.
+    pub async fn remove_gate_room(&self, room_id: &str) -> Result<(), sqlx::Error> {
+        sqlx::query("DELETE FROM gate_rooms WHERE room_id = $1")
+            .bind(room_id)
+            .execute(&self.pool)
+            .await?;
+        sqlx::query("DELETE FROM gate_failures WHERE room_id = $1")
+            .bind(room_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Every gated room and its gate content.
+    pub async fn gate_rooms(&self) -> Result<Vec<(String, String)>, sqlx::Error> {
+        let rows = sqlx::query("SELECT room_id, content FROM gate_rooms ORDER BY room_id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+            .collect()
+    }
+
+    /// Rooms due for a re-check at `now_ms`: `(room, content, next_check_ms as read)`.
+    pub async fn due_gate_rooms(
+        &self,
+        now_ms: i64,
+    ) -> Result<Vec<(String, String, i64)>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT room_id, content, next_check_ms FROM gate_rooms WHERE next_check_ms <= $1 \
+             ORDER BY next_check_ms LIMIT 100",
+        )
+        .bind(now_ms)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?)))
+            .collect()
+    }
+
+    /// Claims a due room for this instance by moving its next check from `seen` to `next`;
+    /// false when another instance claimed it first.
+    pub async fn claim_gate_room(
+        &self,
+        room_id: &str,
+        seen: i64,
+        next: i64,
+    ) -> Result<bool, sqlx::Error> {
+        let done = sqlx::query(
+            "UPDATE gate_rooms SET next_check_ms = $3 WHERE room_id = $1 AND next_check_ms = $2",
+        )
+        .bind(room_id)
+        .bind(seen)
+        .bind(next)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Makes a gated room due now (a relevant transfer was seen).
+    pub async fn make_gate_room_due(&self, room_id: &str, now_ms: i64) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "UPDATE gate_rooms SET next_check_ms = $2 WHERE room_id = $1 AND next_check_ms > $2",
+        )
+        .bind(room_id)
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Since when the user has been failing the room's gate, recording `now_ms` when new.
+    pub async fn gate_failing_since(
+        &self,
+        room_id: &str,
+        user_id: &str,
+        now_ms: i64,
+    ) -> Result<i64, sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO gate_failures (room_id, user_id, failing_since_ms) VALUES ($1, $2, $3) \
+             ON CONFLICT (room_id, user_id) DO NOTHING",
+        )
+        .bind(room_id)
+        .bind(user_id)
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?;
+        sqlx::query_scalar(
+            "SELECT failing_since_ms FROM gate_failures WHERE room_id = $1 AND user_id = $2",
+        )
+        .bind(room_id)
+        .bind(user_id)
+        .fetch_one(&self.pool)
+        .await
+    }
+
+    /// The user passes (or left): no longer failing.
+    pub async fn clear_gate_failure(&self, room_id: &str, user_id: &str) -> Result<(), sqlx::Error> {
+        sqlx::query("DELETE FROM gate_failures WHERE room_id = $1 AND user_id = $2")
+            .bind(room_id)
+            .bind(user_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Appends to the audit log.
+    pub async fn gate_audit(
+        &self,
+        ts_ms: i64,
+        room_id: &str,
+        user_id: &str,
+        decision: &str,
+        blocks: &str,
+        detail: &str,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO gate_audit (ts_ms, room_id, user_id, decision, blocks, detail) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(ts_ms)
+        .bind(room_id)
+        .bind(user_id)
+        .bind(decision)
+        .bind(blocks)
+        .bind(detail)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Audit entries, newest first, before `before` (an id), optionally of one room.
+    pub async fn gate_audit_log(
+        &self,
+        room_id: Option<&str>,
+        before: i64,
+        limit: i64,
+    ) -> Result<Vec<GateAuditRow>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT id, ts_ms, room_id, user_id, decision, blocks, detail FROM gate_audit \
+             WHERE id < $1 AND ($2 = '' OR room_id = $2) ORDER BY id DESC LIMIT $3",
+        )
+        .bind(before)
+        .bind(room_id.unwrap_or(""))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(GateAuditRow {
+                    id: row.try_get(0)?,
+                    ts_ms: row.try_get(1)?,
+                    room_id: row.try_get(2)?,
+                    user_id: row.try_get(3)?,
+                    decision: row.try_get(4)?,
+                    blocks: row.try_get(5)?,
+                    detail: row.try_get(6)?,
+                })
+            })
+            .collect()
+    }
+}
