@@ -113,7 +113,10 @@ pub async fn primary_names(
         }
     }
     let mut names: Vec<Option<String>> = vec![None; addresses.len()];
-    for (i, outcome) in asked.iter().zip(chain.multicall(&calls, Some(block)).await?) {
+    for (i, outcome) in asked
+        .iter()
+        .zip(chain.multicall(&calls, Some(block)).await?)
+    {
         names[*i] = outcome
             .success
             .then(|| IEns::nameCall::abi_decode_returns(&outcome.data).ok())
@@ -121,14 +124,21 @@ pub async fn primary_names(
             .filter(|name| check_name(name).is_ok());
     }
     // Forward check: the name's resolver must map it back to the same address.
-    let claimed: Vec<usize> = (0..addresses.len()).filter(|i| names[*i].is_some()).collect();
+    let claimed: Vec<usize> = (0..addresses.len())
+        .filter(|i| names[*i].is_some())
+        .collect();
     let nodes: Vec<B256> = claimed
         .iter()
         .map(|i| namehash(names[*i].as_deref().unwrap_or_default()))
         .collect();
     let calls: Vec<(Address, Bytes)> = nodes
         .iter()
-        .map(|node| (REGISTRY, IEns::resolverCall { node: *node }.abi_encode().into()))
+        .map(|node| {
+            (
+                REGISTRY,
+                IEns::resolverCall { node: *node }.abi_encode().into(),
+            )
+        })
         .collect();
     let forward_resolvers = chain.multicall(&calls, Some(block)).await?;
     let mut checked = Vec::new();

@@ -27,6 +27,10 @@ pub fn artifact(name: &str) -> Value {
         "TestERC20" => include_str!("../../contracts/out/TestERC20.json"),
         "TestERC721" => include_str!("../../contracts/out/TestERC721.json"),
         "TestERC1155" => include_str!("../../contracts/out/TestERC1155.json"),
+        "ENSRegistry" => include_str!("../../contracts/out/ENSRegistry.json"),
+        "PublicResolver" => include_str!("../../contracts/out/PublicResolver.json"),
+        "DelegateRegistry" => include_str!("../../contracts/out/DelegateRegistry.json"),
+        "GateMembers" => include_str!("../../contracts/out/GateMembers.json"),
         other => panic!("no artifact {other}"),
     };
     serde_json::from_str(text).expect("artifact JSON")
@@ -49,6 +53,11 @@ impl Drop for Anvil {
 impl Anvil {
     /// Starts a fresh chain with Multicall3 at its canonical address.
     pub async fn start() -> Self {
+        Self::start_with_chain_id(CHAIN_ID).await
+    }
+
+    /// Starts a fresh chain with the given EIP-155 id.
+    pub async fn start_with_chain_id(chain_id: u64) -> Self {
         let binary = std::env::var("MATRIXON_ANVIL").unwrap_or_else(|_| {
             format!(
                 "{}/../tools/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil",
@@ -57,7 +66,8 @@ impl Anvil {
         });
         // Port 0: anvil picks a free port and prints it, so parallel tests never collide.
         let mut child = Command::new(&binary)
-            .args(["--port", "0", "--host", "127.0.0.1"])
+            .args(["--port", "0", "--host", "127.0.0.1", "--chain-id"])
+            .arg(chain_id.to_string())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -133,6 +143,46 @@ impl Anvil {
         let tx = json!([{"from": DEPLOYER, "to": to.to_string(), "data": Bytes::copy_from_slice(data).to_string(), "gas": "0x1000000"}]);
         let hash = self.rpc("eth_sendTransaction", tx).await;
         self.receipt(hash).await;
+    }
+
+    /// Sends a transaction from any address (impersonated and funded first), as its wallet would.
+    pub async fn transact_as(&self, from: Address, to: Address, data: &[u8]) {
+        self.rpc("anvil_impersonateAccount", json!([from.to_string()]))
+            .await;
+        self.rpc(
+            "anvil_setBalance",
+            json!([from.to_string(), "0x56bc75e2d63100000"]),
+        )
+        .await;
+        let tx = json!([{"from": from.to_string(), "to": to.to_string(), "data": Bytes::copy_from_slice(data).to_string(), "gas": "0x1000000"}]);
+        let hash = self.rpc("eth_sendTransaction", tx).await;
+        self.receipt(hash).await;
+    }
+
+    /// Deploys `name` and moves its runtime code to `at` (a canonical or mainnet address).
+    pub async fn place(&self, name: &str, at: Address) {
+        let code = artifact(name)["deployedBytecode"].clone();
+        self.rpc("anvil_setCode", json!([at.to_string(), code]))
+            .await;
+    }
+
+    /// The ENS registry at its mainnet address, the deployer owning the root, and a public
+    /// resolver; returns the resolver.
+    pub async fn ens(&self) -> Address {
+        use alloy::sol_types::SolValue;
+        let registry = matrixon_chain::ens::REGISTRY;
+        self.place("ENSRegistry", registry).await;
+        // records[0x0].owner: mapping at slot 0, key 0 → keccak256(0 . 0).
+        let slot = alloy::primitives::keccak256([0u8; 64]);
+        let owner = DEPLOYER.parse::<Address>().expect("address").into_word();
+        self.rpc(
+            "anvil_setStorageAt",
+            json!([registry.to_string(), slot.to_string(), owner.to_string()]),
+        )
+        .await;
+        let mut code = creation_code("PublicResolver");
+        code.extend(registry.abi_encode());
+        self.deploy(&code).await
     }
 
     /// Waits for a successful receipt (auto-mining may lag the send under load).

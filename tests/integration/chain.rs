@@ -175,7 +175,10 @@ async fn multicall_of_500_reads_is_one_eth_call_at_a_pinned_block() {
         .collect();
     calls.push((MULTICALL3, Bytes::from_static(&[0xde, 0xad, 0xbe, 0xef]))); // reverts
     let before = proxy.count("eth_call");
-    let results = chain.multicall(&calls, Some(pinned)).await.expect("multicall");
+    let results = chain
+        .multicall(&calls, Some(pinned))
+        .await
+        .expect("multicall");
     assert_eq!(
         proxy.count("eth_call") - before,
         1,
@@ -513,7 +516,10 @@ async fn token_holdings_read_in_one_pinned_batch() {
             ),
         ),
     ];
-    let results = chain.multicall(&calls, Some(block)).await.expect("multicall");
+    let results = chain
+        .multicall(&calls, Some(block))
+        .await
+        .expect("multicall");
     let uint = |i: usize| U256::abi_decode(&results[i].data).expect("uint");
     assert_eq!(uint(0), hundred);
     assert_eq!(uint(1), U256::ZERO);

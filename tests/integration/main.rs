@@ -14,6 +14,7 @@ mod directory;
 mod discovery;
 mod errors;
 mod examples;
+mod gate;
 mod registration;
 mod rooms;
 mod scale_out;

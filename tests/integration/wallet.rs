@@ -62,6 +62,17 @@ async fn signed_message(srv: &TestServer, key: &Key) -> (String, String) {
     (text, signature)
 }
 
+/// Signs `key` in (creating its account on first use): `(user_id, access_token)`.
+pub async fn wallet_session(srv: &TestServer, key: &Key) -> (String, String) {
+    let (text, signature) = signed_message(srv, key).await;
+    let (status, body) = siwe_login(srv, &text, &signature).await;
+    assert_eq!(status, 200, "{body}");
+    (
+        body["user_id"].as_str().expect("user id").to_owned(),
+        body["access_token"].as_str().expect("token").to_owned(),
+    )
+}
+
 fn hex(bytes: &[u8]) -> String {
     format!("0x{}", alloy::primitives::hex::encode(bytes))
 }

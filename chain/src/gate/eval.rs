@@ -295,7 +295,10 @@ fn leaf_calls(leaf: &Leaf<'_>, address: Address) -> (Option<u64>, Vec<(Address, 
                 .iter()
                 .map(|a| a.clone().unwrap_or(DynSolValue::Address(address)))
                 .collect();
-            let data = compiled.function.abi_encode_input(&args).unwrap_or_default();
+            let data = compiled
+                .function
+                .abi_encode_input(&args)
+                .unwrap_or_default();
             (Some(l.chain.0), vec![(l.contract.0, data)])
         }
         Rule::Ens(l) => match &l.name {

@@ -3,16 +3,16 @@
 
 mod delegation;
 mod eval;
-mod transfers;
 mod rule;
+mod transfers;
 
 #[cfg(test)]
 mod tests;
 
 pub use delegation::{DELEGATE_REGISTRY, delegated_vaults};
 pub use eval::{AddressVerdict, LeafResult, evaluate};
-pub use transfers::{Transfer, transfers};
 pub use rule::{
     Addr, Amount, Caip2, Call, CompiledCall, Ens, Erc20, Erc721, Erc1155, Expect, MAX_DEPTH,
     MAX_LEAVES, Native, Op, Rule, RuleError, parse_address,
 };
+pub use transfers::{Transfer, transfers};

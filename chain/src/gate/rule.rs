@@ -213,12 +213,10 @@ pub fn parse_address(text: &str) -> Result<Address, String> {
         .strip_prefix("0x")
         .ok_or_else(|| format!("`{text}` is not an address (0x and 40 hex digits)"))?;
     if hex.len() != 40 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(format!(
-            "`{text}` is not an address (0x and 40 hex digits)"
-        ));
+        return Err(format!("`{text}` is not an address (0x and 40 hex digits)"));
     }
-    let mixed = hex.bytes().any(|b| b.is_ascii_lowercase())
-        && hex.bytes().any(|b| b.is_ascii_uppercase());
+    let mixed =
+        hex.bytes().any(|b| b.is_ascii_lowercase()) && hex.bytes().any(|b| b.is_ascii_uppercase());
     if mixed {
         Address::parse_checksummed(text, None)
             .map_err(|_| format!("`{text}` has a wrong EIP-55 checksum"))
@@ -320,11 +318,18 @@ impl Rule {
                     return Err(err(kind, "needs at least one rule".to_owned()));
                 }
                 for (i, rule) in rules.iter().enumerate() {
-                    rule.check(join(&path, &format!("{kind}[{i}]")), depth + 1, configured, budget)?;
+                    rule.check(
+                        join(&path, &format!("{kind}[{i}]")),
+                        depth + 1,
+                        configured,
+                        budget,
+                    )?;
                 }
                 return Ok(());
             }
-            Self::Not(rule) => return rule.check(join(&path, "not"), depth + 1, configured, budget),
+            Self::Not(rule) => {
+                return rule.check(join(&path, "not"), depth + 1, configured, budget);
+            }
             Self::Native(leaf) => chain_ok(&leaf.chain, "native")?,
             Self::Erc20(leaf) => chain_ok(&leaf.chain, "erc20")?,
             Self::Erc721(leaf) => {

@@ -43,7 +43,8 @@ fn the_documented_shape_parses_and_round_trips() {
 
 #[test]
 fn errors_name_the_path() {
-    let e = error(json!({"any": [{"erc20": {"chain": "eip155:1", "contract": TOKEN, "min": "1e18"}}]}));
+    let e =
+        error(json!({"any": [{"erc20": {"chain": "eip155:1", "contract": TOKEN, "min": "1e18"}}]}));
     assert_eq!(e.path, "any[0].erc20.min");
     assert!(e.message.contains("decimal"), "{e}");
 
@@ -55,7 +56,9 @@ fn errors_name_the_path() {
     assert_eq!(e.path, "any[0].erc20.chain");
     assert!(e.message.contains("not configured"), "{e}");
 
-    let e = error(json!({"erc721": {"chain": "eip155:1", "contract": "0x5fbdb2315678afecb367f032d93f642f64180aA3"}}));
+    let e = error(
+        json!({"erc721": {"chain": "eip155:1", "contract": "0x5fbdb2315678afecb367f032d93f642f64180aA3"}}),
+    );
     assert_eq!(e.path, "erc721.contract");
     assert!(e.message.contains("checksum"), "{e}");
 
@@ -78,40 +81,78 @@ fn call_leaves_are_type_checked() {
         json!({"call": {"chain": "eip155:1", "contract": TOKEN, "function": function,
                         "args": args, "expect": expect}})
     };
-    assert!(parse(call("function level(address) view returns (uint8)", json!([":address"]),
-        json!({"op": "gte", "value": 3}))).is_ok());
-    assert!(parse(call("function score(address,uint256) view returns (int256)", json!([":address", "5"]),
-        json!({"op": "lt", "value": "-2"}))).is_ok());
+    assert!(
+        parse(call(
+            "function level(address) view returns (uint8)",
+            json!([":address"]),
+            json!({"op": "gte", "value": 3})
+        ))
+        .is_ok()
+    );
+    assert!(
+        parse(call(
+            "function score(address,uint256) view returns (int256)",
+            json!([":address", "5"]),
+            json!({"op": "lt", "value": "-2"})
+        ))
+        .is_ok()
+    );
 
-    let e = error(call("function mint(address) returns (bool)", json!([":address"]),
-        json!({"op": "eq", "value": true})));
+    let e = error(call(
+        "function mint(address) returns (bool)",
+        json!([":address"]),
+        json!({"op": "eq", "value": true}),
+    ));
     assert_eq!(e.path, "call.function");
     assert!(e.message.contains("view"), "{e}");
 
-    let e = error(call("function isMember(address) view returns (bool)", json!([]),
-        json!({"op": "eq", "value": true})));
+    let e = error(call(
+        "function isMember(address) view returns (bool)",
+        json!([]),
+        json!({"op": "eq", "value": true}),
+    ));
     assert_eq!(e.path, "call.args");
 
-    let e = error(call("function balance(uint256) view returns (uint256)", json!([":address"]),
-        json!({"op": "gt", "value": 0})));
+    let e = error(call(
+        "function balance(uint256) view returns (uint256)",
+        json!([":address"]),
+        json!({"op": "gt", "value": 0}),
+    ));
     assert_eq!(e.path, "call.args");
 
-    let e = error(call("function isMember(address) view returns (bool)", json!([":address"]),
-        json!({"op": "gt", "value": true})));
+    let e = error(call(
+        "function isMember(address) view returns (bool)",
+        json!([":address"]),
+        json!({"op": "gt", "value": true}),
+    ));
     assert_eq!(e.path, "call.expect.op");
 
-    let e = error(call("function isMember(address) view returns (bool)", json!([":address"]),
-        json!({"op": "eq", "value": "maybe"})));
+    let e = error(call(
+        "function isMember(address) view returns (bool)",
+        json!([":address"]),
+        json!({"op": "eq", "value": "maybe"}),
+    ));
     assert_eq!(e.path, "call.expect.value");
 
-    let e = error(call("function pair(address) view returns (bool, bool)", json!([":address"]),
-        json!({"op": "eq", "value": true})));
+    let e = error(call(
+        "function pair(address) view returns (bool, bool)",
+        json!([":address"]),
+        json!({"op": "eq", "value": true}),
+    ));
     assert_eq!(e.path, "call.function");
 
-    let e = error(call("not a signature", json!([]), json!({"op": "eq", "value": true})));
+    let e = error(call(
+        "not a signature",
+        json!([]),
+        json!({"op": "eq", "value": true}),
+    ));
     assert_eq!(e.path, "call.function");
 
-    let e = error(call("function f() view returns (bool)", json!([]), json!({"op": "like", "value": true})));
+    let e = error(call(
+        "function f() view returns (bool)",
+        json!([]),
+        json!({"op": "like", "value": true}),
+    ));
     assert_eq!(e.path, "call.expect.op");
 }
 
@@ -123,7 +164,9 @@ fn limits_hold() {
     }
     assert!(error(rule).message.contains("nest"));
 
-    let many: Vec<Value> = (0..=MAX_LEAVES).map(|_| json!({"allowlist": [TOKEN]})).collect();
+    let many: Vec<Value> = (0..=MAX_LEAVES)
+        .map(|_| json!({"allowlist": [TOKEN]}))
+        .collect();
     assert!(error(json!({"any": many})).message.contains("leaves"));
 
     let ids: Vec<String> = (0..=100).map(|i| i.to_string()).collect();

@@ -34,7 +34,12 @@ pub async fn transfers(
         return Ok(Vec::new());
     }
     let logs = chain
-        .logs(contracts, &[TRANSFER, TRANSFER_SINGLE, TRANSFER_BATCH], from, to)
+        .logs(
+            contracts,
+            &[TRANSFER, TRANSFER_SINGLE, TRANSFER_BATCH],
+            from,
+            to,
+        )
         .await?;
     Ok(logs
         .into_iter()

@@ -140,7 +140,11 @@ impl Store {
     }
 
     /// The user passes (or left): no longer failing.
-    pub async fn clear_gate_failure(&self, room_id: &str, user_id: &str) -> Result<(), sqlx::Error> {
+    pub async fn clear_gate_failure(
+        &self,
+        room_id: &str,
+        user_id: &str,
+    ) -> Result<(), sqlx::Error> {
         sqlx::query("DELETE FROM gate_failures WHERE room_id = $1 AND user_id = $2")
             .bind(room_id)
             .bind(user_id)

@@ -151,13 +151,16 @@ impl Services {
         let Some(content) = self.state_content(room_id, GATE_EVENT_TYPE, "").await? else {
             return Ok(None);
         };
-        self.parse_gate(&content).map_err(|e| {
-            unavailable(&format!("the room's gate cannot be evaluated here ({e})"))
-        })
+        self.parse_gate(&content)
+            .map_err(|e| unavailable(&format!("the room's gate cannot be evaluated here ({e})")))
     }
 
     /// Refuses bad gate content before it becomes an event.
-    pub(crate) fn validate_gate_event(&self, state_key: Option<&str>, content: &Value) -> Result<()> {
+    pub(crate) fn validate_gate_event(
+        &self,
+        state_key: Option<&str>,
+        content: &Value,
+    ) -> Result<()> {
         if state_key != Some("") {
             return Err(Error::bad_json(format!(
                 "{GATE_EVENT_TYPE} is a state event with the state key \"\""
@@ -167,7 +170,11 @@ impl Services {
     }
 
     /// After a gate event: schedule the room so every member is re-checked now.
-    pub(crate) async fn gate_event_appended(&self, room_id: &RoomId, content: &Value) -> Result<()> {
+    pub(crate) async fn gate_event_appended(
+        &self,
+        room_id: &RoomId,
+        content: &Value,
+    ) -> Result<()> {
         match self.parse_gate(content)? {
             Some(_) => {
                 self.store
@@ -195,8 +202,14 @@ impl Services {
             Err(e) => return Err(self.gate_unavailable(room_id, user_id, &e).await),
         };
         if addresses.is_empty() {
-            self.audit(room_id, user_id, "refused", &BTreeMap::new(), &json!({"reason": "no linked wallet"}))
-                .await?;
+            self.audit(
+                room_id,
+                Some(user_id),
+                "refused",
+                &BTreeMap::new(),
+                &json!({"reason": "no linked wallet"}),
+            )
+            .await?;
             let message = "This room is token-gated: link a wallet that meets its rule first";
             return Err(refusal(message, &gate, room_id, &[]));
         }
@@ -205,19 +218,41 @@ impl Services {
             Err(e) => return Err(self.gate_unavailable(room_id, user_id, &e).await),
         };
         if let Some(passing) = verdicts.iter().find(|v| v.pass) {
-            self.audit(room_id, user_id, "allowed", &passing.blocks, &json!({"action": action, "address": passing.address}))
-                .await?;
+            self.audit(
+                room_id,
+                Some(user_id),
+                "allowed",
+                &passing.blocks,
+                &json!({"action": action, "address": passing.address}),
+            )
+            .await?;
             self.store
                 .clear_gate_failure(room_id.as_str(), user_id.as_str())
                 .await?;
             return Ok(());
         }
-        let blocks = verdicts.first().map(|v| v.blocks.clone()).unwrap_or_default();
-        self.audit(room_id, user_id, "refused", &blocks, &json!({"action": action, "failing": failing(&verdicts)}))
-            .await?;
+        let blocks = verdicts
+            .first()
+            .map(|v| v.blocks.clone())
+            .unwrap_or_default();
+        self.audit(
+            room_id,
+            Some(user_id),
+            "refused",
+            &blocks,
+            &json!({"action": action, "failing": failing(&verdicts)}),
+        )
+        .await?;
         let reasons: Vec<String> = failing(&verdicts)
             .iter()
-            .map(|l| format!("{} (needs {}, read {})", l["path"].as_str().unwrap_or(""), l["required"].as_str().unwrap_or(""), l["value"].as_str().unwrap_or("")))
+            .map(|l| {
+                format!(
+                    "{} (needs {}, read {})",
+                    l["path"].as_str().unwrap_or(""),
+                    l["required"].as_str().unwrap_or(""),
+                    l["value"].as_str().unwrap_or("")
+                )
+            })
             .collect();
         let message = format!(
             "This room is token-gated and none of your wallets meets its rule: {}",
@@ -228,7 +263,16 @@ impl Services {
 
     async fn gate_unavailable(&self, room_id: &RoomId, user_id: &UserId, e: &ChainError) -> Error {
         let detail = json!({"error": e.to_string()});
-        if let Err(audit) = self.audit(room_id, user_id, "unavailable", &BTreeMap::new(), &detail).await {
+        if let Err(audit) = self
+            .audit(
+                room_id,
+                Some(user_id),
+                "unavailable",
+                &BTreeMap::new(),
+                &detail,
+            )
+            .await
+        {
             return audit;
         }
         unavailable(&e.to_string())
@@ -251,8 +295,9 @@ impl Services {
             .filter_map(|(address, _)| address.parse().ok())
             .collect();
         if gate.include_delegations && !addresses.is_empty() {
-            let vaults = matrixon_chain::gate::delegated_vaults(&self.chains, &gate.rule, &addresses)
-                .await?;
+            let vaults =
+                matrixon_chain::gate::delegated_vaults(&self.chains, &gate.rule, &addresses)
+                    .await?;
             addresses.extend(vaults);
         }
         addresses.sort();
@@ -278,7 +323,13 @@ impl Services {
             .map(|(a, _)| *a)
             .collect();
         if !missing.is_empty() {
-            let fresh = evaluate(&self.chains, &gate.rule, &missing, self.config.gate.batch_size).await?;
+            let fresh = evaluate(
+                &self.chains,
+                &gate.rule,
+                &missing,
+                self.config.gate.batch_size,
+            )
+            .await?;
             let ttl = gate.cache_ttl_ms(self.config.gate.cache_ttl_s);
             let mut fresh = fresh.into_iter();
             for (slot, address) in known.iter_mut().zip(addresses) {
@@ -310,9 +361,9 @@ impl Services {
             _ => return Err(Error::bad_json("Give exactly one of room_id and rule")),
         };
         let addresses = match (&request.address, &request.user_id) {
-            (Some(address), None) => vec![
-                matrixon_chain::gate::parse_address(address).map_err(Error::invalid_param)?,
-            ],
+            (Some(address), None) => {
+                vec![matrixon_chain::gate::parse_address(address).map_err(Error::invalid_param)?]
+            }
             (None, Some(user_id)) => {
                 self.ensure_may_inspect(caller, user_id, request.room_id.as_deref())
                     .await?;
@@ -345,7 +396,11 @@ impl Services {
             return Ok(());
         }
         match room_id {
-            Some(room_id) if self.has_power_for_state(room_id, caller, GATE_EVENT_TYPE).await? => {
+            Some(room_id)
+                if self
+                    .has_power_for_state(room_id, caller, GATE_EVENT_TYPE)
+                    .await? =>
+            {
                 Ok(())
             }
             _ => Err(Error::forbidden(
@@ -358,18 +413,18 @@ impl Services {
     async fn audit(
         &self,
         room_id: &RoomId,
-        user_id: &UserId,
+        user_id: Option<&UserId>,
         decision: &str,
         blocks: &BTreeMap<String, u64>,
         detail: &Value,
     ) -> Result<()> {
-        tracing::info!(%room_id, %user_id, decision, ?blocks, "gate decision");
+        tracing::info!(%room_id, ?user_id, decision, ?blocks, "gate decision");
         let blocks = serde_json::to_string(blocks).map_err(anyhow::Error::new)?;
         self.store
             .gate_audit(
                 self.now_ms(),
                 room_id.as_str(),
-                user_id.as_str(),
+                user_id.map_or("", |u| u.as_str()),
                 decision,
                 &blocks,
                 &detail.to_string(),

@@ -24,10 +24,16 @@ use crate::{
 const MAX_LOG_RANGE: u64 = 2_000;
 
 /// Runs the re-check sweeps and the transfer-log poll until the server stops.
-pub async fn run(services: Arc<Services>, mut stopped: watch::Receiver<bool>) -> std::io::Result<()> {
-    let mut sweep = tokio::time::interval(Duration::from_millis(services.config.gate.sweep_interval_ms));
-    let mut poll =
-        tokio::time::interval(Duration::from_millis(services.config.gate.log_poll_interval_ms));
+pub async fn run(
+    services: Arc<Services>,
+    mut stopped: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let mut sweep = tokio::time::interval(Duration::from_millis(
+        services.config.gate.sweep_interval_ms,
+    ));
+    let mut poll = tokio::time::interval(Duration::from_millis(
+        services.config.gate.log_poll_interval_ms,
+    ));
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // The last block whose logs were read, per chain.
@@ -70,12 +76,14 @@ impl Services {
                 }
                 Err(_) => {
                     // Not evaluable here (a chain left the configuration): look again later.
-                    self.store.claim_gate_room(&room, seen, now + 60_000).await?;
+                    self.store
+                        .claim_gate_room(&room, seen, now + 60_000)
+                        .await?;
                     continue;
                 }
             };
-            let interval_ms = i64::try_from(gate.recheck_interval_s.saturating_mul(1000))
-                .unwrap_or(i64::MAX);
+            let interval_ms =
+                i64::try_from(gate.recheck_interval_s.saturating_mul(1000)).unwrap_or(i64::MAX);
             if !self
                 .store
                 .claim_gate_room(&room, seen, now.saturating_add(interval_ms))
@@ -139,8 +147,14 @@ impl Services {
                 .flat_map(|v| v.failing().map(|l| json!({"address": v.address, "path": l.path, "value": l.value, "required": l.required})))
                 .collect();
             if since == now {
-                self.audit(room_id, user_id, "failing", &blocks, &json!({"failing": failing}))
-                    .await?;
+                self.audit(
+                    room_id,
+                    Some(user_id),
+                    "failing",
+                    &blocks,
+                    &json!({"failing": failing}),
+                )
+                .await?;
             }
             if gate.on_fail == OnFail::None {
                 continue;
@@ -149,10 +163,13 @@ impl Services {
             let deadline = since.saturating_add(grace_ms);
             if now < deadline {
                 // Come back when the grace period ends rather than a full interval later.
-                self.store.make_gate_room_due(room_id.as_str(), deadline).await?;
+                self.store
+                    .make_gate_room_due(room_id.as_str(), deadline)
+                    .await?;
                 continue;
             }
-            self.kick_failing(room_id, user_id, gate, &blocks, failing).await?;
+            self.kick_failing(room_id, user_id, gate, &blocks, failing)
+                .await?;
         }
         Ok(())
     }
@@ -179,7 +196,13 @@ impl Services {
             )
         };
         let kicked = self
-            .change_membership(room_id, &kicker, user_id, MembershipChange::Leave, Some(&reason))
+            .change_membership(
+                room_id,
+                &kicker,
+                user_id,
+                MembershipChange::Leave,
+                Some(&reason),
+            )
             .await;
         match kicked {
             Ok(_) => {
@@ -187,8 +210,14 @@ impl Services {
                     .clear_gate_failure(room_id.as_str(), user_id.as_str())
                     .await?;
                 let rule = serde_json::to_value(&gate.rule).unwrap_or_default();
-                self.audit(room_id, user_id, "kicked", blocks, &json!({"by": kicker, "reason": reason, "failing": failing, "rule": rule}))
-                    .await
+                self.audit(
+                    room_id,
+                    Some(user_id),
+                    "kicked",
+                    blocks,
+                    &json!({"by": kicker, "reason": reason, "failing": failing, "rule": rule}),
+                )
+                .await
             }
             Err(e) => {
                 tracing::warn!(%room_id, %user_id, error = %e, "kicking a member who fails the gate");
@@ -204,9 +233,11 @@ impl Services {
             .await?
             .unwrap_or_default();
         let level = |v: Option<&Value>| v.and_then(Value::as_i64);
-        Ok(level(levels.get("events").and_then(|e| e.get(GATE_EVENT_TYPE)))
-            .or_else(|| level(levels.get("state_default")))
-            .unwrap_or(50))
+        Ok(
+            level(levels.get("events").and_then(|e| e.get(GATE_EVENT_TYPE)))
+                .or_else(|| level(levels.get("state_default")))
+                .unwrap_or(50),
+        )
     }
 
     /// Who kicks in the gate's name: whoever set the gate, else the most powerful local member.
@@ -238,9 +269,14 @@ impl Services {
 
     async fn sweep_unavailable(&self, room_id: &RoomId, why: &str) -> Result<()> {
         tracing::warn!(%room_id, why, "gate re-check skipped: the chain cannot be asked");
-        let nobody = ruma::user_id!("@gate:matrixon.invalid");
-        self.audit(room_id, nobody, "unavailable", &BTreeMap::new(), &json!({"error": why, "during": "re-check"}))
-            .await
+        self.audit(
+            room_id,
+            None,
+            "unavailable",
+            &BTreeMap::new(),
+            &json!({"error": why, "during": "re-check"}),
+        )
+        .await
     }
 
     /// Reads new transfer logs of every gated token; drops the verdicts of the addresses
@@ -286,14 +322,22 @@ impl Services {
                 cursors.insert(chain_id, to);
             }
             for transfer in found {
-                let rooms = contracts.get(&transfer.contract).cloned().unwrap_or_default();
+                let rooms = contracts
+                    .get(&transfer.contract)
+                    .cloned()
+                    .unwrap_or_default();
                 for party in transfer.parties {
                     self.gate_cache.invalidate(party).await;
                     let Some(user) = self.store.wallet_owner(&format!("{party:#x}")).await? else {
                         continue;
                     };
                     for room in &rooms {
-                        if self.store.membership(room, user.as_str()).await?.map(|m| m.0).as_deref()
+                        if self
+                            .store
+                            .membership(room, user.as_str())
+                            .await?
+                            .map(|m| m.0)
+                            .as_deref()
                             == Some("join")
                         {
                             tracing::info!(%room, %user, "a gated token moved: re-checking now");

@@ -1,0 +1,979 @@
+//! Token-gated rooms on anvil with real tokens: the rule language end to end, the door
+//! (join, invite acceptance, knock, alias, restricted joins, upgrades), re-verification
+//! (transfer logs, intervals, grace periods, gate changes), failing closed when the chain
+//! cannot be asked, and the audit log.
+
+use std::time::Duration;
+
+use alloy::{
+    primitives::{Address, B256, U256, keccak256},
+    sol_types::SolCall,
+};
+use matrixon::Config;
+use matrixon_chain::{
+    ens::{REGISTRY, namehash, reverse_node},
+    gate::DELEGATE_REGISTRY,
+    rpc::{ChainConfig, Chains},
+};
+use serde_json::{Value, json};
+
+use crate::{
+    anvil::{Anvil, CHAIN_ID, DEPLOYER, Key, Proxy, creation_code},
+    harness::{Backend, TestServer, assert_error, both_backends, redis_url},
+    wallet::wallet_session,
+};
+
+both_backends!(
+    the_door_enforces_every_leaf_and_path,
+    members_are_rechecked_and_kicked
+);
+
+alloy::sol! {
+    interface ITest {
+        function mint(address to, uint256 amountOrId) external;
+        function mint(address to, uint256 id, uint256 amount) external;
+        function transferFrom(address from, address to, uint256 id) external;
+        function set(address who, bool member, uint8 newLevel, int256 newScore) external;
+        function setSubnodeOwner(bytes32 node, bytes32 label, address owner) external returns (bytes32);
+        function setSubnodeRecord(bytes32 node, bytes32 label, address owner, address resolver, uint64 ttl) external;
+        function setOwner(bytes32 node, address owner) external;
+        function setAddr(bytes32 node, address a) external;
+        function setName(bytes32 node, string name) external;
+        function delegateAll(address to, bytes32 rights, bool enable) external payable returns (bytes32);
+    }
+}
+
+const GATE: &str = "io.matrixon.room.gate";
+const ETH: u128 = 1_000_000_000_000_000_000;
+
+fn chain_config(url: &str) -> ChainConfig {
+    ChainConfig {
+        rpc: vec![url.to_owned()],
+        name: None,
+        timeout_ms: 2_000,
+        max_rps: None,
+    }
+}
+
+/// A server that reads `chains` and sweeps and polls every 100 ms.
+fn gated_config(chains: &[(&str, &str)]) -> impl FnOnce(&mut Config) + use<> {
+    let chains: Vec<(String, String)> = chains
+        .iter()
+        .map(|(id, url)| ((*id).to_owned(), (*url).to_owned()))
+        .collect();
+    move |config: &mut Config| {
+        for (id, url) in chains {
+            config.chains.insert(id, chain_config(&url));
+        }
+        config.gate.sweep_interval_ms = 100;
+        config.gate.log_poll_interval_ms = 100;
+    }
+}
+
+fn caip2() -> String {
+    format!("eip155:{CHAIN_ID}")
+}
+
+async fn deploy(anvil: &Anvil, name: &str) -> Address {
+    anvil.deploy(&creation_code(name)).await
+}
+
+async fn set_balance(anvil: &Anvil, who: Address, wei: u128) {
+    anvil
+        .rpc(
+            "anvil_setBalance",
+            json!([who.to_string(), format!("{:#x}", wei)]),
+        )
+        .await;
+}
+
+fn label(text: &str) -> B256 {
+    keccak256(text.as_bytes())
+}
+
+/// ENS on the test chain: `dao.eth` and its subnames, owned and resolved as asked.
+struct Ens<'a> {
+    anvil: &'a Anvil,
+    resolver: Address,
+}
+
+impl<'a> Ens<'a> {
+    async fn new(anvil: &'a Anvil) -> Self {
+        let resolver = anvil.ens().await;
+        let ens = Self { anvil, resolver };
+        let me: Address = DEPLOYER.parse().expect("address");
+        ens.registry(
+            ITest::setSubnodeOwnerCall {
+                node: B256::ZERO,
+                label: label("eth"),
+                owner: me,
+            }
+            .abi_encode(),
+        )
+        .await;
+        ens.registry(
+            ITest::setSubnodeOwnerCall {
+                node: namehash("eth"),
+                label: label("dao"),
+                owner: me,
+            }
+            .abi_encode(),
+        )
+        .await;
+        ens.registry(
+            ITest::setSubnodeOwnerCall {
+                node: B256::ZERO,
+                label: label("reverse"),
+                owner: me,
+            }
+            .abi_encode(),
+        )
+        .await;
+        ens.registry(
+            ITest::setSubnodeOwnerCall {
+                node: namehash("reverse"),
+                label: label("addr"),
+                owner: me,
+            }
+            .abi_encode(),
+        )
+        .await;
+        ens
+    }
+
+    async fn registry(&self, data: Vec<u8>) {
+        self.anvil.transact(REGISTRY, &data).await;
+    }
+
+    /// `<sub>.dao.eth`, resolving to and owned by `owner`.
+    async fn subname(&self, sub: &str, owner: Address) {
+        let me: Address = DEPLOYER.parse().expect("address");
+        self.registry(
+            ITest::setSubnodeRecordCall {
+                node: namehash("dao.eth"),
+                label: label(sub),
+                owner: me,
+                resolver: self.resolver,
+                ttl: 0,
+            }
+            .abi_encode(),
+        )
+        .await;
+        let node = namehash(&format!("{sub}.dao.eth"));
+        self.anvil
+            .transact(
+                self.resolver,
+                &ITest::setAddrCall { node, a: owner }.abi_encode(),
+            )
+            .await;
+        self.registry(ITest::setOwnerCall { node, owner }.abi_encode())
+            .await;
+    }
+
+    /// The reverse record of `address` claims `name` (whether or not it resolves back).
+    async fn primary(&self, address: Address, name: &str) {
+        let me: Address = DEPLOYER.parse().expect("address");
+        let hex = alloy::primitives::hex::encode(address.as_slice());
+        self.registry(
+            ITest::setSubnodeRecordCall {
+                node: namehash("addr.reverse"),
+                label: label(&hex),
+                owner: me,
+                resolver: self.resolver,
+                ttl: 0,
+            }
+            .abi_encode(),
+        )
+        .await;
+        let call = ITest::setNameCall {
+            node: reverse_node(address),
+            name: name.to_owned(),
+        };
+        self.anvil.transact(self.resolver, &call.abi_encode()).await;
+    }
+}
+
+async fn create_room(srv: &TestServer, token: &str, body: Value) -> String {
+    let (status, created) = srv
+        .post_json("/_matrix/client/v3/createRoom", Some(token), &body)
+        .await;
+    assert_eq!(status, 200, "{created}");
+    created["room_id"].as_str().expect("room id").to_owned()
+}
+
+async fn set_gate(srv: &TestServer, token: &str, room: &str, content: &Value) -> (u16, Value) {
+    srv.put_json(
+        &format!("/_matrix/client/v3/rooms/{room}/state/{GATE}/"),
+        Some(token),
+        content,
+    )
+    .await
+}
+
+async fn join(srv: &TestServer, token: &str, room: &str) -> (u16, Value) {
+    srv.post_json(
+        &format!("/_matrix/client/v3/join/{room}"),
+        Some(token),
+        &json!({}),
+    )
+    .await
+}
+
+async fn membership(srv: &TestServer, token: &str, room: &str, user: &str) -> Value {
+    srv.get(
+        &format!("/_matrix/client/v3/rooms/{room}/state/m.room.member/{user}"),
+        Some(token),
+    )
+    .await
+    .1
+}
+
+async fn check(srv: &TestServer, token: &str, rule: &Value, address: Address) -> Value {
+    let (status, body) = srv
+        .post_json(
+            "/_matrix/client/unstable/io.matrixon/gate/check",
+            Some(token),
+            &json!({"rule": rule, "address": address.to_string()}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+/// The leaf results of the single address of a check, by path.
+fn leaves(verdict: &Value) -> Vec<(String, bool, String)> {
+    verdict["addresses"][0]["leaves"]
+        .as_array()
+        .expect("leaves")
+        .iter()
+        .map(|l| {
+            (
+                l["path"].as_str().expect("path").to_owned(),
+                l["pass"].as_bool().expect("pass"),
+                l["value"].as_str().expect("value").to_owned(),
+            )
+        })
+        .collect()
+}
+
+async fn admin_token(srv: &TestServer) -> String {
+    let services = &srv.server.as_ref().expect("running").services;
+    services
+        .create_account("auditor", Some("pw".to_owned()), true, None)
+        .await
+        .expect("admin");
+    srv.login("auditor", "pw").await["access_token"]
+        .as_str()
+        .expect("token")
+        .to_owned()
+}
+
+async fn audit(srv: &TestServer, token: &str, room: &str) -> Vec<Value> {
+    let (status, body) = srv
+        .get(
+            &format!("/_matrix/client/unstable/io.matrixon/admin/gate/audit?room_id={room}"),
+            Some(token),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    body["entries"].as_array().expect("entries").clone()
+}
+
+async fn the_door_enforces_every_leaf_and_path(backend: Backend) {
+    let anvil = Anvil::start().await;
+    let srv = TestServer::start_with(&backend, gated_config(&[(&caip2(), &anvil.url)])).await;
+    let chain = caip2();
+    let (erc20, erc721, erc1155, members) = (
+        deploy(&anvil, "TestERC20").await,
+        deploy(&anvil, "TestERC721").await,
+        deploy(&anvil, "TestERC1155").await,
+        deploy(&anvil, "GateMembers").await,
+    );
+    let (alice_key, bob_key, frank_key, vault) =
+        (Key::new(101), Key::new(102), Key::new(106), Key::new(120));
+    let (alice, bob) = (alice_key.address(), bob_key.address());
+    anvil
+        .transact(
+            erc20,
+            &ITest::mint_0Call {
+                to: alice,
+                amountOrId: U256::from(150),
+            }
+            .abi_encode(),
+        )
+        .await;
+    anvil
+        .transact(
+            erc721,
+            &ITest::mint_0Call {
+                to: alice,
+                amountOrId: U256::from(42),
+            }
+            .abi_encode(),
+        )
+        .await;
+    anvil
+        .transact(
+            erc1155,
+            &ITest::mint_1Call {
+                to: alice,
+                id: U256::from(7),
+                amount: U256::from(3),
+            }
+            .abi_encode(),
+        )
+        .await;
+    anvil
+        .transact(
+            members,
+            &ITest::setCall {
+                who: alice,
+                member: true,
+                newLevel: 5,
+                newScore: alloy::primitives::I256::try_from(-3).expect("int"),
+            }
+            .abi_encode(),
+        )
+        .await;
+    set_balance(&anvil, alice, 2 * ETH).await;
+    let ens = Ens::new(&anvil).await;
+    ens.subname("alice", alice).await;
+    ens.primary(alice, "alice.dao.eth").await;
+    // Bob's reverse record claims Alice's name, which does not resolve to him: ignored.
+    ens.primary(bob, "alice.dao.eth").await;
+
+    let (_, alice_token) = wallet_session(&srv, &alice_key).await;
+    let (bob_id, bob_token) = wallet_session(&srv, &bob_key).await;
+    let owner = srv.register("owner", "pw").await;
+    let owner_token = owner["access_token"].as_str().expect("token").to_owned();
+    let carol = srv.register("carol", "pw").await;
+    let carol_token = carol["access_token"].as_str().expect("token").to_owned();
+
+    // Every leaf kind through the dry run, for a holder and a non-holder.
+    let everything = json!({"any": [
+        {"erc20": {"chain": chain, "contract": erc20.to_string(), "min": "100"}},
+        {"erc721": {"chain": chain, "contract": erc721.to_string(), "token_ids": ["41", "42"]}},
+        {"erc1155": {"chain": chain, "contract": erc1155.to_string(), "token_id": "7", "min": "2"}},
+        {"native": {"chain": chain, "min": ETH.to_string()}},
+        {"call": {"chain": chain, "contract": members.to_string(),
+                  "function": "function isMember(address) view returns (bool)",
+                  "args": [":address"], "expect": {"op": "eq", "value": true}}},
+        {"call": {"chain": chain, "contract": members.to_string(),
+                  "function": "function level(address) view returns (uint8)",
+                  "args": [":address"], "expect": {"op": "gte", "value": 5}}},
+        {"call": {"chain": chain, "contract": members.to_string(),
+                  "function": "function score(address) view returns (int256)",
+                  "args": [":address"], "expect": {"op": "lt", "value": "0"}}},
+        {"ens": {"chain": chain, "parent": "dao.eth"}},
+        {"ens": {"chain": chain, "name": "alice.dao.eth"}},
+        {"allowlist": [alice.to_string()]},
+        {"not": {"allowlist": [alice.to_string()]}}
+    ]});
+    let for_alice = check(&srv, &alice_token, &everything, alice).await;
+    assert_eq!(for_alice["pass"], true);
+    let results = leaves(&for_alice);
+    assert_eq!(results.len(), 11);
+    for (path, pass, value) in &results[..10] {
+        assert!(pass, "{path} should hold for alice (read {value})");
+    }
+    assert_eq!(results[0].2, "150");
+    assert_eq!(results[1].2, "owns 42");
+    assert_eq!(results[2].2, "3");
+    assert_eq!(results[3].2, (2 * ETH).to_string());
+    assert_eq!(results[6].2, "-3");
+    assert_eq!(results[7].2, "alice.dao.eth");
+    assert_eq!(results[8].2, alice.to_checksum(None));
+    assert_eq!(results[10].0, "any[10].not.allowlist");
+    assert!(
+        results[10].1,
+        "the allowlist under `not` holds, so it counts against alice"
+    );
+    let failing = for_alice["addresses"][0]["leaves"][10]["negated"].clone();
+    assert_eq!(failing, true);
+    // The verdict says which block it read.
+    let block = for_alice["addresses"][0]["blocks"][&chain]
+        .as_u64()
+        .expect("block");
+    assert!(block > 0);
+
+    let for_bob = check(&srv, &bob_token, &everything, bob).await;
+    assert_eq!(
+        for_bob["pass"], true,
+        "bob is not on the allowlist, so `not` holds"
+    );
+    let results = leaves(&for_bob);
+    for (path, pass, value) in &results[..10] {
+        assert!(!pass, "{path} should fail for bob (read {value})");
+    }
+    assert_eq!(
+        results[7].2, "no verified primary name",
+        "a reverse record that does not resolve back is ignored"
+    );
+    let both = json!({"all": [
+        {"erc20": {"chain": chain, "contract": erc20.to_string(), "min": "100"}},
+        {"not": {"allowlist": [bob.to_string()]}}
+    ]});
+    assert_eq!(check(&srv, &alice_token, &both, alice).await["pass"], true);
+    assert_eq!(check(&srv, &bob_token, &both, bob).await["pass"], false);
+    let other_id =
+        json!({"erc721": {"chain": chain, "contract": erc721.to_string(), "token_ids": ["43"]}});
+    assert_eq!(
+        check(&srv, &alice_token, &other_id, alice).await["pass"],
+        false
+    );
+    let reverting = json!({"call": {"chain": chain, "contract": members.to_string(),
+        "function": "function alwaysReverts(address) view returns (bool)",
+        "args": [":address"], "expect": {"op": "eq", "value": true}}});
+    let reverted = check(&srv, &alice_token, &reverting, alice).await;
+    assert_eq!(reverted["pass"], false);
+    assert_eq!(leaves(&reverted)[0].2, "reverted");
+
+    // Bad gates are refused with the path of the fault, and nothing is stored.
+    let room = create_room(
+        &srv,
+        &owner_token,
+        json!({"preset": "public_chat", "room_alias_name": "dao"}),
+    )
+    .await;
+    for (content, path) in [
+        (
+            json!({"rule": {"erc20": {"chain": chain, "contract": erc20.to_string(), "min": "1e2"}}}),
+            "rule.erc20.min",
+        ),
+        (
+            json!({"rule": {"erc20": {"chain": "eip155:5", "contract": erc20.to_string()}}}),
+            "rule.erc20.chain",
+        ),
+        (
+            json!({"rule": {"allowlist": [alice.to_string()]}, "on_fail": "ban"}),
+            "on_fail",
+        ),
+        (
+            json!({"rule": {"allowlist": [alice.to_string()]}, "recheck_interval_s": 0}),
+            "recheck_interval_s",
+        ),
+        (
+            json!({"rule": {"any": [{"allowlist": ["0x12"]}]}}),
+            "rule.any[0].allowlist[0]",
+        ),
+        (
+            json!({"rule": {"allowlist": [alice.to_string()]}, "colour": "red"}),
+            "colour",
+        ),
+    ] {
+        let refused = set_gate(&srv, &owner_token, &room, &content).await;
+        assert_error(&refused, 400, "M_BAD_JSON");
+        let message = refused.1["error"].as_str().expect("message");
+        assert!(message.contains(path), "{message} should name {path}");
+    }
+    assert_eq!(
+        srv.get(
+            &format!("/_matrix/client/v3/rooms/{room}/state/{GATE}/"),
+            Some(&owner_token)
+        )
+        .await
+        .0,
+        404
+    );
+    let refused = srv
+        .post_json(
+            "/_matrix/client/v3/createRoom",
+            Some(&owner_token),
+            &json!({
+        "initial_state": [{"type": GATE, "state_key": "", "content": {"rule": {"nft": {}}}}]}),
+        )
+        .await;
+    assert_error(&refused, 400, "M_BAD_JSON");
+
+    // The gate: 100 MXT. Setting it takes the power for that state event.
+    let gate =
+        json!({"rule": {"erc20": {"chain": chain, "contract": erc20.to_string(), "min": "100"}}});
+    assert_eq!(join(&srv, &carol_token, &room).await.0, 200);
+    assert_error(
+        &set_gate(&srv, &carol_token, &room, &gate).await,
+        403,
+        "M_FORBIDDEN",
+    );
+    let (status, body) = set_gate(&srv, &owner_token, &room, &gate).await;
+    assert_eq!(status, 200, "{body}");
+
+    // A holder joins; a non-holder is refused with the failing leaf named; no wallet, no entry.
+    assert_eq!(join(&srv, &alice_token, &room).await.0, 200);
+    let refused = join(&srv, &bob_token, &room).await;
+    assert_error(&refused, 403, "M_FORBIDDEN");
+    let detail = &refused.1["io.matrixon.gate"];
+    assert_eq!(detail["failing"][0]["path"], "erc20");
+    assert_eq!(detail["failing"][0]["value"], "0");
+    assert!(
+        refused.1["error"]
+            .as_str()
+            .expect("message")
+            .contains("erc20")
+    );
+    let dave = srv.register("dave", "pw").await;
+    let dave_token = dave["access_token"].as_str().expect("token");
+    let refused = join(&srv, dave_token, &room).await;
+    assert_error(&refused, 403, "M_FORBIDDEN");
+    assert!(
+        refused.1["error"]
+            .as_str()
+            .expect("message")
+            .contains("link a wallet")
+    );
+
+    // By alias, and accepting an invite: refused too (the invite itself is allowed).
+    assert_error(
+        &join(&srv, &bob_token, "%23dao:localhost").await,
+        403,
+        "M_FORBIDDEN",
+    );
+    let (status, body) = srv
+        .post_json(
+            &format!("/_matrix/client/v3/rooms/{room}/invite"),
+            Some(&owner_token),
+            &json!({"user_id": bob_id}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_error(
+        &srv.post_json(
+            &format!("/_matrix/client/v3/rooms/{room}/join"),
+            Some(&bob_token),
+            &json!({}),
+        )
+        .await,
+        403,
+        "M_FORBIDDEN",
+    );
+    assert_eq!(
+        membership(&srv, &owner_token, &room, &bob_id).await["membership"],
+        "invite"
+    );
+
+    // Knocking on a gated knock room: refused.
+    let knock_room = create_room(
+        &srv,
+        &owner_token,
+        json!({"initial_state": [
+        {"type": "m.room.join_rules", "state_key": "", "content": {"join_rule": "knock"}},
+        {"type": GATE, "state_key": "", "content": gate}]}),
+    )
+    .await;
+    assert_error(
+        &srv.post_json(
+            &format!("/_matrix/client/v3/knock/{knock_room}"),
+            Some(&bob_token),
+            &json!({}),
+        )
+        .await,
+        403,
+        "M_FORBIDDEN",
+    );
+
+    // Restricted to members of a room Bob is in: the gate still applies.
+    let lobby = create_room(&srv, &owner_token, json!({"preset": "public_chat"})).await;
+    assert_eq!(join(&srv, &bob_token, &lobby).await.0, 200);
+    let restricted = create_room(
+        &srv,
+        &owner_token,
+        json!({"room_version": "11", "initial_state": [
+        {"type": "m.room.join_rules", "state_key": "", "content": {"join_rule": "restricted",
+            "allow": [{"type": "m.room_membership", "room_id": lobby}]}},
+        {"type": GATE, "state_key": "", "content": gate}]}),
+    )
+    .await;
+    assert_error(
+        &join(&srv, &bob_token, &restricted).await,
+        403,
+        "M_FORBIDDEN",
+    );
+    assert_eq!(join(&srv, &alice_token, &lobby).await.0, 200);
+    assert_eq!(join(&srv, &alice_token, &restricted).await.0, 200);
+
+    // Delegation: a vault holding the tokens delegated everything to Frank's wallet.
+    anvil.place("DelegateRegistry", DELEGATE_REGISTRY).await;
+    anvil
+        .transact(
+            erc20,
+            &ITest::mint_0Call {
+                to: vault.address(),
+                amountOrId: U256::from(500),
+            }
+            .abi_encode(),
+        )
+        .await;
+    anvil
+        .transact_as(
+            vault.address(),
+            DELEGATE_REGISTRY,
+            &ITest::delegateAllCall {
+                to: frank_key.address(),
+                rights: B256::ZERO,
+                enable: true,
+            }
+            .abi_encode(),
+        )
+        .await;
+    let (_, frank_token) = wallet_session(&srv, &frank_key).await;
+    assert_error(&join(&srv, &frank_token, &room).await, 403, "M_FORBIDDEN");
+    let delegated = create_room(&srv, &owner_token, json!({"preset": "public_chat", "initial_state": [
+        {"type": GATE, "state_key": "", "content": {"rule": gate["rule"], "include_delegations": true}}]})).await;
+    assert_eq!(join(&srv, &frank_token, &delegated).await.0, 200);
+
+    // An upgrade carries the gate: the new room refuses Bob and admits Alice.
+    let (status, upgraded) = srv
+        .post_json(
+            &format!("/_matrix/client/v3/rooms/{room}/upgrade"),
+            Some(&owner_token),
+            &json!({"new_version": "11"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{upgraded}");
+    let new_room = upgraded["replacement_room"].as_str().expect("room");
+    assert_error(&join(&srv, &bob_token, new_room).await, 403, "M_FORBIDDEN");
+    assert_eq!(join(&srv, &alice_token, new_room).await.0, 200);
+
+    // The dry run for a room, for oneself; for someone else only with the gate's power.
+    let (status, own) = srv
+        .post_json(
+            "/_matrix/client/unstable/io.matrixon/gate/check",
+            Some(&bob_token),
+            &json!({"room_id": room, "user_id": bob_id}),
+        )
+        .await;
+    assert_eq!(status, 200, "{own}");
+    assert_eq!(own["pass"], false);
+    assert_error(
+        &srv.post_json(
+            "/_matrix/client/unstable/io.matrixon/gate/check",
+            Some(&carol_token),
+            &json!({"room_id": room, "user_id": bob_id}),
+        )
+        .await,
+        403,
+        "M_FORBIDDEN",
+    );
+    assert_eq!(
+        srv.post_json(
+            "/_matrix/client/unstable/io.matrixon/gate/check",
+            Some(&owner_token),
+            &json!({"room_id": room, "user_id": bob_id})
+        )
+        .await
+        .0,
+        200
+    );
+    assert_error(
+        &srv.post_json(
+            "/_matrix/client/unstable/io.matrixon/gate/check",
+            Some(&owner_token),
+            &json!({"room_id": room}),
+        )
+        .await,
+        400,
+        "M_BAD_JSON",
+    );
+    assert_error(
+        &srv.post_json(
+            "/_matrix/client/unstable/io.matrixon/gate/check",
+            Some(&owner_token),
+            &json!({"room_id": room, "address": "0xnope"}),
+        )
+        .await,
+        400,
+        "M_INVALID_PARAM",
+    );
+    assert_error(
+        &srv.post_json(
+            "/_matrix/client/unstable/io.matrixon/gate/check",
+            Some(&owner_token),
+            &json!({"rule": {"nft": 1}, "address": alice.to_string()}),
+        )
+        .await,
+        400,
+        "M_BAD_JSON",
+    );
+
+    // The audit log: every decision with its block, for server administrators only.
+    let admin = admin_token(&srv).await;
+    let entries = audit(&srv, &admin, &room).await;
+    let decisions: Vec<&str> = entries
+        .iter()
+        .map(|e| e["decision"].as_str().expect("decision"))
+        .collect();
+    assert!(
+        decisions.contains(&"allowed") && decisions.contains(&"refused"),
+        "{decisions:?}"
+    );
+    let allowed = entries
+        .iter()
+        .find(|e| e["decision"] == "allowed")
+        .expect("allowed");
+    assert!(allowed["blocks"][&chain].as_u64().expect("block") > 0);
+    assert_error(
+        &srv.get(
+            "/_matrix/client/unstable/io.matrixon/admin/gate/audit",
+            Some(&owner_token),
+        )
+        .await,
+        403,
+        "M_FORBIDDEN",
+    );
+    assert_error(
+        &srv.get(
+            "/_matrix/client/unstable/io.matrixon/admin/gate/audit?limit=0",
+            Some(&admin),
+        )
+        .await,
+        400,
+        "M_INVALID_PARAM",
+    );
+
+    // Removing the gate (empty content) opens the door.
+    assert_eq!(set_gate(&srv, &owner_token, &room, &json!({})).await.0, 200);
+    assert_eq!(join(&srv, &dave_token.to_owned(), &room).await.0, 200);
+    srv.finish().await;
+}
+
+/// Waits until `user`'s membership in `room` is `expected`, for up to `seconds`.
+async fn wait_membership(
+    srv: &TestServer,
+    token: &str,
+    room: &str,
+    user: &str,
+    expected: &str,
+    seconds: u64,
+) -> Value {
+    let mut last = Value::Null;
+    for _ in 0..seconds * 10 {
+        last = membership(srv, token, room, user).await;
+        if last["membership"] == expected {
+            return last;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{user} in {room}: expected {expected}, last {last}");
+}
+
+/// Waits until the audit log of `room` holds `decision` about `user`.
+async fn wait_audit(srv: &TestServer, admin: &str, room: &str, user: &str, decision: &str) {
+    for _ in 0..100 {
+        if audit(srv, admin, room)
+            .await
+            .iter()
+            .any(|e| e["user_id"] == user && e["decision"] == decision)
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no `{decision}` about {user} in the audit log of {room}");
+}
+
+async fn members_are_rechecked_and_kicked(backend: Backend) {
+    let anvil = Anvil::start().await;
+    let redis = redis_url("members_are_rechecked_and_kicked");
+    let chains = gated_config(&[(&caip2(), &anvil.url)]);
+    let srv = TestServer::start_with(&backend, |config| {
+        chains(config);
+        if matches!(backend, Backend::Postgres { .. }) {
+            config.redis.url = redis.clone();
+        }
+    })
+    .await;
+    let chain = caip2();
+    let nft = deploy(&anvil, "TestERC721").await;
+    let keys: Vec<Key> = (111..=115).map(Key::new).collect();
+    let mut sessions = Vec::new();
+    for key in &keys {
+        sessions.push(wallet_session(&srv, key).await);
+    }
+    let [
+        (alice, alice_t),
+        (bob, _),
+        (dave, dave_t),
+        (erin, erin_t),
+        (gina, gina_t),
+    ] = <[(String, String); 5]>::try_from(sessions).expect("five");
+    let owner = srv.register("owner", "pw").await;
+    let owner_t = owner["access_token"].as_str().expect("token").to_owned();
+    let admin = admin_token(&srv).await;
+
+    // Transfer path: an hour between re-checks, yet a holder who sells is out in seconds.
+    anvil
+        .transact(
+            nft,
+            &ITest::mint_0Call {
+                to: keys[0].address(),
+                amountOrId: U256::from(1),
+            }
+            .abi_encode(),
+        )
+        .await;
+    anvil
+        .transact(
+            nft,
+            &ITest::mint_0Call {
+                to: keys[4].address(),
+                amountOrId: U256::from(2),
+            }
+            .abi_encode(),
+        )
+        .await;
+    let nft_room = create_room(&srv, &owner_t, json!({"preset": "public_chat", "initial_state": [
+        {"type": GATE, "state_key": "", "content": {"rule": {"erc721": {"chain": chain, "contract": nft.to_string()}},
+            "recheck_interval_s": 3600}}]})).await;
+    assert_eq!(join(&srv, &alice_t, &nft_room).await.0, 200);
+    assert_eq!(join(&srv, &gina_t, &nft_room).await.0, 200);
+    // Let the first sweep of the new gate pass, then sell.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let sell = ITest::transferFromCall {
+        from: keys[0].address(),
+        to: keys[1].address(),
+        id: U256::from(1),
+    };
+    anvil
+        .transact_as(keys[0].address(), nft, &sell.abi_encode())
+        .await;
+    let kicked = wait_membership(&srv, &owner_t, &nft_room, &alice, "leave", 15).await;
+    assert!(
+        kicked["reason"]
+            .as_str()
+            .expect("reason")
+            .contains("erc721"),
+        "{kicked}"
+    );
+    assert_eq!(
+        membership(&srv, &owner_t, &nft_room, &gina).await["membership"],
+        "join"
+    );
+    wait_audit(&srv, &admin, &nft_room, &alice, "kicked").await;
+
+    // Interval path with a grace period: a native-coin gate, re-checked every minute.
+    set_balance(&anvil, keys[2].address(), 2 * ETH).await;
+    set_balance(&anvil, keys[3].address(), 2 * ETH).await;
+    let coin_room = create_room(&srv, &owner_t, json!({"preset": "public_chat", "initial_state": [
+        {"type": GATE, "state_key": "", "content": {"rule": {"native": {"chain": chain, "min": ETH.to_string()}},
+            "recheck_interval_s": 60, "grace_s": 600}}]})).await;
+    assert_eq!(join(&srv, &dave_t, &coin_room).await.0, 200);
+    assert_eq!(join(&srv, &erin_t, &coin_room).await.0, 200);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    set_balance(&anvil, keys[2].address(), 0).await;
+    srv.clock.advance(Duration::from_secs(61));
+    wait_audit(&srv, &admin, &coin_room, &dave, "failing").await;
+    assert_eq!(
+        membership(&srv, &owner_t, &coin_room, &dave).await["membership"],
+        "join",
+        "within the grace period"
+    );
+    srv.clock.advance(Duration::from_secs(300));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        membership(&srv, &owner_t, &coin_room, &dave).await["membership"],
+        "join",
+        "still within the grace period"
+    );
+    srv.clock.advance(Duration::from_secs(301));
+    wait_membership(&srv, &owner_t, &coin_room, &dave, "leave", 15).await;
+    assert_eq!(
+        membership(&srv, &owner_t, &coin_room, &erin).await["membership"],
+        "join"
+    );
+
+    // Changing the gate re-checks everyone at once.
+    let (status, body) = set_gate(
+        &srv,
+        &owner_t,
+        &coin_room,
+        &json!({"rule": {"native": {"chain": chain, "min": (5 * ETH).to_string()}},
+        "recheck_interval_s": 3600}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    wait_membership(&srv, &owner_t, &coin_room, &erin, "leave", 15).await;
+
+    // Every provider down: joins fail closed with a distinct errcode, and nobody is removed.
+    drop(anvil);
+    let refused = join(&srv, &alice_t, &nft_room).await;
+    assert_error(&refused, 503, "IO.MATRIXON.GATE_UNAVAILABLE");
+    srv.clock.advance(Duration::from_secs(3601));
+    wait_audit(&srv, &admin, &nft_room, "", "unavailable").await;
+    assert_eq!(
+        membership(&srv, &owner_t, &nft_room, &gina).await["membership"],
+        "join"
+    );
+    wait_audit(&srv, &admin, &nft_room, &alice, "unavailable").await;
+    let _ = bob;
+    srv.finish().await;
+}
+
+/// One `eth_call` per chain for a cold verdict of a 10-leaf rule over two chains, and
+/// ⌈addresses × leaves / batch⌉ calls for a large sweep.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cold_verdict_is_one_round_trip_per_chain() {
+    let (one, two) = (
+        Anvil::start().await,
+        Anvil::start_with_chain_id(31338).await,
+    );
+    let (proxy_one, proxy_two) = (Proxy::start(&one.url).await, Proxy::start(&two.url).await);
+    let (token_one, token_two) = (
+        deploy(&one, "TestERC20").await,
+        deploy(&two, "TestERC721").await,
+    );
+    let holder = Key::new(130).address();
+    one.transact(
+        token_one,
+        &ITest::mint_0Call {
+            to: holder,
+            amountOrId: U256::from(10),
+        }
+        .abi_encode(),
+    )
+    .await;
+    let config = [
+        (format!("eip155:{CHAIN_ID}"), chain_config(&proxy_one.url)),
+        ("eip155:31338".to_owned(), chain_config(&proxy_two.url)),
+    ]
+    .into_iter()
+    .collect();
+    let chains = Chains::new(&config).expect("chains");
+    let mut leaves = Vec::new();
+    for min in 1..=5 {
+        leaves.push(json!({"erc20": {"chain": format!("eip155:{CHAIN_ID}"), "contract": token_one.to_string(), "min": min.to_string()}}));
+        leaves
+            .push(json!({"erc721": {"chain": "eip155:31338", "contract": token_two.to_string()}}));
+    }
+    let rule = matrixon_chain::gate::Rule::parse(&json!({"all": leaves}), &|_| true).expect("rule");
+    let before = (
+        proxy_one.methods.lock().expect("lock").len(),
+        proxy_two.methods.lock().expect("lock").len(),
+    );
+    let verdicts = matrixon_chain::gate::evaluate(&chains, &rule, &[holder], 500)
+        .await
+        .expect("verdict");
+    assert_eq!(verdicts[0].leaves.len(), 10);
+    assert!(
+        verdicts[0].leaves.iter().step_by(2).all(|l| l.pass),
+        "{verdicts:?}"
+    );
+    assert!(!verdicts[0].pass, "no NFT on the second chain");
+    let sent_one: Vec<String> = proxy_one.methods.lock().expect("lock")[before.0..].to_vec();
+    let sent_two: Vec<String> = proxy_two.methods.lock().expect("lock")[before.1..].to_vec();
+    assert_eq!(sent_one, ["eth_call"], "one request to the first chain");
+    assert_eq!(sent_two, ["eth_call"], "one request to the second chain");
+
+    // A sweep of 1,000 addresses × 10 leaves in batches of 500: ⌈10,000 / 500⌉ = 20 requests.
+    let addresses: Vec<Address> = (0..1000u64)
+        .map(|i| Address::left_padding_from(&i.to_be_bytes()))
+        .collect();
+    let before = (proxy_one.count("eth_call"), proxy_two.count("eth_call"));
+    let verdicts = matrixon_chain::gate::evaluate(&chains, &rule, &addresses, 500)
+        .await
+        .expect("sweep");
+    assert_eq!(verdicts.len(), 1000);
+    let sent = proxy_one.count("eth_call") - before.0 + proxy_two.count("eth_call") - before.1;
+    assert_eq!(sent, 20, "5,000 calls per chain in batches of 500");
+    // Every batch of a chain read the same block.
+    let blocks: std::collections::BTreeSet<_> = verdicts.iter().map(|v| v.blocks.clone()).collect();
+    assert_eq!(blocks.len(), 1);
+}
