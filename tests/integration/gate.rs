@@ -778,6 +778,13 @@ async fn members_are_rechecked_and_kicked(backend: Backend) {
         chains(config);
         if matches!(backend, Backend::Postgres { .. }) {
             config.redis.url = redis.clone();
+            // Verdicts in the shared Redis are keyed by server name: a name of its own keeps
+            // earlier runs (same deterministic addresses, a fresh chain) out of this one.
+            let unique = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .expect("time")
+                .as_nanos();
+            config.server_name = format!("gate{unique}.test").try_into().expect("name");
         }
     })
     .await;

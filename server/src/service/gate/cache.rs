@@ -59,7 +59,11 @@ impl VerdictCache {
                     .await
                     .inspect_err(|e| tracing::warn!(%e, "reading a gate verdict from Redis"))
                     .ok()?;
-                serde_json::from_str(&text?).ok()
+                // The expiry travels with the verdict so the injected clock decides, as in
+                // memory; Redis's own TTL only collects the garbage.
+                let (expires, verdict): (i64, AddressVerdict) =
+                    serde_json::from_str(&text?).ok()?;
+                (expires > now_ms).then_some(verdict)
             }
         }
     }
@@ -86,7 +90,7 @@ impl VerdictCache {
                 map.insert((key.to_owned(), address), (expires_ms, verdict.clone()));
             }
             Self::Redis { connection, prefix } => {
-                let Ok(text) = serde_json::to_string(verdict) else {
+                let Ok(text) = serde_json::to_string(&(expires_ms, verdict)) else {
                     return;
                 };
                 let mut connection = connection.clone();
