@@ -731,7 +731,7 @@ async fn the_door_enforces_every_leaf_and_path(backend: Backend) {
 
     // Removing the gate (empty content) opens the door.
     assert_eq!(set_gate(&srv, &owner_token, &room, &json!({})).await.0, 200);
-    assert_eq!(join(&srv, &dave_token.to_owned(), &room).await.0, 200);
+    assert_eq!(join(&srv, dave_token, &room).await.0, 200);
     srv.finish().await;
 }
 

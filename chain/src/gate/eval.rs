@@ -464,14 +464,15 @@ fn show(value: &DynSolValue) -> String {
 /// Folds leaf outcomes (in rule order) through the combinators.
 fn combine(rule: &Rule, next: &mut dyn Iterator<Item = bool>) -> bool {
     match rule {
-        Rule::All(rules) => rules
-            .iter()
-            .map(|r| combine(r, next))
-            .fold(true, |acc, r| acc && r),
-        Rule::Any(rules) => rules
-            .iter()
-            .map(|r| combine(r, next))
-            .fold(false, |acc, r| acc || r),
+        // Every sub-rule is folded (no short cut): each consumes its own leaves.
+        Rule::All(rules) => {
+            let results: Vec<bool> = rules.iter().map(|r| combine(r, next)).collect();
+            results.into_iter().all(|r| r)
+        }
+        Rule::Any(rules) => {
+            let results: Vec<bool> = rules.iter().map(|r| combine(r, next)).collect();
+            results.into_iter().any(|r| r)
+        }
         Rule::Not(sub) => !combine(sub, next),
         _ => next.next().unwrap_or(false),
     }

@@ -141,7 +141,7 @@ impl Services {
             let blocks = mine
                 .first()
                 .map(|v| v.blocks.clone())
-                .unwrap_or_else(|| BTreeMap::new());
+                .unwrap_or_default();
             let failing: Vec<Value> = mine
                 .iter()
                 .flat_map(|v| v.failing().map(|l| json!({"address": v.address, "path": l.path, "value": l.value, "required": l.required})))
