@@ -990,7 +990,10 @@ async fn a_cold_verdict_is_one_round_trip_per_chain() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a benchmark: prints figures, run on demand"]
 async fn benchmark() {
-    let (one, two) = (Anvil::start().await, Anvil::start_with_chain_id(31338).await);
+    let (one, two) = (
+        Anvil::start().await,
+        Anvil::start_with_chain_id(31338).await,
+    );
     let srv = TestServer::start_with(
         &Backend::Sqlite,
         gated_config(&[(&caip2(), &one.url), ("eip155:31338", &two.url)]),
@@ -1005,35 +1008,67 @@ async fn benchmark() {
             .map(|p| p.requests)
             .sum()
     };
-    let (token_one, token_two) = (deploy(&one, "TestERC20").await, deploy(&two, "TestERC721").await);
+    let (token_one, token_two) = (
+        deploy(&one, "TestERC20").await,
+        deploy(&two, "TestERC721").await,
+    );
     let holder = Key::new(140);
-    one.transact(token_one, &ITest::mint_0Call { to: holder.address(), amountOrId: U256::from(10) }.abi_encode()).await;
+    one.transact(
+        token_one,
+        &ITest::mint_0Call {
+            to: holder.address(),
+            amountOrId: U256::from(10),
+        }
+        .abi_encode(),
+    )
+    .await;
 
     // Cached verdicts: the same member asking again and again.
     let rule = json!({"erc20": {"chain": caip2(), "contract": token_one.to_string(), "min": "1"}});
-    let gate = services.parse_gate(&json!({"rule": rule})).expect("gate").expect("some");
-    services.gate_verdicts(&gate, &[holder.address()]).await.expect("warm");
+    let gate = services
+        .parse_gate(&json!({"rule": rule}))
+        .expect("gate")
+        .expect("some");
+    services
+        .gate_verdicts(&gate, &[holder.address()])
+        .await
+        .expect("warm");
     let mut samples = Vec::new();
     for _ in 0..20_000 {
         let start = std::time::Instant::now();
-        let verdicts = services.gate_verdicts(&gate, &[holder.address()]).await.expect("cached");
+        let verdicts = services
+            .gate_verdicts(&gate, &[holder.address()])
+            .await
+            .expect("cached");
         samples.push(start.elapsed());
         assert!(verdicts[0].pass);
     }
     samples.sort();
     let at = |q: f64| samples[((samples.len() as f64 * q) as usize).min(samples.len() - 1)];
-    println!("cached verdict: p50 {:?}, p99 {:?} over {} lookups", at(0.5), at(0.99), samples.len());
+    println!(
+        "cached verdict: p50 {:?}, p99 {:?} over {} lookups",
+        at(0.5),
+        at(0.99),
+        samples.len()
+    );
 
     // Cold verdict: 10 leaves over 2 chains.
     let mut leaves = Vec::new();
     for min in 1..=5 {
         leaves.push(json!({"erc20": {"chain": caip2(), "contract": token_one.to_string(), "min": min.to_string()}}));
-        leaves.push(json!({"erc721": {"chain": "eip155:31338", "contract": token_two.to_string()}}));
+        leaves
+            .push(json!({"erc721": {"chain": "eip155:31338", "contract": token_two.to_string()}}));
     }
-    let gate = services.parse_gate(&json!({"rule": {"any": leaves}})).expect("gate").expect("some");
+    let gate = services
+        .parse_gate(&json!({"rule": {"any": leaves}}))
+        .expect("gate")
+        .expect("some");
     let before = requests();
     let start = std::time::Instant::now();
-    services.gate_verdicts(&gate, &[holder.address()]).await.expect("cold");
+    services
+        .gate_verdicts(&gate, &[holder.address()])
+        .await
+        .expect("cold");
     let cold = start.elapsed();
     let sent = requests() - before;
     println!("cold verdict, 10 leaves on 2 chains: {cold:?}, {sent} RPC requests");
@@ -1046,23 +1081,42 @@ async fn benchmark() {
         {"erc20": {"chain": caip2(), "contract": token_one.to_string(), "min": "0"}},
         {"erc721": {"chain": "eip155:31338", "contract": token_two.to_string()}}]},
         "recheck_interval_s": 1, "on_fail": "none"});
-    let room = create_room(&srv, &owner_t, json!({"preset": "public_chat", "initial_state": [
-        {"type": GATE, "state_key": "", "content": content}]})).await;
+    let room = create_room(
+        &srv,
+        &owner_t,
+        json!({"preset": "public_chat", "initial_state": [
+        {"type": GATE, "state_key": "", "content": content}]}),
+    )
+    .await;
     let room_id = ruma::RoomId::parse(&room).expect("room");
     for i in 0..1000u64 {
-        let user = services.create_account(&format!("m{i}"), None, false, None).await.expect("account");
+        let user = services
+            .create_account(&format!("m{i}"), None, false, None)
+            .await
+            .expect("account");
         let address = Address::left_padding_from(&(i + 1).to_be_bytes());
-        services.store.link_wallet(&user, &format!("{address:#x}"), 0).await.expect("link");
+        services
+            .store
+            .link_wallet(&user, &format!("{address:#x}"), 0)
+            .await
+            .expect("link");
         services.join(&room_id, &user, None).await.expect("join");
     }
-    let gate = services.room_gate(&room_id).await.expect("gate").expect("some");
+    let gate = services
+        .room_gate(&room_id)
+        .await
+        .expect("gate")
+        .expect("some");
     let before = requests();
     let start = std::time::Instant::now();
     services.sweep_room(&room_id, &gate).await.expect("sweep");
     let took = start.elapsed();
     let sent = requests() - before;
     let bound = (1000 * 2_u64).div_ceil(services.config.gate.batch_size as u64);
-    println!("sweep of 1,000 members × 2 leaves: {took:?}, {sent} RPC requests (bound ⌈2000 / {}⌉ = {bound})", services.config.gate.batch_size);
+    println!(
+        "sweep of 1,000 members × 2 leaves: {took:?}, {sent} RPC requests (bound ⌈2000 / {}⌉ = {bound})",
+        services.config.gate.batch_size
+    );
     assert!(sent <= bound, "{sent} requests");
     srv.finish().await;
 }

@@ -169,19 +169,19 @@ impl Services {
         self.parse_gate(content).map(drop)
     }
 
-    /// After a gate event: schedule the room so every member is re-checked now.
+    /// After a gate event: schedule the room so every member is re-checked now (the sweep
+    /// reads the gate from the room's state, so content validated when sent is not re-parsed).
     pub(crate) async fn gate_event_appended(
         &self,
         room_id: &RoomId,
         content: &Value,
     ) -> Result<()> {
-        match self.parse_gate(content)? {
-            Some(_) => {
-                self.store
-                    .set_gate_room(room_id.as_str(), &content.to_string(), self.now_ms())
-                    .await?;
-            }
-            None => self.store.remove_gate_room(room_id.as_str()).await?,
+        if content.as_object().is_some_and(serde_json::Map::is_empty) {
+            self.store.remove_gate_room(room_id.as_str()).await?;
+        } else {
+            self.store
+                .set_gate_room(room_id.as_str(), &content.to_string(), self.now_ms())
+                .await?;
         }
         Ok(())
     }

@@ -138,10 +138,7 @@ impl Services {
                 .store
                 .gate_failing_since(room_id.as_str(), user_id.as_str(), now)
                 .await?;
-            let blocks = mine
-                .first()
-                .map(|v| v.blocks.clone())
-                .unwrap_or_default();
+            let blocks = mine.first().map(|v| v.blocks.clone()).unwrap_or_default();
             let failing: Vec<Value> = mine
                 .iter()
                 .flat_map(|v| v.failing().map(|l| json!({"address": v.address, "path": l.path, "value": l.value, "required": l.required})))
