@@ -91,6 +91,7 @@ pub async fn primary_names(
     chain: &Chain,
     addresses: &[Address],
     block: u64,
+    batch_size: usize,
 ) -> Result<Vec<Option<String>>, ChainError> {
     let reverse: Vec<B256> = addresses.iter().map(|a| reverse_node(*a)).collect();
     // Who resolves each reverse record.
@@ -101,7 +102,7 @@ pub async fn primary_names(
             (REGISTRY, call.abi_encode().into())
         })
         .collect();
-    let resolvers = chain.multicall(&calls, Some(block)).await?;
+    let resolvers = chain.multicall_batched(&calls, block, batch_size).await?;
     // The names they answer.
     let mut asked = Vec::new();
     let mut calls = Vec::new();
@@ -115,7 +116,7 @@ pub async fn primary_names(
     let mut names: Vec<Option<String>> = vec![None; addresses.len()];
     for (i, outcome) in asked
         .iter()
-        .zip(chain.multicall(&calls, Some(block)).await?)
+        .zip(chain.multicall_batched(&calls, block, batch_size).await?)
     {
         names[*i] = outcome
             .success
@@ -140,7 +141,7 @@ pub async fn primary_names(
             )
         })
         .collect();
-    let forward_resolvers = chain.multicall(&calls, Some(block)).await?;
+    let forward_resolvers = chain.multicall_batched(&calls, block, batch_size).await?;
     let mut checked = Vec::new();
     let mut calls = Vec::new();
     for ((i, node), outcome) in claimed.iter().zip(&nodes).zip(&forward_resolvers) {
@@ -149,7 +150,7 @@ pub async fn primary_names(
             calls.push((resolver, IEns::addrCall { node: *node }.abi_encode().into()));
         }
     }
-    let answers = chain.multicall(&calls, Some(block)).await?;
+    let answers = chain.multicall_batched(&calls, block, batch_size).await?;
     let mut verified: Vec<Option<String>> = vec![None; addresses.len()];
     for (i, outcome) in checked.iter().zip(&answers) {
         if decode_address(outcome) == Some(addresses[*i]) {

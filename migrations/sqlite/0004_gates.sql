@@ -1,10 +1,12 @@
 -- Token-gated rooms. gate_rooms mirrors each room's current io.matrixon.room.gate content and
 -- schedules its re-verification: an instance claims a due room by moving next_check_ms
--- forward in one conditional UPDATE, so several instances never sweep the same room at once.
+-- forward and taking a lease (sweeping_until_ms) in one conditional UPDATE, so several
+-- instances never sweep the same room at once.
 CREATE TABLE gate_rooms (
-    room_id        TEXT PRIMARY KEY,
-    content        TEXT NOT NULL,
-    next_check_ms  INTEGER NOT NULL
+    room_id            TEXT PRIMARY KEY,
+    content            TEXT NOT NULL,
+    next_check_ms      INTEGER NOT NULL,
+    sweeping_until_ms  INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX gate_rooms_due ON gate_rooms (next_check_ms);
 

@@ -7,7 +7,7 @@ use alloy::{
 };
 use futures_util::future::try_join_all;
 
-use super::rule::Rule;
+use super::{Scope, rule::Rule};
 use crate::rpc::{ChainError, Chains};
 
 /// The delegate.xyz v2 registry's canonical address, the same on every chain.
@@ -31,16 +31,22 @@ sol! {
     }
 }
 
-/// Vaults that delegated to any of `wallets`, on any chain `rule` reads: whole-wallet
-/// delegations, and contract-wide ones for a contract the rule names on that chain, both
-/// without a rights restriction. Token- and amount-level delegations are not counted (the
-/// vault's whole balance would then count, which the delegation did not grant).
+/// Most delegations to one wallet that count (the rest are ignored: anyone can delegate to
+/// anyone, so a wallet can be flooded).
+pub const MAX_DELEGATIONS: usize = 50;
+
+/// For each of `wallets`, the vaults that delegated to it on the chains `rule` reads, each
+/// with the scope it may be used in: whole-wallet delegations on that chain, and
+/// contract-wide ones for a contract the rule names there, both without a rights
+/// restriction. Token- and amount-level delegations are not counted (the vault's whole
+/// balance would then count, which they did not grant). `None` for a wallet whose
+/// delegations could not be read.
 pub async fn delegated_vaults(
     chains: &Chains,
     rule: &Rule,
     wallets: &[Address],
-) -> Result<Vec<Address>, ChainError> {
-    let reads = rule.chains();
+    batch_size: usize,
+) -> Result<Vec<Option<Vec<(Address, Scope)>>>, ChainError> {
     let contracts = rule.contracts();
     let calls: Vec<(Address, Bytes)> = wallets
         .iter()
@@ -49,30 +55,55 @@ pub async fn delegated_vaults(
             (DELEGATE_REGISTRY, call.abi_encode().into())
         })
         .collect();
-    let per_chain = try_join_all(reads.iter().map(|id| {
+    let per_chain = try_join_all(rule.chains().into_iter().map(|id| {
         let calls = &calls;
-        async move { Ok::<_, ChainError>((*id, chains.get(*id)?.multicall(calls, None).await?)) }
+        async move {
+            let chain = chains.get(id)?;
+            let (_, outcomes) = chain.read(calls, batch_size).await?;
+            Ok::<_, ChainError>((id, outcomes))
+        }
     }))
     .await?;
-    let mut vaults = Vec::new();
+    let mut out: Vec<Option<Vec<(Address, Scope)>>> = vec![Some(Vec::new()); wallets.len()];
     for (chain, outcomes) in per_chain {
-        for outcome in outcomes.iter().filter(|o| o.success) {
-            let Ok(delegations) =
-                IDelegateRegistry::getIncomingDelegationsCall::abi_decode_returns(&outcome.data)
-            else {
+        for (slot, outcome) in out.iter_mut().zip(&outcomes) {
+            let decoded = outcome
+                .success
+                .then(|| {
+                    IDelegateRegistry::getIncomingDelegationsCall::abi_decode_returns(&outcome.data)
+                        .ok()
+                })
+                .flatten();
+            let (Some(delegations), Some(vaults)) = (decoded, slot.as_mut()) else {
+                *slot = None;
                 continue;
             };
-            for d in delegations {
-                let whole = matches!(d.type_, IDelegateRegistry::DelegationType::ALL);
-                let contract = matches!(d.type_, IDelegateRegistry::DelegationType::CONTRACT)
-                    && contracts.contains(&(chain, d.contract_));
-                if d.rights == B256::ZERO && (whole || contract) && !d.from.is_zero() {
-                    vaults.push(d.from);
+            for d in delegations.into_iter().take(MAX_DELEGATIONS) {
+                if d.rights != B256::ZERO || d.from.is_zero() {
+                    continue;
                 }
+                let scope = match d.type_ {
+                    IDelegateRegistry::DelegationType::ALL => Scope::Delegated {
+                        chain,
+                        contract: None,
+                    },
+                    IDelegateRegistry::DelegationType::CONTRACT
+                        if contracts.contains(&(chain, d.contract_)) =>
+                    {
+                        Scope::Delegated {
+                            chain,
+                            contract: Some(d.contract_),
+                        }
+                    }
+                    _ => continue,
+                };
+                vaults.push((d.from, scope));
             }
         }
     }
-    vaults.sort();
-    vaults.dedup();
-    Ok(vaults)
+    for vaults in out.iter_mut().flatten() {
+        vaults.sort();
+        vaults.dedup();
+    }
+    Ok(out)
 }

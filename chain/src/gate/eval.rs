@@ -15,7 +15,7 @@ use serde::Serialize;
 use super::rule::{Amount, CompiledCall, Op, Rule};
 use crate::{
     ens,
-    rpc::{CallOutcome, Chain, ChainError, Chains, MULTICALL3},
+    rpc::{CallOutcome, ChainError, Chains, MULTICALL3},
 };
 
 sol! {
@@ -25,7 +25,6 @@ sol! {
         function ownerOf(uint256 tokenId) external view returns (address);
         function balanceOf(address account, uint256 id) external view returns (uint256);
         function getEthBalance(address account) external view returns (uint256);
-        function getBlockNumber() external view returns (uint256);
     }
 }
 
@@ -34,8 +33,12 @@ sol! {
 pub struct LeafResult {
     /// Where the leaf sits in the rule, e.g. `any[1].erc721`.
     pub path: String,
-    /// Whether the leaf's condition holds.
+    /// Whether the leaf's condition holds (false when it does not, or is unknown).
     pub pass: bool,
+    /// The chain gave no usable answer (a reverting token, an undecodable result), or the
+    /// leaf lies outside a delegation: neither held nor failed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unknown: bool,
     /// Whether an odd number of `not`s encloses it (then holding counts against the address).
     pub negated: bool,
     /// What was read (a balance, an owner, a name…).
@@ -44,13 +47,48 @@ pub struct LeafResult {
     pub required: String,
 }
 
+/// Whose holdings an address stands for.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize,
+)]
+pub enum Scope {
+    /// The user's own wallet: every leaf applies.
+    Own,
+    /// A vault that delegated to the user on `chain`: only leaves on that chain, and only
+    /// those of `contract` when the delegation names one.
+    Delegated {
+        /// EIP-155 chain id of the delegation.
+        chain: u64,
+        /// The contract a contract-wide delegation covers; `None` for a whole-wallet one.
+        contract: Option<Address>,
+    },
+}
+
+impl Scope {
+    /// Whether a leaf reading `chain` (and `contract`) may use this address.
+    fn covers(&self, chain: Option<u64>, contract: Option<Address>) -> bool {
+        match self {
+            Self::Own => true,
+            Self::Delegated {
+                chain: delegated,
+                contract: only,
+            } => chain == Some(*delegated) && (only.is_none() || *only == contract),
+        }
+    }
+}
+
 /// The verdict for one address.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct AddressVerdict {
     /// The address, EIP-55.
     pub address: String,
+    /// Whose holdings it stands for.
+    pub scope: Scope,
     /// Whether the whole rule holds for it.
     pub pass: bool,
+    /// Neither holds nor fails: some leaf that decides it could not be read.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unknown: bool,
     /// The block each chain was read at, by CAIP-2 id.
     pub blocks: BTreeMap<String, u64>,
     /// Every leaf, in rule order.
@@ -60,7 +98,23 @@ pub struct AddressVerdict {
 impl AddressVerdict {
     /// Leaves that counted against the address: failed ones, or held ones under a `not`.
     pub fn failing(&self) -> impl Iterator<Item = &LeafResult> {
-        self.leaves.iter().filter(|l| l.pass == l.negated)
+        self.leaves
+            .iter()
+            .filter(|l| !l.unknown && l.pass == l.negated)
+    }
+}
+
+/// Three-valued (Kleene) truth: what a leaf, and a rule, can be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Truth {
+    Yes,
+    No,
+    Unknown,
+}
+
+impl Truth {
+    fn from_bool(b: bool) -> Self {
+        if b { Self::Yes } else { Self::No }
     }
 }
 
@@ -124,21 +178,26 @@ struct ChainAnswers {
     primary_names: Vec<Option<String>>,
 }
 
-/// Evaluates `rule` for each address; the chain reads of all of them go out as Multicall3
-/// batches of at most `batch_size` calls, every batch of a chain at the same block.
+/// Evaluates `rule` for each `(address, scope)`: every chain read of all of them goes out
+/// as Multicall3 batches of at most `batch_size` calls, all reads of one chain at one block
+/// (one `eth_call` per chain when they fit one batch). `Err` only when a chain could not be asked at all.
 pub async fn evaluate(
     chains: &Chains,
     rule: &Rule,
-    addresses: &[Address],
+    subjects: &[(Address, Scope)],
     batch_size: usize,
 ) -> Result<Vec<AddressVerdict>, ChainError> {
     let leaves = leaves(rule);
     let mut batches: BTreeMap<u64, ChainBatch> = BTreeMap::new();
     let mut ens_parent_chains: Vec<u64> = Vec::new();
-    // slots[address][leaf] = indices of that leaf's calls in its chain's batch.
-    let mut slots: Vec<Vec<Vec<usize>>> = vec![vec![Vec::new(); leaves.len()]; addresses.len()];
-    for (a, address) in addresses.iter().enumerate() {
+    // slots[subject][leaf] = indices of that leaf's calls in its chain's batch.
+    let mut slots: Vec<Vec<Vec<usize>>> = vec![vec![Vec::new(); leaves.len()]; subjects.len()];
+    for (a, (address, scope)) in subjects.iter().enumerate() {
         for (l, leaf) in leaves.iter().enumerate() {
+            let (chain, contract) = leaf_target(leaf.rule);
+            if !scope.covers(chain, contract) {
+                continue;
+            }
             let (chain, calls) = leaf_calls(leaf, *address);
             let Some(chain) = chain else { continue };
             let batch = batches.entry(chain).or_default();
@@ -156,14 +215,16 @@ pub async fn evaluate(
     for chain in &ens_parent_chains {
         batches.entry(*chain).or_default();
     }
+    let addresses: Vec<Address> = subjects.iter().map(|(a, _)| *a).collect();
     let answers: BTreeMap<u64, ChainAnswers> =
         try_join_all(batches.into_iter().map(|(id, batch)| {
             let needs_names = ens_parent_chains.contains(&id);
+            let addresses = &addresses;
             async move {
                 let chain = chains.get(id)?;
-                let (block, outcomes) = run_pinned(chain, &batch.calls, batch_size).await?;
+                let (block, outcomes) = chain.read(&batch.calls, batch_size).await?;
                 let primary_names = if needs_names {
-                    ens::primary_names(chain, addresses, block).await?
+                    ens::primary_names(chain, addresses, block, batch_size).await?
                 } else {
                     Vec::new()
                 };
@@ -184,20 +245,42 @@ pub async fn evaluate(
         .iter()
         .map(|(id, a)| (format!("eip155:{id}"), a.block))
         .collect();
-    Ok(addresses
+    Ok(subjects
         .iter()
         .enumerate()
-        .map(|(a, address)| {
+        .map(|(a, (address, scope))| {
             let results: Vec<LeafResult> = leaves
                 .iter()
                 .enumerate()
-                .map(|(l, leaf)| judge(leaf, *address, a, &slots[a][l], &answers))
+                .map(|(l, leaf)| {
+                    let (chain, contract) = leaf_target(leaf.rule);
+                    if scope.covers(chain, contract) {
+                        judge(leaf, *address, a, &slots[a][l], &answers)
+                    } else {
+                        LeafResult {
+                            path: leaf.path.clone(),
+                            pass: false,
+                            unknown: true,
+                            negated: leaf.negated,
+                            value: "outside the delegation".to_owned(),
+                            required: String::new(),
+                        }
+                    }
+                })
                 .collect();
-            let mut next = results.iter().map(|r| r.pass);
-            let pass = combine(rule, &mut next);
+            let mut next = results.iter().map(|r| {
+                if r.unknown {
+                    Truth::Unknown
+                } else {
+                    Truth::from_bool(r.pass)
+                }
+            });
+            let truth = combine(rule, &mut next);
             AddressVerdict {
                 address: address.to_checksum(None),
-                pass,
+                scope: *scope,
+                pass: truth == Truth::Yes,
+                unknown: truth == Truth::Unknown,
                 blocks: blocks.clone(),
                 leaves: results,
             }
@@ -205,37 +288,17 @@ pub async fn evaluate(
         .collect())
 }
 
-/// Runs `calls` in batches: the first at the latest block with Multicall3's block number in
-/// it, the others pinned to that block. The pinned block and every outcome, in order.
-async fn run_pinned(
-    chain: &Chain,
-    calls: &[(Address, Bytes)],
-    batch_size: usize,
-) -> Result<(u64, Vec<CallOutcome>), ChainError> {
-    let batch_size = batch_size.max(1);
-    let split = calls.len().min(batch_size);
-    let mut first = Vec::with_capacity(split + 1);
-    first.push((
-        MULTICALL3,
-        Bytes::from(IGateReads::getBlockNumberCall {}.abi_encode()),
-    ));
-    first.extend_from_slice(&calls[..split]);
-    let mut head = chain.multicall(&first, None).await?;
-    let block = head
-        .first()
-        .filter(|o| o.success)
-        .and_then(|o| IGateReads::getBlockNumberCall::abi_decode_returns(&o.data).ok())
-        .and_then(|n| u64::try_from(n).ok())
-        .ok_or_else(|| ChainError::Refused("Multicall3 did not report the block".to_owned()))?;
-    head.remove(0);
-    let rest = try_join_all(
-        calls[split..]
-            .chunks(batch_size)
-            .map(|chunk| chain.multicall(chunk, Some(block))),
-    )
-    .await?;
-    head.extend(rest.into_iter().flatten());
-    Ok((block, head))
+/// The chain and contract a leaf reads (`None` for lists; Multicall3 for native coin).
+fn leaf_target(rule: &Rule) -> (Option<u64>, Option<Address>) {
+    match rule {
+        Rule::Native(l) => (Some(l.chain.0), None),
+        Rule::Erc20(l) => (Some(l.chain.0), Some(l.contract.0)),
+        Rule::Erc721(l) => (Some(l.chain.0), Some(l.contract.0)),
+        Rule::Erc1155(l) => (Some(l.chain.0), Some(l.contract.0)),
+        Rule::Call(l) => (Some(l.chain.0), Some(l.contract.0)),
+        Rule::Ens(l) => (Some(l.chain.0), Some(ens::REGISTRY)),
+        Rule::Allowlist(_) | Rule::All(_) | Rule::Any(_) | Rule::Not(_) => (None, None),
+    }
 }
 
 /// The chain a leaf reads and the calls it needs for `address`.
@@ -334,27 +397,39 @@ fn judge(
         let read = balance(outcomes(chain).first().copied().flatten());
         let value = read.map_or_else(|| "unreadable".to_owned(), |b| b.to_string());
         (
-            read.is_some_and(|b| b >= min.0),
+            read.map_or(Truth::Unknown, |b| Truth::from_bool(b >= min.0)),
             value,
             format!("at least {} {unit}", min.0),
         )
     };
-    let (pass, value, required) = match leaf.rule {
+    let (truth, value, required) = match leaf.rule {
         Rule::Native(l) => at_least(l.chain.0, &l.min, "wei"),
         Rule::Erc20(l) => at_least(l.chain.0, &l.min, "base units"),
         Rule::Erc1155(l) => at_least(l.chain.0, &l.min, &format!("of token {}", l.token_id.0)),
         Rule::Erc721(l) => match &l.token_ids {
             None => at_least(l.chain.0, &Amount(U256::from(1)), "token"),
             Some(ids) => {
+                let answers = outcomes(l.chain.0);
                 let owned: Vec<String> = ids
                     .iter()
-                    .zip(outcomes(l.chain.0))
+                    .zip(&answers)
                     .filter(|(_, o)| o.and_then(ens::decode_address) == Some(address))
                     .map(|(id, _)| id.0.to_string())
                     .collect();
+                // ownerOf reverts for a token nobody owns (an answer); an answer that does
+                // not decode, or none at all, is not.
+                let unreadable = answers
+                    .iter()
+                    .any(|o| o.is_none_or(|o| o.success && ens::decode_address(o).is_none()));
                 let list: Vec<String> = ids.iter().map(|id| id.0.to_string()).collect();
                 (
-                    !owned.is_empty(),
+                    if !owned.is_empty() {
+                        Truth::Yes
+                    } else if unreadable {
+                        Truth::Unknown
+                    } else {
+                        Truth::No
+                    },
                     if owned.is_empty() {
                         "owns none of them".to_owned()
                     } else {
@@ -373,7 +448,7 @@ fn judge(
                     .flatten()
                     .and_then(ens::decode_address);
                 (
-                    owner == Some(address),
+                    owner.map_or(Truth::Unknown, |o| Truth::from_bool(o == address)),
                     owner.map_or_else(|| "unreadable".to_owned(), |o| o.to_checksum(None)),
                     format!("owner of {name}"),
                 )
@@ -386,39 +461,42 @@ fn judge(
                     .flatten();
                 let suffix = format!(".{parent}");
                 (
-                    name.as_deref().is_some_and(|n| n.ends_with(&suffix)),
+                    Truth::from_bool(name.as_deref().is_some_and(|n| n.ends_with(&suffix))),
                     name.unwrap_or_else(|| "no verified primary name".to_owned()),
                     format!("a primary name under {parent}"),
                 )
             }
-            (None, None) => (false, String::new(), "nothing".to_owned()),
+            (None, None) => (Truth::Unknown, String::new(), "nothing".to_owned()),
         },
         Rule::Allowlist(list) => {
             let listed = list.iter().any(|a| a.0 == address);
             (
-                listed,
+                Truth::from_bool(listed),
                 if listed { "listed" } else { "not listed" }.to_owned(),
                 format!("one of {} listed addresses", list.len()),
             )
         }
-        Rule::All(_) | Rule::Any(_) | Rule::Not(_) => (false, String::new(), String::new()),
+        Rule::All(_) | Rule::Any(_) | Rule::Not(_) => {
+            (Truth::Unknown, String::new(), String::new())
+        }
     };
     LeafResult {
         path: leaf.path.clone(),
-        pass,
+        pass: truth == Truth::Yes,
+        unknown: truth == Truth::Unknown,
         negated: leaf.negated,
         value,
         required,
     }
 }
 
-fn judge_call(leaf: &Leaf<'_>, outcome: Option<&CallOutcome>) -> (bool, String, String) {
+fn judge_call(leaf: &Leaf<'_>, outcome: Option<&CallOutcome>) -> (Truth, String, String) {
     let Some(compiled) = &leaf.compiled else {
-        return (false, "invalid call".to_owned(), String::new());
+        return (Truth::Unknown, "invalid call".to_owned(), String::new());
     };
     let required = format!("{:?} {}", compiled.op, show(&compiled.expect)).to_lowercase();
     let Some(outcome) = outcome.filter(|o| o.success) else {
-        return (false, "reverted".to_owned(), required);
+        return (Truth::Unknown, "reverted".to_owned(), required);
     };
     let Some(value) = compiled
         .function
@@ -426,7 +504,7 @@ fn judge_call(leaf: &Leaf<'_>, outcome: Option<&CallOutcome>) -> (bool, String, 
         .ok()
         .and_then(|mut v| (v.len() == 1).then(|| v.remove(0)))
     else {
-        return (false, "undecodable".to_owned(), required);
+        return (Truth::Unknown, "undecodable".to_owned(), required);
     };
     let ordering = match (&value, &compiled.expect) {
         (DynSolValue::Uint(a, _), DynSolValue::Uint(b, _)) => Some(a.cmp(b)),
@@ -442,7 +520,7 @@ fn judge_call(leaf: &Leaf<'_>, outcome: Option<&CallOutcome>) -> (bool, String, 
         Op::Lt => ordering.is_some_and(|o| o.is_lt()),
         Op::Lte => ordering.is_some_and(|o| o.is_le()),
     };
-    (pass, show(&value), required)
+    (Truth::from_bool(pass), show(&value), required)
 }
 
 /// A returned value as a person reads it.
@@ -461,19 +539,36 @@ fn show(value: &DynSolValue) -> String {
     }
 }
 
-/// Folds leaf outcomes (in rule order) through the combinators.
-fn combine(rule: &Rule, next: &mut dyn Iterator<Item = bool>) -> bool {
+/// Folds leaf outcomes (in rule order) through the combinators, in Kleene's three-valued
+/// logic: an unknown leaf decides nothing that the others decide without it.
+fn combine(rule: &Rule, next: &mut dyn Iterator<Item = Truth>) -> Truth {
     match rule {
         // Every sub-rule is folded (no short cut): each consumes its own leaves.
         Rule::All(rules) => {
-            let results: Vec<bool> = rules.iter().map(|r| combine(r, next)).collect();
-            results.into_iter().all(|r| r)
+            let results: Vec<Truth> = rules.iter().map(|r| combine(r, next)).collect();
+            if results.contains(&Truth::No) {
+                Truth::No
+            } else if results.contains(&Truth::Unknown) {
+                Truth::Unknown
+            } else {
+                Truth::Yes
+            }
         }
         Rule::Any(rules) => {
-            let results: Vec<bool> = rules.iter().map(|r| combine(r, next)).collect();
-            results.into_iter().any(|r| r)
+            let results: Vec<Truth> = rules.iter().map(|r| combine(r, next)).collect();
+            if results.contains(&Truth::Yes) {
+                Truth::Yes
+            } else if results.contains(&Truth::Unknown) {
+                Truth::Unknown
+            } else {
+                Truth::No
+            }
         }
-        Rule::Not(sub) => !combine(sub, next),
-        _ => next.next().unwrap_or(false),
+        Rule::Not(sub) => match combine(sub, next) {
+            Truth::Yes => Truth::No,
+            Truth::No => Truth::Yes,
+            Truth::Unknown => Truth::Unknown,
+        },
+        _ => next.next().unwrap_or(Truth::Unknown),
     }
 }

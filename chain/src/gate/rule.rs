@@ -563,7 +563,13 @@ impl Call {
 fn coerce(ty: &DynSolType, value: &Value) -> Result<DynSolValue, String> {
     let text = match value {
         Value::String(s) => s.clone(),
-        Value::Number(n) => n.to_string(),
+        // Only integers JSON carries exactly; anything else must be a decimal string.
+        Value::Number(n) if n.is_u64() || n.is_i64() => n.to_string(),
+        Value::Number(n) => {
+            return Err(format!(
+                "{n} is not exact as a JSON number: write it as a decimal string"
+            ));
+        }
         Value::Bool(b) => b.to_string(),
         other => return Err(format!("{other} cannot be read as {ty}")),
     };

@@ -29,6 +29,7 @@ sol! {
         struct Call3 { address target; bool allowFailure; bytes callData; }
         struct Result { bool success; bytes returnData; }
         function aggregate3(Call3[] calldata calls) external payable returns (Result[] memory returnData);
+        function getBlockNumber() external view returns (uint256 blockNumber);
     }
 }
 
@@ -98,6 +99,9 @@ pub struct Chain {
     provider: RootProvider,
     transport: FailoverTransport,
 }
+
+/// Most Multicall3 batches of one chain in flight at once.
+const BATCHES_IN_FLIGHT: usize = 4;
 
 /// Every configured chain, by CAIP-2 id.
 #[derive(Clone, Debug, Default)]
@@ -169,6 +173,59 @@ impl Chain {
     /// The latest block number: pin a check to it so all its reads agree.
     pub async fn pin(&self) -> Result<u64, ChainError> {
         Ok(self.provider.get_block_number().await?)
+    }
+
+    /// Reads `calls` at one block, in batches of at most `batch_size`; the block and every
+    /// outcome in call order. What fits one batch is one `eth_call` at the latest block, which
+    /// reports its number through Multicall3 (the chain's `block.number`: on Arbitrum, the L1
+    /// block); more batches pin to `eth_blockNumber` first.
+    pub async fn read(
+        &self,
+        calls: &[(Address, Bytes)],
+        batch_size: usize,
+    ) -> Result<(u64, Vec<CallOutcome>), ChainError> {
+        if calls.len() >= batch_size.max(1) {
+            let block = self.pin().await?;
+            return Ok((
+                block,
+                self.multicall_batched(calls, block, batch_size).await?,
+            ));
+        }
+        let mut batch = Vec::with_capacity(calls.len() + 1);
+        batch.push((
+            MULTICALL3,
+            Bytes::from(IMulticall3::getBlockNumberCall {}.abi_encode()),
+        ));
+        batch.extend_from_slice(calls);
+        let mut outcomes = self.multicall(&batch, None).await?;
+        let block = outcomes
+            .first()
+            .filter(|o| o.success)
+            .and_then(|o| IMulticall3::getBlockNumberCall::abi_decode_returns(&o.data).ok())
+            .and_then(|n| u64::try_from(n).ok())
+            .ok_or_else(|| ChainError::Refused("Multicall3 did not report the block".to_owned()))?;
+        outcomes.remove(0);
+        Ok((block, outcomes))
+    }
+
+    /// [`Self::multicall`] over any number of calls: batches of at most `batch_size`, a few
+    /// in flight at once, all at `block`; outcomes in call order.
+    pub async fn multicall_batched(
+        &self,
+        calls: &[(Address, Bytes)],
+        block: u64,
+        batch_size: usize,
+    ) -> Result<Vec<CallOutcome>, ChainError> {
+        let chunks: Vec<&[(Address, Bytes)]> = calls.chunks(batch_size.max(1)).collect();
+        let mut batches: Vec<Vec<CallOutcome>> = Vec::with_capacity(chunks.len());
+        for group in chunks.chunks(BATCHES_IN_FLIGHT) {
+            let answers = futures_util::future::try_join_all(
+                group.iter().map(|chunk| self.multicall(chunk, Some(block))),
+            )
+            .await?;
+            batches.extend(answers);
+        }
+        Ok(batches.into_iter().flatten().collect())
     }
 
     /// The code at `address` at `block`.

@@ -24,7 +24,8 @@ pub struct GateAuditRow {
 }
 
 impl Store {
-    /// Records a room's gate content (or replaces it) and makes the room due at `next_check_ms`.
+    /// Records a room's new gate content and makes the room due at `next_check_ms`; failures
+    /// recorded under the old gate are forgotten (the new one starts its own grace periods).
     pub async fn set_gate_room(
         &self,
         room_id: &str,
@@ -40,6 +41,10 @@ impl Store {
         .bind(next_check_ms)
         .execute(&self.pool)
         .await?;
+        sqlx::query("DELETE FROM gate_failures WHERE room_id = $1")
+            .bind(room_id)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
@@ -66,40 +71,71 @@ impl Store {
             .collect()
     }
 
-    /// Rooms due for a re-check at `now_ms`: `(room, content, next_check_ms as read)`.
-    pub async fn due_gate_rooms(
-        &self,
-        now_ms: i64,
-    ) -> Result<Vec<(String, String, i64)>, sqlx::Error> {
+    /// Rooms due for a re-check at `now_ms` and not being swept: `(room, next_check_ms as read)`.
+    pub async fn due_gate_rooms(&self, now_ms: i64) -> Result<Vec<(String, i64)>, sqlx::Error> {
         let rows = sqlx::query(
-            "SELECT room_id, content, next_check_ms FROM gate_rooms WHERE next_check_ms <= $1 \
+            "SELECT room_id, next_check_ms FROM gate_rooms \
+             WHERE next_check_ms <= $1 AND sweeping_until_ms <= $1 \
              ORDER BY next_check_ms LIMIT 100",
         )
         .bind(now_ms)
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
-            .map(|row| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?)))
+            .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
             .collect()
     }
 
-    /// Claims a due room for this instance by moving its next check from `seen` to `next`;
-    /// false when another instance claimed it first.
+    /// Claims a due room for this instance: its next check moves from `seen` to `next` and a
+    /// lease runs until `lease_until`; false when another instance claimed it first.
     pub async fn claim_gate_room(
         &self,
         room_id: &str,
         seen: i64,
         next: i64,
+        now_ms: i64,
+        lease_until: i64,
     ) -> Result<bool, sqlx::Error> {
         let done = sqlx::query(
-            "UPDATE gate_rooms SET next_check_ms = $3 WHERE room_id = $1 AND next_check_ms = $2",
+            "UPDATE gate_rooms SET next_check_ms = $3, sweeping_until_ms = $5 \
+             WHERE room_id = $1 AND next_check_ms = $2 AND sweeping_until_ms <= $4",
         )
         .bind(room_id)
         .bind(seen)
         .bind(next)
+        .bind(now_ms)
+        .bind(lease_until)
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    /// Ends this instance's sweep of a room; `next_check_ms`, when given, replaces the
+    /// schedule (a sooner retry after the chain could not be asked).
+    pub async fn release_gate_room(
+        &self,
+        room_id: &str,
+        next_check_ms: Option<i64>,
+    ) -> Result<(), sqlx::Error> {
+        match next_check_ms {
+            Some(next) => {
+                sqlx::query(
+                    "UPDATE gate_rooms SET sweeping_until_ms = 0, next_check_ms = $2 \
+                     WHERE room_id = $1",
+                )
+                .bind(room_id)
+                .bind(next)
+                .execute(&self.pool)
+                .await?
+            }
+            None => {
+                sqlx::query("UPDATE gate_rooms SET sweeping_until_ms = 0 WHERE room_id = $1")
+                    .bind(room_id)
+                    .execute(&self.pool)
+                    .await?
+            }
+        };
+        Ok(())
     }
 
     /// Makes a gated room due now (a relevant transfer was seen).

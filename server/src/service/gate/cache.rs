@@ -1,20 +1,31 @@
-//! Gate verdicts by (rule digest, address): in this process's memory, or in Redis when
-//! configured so every instance reuses (and drops) the same verdicts.
+//! Gate verdicts by address and rule digest: in this process's memory, or in Redis when
+//! configured so every instance reuses (and drops) the same verdicts. A verdict read before
+//! its address was last invalidated (a transfer seen meanwhile) is never served.
 
 use std::{collections::HashMap, sync::Mutex, time::Duration};
 
 use anyhow::Context;
 use matrixon_chain::{gate::AddressVerdict, siwe::Address};
-use redis::{AsyncCommands, aio::ConnectionManager};
+use redis::aio::ConnectionManager;
 
-/// Most verdicts kept in memory; the oldest-expiring half is dropped when full.
-const MEMORY_CAPACITY: usize = 100_000;
+/// Most addresses kept in memory; the cache is emptied when it grows past this.
+const MEMORY_ADDRESSES: usize = 100_000;
+/// The Redis hash field holding when the address was last invalidated.
+const INVALIDATED: &str = "invalidated";
+
+/// One address's verdicts: when it was last invalidated, and by rule digest
+/// `(expires, read at, verdict)`.
+#[derive(Default)]
+pub struct Entry {
+    invalidated_ms: i64,
+    verdicts: HashMap<String, (i64, i64, AddressVerdict)>,
+}
 
 /// Where verdicts are kept.
 pub enum VerdictCache {
     /// This process only.
-    Memory(Mutex<HashMap<(String, Address), (i64, AddressVerdict)>>),
-    /// Shared through Redis, keys `matrixon:<server>:gate:<address>:<rule digest>`.
+    Memory(Mutex<HashMap<Address, Entry>>),
+    /// Shared through Redis: one hash per address, `matrixon:<server>:gate:<address>`.
     Redis {
         /// The connection.
         connection: ConnectionManager,
@@ -45,30 +56,32 @@ impl VerdictCache {
 
     /// A verdict still fresh at `now_ms`. A Redis failure reads as a miss (the chain is asked).
     pub async fn get(&self, key: &str, address: Address, now_ms: i64) -> Option<AddressVerdict> {
-        match self {
+        let (stored, invalidated) = match self {
             Self::Memory(map) => {
                 let map = map.lock().ok()?;
-                map.get(&(key.to_owned(), address))
-                    .filter(|(expires, _)| *expires > now_ms)
-                    .map(|(_, verdict)| verdict.clone())
+                let entry = map.get(&address)?;
+                (entry.verdicts.get(key).cloned()?, entry.invalidated_ms)
             }
             Self::Redis { connection, prefix } => {
                 let mut connection = connection.clone();
-                let text: Option<String> = connection
-                    .get(format!("{prefix}{address:#x}:{key}"))
+                let (text, invalidated): (Option<String>, Option<i64>) = redis::cmd("HMGET")
+                    .arg(format!("{prefix}{address:#x}"))
+                    .arg(key)
+                    .arg(INVALIDATED)
+                    .query_async(&mut connection)
                     .await
                     .inspect_err(|e| tracing::warn!(%e, "reading a gate verdict from Redis"))
                     .ok()?;
                 // The expiry travels with the verdict so the injected clock decides, as in
                 // memory; Redis's own TTL only collects the garbage.
-                let (expires, verdict): (i64, AddressVerdict) =
-                    serde_json::from_str(&text?).ok()?;
-                (expires > now_ms).then_some(verdict)
+                (serde_json::from_str(&text?).ok()?, invalidated.unwrap_or(0))
             }
-        }
+        };
+        let (expires, read_at, verdict) = stored;
+        (expires > now_ms && read_at >= invalidated).then_some(verdict)
     }
 
-    /// Keeps a verdict for `ttl_ms` from `now_ms`.
+    /// Keeps a verdict read at `now_ms` for `ttl_ms`.
     pub async fn put(
         &self,
         key: &str,
@@ -81,24 +94,25 @@ impl VerdictCache {
         match self {
             Self::Memory(map) => {
                 let Ok(mut map) = map.lock() else { return };
-                if map.len() >= MEMORY_CAPACITY {
-                    let mut expiries: Vec<i64> = map.values().map(|(e, _)| *e).collect();
-                    expiries.sort_unstable();
-                    let cut = expiries[expiries.len() / 2];
-                    map.retain(|_, (e, _)| *e > cut);
+                if map.len() >= MEMORY_ADDRESSES {
+                    map.clear();
                 }
-                map.insert((key.to_owned(), address), (expires_ms, verdict.clone()));
+                map.entry(address)
+                    .or_default()
+                    .verdicts
+                    .insert(key.to_owned(), (expires_ms, now_ms, verdict.clone()));
             }
             Self::Redis { connection, prefix } => {
-                let Ok(text) = serde_json::to_string(&(expires_ms, verdict)) else {
+                let Ok(text) = serde_json::to_string(&(expires_ms, now_ms, verdict)) else {
                     return;
                 };
                 let mut connection = connection.clone();
-                let stored: redis::RedisResult<()> = redis::cmd("SET")
-                    .arg(format!("{prefix}{address:#x}:{key}"))
-                    .arg(text)
-                    .arg("PX")
-                    .arg(ttl_ms)
+                let hash = format!("{prefix}{address:#x}");
+                let stored: redis::RedisResult<()> = redis::pipe()
+                    .hset(&hash, key, text)
+                    .ignore()
+                    .pexpire(&hash, i64::try_from(ttl_ms).unwrap_or(i64::MAX))
+                    .ignore()
                     .query_async(&mut connection)
                     .await;
                 if let Err(e) = stored {
@@ -108,33 +122,31 @@ impl VerdictCache {
         }
     }
 
-    /// Drops every verdict about `address` (its holdings just changed).
-    pub async fn invalidate(&self, address: Address) {
+    /// Drops every verdict about `address` read before `now_ms` (its holdings just changed).
+    pub async fn invalidate(&self, address: Address, now_ms: i64) {
         match self {
             Self::Memory(map) => {
                 if let Ok(mut map) = map.lock() {
-                    map.retain(|(_, a), _| *a != address);
+                    let entry = map.entry(address).or_default();
+                    entry.verdicts.clear();
+                    entry.invalidated_ms = now_ms;
                 }
             }
             Self::Redis { connection, prefix } => {
                 let mut connection = connection.clone();
-                let pattern = format!("{prefix}{address:#x}:*");
-                let keys: Vec<String> = match connection.scan_match::<_, String>(&pattern).await {
-                    Ok(iter) => {
-                        use futures_util::StreamExt;
-                        iter.filter_map(|k| async move { k.ok() }).collect().await
-                    }
-                    Err(e) => {
-                        tracing::warn!(%e, "listing gate verdicts in Redis");
-                        return;
-                    }
-                };
-                if !keys.is_empty() {
-                    let mut connection = connection.clone();
-                    let dropped: redis::RedisResult<()> = connection.del(keys).await;
-                    if let Err(e) = dropped {
-                        tracing::warn!(%e, "dropping gate verdicts from Redis");
-                    }
+                let hash = format!("{prefix}{address:#x}");
+                let dropped: redis::RedisResult<()> = redis::pipe()
+                    .atomic()
+                    .del(&hash)
+                    .ignore()
+                    .hset(&hash, INVALIDATED, now_ms)
+                    .ignore()
+                    .pexpire(&hash, 86_400_000)
+                    .ignore()
+                    .query_async(&mut connection)
+                    .await;
+                if let Err(e) = dropped {
+                    tracing::warn!(%e, "dropping gate verdicts from Redis");
                 }
             }
         }

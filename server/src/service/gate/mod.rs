@@ -9,11 +9,11 @@ use std::collections::BTreeMap;
 
 use http::StatusCode;
 use matrixon_chain::{
-    gate::{AddressVerdict, Rule, evaluate},
+    gate::{AddressVerdict, Rule, Scope, evaluate},
     rpc::ChainError,
     siwe::Address,
 };
-use ruma::{RoomId, UserId};
+use ruma::{RoomId, UserId, events::TimelineEventType};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::Digest;
@@ -21,7 +21,7 @@ use sha2::Digest;
 pub use cache::VerdictCache;
 pub use sweep::run as run_background;
 
-use super::Services;
+use super::{Services, rooms::EventDraft};
 use crate::http::error::{Error, Result};
 
 /// The state event type (state key `""`) that holds a room's gate.
@@ -75,6 +75,15 @@ struct GateContent {
 
 fn default_interval() -> u64 {
     3_600
+}
+
+/// The addresses that count as one user's for a gate.
+#[derive(Clone, Debug, Default)]
+pub struct Holdings {
+    /// Own wallets, and delegating vaults with their scope.
+    pub subjects: Vec<(Address, Scope)>,
+    /// Some wallet's delegations could not be read.
+    pub unreadable: bool,
 }
 
 /// What a dry-run check asks about.
@@ -186,64 +195,108 @@ impl Services {
         Ok(())
     }
 
+    /// After a redaction in the room: forgets its gate when the gate event was the one redacted.
+    pub(crate) async fn gate_redacted(&self, room_id: &RoomId) -> Result<()> {
+        let content = self.state_content(room_id, GATE_EVENT_TYPE, "").await?;
+        if content.is_none_or(|c| c.as_object().is_none_or(serde_json::Map::is_empty)) {
+            self.store.remove_gate_room(room_id.as_str()).await?;
+        }
+        Ok(())
+    }
+
+    /// Every way of becoming a member goes through here (joins by id or alias, accepted
+    /// invites, restricted joins, knocks, raw `m.room.member` state sends): a user who is not
+    /// joined yet and asks to join or knock meets the gate, after the authorization rules.
+    pub(crate) async fn gate_membership(
+        &self,
+        room_id: &RoomId,
+        sender: &UserId,
+        draft: &EventDraft,
+    ) -> Result<()> {
+        if draft.kind != TimelineEventType::RoomMember
+            || draft.state_key.as_deref() != Some(sender.as_str())
+        {
+            return Ok(());
+        }
+        let action = match draft.content.get("membership").and_then(Value::as_str) {
+            Some("join") => "join",
+            Some("knock") => "knock",
+            _ => return Ok(()),
+        };
+        if action == "join" && self.membership(room_id, sender).await?.as_deref() == Some("join") {
+            return Ok(()); // a profile update, not an entry
+        }
+        let Some(gate) = self.room_gate(room_id).await? else {
+            return Ok(());
+        };
+        let room = self
+            .store
+            .room(room_id.as_str())
+            .await?
+            .ok_or_else(|| Error::not_found("Unknown room"))?;
+        self.prepare(room_id, &room, sender, draft)
+            .await?
+            .authorize()?;
+        self.enforce_gate(room_id, sender, &gate, action).await
+    }
+
     /// The door: lets `user_id` become a member (`action`: join, knock) only when one of their
-    /// wallets meets the room's gate. Every decision goes to the audit log.
+    /// wallets (or vaults delegating to them) meets the room's gate. Called only for changes
+    /// the authorization rules allow, so refusals reveal the rule only to people who could
+    /// otherwise have joined. Every decision goes to the audit log.
     pub(crate) async fn enforce_gate(
         &self,
         room_id: &RoomId,
         user_id: &UserId,
+        gate: &Gate,
         action: &str,
     ) -> Result<()> {
-        let Some(gate) = self.room_gate(room_id).await? else {
-            return Ok(());
+        let holdings = match self.gate_holdings(&[user_id.to_owned()], gate).await {
+            Ok(mut holdings) => holdings.pop().unwrap_or_default(),
+            Err(e) => {
+                return Err(self
+                    .gate_unavailable(room_id, user_id, &e.to_string())
+                    .await);
+            }
         };
-        let addresses = match self.gate_addresses(user_id, &gate).await {
-            Ok(addresses) => addresses,
-            Err(e) => return Err(self.gate_unavailable(room_id, user_id, &e).await),
-        };
-        if addresses.is_empty() {
-            self.audit(
-                room_id,
-                Some(user_id),
-                "refused",
-                &BTreeMap::new(),
-                &json!({"reason": "no linked wallet"}),
-            )
-            .await?;
+        if holdings.subjects.is_empty() && !holdings.unreadable {
+            let detail = json!({"action": action, "reason": "no linked wallet"});
+            self.audit(room_id, Some(user_id), "refused", &BTreeMap::new(), &detail)
+                .await?;
             let message = "This room is token-gated: link a wallet that meets its rule first";
-            return Err(refusal(message, &gate, room_id, &[]));
+            return Err(refusal(message, gate, room_id, &[]));
         }
-        let verdicts = match self.gate_verdicts(&gate, &addresses).await {
+        let verdicts = match self.gate_verdicts(gate, &holdings.subjects).await {
             Ok(verdicts) => verdicts,
-            Err(e) => return Err(self.gate_unavailable(room_id, user_id, &e).await),
+            Err(e) => {
+                return Err(self
+                    .gate_unavailable(room_id, user_id, &e.to_string())
+                    .await);
+            }
         };
         if let Some(passing) = verdicts.iter().find(|v| v.pass) {
-            self.audit(
-                room_id,
-                Some(user_id),
-                "allowed",
-                &passing.blocks,
-                &json!({"action": action, "address": passing.address}),
-            )
-            .await?;
+            let detail =
+                json!({"action": action, "address": passing.address, "scope": passing.scope});
+            self.audit(room_id, Some(user_id), "allowed", &passing.blocks, &detail)
+                .await?;
             self.store
                 .clear_gate_failure(room_id.as_str(), user_id.as_str())
                 .await?;
             return Ok(());
         }
+        if holdings.unreadable || verdicts.iter().any(|v| v.unknown && v.scope == Scope::Own) {
+            let why = "a leaf of the rule could not be read for one of your wallets";
+            return Err(self.gate_unavailable(room_id, user_id, why).await);
+        }
         let blocks = verdicts
             .first()
             .map(|v| v.blocks.clone())
             .unwrap_or_default();
-        self.audit(
-            room_id,
-            Some(user_id),
-            "refused",
-            &blocks,
-            &json!({"action": action, "failing": failing(&verdicts)}),
-        )
-        .await?;
-        let reasons: Vec<String> = failing(&verdicts)
+        let failing = failing(&verdicts);
+        let detail = json!({"action": action, "failing": failing});
+        self.audit(room_id, Some(user_id), "refused", &blocks, &detail)
+            .await?;
+        let reasons: Vec<String> = failing
             .iter()
             .map(|l| {
                 format!(
@@ -258,11 +311,11 @@ impl Services {
             "This room is token-gated and none of your wallets meets its rule: {}",
             reasons.join("; ")
         );
-        Err(refusal(&message, &gate, room_id, &verdicts))
+        Err(refusal(&message, gate, room_id, &verdicts))
     }
 
-    async fn gate_unavailable(&self, room_id: &RoomId, user_id: &UserId, e: &ChainError) -> Error {
-        let detail = json!({"error": e.to_string()});
+    async fn gate_unavailable(&self, room_id: &RoomId, user_id: &UserId, why: &str) -> Error {
+        let detail = json!({"error": why});
         if let Err(audit) = self
             .audit(
                 room_id,
@@ -275,52 +328,85 @@ impl Services {
         {
             return audit;
         }
-        unavailable(&e.to_string())
+        unavailable(why)
     }
 
-    /// The addresses that count as `user_id`'s for `gate`: linked wallets, plus vaults that
-    /// delegated to them when the gate includes delegations.
-    async fn gate_addresses(
+    /// What counts as each user's for `gate`: linked wallets, plus (when the gate includes
+    /// delegations) the vaults that delegated to them, read for everyone in one batch.
+    pub(crate) async fn gate_holdings(
         &self,
-        user_id: &UserId,
+        users: &[ruma::OwnedUserId],
         gate: &Gate,
-    ) -> std::result::Result<Vec<Address>, ChainError> {
-        let wallets = self
-            .store
-            .wallets(user_id)
-            .await
-            .map_err(|e| ChainError::Unavailable(format!("reading linked wallets: {e}")))?;
-        let mut addresses: Vec<Address> = wallets
-            .iter()
-            .filter_map(|(address, _)| address.parse().ok())
-            .collect();
-        if gate.include_delegations && !addresses.is_empty() {
-            let vaults =
-                matrixon_chain::gate::delegated_vaults(&self.chains, &gate.rule, &addresses)
-                    .await?;
-            addresses.extend(vaults);
+    ) -> std::result::Result<Vec<Holdings>, ChainError> {
+        let mut out = Vec::with_capacity(users.len());
+        let mut all_wallets = Vec::new();
+        for user in users {
+            let wallets = self
+                .store
+                .wallets(user)
+                .await
+                .map_err(|e| ChainError::Unavailable(format!("reading linked wallets: {e}")))?;
+            let mut own: Vec<Address> = wallets
+                .iter()
+                .filter_map(|(address, _)| address.parse().ok())
+                .collect();
+            own.sort();
+            own.dedup();
+            all_wallets.extend(own.iter().copied());
+            out.push(Holdings {
+                subjects: own.into_iter().map(|a| (a, Scope::Own)).collect(),
+                unreadable: false,
+            });
         }
-        addresses.sort();
-        addresses.dedup();
-        Ok(addresses)
+        if gate.include_delegations && !all_wallets.is_empty() {
+            let vaults = matrixon_chain::gate::delegated_vaults(
+                &self.chains,
+                &gate.rule,
+                &all_wallets,
+                self.config.gate.batch_size,
+            )
+            .await?;
+            let by_wallet: std::collections::HashMap<Address, Option<Vec<(Address, Scope)>>> =
+                all_wallets.iter().copied().zip(vaults).collect();
+            for holdings in &mut out {
+                let own: Vec<Address> = holdings.subjects.iter().map(|(a, _)| *a).collect();
+                for wallet in own {
+                    match by_wallet.get(&wallet).cloned().flatten() {
+                        Some(vaults) => holdings.subjects.extend(vaults),
+                        None => holdings.unreadable = true,
+                    }
+                }
+                holdings.subjects.sort();
+                holdings.subjects.dedup();
+            }
+        }
+        Ok(out)
     }
 
-    /// Verdicts for `addresses`, from the cache where fresh, the rest read in one evaluation.
+    /// Verdicts for `subjects`, from the cache where fresh, the rest read in one evaluation.
     pub async fn gate_verdicts(
         &self,
         gate: &Gate,
-        addresses: &[Address],
+        subjects: &[(Address, Scope)],
     ) -> std::result::Result<Vec<AddressVerdict>, ChainError> {
         let now = self.now_ms();
-        let mut known: Vec<Option<AddressVerdict>> = Vec::with_capacity(addresses.len());
-        for address in addresses {
-            known.push(self.gate_cache.get(&gate.key, *address, now).await);
+        let key = |scope: &Scope| match scope {
+            Scope::Own => gate.key.clone(),
+            Scope::Delegated { chain, contract } => format!(
+                "{}:d{chain}:{}",
+                gate.key,
+                contract.map_or_else(|| "all".to_owned(), |c| format!("{c:#x}"))
+            ),
+        };
+        let mut known: Vec<Option<AddressVerdict>> = Vec::with_capacity(subjects.len());
+        for (address, scope) in subjects {
+            known.push(self.gate_cache.get(&key(scope), *address, now).await);
         }
-        let missing: Vec<Address> = addresses
+        let missing: Vec<(Address, Scope)> = subjects
             .iter()
             .zip(&known)
             .filter(|(_, v)| v.is_none())
-            .map(|(a, _)| *a)
+            .map(|(s, _)| *s)
             .collect();
         if !missing.is_empty() {
             let fresh = evaluate(
@@ -332,13 +418,13 @@ impl Services {
             .await?;
             let ttl = gate.cache_ttl_ms(self.config.gate.cache_ttl_s);
             let mut fresh = fresh.into_iter();
-            for (slot, address) in known.iter_mut().zip(addresses) {
+            for (slot, (address, scope)) in known.iter_mut().zip(subjects) {
                 if slot.is_none()
                     && let Some(verdict) = fresh.next()
                 {
-                    if ttl > 0 {
+                    if ttl > 0 && !verdict.unknown {
                         self.gate_cache
-                            .put(&gate.key, *address, &verdict, now, ttl)
+                            .put(&key(scope), *address, &verdict, now, ttl)
                             .await;
                     }
                     *slot = Some(verdict);
@@ -351,30 +437,35 @@ impl Services {
     /// The dry run: a room's gate or a rule, for an address or a user's wallets.
     pub async fn gate_check(&self, caller: &UserId, request: CheckRequest) -> Result<Value> {
         let gate = match (&request.room_id, &request.rule) {
-            (Some(room_id), None) => self
-                .room_gate(room_id)
-                .await?
-                .ok_or_else(|| Error::not_found(format!("{room_id} has no gate")))?,
+            (Some(room_id), None) => {
+                self.ensure_may_see_gate(caller, room_id).await?;
+                self.room_gate(room_id)
+                    .await?
+                    .ok_or_else(|| Error::not_found(format!("{room_id} has no gate")))?
+            }
             (None, Some(rule)) => self
                 .parse_gate(&json!({"rule": rule}))?
                 .ok_or_else(|| Error::bad_json("An empty rule"))?,
             _ => return Err(Error::bad_json("Give exactly one of room_id and rule")),
         };
-        let addresses = match (&request.address, &request.user_id) {
-            (Some(address), None) => {
-                vec![matrixon_chain::gate::parse_address(address).map_err(Error::invalid_param)?]
-            }
+        let subjects = match (&request.address, &request.user_id) {
+            (Some(address), None) => vec![(
+                matrixon_chain::gate::parse_address(address).map_err(Error::invalid_param)?,
+                Scope::Own,
+            )],
             (None, Some(user_id)) => {
                 self.ensure_may_inspect(caller, user_id, request.room_id.as_deref())
                     .await?;
-                self.gate_addresses(user_id, &gate)
+                let holdings = self
+                    .gate_holdings(std::slice::from_ref(user_id), &gate)
                     .await
-                    .map_err(|e| unavailable(&e.to_string()))?
+                    .map_err(|e| unavailable(&e.to_string()))?;
+                holdings.into_iter().flat_map(|h| h.subjects).collect()
             }
             _ => return Err(Error::bad_json("Give exactly one of address and user_id")),
         };
         let verdicts = self
-            .gate_verdicts(&gate, &addresses)
+            .gate_verdicts(&gate, &subjects)
             .await
             .map_err(|e| unavailable(&e.to_string()))?;
         Ok(json!({
@@ -384,8 +475,34 @@ impl Services {
         }))
     }
 
-    /// Users may check themselves; checking someone else needs the power to change the
-    /// gate of the room named.
+    /// A room's rule is for those who could join or are in it: members, invited and knocking
+    /// users, and anyone when the room is public or takes knocks.
+    async fn ensure_may_see_gate(&self, caller: &UserId, room_id: &RoomId) -> Result<()> {
+        if matches!(
+            self.membership(room_id, caller).await?.as_deref(),
+            Some("join" | "invite" | "knock")
+        ) {
+            return Ok(());
+        }
+        let rule = self
+            .state_content(room_id, "m.room.join_rules", "")
+            .await?
+            .and_then(|c| {
+                c.get("join_rule")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            });
+        match rule.as_deref() {
+            Some("public" | "knock") => Ok(()),
+            _ => Err(Error::forbidden(format!(
+                "{room_id}'s gate is visible to its members and to those who may join it"
+            ))),
+        }
+    }
+
+    /// Users may check themselves. Checking someone else needs a room where the caller is
+    /// joined with the power to change the gate, and the other user is joined, invited or
+    /// knocking.
     async fn ensure_may_inspect(
         &self,
         caller: &UserId,
@@ -395,17 +512,28 @@ impl Services {
         if caller == user_id {
             return Ok(());
         }
-        match room_id {
-            Some(room_id)
-                if self
-                    .has_power_for_state(room_id, caller, GATE_EVENT_TYPE)
-                    .await? =>
-            {
-                Ok(())
-            }
-            _ => Err(Error::forbidden(
-                "Only room administrators (with room_id) may check another user's wallets",
-            )),
+        let refused = || {
+            Error::forbidden(
+                "Only a room's administrators may check another user, of that room, with room_id",
+            )
+        };
+        let Some(room_id) = room_id else {
+            return Err(refused());
+        };
+        let caller_in = self.membership(room_id, caller).await?.as_deref() == Some("join");
+        let target_in = matches!(
+            self.membership(room_id, user_id).await?.as_deref(),
+            Some("join" | "invite" | "knock")
+        );
+        if caller_in
+            && target_in
+            && self
+                .has_power_for_state(room_id, caller, GATE_EVENT_TYPE)
+                .await?
+        {
+            Ok(())
+        } else {
+            Err(refused())
         }
     }
 
@@ -471,6 +599,10 @@ impl Services {
 
 /// The leaves that counted against each address, for error bodies and the audit log.
 fn failing(verdicts: &[AddressVerdict]) -> Vec<Value> {
+    failing_of(&verdicts.iter().collect::<Vec<_>>())
+}
+
+fn failing_of(verdicts: &[&AddressVerdict]) -> Vec<Value> {
     verdicts
         .iter()
         .flat_map(|v| {

@@ -9,12 +9,15 @@ use std::{
     time::Duration,
 };
 
-use matrixon_chain::{gate::transfers, siwe::Address};
+use matrixon_chain::{
+    gate::{AddressVerdict, Scope, transfers},
+    siwe::Address,
+};
 use ruma::{OwnedUserId, RoomId, UserId};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
-use super::{GATE_EVENT_TYPE, Gate, OnFail};
+use super::{GATE_EVENT_TYPE, Gate, OnFail, failing_of};
 use crate::{
     http::error::Result,
     service::{Services, rooms::MembershipChange},
@@ -36,8 +39,8 @@ pub async fn run(
     ));
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // The last block whose logs were read, per chain.
-    let mut cursors: HashMap<u64, u64> = HashMap::new();
+    // Per chain: the last block whose logs were read, and the span asked at once.
+    let mut cursors: HashMap<u64, (u64, u64)> = HashMap::new();
     loop {
         tokio::select! {
             changed = stopped.changed() => {
@@ -59,11 +62,25 @@ pub async fn run(
     }
 }
 
+/// How long one instance may hold a room it sweeps before another may take it over.
+const SWEEP_LEASE_MS: i64 = 300_000;
+/// How soon a re-check that could not ask its chain is tried again.
+const UNAVAILABLE_RETRY_MS: i64 = 60_000;
+
+/// How a room's re-check ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SweepOutcome {
+    /// Every local member was judged.
+    Done,
+    /// The chain could not be asked: nobody was judged.
+    Unavailable,
+}
+
 impl Services {
     /// Re-checks every gated room that is due and that this instance claims first.
     pub async fn sweep_due_rooms(&self) -> Result<()> {
         let now = self.now_ms();
-        for (room, _, seen) in self.store.due_gate_rooms(now).await? {
+        for (room, seen) in self.store.due_gate_rooms(now).await? {
             let Ok(room_id) = RoomId::parse(&room) else {
                 continue;
             };
@@ -76,62 +93,86 @@ impl Services {
                 }
                 Err(_) => {
                     // Not evaluable here (a chain left the configuration): look again later.
+                    let later = now.saturating_add(UNAVAILABLE_RETRY_MS);
                     self.store
-                        .claim_gate_room(&room, seen, now + 60_000)
+                        .claim_gate_room(&room, seen, later, now, 0)
                         .await?;
                     continue;
                 }
             };
             let interval_ms =
                 i64::try_from(gate.recheck_interval_s.saturating_mul(1000)).unwrap_or(i64::MAX);
+            let next = now.saturating_add(interval_ms);
+            let lease = now.saturating_add(SWEEP_LEASE_MS);
             if !self
                 .store
-                .claim_gate_room(&room, seen, now.saturating_add(interval_ms))
+                .claim_gate_room(&room, seen, next, now, lease)
                 .await?
             {
                 continue; // another instance sweeps it
             }
-            if let Err(e) = self.sweep_room(&room_id, &gate).await {
-                tracing::warn!(%room_id, error = %e, "re-checking a gated room failed");
-            }
+            let retry = match self.sweep_room(&room_id, &gate).await {
+                Ok(SweepOutcome::Done) => None,
+                Ok(SweepOutcome::Unavailable) => {
+                    Some(now.saturating_add(UNAVAILABLE_RETRY_MS.min(interval_ms)))
+                }
+                Err(e) => {
+                    tracing::warn!(%room_id, error = %e, "re-checking a gated room failed");
+                    Some(now.saturating_add(UNAVAILABLE_RETRY_MS.min(interval_ms)))
+                }
+            };
+            self.store.release_gate_room(&room, retry).await?;
         }
         Ok(())
     }
 
-    /// Re-checks the local members of one room; kicks those past their grace period.
-    pub async fn sweep_room(&self, room_id: &RoomId, gate: &Gate) -> Result<()> {
-        let exempt_level = self.gate_exempt_level(room_id).await?;
-        let mut members: Vec<(OwnedUserId, Vec<Address>)> = Vec::new();
+    /// Re-checks the local members of one room; kicks those past their grace period. Members
+    /// who could change the gate are not re-checked; members whose verdict could not be read
+    /// are left as they are.
+    pub async fn sweep_room(&self, room_id: &RoomId, gate: &Gate) -> Result<SweepOutcome> {
+        let mut members: Vec<OwnedUserId> = Vec::new();
         for member in self.store.room_members(room_id.as_str(), "join").await? {
             let Ok(user_id) = UserId::parse(member.as_str()) else {
                 continue;
             };
             if user_id.server_name() != self.config.server_name
-                || self.power_level(room_id, &user_id).await?.0 >= exempt_level
+                || self
+                    .has_power_for_state(room_id, &user_id, GATE_EVENT_TYPE)
+                    .await?
             {
                 continue;
             }
-            match self.gate_addresses(&user_id, gate).await {
-                Ok(addresses) => members.push((user_id, addresses)),
-                Err(e) => return self.sweep_unavailable(room_id, &e.to_string()).await,
-            }
+            members.push(user_id);
         }
-        let mut all: Vec<Address> = members.iter().flat_map(|(_, a)| a.clone()).collect();
+        let holdings = match self.gate_holdings(&members, gate).await {
+            Ok(holdings) => holdings,
+            Err(e) => return self.sweep_unavailable(room_id, &e.to_string()).await,
+        };
+        let mut all: Vec<(Address, Scope)> =
+            holdings.iter().flat_map(|h| h.subjects.clone()).collect();
         all.sort();
         all.dedup();
         let verdicts = match self.gate_verdicts(gate, &all).await {
             Ok(verdicts) => verdicts,
             Err(e) => return self.sweep_unavailable(room_id, &e.to_string()).await,
         };
-        let by_address: HashMap<Address, &matrixon_chain::gate::AddressVerdict> =
+        let by_subject: HashMap<(Address, Scope), &AddressVerdict> =
             all.iter().copied().zip(&verdicts).collect();
         let now = self.now_ms();
-        for (user_id, addresses) in &members {
-            let mine: Vec<_> = addresses.iter().filter_map(|a| by_address.get(a)).collect();
+        for (user_id, holdings) in members.iter().zip(&holdings) {
+            let mine: Vec<&AddressVerdict> = holdings
+                .subjects
+                .iter()
+                .filter_map(|s| by_subject.get(s).copied())
+                .collect();
             if mine.iter().any(|v| v.pass) {
                 self.store
                     .clear_gate_failure(room_id.as_str(), user_id.as_str())
                     .await?;
+                continue;
+            }
+            if holdings.unreadable || mine.iter().any(|v| v.unknown && v.scope == Scope::Own) {
+                tracing::info!(%room_id, %user_id, "gate verdict unknown: member left as is");
                 continue;
             }
             let since = self
@@ -139,19 +180,11 @@ impl Services {
                 .gate_failing_since(room_id.as_str(), user_id.as_str(), now)
                 .await?;
             let blocks = mine.first().map(|v| v.blocks.clone()).unwrap_or_default();
-            let failing: Vec<Value> = mine
-                .iter()
-                .flat_map(|v| v.failing().map(|l| json!({"address": v.address, "path": l.path, "value": l.value, "required": l.required})))
-                .collect();
+            let failing = failing_of(&mine);
             if since == now {
-                self.audit(
-                    room_id,
-                    Some(user_id),
-                    "failing",
-                    &blocks,
-                    &json!({"failing": failing}),
-                )
-                .await?;
+                let detail = json!({"failing": failing});
+                self.audit(room_id, Some(user_id), "failing", &blocks, &detail)
+                    .await?;
             }
             if gate.on_fail == OnFail::None {
                 continue;
@@ -168,7 +201,7 @@ impl Services {
             self.kick_failing(room_id, user_id, gate, &blocks, failing)
                 .await?;
         }
-        Ok(())
+        Ok(SweepOutcome::Done)
     }
 
     async fn kick_failing(
@@ -179,8 +212,12 @@ impl Services {
         blocks: &BTreeMap<String, u64>,
         failing: Vec<Value>,
     ) -> Result<()> {
-        let Some(kicker) = self.gate_enforcer(room_id).await? else {
-            tracing::warn!(%room_id, "no local member may kick for this room's gate");
+        // The member may have left or been banned while the chain was asked.
+        if self.membership(room_id, user_id).await?.as_deref() != Some("join") {
+            return Ok(());
+        }
+        let Some(kicker) = self.gate_enforcer(room_id, user_id).await? else {
+            tracing::warn!(%room_id, %user_id, "no local member may kick for this room's gate");
             return Ok(());
         };
         let paths: Vec<&str> = failing.iter().filter_map(|f| f["path"].as_str()).collect();
@@ -207,14 +244,10 @@ impl Services {
                     .clear_gate_failure(room_id.as_str(), user_id.as_str())
                     .await?;
                 let rule = serde_json::to_value(&gate.rule).unwrap_or_default();
-                self.audit(
-                    room_id,
-                    Some(user_id),
-                    "kicked",
-                    blocks,
-                    &json!({"by": kicker, "reason": reason, "failing": failing, "rule": rule}),
-                )
-                .await
+                let detail =
+                    json!({"by": kicker, "reason": reason, "failing": failing, "rule": rule});
+                self.audit(room_id, Some(user_id), "kicked", blocks, &detail)
+                    .await
             }
             Err(e) => {
                 tracing::warn!(%room_id, %user_id, error = %e, "kicking a member who fails the gate");
@@ -223,29 +256,25 @@ impl Services {
         }
     }
 
-    /// Members at or above this power level may change the gate: they are not re-checked.
-    async fn gate_exempt_level(&self, room_id: &RoomId) -> Result<i64> {
-        let levels = self
-            .state_content(room_id, "m.room.power_levels", "")
-            .await?
-            .unwrap_or_default();
-        let level = |v: Option<&Value>| v.and_then(Value::as_i64);
-        Ok(
-            level(levels.get("events").and_then(|e| e.get(GATE_EVENT_TYPE)))
-                .or_else(|| level(levels.get("state_default")))
-                .unwrap_or(50),
-        )
-    }
-
-    /// Who kicks in the gate's name: whoever set the gate, else the most powerful local member.
-    async fn gate_enforcer(&self, room_id: &RoomId) -> Result<Option<OwnedUserId>> {
-        let mut best: Option<(i64, OwnedUserId)> = None;
+    /// Who kicks `target` in the gate's name: whoever set the gate when they still may, else
+    /// the most powerful local member who may.
+    async fn gate_enforcer(
+        &self,
+        room_id: &RoomId,
+        target: &UserId,
+    ) -> Result<Option<OwnedUserId>> {
+        let (target_level, levels) = self.power_level(room_id, target).await?;
+        let kick_level = levels
+            .get("kick")
+            .and_then(|v| v.as_i64().or_else(|| v.as_str()?.parse().ok()))
+            .unwrap_or(50);
         let setter = self
             .store
             .current_state_event(room_id.as_str(), GATE_EVENT_TYPE, "")
             .await?
             .and_then(|e| crate::service::rooms::Pdu::from_stored(&e).ok())
             .map(|pdu| pdu.sender);
+        let mut best: Option<(bool, i64, OwnedUserId)> = None;
         for member in self.store.room_members(room_id.as_str(), "join").await? {
             let Ok(user_id) = UserId::parse(member.as_str()) else {
                 continue;
@@ -253,48 +282,53 @@ impl Services {
             if user_id.server_name() != self.config.server_name {
                 continue;
             }
-            if setter.as_deref() == Some(&*user_id) {
-                return Ok(Some(user_id));
-            }
             let level = self.power_level(room_id, &user_id).await?.0;
-            if best.as_ref().is_none_or(|(l, _)| level > *l) {
-                best = Some((level, user_id));
+            if level < kick_level || level <= target_level {
+                continue;
+            }
+            let is_setter = setter.as_deref() == Some(&*user_id);
+            if best
+                .as_ref()
+                .is_none_or(|(s, l, _)| (is_setter, level) > (*s, *l))
+            {
+                best = Some((is_setter, level, user_id));
             }
         }
-        Ok(best.map(|(_, user)| user))
+        Ok(best.map(|(_, _, user)| user))
     }
 
-    async fn sweep_unavailable(&self, room_id: &RoomId, why: &str) -> Result<()> {
+    async fn sweep_unavailable(&self, room_id: &RoomId, why: &str) -> Result<SweepOutcome> {
         tracing::warn!(%room_id, why, "gate re-check skipped: the chain cannot be asked");
-        self.audit(
-            room_id,
-            None,
-            "unavailable",
-            &BTreeMap::new(),
-            &json!({"error": why, "during": "re-check"}),
-        )
-        .await
+        let detail = json!({"error": why, "during": "re-check"});
+        self.audit(room_id, None, "unavailable", &BTreeMap::new(), &detail)
+            .await?;
+        Ok(SweepOutcome::Unavailable)
     }
 
-    /// Reads new transfer logs of every gated token; drops the verdicts of the addresses
-    /// involved and makes the rooms where they are members due now.
-    pub async fn poll_transfers(&self, cursors: &mut HashMap<u64, u64>) -> Result<()> {
-        let mut watched: BTreeMap<u64, BTreeMap<Address, Vec<String>>> = BTreeMap::new();
+    /// Keeps the head of every chain a gate reads fresh (checks pin to it), then reads new
+    /// transfer logs of every gated token: the addresses involved lose their cached verdicts,
+    /// and rooms where their owner is a member are re-checked now. `cursors` holds, per
+    /// chain, the last block read and the block span asked at once (halved when a provider
+    /// refuses a range, grown back after).
+    pub async fn poll_transfers(&self, cursors: &mut HashMap<u64, (u64, u64)>) -> Result<()> {
+        let mut read: BTreeMap<u64, BTreeMap<Address, Vec<String>>> = BTreeMap::new();
         for (room, content) in self.store.gate_rooms().await? {
             let content: Value = serde_json::from_str(&content).unwrap_or_default();
             let Ok(Some(gate)) = self.parse_gate(&content) else {
                 continue;
             };
+            for chain in gate.rule.chains() {
+                read.entry(chain).or_default();
+            }
             for (chain, contract) in gate.rule.token_contracts() {
-                watched
-                    .entry(chain)
+                read.entry(chain)
                     .or_default()
                     .entry(contract)
                     .or_default()
                     .push(room.clone());
             }
         }
-        for (chain_id, contracts) in watched {
+        for (chain_id, contracts) in read {
             let Ok(chain) = self.chains.get(chain_id) else {
                 continue;
             };
@@ -305,41 +339,59 @@ impl Services {
                     continue;
                 }
             };
-            let from = cursors.get(&chain_id).map_or(latest, |seen| seen + 1);
-            let to = latest.min(from.saturating_add(MAX_LOG_RANGE - 1));
+            if contracts.is_empty() {
+                continue;
+            }
+            let (seen, span) = *cursors.entry(chain_id).or_insert((latest, MAX_LOG_RANGE));
+            let from = seen + 1;
+            if from > latest {
+                continue;
+            }
+            let to = latest.min(from.saturating_add(span - 1));
             let addresses: Vec<Address> = contracts.keys().copied().collect();
             let found = match transfers(chain, &addresses, from, to).await {
-                Ok(found) => found,
+                Ok(found) => {
+                    cursors.insert(chain_id, (to, (span * 2).min(MAX_LOG_RANGE)));
+                    found
+                }
+                Err(e) if span > 1 => {
+                    tracing::warn!(chain = %chain.caip2, from, to, error = %e, "eth_getLogs failed; narrowing the range");
+                    cursors.insert(chain_id, (seen, span / 2));
+                    continue;
+                }
                 Err(e) => {
-                    tracing::warn!(chain = %chain.caip2, error = %e, "eth_getLogs failed");
+                    // Even one block is refused: move on rather than stall (interval re-checks
+                    // still cover what this block changed).
+                    tracing::warn!(chain = %chain.caip2, block = from, error = %e, "skipping a block whose logs cannot be read");
+                    cursors.insert(chain_id, (from, 1));
                     continue;
                 }
             };
-            if from <= to {
-                cursors.insert(chain_id, to);
-            }
+            let mut parties: BTreeMap<Address, Vec<String>> = BTreeMap::new();
             for transfer in found {
                 let rooms = contracts
                     .get(&transfer.contract)
                     .cloned()
                     .unwrap_or_default();
                 for party in transfer.parties {
-                    self.gate_cache.invalidate(party).await;
-                    let Some(user) = self.store.wallet_owner(&format!("{party:#x}")).await? else {
-                        continue;
-                    };
-                    for room in &rooms {
-                        if self
-                            .store
-                            .membership(room, user.as_str())
-                            .await?
-                            .map(|m| m.0)
-                            .as_deref()
-                            == Some("join")
-                        {
-                            tracing::info!(%room, %user, "a gated token moved: re-checking now");
-                            self.store.make_gate_room_due(room, self.now_ms()).await?;
-                        }
+                    parties
+                        .entry(party)
+                        .or_default()
+                        .extend(rooms.iter().cloned());
+                }
+            }
+            for (party, mut rooms) in parties {
+                self.gate_cache.invalidate(party, self.now_ms()).await;
+                let Some(user) = self.store.wallet_owner(&format!("{party:#x}")).await? else {
+                    continue;
+                };
+                rooms.sort();
+                rooms.dedup();
+                for room in &rooms {
+                    let membership = self.store.membership(room, user.as_str()).await?;
+                    if membership.map(|m| m.0).as_deref() == Some("join") {
+                        tracing::info!(%room, %user, "a gated token moved: re-checking now");
+                        self.store.make_gate_room_due(room, self.now_ms()).await?;
                     }
                 }
             }

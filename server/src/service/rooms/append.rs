@@ -120,6 +120,8 @@ impl Services {
         draft: EventDraft,
         txn: Option<(&DeviceId, &str)>,
     ) -> Result<OwnedEventId> {
+        // A token gate is checked before the room is locked: it may ask a chain.
+        self.gate_membership(room_id, sender, &draft).await?;
         let _guard = self.room_locks.lock(room_id).await;
         // A retried request (same device, same transaction id) gets the event it made.
         if let Some((device, txn_id)) = txn
@@ -163,7 +165,7 @@ impl Services {
     }
 
     /// Selects auth events, then hashes and signs the event on top of `room`'s state.
-    pub(super) async fn prepare(
+    pub(crate) async fn prepare(
         &self,
         room_id: &RoomId,
         room: &RoomRow,
@@ -383,6 +385,10 @@ impl Services {
         }
         let target = membership.and(pdu.state_key.as_deref());
         self.wake_room(&pdu.room_id, target).await?;
+        if redacted_target.is_some() {
+            // Redacting the gate event empties it: the room is no longer gated.
+            self.gate_redacted(&pdu.room_id).await?;
+        }
         if kind == crate::service::gate::GATE_EVENT_TYPE && pdu.state_key.as_deref() == Some("") {
             self.gate_event_appended(&pdu.room_id, &Value::Object(content.clone()))
                 .await?;

@@ -43,9 +43,6 @@ impl Services {
                 "No room {room_id} on this server (joining over federation is not available yet)"
             )));
         }
-        if self.membership(room_id, user_id).await?.as_deref() != Some("join") {
-            self.enforce_gate(room_id, user_id, "join").await?;
-        }
         let mut content = self.member_content(user_id, "join").await?;
         if let Some(reason) = reason {
             content["reason"] = Value::from(reason);
@@ -83,10 +80,7 @@ impl Services {
             }
             MembershipChange::Leave | MembershipChange::Unban => json!({"membership": "leave"}),
             MembershipChange::Ban => json!({"membership": "ban"}),
-            MembershipChange::Knock => {
-                self.enforce_gate(room_id, target, "knock").await?;
-                self.member_content(target, "knock").await?
-            }
+            MembershipChange::Knock => self.member_content(target, "knock").await?,
         };
         if change == MembershipChange::Unban
             && self.membership(room_id, target).await?.as_deref() != Some("ban")
