@@ -372,6 +372,7 @@ async fn the_door_enforces_every_leaf_and_path(backend: Backend) {
     ]});
     let for_alice = check(&srv, &alice_token, &everything, alice).await;
     assert_eq!(for_alice["pass"], true);
+    assert_eq!(for_alice["addresses"][0]["scope"], "own");
     let results = leaves(&for_alice);
     assert_eq!(results.len(), 11);
     for (path, pass, value) in &results[..10] {
@@ -1151,13 +1152,14 @@ async fn benchmark() {
     println!("cold verdict, 10 leaves on 2 chains: {cold:?}, {sent} eth_call requests");
     assert_eq!(sent, 2);
 
-    // A re-check sweep of a 1,000-member room, 2 leaves each, no cache (interval 1 s).
+    // A re-check sweep of a 1,000-member room, 2 leaves each, every verdict dropped first
+    // (an hour between background sweeps, so only this one runs).
     let owner = srv.register("owner", "pw").await;
     let owner_t = owner["access_token"].as_str().expect("token").to_owned();
     let content = json!({"rule": {"any": [
         {"erc20": {"chain": caip2(), "contract": token_one.to_string(), "min": "0"}},
         {"erc721": {"chain": "eip155:31338", "contract": token_two.to_string()}}]},
-        "recheck_interval_s": 1, "on_fail": "none"});
+        "recheck_interval_s": 3600, "on_fail": "none"});
     let room = create_room(
         &srv,
         &owner_t,
@@ -1185,7 +1187,16 @@ async fn benchmark() {
         .expect("gate")
         .expect("some");
     let batch = services.config.gate.batch_size as u64;
+    let members: Vec<Address> = (0..1000u64)
+        .map(|i| Address::left_padding_from(&(i + 1).to_be_bytes()))
+        .collect();
     for _ in 0..3 {
+        for address in &members {
+            services
+                .gate_cache
+                .invalidate(*address, services.now_ms())
+                .await;
+        }
         let before = calls();
         let start = std::time::Instant::now();
         services.sweep_room(&room_id, &gate).await.expect("sweep");

@@ -51,6 +51,7 @@ pub struct LeafResult {
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize,
 )]
+#[serde(rename_all = "snake_case")]
 pub enum Scope {
     /// The user's own wallet: every leaf applies.
     Own,

@@ -265,6 +265,25 @@ impl Chain {
         Ok(self.provider.call(request).block(block).await?)
     }
 
+    /// `eth_call` to `to` at the latest block, telling a revert (with its data) from an answer.
+    pub async fn call_or_revert(&self, to: Address, data: Bytes) -> Result<CallOutcome, ChainError> {
+        let request = TransactionRequest::default().to(to).input(data.into());
+        match self.provider.call(request).await {
+            Ok(data) => Ok(CallOutcome {
+                success: true,
+                data,
+            }),
+            Err(RpcError::ErrorResp(payload)) => match payload.as_revert_data() {
+                Some(data) => Ok(CallOutcome {
+                    success: false,
+                    data,
+                }),
+                None => Err(ChainError::Refused(payload.to_string())),
+            },
+            Err(other) => Err(other.into()),
+        }
+    }
+
     /// Many read calls as one `eth_call` to Multicall3, at `block` (latest when `None`), each
     /// with its own success flag.
     pub async fn multicall(

@@ -1,5 +1,12 @@
-//! ENS reads that gating needs: namehash, registry ownership, and forward-verified primary
-//! names, all batched through Multicall3 at a pinned block.
+//! ENS: ENSIP-15 normalisation, namehash, forward and reverse resolution through the
+//! Universal Resolver with CCIP-Read (`resolve`, `ccip`), and the batched registry reads that
+//! gates use (ownership, forward-verified primary names at a pinned block).
+
+mod ccip;
+mod resolve;
+
+pub use ccip::{Gateway, is_public};
+pub use resolve::{EnsError, Resolver, UNIVERSAL_RESOLVER, coin_type, dns_encode};
 
 use alloy::{
     primitives::{Address, B256, Bytes, keccak256},
@@ -23,26 +30,26 @@ sol! {
     }
 }
 
-/// Refuses names this server cannot normalise: only lowercase `a-z`, `0-9`, `-` (and a
-/// leading `_`) are accepted until ENSIP-15 normalisation is implemented.
-pub fn check_name(name: &str) -> Result<(), String> {
+/// ENSIP-15 normalisation: the form every lookup uses; a name that does not normalise is
+/// refused with the reason.
+pub fn normalize(name: &str) -> Result<String, EnsError> {
     if name.is_empty() || name.len() > 255 {
-        return Err("an ENS name has 1 to 255 characters".to_owned());
+        return Err(EnsError::InvalidName(
+            "an ENS name has 1 to 255 characters".to_owned(),
+        ));
     }
-    for label in name.split('.') {
-        let body = label.strip_prefix('_').unwrap_or(label);
-        if label.is_empty()
-            || !body
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        {
-            return Err(format!(
-                "`{name}` is not a normalised ENS name this server accepts \
-                 (lowercase a-z, 0-9 and '-' in non-empty labels)"
-            ));
-        }
+    ens_normalize::ens_normalize(name)
+        .map_err(|e| EnsError::InvalidName(format!("`{name}` is not a valid ENS name: {e}")))
+}
+
+/// Accepts only names already in normalised form (rules store names as written).
+pub fn check_name(name: &str) -> Result<(), String> {
+    let normalized = normalize(name).map_err(|e| e.to_string())?;
+    if normalized == name {
+        Ok(())
+    } else {
+        Err(format!("write `{name}` in its normalised form, `{normalized}`"))
     }
-    Ok(())
 }
 
 /// ENS namehash (EIP-137) of a normalised name.
@@ -178,12 +185,23 @@ mod tests {
     }
 
     #[test]
-    fn only_names_that_need_no_normalisation_pass() {
+    fn names_are_normalised_per_ensip15() {
+        assert_eq!(normalize("Nick.ETH").as_deref(), Ok("nick.eth"));
+        assert_eq!(normalize("dáo.eth").as_deref(), Ok("dáo.eth"));
+        assert_eq!(normalize("🅰️🅱.eth").as_deref(), Ok("🅰🅱.eth"));
+        assert!(normalize("dao..eth").is_err());
+        assert!(normalize("").is_err());
+        assert!(normalize("nick\u{200d}.eth").is_err(), "zero-width joiner");
         assert!(check_name("dao.eth").is_ok());
         assert!(check_name("_dmarc.x-1.eth").is_ok());
         assert!(check_name("Dao.eth").is_err());
-        assert!(check_name("dao..eth").is_err());
-        assert!(check_name("").is_err());
-        assert!(check_name("dáo.eth").is_err());
+    }
+
+    #[test]
+    fn dns_encoding_and_coin_types() {
+        assert_eq!(dns_encode("a.eth").expect("name"), b"\x01a\x03eth\x00");
+        assert!(dns_encode(&"x".repeat(256)).is_err());
+        assert_eq!(coin_type(1), 60);
+        assert_eq!(coin_type(10), 0x8000_000a);
     }
 }

@@ -1,0 +1,194 @@
+//! EIP-3668 CCIP-Read: asking the gateway a resolver names, without letting a name point the
+//! server at its own network. Gateways on private, loopback, link-local (cloud metadata) or
+//! otherwise non-public addresses are refused unless allow-listed; the address checked is the
+//! address connected to, so DNS cannot swap it afterwards.
+
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    time::Duration,
+};
+
+use alloy::primitives::{Address, Bytes};
+use serde::Deserialize;
+
+/// Limits and the allow-list for gateway requests.
+#[derive(Clone, Debug)]
+pub struct Gateway {
+    /// `host` or `host:port` entries that may be private or plain http (tests, internal gateways).
+    pub allow: Vec<String>,
+    /// Per-request time limit.
+    pub timeout: Duration,
+    /// Largest answer read, in bytes.
+    pub max_bytes: usize,
+}
+
+impl Default for Gateway {
+    fn default() -> Self {
+        Self {
+            allow: Vec::new(),
+            timeout: Duration::from_secs(5),
+            max_bytes: 256 * 1024,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Answer {
+    data: String,
+}
+
+/// Whether an address is reachable from the public internet (and so safe to fetch).
+pub fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => public_v4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => public_v4(v4),
+            None => {
+                let first = v6.segments()[0];
+                !(v6.is_loopback()
+                    || v6.is_unspecified()
+                    || v6.is_multicast()
+                    || (first & 0xfe00) == 0xfc00 // unique local
+                    || (first & 0xffc0) == 0xfe80 // link-local
+                    || v6 == Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254)) // AWS metadata
+            }
+        },
+    }
+}
+
+fn public_v4(ip: Ipv4Addr) -> bool {
+    let [a, b, ..] = ip.octets();
+    !(ip.is_private()
+        || ip.is_loopback()
+        || ip.is_link_local() // 169.254.0.0/16, cloud metadata among them
+        || ip.is_unspecified()
+        || ip.is_broadcast()
+        || ip.is_multicast()
+        || ip.is_documentation()
+        || a == 0
+        || (a == 100 && (64..128).contains(&b)) // carrier-grade NAT
+        || (a == 192 && b == 0 && ip.octets()[2] == 0) // IETF protocol assignments
+        || a >= 240)
+}
+
+impl Gateway {
+    /// Fetches the answer to `call_data` from the first of `urls` that gives one (EIP-3668:
+    /// `{sender}` and `{data}` substituted; GET when the URL has `{data}`, else POST).
+    pub async fn fetch(
+        &self,
+        urls: &[String],
+        sender: Address,
+        call_data: &Bytes,
+    ) -> Result<Bytes, String> {
+        let sender = format!("{sender:#x}");
+        let data = call_data.to_string();
+        let mut last = "the resolver named no gateway".to_owned();
+        for template in urls.iter().take(4) {
+            match self.fetch_one(template, &sender, &data).await {
+                Ok(bytes) => return Ok(bytes),
+                Err((stop, why)) => {
+                    last = why;
+                    if stop {
+                        break;
+                    }
+                }
+            }
+        }
+        Err(last)
+    }
+
+    /// One gateway; `Err((true, _))` when the gateway answered with a client error (no
+    /// other gateway is tried, per EIP-3668).
+    async fn fetch_one(
+        &self,
+        template: &str,
+        sender: &str,
+        data: &str,
+    ) -> Result<Bytes, (bool, String)> {
+        let url = template.replace("{sender}", sender).replace("{data}", data);
+        let parsed = url::Url::parse(&url).map_err(|e| (false, format!("gateway URL {url}: {e}")))?;
+        let host = parsed
+            .host_str()
+            .ok_or((false, format!("gateway URL {url} has no host")))?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let port = parsed.port_or_known_default().unwrap_or(443);
+        let allowed = self
+            .allow
+            .iter()
+            .any(|a| *a == host || *a == format!("{host}:{port}"));
+        if parsed.scheme() != "https" && !(allowed && parsed.scheme() == "http") {
+            return Err((false, format!("gateway {url}: only https gateways are asked")));
+        }
+        let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), port))
+            .await
+            .map_err(|e| (false, format!("gateway host {host}: {e}")))?
+            .collect();
+        let Some(target) = addrs.iter().find(|a| allowed || is_public(a.ip())).copied() else {
+            return Err((
+                false,
+                format!("gateway {host} is on a private, loopback or link-local address: refused"),
+            ));
+        };
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(self.timeout)
+            .resolve(&host, target)
+            .build()
+            .map_err(|e| (false, e.to_string()))?;
+        let request = if template.contains("{data}") {
+            client.get(parsed)
+        } else {
+            client
+                .post(parsed)
+                .json(&serde_json::json!({"sender": sender, "data": data}))
+        };
+        let mut response = request
+            .send()
+            .await
+            .map_err(|e| (false, format!("gateway {host}: {e}")))?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err((
+                status.is_client_error(),
+                format!("gateway {host} answered {status}"),
+            ));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| (false, format!("gateway {host}: {e}")))?
+        {
+            body.extend_from_slice(&chunk);
+            if body.len() > self.max_bytes {
+                return Err((false, format!("gateway {host} answered more than {} bytes", self.max_bytes)));
+            }
+        }
+        let answer: Answer = serde_json::from_slice(&body)
+            .map_err(|e| (false, format!("gateway {host} answered no {{\"data\"}}: {e}")))?;
+        answer
+            .data
+            .parse()
+            .map_err(|_| (false, format!("gateway {host} answered data that is not hex")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn private_and_metadata_addresses_are_not_public() {
+        for ip in [
+            "127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "0.0.0.0",
+            "100.64.0.1", "::1", "fe80::1", "fd00::1", "::ffff:127.0.0.1", "fd00:ec2::254",
+        ] {
+            assert!(!is_public(ip.parse().expect("ip")), "{ip}");
+        }
+        for ip in ["1.1.1.1", "93.184.216.34", "2606:4700::1111"] {
+            assert!(is_public(ip.parse().expect("ip")), "{ip}");
+        }
+    }
+}
