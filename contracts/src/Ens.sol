@@ -83,6 +83,7 @@ interface IENSOwner {
 contract PublicResolver {
     IENSOwner public immutable ens;
     mapping(bytes32 => address) internal addrs;
+    mapping(bytes32 => mapping(uint256 => bytes)) internal coinAddrs;
     mapping(bytes32 => string) internal names;
     mapping(bytes32 => mapping(string => string)) internal texts;
 
@@ -100,8 +101,9 @@ contract PublicResolver {
     }
 
     function supportsInterface(bytes4 id) external pure returns (bool) {
-        // ERC-165, addr(bytes32), name(bytes32), text(bytes32,string)
-        return id == 0x01ffc9a7 || id == 0x3b3b57de || id == 0x691f3431 || id == 0x59d1d43c;
+        // ERC-165, addr(bytes32), addr(bytes32,uint256), name(bytes32), text(bytes32,string)
+        return id == 0x01ffc9a7 || id == 0x3b3b57de || id == 0xf1cb7e06 || id == 0x691f3431
+            || id == 0x59d1d43c;
     }
 
     function setAddr(bytes32 node, address a) external authorised(node) {
@@ -111,6 +113,16 @@ contract PublicResolver {
 
     function addr(bytes32 node) external view returns (address) {
         return addrs[node];
+    }
+
+    /// ENSIP-9 multi-coin addresses (ENSIP-11 coin types for EVM chains).
+    function setAddr(bytes32 node, uint256 coinType, bytes calldata a) external authorised(node) {
+        coinAddrs[node][coinType] = a;
+    }
+
+    function addr(bytes32 node, uint256 coinType) external view returns (bytes memory) {
+        if (coinType == 60) return abi.encodePacked(addrs[node]);
+        return coinAddrs[node][coinType];
     }
 
     function setName(bytes32 node, string calldata newName) external authorised(node) {

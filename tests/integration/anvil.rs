@@ -31,6 +31,9 @@ pub fn artifact(name: &str) -> Value {
         "PublicResolver" => include_str!("../../contracts/out/PublicResolver.json"),
         "DelegateRegistry" => include_str!("../../contracts/out/DelegateRegistry.json"),
         "GateMembers" => include_str!("../../contracts/out/GateMembers.json"),
+        "UniversalResolver" => include_str!("../../contracts/out/UniversalResolver.json"),
+        "ReverseRegistrar" => include_str!("../../contracts/out/ReverseRegistrar.json"),
+        "OffchainResolver" => include_str!("../../contracts/out/OffchainResolver.json"),
         other => panic!("no artifact {other}"),
     };
     serde_json::from_str(text).expect("artifact JSON")
@@ -163,6 +166,17 @@ impl Anvil {
     pub async fn place(&self, name: &str, at: Address) {
         let code = artifact(name)["deployedBytecode"].clone();
         self.rpc("anvil_setCode", json!([at.to_string(), code]))
+            .await;
+    }
+
+    /// Deploys `code` (creation code with constructor arguments) and moves the deployed
+    /// runtime code, immutables included, to `at`.
+    pub async fn place_deployed(&self, code: &[u8], at: Address) {
+        let deployed = self.deploy(code).await;
+        let runtime = self
+            .rpc("eth_getCode", json!([deployed.to_string(), "latest"]))
+            .await;
+        self.rpc("anvil_setCode", json!([at.to_string(), runtime]))
             .await;
     }
 
@@ -412,4 +426,126 @@ pub async fn hung_endpoint() -> String {
 /// A port nothing listens on (port 1 is privileged and unused here: connection refused).
 pub fn closed_endpoint() -> String {
     "http://127.0.0.1:1".to_owned()
+}
+
+alloy::sol! {
+    /// What tests write to the ENS contracts.
+    interface IEnsAdmin {
+        function setSubnodeOwner(bytes32 node, bytes32 label, address owner) external returns (bytes32);
+        function setSubnodeRecord(bytes32 node, bytes32 label, address owner, address resolver, uint64 ttl) external;
+        function setOwner(bytes32 node, address owner) external;
+        function setAddr(bytes32 node, address a) external;
+        function setAddr(bytes32 node, uint256 coinType, bytes a) external;
+        function setName(bytes32 node, string name) external;
+        function setText(bytes32 node, string key, string value) external;
+    }
+}
+
+/// ENS on the test chain: the registry and the Universal Resolver at their mainnet addresses,
+/// a public resolver, and the `eth` and `addr.reverse` nodes held by the deployer.
+pub struct EnsFixture<'a> {
+    pub anvil: &'a Anvil,
+    /// The public resolver names get.
+    pub resolver: Address,
+}
+
+impl<'a> EnsFixture<'a> {
+    pub async fn new(anvil: &'a Anvil) -> Self {
+        use alloy::sol_types::{SolCall, SolValue};
+        use matrixon_chain::ens::{REGISTRY, UNIVERSAL_RESOLVER, namehash};
+        let resolver = anvil.ens().await;
+        let mut code = creation_code("UniversalResolver");
+        code.extend(REGISTRY.abi_encode());
+        anvil.place_deployed(&code, UNIVERSAL_RESOLVER).await;
+        let me: Address = DEPLOYER.parse().expect("address");
+        for (parent, label) in [("", "eth"), ("", "reverse"), ("reverse", "addr")] {
+            let call = IEnsAdmin::setSubnodeOwnerCall {
+                node: namehash(parent),
+                label: alloy::primitives::keccak256(label),
+                owner: me,
+            };
+            anvil.transact(REGISTRY, &call.abi_encode()).await;
+        }
+        Self { anvil, resolver }
+    }
+
+    /// `label.parent` on the public resolver, resolving to `owner` (and `coins`: ENSIP-11
+    /// coin type → address), with `texts`, then handed to `owner`.
+    pub async fn register(
+        &self,
+        parent: &str,
+        label: &str,
+        owner: Address,
+        texts: &[(&str, &str)],
+        coins: &[(u64, Address)],
+    ) {
+        use alloy::sol_types::SolCall;
+        use matrixon_chain::ens::{REGISTRY, namehash};
+        let me: Address = DEPLOYER.parse().expect("address");
+        let call = IEnsAdmin::setSubnodeRecordCall {
+            node: namehash(parent),
+            label: alloy::primitives::keccak256(label),
+            owner: me,
+            resolver: self.resolver,
+            ttl: 0,
+        };
+        self.anvil.transact(REGISTRY, &call.abi_encode()).await;
+        let node = namehash(&format!("{label}.{parent}"));
+        let set = IEnsAdmin::setAddr_0Call { node, a: owner };
+        self.anvil.transact(self.resolver, &set.abi_encode()).await;
+        for (coin, address) in coins {
+            let set = IEnsAdmin::setAddr_1Call {
+                node,
+                coinType: alloy::primitives::U256::from(*coin),
+                a: address.to_vec().into(),
+            };
+            self.anvil.transact(self.resolver, &set.abi_encode()).await;
+        }
+        for (key, value) in texts {
+            let set = IEnsAdmin::setTextCall {
+                node,
+                key: (*key).to_owned(),
+                value: (*value).to_owned(),
+            };
+            self.anvil.transact(self.resolver, &set.abi_encode()).await;
+        }
+        if owner != me {
+            let call = IEnsAdmin::setOwnerCall { node, owner };
+            self.anvil.transact(REGISTRY, &call.abi_encode()).await;
+        }
+    }
+
+    /// `label.parent` answered by another resolver (an offchain one, say).
+    pub async fn delegate(&self, parent: &str, label: &str, resolver: Address) {
+        use alloy::sol_types::SolCall;
+        use matrixon_chain::ens::{REGISTRY, namehash};
+        let call = IEnsAdmin::setSubnodeRecordCall {
+            node: namehash(parent),
+            label: alloy::primitives::keccak256(label),
+            owner: DEPLOYER.parse().expect("address"),
+            resolver,
+            ttl: 0,
+        };
+        self.anvil.transact(REGISTRY, &call.abi_encode()).await;
+    }
+
+    /// The reverse record of `address` claims `name`, whether or not it resolves back.
+    pub async fn primary(&self, address: Address, name: &str) {
+        use alloy::sol_types::SolCall;
+        use matrixon_chain::ens::{REGISTRY, namehash, reverse_node};
+        let hex = alloy::primitives::hex::encode(address.as_slice());
+        let call = IEnsAdmin::setSubnodeRecordCall {
+            node: namehash("addr.reverse"),
+            label: alloy::primitives::keccak256(hex),
+            owner: DEPLOYER.parse().expect("address"),
+            resolver: self.resolver,
+            ttl: 0,
+        };
+        self.anvil.transact(REGISTRY, &call.abi_encode()).await;
+        let set = IEnsAdmin::setNameCall {
+            node: reverse_node(address),
+            name: name.to_owned(),
+        };
+        self.anvil.transact(self.resolver, &set.abi_encode()).await;
+    }
 }

@@ -6,19 +6,18 @@
 use std::time::Duration;
 
 use alloy::{
-    primitives::{Address, B256, U256, keccak256},
+    primitives::{Address, B256, U256},
     sol_types::SolCall,
 };
 use matrixon::Config;
 use matrixon_chain::{
-    ens::{REGISTRY, namehash, reverse_node},
     gate::{DELEGATE_REGISTRY, Scope},
     rpc::{ChainConfig, Chains},
 };
 use serde_json::{Value, json};
 
 use crate::{
-    anvil::{Anvil, CHAIN_ID, DEPLOYER, Key, Proxy, creation_code},
+    anvil::{Anvil, CHAIN_ID, DEPLOYER, EnsFixture, Key, Proxy, creation_code},
     harness::{Backend, TestServer, assert_error, both_backends, redis_url},
     wallet::wallet_session,
 };
@@ -34,11 +33,6 @@ alloy::sol! {
         function mint(address to, uint256 id, uint256 amount) external;
         function transferFrom(address from, address to, uint256 id) external;
         function set(address who, bool member, uint8 newLevel, int256 newScore) external;
-        function setSubnodeOwner(bytes32 node, bytes32 label, address owner) external returns (bytes32);
-        function setSubnodeRecord(bytes32 node, bytes32 label, address owner, address resolver, uint64 ttl) external;
-        function setOwner(bytes32 node, address owner) external;
-        function setAddr(bytes32 node, address a) external;
-        function setName(bytes32 node, string name) external;
         function delegateAll(address to, bytes32 rights, bool enable) external payable returns (bytes32);
         function delegateContract(address to, address contract_, bytes32 rights, bool enable) external payable returns (bytes32);
     }
@@ -86,112 +80,6 @@ async fn set_balance(anvil: &Anvil, who: Address, wei: u128) {
             json!([who.to_string(), format!("{:#x}", wei)]),
         )
         .await;
-}
-
-fn label(text: &str) -> B256 {
-    keccak256(text.as_bytes())
-}
-
-/// ENS on the test chain: `dao.eth` and its subnames, owned and resolved as asked.
-struct Ens<'a> {
-    anvil: &'a Anvil,
-    resolver: Address,
-}
-
-impl<'a> Ens<'a> {
-    async fn new(anvil: &'a Anvil) -> Self {
-        let resolver = anvil.ens().await;
-        let ens = Self { anvil, resolver };
-        let me: Address = DEPLOYER.parse().expect("address");
-        ens.registry(
-            ITest::setSubnodeOwnerCall {
-                node: B256::ZERO,
-                label: label("eth"),
-                owner: me,
-            }
-            .abi_encode(),
-        )
-        .await;
-        ens.registry(
-            ITest::setSubnodeOwnerCall {
-                node: namehash("eth"),
-                label: label("dao"),
-                owner: me,
-            }
-            .abi_encode(),
-        )
-        .await;
-        ens.registry(
-            ITest::setSubnodeOwnerCall {
-                node: B256::ZERO,
-                label: label("reverse"),
-                owner: me,
-            }
-            .abi_encode(),
-        )
-        .await;
-        ens.registry(
-            ITest::setSubnodeOwnerCall {
-                node: namehash("reverse"),
-                label: label("addr"),
-                owner: me,
-            }
-            .abi_encode(),
-        )
-        .await;
-        ens
-    }
-
-    async fn registry(&self, data: Vec<u8>) {
-        self.anvil.transact(REGISTRY, &data).await;
-    }
-
-    /// `<sub>.dao.eth`, resolving to and owned by `owner`.
-    async fn subname(&self, sub: &str, owner: Address) {
-        let me: Address = DEPLOYER.parse().expect("address");
-        self.registry(
-            ITest::setSubnodeRecordCall {
-                node: namehash("dao.eth"),
-                label: label(sub),
-                owner: me,
-                resolver: self.resolver,
-                ttl: 0,
-            }
-            .abi_encode(),
-        )
-        .await;
-        let node = namehash(&format!("{sub}.dao.eth"));
-        self.anvil
-            .transact(
-                self.resolver,
-                &ITest::setAddrCall { node, a: owner }.abi_encode(),
-            )
-            .await;
-        self.registry(ITest::setOwnerCall { node, owner }.abi_encode())
-            .await;
-    }
-
-    /// The reverse record of `address` claims `name` (whether or not it resolves back).
-    async fn primary(&self, address: Address, name: &str) {
-        let me: Address = DEPLOYER.parse().expect("address");
-        let hex = alloy::primitives::hex::encode(address.as_slice());
-        self.registry(
-            ITest::setSubnodeRecordCall {
-                node: namehash("addr.reverse"),
-                label: label(&hex),
-                owner: me,
-                resolver: self.resolver,
-                ttl: 0,
-            }
-            .abi_encode(),
-        )
-        .await;
-        let call = ITest::setNameCall {
-            node: reverse_node(address),
-            name: name.to_owned(),
-        };
-        self.anvil.transact(self.resolver, &call.abi_encode()).await;
-    }
 }
 
 async fn create_room(srv: &TestServer, token: &str, body: Value) -> String {
@@ -337,8 +225,10 @@ async fn the_door_enforces_every_leaf_and_path(backend: Backend) {
         )
         .await;
     set_balance(&anvil, alice, 2 * ETH).await;
-    let ens = Ens::new(&anvil).await;
-    ens.subname("alice", alice).await;
+    let ens = EnsFixture::new(&anvil).await;
+    let deployer: Address = DEPLOYER.parse().expect("address");
+    ens.register("eth", "dao", deployer, &[], &[]).await;
+    ens.register("dao.eth", "alice", alice, &[], &[]).await;
     ens.primary(alice, "alice.dao.eth").await;
     // Bob's reverse record claims Alice's name, which does not resolve to him: ignored.
     ens.primary(bob, "alice.dao.eth").await;

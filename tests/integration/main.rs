@@ -15,6 +15,7 @@ mod discovery;
 mod errors;
 mod examples;
 mod gate;
+mod names;
 mod registration;
 mod rooms;
 mod scale_out;

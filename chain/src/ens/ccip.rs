@@ -106,7 +106,8 @@ impl Gateway {
         data: &str,
     ) -> Result<Bytes, (bool, String)> {
         let url = template.replace("{sender}", sender).replace("{data}", data);
-        let parsed = url::Url::parse(&url).map_err(|e| (false, format!("gateway URL {url}: {e}")))?;
+        let parsed =
+            url::Url::parse(&url).map_err(|e| (false, format!("gateway URL {url}: {e}")))?;
         let host = parsed
             .host_str()
             .ok_or((false, format!("gateway URL {url} has no host")))?
@@ -119,7 +120,10 @@ impl Gateway {
             .iter()
             .any(|a| *a == host || *a == format!("{host}:{port}"));
         if parsed.scheme() != "https" && !(allowed && parsed.scheme() == "http") {
-            return Err((false, format!("gateway {url}: only https gateways are asked")));
+            return Err((
+                false,
+                format!("gateway {url}: only https gateways are asked"),
+            ));
         }
         let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), port))
             .await
@@ -163,15 +167,24 @@ impl Gateway {
         {
             body.extend_from_slice(&chunk);
             if body.len() > self.max_bytes {
-                return Err((false, format!("gateway {host} answered more than {} bytes", self.max_bytes)));
+                return Err((
+                    false,
+                    format!("gateway {host} answered more than {} bytes", self.max_bytes),
+                ));
             }
         }
-        let answer: Answer = serde_json::from_slice(&body)
-            .map_err(|e| (false, format!("gateway {host} answered no {{\"data\"}}: {e}")))?;
-        answer
-            .data
-            .parse()
-            .map_err(|_| (false, format!("gateway {host} answered data that is not hex")))
+        let answer: Answer = serde_json::from_slice(&body).map_err(|e| {
+            (
+                false,
+                format!("gateway {host} answered no {{\"data\"}}: {e}"),
+            )
+        })?;
+        answer.data.parse().map_err(|_| {
+            (
+                false,
+                format!("gateway {host} answered data that is not hex"),
+            )
+        })
     }
 }
 
@@ -182,8 +195,18 @@ mod tests {
     #[test]
     fn private_and_metadata_addresses_are_not_public() {
         for ip in [
-            "127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "0.0.0.0",
-            "100.64.0.1", "::1", "fe80::1", "fd00::1", "::ffff:127.0.0.1", "fd00:ec2::254",
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "0.0.0.0",
+            "100.64.0.1",
+            "::1",
+            "fe80::1",
+            "fd00::1",
+            "::ffff:127.0.0.1",
+            "fd00:ec2::254",
         ] {
             assert!(!is_public(ip.parse().expect("ip")), "{ip}");
         }

@@ -48,7 +48,9 @@ pub fn check_name(name: &str) -> Result<(), String> {
     if normalized == name {
         Ok(())
     } else {
-        Err(format!("write `{name}` in its normalised form, `{normalized}`"))
+        Err(format!(
+            "write `{name}` in its normalised form, `{normalized}`"
+        ))
     }
 }
 

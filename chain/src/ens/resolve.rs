@@ -53,7 +53,9 @@ pub fn dns_encode(name: &str) -> Result<Vec<u8>, EnsError> {
         let length = u8::try_from(label.len())
             .ok()
             .filter(|l| *l > 0)
-            .ok_or_else(|| EnsError::InvalidName(format!("`{name}` has an empty or overlong label")))?;
+            .ok_or_else(|| {
+                EnsError::InvalidName(format!("`{name}` has an empty or overlong label"))
+            })?;
         out.push(length);
         out.extend_from_slice(label.as_bytes());
     }
@@ -63,7 +65,11 @@ pub fn dns_encode(name: &str) -> Result<Vec<u8>, EnsError> {
 
 /// ENSIP-11 coin type of an EVM chain (60 for Ethereum mainnet).
 pub fn coin_type(chain_id: u64) -> u64 {
-    if chain_id == 1 { 60 } else { 0x8000_0000 | chain_id }
+    if chain_id == 1 {
+        60
+    } else {
+        0x8000_0000 | chain_id
+    }
 }
 
 /// Resolves names on the chain ENS lives on, asking CCIP-Read gateways when told to.
@@ -88,9 +94,12 @@ impl Resolver<'_> {
         for _ in 0..=MAX_LOOKUPS {
             let outcome = self.chain.call_or_revert(target, input.clone()).await?;
             if outcome.success {
-                let (answer, _) = IUniversalResolver::resolveCall::abi_decode_returns(&outcome.data)
-                    .map(|r| (r._0, r._1))
-                    .map_err(|e| ChainError::Refused(format!("undecodable resolve answer: {e}")))?;
+                let (answer, _) =
+                    IUniversalResolver::resolveCall::abi_decode_returns(&outcome.data)
+                        .map(|r| (r._0, r._1))
+                        .map_err(|e| {
+                            ChainError::Refused(format!("undecodable resolve answer: {e}"))
+                        })?;
                 return Ok(Some(answer));
             }
             if IUniversalResolver::ResolverNotFound::abi_decode(&outcome.data).is_ok() {

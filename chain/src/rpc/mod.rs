@@ -266,7 +266,11 @@ impl Chain {
     }
 
     /// `eth_call` to `to` at the latest block, telling a revert (with its data) from an answer.
-    pub async fn call_or_revert(&self, to: Address, data: Bytes) -> Result<CallOutcome, ChainError> {
+    pub async fn call_or_revert(
+        &self,
+        to: Address,
+        data: Bytes,
+    ) -> Result<CallOutcome, ChainError> {
         let request = TransactionRequest::default().to(to).input(data.into());
         match self.provider.call(request).await {
             Ok(data) => Ok(CallOutcome {
