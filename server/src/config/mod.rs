@@ -46,6 +46,8 @@ pub struct Config {
     pub redis: RedisConfig,
     /// Token-gated rooms: batching, caching and re-check cadence.
     pub gate: GateConfig,
+    /// ENS and DIDs: where ENS lives, CCIP-Read gateways, caching, profile refreshes.
+    pub names: NamesConfig,
     /// EVM chains by CAIP-2 id (`eip155:1`), with their JSON-RPC providers.
     #[serde(default)]
     pub chains: BTreeMap<String, ChainConfig>,
@@ -93,6 +95,24 @@ pub struct GateConfig {
     pub sweep_interval_ms: u64,
     /// Milliseconds between polls for token transfers (`eth_getLogs`).
     pub log_poll_interval_ms: u64,
+}
+
+/// Names settings.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamesConfig {
+    /// The CAIP-2 chain ENS is read from (it needs a `[chains]` entry); names are off without one.
+    pub ens_chain: String,
+    /// `host` or `host:port` CCIP-Read gateways that may be private or plain http.
+    pub gateway_allow: Vec<String>,
+    /// Per-request time limit for gateways, in milliseconds.
+    pub gateway_timeout_ms: u64,
+    /// Largest gateway answer read, in bytes.
+    pub gateway_max_bytes: usize,
+    /// Seconds a name or primary-name lookup (found or not) is reused.
+    pub cache_ttl_s: u64,
+    /// Seconds between refreshes of wallet users' ENS display names (also refreshed at login).
+    pub refresh_interval_s: u64,
 }
 
 /// Whether a URL-ish string carries `user@` before its host.
@@ -330,6 +350,17 @@ impl Config {
                 "gate.sweep_interval_ms",
                 "gate.sweep_interval_ms and gate.log_poll_interval_ms must be at least 10",
             );
+        }
+        matrixon_chain::rpc::parse_caip2(&self.names.ens_chain)
+            .map_err(|e| ConfigError::Invalid(format!("`names.ens_chain`: {e}")))?;
+        if self.names.gateway_timeout_ms == 0 || self.names.gateway_max_bytes == 0 {
+            return bad(
+                "names.gateway_timeout_ms",
+                "names.gateway_timeout_ms and names.gateway_max_bytes must be at least 1",
+            );
+        }
+        if self.names.refresh_interval_s < 60 {
+            return bad("names.refresh_interval_s", "must be at least 60");
         }
         // Building the registry checks every entry (ids, URLs, timeouts) and names the bad one.
         Chains::new(&self.chains).map_err(ConfigError::Invalid)?;

@@ -5,6 +5,7 @@ mod accounts;
 pub mod directory;
 pub mod ephemeral;
 pub mod gate;
+mod names;
 mod nonces;
 pub mod presence;
 mod profile;
@@ -59,6 +60,8 @@ pub struct Services {
     pub typing: Arc<ephemeral::Typing>,
     /// Who is online.
     pub presence: Arc<presence::Presence>,
+    /// ENS lookups (found or not), reused for `names.cache_ttl_s`.
+    pub name_cache: names::NameCache,
     /// Gate verdicts, reused until their TTL or a transfer of the tokens involved.
     pub gate_cache: gate::VerdictCache,
     /// Serialises event building per room within this process.
@@ -109,6 +112,7 @@ impl Services {
             typing,
             presence,
             gate_cache,
+            name_cache: names::NameCache::default(),
             room_locks: rooms::RoomLocks::default(),
         })
     }

@@ -77,11 +77,18 @@ impl Services {
     /// a wallet account on first sign-in when policy allows. The nonce is spent either way.
     pub async fn siwe_login(&self, text: &str, signature_hex: &str) -> Result<OwnedUserId> {
         let address = self.verify_siwe(text, signature_hex).await?;
-        if let Some(user_id) = self.store.wallet_owner(&address).await? {
-            self.ensure_active(&user_id).await?;
-            return Ok(user_id);
+        let user_id = match self.store.wallet_owner(&address).await? {
+            Some(user_id) => {
+                self.ensure_active(&user_id).await?;
+                user_id
+            }
+            None => self.create_wallet_account(&address).await?,
+        };
+        // The display name follows the wallet's primary ENS name unless the user chose one.
+        if let Err(e) = self.refresh_ens_profile(&user_id).await {
+            tracing::warn!(%user_id, error = %e, "ENS profile not refreshed at sign-in");
         }
-        self.create_wallet_account(&address).await
+        Ok(user_id)
     }
 
     /// Proves that `user_id` controls a wallet linked to it (the UIA stage of wallet accounts).
@@ -217,6 +224,12 @@ impl Services {
                 ));
             }
         }
+        self.reserve_wallet_account(address).await
+    }
+
+    /// Creates the account `@<address>` for a wallet (at its first sign-in, or when someone
+    /// invites it by name before that); the account of a concurrent creation when one won.
+    pub(crate) async fn reserve_wallet_account(&self, address: &str) -> Result<OwnedUserId> {
         let user_id = UserId::parse(format!("@{address}:{}", self.config.server_name))
             .map_err(|e| Error::Internal(anyhow::anyhow!("wallet user ID: {e}")))?;
         match self

@@ -9,6 +9,7 @@ mod devices;
 mod events;
 mod filters;
 mod gates;
+mod names;
 mod nonces;
 mod profiles;
 mod receipts;

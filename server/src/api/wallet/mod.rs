@@ -19,7 +19,7 @@ use crate::{
         error::{Error, Result},
         ruma::json_body,
     },
-    service::{Limit, Services, SiweParameters, UiaOperation, parse_address},
+    service::{Limit, Services, SiweParameters, UiaOperation},
 };
 
 /// Every wallet route.
@@ -42,6 +42,11 @@ pub fn routes() -> Router<Arc<Services>> {
             get(resolve),
         )
         .route(
+            "/_matrix/client/unstable/io.matrixon/rooms/{room_id}/invite",
+            axum::routing::post(invite),
+        )
+        .route("/users/{localpart}/did.json", get(did_document))
+        .route(
             "/_matrix/client/unstable/io.matrixon/gate/check",
             axum::routing::post(gate::check),
         )
@@ -53,31 +58,51 @@ pub fn routes() -> Router<Arc<Services>> {
 
 /// # `GET /_matrix/client/unstable/io.matrixon/resolve/{identifier}`
 ///
-/// A 0x address or a CAIP-10 account (`eip155:<chain>:0x…`) to the Matrix user it signs in as.
+/// An ENS name, a 0x address, a CAIP-10 account or a DID to the Matrix user behind it.
 async fn resolve(
     State(services): State<Arc<Services>>,
     Authenticated(_): Authenticated,
     Path(identifier): Path<String>,
 ) -> Result<Json<Value>> {
-    let address = match identifier.rsplit_once(':') {
-        Some((chain, address)) => {
-            matrixon_chain::rpc::parse_caip2(chain).map_err(|e| {
-                Error::invalid_param(format!("{identifier} is not a CAIP-10 account: {e}"))
-            })?;
-            address
-        }
-        None if identifier.starts_with("0x") => identifier.as_str(),
-        None => {
-            return Err(Error::invalid_param(format!(
-                "{identifier} is neither a 0x address nor a CAIP-10 account"
-            )));
-        }
-    };
-    let address = parse_address(address)?;
-    match services.user_for_wallet(&address).await? {
-        Some(user_id) => Ok(Json(json!({"user_id": user_id, "address": address}))),
-        None => Err(Error::not_found(format!("Nobody here uses {address}"))),
-    }
+    Ok(Json(services.resolve_identifier(&identifier).await?))
+}
+
+/// Body of an invite by name.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InviteBody {
+    identifier: String,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// # `POST /_matrix/client/unstable/io.matrixon/rooms/{roomId}/invite`
+///
+/// Invites whoever an ENS name, address, CAIP-10 account or DID names.
+async fn invite(
+    State(services): State<Arc<Services>>,
+    Authenticated(session): Authenticated,
+    Path(room_id): Path<String>,
+    request: Request,
+) -> Result<Json<Value>> {
+    let room_id = ruma::RoomId::parse(&room_id)
+        .map_err(|_| Error::invalid_param(format!("{room_id} is not a room ID")))?;
+    let (parts, body) = request.into_parts();
+    let body: InviteBody = json_body(&parts, body, services.config.max_request_bytes).await?;
+    let user_id = services
+        .invite_identifier(&room_id, &session.user_id, &body.identifier, body.reason.as_deref())
+        .await?;
+    Ok(Json(json!({"user_id": user_id})))
+}
+
+/// # `GET /users/{localpart}/did.json`
+///
+/// The did:web document of a local user (`did:web:<server_name>:users:<localpart>`).
+async fn did_document(
+    State(services): State<Arc<Services>>,
+    Path(localpart): Path<String>,
+) -> Result<Json<Value>> {
+    Ok(Json(services.did_document(&localpart).await?))
 }
 
 /// # `GET /_matrix/client/unstable/io.matrixon/siwe/nonce`

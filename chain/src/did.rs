@@ -1,0 +1,194 @@
+//! Decentralised identifiers that stand for Ethereum accounts: did:pkh (an account), did:ethr
+//! (ERC-1056: its current owner is read from the registry on chain) and did:key (a
+//! secp256k1 key is an address; an ed25519 key controls none). did:web documents are
+//! fetched by the server (HTTPS, same SSRF rules as CCIP-Read gateways) when supported.
+
+use alloy::{
+    primitives::{Address, Bytes},
+    sol,
+    sol_types::SolCall,
+};
+
+use crate::rpc::{ChainError, Chains};
+
+/// The ERC-1056 registry's address (the same on mainnet and the networks it is deployed to).
+pub const ETHR_REGISTRY: Address =
+    alloy::primitives::address!("dCa7EF03e98e0DC2B855bE647C39ABe984fcF21B");
+
+sol! {
+    /// The ERC-1056 read used here.
+    interface IEthereumDIDRegistry {
+        function identityOwner(address identity) external view returns (address);
+    }
+}
+
+/// A DID this server understands, parsed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Did {
+    /// `did:pkh:eip155:<chain>:<address>`.
+    Pkh {
+        /// EIP-155 chain id.
+        chain: u64,
+        /// The account.
+        address: Address,
+    },
+    /// `did:ethr:[<network>:]<address>`: the identity, whose owner lives in the registry.
+    Ethr {
+        /// EIP-155 chain id of the network (mainnet when none is named).
+        chain: u64,
+        /// The identity address.
+        identity: Address,
+    },
+    /// `did:key:z…` of a secp256k1 key: the address of that key.
+    KeySecp256k1 {
+        /// The key's address.
+        address: Address,
+    },
+    /// `did:key:z…` of an ed25519 key: no Ethereum address.
+    KeyEd25519 {
+        /// The 32-byte public key.
+        public_key: [u8; 32],
+    },
+}
+
+/// Parses a DID; errors say what is wrong in words.
+pub fn parse(did: &str) -> Result<Did, String> {
+    if did.len() > 512 {
+        return Err("a DID of more than 512 characters".to_owned());
+    }
+    let address = |text: &str| crate::gate::parse_address(text);
+    if let Some(rest) = did.strip_prefix("did:pkh:") {
+        let (caip2, account) = rest
+            .rsplit_once(':')
+            .ok_or_else(|| format!("`{did}`: did:pkh:eip155:<chain>:<address>"))?;
+        let chain = crate::rpc::parse_caip2(caip2)?;
+        return Ok(Did::Pkh {
+            chain,
+            address: address(account)?,
+        });
+    }
+    if let Some(rest) = did.strip_prefix("did:ethr:") {
+        let (network, id) = match rest.rsplit_once(':') {
+            Some((network, id)) => (Some(network), id),
+            None => (None, rest),
+        };
+        let chain = match network {
+            None | Some("mainnet") => 1,
+            Some("sepolia") => 11_155_111,
+            Some(hex) if hex.starts_with("0x") => u64::from_str_radix(&hex[2..], 16)
+                .map_err(|_| format!("`{did}`: the network {hex} is not a chain id"))?,
+            Some(other) => return Err(format!("`{did}`: unknown did:ethr network `{other}`")),
+        };
+        let identity = if id.len() == 68 {
+            // A compressed public key: the identity is its address.
+            let bytes = alloy::primitives::hex::decode(id)
+                .map_err(|_| format!("`{did}`: the key is not hex"))?;
+            secp256k1_address(&bytes)?
+        } else {
+            address(id)?
+        };
+        return Ok(Did::Ethr { chain, identity });
+    }
+    if let Some(key) = did.strip_prefix("did:key:") {
+        let encoded = key
+            .strip_prefix('z')
+            .ok_or_else(|| format!("`{did}`: did:key values are base58btc (start with z)"))?;
+        let bytes = bs58::decode(encoded)
+            .into_vec()
+            .map_err(|_| format!("`{did}`: not base58btc"))?;
+        return match bytes.as_slice() {
+            [0xe7, 0x01, key @ ..] if key.len() == 33 => Ok(Did::KeySecp256k1 {
+                address: secp256k1_address(key)?,
+            }),
+            [0xed, 0x01, key @ ..] if key.len() == 32 => {
+                let mut public_key = [0u8; 32];
+                public_key.copy_from_slice(key);
+                Ok(Did::KeyEd25519 { public_key })
+            }
+            _ => Err(format!(
+                "`{did}`: only secp256k1 and ed25519 did:key values are understood"
+            )),
+        };
+    }
+    Err(format!(
+        "`{did}`: only did:pkh, did:ethr and did:key are resolved here"
+    ))
+}
+
+/// The address of a compressed secp256k1 public key.
+fn secp256k1_address(compressed: &[u8]) -> Result<Address, String> {
+    let key = secp256k1::PublicKey::from_slice(compressed)
+        .map_err(|_| "not a secp256k1 public key".to_owned())?;
+    let uncompressed = key.serialize_uncompressed();
+    Ok(Address::from_raw_public_key(&uncompressed[1..]))
+}
+
+impl Did {
+    /// The Ethereum address the DID controls now, if any: did:ethr asks the registry on its
+    /// chain (`Err` when that chain cannot be asked).
+    pub async fn controller(&self, chains: &Chains) -> Result<Option<Address>, ChainError> {
+        match self {
+            Self::Pkh { address, .. } | Self::KeySecp256k1 { address } => Ok(Some(*address)),
+            Self::KeyEd25519 { .. } => Ok(None),
+            Self::Ethr { chain, identity } => {
+                let call = IEthereumDIDRegistry::identityOwnerCall {
+                    identity: *identity,
+                };
+                let data: Bytes = call.abi_encode().into();
+                let answer = chains
+                    .get(*chain)?
+                    .call(Some(ETHR_REGISTRY), data, None)
+                    .await?;
+                IEthereumDIDRegistry::identityOwnerCall::abi_decode_returns(&answer)
+                    .map(Some)
+                    .map_err(|_| ChainError::Refused("undecodable identityOwner answer".to_owned()))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dids_parse_to_what_they_control() {
+        let address: Address = "0xb9c5714089478a327f09197987f16f9e5d936e8a"
+            .parse()
+            .expect("address");
+        assert_eq!(
+            parse("did:pkh:eip155:1:0xb9c5714089478a327f09197987f16f9e5d936e8a"),
+            Ok(Did::Pkh { chain: 1, address })
+        );
+        assert_eq!(
+            parse("did:ethr:0xb9c5714089478a327f09197987f16f9e5d936e8a"),
+            Ok(Did::Ethr {
+                chain: 1,
+                identity: address
+            })
+        );
+        assert_eq!(
+            parse("did:ethr:0x7a69:0xb9c5714089478a327f09197987f16f9e5d936e8a"),
+            Ok(Did::Ethr {
+                chain: 31337,
+                identity: address
+            })
+        );
+        // The did:key test vector of the W3C did:key spec (secp256k1) and its address.
+        let secp = parse("did:key:zQ3shokFTS3brHcDQrn82RUDfCZESWL1ZdCEJwekUDPQiYBme");
+        assert!(matches!(secp, Ok(Did::KeySecp256k1 { .. })), "{secp:?}");
+        let ed = parse("did:key:z6MkiTBz1ymuepAQ4HEHYSF1H8quG5GLVVQR3djdX3mDooWp");
+        assert!(matches!(ed, Ok(Did::KeyEd25519 { .. })), "{ed:?}");
+        for bad in [
+            "did:pkh:eip155:1:0x12",
+            "did:pkh:solana:1:abc",
+            "did:ethr:goerli:0xb9c5714089478a327f09197987f16f9e5d936e8a",
+            "did:key:abc",
+            "did:key:z1111",
+            "did:web:example.org",
+            "did:nope",
+        ] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+    }
+}

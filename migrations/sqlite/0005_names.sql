@@ -1,0 +1,7 @@
+-- The display name each wallet user last got from their ENS primary name: a display name
+-- that still equals it was never changed by the user, so the next refresh may replace it.
+CREATE TABLE ens_profiles (
+    user_id       TEXT PRIMARY KEY REFERENCES users (user_id) ON DELETE CASCADE,
+    displayname   TEXT,
+    refreshed_ms  INTEGER NOT NULL
+);

@@ -1,0 +1,327 @@
+//! Names: ENS names, addresses, CAIP-10 accounts and DIDs to Matrix users; ENS primary
+//! names as display names; invites by name; each user's did:web document.
+
+use std::{collections::HashMap, sync::Mutex, time::Duration};
+
+use http::StatusCode;
+use matrixon_chain::{
+    did,
+    ens::{EnsError, Gateway, Resolver},
+    rpc::{Chain, ChainError},
+};
+use ruma::{OwnedUserId, RoomId, UserId, api::error::ErrorKind};
+use serde_json::{Value, json};
+
+use super::{Services, rooms::MembershipChange};
+use crate::{
+    config::WalletRegistration,
+    http::error::{Error, Result},
+};
+
+/// Lookups by key (`fwd:<name>`, `rev:<address>`): `(expires, answer)`, negative ones too.
+#[derive(Default)]
+pub struct NameCache(Mutex<HashMap<String, (i64, Option<String>)>>);
+
+impl NameCache {
+    fn get(&self, key: &str, now_ms: i64) -> Option<Option<String>> {
+        let map = self.0.lock().ok()?;
+        map.get(key)
+            .filter(|(expires, _)| *expires > now_ms)
+            .map(|(_, answer)| answer.clone())
+    }
+
+    fn put(&self, key: String, answer: Option<String>, expires_ms: i64) {
+        if let Ok(mut map) = self.0.lock() {
+            if map.len() >= 100_000 {
+                map.retain(|_, (expires, _)| *expires > expires_ms - 1);
+            }
+            map.insert(key, (expires_ms, answer));
+        }
+    }
+}
+
+/// What an identifier stands for.
+#[derive(Debug)]
+struct Found {
+    /// Lower-case 0x address.
+    address: String,
+    /// The ENS name it went through.
+    name: Option<String>,
+    /// The DID it went through.
+    did: Option<String>,
+}
+
+fn ens_error(e: EnsError) -> Error {
+    match e {
+        EnsError::InvalidName(why) => Error::invalid_param(why),
+        EnsError::Chain(ChainError::NotConfigured(chain)) => Error::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::Unknown,
+            format!("Names are not resolved here: {chain} (names.ens_chain) has no provider"),
+        ),
+        EnsError::Chain(e) => Error::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::Unknown,
+            format!("ENS cannot be asked right now: {e}"),
+        ),
+        EnsError::Gateway(why) => Error::new(
+            StatusCode::BAD_GATEWAY,
+            ErrorKind::Unknown,
+            format!("The name's offchain gateway could not be used: {why}"),
+        ),
+    }
+}
+
+impl Services {
+    /// The chain ENS is read from, and how CCIP-Read gateways are asked.
+    fn ens(&self) -> std::result::Result<(&Chain, Gateway), EnsError> {
+        let id = matrixon_chain::rpc::parse_caip2(&self.config.names.ens_chain)
+            .map_err(|e| EnsError::Chain(ChainError::NotConfigured(e)))?;
+        let chain = self.chains.get(id)?;
+        let gateway = Gateway {
+            allow: self.config.names.gateway_allow.clone(),
+            timeout: Duration::from_millis(self.config.names.gateway_timeout_ms),
+            max_bytes: self.config.names.gateway_max_bytes,
+        };
+        Ok((chain, gateway))
+    }
+
+    fn name_ttl_ms(&self) -> i64 {
+        i64::try_from(self.config.names.cache_ttl_s.saturating_mul(1000)).unwrap_or(i64::MAX)
+    }
+
+    /// The address an ENS name resolves to (normalised first; cached, misses too).
+    pub async fn ens_address(&self, name: &str) -> Result<Option<String>> {
+        let name = matrixon_chain::ens::normalize(name).map_err(ens_error)?;
+        let key = format!("fwd:{name}");
+        if let Some(answer) = self.name_cache.get(&key, self.now_ms()) {
+            return Ok(answer);
+        }
+        let (chain, gateway) = self.ens().map_err(ens_error)?;
+        let resolver = Resolver {
+            chain,
+            gateway: &gateway,
+        };
+        let answer = resolver
+            .address(&name, 1)
+            .await
+            .map_err(ens_error)?
+            .map(|a| format!("{a:#x}"));
+        let expires = self.now_ms().saturating_add(self.name_ttl_ms());
+        self.name_cache.put(key, answer.clone(), expires);
+        Ok(answer)
+    }
+
+    /// The verified primary ENS name of an address (cached, misses too).
+    pub async fn ens_primary_name(&self, address: &str) -> Result<Option<String>> {
+        let parsed: matrixon_chain::siwe::Address = super::parse_address(address)?
+            .parse()
+            .map_err(|_| Error::invalid_param("not an address"))?;
+        let key = format!("rev:{parsed:#x}");
+        if let Some(answer) = self.name_cache.get(&key, self.now_ms()) {
+            return Ok(answer);
+        }
+        let (chain, gateway) = self.ens().map_err(ens_error)?;
+        let resolver = Resolver {
+            chain,
+            gateway: &gateway,
+        };
+        let answer = resolver.primary_name(parsed).await.map_err(ens_error)?;
+        let expires = self.now_ms().saturating_add(self.name_ttl_ms());
+        self.name_cache.put(key, answer.clone(), expires);
+        Ok(answer)
+    }
+
+    /// An ENS name, 0x address, CAIP-10 account or DID to the address it stands for.
+    async fn find(&self, identifier: &str) -> Result<Found> {
+        if identifier.starts_with("did:") {
+            let parsed = did::parse(identifier).map_err(Error::invalid_param)?;
+            let controller = parsed.controller(&self.chains).await.map_err(|e| {
+                Error::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    ErrorKind::Unknown,
+                    format!("The DID's chain cannot be asked: {e}"),
+                )
+            })?;
+            let address = controller.ok_or_else(|| {
+                Error::not_found(format!("{identifier} controls no Ethereum account"))
+            })?;
+            return Ok(Found {
+                address: format!("{address:#x}"),
+                name: None,
+                did: Some(identifier.to_owned()),
+            });
+        }
+        if identifier.starts_with("0x") {
+            return Ok(Found {
+                address: super::parse_address(identifier)?,
+                name: None,
+                did: None,
+            });
+        }
+        if let Some((chain, address)) = identifier.rsplit_once(':')
+            && chain.starts_with("eip155:")
+        {
+            matrixon_chain::rpc::parse_caip2(chain).map_err(|e| {
+                Error::invalid_param(format!("{identifier} is not a CAIP-10 account: {e}"))
+            })?;
+            return Ok(Found {
+                address: super::parse_address(address)?,
+                name: None,
+                did: None,
+            });
+        }
+        if !identifier.contains('.') {
+            return Err(Error::invalid_param(format!(
+                "{identifier} is neither an ENS name (name.eth), a 0x address, a CAIP-10 \
+                 account nor a DID"
+            )));
+        }
+        let name = matrixon_chain::ens::normalize(identifier).map_err(ens_error)?;
+        let address = self
+            .ens_address(&name)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("{name} does not resolve to an address")))?;
+        Ok(Found {
+            address,
+            name: Some(name),
+            did: None,
+        })
+    }
+
+    /// The Matrix user behind an identifier, with the address (and name or DID) it went
+    /// through; 404 `M_NOT_FOUND` when nobody here uses that wallet.
+    pub async fn resolve_identifier(&self, identifier: &str) -> Result<Value> {
+        let found = self.find(identifier).await?;
+        let user_id = self
+            .store
+            .wallet_owner(&found.address)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("Nobody here uses {}", found.address)))?;
+        let mut body = json!({"user_id": user_id, "address": found.address});
+        if let Some(name) = found.name {
+            body["name"] = name.into();
+        }
+        if let Some(did) = found.did {
+            body["did"] = did.into();
+        }
+        Ok(body)
+    }
+
+    /// Invites whoever `identifier` names. A wallet nobody uses yet gets its account
+    /// reserved (when wallet registration is open): the invite waits for its first sign-in.
+    pub async fn invite_identifier(
+        &self,
+        room_id: &RoomId,
+        sender: &UserId,
+        identifier: &str,
+        reason: Option<&str>,
+    ) -> Result<OwnedUserId> {
+        self.ensure_joined(room_id, sender).await?;
+        let found = self.find(identifier).await?;
+        let user_id = match self.store.wallet_owner(&found.address).await? {
+            Some(user_id) => user_id,
+            None if self.config.wallet.registration == WalletRegistration::Open => {
+                self.reserve_wallet_account(&found.address).await?
+            }
+            None => {
+                return Err(Error::forbidden(format!(
+                    "Nobody here uses {} and wallet registration is not open, so it cannot be \
+                     invited",
+                    found.address
+                )));
+            }
+        };
+        self.change_membership(room_id, sender, &user_id, MembershipChange::Invite, reason)
+            .await?;
+        Ok(user_id)
+    }
+
+    /// Sets a wallet user's display name from their verified primary ENS name, unless they
+    /// chose one themselves (a display name that differs from what ENS last gave them).
+    /// Lookup failures leave the profile as it is.
+    pub async fn refresh_ens_profile(&self, user_id: &UserId) -> Result<()> {
+        let wallets = self.store.wallets(user_id).await?;
+        let Some((address, _)) = wallets.iter().min_by_key(|(_, linked)| *linked) else {
+            return Ok(());
+        };
+        let primary = match self.ens_primary_name(address).await {
+            Ok(primary) => primary,
+            Err(e) => {
+                tracing::debug!(%user_id, error = %e, "no ENS profile refresh");
+                return Ok(());
+            }
+        };
+        let (current, _) = self.store.profile(user_id.as_str()).await?;
+        let last = self.store.ens_profile(user_id.as_str()).await?.flatten();
+        let chosen_by_user = current.is_some() && current != last;
+        if !chosen_by_user && current != primary {
+            self.set_displayname(user_id, primary.as_deref()).await?;
+        }
+        let recorded = if chosen_by_user { last } else { primary };
+        self.store
+            .set_ens_profile(user_id.as_str(), recorded.as_deref(), self.now_ms())
+            .await?;
+        Ok(())
+    }
+
+    /// Refreshes the ENS profiles that are due (a bounded batch per call).
+    pub async fn refresh_due_ens_profiles(&self) -> Result<()> {
+        if self.ens().is_err() {
+            return Ok(());
+        }
+        let interval = i64::try_from(self.config.names.refresh_interval_s.saturating_mul(1000))
+            .unwrap_or(i64::MAX);
+        let due = self
+            .store
+            .ens_profiles_due(self.now_ms().saturating_sub(interval), 50)
+            .await?;
+        for user in due {
+            if let Ok(user_id) = UserId::parse(user.as_str()) {
+                self.refresh_ens_profile(&user_id).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The did:web document of a local user: linked wallets as verification methods, the
+    /// Matrix ID as a service.
+    pub async fn did_document(&self, localpart: &str) -> Result<Value> {
+        let user_id = UserId::parse(format!("@{localpart}:{}", self.config.server_name))
+            .map_err(|_| Error::not_found("No such user"))?;
+        if self.store.user(&user_id).await?.is_none() {
+            return Err(Error::not_found("No such user"));
+        }
+        let host = self.config.server_name.as_str().replace(':', "%3A");
+        let id = format!("did:web:{host}:users:{localpart}");
+        let wallets = self.store.wallets(&user_id).await?;
+        let methods: Vec<Value> = wallets
+            .iter()
+            .enumerate()
+            .map(|(i, (address, _))| {
+                json!({
+                    "id": format!("{id}#wallet-{}", i + 1),
+                    "type": "EcdsaSecp256k1RecoveryMethod2020",
+                    "controller": id,
+                    "blockchainAccountId": format!("eip155:1:{address}"),
+                })
+            })
+            .collect();
+        let references: Vec<Value> = methods.iter().map(|m| m["id"].clone()).collect();
+        Ok(json!({
+            "@context": [
+                "https://www.w3.org/ns/did/v1",
+                "https://w3id.org/security/suites/secp256k1recovery-2020/v2"
+            ],
+            "id": id,
+            "verificationMethod": methods,
+            "authentication": references,
+            "assertionMethod": references,
+            "service": [{
+                "id": format!("{id}#matrix"),
+                "type": "MatrixUser",
+                "serviceEndpoint": format!("https://matrix.to/#/{user_id}"),
+            }],
+        }))
+    }
+}
