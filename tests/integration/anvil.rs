@@ -34,6 +34,7 @@ pub fn artifact(name: &str) -> Value {
         "UniversalResolver" => include_str!("../../contracts/out/UniversalResolver.json"),
         "ReverseRegistrar" => include_str!("../../contracts/out/ReverseRegistrar.json"),
         "OffchainResolver" => include_str!("../../contracts/out/OffchainResolver.json"),
+        "EthereumDIDRegistry" => include_str!("../../contracts/out/EthereumDIDRegistry.json"),
         other => panic!("no artifact {other}"),
     };
     serde_json::from_str(text).expect("artifact JSON")

@@ -230,3 +230,221 @@ async fn ens_resolves_forward_reverse_wildcard_and_offchain() {
     );
     let _ = DEPLOYER;
 }
+
+alloy::sol! {
+    function changeOwner(address identity, address newOwner) external;
+}
+
+/// Names in Matrix: resolving ENS names, addresses and DIDs to users, ENS display names
+/// (and a user's own choice winning), invites by name to wallets that never signed in, and
+/// each user's did:web document.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_resolve_to_users_become_profiles_and_invite() {
+    use crate::harness::{Backend, TestServer, assert_error};
+    use crate::wallet::wallet_session;
+
+    let anvil = Anvil::start().await;
+    let ens = EnsFixture::new(&anvil).await;
+    anvil
+        .place("EthereumDIDRegistry", matrixon_chain::did::ETHR_REGISTRY)
+        .await;
+    let (alice, carol, dave) = (Key::new(161), Key::new(163), Key::new(164));
+    ens.register("eth", "alice", alice.address(), &[], &[])
+        .await;
+    ens.primary(alice.address(), "alice.eth").await;
+    ens.register("eth", "carol", carol.address(), &[], &[])
+        .await;
+    let url = anvil.url.clone();
+    let srv = TestServer::start_with(&Backend::Sqlite, move |config| {
+        config.chains.insert(
+            format!("eip155:{CHAIN_ID}"),
+            ChainConfig {
+                rpc: vec![url],
+                name: None,
+                timeout_ms: 2_000,
+                max_rps: None,
+            },
+        );
+        config.names.ens_chain = format!("eip155:{CHAIN_ID}");
+    })
+    .await;
+    let bob = srv.register("bob", "pw").await;
+    let bob_t = bob["access_token"].as_str().expect("token").to_owned();
+
+    // Signing in makes the verified primary name the display name.
+    let (alice_id, alice_t) = wallet_session(&srv, &alice).await;
+    let displayname = |user: String| {
+        let srv = &srv;
+        async move {
+            srv.get(
+                &format!("/_matrix/client/v3/profile/{user}/displayname"),
+                None,
+            )
+            .await
+            .1["displayname"]
+                .clone()
+        }
+    };
+    assert_eq!(displayname(alice_id.clone()).await, "alice.eth");
+
+    // Resolving: names (normalised), addresses, CAIP-10, did:pkh.
+    let resolve = |id: &str| {
+        let (srv, token, id) = (&srv, bob_t.clone(), id.to_owned());
+        async move {
+            srv.get(
+                &format!("/_matrix/client/unstable/io.matrixon/resolve/{id}"),
+                Some(&token),
+            )
+            .await
+        }
+    };
+    let found = resolve("alice.eth").await;
+    assert_eq!(found.0, 200, "{}", found.1);
+    assert_eq!(
+        found.1,
+        json!({"user_id": alice_id, "address": format!("{:#x}", alice.address()), "name": "alice.eth"})
+    );
+    assert_eq!(resolve("ALICE.eth").await.1["user_id"], alice_id);
+    let did = format!("did:pkh:eip155:1:{:#x}", alice.address());
+    assert_eq!(resolve(&did).await.1["user_id"], alice_id);
+    assert_eq!(resolve(&did).await.1["did"], did);
+    assert_error(&resolve("nobody.eth").await, 404, "M_NOT_FOUND");
+    assert_error(&resolve("carol.eth").await, 404, "M_NOT_FOUND");
+    assert_error(&resolve("bad..eth").await, 400, "M_INVALID_PARAM");
+    assert_error(
+        &resolve("did:web:evil.example").await,
+        400,
+        "M_INVALID_PARAM",
+    );
+
+    // did:ethr follows the registry on chain: Dave hands his identity to Alice.
+    let (dave_id, _) = wallet_session(&srv, &dave).await;
+    let ethr = format!("did:ethr:0x7a69:{:#x}", dave.address());
+    assert_eq!(resolve(&ethr).await.1["user_id"], dave_id);
+    let handover = changeOwnerCall {
+        identity: dave.address(),
+        newOwner: alice.address(),
+    };
+    anvil
+        .transact_as(
+            dave.address(),
+            matrixon_chain::did::ETHR_REGISTRY,
+            &handover.abi_encode(),
+        )
+        .await;
+    assert_eq!(resolve(&ethr).await.1["user_id"], alice_id);
+
+    // A display name the user chose wins over ENS, at the next sign-in too.
+    let (status, body) = srv
+        .put_json(
+            &format!("/_matrix/client/v3/profile/{alice_id}/displayname"),
+            Some(&alice_t),
+            &json!({"displayname": "Alice A."}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    wallet_session(&srv, &alice).await;
+    assert_eq!(displayname(alice_id.clone()).await, "Alice A.");
+
+    // Invite by name: Carol's wallet never signed in; her account waits with the invite.
+    let (status, created) = srv
+        .post_json(
+            "/_matrix/client/v3/createRoom",
+            Some(&bob_t),
+            &json!({"preset": "private_chat"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{created}");
+    let room = created["room_id"].as_str().expect("room").to_owned();
+    let invite_path = format!("/_matrix/client/unstable/io.matrixon/rooms/{room}/invite");
+    let (status, invited) = srv
+        .post_json(
+            &invite_path,
+            Some(&bob_t),
+            &json!({"identifier": "carol.eth"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{invited}");
+    let carol_id = format!("@{:#x}:localhost", carol.address());
+    assert_eq!(invited["user_id"], carol_id);
+    let (signed_in, carol_t) = wallet_session(&srv, &carol).await;
+    assert_eq!(signed_in, carol_id, "the reserved account is hers");
+    let (status, joined) = srv
+        .post_json(
+            &format!("/_matrix/client/v3/join/{room}"),
+            Some(&carol_t),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{joined}");
+    assert_error(
+        &srv.post_json(
+            &invite_path,
+            Some(&bob_t),
+            &json!({"identifier": "Bad..eth"}),
+        )
+        .await,
+        400,
+        "M_INVALID_PARAM",
+    );
+    assert_error(
+        &srv.post_json(
+            &invite_path,
+            Some(&alice_t),
+            &json!({"identifier": "carol.eth"}),
+        )
+        .await,
+        403,
+        "M_FORBIDDEN",
+    );
+    assert_error(
+        &srv.post_json(&invite_path, Some(&bob_t), &json!({"who": "carol.eth"}))
+            .await,
+        400,
+        "M_BAD_JSON",
+    );
+
+    // The user directory finds people by their ENS name.
+    let (status, body) = srv
+        .post_json(
+            &format!("/_matrix/client/unstable/io.matrixon/rooms/{room}/invite"),
+            Some(&bob_t),
+            &json!({"identifier": "alice.eth"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    ens.register("eth", "carolyn", carol.address(), &[], &[])
+        .await;
+    ens.primary(carol.address(), "carolyn.eth").await;
+    // Lookups (misses too) are cached for names.cache_ttl_s: the new name shows after that.
+    srv.clock.advance(std::time::Duration::from_secs(301));
+    wallet_session(&srv, &carol).await;
+    let (_, found) = srv
+        .post_json(
+            "/_matrix/client/v3/user_directory/search",
+            Some(&bob_t),
+            &json!({"search_term": "carolyn.eth"}),
+        )
+        .await;
+    assert_eq!(found["results"][0]["user_id"], carol_id, "{found}");
+
+    // did:web documents: linked wallets as verification methods, the Matrix ID a service.
+    let (status, document) = srv
+        .get(&format!("/users/{:#x}/did.json", alice.address()), None)
+        .await;
+    assert_eq!(status, 200, "{document}");
+    let id = format!("did:web:localhost:users:{:#x}", alice.address());
+    assert_eq!(document["id"], id);
+    assert_eq!(
+        document["verificationMethod"][0]["blockchainAccountId"],
+        format!("eip155:1:{:#x}", alice.address())
+    );
+    assert_eq!(document["service"][0]["type"], "MatrixUser");
+    assert_error(
+        &srv.get("/users/nobody/did.json", None).await,
+        404,
+        "M_NOT_FOUND",
+    );
+    let _ = DEPLOYER;
+    srv.finish().await;
+}

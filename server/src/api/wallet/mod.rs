@@ -90,7 +90,12 @@ async fn invite(
     let (parts, body) = request.into_parts();
     let body: InviteBody = json_body(&parts, body, services.config.max_request_bytes).await?;
     let user_id = services
-        .invite_identifier(&room_id, &session.user_id, &body.identifier, body.reason.as_deref())
+        .invite_identifier(
+            &room_id,
+            &session.user_id,
+            &body.identifier,
+            body.reason.as_deref(),
+        )
         .await?;
     Ok(Json(json!({"user_id": user_id})))
 }
