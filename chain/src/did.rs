@@ -1,7 +1,8 @@
 //! Decentralised identifiers that stand for Ethereum accounts: did:pkh (an account), did:ethr
 //! (ERC-1056: its current owner is read from the registry on chain) and did:key (a
-//! secp256k1 key is an address; an ed25519 key controls none). did:web documents are
-//! fetched by the server (HTTPS, same SSRF rules as CCIP-Read gateways) when supported.
+//! secp256k1 key is an address; an ed25519 key controls none) and did:web (the document is
+//! fetched over HTTPS under the same SSRF rules as CCIP-Read gateways, and its CAIP-10
+//! `blockchainAccountId` verification methods name the accounts).
 
 use alloy::{
     primitives::{Address, Bytes},
@@ -9,7 +10,10 @@ use alloy::{
     sol_types::SolCall,
 };
 
-use crate::rpc::{ChainError, Chains};
+use crate::{
+    ens::Gateway,
+    rpc::{ChainError, Chains},
+};
 
 /// The ERC-1056 registry's address (the same on mainnet and the networks it is deployed to).
 pub const ETHR_REGISTRY: Address =
@@ -20,6 +24,17 @@ sol! {
     interface IEthereumDIDRegistry {
         function identityOwner(address identity) external view returns (address);
     }
+}
+
+/// Why a DID's controller could not be found.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DidError {
+    /// A did:ethr network could not be asked.
+    #[error(transparent)]
+    Chain(#[from] ChainError),
+    /// A did:web document could not be fetched (refused address, TLS, HTTP error, not JSON).
+    #[error("did:web: {0}")]
+    Fetch(String),
 }
 
 /// A DID this server understands, parsed.
@@ -48,6 +63,11 @@ pub enum Did {
     KeyEd25519 {
         /// The 32-byte public key.
         public_key: [u8; 32],
+    },
+    /// `did:web:<host>[:<path>…]`: the document at `url`.
+    Web {
+        /// `https://<host>/.well-known/did.json` or `https://<host>/<path>/did.json`.
+        url: String,
     },
 }
 
@@ -110,9 +130,63 @@ pub fn parse(did: &str) -> Result<Did, String> {
             )),
         };
     }
+    if let Some(rest) = did.strip_prefix("did:web:") {
+        let mut parts = rest.split(':');
+        let host = parts
+            .next()
+            .unwrap_or_default()
+            .replace("%3A", ":")
+            .replace("%3a", ":");
+        let path: Vec<&str> = parts.collect();
+        let valid = |s: &str| {
+            !s.is_empty()
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
+        };
+        let host_ok = host.split_once(':').map_or(valid(&host), |(h, port)| {
+            valid(h) && port.parse::<u16>().is_ok()
+        });
+        if !host_ok || !path.iter().all(|p| valid(p) && *p != "." && *p != "..") {
+            return Err(format!("`{did}` is not a valid did:web"));
+        }
+        let url = if path.is_empty() {
+            format!("https://{host}/.well-known/did.json")
+        } else {
+            format!("https://{host}/{}/did.json", path.join("/"))
+        };
+        return Ok(Did::Web { url });
+    }
     Err(format!(
-        "`{did}`: only did:pkh, did:ethr and did:key are resolved here"
+        "`{did}`: only did:pkh, did:ethr, did:key and did:web are resolved here"
     ))
+}
+
+/// The Ethereum accounts a DID document names: CAIP-10 `blockchainAccountId`s of eip155
+/// chains (and the older `0x…@eip155:<chain>` form) in its verification methods.
+pub fn document_accounts(document: &serde_json::Value) -> Vec<Address> {
+    let mut out = Vec::new();
+    for method in document["verificationMethod"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let Some(account) = method["blockchainAccountId"].as_str() else {
+            continue;
+        };
+        let address = match account.rsplit_once(':') {
+            Some((chain, address)) if chain.starts_with("eip155:") => Some(address),
+            _ => account
+                .split_once('@')
+                .filter(|(_, chain)| chain.starts_with("eip155:"))
+                .map(|(address, _)| address),
+        };
+        if let Some(address) = address.and_then(|a| crate::gate::parse_address(a).ok())
+            && !out.contains(&address)
+        {
+            out.push(address);
+        }
+    }
+    out
 }
 
 /// The address of a compressed secp256k1 public key.
@@ -125,9 +199,17 @@ fn secp256k1_address(compressed: &[u8]) -> Result<Address, String> {
 
 impl Did {
     /// The Ethereum address the DID controls now, if any: did:ethr asks the registry on its
-    /// chain (`Err` when that chain cannot be asked).
-    pub async fn controller(&self, chains: &Chains) -> Result<Option<Address>, ChainError> {
+    /// chain, did:web fetches its document through `fetch` (its first eip155 account).
+    pub async fn controller(
+        &self,
+        chains: &Chains,
+        fetch: &Gateway,
+    ) -> Result<Option<Address>, DidError> {
         match self {
+            Self::Web { url } => {
+                let document = fetch.get_json(url).await.map_err(DidError::Fetch)?;
+                Ok(document_accounts(&document).first().copied())
+            }
             Self::Pkh { address, .. } | Self::KeySecp256k1 { address } => Ok(Some(*address)),
             Self::KeyEd25519 { .. } => Ok(None),
             Self::Ethr { chain, identity } => {
@@ -141,7 +223,11 @@ impl Did {
                     .await?;
                 IEthereumDIDRegistry::identityOwnerCall::abi_decode_returns(&answer)
                     .map(Some)
-                    .map_err(|_| ChainError::Refused("undecodable identityOwner answer".to_owned()))
+                    .map_err(|_| {
+                        DidError::Chain(ChainError::Refused(
+                            "undecodable identityOwner answer".to_owned(),
+                        ))
+                    })
             }
         }
     }
@@ -179,13 +265,33 @@ mod tests {
         assert!(matches!(secp, Ok(Did::KeySecp256k1 { .. })), "{secp:?}");
         let ed = parse("did:key:z6MkiTBz1ymuepAQ4HEHYSF1H8quG5GLVVQR3djdX3mDooWp");
         assert!(matches!(ed, Ok(Did::KeyEd25519 { .. })), "{ed:?}");
+        assert_eq!(
+            parse("did:web:example.org"),
+            Ok(Did::Web {
+                url: "https://example.org/.well-known/did.json".to_owned()
+            })
+        );
+        assert_eq!(
+            parse("did:web:localhost%3A8443:users:alice"),
+            Ok(Did::Web {
+                url: "https://localhost:8443/users/alice/did.json".to_owned()
+            })
+        );
+        let document = serde_json::json!({"verificationMethod": [
+            {"blockchainAccountId": "eip155:1:0xb9c5714089478a327f09197987f16f9e5d936e8a"},
+            {"blockchainAccountId": "0xb9c5714089478a327f09197987f16f9e5d936e8a@eip155:1"},
+            {"blockchainAccountId": "solana:abc:xyz"},
+            {"publicKeyHex": "00"}
+        ]});
+        assert_eq!(document_accounts(&document), vec![address]);
         for bad in [
             "did:pkh:eip155:1:0x12",
             "did:pkh:solana:1:abc",
             "did:ethr:goerli:0xb9c5714089478a327f09197987f16f9e5d936e8a",
             "did:key:abc",
             "did:key:z1111",
-            "did:web:example.org",
+            "did:web:ex ample.org",
+            "did:web:example.org:..:etc",
             "did:nope",
         ] {
             assert!(parse(bad).is_err(), "{bad}");

@@ -311,11 +311,8 @@ async fn names_resolve_to_users_become_profiles_and_invite() {
     assert_error(&resolve("nobody.eth").await, 404, "M_NOT_FOUND");
     assert_error(&resolve("carol.eth").await, 404, "M_NOT_FOUND");
     assert_error(&resolve("bad..eth").await, 400, "M_INVALID_PARAM");
-    assert_error(
-        &resolve("did:web:evil.example").await,
-        400,
-        "M_INVALID_PARAM",
-    );
+    assert_error(&resolve("did:example:123").await, 400, "M_INVALID_PARAM");
+    assert_error(&resolve("did:web:unknown.invalid").await, 502, "M_UNKNOWN");
 
     // did:ethr follows the registry on chain: Dave hands his identity to Alice.
     let (dave_id, _) = wallet_session(&srv, &dave).await;
@@ -446,5 +443,118 @@ async fn names_resolve_to_users_become_profiles_and_invite() {
         "M_NOT_FOUND",
     );
     let _ = DEPLOYER;
+    srv.finish().await;
+}
+
+/// An HTTPS server (certificate for `localhost`/127.0.0.1 from the test CA in
+/// `tests/fixtures/tls`) answering every GET with `document`; its port and request count.
+async fn https_document(document: serde_json::Value) -> (u16, Arc<AtomicUsize>) {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let certs: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(include_bytes!("../fixtures/tls/server.pem"))
+            .collect::<Result<_, _>>()
+            .expect("certificate");
+    let key =
+        PrivateKeyDer::from_pem_slice(include_bytes!("../fixtures/tls/server.key")).expect("key");
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .expect("config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counter = hits.clone();
+    let body = document.to_string();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            let (acceptor, body, counter) = (acceptor.clone(), body.clone(), counter.clone());
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(socket).await else {
+                    return;
+                };
+                let mut request = Vec::new();
+                let mut buffer = [0u8; 1024];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tls.read(&mut buffer).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => request.extend_from_slice(&buffer[..n]),
+                    }
+                }
+                counter.fetch_add(1, Ordering::SeqCst);
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = tls.write_all(response.as_bytes()).await;
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    (port, hits)
+}
+
+/// did:web over TLS with a test CA: resolved when the host is allow-listed, refused (before
+/// any request) when the document's host is a loopback address that is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn did_web_resolves_over_tls_and_refuses_private_hosts() {
+    use crate::harness::{Backend, TestServer, assert_error};
+    use crate::wallet::wallet_session;
+
+    let owner = Key::new(171);
+    let document = json!({
+        "id": "did:web:localhost",
+        "verificationMethod": [{
+            "id": "did:web:localhost#key-1",
+            "type": "EcdsaSecp256k1RecoveryMethod2020",
+            "controller": "did:web:localhost",
+            "blockchainAccountId": format!("eip155:1:{}", owner.address().to_checksum(None)),
+        }]
+    });
+    let (port, hits) = https_document(document).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, include_bytes!("../fixtures/tls/ca.pem")).expect("ca");
+    let ca = ca.to_string_lossy().into_owned();
+    let srv = TestServer::start_with(&Backend::Sqlite, move |config| {
+        config.names.gateway_allow = vec![format!("localhost:{port}")];
+        config.names.extra_ca_file = Some(ca);
+    })
+    .await;
+    let (owner_id, token) = wallet_session(&srv, &owner).await;
+    let resolve = |id: String| {
+        let (srv, token) = (&srv, token.clone());
+        async move {
+            srv.get(
+                &format!("/_matrix/client/unstable/io.matrixon/resolve/{id}"),
+                Some(&token),
+            )
+            .await
+        }
+    };
+    // The DID's own `%3A` (a port) is escaped again inside the request path.
+    let found = resolve(format!("did:web:localhost%253A{port}")).await;
+    assert_eq!(found.0, 200, "{}", found.1);
+    assert_eq!(found.1["user_id"], owner_id);
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+    // The same server by IP is not allow-listed: a loopback address, refused unasked.
+    let refused = resolve(format!("did:web:127.0.0.1%253A{port}")).await;
+    assert_error(&refused, 502, "M_UNKNOWN");
+    assert!(
+        refused.1["error"]
+            .as_str()
+            .expect("message")
+            .contains("refused"),
+        "{}",
+        refused.1
+    );
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
     srv.finish().await;
 }

@@ -11,7 +11,8 @@ use std::{
 use alloy::primitives::{Address, Bytes};
 use serde::Deserialize;
 
-/// Limits and the allow-list for gateway requests.
+/// Limits and the allow-list for requests a name or DID makes the server send (CCIP-Read
+/// gateways, did:web documents).
 #[derive(Clone, Debug)]
 pub struct Gateway {
     /// `host` or `host:port` entries that may be private or plain http (tests, internal gateways).
@@ -20,6 +21,8 @@ pub struct Gateway {
     pub timeout: Duration,
     /// Largest answer read, in bytes.
     pub max_bytes: usize,
+    /// Certificate authorities trusted besides the system's (a private PKI, or tests).
+    pub extra_roots: Vec<reqwest::Certificate>,
 }
 
 impl Default for Gateway {
@@ -28,6 +31,7 @@ impl Default for Gateway {
             allow: Vec::new(),
             timeout: Duration::from_secs(5),
             max_bytes: 256 * 1024,
+            extra_roots: Vec::new(),
         }
     }
 }
@@ -71,6 +75,12 @@ fn public_v4(ip: Ipv4Addr) -> bool {
         || a >= 240)
 }
 
+/// Certificates from a PEM bundle, for [`Gateway::extra_roots`].
+pub fn certificates_from_pem(pem: &[u8]) -> Result<Vec<reqwest::Certificate>, String> {
+    reqwest::Certificate::from_pem_bundle(pem)
+        .map_err(|e| format!("not a PEM certificate bundle: {e}"))
+}
+
 impl Gateway {
     /// Fetches the answer to `call_data` from the first of `urls` that gives one (EIP-3668:
     /// `{sender}` and `{data}` substituted; GET when the URL has `{data}`, else POST).
@@ -106,11 +116,41 @@ impl Gateway {
         data: &str,
     ) -> Result<Bytes, (bool, String)> {
         let url = template.replace("{sender}", sender).replace("{data}", data);
-        let parsed =
-            url::Url::parse(&url).map_err(|e| (false, format!("gateway URL {url}: {e}")))?;
+        let body = (!template.contains("{data}"))
+            .then(|| serde_json::json!({"sender": sender, "data": data}));
+        let answer = self.request(&url, body).await?;
+        let answer: Answer = serde_json::from_slice(&answer).map_err(|e| {
+            (
+                false,
+                format!("gateway {url} answered no {{\"data\"}}: {e}"),
+            )
+        })?;
+        answer.data.parse().map_err(|_| {
+            (
+                false,
+                format!("gateway {url} answered data that is not hex"),
+            )
+        })
+    }
+
+    /// A JSON document over https from a public address (or an allow-listed host).
+    pub async fn get_json(&self, url: &str) -> Result<serde_json::Value, String> {
+        let body = self.request(url, None).await.map_err(|(_, why)| why)?;
+        serde_json::from_slice(&body).map_err(|e| format!("{url} is not JSON: {e}"))
+    }
+
+    /// GET (or POST `body`) under the rules: https unless allow-listed, the address
+    /// connected to must be public unless allow-listed, no redirects, time and size limits.
+    /// `Err((true, _))` for a 4xx answer.
+    async fn request(
+        &self,
+        url: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<Vec<u8>, (bool, String)> {
+        let parsed = url::Url::parse(url).map_err(|e| (false, format!("{url}: {e}")))?;
         let host = parsed
             .host_str()
-            .ok_or((false, format!("gateway URL {url} has no host")))?
+            .ok_or((false, format!("{url} has no host")))?
             .trim_start_matches('[')
             .trim_end_matches(']')
             .to_owned();
@@ -120,71 +160,56 @@ impl Gateway {
             .iter()
             .any(|a| *a == host || *a == format!("{host}:{port}"));
         if parsed.scheme() != "https" && !(allowed && parsed.scheme() == "http") {
-            return Err((
-                false,
-                format!("gateway {url}: only https gateways are asked"),
-            ));
+            return Err((false, format!("{url}: only https is fetched")));
         }
         let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), port))
             .await
-            .map_err(|e| (false, format!("gateway host {host}: {e}")))?
+            .map_err(|e| (false, format!("host {host}: {e}")))?
             .collect();
         let Some(target) = addrs.iter().find(|a| allowed || is_public(a.ip())).copied() else {
             return Err((
                 false,
-                format!("gateway {host} is on a private, loopback or link-local address: refused"),
+                format!("{host} is on a private, loopback or link-local address: refused"),
             ));
         };
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(self.timeout)
-            .resolve(&host, target)
-            .build()
-            .map_err(|e| (false, e.to_string()))?;
-        let request = if template.contains("{data}") {
-            client.get(parsed)
-        } else {
-            client
-                .post(parsed)
-                .json(&serde_json::json!({"sender": sender, "data": data}))
+            .resolve(&host, target);
+        for root in &self.extra_roots {
+            builder = builder.add_root_certificate(root.clone());
+        }
+        let client = builder.build().map_err(|e| (false, e.to_string()))?;
+        let request = match body {
+            Some(body) => client.post(parsed).json(&body),
+            None => client.get(parsed),
         };
         let mut response = request
             .send()
             .await
-            .map_err(|e| (false, format!("gateway {host}: {e}")))?;
+            .map_err(|e| (false, format!("{host}: {e}")))?;
         let status = response.status();
         if !status.is_success() {
             return Err((
                 status.is_client_error(),
-                format!("gateway {host} answered {status}"),
+                format!("{host} answered {status}"),
             ));
         }
         let mut body = Vec::new();
         while let Some(chunk) = response
             .chunk()
             .await
-            .map_err(|e| (false, format!("gateway {host}: {e}")))?
+            .map_err(|e| (false, format!("{host}: {e}")))?
         {
             body.extend_from_slice(&chunk);
             if body.len() > self.max_bytes {
                 return Err((
                     false,
-                    format!("gateway {host} answered more than {} bytes", self.max_bytes),
+                    format!("{host} answered more than {} bytes", self.max_bytes),
                 ));
             }
         }
-        let answer: Answer = serde_json::from_slice(&body).map_err(|e| {
-            (
-                false,
-                format!("gateway {host} answered no {{\"data\"}}: {e}"),
-            )
-        })?;
-        answer.data.parse().map_err(|_| {
-            (
-                false,
-                format!("gateway {host} answered data that is not hex"),
-            )
-        })
+        Ok(body)
     }
 }
 

@@ -62,6 +62,8 @@ pub struct Services {
     pub presence: Arc<presence::Presence>,
     /// ENS lookups (found or not), reused for `names.cache_ttl_s`.
     pub name_cache: names::NameCache,
+    /// How CCIP-Read gateways and did:web documents are fetched (SSRF rules, limits, CAs).
+    pub fetch: matrixon_chain::ens::Gateway,
     /// Gate verdicts, reused until their TTL or a transfer of the tokens involved.
     pub gate_cache: gate::VerdictCache,
     /// Serialises event building per room within this process.
@@ -90,6 +92,7 @@ impl Services {
         let gate_cache =
             gate::VerdictCache::connect(config.redis.url.as_deref(), config.server_name.as_str())
                 .await?;
+        let fetch = names::fetch_policy(&config.names)?;
         let typing = Arc::new(ephemeral::Typing::default());
         let presence = Arc::new(presence::Presence::default());
         let bus = match &config.redis.url {
@@ -113,6 +116,7 @@ impl Services {
             presence,
             gate_cache,
             name_cache: names::NameCache::default(),
+            fetch,
             room_locks: rooms::RoomLocks::default(),
         })
     }

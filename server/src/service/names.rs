@@ -40,6 +40,25 @@ impl NameCache {
     }
 }
 
+/// The fetch policy for gateways and did:web, from the configuration.
+pub fn fetch_policy(config: &crate::config::NamesConfig) -> anyhow::Result<Gateway> {
+    let extra_roots = match &config.extra_ca_file {
+        Some(path) => {
+            let pem = std::fs::read(path)
+                .map_err(|e| anyhow::anyhow!("names.extra_ca_file {path}: {e}"))?;
+            matrixon_chain::ens::certificates_from_pem(&pem)
+                .map_err(|e| anyhow::anyhow!("names.extra_ca_file {path}: {e}"))?
+        }
+        None => Vec::new(),
+    };
+    Ok(Gateway {
+        allow: config.gateway_allow.clone(),
+        timeout: Duration::from_millis(config.gateway_timeout_ms),
+        max_bytes: config.gateway_max_bytes,
+        extra_roots,
+    })
+}
+
 /// What an identifier stands for.
 #[derive(Debug)]
 struct Found {
@@ -73,17 +92,11 @@ fn ens_error(e: EnsError) -> Error {
 }
 
 impl Services {
-    /// The chain ENS is read from, and how CCIP-Read gateways are asked.
-    fn ens(&self) -> std::result::Result<(&Chain, Gateway), EnsError> {
+    /// The chain ENS is read from.
+    fn ens(&self) -> std::result::Result<&Chain, EnsError> {
         let id = matrixon_chain::rpc::parse_caip2(&self.config.names.ens_chain)
             .map_err(|e| EnsError::Chain(ChainError::NotConfigured(e)))?;
-        let chain = self.chains.get(id)?;
-        let gateway = Gateway {
-            allow: self.config.names.gateway_allow.clone(),
-            timeout: Duration::from_millis(self.config.names.gateway_timeout_ms),
-            max_bytes: self.config.names.gateway_max_bytes,
-        };
-        Ok((chain, gateway))
+        Ok(self.chains.get(id)?)
     }
 
     fn name_ttl_ms(&self) -> i64 {
@@ -97,10 +110,9 @@ impl Services {
         if let Some(answer) = self.name_cache.get(&key, self.now_ms()) {
             return Ok(answer);
         }
-        let (chain, gateway) = self.ens().map_err(ens_error)?;
         let resolver = Resolver {
-            chain,
-            gateway: &gateway,
+            chain: self.ens().map_err(ens_error)?,
+            gateway: &self.fetch,
         };
         let answer = resolver
             .address(&name, 1)
@@ -121,10 +133,9 @@ impl Services {
         if let Some(answer) = self.name_cache.get(&key, self.now_ms()) {
             return Ok(answer);
         }
-        let (chain, gateway) = self.ens().map_err(ens_error)?;
         let resolver = Resolver {
-            chain,
-            gateway: &gateway,
+            chain: self.ens().map_err(ens_error)?,
+            gateway: &self.fetch,
         };
         let answer = resolver.primary_name(parsed).await.map_err(ens_error)?;
         let expires = self.now_ms().saturating_add(self.name_ttl_ms());
@@ -136,13 +147,22 @@ impl Services {
     async fn find(&self, identifier: &str) -> Result<Found> {
         if identifier.starts_with("did:") {
             let parsed = did::parse(identifier).map_err(Error::invalid_param)?;
-            let controller = parsed.controller(&self.chains).await.map_err(|e| {
-                Error::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    ErrorKind::Unknown,
-                    format!("The DID's chain cannot be asked: {e}"),
-                )
-            })?;
+            let controller =
+                parsed
+                    .controller(&self.chains, &self.fetch)
+                    .await
+                    .map_err(|e| match e {
+                        did::DidError::Chain(e) => Error::new(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            ErrorKind::Unknown,
+                            format!("The DID's chain cannot be asked: {e}"),
+                        ),
+                        did::DidError::Fetch(why) => Error::new(
+                            StatusCode::BAD_GATEWAY,
+                            ErrorKind::Unknown,
+                            format!("The DID document could not be fetched: {why}"),
+                        ),
+                    })?;
             let address = controller.ok_or_else(|| {
                 Error::not_found(format!("{identifier} controls no Ethereum account"))
             })?;
