@@ -558,3 +558,62 @@ async fn did_web_resolves_over_tls_and_refuses_private_hosts() {
     assert_eq!(hits.load(Ordering::SeqCst), 1);
     srv.finish().await;
 }
+
+/// With Redis configured, lookups are cached there (shared by instances): a cached name still
+/// resolves while the chain is down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn name_lookups_are_cached_in_redis_when_configured() {
+    use crate::harness::{Backend, TestServer, redis_url};
+    use crate::wallet::wallet_session;
+
+    let Some(redis) = redis_url("name_lookups_are_cached_in_redis_when_configured") else {
+        return;
+    };
+    let anvil = Anvil::start().await;
+    let ens = EnsFixture::new(&anvil).await;
+    let alice = Key::new(181);
+    ens.register("eth", "alice", alice.address(), &[], &[])
+        .await;
+    let url = anvil.url.clone();
+    let unique = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("time")
+        .as_nanos();
+    let server_name = format!("names{unique}.test");
+    let (name, redis_for_server) = (server_name.clone(), redis.clone());
+    let srv = TestServer::start_with(&Backend::Sqlite, move |config| {
+        config.server_name = name.try_into().expect("server name");
+        config.redis.url = Some(redis_for_server);
+        config.chains.insert(
+            format!("eip155:{CHAIN_ID}"),
+            ChainConfig {
+                rpc: vec![url],
+                name: None,
+                timeout_ms: 1_000,
+                max_rps: None,
+            },
+        );
+        config.names.ens_chain = format!("eip155:{CHAIN_ID}");
+    })
+    .await;
+    let (alice_id, token) = wallet_session(&srv, &alice).await;
+    let path = "/_matrix/client/unstable/io.matrixon/resolve/alice.eth";
+    assert_eq!(srv.get(path, Some(&token)).await.1["user_id"], alice_id);
+    let client = redis::Client::open(redis).expect("redis");
+    let mut connection = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let stored: Option<String> = redis::cmd("GET")
+        .arg(format!("matrixon:{server_name}:names:fwd:alice.eth"))
+        .query_async(&mut connection)
+        .await
+        .expect("GET");
+    assert!(
+        stored.is_some_and(|s| s.contains(&format!("{:#x}", alice.address()))),
+        "the lookup is in Redis"
+    );
+    drop(anvil);
+    assert_eq!(srv.get(path, Some(&token)).await.1["user_id"], alice_id);
+    srv.finish().await;
+}

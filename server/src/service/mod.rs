@@ -10,6 +10,7 @@ mod nonces;
 pub mod presence;
 mod profile;
 mod rate_limit;
+mod redis;
 pub mod rooms;
 pub mod search;
 pub mod secrets;
@@ -93,6 +94,9 @@ impl Services {
             gate::VerdictCache::connect(config.redis.url.as_deref(), config.server_name.as_str())
                 .await?;
         let fetch = names::fetch_policy(&config.names)?;
+        let name_cache =
+            names::NameCache::connect(config.redis.url.as_deref(), config.server_name.as_str())
+                .await?;
         let typing = Arc::new(ephemeral::Typing::default());
         let presence = Arc::new(presence::Presence::default());
         let bus = match &config.redis.url {
@@ -115,7 +119,7 @@ impl Services {
             typing,
             presence,
             gate_cache,
-            name_cache: names::NameCache::default(),
+            name_cache,
             fetch,
             room_locks: rooms::RoomLocks::default(),
         })

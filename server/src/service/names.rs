@@ -18,24 +18,77 @@ use crate::{
     http::error::{Error, Result},
 };
 
-/// Lookups by key (`fwd:<name>`, `rev:<address>`): `(expires, answer)`, negative ones too.
-#[derive(Default)]
-pub struct NameCache(Mutex<HashMap<String, (i64, Option<String>)>>);
+/// Lookups by key (`fwd:<name>`, `rev:<address>`) with their expiry, misses too: in this
+/// process, or in Redis (`matrixon:<server>:names:<key>`) when configured.
+pub enum NameCache {
+    /// This process only.
+    Memory(Mutex<HashMap<String, (i64, Option<String>)>>),
+    /// Shared by every instance.
+    Redis {
+        /// The connection.
+        connection: redis::aio::ConnectionManager,
+        /// Key prefix.
+        prefix: String,
+    },
+}
 
 impl NameCache {
-    fn get(&self, key: &str, now_ms: i64) -> Option<Option<String>> {
-        let map = self.0.lock().ok()?;
-        map.get(key)
-            .filter(|(expires, _)| *expires > now_ms)
-            .map(|(_, answer)| answer.clone())
+    /// Memory, or Redis when a URL is configured.
+    pub async fn connect(redis_url: Option<&str>, server_name: &str) -> anyhow::Result<Self> {
+        Ok(match redis_url {
+            Some(url) => Self::Redis {
+                connection: super::redis::connect(url, "name lookups").await?,
+                prefix: format!("matrixon:{server_name}:names:"),
+            },
+            None => Self::Memory(Mutex::default()),
+        })
     }
 
-    fn put(&self, key: String, answer: Option<String>, expires_ms: i64) {
-        if let Ok(mut map) = self.0.lock() {
-            if map.len() >= 100_000 {
-                map.retain(|_, (expires, _)| *expires > expires_ms - 1);
+    /// A fresh answer (`Some(None)`: a fresh miss). A Redis failure reads as not cached.
+    async fn get(&self, key: &str, now_ms: i64) -> Option<Option<String>> {
+        let (expires, answer) = match self {
+            Self::Memory(map) => map.lock().ok()?.get(key).cloned()?,
+            Self::Redis { connection, prefix } => {
+                let mut connection = connection.clone();
+                let text: Option<String> = redis::cmd("GET")
+                    .arg(format!("{prefix}{key}"))
+                    .query_async(&mut connection)
+                    .await
+                    .inspect_err(|e| tracing::warn!(%e, "reading a name lookup from Redis"))
+                    .ok()?;
+                serde_json::from_str(&text?).ok()?
             }
-            map.insert(key, (expires_ms, answer));
+        };
+        (expires > now_ms).then_some(answer)
+    }
+
+    async fn put(&self, key: String, answer: Option<String>, now_ms: i64, ttl_ms: i64) {
+        let expires = now_ms.saturating_add(ttl_ms);
+        match self {
+            Self::Memory(map) => {
+                if let Ok(mut map) = map.lock() {
+                    if map.len() >= 100_000 {
+                        map.retain(|_, (e, _)| *e > now_ms);
+                    }
+                    map.insert(key, (expires, answer));
+                }
+            }
+            Self::Redis { connection, prefix } => {
+                let Ok(text) = serde_json::to_string(&(expires, answer)) else {
+                    return;
+                };
+                let mut connection = connection.clone();
+                let stored: redis::RedisResult<()> = redis::cmd("SET")
+                    .arg(format!("{prefix}{key}"))
+                    .arg(text)
+                    .arg("PX")
+                    .arg(ttl_ms.max(1))
+                    .query_async(&mut connection)
+                    .await;
+                if let Err(e) = stored {
+                    tracing::warn!(%e, "storing a name lookup in Redis");
+                }
+            }
         }
     }
 }
@@ -107,7 +160,7 @@ impl Services {
     pub async fn ens_address(&self, name: &str) -> Result<Option<String>> {
         let name = matrixon_chain::ens::normalize(name).map_err(ens_error)?;
         let key = format!("fwd:{name}");
-        if let Some(answer) = self.name_cache.get(&key, self.now_ms()) {
+        if let Some(answer) = self.name_cache.get(&key, self.now_ms()).await {
             return Ok(answer);
         }
         let resolver = Resolver {
@@ -119,8 +172,9 @@ impl Services {
             .await
             .map_err(ens_error)?
             .map(|a| format!("{a:#x}"));
-        let expires = self.now_ms().saturating_add(self.name_ttl_ms());
-        self.name_cache.put(key, answer.clone(), expires);
+        self.name_cache
+            .put(key, answer.clone(), self.now_ms(), self.name_ttl_ms())
+            .await;
         Ok(answer)
     }
 
@@ -130,7 +184,7 @@ impl Services {
             .parse()
             .map_err(|_| Error::invalid_param("not an address"))?;
         let key = format!("rev:{parsed:#x}");
-        if let Some(answer) = self.name_cache.get(&key, self.now_ms()) {
+        if let Some(answer) = self.name_cache.get(&key, self.now_ms()).await {
             return Ok(answer);
         }
         let resolver = Resolver {
@@ -138,8 +192,9 @@ impl Services {
             gateway: &self.fetch,
         };
         let answer = resolver.primary_name(parsed).await.map_err(ens_error)?;
-        let expires = self.now_ms().saturating_add(self.name_ttl_ms());
-        self.name_cache.put(key, answer.clone(), expires);
+        self.name_cache
+            .put(key, answer.clone(), self.now_ms(), self.name_ttl_ms())
+            .await;
         Ok(answer)
     }
 

@@ -2,9 +2,8 @@
 //! instance that shares the store honours "use once".
 
 use anyhow::Context;
-use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 
 use super::Services;
 use crate::http::error::{Error, Result};
@@ -23,15 +22,7 @@ impl NonceStore {
         let Some(url) = redis_url else {
             return Ok(Self::Database);
         };
-        let client = redis::Client::open(url).context("redis.url is not a Redis URL")?;
-        // A hung or lost Redis fails requests within seconds instead of holding them.
-        let settings = ConnectionManagerConfig::new()
-            .set_number_of_retries(2)
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(2)));
-        let mut manager = ConnectionManager::new_with_config(client, settings)
-            .await
-            .context("connecting to Redis (redis.url)")?;
+        let mut manager = super::redis::connect(url, "sign-in nonces").await?;
         // Nonces are spent with GETDEL (Redis 6.2+): an older server must stop the start,
         // not fail every sign-in later.
         redis::cmd("GETDEL")

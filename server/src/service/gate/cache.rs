@@ -2,9 +2,8 @@
 //! configured so every instance reuses (and drops) the same verdicts. A verdict read before
 //! its address was last invalidated (a transfer seen meanwhile) is never served.
 
-use std::{collections::HashMap, sync::Mutex, time::Duration};
+use std::{collections::HashMap, sync::Mutex};
 
-use anyhow::Context;
 use matrixon_chain::{gate::AddressVerdict, siwe::Address};
 use redis::aio::ConnectionManager;
 
@@ -40,14 +39,7 @@ impl VerdictCache {
         let Some(url) = redis_url else {
             return Ok(Self::Memory(Mutex::default()));
         };
-        let client = redis::Client::open(url).context("redis.url is not a Redis URL")?;
-        let settings = redis::aio::ConnectionManagerConfig::new()
-            .set_number_of_retries(2)
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(2)));
-        let connection = ConnectionManager::new_with_config(client, settings)
-            .await
-            .context("connecting to Redis (redis.url) for gate verdicts")?;
+        let connection = crate::service::redis::connect(url, "gate verdicts").await?;
         Ok(Self::Redis {
             connection,
             prefix: format!("matrixon:{server_name}:gate:"),
