@@ -30,3 +30,20 @@ contract TestERC1155 is ERC1155 {
         _mint(to, id, amount, "");
     }
 }
+
+/// An NFT whose token URIs are set by the minter: ENS avatar (ENSIP-12) records point at it.
+contract TestAvatarNFT is ERC721 {
+    mapping(uint256 => string) internal uris;
+
+    constructor() ERC721("Matrixon Avatar", "MXA") {}
+
+    function mint(address to, uint256 tokenId, string calldata uri) external {
+        _mint(to, tokenId);
+        uris[tokenId] = uri;
+    }
+
+    function tokenURI(uint256 tokenId) public view override returns (string memory) {
+        _requireOwned(tokenId);
+        return uris[tokenId];
+    }
+}

@@ -27,6 +27,7 @@ pub fn artifact(name: &str) -> Value {
         "TestERC20" => include_str!("../../contracts/out/TestERC20.json"),
         "TestERC721" => include_str!("../../contracts/out/TestERC721.json"),
         "TestERC1155" => include_str!("../../contracts/out/TestERC1155.json"),
+        "TestAvatarNFT" => include_str!("../../contracts/out/TestAvatarNFT.json"),
         "ENSRegistry" => include_str!("../../contracts/out/ENSRegistry.json"),
         "PublicResolver" => include_str!("../../contracts/out/PublicResolver.json"),
         "DelegateRegistry" => include_str!("../../contracts/out/DelegateRegistry.json"),

@@ -20,6 +20,7 @@ use serde_json::json;
 use crate::anvil::{Anvil, CHAIN_ID, DEPLOYER, EnsFixture, Key, creation_code};
 
 alloy::sol! {
+    function mint(address to, uint256 tokenId, string uri) external;
     function resolve(bytes name, bytes data) external view returns (bytes);
     function addr(bytes32 node) external view returns (address);
     function setName(string name) external returns (bytes32);
@@ -66,6 +67,15 @@ async fn gateway(answer: Address) -> (String, Arc<AtomicUsize>) {
     (
         format!("http://{addr}/gateway/{{sender}}/{{data}}.json"),
         hits,
+    )
+}
+
+/// A `data:application/json;base64,…` URI of `value`.
+fn base64_json(value: &serde_json::Value) -> String {
+    use base64::Engine;
+    format!(
+        "data:application/json;base64,{}",
+        base64::engine::general_purpose::STANDARD.encode(value.to_string())
     )
 }
 
@@ -227,6 +237,59 @@ async fn ens_resolves_forward_reverse_wildcard_and_offchain() {
         hits.load(Ordering::SeqCst),
         1,
         "no request reached the gateway"
+    );
+
+    // Avatars (ENSIP-12): https as is; an NFT only while the name's address owns it, followed
+    // through its metadata to its image (an IPFS path through the gateway).
+    let ipfs = "https://ipfs.example/ipfs/";
+    assert_eq!(
+        resolver
+            .avatar(&chains, "alice.eth", alice.address(), ipfs)
+            .await,
+        Ok(Some(matrixon_chain::ens::Avatar::Url(
+            "https://example.org/alice.png".to_owned()
+        )))
+    );
+    let nft = anvil.deploy(&creation_code("TestAvatarNFT")).await;
+    let metadata = base64_json(&json!({"name": "Punk", "image": "ipfs://QmPunk/1.png"}));
+    let collector = Key::new(157).address();
+    let minted = mintCall {
+        to: collector,
+        tokenId: alloy::primitives::U256::from(1),
+        uri: metadata,
+    };
+    anvil.transact(nft, &minted.abi_encode()).await;
+    let reference = format!("eip155:{CHAIN_ID}/erc721:{nft}/1");
+    ens.register(
+        "eth",
+        "collector",
+        collector,
+        &[("avatar", reference.as_str())],
+        &[],
+    )
+    .await;
+    ens.register(
+        "eth",
+        "poser",
+        carol.address(),
+        &[("avatar", reference.as_str())],
+        &[],
+    )
+    .await;
+    assert_eq!(
+        resolver
+            .avatar(&chains, "collector.eth", collector, ipfs)
+            .await,
+        Ok(Some(matrixon_chain::ens::Avatar::Url(
+            "https://ipfs.example/ipfs/QmPunk/1.png".to_owned()
+        )))
+    );
+    assert_eq!(
+        resolver
+            .avatar(&chains, "poser.eth", carol.address(), ipfs)
+            .await,
+        Ok(None),
+        "an NFT the name's address does not own is no avatar"
     );
     let _ = DEPLOYER;
 }

@@ -2,9 +2,11 @@
 //! Universal Resolver with CCIP-Read (`resolve`, `ccip`), and the batched registry reads that
 //! gates use (ownership, forward-verified primary names at a pinned block).
 
+mod avatar;
 mod ccip;
 mod resolve;
 
+pub use avatar::Avatar;
 pub use ccip::{Gateway, certificates_from_pem, is_public};
 pub use resolve::{EnsError, Resolver, UNIVERSAL_RESOLVER, coin_type, dns_encode};
 
