@@ -297,6 +297,9 @@ impl Services {
         let user_id = match self.store.wallet_owner(&found.address).await? {
             Some(user_id) => user_id,
             None if self.config.wallet.registration == WalletRegistration::Open => {
+                // Reserving an account is a registration: it counts against the inviter's
+                // registration budget, so invites cannot mint accounts without limit.
+                self.rate_limit(super::Limit::RegisterPerIp, sender.as_str())?;
                 self.reserve_wallet_account(&found.address).await?
             }
             None => {
