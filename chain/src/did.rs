@@ -140,8 +140,9 @@ pub fn parse(did: &str) -> Result<Did, String> {
         let path: Vec<&str> = parts.collect();
         let valid = |s: &str| {
             !s.is_empty()
-                && s.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
+                && s.bytes().all(|b| {
+                    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'%')
+                })
         };
         let host_ok = host.split_once(':').map_or(valid(&host), |(h, port)| {
             valid(h) && port.parse::<u16>().is_ok()

@@ -3,7 +3,7 @@ pragma solidity 0.8.28;
 
 /// @notice The ENS resolution contracts a client talks to, written for the test chain with the
 /// standard interfaces: a Universal Resolver (`resolve`, ENSIP-10 wildcards, EIP-3668 CCIP-Read
-/// wrapping; `reverse` per ENSIP-19 with the forward check), a reverse registrar, and an
+/// wrapping; `reverse` per ENSIP-19, the forward check left to the client), a reverse registrar, and an
 /// offchain resolver that answers through a CCIP-Read gateway. Tests place the Universal
 /// Resolver at its mainnet address (0xeEeEEEeE14D718C2B47D9923Deab1335E144EeEe).
 
@@ -71,7 +71,6 @@ contract UniversalResolver {
     IRegistry public immutable registry;
 
     error ResolverNotFound(bytes name);
-    error ReverseAddressMismatch(string primary, bytes primaryAddress);
 
     constructor(IRegistry ens) {
         registry = ens;
@@ -111,7 +110,9 @@ contract UniversalResolver {
         return (abi.decode(result, (bytes)), resolver);
     }
 
-    /// ENSIP-19 primary name of `lookupAddress` (coin type 60), checked forward.
+    /// ENSIP-19 primary name of `lookupAddress` (coin type 60), as the reverse record says it.
+    /// The mainnet resolver also checks it forward; this one leaves that to the client, so that
+    /// tests see the client's own check at work.
     function reverse(bytes calldata lookupAddress, uint256 coinType)
         external
         view
@@ -123,19 +124,7 @@ contract UniversalResolver {
         reverseResolver = registry.resolver(node);
         if (reverseResolver == address(0)) return ("", address(0), address(0));
         primary = INameResolver(reverseResolver).name(node);
-        if (bytes(primary).length == 0) return ("", address(0), reverseResolver);
-        bytes memory encoded = NameCoder.encode(primary);
-        bool exact;
-        (resolver, exact) = findResolver(encoded);
-        bytes32 forward = NameCoder.namehash(encoded, 0);
-        bytes memory call = abi.encodeWithSignature("addr(bytes32)", forward);
-        if (!exact) call = abi.encodeCall(IExtendedResolver.resolve, (encoded, call));
-        (bool ok, bytes memory result) = resolver == address(0) ? (false, bytes("")) : resolver.staticcall(call);
-        if (!ok) revert ReverseAddressMismatch(primary, "");
-        if (!exact) result = abi.decode(result, (bytes));
-        if (result.length < 32 || abi.decode(result, (address)) != addr) {
-            revert ReverseAddressMismatch(primary, result);
-        }
+        if (bytes(primary).length > 0) (resolver,) = findResolver(NameCoder.encode(primary));
     }
 
     function _wrapOffchain(address resolver, bytes memory revertData) internal view {

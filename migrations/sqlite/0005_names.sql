@@ -5,3 +5,10 @@ CREATE TABLE ens_profiles (
     displayname   TEXT,
     refreshed_ms  INTEGER NOT NULL
 );
+
+-- Wallet accounts created for an invite by name before the wallet ever signed in. The first
+-- sign-in claims the account; until then, linking the wallet to another account releases it.
+CREATE TABLE reserved_accounts (
+    user_id      TEXT PRIMARY KEY REFERENCES users (user_id) ON DELETE CASCADE,
+    reserved_ms  INTEGER NOT NULL
+);

@@ -68,6 +68,10 @@ impl Server {
             services.clone(),
             stopped.clone(),
         ));
+        tasks.spawn(crate::service::names::run_background(
+            services.clone(),
+            stopped.clone(),
+        ));
         let metrics_addr = match services.config.metrics.listen {
             Some(addr) => {
                 let listener = TcpListener::bind(addr)

@@ -464,6 +464,41 @@ async fn names_resolve_to_users_become_profiles_and_invite() {
         "M_BAD_JSON",
     );
 
+    // A reservation gives way to the wallet's owner: Erin, who has a password account,
+    // links the wallet an invite had reserved an account for.
+    let erin = Key::new(165);
+    ens.register("eth", "erin", erin.address(), &[], &[]).await;
+    let (status, reserved) = srv
+        .post_json(
+            &invite_path,
+            Some(&bob_t),
+            &json!({"identifier": "erin.eth"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{reserved}");
+    srv.register("erin", "erin password").await;
+    let erin_t = srv.login("erin", "erin password").await["access_token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    let (text, signature) = crate::wallet::signed_message(&srv, &erin).await;
+    let linked = srv
+        .post_with_password_uia(
+            "/_matrix/client/unstable/io.matrixon/wallets",
+            &erin_t,
+            json!({"message": text, "signature": signature}),
+            "erin",
+            "erin password",
+        )
+        .await;
+    assert_eq!(linked.0, 200, "{}", linked.1);
+    assert_eq!(resolve("erin.eth").await.1["user_id"], "@erin:localhost");
+
+    // Names that start like an address are names.
+    ens.register("eth", "0xsplits", alice.address(), &[], &[])
+        .await;
+    assert_eq!(resolve("0xsplits.eth").await.1["user_id"], alice_id);
+
     // The user directory finds people by their ENS name.
     let (status, body) = srv
         .post_json(

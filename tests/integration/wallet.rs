@@ -56,7 +56,7 @@ async fn siwe_login(srv: &TestServer, text: &str, signature: &str) -> (u16, Valu
 }
 
 /// A fresh sign-in message for `key` on chain 1, signed: `(message, signature)`.
-async fn signed_message(srv: &TestServer, key: &Key) -> (String, String) {
+pub async fn signed_message(srv: &TestServer, key: &Key) -> (String, String) {
     let text = message(&params(srv).await, key.address(), 1, "");
     let signature = hex(&key.personal_sign(&text));
     (text, signature)

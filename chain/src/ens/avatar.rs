@@ -39,6 +39,18 @@ pub enum Avatar {
     },
 }
 
+/// What a `data:` URI may hold where an image is expected: raster images only (an SVG can
+/// carry script).
+fn is_safe_image(mime: &str) -> bool {
+    let mime = mime
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    mime.starts_with("image/") && mime != "image/svg+xml"
+}
+
 /// A URI for an image or metadata: https, `ipfs://` (through `ipfs_gateway`), or `data:`.
 fn locate(uri: &str, ipfs_gateway: &str) -> Option<Avatar> {
     if let Some(rest) = uri.strip_prefix("ipfs://") {
@@ -59,10 +71,7 @@ fn locate(uri: &str, ipfs_gateway: &str) -> Option<Avatar> {
                 .decode(payload)
                 .ok()?
         } else {
-            url::form_urlencoded::parse(payload.as_bytes())
-                .next()
-                .map(|(k, _)| k.into_owned().into_bytes())
-                .unwrap_or_default()
+            percent_encoding::percent_decode_str(payload).collect()
         };
         if bytes.len() > MAX_INLINE {
             return None;
@@ -107,9 +116,11 @@ impl Resolver<'_> {
             return Ok(None);
         };
         let Some((chain_id, is_721, contract, id)) = nft_reference(&record) else {
-            return Ok(locate(&record, ipfs_gateway));
+            return Ok(image(locate(&record, ipfs_gateway)));
         };
-        let chain = chains.get(chain_id)?;
+        let Ok(chain) = chains.get(chain_id) else {
+            return Ok(None); // an NFT on a chain this server does not read
+        };
         let read = |data: Vec<u8>| chain.call(Some(contract), Bytes::from(data), None);
         let owned = if is_721 {
             let answer = read(IAvatarNft::ownerOfCall { tokenId: id }.abi_encode()).await;
@@ -120,8 +131,13 @@ impl Resolver<'_> {
             }
         } else {
             let call = IAvatarNft::balanceOfCall { account: owner, id };
-            let raw = read(call.abi_encode()).await?;
-            IAvatarNft::balanceOfCall::abi_decode_returns(&raw).is_ok_and(|b| !b.is_zero())
+            match read(call.abi_encode()).await {
+                Ok(raw) => {
+                    IAvatarNft::balanceOfCall::abi_decode_returns(&raw).is_ok_and(|b| !b.is_zero())
+                }
+                Err(ChainError::Refused(_)) => false,
+                Err(e) => return Err(e.into()),
+            }
         };
         if !owned {
             return Ok(None);
@@ -139,13 +155,21 @@ impl Resolver<'_> {
             Some(Avatar::Url(url)) => self.gateway.get_json(&url).await.ok(),
             None => None,
         };
-        let image = metadata.as_ref().and_then(|m: &serde_json::Value| {
+        let picture = metadata.as_ref().and_then(|m: &serde_json::Value| {
             ["image", "image_url", "image_data"]
                 .iter()
                 .find_map(|k| m[*k].as_str().map(str::to_owned))
         });
-        Ok(image.and_then(|image| locate(&image, ipfs_gateway)))
+        Ok(image(picture.and_then(|p| locate(&p, ipfs_gateway))))
     }
+}
+
+/// Keeps a located avatar only when it can be shown safely: URLs, or inline raster images.
+fn image(located: Option<Avatar>) -> Option<Avatar> {
+    located.filter(|a| match a {
+        Avatar::Url(_) => true,
+        Avatar::Data { mime, .. } => is_safe_image(mime),
+    })
 }
 
 #[cfg(test)]
@@ -173,6 +197,16 @@ mod tests {
             })
         );
         assert_eq!(locate("http://plain.example/x.png", gateway), None);
+        assert_eq!(
+            locate("data:text/plain,a%26b%3Dc+d", gateway),
+            Some(Avatar::Data {
+                mime: "text/plain".to_owned(),
+                bytes: b"a&b=c+d".to_vec()
+            })
+        );
+        assert_eq!(image(locate("data:image/svg+xml,<svg/>", gateway)), None);
+        assert_eq!(image(locate("data:text/html,<script>", gateway)), None);
+        assert!(image(locate("data:image/png;base64,AAEC", gateway)).is_some());
         assert_eq!(locate("javascript:alert(1)", gateway), None);
         assert_eq!(
             nft_reference("eip155:1/erc721:0xb9c5714089478a327f09197987f16f9e5d936e8a/42"),

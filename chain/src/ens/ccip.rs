@@ -4,7 +4,7 @@
 //! address connected to, so DNS cannot swap it afterwards.
 
 use std::{
-    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    net::{IpAddr, Ipv4Addr, SocketAddr},
     time::Duration,
 };
 
@@ -41,27 +41,39 @@ struct Answer {
     data: String,
 }
 
-/// Whether an address is reachable from the public internet (and so safe to fetch).
+/// Whether an address is reachable from the public internet (and so safe to fetch). IPv6 must
+/// be global unicast (2000::/3) and not an address that tunnels to IPv4 (6to4 is judged by
+/// the IPv4 address inside; Teredo is refused).
 pub fn is_public(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => public_v4(v4),
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => public_v4(v4),
-            None => {
-                let first = v6.segments()[0];
-                !(v6.is_loopback()
-                    || v6.is_unspecified()
-                    || v6.is_multicast()
-                    || (first & 0xfe00) == 0xfc00 // unique local
-                    || (first & 0xffc0) == 0xfe80 // link-local
-                    || v6 == Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254)) // AWS metadata
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return public_v4(v4);
             }
-        },
+            let segments = v6.segments();
+            let global_unicast = (segments[0] & 0xe000) == 0x2000;
+            if !global_unicast {
+                return false; // loopback, unspecified, ULA, link/site-local, NAT64, multicast…
+            }
+            match segments[0] {
+                // 6to4: the IPv4 address is in segments 1–2.
+                0x2002 => public_v4(Ipv4Addr::new(
+                    (segments[1] >> 8) as u8,
+                    segments[1] as u8,
+                    (segments[2] >> 8) as u8,
+                    segments[2] as u8,
+                )),
+                // Teredo (2001:0::/32) and documentation (2001:db8::/32).
+                0x2001 => !(segments[1] == 0 || segments[1] == 0x0db8),
+                _ => true,
+            }
+        }
     }
 }
 
 fn public_v4(ip: Ipv4Addr) -> bool {
-    let [a, b, ..] = ip.octets();
+    let [a, b, c, _] = ip.octets();
     !(ip.is_private()
         || ip.is_loopback()
         || ip.is_link_local() // 169.254.0.0/16, cloud metadata among them
@@ -71,7 +83,8 @@ fn public_v4(ip: Ipv4Addr) -> bool {
         || ip.is_documentation()
         || a == 0
         || (a == 100 && (64..128).contains(&b)) // carrier-grade NAT
-        || (a == 192 && b == 0 && ip.octets()[2] == 0) // IETF protocol assignments
+        || (a == 192 && b == 0 && c == 0) // IETF protocol assignments
+        || (a == 198 && (b == 18 || b == 19)) // benchmarking
         || a >= 240)
 }
 
@@ -162,17 +175,21 @@ impl Gateway {
         if parsed.scheme() != "https" && !(allowed && parsed.scheme() == "http") {
             return Err((false, format!("{url}: only https is fetched")));
         }
-        let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), port))
-            .await
-            .map_err(|e| (false, format!("host {host}: {e}")))?
-            .collect();
+        let addrs: Vec<SocketAddr> =
+            tokio::time::timeout(self.timeout, tokio::net::lookup_host((host.as_str(), port)))
+                .await
+                .map_err(|_| (false, format!("host {host}: name lookup timed out")))?
+                .map_err(|e| (false, format!("host {host}: {e}")))?
+                .collect();
         let Some(target) = addrs.iter().find(|a| allowed || is_public(a.ip())).copied() else {
             return Err((
                 false,
                 format!("{host} is on a private, loopback or link-local address: refused"),
             ));
         };
+        // No proxy: a proxy would resolve the host itself, past the address check.
         let mut builder = reqwest::Client::builder()
+            .no_proxy()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(self.timeout)
             .resolve(&host, target);
@@ -235,7 +252,12 @@ mod tests {
         ] {
             assert!(!is_public(ip.parse().expect("ip")), "{ip}");
         }
-        for ip in ["1.1.1.1", "93.184.216.34", "2606:4700::1111"] {
+        for ip in [
+            "1.1.1.1",
+            "93.184.216.34",
+            "2606:4700::1111",
+            "2002:0101:0101::1",
+        ] {
             assert!(is_public(ip.parse().expect("ip")), "{ip}");
         }
     }

@@ -82,31 +82,20 @@ pub struct Resolver<'a> {
 }
 
 impl Resolver<'_> {
-    /// `Universal Resolver.resolve(name, data)`: the resolver's answer, following CCIP-Read;
-    /// `None` when no resolver is set for the name or its parents.
-    async fn resolve(&self, name: &str, data: Vec<u8>) -> Result<Option<Bytes>, EnsError> {
-        let call = IUniversalResolver::resolveCall {
-            name: dns_encode(name)?.into(),
-            data: data.into(),
-        };
+    /// Calls the Universal Resolver with `input`, following CCIP-Read (at most
+    /// `MAX_LOOKUPS` gateway answers); the return data, or `None` when it reverted otherwise
+    /// (no resolver, no record).
+    async fn call_universal(&self, input: Bytes) -> Result<Option<Bytes>, EnsError> {
         let mut target = UNIVERSAL_RESOLVER;
-        let mut input: Bytes = call.abi_encode().into();
-        for _ in 0..=MAX_LOOKUPS {
+        let mut input = input;
+        let mut lookups = 0;
+        loop {
             let outcome = self.chain.call_or_revert(target, input.clone()).await?;
             if outcome.success {
-                let (answer, _) =
-                    IUniversalResolver::resolveCall::abi_decode_returns(&outcome.data)
-                        .map(|r| (r._0, r._1))
-                        .map_err(|e| {
-                            ChainError::Refused(format!("undecodable resolve answer: {e}"))
-                        })?;
-                return Ok(Some(answer));
-            }
-            if IUniversalResolver::ResolverNotFound::abi_decode(&outcome.data).is_ok() {
-                return Ok(None);
+                return Ok(Some(outcome.data));
             }
             let Ok(lookup) = OffchainLookup::abi_decode(&outcome.data) else {
-                // Any other revert: the name has no such record.
+                // ResolverNotFound, a missing record, a mismatching reverse record…
                 return Ok(None);
             };
             if lookup.sender != target {
@@ -114,6 +103,12 @@ impl Resolver<'_> {
                     "an OffchainLookup from another contract than the one called".to_owned(),
                 ));
             }
+            if lookups == MAX_LOOKUPS {
+                return Err(EnsError::Gateway(format!(
+                    "more than {MAX_LOOKUPS} CCIP-Read round trips"
+                )));
+            }
+            lookups += 1;
             let response = self
                 .gateway
                 .fetch(&lookup.urls, lookup.sender, &lookup.callData)
@@ -128,9 +123,20 @@ impl Resolver<'_> {
             target = lookup.sender;
             input = next.into();
         }
-        Err(EnsError::Gateway(format!(
-            "more than {MAX_LOOKUPS} CCIP-Read round trips"
-        )))
+    }
+
+    /// `resolve(name, data)` through the Universal Resolver: the resolver's answer.
+    async fn resolve(&self, name: &str, data: Vec<u8>) -> Result<Option<Bytes>, EnsError> {
+        let call = IUniversalResolver::resolveCall {
+            name: dns_encode(name)?.into(),
+            data: data.into(),
+        };
+        let Some(raw) = self.call_universal(call.abi_encode().into()).await? else {
+            return Ok(None);
+        };
+        IUniversalResolver::resolveCall::abi_decode_returns(&raw)
+            .map(|r| Some(r._0))
+            .map_err(|e| EnsError::Gateway(format!("undecodable resolve answer: {e}")))
     }
 
     /// The address `name` resolves to on `chain_id` (ENSIP-9/11 coin types).
@@ -184,14 +190,10 @@ impl Resolver<'_> {
             lookupAddress: address.to_vec().into(),
             coinType: alloy::primitives::U256::from(60),
         };
-        let outcome = self
-            .chain
-            .call_or_revert(UNIVERSAL_RESOLVER, call.abi_encode().into())
-            .await?;
-        if !outcome.success {
+        let Some(raw) = self.call_universal(call.abi_encode().into()).await? else {
             return Ok(None); // no reverse record, or one that does not resolve back
-        }
-        let Ok(answer) = IUniversalResolver::reverseCall::abi_decode_returns(&outcome.data) else {
+        };
+        let Ok(answer) = IUniversalResolver::reverseCall::abi_decode_returns(&raw) else {
             return Ok(None);
         };
         let Ok(name) = normalize(&answer._0) else {

@@ -5,7 +5,7 @@ mod accounts;
 pub mod directory;
 pub mod ephemeral;
 pub mod gate;
-mod names;
+pub mod names;
 mod nonces;
 pub mod presence;
 mod profile;

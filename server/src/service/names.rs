@@ -93,6 +93,30 @@ impl NameCache {
     }
 }
 
+/// Refreshes due ENS display names, a batch a minute, until the server stops (its own task:
+/// slow lookups never hold up gate re-checks).
+pub async fn run_background(
+    services: std::sync::Arc<Services>,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            changed = stopped.changed() => {
+                if changed.is_err() || *stopped.borrow() {
+                    return Ok(());
+                }
+            }
+            _ = tick.tick() => {
+                if let Err(e) = services.refresh_due_ens_profiles().await {
+                    tracing::warn!(error = %e, "refreshing ENS display names failed");
+                }
+            }
+        }
+    }
+}
+
 /// The fetch policy for gateways and did:web, from the configuration.
 pub fn fetch_policy(config: &crate::config::NamesConfig) -> anyhow::Result<Gateway> {
     let extra_roots = match &config.extra_ca_file {
@@ -131,17 +155,40 @@ fn ens_error(e: EnsError) -> Error {
             ErrorKind::Unknown,
             format!("Names are not resolved here: {chain} (names.ens_chain) has no provider"),
         ),
-        EnsError::Chain(e) => Error::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            ErrorKind::Unknown,
-            format!("ENS cannot be asked right now: {e}"),
-        ),
+        EnsError::Chain(e) => chain_unavailable(&e),
         EnsError::Gateway(why) => Error::new(
             StatusCode::BAD_GATEWAY,
             ErrorKind::Unknown,
             format!("The name's offchain gateway could not be used: {why}"),
         ),
     }
+}
+
+/// 503 for a chain that could not be asked; the cause (provider URLs, which often carry API
+/// keys) goes to the log only.
+fn chain_unavailable(e: &ChainError) -> Error {
+    tracing::warn!(error = %e, "a name lookup could not ask its chain");
+    Error::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        ErrorKind::Unknown,
+        "The chain this name lives on cannot be asked right now; try again later",
+    )
+}
+
+/// Longest a whole lookup (chain calls and CCIP-Read or did:web requests) may take.
+const LOOKUP_DEADLINE: Duration = Duration::from_secs(20);
+
+/// Runs a lookup under [`LOOKUP_DEADLINE`].
+async fn within_deadline<T>(lookup: impl Future<Output = Result<T>>) -> Result<T> {
+    tokio::time::timeout(LOOKUP_DEADLINE, lookup)
+        .await
+        .unwrap_or_else(|_| {
+            Err(Error::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorKind::Unknown,
+                "The name could not be resolved in time; try again later",
+            ))
+        })
 }
 
 impl Services {
@@ -227,7 +274,7 @@ impl Services {
                 did: Some(identifier.to_owned()),
             });
         }
-        if identifier.starts_with("0x") {
+        if identifier.starts_with("0x") && !identifier.contains('.') {
             return Ok(Found {
                 address: super::parse_address(identifier)?,
                 name: None,
@@ -267,7 +314,7 @@ impl Services {
     /// The Matrix user behind an identifier, with the address (and name or DID) it went
     /// through; 404 `M_NOT_FOUND` when nobody here uses that wallet.
     pub async fn resolve_identifier(&self, identifier: &str) -> Result<Value> {
-        let found = self.find(identifier).await?;
+        let found = within_deadline(self.find(identifier)).await?;
         let user_id = self
             .store
             .wallet_owner(&found.address)
@@ -293,14 +340,28 @@ impl Services {
         reason: Option<&str>,
     ) -> Result<OwnedUserId> {
         self.ensure_joined(room_id, sender).await?;
-        let found = self.find(identifier).await?;
+        let (level, levels) = self.power_level(room_id, sender).await?;
+        let needed = levels
+            .get("invite")
+            .and_then(|v| v.as_i64().or_else(|| v.as_str()?.parse().ok()))
+            .unwrap_or(0);
+        if level < needed {
+            return Err(Error::forbidden(format!(
+                "Inviting to {room_id} needs power level {needed}"
+            )));
+        }
+        let found = within_deadline(self.find(identifier)).await?;
         let user_id = match self.store.wallet_owner(&found.address).await? {
             Some(user_id) => user_id,
             None if self.config.wallet.registration == WalletRegistration::Open => {
                 // Reserving an account is a registration: it counts against the inviter's
                 // registration budget, so invites cannot mint accounts without limit.
                 self.rate_limit(super::Limit::RegisterPerIp, sender.as_str())?;
-                self.reserve_wallet_account(&found.address).await?
+                let reserved = self.reserve_wallet_account(&found.address).await?;
+                self.store
+                    .mark_reserved(reserved.as_str(), self.now_ms())
+                    .await?;
+                reserved
             }
             None => {
                 return Err(Error::forbidden(format!(
@@ -323,10 +384,16 @@ impl Services {
         let Some((address, _)) = wallets.iter().min_by_key(|(_, linked)| *linked) else {
             return Ok(());
         };
-        let primary = match self.ens_primary_name(address).await {
+        let primary = match within_deadline(self.ens_primary_name(address)).await {
             Ok(primary) => primary,
             Err(e) => {
+                // Try again at the next interval, not at once: a failing user must not hold
+                // up everyone after them.
                 tracing::debug!(%user_id, error = %e, "no ENS profile refresh");
+                let last = self.store.ens_profile(user_id.as_str()).await?.flatten();
+                self.store
+                    .set_ens_profile(user_id.as_str(), last.as_deref(), self.now_ms())
+                    .await?;
                 return Ok(());
             }
         };
@@ -355,8 +422,15 @@ impl Services {
             .ens_profiles_due(self.now_ms().saturating_sub(interval), 50)
             .await?;
         for user in due {
-            if let Ok(user_id) = UserId::parse(user.as_str()) {
-                self.refresh_ens_profile(&user_id).await?;
+            let Ok(user_id) = UserId::parse(user.as_str()) else {
+                continue;
+            };
+            if let Err(e) = self.refresh_ens_profile(&user_id).await {
+                tracing::warn!(%user_id, error = %e, "refreshing an ENS display name failed");
+                let last = self.store.ens_profile(user_id.as_str()).await?.flatten();
+                self.store
+                    .set_ens_profile(user_id.as_str(), last.as_deref(), self.now_ms())
+                    .await?;
             }
         }
         Ok(())
@@ -367,11 +441,17 @@ impl Services {
     pub async fn did_document(&self, localpart: &str) -> Result<Value> {
         let user_id = UserId::parse(format!("@{localpart}:{}", self.config.server_name))
             .map_err(|_| Error::not_found("No such user"))?;
-        if self.store.user(&user_id).await?.is_none() {
+        if self
+            .store
+            .user(&user_id)
+            .await?
+            .is_none_or(|u| u.deactivated)
+        {
             return Err(Error::not_found("No such user"));
         }
         let host = self.config.server_name.as_str().replace(':', "%3A");
-        let id = format!("did:web:{host}:users:{localpart}");
+        let segment: String = url::form_urlencoded::byte_serialize(localpart.as_bytes()).collect();
+        let id = format!("did:web:{host}:users:{segment}");
         let wallets = self.store.wallets(&user_id).await?;
         let methods: Vec<Value> = wallets
             .iter()

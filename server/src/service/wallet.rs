@@ -80,6 +80,8 @@ impl Services {
         let user_id = match self.store.wallet_owner(&address).await? {
             Some(user_id) => {
                 self.ensure_active(&user_id).await?;
+                // A wallet account reserved by an invite is the wallet's from now on.
+                self.store.claim_reserved(user_id.as_str()).await?;
                 user_id
             }
             None => self.create_wallet_account(&address).await?,
@@ -113,10 +115,24 @@ impl Services {
         signature_hex: &str,
     ) -> Result<String> {
         let address = self.verify_siwe(text, signature_hex).await?;
-        let owner = self
+        let mut owner = self
             .store
             .link_wallet(user_id, &address, self.now_ms())
             .await?;
+        // An account reserved for this wallet by an invite, never signed in to, gives way to
+        // the wallet's owner: the reservation is released (deactivated) and the link made.
+        if owner != user_id
+            && self
+                .store
+                .release_reserved(owner.as_str(), &address)
+                .await?
+        {
+            tracing::info!(reserved = %owner, %user_id, "reserved wallet account released");
+            owner = self
+                .store
+                .link_wallet(user_id, &address, self.now_ms())
+                .await?;
+        }
         if owner != user_id {
             return Err(Error::forbidden("This wallet is linked to another account"));
         }

@@ -40,13 +40,69 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<String>, sqlx::Error> {
         sqlx::query_scalar(
-            "SELECT DISTINCT w.user_id FROM wallets w \
+            "SELECT w.user_id FROM wallets w \
+             JOIN users u ON u.user_id = w.user_id AND u.deactivated = 0 \
              LEFT JOIN ens_profiles p ON p.user_id = w.user_id \
-             WHERE p.refreshed_ms IS NULL OR p.refreshed_ms < $1 ORDER BY w.user_id LIMIT $2",
+             WHERE p.refreshed_ms IS NULL OR p.refreshed_ms < $1 \
+             GROUP BY w.user_id ORDER BY MIN(COALESCE(p.refreshed_ms, 0)), w.user_id LIMIT $2",
         )
         .bind(before_ms)
         .bind(limit)
         .fetch_all(&self.pool)
         .await
+    }
+}
+
+impl Store {
+    /// Marks a wallet account as reserved by an invite (not yet signed in to).
+    pub async fn mark_reserved(&self, user_id: &str, now_ms: i64) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO reserved_accounts (user_id, reserved_ms) VALUES ($1, $2) \
+             ON CONFLICT (user_id) DO NOTHING",
+        )
+        .bind(user_id)
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The wallet signed in: its account is no longer a reservation.
+    pub async fn claim_reserved(&self, user_id: &str) -> Result<(), sqlx::Error> {
+        sqlx::query("DELETE FROM reserved_accounts WHERE user_id = $1")
+            .bind(user_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Releases `address` from the reserved account `user_id` (the wallet's owner links it to
+    /// their own account instead): the wallet is unlinked and the reservation deactivated.
+    /// False when `user_id` is not a reservation.
+    pub async fn release_reserved(
+        &self,
+        user_id: &str,
+        address: &str,
+    ) -> Result<bool, sqlx::Error> {
+        let _turn = self.writer().await;
+        let mut tx = self.pool.begin().await?;
+        let released = sqlx::query("DELETE FROM reserved_accounts WHERE user_id = $1")
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        if released.rows_affected() != 1 {
+            return Ok(false);
+        }
+        sqlx::query("DELETE FROM wallets WHERE address = $1 AND user_id = $2")
+            .bind(address)
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE users SET deactivated = 1 WHERE user_id = $1")
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(true)
     }
 }

@@ -160,8 +160,10 @@ impl Services {
         let Some(content) = self.state_content(room_id, GATE_EVENT_TYPE, "").await? else {
             return Ok(None);
         };
-        self.parse_gate(&content)
-            .map_err(|e| unavailable(&format!("the room's gate cannot be evaluated here ({e})")))
+        self.parse_gate(&content).map_err(|e| {
+            tracing::warn!(%room_id, error = %e, "a stored gate cannot be evaluated here");
+            unavailable()
+        })
     }
 
     /// Refuses bad gate content before it becomes an event.
@@ -254,9 +256,7 @@ impl Services {
         let holdings = match self.gate_holdings(&[user_id.to_owned()], gate).await {
             Ok(mut holdings) => holdings.pop().unwrap_or_default(),
             Err(e) => {
-                return Err(self
-                    .gate_unavailable(room_id, user_id, &e.to_string())
-                    .await);
+                return Err(self.gate_unavailable(room_id, user_id, &e).await);
             }
         };
         if holdings.subjects.is_empty() && !holdings.unreadable {
@@ -269,9 +269,7 @@ impl Services {
         let verdicts = match self.gate_verdicts(gate, &holdings.subjects).await {
             Ok(verdicts) => verdicts,
             Err(e) => {
-                return Err(self
-                    .gate_unavailable(room_id, user_id, &e.to_string())
-                    .await);
+                return Err(self.gate_unavailable(room_id, user_id, &e).await);
             }
         };
         if let Some(passing) = verdicts.iter().find(|v| v.pass) {
@@ -286,7 +284,7 @@ impl Services {
         }
         if holdings.unreadable || verdicts.iter().any(|v| v.unknown && v.scope == Scope::Own) {
             let why = "a leaf of the rule could not be read for one of your wallets";
-            return Err(self.gate_unavailable(room_id, user_id, why).await);
+            return Err(self.gate_unavailable(room_id, user_id, &why).await);
         }
         let blocks = verdicts
             .first()
@@ -314,8 +312,15 @@ impl Services {
         Err(refusal(&message, gate, room_id, &verdicts))
     }
 
-    async fn gate_unavailable(&self, room_id: &RoomId, user_id: &UserId, why: &str) -> Error {
-        let detail = json!({"error": why});
+    /// Audits the full cause (provider URLs included, for administrators only) and answers
+    /// the client without it: provider URLs often carry API keys.
+    async fn gate_unavailable(
+        &self,
+        room_id: &RoomId,
+        user_id: &UserId,
+        cause: &(dyn std::fmt::Display + Sync),
+    ) -> Error {
+        let detail = json!({"error": cause.to_string()});
         if let Err(audit) = self
             .audit(
                 room_id,
@@ -328,7 +333,7 @@ impl Services {
         {
             return audit;
         }
-        unavailable(why)
+        unavailable()
     }
 
     /// What counts as each user's for `gate`: linked wallets, plus (when the gate includes
@@ -459,15 +464,18 @@ impl Services {
                 let holdings = self
                     .gate_holdings(std::slice::from_ref(user_id), &gate)
                     .await
-                    .map_err(|e| unavailable(&e.to_string()))?;
+                    .map_err(|e| {
+                        tracing::warn!(error = %e, "gate check: the chain could not be asked");
+                        unavailable()
+                    })?;
                 holdings.into_iter().flat_map(|h| h.subjects).collect()
             }
             _ => return Err(Error::bad_json("Give exactly one of address and user_id")),
         };
-        let verdicts = self
-            .gate_verdicts(&gate, &subjects)
-            .await
-            .map_err(|e| unavailable(&e.to_string()))?;
+        let verdicts = self.gate_verdicts(&gate, &subjects).await.map_err(|e| {
+            tracing::warn!(error = %e, "gate check: the chain could not be asked");
+            unavailable()
+        })?;
         Ok(json!({
             "pass": verdicts.iter().any(|v| v.pass),
             "rule": gate.rule,
@@ -634,15 +642,16 @@ fn refusal(message: &str, gate: &Gate, room_id: &RoomId, verdicts: &[AddressVerd
     }
 }
 
-/// 503 with [`UNAVAILABLE_ERRCODE`]: the chain could not be asked, so the door stays shut.
-fn unavailable(why: &str) -> Error {
+/// 503 with [`UNAVAILABLE_ERRCODE`]: the chain could not be asked (or a deciding leaf could
+/// not be read), so the door stays shut. The cause is in the audit log and the server log.
+fn unavailable() -> Error {
     Error::Detailed {
         status: StatusCode::SERVICE_UNAVAILABLE,
         errcode: UNAVAILABLE_ERRCODE,
-        message: format!(
-            "This room is token-gated and its chain cannot be asked right now, so nobody can \
-             join until it can; try again later ({why})"
-        ),
+        message: "This room is token-gated and its chain cannot be asked right now (or could \
+                  not answer for one of your wallets), so nobody can join until it can; try \
+                  again later"
+            .to_owned(),
         extra: serde_json::Map::new(),
     }
 }

@@ -26,8 +26,7 @@ use crate::{
 /// Widest block range asked of `eth_getLogs` at once.
 const MAX_LOG_RANGE: u64 = 2_000;
 
-/// Runs the re-check sweeps, the transfer-log poll and the ENS profile refresh until the
-/// server stops.
+/// Runs the re-check sweeps and the transfer-log poll until the server stops.
 pub async fn run(
     services: Arc<Services>,
     mut stopped: watch::Receiver<bool>,
@@ -38,9 +37,6 @@ pub async fn run(
     let mut poll = tokio::time::interval(Duration::from_millis(
         services.config.gate.log_poll_interval_ms,
     ));
-    // Wallet users' ENS display names are refreshed in the same loop, a batch a minute.
-    let mut names = tokio::time::interval(Duration::from_secs(60));
-    names.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Per chain: the last block whose logs were read, and the span asked at once.
@@ -55,11 +51,6 @@ pub async fn run(
             _ = sweep.tick() => {
                 if let Err(e) = services.sweep_due_rooms().await {
                     tracing::warn!(error = %e, "gate re-check sweep failed");
-                }
-            }
-            _ = names.tick() => {
-                if let Err(e) = services.refresh_due_ens_profiles().await {
-                    tracing::warn!(error = %e, "refreshing ENS display names failed");
                 }
             }
             _ = poll.tick() => {
