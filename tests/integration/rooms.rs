@@ -20,6 +20,7 @@ use serde_json::{Value, json};
 use crate::harness::{Backend, TestServer, assert_error, both_backends};
 
 both_backends!(
+    lazy_loading_sends_each_member_once_unless_asked,
     sdk_clients_talk_in_a_room,
     forbidden_transitions_change_nothing,
     sync_waits_then_wakes_and_tokens_never_skip,
@@ -529,5 +530,89 @@ async fn sends_are_idempotent_per_device_and_transaction(backend: Backend) {
     assert_eq!(mine["unsigned"]["transaction_id"], "same");
     let theirs = srv.get(&event_path, Some(&other_device)).await.1;
     assert!(theirs["unsigned"].get("transaction_id").is_none());
+    srv.finish().await;
+}
+
+/// Lazy loading: an incremental sync brings the member events of the timeline's senders the
+/// device has not been sent yet (even when they did not change), not again afterwards unless
+/// `include_redundant_members` asks for them.
+async fn lazy_loading_sends_each_member_once_unless_asked(backend: Backend) {
+    let srv = TestServer::start(&backend).await;
+    let token = |body: Value| body["access_token"].as_str().expect("token").to_owned();
+    let alice = token(srv.register("alice", "pw alice 1").await);
+    let bob = token(srv.register("bob", "pw bob 12").await);
+    let carol = token(srv.register("carol", "pw carol 1").await);
+    let room = create(&srv, &alice, json!({"preset": "public_chat"})).await;
+    for t in [&bob, &carol] {
+        let path = format!("/_matrix/client/v3/join/{room}");
+        assert_eq!(srv.post_json(&path, Some(t), &json!({})).await.0, 200);
+    }
+    let mut n = 0;
+    let mut say = async |who: &str| {
+        n += 1;
+        let path = format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/l{n}");
+        let status = put(
+            &srv,
+            who,
+            &path,
+            &json!({"msgtype": "m.text", "body": "hi"}),
+        )
+        .await
+        .0;
+        assert_eq!(status, 200);
+    };
+    say(&alice).await;
+    let sync = |since: Option<String>, redundant: bool| {
+        let (srv, bob, room) = (&srv, bob.clone(), room.clone());
+        async move {
+            let filter = json!({"room": {"timeline": {"limit": 1},
+                "state": {"lazy_load_members": true, "include_redundant_members": redundant}}});
+            let filter: String =
+                url::form_urlencoded::byte_serialize(filter.to_string().as_bytes()).collect();
+            let since = since.map(|s| format!("&since={s}")).unwrap_or_default();
+            let path = format!("/_matrix/client/v3/sync?timeout=0&filter={filter}{since}");
+            let (status, body) = srv.get(&path, Some(&bob)).await;
+            assert_eq!(status, 200, "{body}");
+            let members: Vec<String> = body["rooms"]["join"][&room]["state"]["events"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|e| e["type"] == "m.room.member")
+                .map(|e| e["state_key"].as_str().unwrap_or("?").to_owned())
+                .collect();
+            (
+                body["next_batch"].as_str().expect("next").to_owned(),
+                members,
+            )
+        }
+    };
+    let (since, members) = sync(None, false).await;
+    assert!(
+        members.contains(&"@alice:localhost".to_owned()),
+        "{members:?}"
+    );
+    assert!(
+        !members.contains(&"@carol:localhost".to_owned()),
+        "only the timeline's senders"
+    );
+    // Carol speaks: her member event has not changed, but this device never got it.
+    say(&carol).await;
+    let (since, members) = sync(Some(since), false).await;
+    assert_eq!(members, ["@carol:localhost"]);
+    // Again: already sent, so not again…
+    say(&carol).await;
+    let (since, members) = sync(Some(since), false).await;
+    assert!(members.is_empty(), "{members:?}");
+    // …unless the client asks for redundant members.
+    say(&carol).await;
+    let (_, members) = sync(Some(since), true).await;
+    assert!(
+        members.contains(&"@carol:localhost".to_owned()),
+        "{members:?}"
+    );
+    assert!(
+        members.contains(&"@bob:localhost".to_owned()),
+        "the user's own, too"
+    );
     srv.finish().await;
 }

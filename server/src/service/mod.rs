@@ -65,6 +65,8 @@ pub struct Services {
     pub name_cache: names::NameCache,
     /// How CCIP-Read gateways and did:web documents are fetched (SSRF rules, limits, CAs).
     pub fetch: matrixon_chain::ens::Gateway,
+    /// Member events each device was sent under lazy loading.
+    pub lazy_members: sync::LazyMembers,
     /// Gate verdicts, reused until their TTL or a transfer of the tokens involved.
     pub gate_cache: gate::VerdictCache,
     /// Serialises event building per room within this process.
@@ -119,6 +121,7 @@ impl Services {
             typing,
             presence,
             gate_cache,
+            lazy_members: sync::LazyMembers::default(),
             name_cache,
             fetch,
             room_locks: rooms::RoomLocks::default(),

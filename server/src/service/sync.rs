@@ -1,7 +1,11 @@
 //! `/sync`: what changed for a user since a token, waiting for something to change when
 //! nothing has. A waiting sync holds a bus subscription only — no connection, no thread.
 
-use std::{collections::HashSet, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Mutex,
+    time::Duration,
+};
 
 use ruma::{
     OwnedRoomId, RoomId, UInt, UserId,
@@ -74,6 +78,39 @@ impl std::fmt::Display for SyncToken {
     }
 }
 
+/// Which member events each device was sent for each room under lazy loading, so that
+/// later syncs send the ones it lacks (spec: servers track this). Kept in memory: after a
+/// restart, or on another instance, members are simply sent again.
+#[derive(Default)]
+pub struct LazyMembers(Mutex<HashMap<String, HashMap<String, String>>>);
+
+/// Most (user, device, room) entries remembered before starting afresh.
+const LAZY_MEMBERS_CAPACITY: usize = 100_000;
+
+impl LazyMembers {
+    /// Member → event id sent for `key` (user|device|room).
+    fn sent(&self, key: &str) -> HashMap<String, String> {
+        self.0
+            .lock()
+            .ok()
+            .and_then(|map| map.get(key).cloned())
+            .unwrap_or_default()
+    }
+
+    /// Remembers what was sent; `reset` (an initial sync) forgets what came before.
+    fn record(&self, key: &str, delivered: impl Iterator<Item = (String, String)>, reset: bool) {
+        let Ok(mut map) = self.0.lock() else { return };
+        if map.len() >= LAZY_MEMBERS_CAPACITY && !map.contains_key(key) {
+            map.clear();
+        }
+        let entry = map.entry(key.to_owned()).or_default();
+        if reset {
+            entry.clear();
+        }
+        entry.extend(delivered);
+    }
+}
+
 /// What the client asked for, from the request and its filter.
 #[derive(Clone, Debug)]
 pub struct SyncOptions {
@@ -89,6 +126,8 @@ pub struct SyncOptions {
     pub timeline_limit: usize,
     /// Only the members the timeline needs.
     pub lazy_load_members: bool,
+    /// With lazy loading: send those members even when this device already has them.
+    pub include_redundant_members: bool,
     /// Only these rooms, when set.
     pub rooms: Option<HashSet<OwnedRoomId>>,
     /// Never these rooms.
@@ -167,6 +206,7 @@ impl Default for SyncOptions {
             state_after: false,
             timeline_limit: 10,
             lazy_load_members: false,
+            include_redundant_members: false,
             rooms: None,
             not_rooms: HashSet::new(),
             include_leave: false,
@@ -638,9 +678,31 @@ impl Services {
         } else {
             timeline.iter().map(|e| e.event_id.as_str()).collect()
         };
+        // Lazy loading: the timeline's senders' member events this device has not been sent
+        // yet (all of them on an initial sync or with include_redundant_members), whether or
+        // not they changed since `from`.
+        let lazy_key = format!("{user_id}|{device_id}|{room_id}");
+        let sent = match (&needed_members, from) {
+            (Some(_), Some(_)) if !options.include_redundant_members => {
+                self.lazy_members.sent(&lazy_key)
+            }
+            _ => HashMap::new(),
+        };
+        let is_needed_member = |kind: &str, state_key: &str| {
+            kind == "m.room.member"
+                && needed_members
+                    .as_ref()
+                    .is_some_and(|m| m.contains(state_key))
+        };
         let wanted: Vec<String> = target
             .iter()
-            .filter(|(key, id)| baseline.get(*key) != Some(*id))
+            .filter(|((kind, state_key), id)| {
+                if is_needed_member(kind, state_key) {
+                    sent.get(state_key.as_str()) != Some(*id)
+                } else {
+                    baseline.get(&(kind.clone(), state_key.clone())) != Some(*id)
+                }
+            })
             .filter(|(_, id)| !in_timeline.contains(id.as_str()))
             .filter(|((kind, state_key), _)| {
                 kind != "m.room.member"
@@ -650,6 +712,14 @@ impl Services {
             })
             .map(|(_, id)| id.clone())
             .collect();
+        if needed_members.is_some() {
+            let delivered = target
+                .iter()
+                .filter(|((kind, state_key), _)| is_needed_member(kind, state_key))
+                .map(|((_, state_key), id)| (state_key.clone(), id.clone()));
+            self.lazy_members
+                .record(&lazy_key, delivered, from.is_none());
+        }
         let stored = self.store.events(&wanted).await?;
         let mut events = StateEvents::new();
         for event in self

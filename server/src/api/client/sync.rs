@@ -79,10 +79,13 @@ async fn sync(
             .unwrap_or(usize::MAX)
             .clamp(1, 100);
     }
-    options.lazy_load_members = matches!(
-        room.state.lazy_load_options,
-        LazyLoadOptions::Enabled { .. }
-    );
+    if let LazyLoadOptions::Enabled {
+        include_redundant_members,
+    } = room.state.lazy_load_options
+    {
+        options.lazy_load_members = true;
+        options.include_redundant_members = include_redundant_members;
+    }
     options.rooms = room.rooms.as_ref().map(|r| r.iter().cloned().collect());
     options.not_rooms = room.not_rooms.iter().cloned().collect::<HashSet<_>>();
     options.include_leave = room.include_leave;
