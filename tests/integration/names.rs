@@ -239,6 +239,58 @@ async fn ens_resolves_forward_reverse_wildcard_and_offchain() {
         "no request reached the gateway"
     );
 
+    // Gateways that answer too much, or never, are given up on within the limits.
+    let huge = {
+        let app = axum::Router::new().fallback(|| async { "x".repeat(64 * 1024) });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        addr
+    };
+    let hung = crate::anvil::hung_endpoint().await;
+    let hung_host = hung.trim_start_matches("http://").to_owned();
+    let strict = Gateway {
+        allow: vec![huge.to_string(), hung_host],
+        timeout: std::time::Duration::from_millis(500),
+        max_bytes: 1024,
+        ..Gateway::default()
+    };
+    let limited = Resolver {
+        chain,
+        gateway: &strict,
+    };
+    for (label, url, why) in [
+        (
+            "huge",
+            format!("http://{huge}/{{sender}}/{{data}}.json"),
+            "more than 1024 bytes",
+        ),
+        (
+            "hung",
+            format!("{hung}/{{sender}}/{{data}}.json"),
+            "timed out",
+        ),
+    ] {
+        let resolver_contract = anvil
+            .deploy(&[creation_code("OffchainResolver"), url.abi_encode()].concat())
+            .await;
+        ens.delegate("eth", label, resolver_contract).await;
+        let started = std::time::Instant::now();
+        let refused = limited.address(&format!("x.{label}.eth"), 1).await;
+        assert!(
+            matches!(&refused, Err(EnsError::Gateway(w)) if w.contains(why)),
+            "{label}: {refused:?}"
+        );
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "{label}"
+        );
+    }
+
     // Avatars (ENSIP-12): https as is; an NFT only while the name's address owns it, followed
     // through its metadata to its image (an IPFS path through the gateway).
     let ipfs = "https://ipfs.example/ipfs/";

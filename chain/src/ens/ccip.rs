@@ -201,10 +201,14 @@ impl Gateway {
             Some(body) => client.post(parsed).json(&body),
             None => client.get(parsed),
         };
-        let mut response = request
-            .send()
-            .await
-            .map_err(|e| (false, format!("{host}: {e}")))?;
+        let failed = |e: reqwest::Error| {
+            if e.is_timeout() {
+                (false, format!("{host}: timed out after {:?}", self.timeout))
+            } else {
+                (false, format!("{host}: {}", e.without_url()))
+            }
+        };
+        let mut response = request.send().await.map_err(failed)?;
         let status = response.status();
         if !status.is_success() {
             return Err((
@@ -213,11 +217,7 @@ impl Gateway {
             ));
         }
         let mut body = Vec::new();
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|e| (false, format!("{host}: {e}")))?
-        {
+        while let Some(chunk) = response.chunk().await.map_err(failed)? {
             body.extend_from_slice(&chunk);
             if body.len() > self.max_bytes {
                 return Err((
