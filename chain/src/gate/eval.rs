@@ -87,9 +87,14 @@ pub struct AddressVerdict {
     pub scope: Scope,
     /// Whether the whole rule holds for it.
     pub pass: bool,
-    /// Neither holds nor fails: some leaf that decides it could not be read.
+    /// Neither holds nor fails: some leaf that decides it could not be read, or (for a
+    /// delegated vault) lies outside the delegation.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub unknown: bool,
+    /// Unknown because a read failed (a revert, an undecodable answer), not because of a
+    /// delegation's scope: callers must not treat it as a "no".
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unreadable: bool,
     /// The block each chain was read at, by CAIP-2 id.
     pub blocks: BTreeMap<String, u64>,
     /// Every leaf, in rule order.
@@ -250,12 +255,18 @@ pub async fn evaluate(
         .iter()
         .enumerate()
         .map(|(a, (address, scope))| {
+            let in_scope: Vec<bool> = leaves
+                .iter()
+                .map(|leaf| {
+                    let (chain, contract) = leaf_target(leaf.rule);
+                    scope.covers(chain, contract)
+                })
+                .collect();
             let results: Vec<LeafResult> = leaves
                 .iter()
                 .enumerate()
                 .map(|(l, leaf)| {
-                    let (chain, contract) = leaf_target(leaf.rule);
-                    if scope.covers(chain, contract) {
+                    if in_scope[l] {
                         judge(leaf, *address, a, &slots[a][l], &answers)
                     } else {
                         LeafResult {
@@ -277,11 +288,17 @@ pub async fn evaluate(
                 }
             });
             let truth = combine(rule, &mut next);
+            let unreadable = truth == Truth::Unknown
+                && results
+                    .iter()
+                    .zip(&in_scope)
+                    .any(|(r, inside)| r.unknown && *inside);
             AddressVerdict {
                 address: address.to_checksum(None),
                 scope: *scope,
                 pass: truth == Truth::Yes,
                 unknown: truth == Truth::Unknown,
+                unreadable,
                 blocks: blocks.clone(),
                 leaves: results,
             }

@@ -79,35 +79,54 @@ impl std::fmt::Display for SyncToken {
 }
 
 /// Which member events each device was sent for each room under lazy loading, so that
-/// later syncs send the ones it lacks (spec: servers track this). Kept in memory: after a
-/// restart, or on another instance, members are simply sent again.
+/// later syncs send the ones it lacks (spec: servers track this). A record is trusted only by
+/// the sync that continues from the very response it was made for: a lost response, a sync
+/// served by another instance, or a restart simply sends those members again.
 #[derive(Default)]
-pub struct LazyMembers(Mutex<HashMap<String, HashMap<String, String>>>);
+pub struct LazyMembers(Mutex<HashMap<String, SentMembers>>);
+
+/// The position of the response a record was made for, and member → event id sent.
+type SentMembers = (i64, HashMap<String, String>);
 
 /// Most (user, device, room) entries remembered before starting afresh.
 const LAZY_MEMBERS_CAPACITY: usize = 100_000;
+/// Most members remembered for one entry.
+const LAZY_MEMBERS_PER_ROOM: usize = 1_000;
 
 impl LazyMembers {
-    /// Member → event id sent for `key` (user|device|room).
-    fn sent(&self, key: &str) -> HashMap<String, String> {
+    /// Member → event id sent for `key` (user|device|room) by the response whose position
+    /// was `from`; nothing when the last response recorded was another one.
+    fn sent(&self, key: &str, from: i64) -> HashMap<String, String> {
         self.0
             .lock()
             .ok()
-            .and_then(|map| map.get(key).cloned())
+            .and_then(|map| {
+                map.get(key)
+                    .filter(|(upto, _)| *upto == from)
+                    .map(|(_, sent)| sent.clone())
+            })
             .unwrap_or_default()
     }
 
-    /// Remembers what was sent; `reset` (an initial sync) forgets what came before.
-    fn record(&self, key: &str, delivered: impl Iterator<Item = (String, String)>, reset: bool) {
+    /// Remembers what the response up to `upto` sent: added to the record when the sync
+    /// continued (`from`) from the response recorded last, else in place of it.
+    fn record(
+        &self,
+        key: &str,
+        delivered: impl Iterator<Item = (String, String)>,
+        from: Option<i64>,
+        upto: i64,
+    ) {
         let Ok(mut map) = self.0.lock() else { return };
         if map.len() >= LAZY_MEMBERS_CAPACITY && !map.contains_key(key) {
             map.clear();
         }
         let entry = map.entry(key.to_owned()).or_default();
-        if reset {
-            entry.clear();
+        if from != Some(entry.0) || entry.1.len() >= LAZY_MEMBERS_PER_ROOM {
+            entry.1.clear();
         }
-        entry.extend(delivered);
+        entry.1.extend(delivered);
+        entry.0 = upto;
     }
 }
 
@@ -682,9 +701,11 @@ impl Services {
         // yet (all of them on an initial sync or with include_redundant_members), whether or
         // not they changed since `from`.
         let lazy_key = format!("{user_id}|{device_id}|{room_id}");
-        let sent = match (&needed_members, from) {
-            (Some(_), Some(_)) if !options.include_redundant_members => {
-                self.lazy_members.sent(&lazy_key)
+        // full_state starts afresh, like an initial sync.
+        let continued = from.filter(|_| !options.full_state);
+        let sent = match (&needed_members, continued) {
+            (Some(_), Some(from)) if !options.include_redundant_members => {
+                self.lazy_members.sent(&lazy_key, from)
             }
             _ => HashMap::new(),
         };
@@ -718,7 +739,7 @@ impl Services {
                 .filter(|((kind, state_key), _)| is_needed_member(kind, state_key))
                 .map(|((_, state_key), id)| (state_key.clone(), id.clone()));
             self.lazy_members
-                .record(&lazy_key, delivered, from.is_none());
+                .record(&lazy_key, delivered, continued, upto);
         }
         let stored = self.store.events(&wanted).await?;
         let mut events = StateEvents::new();

@@ -66,6 +66,7 @@ async fn send(
         content: content_of(b.body.json())?,
         state_key: None,
         redacts: None,
+        target_must_be: None,
     };
     let event_id = services
         .send_with_txn(
@@ -94,6 +95,7 @@ async fn redact(
         content,
         state_key: None,
         redacts: Some(b.event_id.clone()),
+        target_must_be: None,
     };
     let event_id = services
         .send_with_txn(

@@ -118,10 +118,19 @@ impl VerdictCache {
     pub async fn invalidate(&self, address: Address, now_ms: i64) {
         match self {
             Self::Memory(map) => {
+                // The mark also stops a verdict being read right now from being kept; past
+                // the capacity, only addresses already cached are marked.
                 if let Ok(mut map) = map.lock() {
-                    let entry = map.entry(address).or_default();
-                    entry.verdicts.clear();
-                    entry.invalidated_ms = now_ms;
+                    let room = map.len() < MEMORY_ADDRESSES;
+                    let entry = if room {
+                        Some(map.entry(address).or_default())
+                    } else {
+                        map.get_mut(&address)
+                    };
+                    if let Some(entry) = entry {
+                        entry.verdicts.clear();
+                        entry.invalidated_ms = now_ms;
+                    }
                 }
             }
             Self::Redis { connection, prefix } => {

@@ -209,27 +209,29 @@ impl Services {
     /// Every way of becoming a member goes through here (joins by id or alias, accepted
     /// invites, restricted joins, knocks, raw `m.room.member` state sends): a user who is not
     /// joined yet and asks to join or knock meets the gate, after the authorization rules.
+    /// True when the event is a joined member's profile update (to be appended only while
+    /// they are still joined).
     pub(crate) async fn gate_membership(
         &self,
         room_id: &RoomId,
         sender: &UserId,
         draft: &EventDraft,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         if draft.kind != TimelineEventType::RoomMember
             || draft.state_key.as_deref() != Some(sender.as_str())
         {
-            return Ok(());
+            return Ok(false);
         }
         let action = match draft.content.get("membership").and_then(Value::as_str) {
             Some("join") => "join",
             Some("knock") => "knock",
-            _ => return Ok(()),
+            _ => return Ok(false),
         };
         if action == "join" && self.membership(room_id, sender).await?.as_deref() == Some("join") {
-            return Ok(()); // a profile update, not an entry
+            return Ok(true); // a profile update, not an entry
         }
         let Some(gate) = self.room_gate(room_id).await? else {
-            return Ok(());
+            return Ok(false);
         };
         let room = self
             .store
@@ -239,7 +241,8 @@ impl Services {
         self.prepare(room_id, &room, sender, draft)
             .await?
             .authorize()?;
-        self.enforce_gate(room_id, sender, &gate, action).await
+        self.enforce_gate(room_id, sender, &gate, action).await?;
+        Ok(false)
     }
 
     /// The door: lets `user_id` become a member (`action`: join, knock) only when one of their
@@ -282,7 +285,7 @@ impl Services {
                 .await?;
             return Ok(());
         }
-        if holdings.unreadable || verdicts.iter().any(|v| v.unknown && v.scope == Scope::Own) {
+        if holdings.unreadable || verdicts.iter().any(|v| v.unreadable) {
             let why = "a leaf of the rule could not be read for one of your wallets";
             return Err(self.gate_unavailable(room_id, user_id, &why).await);
         }
@@ -427,7 +430,7 @@ impl Services {
                 if slot.is_none()
                     && let Some(verdict) = fresh.next()
                 {
-                    if ttl > 0 && !verdict.unknown {
+                    if ttl > 0 && !verdict.unreadable {
                         self.gate_cache
                             .put(&key(scope), *address, &verdict, now, ttl)
                             .await;

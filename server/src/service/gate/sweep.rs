@@ -18,10 +18,7 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use super::{GATE_EVENT_TYPE, Gate, OnFail, failing_of};
-use crate::{
-    http::error::Result,
-    service::{Services, rooms::MembershipChange},
-};
+use crate::{http::error::Result, service::Services};
 
 /// Widest block range asked of `eth_getLogs` at once.
 const MAX_LOG_RANGE: u64 = 2_000;
@@ -171,8 +168,11 @@ impl Services {
                     .await?;
                 continue;
             }
-            if holdings.unreadable || mine.iter().any(|v| v.unknown && v.scope == Scope::Own) {
-                tracing::info!(%room_id, %user_id, "gate verdict unknown: member left as is");
+            // A read that failed is no "no": the member stays. (Delegations that could not be
+            // read are not waited for: anyone can flood a wallet with delegations, so the
+            // member is judged on what could be read.)
+            if mine.iter().any(|v| v.unreadable) {
+                tracing::info!(%room_id, %user_id, "gate verdict unreadable: member left as is");
                 continue;
             }
             let since = self
@@ -230,13 +230,7 @@ impl Services {
             )
         };
         let kicked = self
-            .change_membership(
-                room_id,
-                &kicker,
-                user_id,
-                MembershipChange::Leave,
-                Some(&reason),
-            )
+            .kick_if_joined(room_id, &kicker, user_id, &reason)
             .await;
         match kicked {
             Ok(_) => {

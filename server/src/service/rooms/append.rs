@@ -42,6 +42,10 @@ pub struct EventDraft {
     pub state_key: Option<String>,
     /// For redactions: the event to redact.
     pub redacts: Option<OwnedEventId>,
+    /// Appended only while the user named by the state key still has this membership,
+    /// checked under the room lock (a kick must not land on a ban, a profile update must
+    /// not re-join someone who was just removed).
+    pub target_must_be: Option<&'static str>,
 }
 
 impl EventDraft {
@@ -52,6 +56,7 @@ impl EventDraft {
             content,
             state_key: Some(state_key.into()),
             redacts: None,
+            target_must_be: None,
         }
     }
 }
@@ -120,8 +125,12 @@ impl Services {
         draft: EventDraft,
         txn: Option<(&DeviceId, &str)>,
     ) -> Result<OwnedEventId> {
-        // A token gate is checked before the room is locked: it may ask a chain.
-        self.gate_membership(room_id, sender, &draft).await?;
+        // A token gate is checked before the room is locked: it may ask a chain. A join that
+        // only updates a profile must find its sender still joined once the lock is held.
+        let mut draft = draft;
+        if self.gate_membership(room_id, sender, &draft).await? {
+            draft.target_must_be = Some("join");
+        }
         let _guard = self.room_locks.lock(room_id).await;
         // A retried request (same device, same transaction id) gets the event it made.
         if let Some((device, txn_id)) = txn
@@ -133,6 +142,14 @@ impl Services {
             return EventId::parse(existing).map_err(internal);
         }
         for _ in 0..MAX_APPEND_ATTEMPTS {
+            if let (Some(required), Some(target)) = (draft.target_must_be, &draft.state_key)
+                && let Ok(target) = UserId::parse(target.as_str())
+                && self.membership(room_id, &target).await?.as_deref() != Some(required)
+            {
+                return Err(Error::forbidden(format!(
+                    "{target}'s membership in {room_id} changed meanwhile; nothing was changed"
+                )));
+            }
             let room = self
                 .store
                 .room(room_id.as_str())

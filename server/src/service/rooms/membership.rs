@@ -107,6 +107,24 @@ impl Services {
         .await
     }
 
+    /// Kicks `target` only if they are still joined when the room is locked (a ban given
+    /// meanwhile stands).
+    pub async fn kick_if_joined(
+        &self,
+        room_id: &RoomId,
+        sender: &UserId,
+        target: &UserId,
+        reason: &str,
+    ) -> Result<OwnedEventId> {
+        let mut draft = EventDraft::state(
+            "m.room.member",
+            target.as_str(),
+            json!({"membership": "leave", "reason": reason}),
+        );
+        draft.target_must_be = Some("join");
+        self.append(room_id, sender, draft, None).await
+    }
+
     /// Forgets a room the user has left.
     pub async fn forget(&self, room_id: &RoomId, user_id: &UserId) -> Result<()> {
         match self.membership(room_id, user_id).await?.as_deref() {
