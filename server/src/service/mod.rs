@@ -91,14 +91,15 @@ impl Services {
         let limiter = RateLimiter::new(config.rate_limits.clone());
         let metrics = Metrics::new().context("registering metrics")?;
         let chains = Chains::new(&config.chains).map_err(|e| anyhow::anyhow!("chains: {e}"))?;
-        let nonces = NonceStore::connect(config.redis.url.as_deref()).await?;
-        let gate_cache =
-            gate::VerdictCache::connect(config.redis.url.as_deref(), config.server_name.as_str())
-                .await?;
+        // One connection (it multiplexes) for nonces, gate verdicts and name lookups.
+        let redis = match &config.redis.url {
+            Some(url) => Some(redis::connect(url).await?),
+            None => None,
+        };
+        let nonces = NonceStore::new(redis.clone()).await?;
+        let gate_cache = gate::VerdictCache::new(redis.clone(), config.server_name.as_str());
         let fetch = names::fetch_policy(&config.names)?;
-        let name_cache =
-            names::NameCache::connect(config.redis.url.as_deref(), config.server_name.as_str())
-                .await?;
+        let name_cache = names::NameCache::new(redis, config.server_name.as_str());
         let typing = Arc::new(ephemeral::Typing::default());
         let presence = Arc::new(presence::Presence::default());
         let bus = match &config.redis.url {

@@ -33,15 +33,15 @@ pub enum NameCache {
 }
 
 impl NameCache {
-    /// Memory, or Redis when a URL is configured.
-    pub async fn connect(redis_url: Option<&str>, server_name: &str) -> anyhow::Result<Self> {
-        Ok(match redis_url {
-            Some(url) => Self::Redis {
-                connection: super::redis::connect(url, "name lookups").await?,
+    /// In Redis when a connection is given, else in memory.
+    pub fn new(redis: Option<redis::aio::ConnectionManager>, server_name: &str) -> Self {
+        match redis {
+            Some(connection) => Self::Redis {
+                connection,
                 prefix: format!("matrixon:{server_name}:names:"),
             },
             None => Self::Memory(Mutex::default()),
-        })
+        }
     }
 
     /// A fresh answer (`Some(None)`: a fresh miss). A Redis failure reads as not cached.
@@ -341,10 +341,7 @@ impl Services {
     ) -> Result<OwnedUserId> {
         self.ensure_joined(room_id, sender).await?;
         let (level, levels) = self.power_level(room_id, sender).await?;
-        let needed = levels
-            .get("invite")
-            .and_then(|v| v.as_i64().or_else(|| v.as_str()?.parse().ok()))
-            .unwrap_or(0);
+        let needed = super::rooms::level(levels.get("invite")).unwrap_or(0);
         if level < needed {
             return Err(Error::forbidden(format!(
                 "Inviting to {room_id} needs power level {needed}"

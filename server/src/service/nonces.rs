@@ -17,14 +17,12 @@ pub enum NonceStore {
 }
 
 impl NonceStore {
-    /// Connects to Redis when a URL is configured; an unreachable Redis stops the start.
-    pub async fn connect(redis_url: Option<&str>) -> anyhow::Result<Self> {
-        let Some(url) = redis_url else {
+    /// Nonces in Redis when a connection is given (checked for GETDEL, Redis 6.2+: an older
+    /// server must stop the start, not fail every sign-in later), else in the database.
+    pub async fn new(redis: Option<ConnectionManager>) -> anyhow::Result<Self> {
+        let Some(mut manager) = redis else {
             return Ok(Self::Database);
         };
-        let mut manager = super::redis::connect(url, "sign-in nonces").await?;
-        // Nonces are spent with GETDEL (Redis 6.2+): an older server must stop the start,
-        // not fail every sign-in later.
         redis::cmd("GETDEL")
             .arg("matrixon:probe")
             .query_async::<Option<String>>(&mut manager)

@@ -6,8 +6,8 @@ use std::time::Duration;
 use anyhow::Context;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-/// Connects to `url` for `purpose` (named in errors); an unreachable Redis is an error.
-pub async fn connect(url: &str, purpose: &str) -> anyhow::Result<ConnectionManager> {
+/// Connects to `url`; an unreachable Redis is an error (it stops the start).
+pub async fn connect(url: &str) -> anyhow::Result<ConnectionManager> {
     let client = redis::Client::open(url).context("redis.url is not a Redis URL")?;
     let settings = ConnectionManagerConfig::new()
         .set_number_of_retries(2)
@@ -15,5 +15,5 @@ pub async fn connect(url: &str, purpose: &str) -> anyhow::Result<ConnectionManag
         .set_response_timeout(Some(Duration::from_secs(2)));
     ConnectionManager::new_with_config(client, settings)
         .await
-        .with_context(|| format!("connecting to Redis (redis.url) for {purpose}"))
+        .context("connecting to Redis (redis.url)")
 }

@@ -34,16 +34,15 @@ pub enum VerdictCache {
 }
 
 impl VerdictCache {
-    /// Memory, or Redis when a URL is configured.
-    pub async fn connect(redis_url: Option<&str>, server_name: &str) -> anyhow::Result<Self> {
-        let Some(url) = redis_url else {
-            return Ok(Self::Memory(Mutex::default()));
-        };
-        let connection = crate::service::redis::connect(url, "gate verdicts").await?;
-        Ok(Self::Redis {
-            connection,
-            prefix: format!("matrixon:{server_name}:gate:"),
-        })
+    /// In Redis when a connection is given, else in memory.
+    pub fn new(redis: Option<ConnectionManager>, server_name: &str) -> Self {
+        match redis {
+            Some(connection) => Self::Redis {
+                connection,
+                prefix: format!("matrixon:{server_name}:gate:"),
+            },
+            None => Self::Memory(Mutex::default()),
+        }
     }
 
     /// A verdict still fresh at `now_ms`. A Redis failure reads as a miss (the chain is asked).

@@ -258,10 +258,7 @@ impl Services {
         target: &UserId,
     ) -> Result<Option<OwnedUserId>> {
         let (target_level, levels) = self.power_level(room_id, target).await?;
-        let kick_level = levels
-            .get("kick")
-            .and_then(|v| v.as_i64().or_else(|| v.as_str()?.parse().ok()))
-            .unwrap_or(50);
+        let kick_level = crate::service::rooms::level(levels.get("kick")).unwrap_or(50);
         let setter = self
             .store
             .current_state_event(room_id.as_str(), GATE_EVENT_TYPE, "")

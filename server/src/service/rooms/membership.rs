@@ -11,7 +11,7 @@ use crate::{
 };
 
 /// A power level from power-levels content (integers, or strings in old rooms).
-fn level(value: Option<&Value>) -> Option<i64> {
+pub(crate) fn level(value: Option<&Value>) -> Option<i64> {
     value.and_then(|v| v.as_i64().or_else(|| v.as_str()?.parse().ok()))
 }
 

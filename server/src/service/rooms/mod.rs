@@ -15,6 +15,7 @@ use serde_json::Value;
 pub use append::{EventDraft, RoomLocks, version_rules};
 pub use create::CreateRoom;
 pub use membership::MembershipChange;
+pub(crate) use membership::level;
 pub use pdu::Pdu;
 pub use relations::RelationsPage;
 
