@@ -87,8 +87,15 @@ impl Services {
             None => self.create_wallet_account(&address).await?,
         };
         // The display name follows the wallet's primary ENS name unless the user chose one.
-        if let Err(e) = self.refresh_ens_profile(&user_id).await {
-            tracing::warn!(%user_id, error = %e, "ENS profile not refreshed at sign-in");
+        // A slow chain must not hold up the sign-in: past a few seconds the periodic
+        // refresh takes over.
+        let refresh = self.refresh_ens_profile(&user_id);
+        match tokio::time::timeout(std::time::Duration::from_secs(3), refresh).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(%user_id, error = %e, "ENS profile not refreshed at sign-in")
+            }
+            Err(_) => tracing::info!(%user_id, "ENS profile refresh left to the periodic job"),
         }
         Ok(user_id)
     }
