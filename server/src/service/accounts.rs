@@ -233,6 +233,7 @@ impl Services {
             self.store
                 .delete_other_devices(&session.user_id, Some(&session.device_id))
                 .await?;
+            self.wake_device_watchers(&session.user_id).await?;
         }
         Ok(())
     }
@@ -240,6 +241,7 @@ impl Services {
     /// Deactivates an account for good: no password, no devices, no tokens.
     pub async fn deactivate(&self, user_id: &UserId) -> Result<()> {
         self.store.deactivate_user(user_id).await?;
+        self.wake_device_watchers(user_id).await?;
         tracing::info!(%user_id, "account deactivated");
         Ok(())
     }

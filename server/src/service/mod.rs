@@ -2,9 +2,11 @@
 
 mod account_data;
 mod accounts;
+pub mod backup;
 pub mod directory;
 pub mod ephemeral;
 pub mod gate;
+pub mod keys;
 pub mod names;
 mod nonces;
 pub mod presence;
@@ -18,6 +20,7 @@ mod sessions;
 mod sso;
 pub mod sync;
 pub mod timeline;
+mod to_device;
 mod uia;
 mod wallet;
 

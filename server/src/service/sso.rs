@@ -192,6 +192,7 @@ impl Services {
             "change_password" => "change the account's password",
             "get_login_token" => "sign in on another device",
             "manage_wallets" => "link or unlink a wallet",
+            "replace_cross_signing" => "reset your encryption identity (cross-signing keys)",
             _ => "make a change that needs your confirmation",
         };
         Ok((user_id.to_string(), action))

@@ -26,7 +26,8 @@ use crate::{
     store::{StateMap, StoredEvent},
 };
 
-/// Stream positions a sync token carries: `s<events>_<account data>_<receipts>_<typing>`.
+/// Stream positions a sync token carries:
+/// `s<events>_<account data>_<receipts>_<typing>_<presence>_<to-device>_<device lists>`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SyncToken {
     /// Last event stream position the client has.
@@ -39,6 +40,10 @@ pub struct SyncToken {
     pub typing: i64,
     /// Last presence serial (per instance, in memory).
     pub presence: i64,
+    /// Last to-device message delivered (and, by the next sync, acknowledged).
+    pub to_device: i64,
+    /// Last device-list change position.
+    pub device_lists: i64,
 }
 
 impl SyncToken {
@@ -64,6 +69,8 @@ impl SyncToken {
             receipts: next().unwrap_or(0),
             typing: next().unwrap_or(0),
             presence: next().unwrap_or(0),
+            to_device: next().unwrap_or(0),
+            device_lists: next().unwrap_or(0),
         })
     }
 }
@@ -72,8 +79,14 @@ impl std::fmt::Display for SyncToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "s{}_{}_{}_{}_{}",
-            self.events, self.account_data, self.receipts, self.typing, self.presence
+            "s{}_{}_{}_{}_{}_{}_{}",
+            self.events,
+            self.account_data,
+            self.receipts,
+            self.typing,
+            self.presence,
+            self.to_device,
+            self.device_lists
         )
     }
 }
@@ -234,6 +247,9 @@ impl Default for SyncOptions {
     }
 }
 
+/// Most to-device messages one sync delivers; the rest come with the next.
+const TO_DEVICE_PER_SYNC: i64 = 100;
+
 /// Most that `timeout` can make a sync wait.
 const MAX_TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -255,7 +271,9 @@ impl Services {
             let response = self.sync_once(user_id, device_id, &options).await?;
             let has_news = !response.rooms.is_empty()
                 || !response.account_data.is_empty()
-                || !response.presence.is_empty();
+                || !response.presence.is_empty()
+                || !response.to_device.is_empty()
+                || !response.device_lists.is_empty();
             if options.since.is_none() || has_news {
                 return Ok(response);
             }
@@ -298,15 +316,22 @@ impl Services {
         };
         let account_data_upto = self.store.max_account_data_stream().await?;
         let receipts = self.store.max_receipt_stream().await?;
+        let device_lists = self.store.max_device_list_stream().await?;
         let since = options.since;
+        let (to_device_events, to_device) = self.to_device_section(user_id, device_id, since).await?;
         let next = SyncToken {
             events: upto,
             account_data: account_data_upto,
             receipts,
             typing,
             presence,
+            to_device,
+            device_lists,
         };
         let mut response = Response::new(next.to_string());
+        response.to_device.events = to_device_events;
+        self.encryption_section(&mut response, user_id, device_id, since, next)
+            .await?;
 
         for (room, membership, member_stream) in rooms {
             let Ok(room_id) = RoomId::parse(room.as_str()) else {
@@ -414,6 +439,76 @@ impl Services {
             }
         }
         Ok(response)
+    }
+
+    /// Acknowledges the to-device messages the client got before `since` and returns the
+    /// next ones with the position reached.
+    async fn to_device_section(
+        &self,
+        user_id: &UserId,
+        device_id: &str,
+        since: Option<SyncToken>,
+    ) -> Result<(Vec<Raw<ruma::events::AnyToDeviceEvent>>, i64)> {
+        let acknowledged = since.map_or(0, |s| s.to_device);
+        if acknowledged > 0 {
+            self.store
+                .ack_to_device(user_id.as_str(), device_id, acknowledged)
+                .await?;
+        }
+        let rows = self
+            .store
+            .to_device_after(user_id.as_str(), device_id, acknowledged, TO_DEVICE_PER_SYNC)
+            .await?;
+        let reached = rows.last().map_or(acknowledged, |r| r.stream_id);
+        let mut events = Vec::with_capacity(rows.len());
+        for row in rows {
+            let content: Value = serde_json::from_str(&row.content).unwrap_or_default();
+            events.push(to_raw(&serde_json::json!({
+                "type": row.kind, "sender": row.sender, "content": content,
+            }))?);
+        }
+        Ok((events, reached))
+    }
+
+    /// Key counts of this device and, on incremental syncs, device-list changes.
+    async fn encryption_section(
+        &self,
+        response: &mut Response,
+        user_id: &UserId,
+        device_id: &str,
+        since: Option<SyncToken>,
+        next: SyncToken,
+    ) -> Result<()> {
+        for (algorithm, count) in self
+            .store
+            .one_time_key_counts(user_id.as_str(), device_id)
+            .await?
+        {
+            response.device_one_time_keys_count.insert(
+                algorithm.as_str().into(),
+                UInt::try_from(count).unwrap_or_default(),
+            );
+        }
+        response.device_unused_fallback_key_types = Some(
+            self.store
+                .unused_fallback_key_types(user_id.as_str(), device_id)
+                .await?
+                .iter()
+                .map(|a| a.as_str().into())
+                .collect(),
+        );
+        if let Some(since) = since {
+            let delta = self
+                .device_list_delta(
+                    user_id,
+                    (since.events, next.events),
+                    (since.device_lists, next.device_lists),
+                )
+                .await?;
+            response.device_lists.changed = delta.changed.into_iter().collect();
+            response.device_lists.left = delta.left.into_iter().collect();
+        }
+        Ok(())
     }
 
     /// One joined room: the timeline after `from` (or its latest events), the state the

@@ -27,6 +27,8 @@ pub enum UiaOperation {
     GetLoginToken,
     /// Linking or unlinking a wallet.
     ManageWallets,
+    /// Replacing cross-signing keys (`POST /keys/device_signing/upload`).
+    ReplaceCrossSigning,
 }
 
 impl UiaOperation {
@@ -38,6 +40,7 @@ impl UiaOperation {
             Self::ChangePassword => "change_password",
             Self::GetLoginToken => "get_login_token",
             Self::ManageWallets => "manage_wallets",
+            Self::ReplaceCrossSigning => "replace_cross_signing",
         }
     }
 }

@@ -82,13 +82,20 @@ impl Store {
         user_id: &UserId,
         device_ids: &[OwnedDeviceId],
     ) -> Result<(), sqlx::Error> {
+        let _writer = self.writer().await;
         let mut tx = self.pool.begin().await?;
+        let mut deleted = 0;
         for device_id in device_ids {
-            sqlx::query("DELETE FROM devices WHERE user_id = $1 AND device_id = $2")
+            deleted += sqlx::query("DELETE FROM devices WHERE user_id = $1 AND device_id = $2")
                 .bind(user_id.as_str())
                 .bind(device_id.as_str())
                 .execute(&mut *tx)
-                .await?;
+                .await?
+                .rows_affected();
+        }
+        // Other users' clients must stop encrypting for the devices that went.
+        if deleted > 0 {
+            super::keys::record_device_list_change(&mut tx, user_id.as_str()).await?;
         }
         tx.commit().await
     }
@@ -99,12 +106,18 @@ impl Store {
         user_id: &UserId,
         keep: Option<&DeviceId>,
     ) -> Result<(), sqlx::Error> {
-        sqlx::query("DELETE FROM devices WHERE user_id = $1 AND device_id <> $2")
+        let _writer = self.writer().await;
+        let mut tx = self.pool.begin().await?;
+        let deleted = sqlx::query("DELETE FROM devices WHERE user_id = $1 AND device_id <> $2")
             .bind(user_id.as_str())
             .bind(keep.map_or("", DeviceId::as_str))
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if deleted > 0 {
+            super::keys::record_device_list_change(&mut tx, user_id.as_str()).await?;
+        }
+        tx.commit().await
     }
 
     /// Records the address and time of a device's latest request.

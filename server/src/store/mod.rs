@@ -5,10 +5,12 @@
 
 mod account_data;
 mod aliases;
+mod backup;
 mod devices;
 mod events;
 mod filters;
 mod gates;
+mod keys;
 mod names;
 mod nonces;
 mod profiles;
@@ -16,6 +18,7 @@ mod receipts;
 mod registration_tokens;
 mod server_keys;
 mod streams;
+mod to_device;
 mod tokens;
 mod uia;
 mod users;
@@ -30,12 +33,15 @@ use sqlx::{
     migrate::Migrator,
 };
 
+pub use backup::{BackupKeyRow, BackupVersionRow};
 pub use devices::DeviceRow;
 pub use events::{MembershipRow, NewEvent, RoomRow, StateMap, StoredEvent};
 pub use gates::GateAuditRow;
+pub use keys::KeySignature;
 pub use profiles::ProfileField;
 pub use receipts::ReceiptRow;
 pub use registration_tokens::RegistrationTokenRow;
+pub use to_device::ToDeviceRow;
 pub use tokens::{AccessTokenRow, NewTokens, RefreshedTokens};
 pub use uia::UiaSessionRow;
 pub use users::{CreateAccount, UserRow};

@@ -117,6 +117,7 @@ impl Store {
 
     /// Marks the account deactivated, drops its password and every device (tokens cascade).
     pub async fn deactivate_user(&self, user_id: &UserId) -> Result<(), sqlx::Error> {
+        let _writer = self.writer().await;
         let mut tx = self.pool.begin().await?;
         sqlx::query("UPDATE users SET deactivated = 1, password_hash = NULL WHERE user_id = $1")
             .bind(user_id.as_str())
@@ -130,6 +131,11 @@ impl Store {
             .bind(user_id.as_str())
             .execute(&mut *tx)
             .await?;
+        sqlx::query("DELETE FROM cross_signing_keys WHERE user_id = $1")
+            .bind(user_id.as_str())
+            .execute(&mut *tx)
+            .await?;
+        super::keys::record_device_list_change(&mut tx, user_id.as_str()).await?;
         tx.commit().await
     }
 }

@@ -84,6 +84,12 @@ async fn update_device(
     {
         return Err(Error::not_found("No such device"));
     }
+    // Other users' clients show device names: their lists need a refresh.
+    services
+        .store
+        .device_list_changed(req.auth.user_id.as_str())
+        .await?;
+    services.wake_device_watchers(&req.auth.user_id).await?;
     Ok(update_device::v3::Response::new())
 }
 
@@ -111,6 +117,7 @@ async fn delete_device(
         .store
         .delete_devices(&req.auth.user_id, &[req.body.device_id])
         .await?;
+    services.wake_device_watchers(&req.auth.user_id).await?;
     Ok(delete_device::v3::Response::new())
 }
 
@@ -130,5 +137,6 @@ async fn delete_devices(
         .store
         .delete_devices(&req.auth.user_id, &req.body.devices)
         .await?;
+    services.wake_device_watchers(&req.auth.user_id).await?;
     Ok(delete_devices::v3::Response::new())
 }

@@ -1,9 +1,11 @@
 //! The Client-Server API, one module per section of the spec.
 
 mod account;
+mod backup;
 mod device;
 mod directory;
 mod discovery;
+mod keys;
 mod ephemeral;
 mod membership;
 mod message;
@@ -35,6 +37,8 @@ pub fn routes() -> Router<Arc<Services>> {
     let router = relations::routes(router);
     let router = directory::routes(router);
     let router = search::routes(router);
+    let router = keys::routes(router);
+    let router = backup::routes(router);
     device::routes(router)
 }
 

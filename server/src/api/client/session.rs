@@ -161,6 +161,7 @@ async fn logout(
         .store
         .delete_devices(&req.auth.user_id, &[req.auth.device_id])
         .await?;
+    services.wake_device_watchers(&req.auth.user_id).await?;
     Ok(logout::v3::Response::new())
 }
 
@@ -173,6 +174,7 @@ async fn logout_all(
         .store
         .delete_other_devices(&req.auth.user_id, None)
         .await?;
+    services.wake_device_watchers(&req.auth.user_id).await?;
     Ok(logout_all::v3::Response::new())
 }
 
