@@ -12,6 +12,7 @@ mod chain;
 mod cli;
 mod directory;
 mod discovery;
+mod e2ee;
 mod errors;
 mod examples;
 mod gate;

@@ -96,7 +96,9 @@ impl Services {
             .delete_backup_version(user_id.as_str(), number)
             .await?
         {
-            return Err(Error::not_found(format!("Unknown backup version {version}")));
+            return Err(Error::not_found(format!(
+                "Unknown backup version {version}"
+            )));
         }
         Ok(())
     }

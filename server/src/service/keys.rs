@@ -26,6 +26,9 @@ pub const MAX_ONE_TIME_KEYS: i64 = 10_000;
 /// The cross-signing key types, as stored and as named in `usage`.
 const CROSS_SIGNING_TYPES: [&str; 3] = ["master", "self_signing", "user_signing"];
 
+/// Keys that may sign a given key: `(ed25519:<id>, unpadded-base64 public key)`.
+type Signers = Vec<(String, String)>;
+
 /// A key as uploaded: the JSON object and its exact text.
 pub struct UploadedKey {
     /// The key ID (`algorithm:name`).
@@ -78,9 +81,9 @@ fn signature_valid(object: &Map<String, Value>, signer: &str, key_id: &str, publ
     ) else {
         return false;
     };
-    let Ok(canonical) = serde_json::from_value::<ruma::CanonicalJsonObject>(Value::Object(
-        object.clone(),
-    )) else {
+    let Ok(canonical) =
+        serde_json::from_value::<ruma::CanonicalJsonObject>(Value::Object(object.clone()))
+    else {
         return false;
     };
     let Ok(text) = to_canonical_json_string_for_signing(&canonical) else {
@@ -169,7 +172,10 @@ impl Services {
             keys.into_iter()
                 .map(|k| {
                     let (algorithm, name) = k.key_id.split_once(':').ok_or_else(|| {
-                        Error::invalid_param(format!("{} is not an algorithm:name key ID", k.key_id))
+                        Error::invalid_param(format!(
+                            "{} is not an algorithm:name key ID",
+                            k.key_id
+                        ))
                     })?;
                     if algorithm.is_empty() || name.is_empty() {
                         return Err(Error::invalid_param(format!(
@@ -247,7 +253,9 @@ impl Services {
                 if !devices.is_empty() && !devices.contains(&device_id) {
                     continue;
                 }
-                let Ok(mut keys) = object(&json) else { continue };
+                let Ok(mut keys) = object(&json) else {
+                    continue;
+                };
                 let extra: Vec<&KeySignature> = signatures
                     .iter()
                     .filter(|s| s.target_key_id == device_id)
@@ -438,7 +446,14 @@ impl Services {
             .collect();
         for (user_id, key_id, json) in signed {
             let outcome = self
-                .check_signed_key(requester, &user_id, &key_id, &json, &own_cross, &own_devices)
+                .check_signed_key(
+                    requester,
+                    &user_id,
+                    &key_id,
+                    &json,
+                    &own_cross,
+                    &own_devices,
+                )
                 .await?;
             match outcome {
                 Ok(mut signatures) => accepted.append(&mut signatures),
@@ -476,53 +491,54 @@ impl Services {
             return Ok(Err("Not a JSON object".into()));
         };
         // The stored key the upload claims to sign, and which of the requester's keys may.
-        let (stored, signers): (Option<Map<String, Value>>, Vec<(String, String)>) =
-            if user_id == requester {
-                if let Some(device) = own_devices.get(key_id) {
-                    let signers = own_cross
-                        .get("self_signing")
-                        .and_then(cross_signing_public_key)
-                        .map(|p| (format!("ed25519:{p}"), p))
-                        .into_iter()
-                        .collect();
-                    (Some(device.clone()), signers)
-                } else if own_cross
-                    .get("master")
-                    .and_then(cross_signing_public_key)
-                    .as_deref()
-                    == Some(key_id)
-                {
-                    let signers = own_devices
-                        .iter()
-                        .filter_map(|(device_id, keys)| {
-                            let id = format!("ed25519:{device_id}");
-                            let public = keys.get("keys")?.get(&id)?.as_str()?.to_owned();
-                            Some((id, public))
-                        })
-                        .collect();
-                    (own_cross.get("master").cloned(), signers)
-                } else {
-                    (None, Vec::new())
-                }
-            } else {
-                let master = self
-                    .store
-                    .cross_signing_keys(user_id.as_str())
-                    .await?
-                    .into_iter()
-                    .find(|(t, _)| t == "master")
-                    .and_then(|(_, j)| object(&j).ok())
-                    .filter(|k| cross_signing_public_key(k).as_deref() == Some(key_id));
+        let (stored, signers): (Option<Map<String, Value>>, Signers) = if user_id == requester {
+            if let Some(device) = own_devices.get(key_id) {
                 let signers = own_cross
-                    .get("user_signing")
+                    .get("self_signing")
                     .and_then(cross_signing_public_key)
                     .map(|p| (format!("ed25519:{p}"), p))
                     .into_iter()
                     .collect();
-                (master, signers)
-            };
+                (Some(device.clone()), signers)
+            } else if own_cross
+                .get("master")
+                .and_then(cross_signing_public_key)
+                .as_deref()
+                == Some(key_id)
+            {
+                let signers = own_devices
+                    .iter()
+                    .filter_map(|(device_id, keys)| {
+                        let id = format!("ed25519:{device_id}");
+                        let public = keys.get("keys")?.get(&id)?.as_str()?.to_owned();
+                        Some((id, public))
+                    })
+                    .collect();
+                (own_cross.get("master").cloned(), signers)
+            } else {
+                (None, Vec::new())
+            }
+        } else {
+            let master = self
+                .store
+                .cross_signing_keys(user_id.as_str())
+                .await?
+                .into_iter()
+                .find(|(t, _)| t == "master")
+                .and_then(|(_, j)| object(&j).ok())
+                .filter(|k| cross_signing_public_key(k).as_deref() == Some(key_id));
+            let signers = own_cross
+                .get("user_signing")
+                .and_then(cross_signing_public_key)
+                .map(|p| (format!("ed25519:{p}"), p))
+                .into_iter()
+                .collect();
+            (master, signers)
+        };
         let Some(stored) = stored else {
-            return Ok(Err(format!("{user_id} has no key {key_id} that you can sign")));
+            return Ok(Err(format!(
+                "{user_id} has no key {key_id} that you can sign"
+            )));
         };
         if signed_part(&stored) != signed_part(&uploaded) {
             return Ok(Err("The signed object differs from the stored key".into()));
@@ -539,7 +555,9 @@ impl Services {
                 continue;
             };
             if !signature_valid(&uploaded, requester.as_str(), &signer_key_id, public) {
-                return Ok(Err(format!("The signature by {signer_key_id} does not verify")));
+                return Ok(Err(format!(
+                    "The signature by {signer_key_id} does not verify"
+                )));
             }
             let Some(signature) = signature.as_str() else {
                 continue;
@@ -553,7 +571,9 @@ impl Services {
             });
         }
         if found.is_empty() {
-            return Ok(Err("No signature by a key of yours that may sign this key".into()));
+            return Ok(Err(
+                "No signature by a key of yours that may sign this key".into()
+            ));
         }
         Ok(Ok(found))
     }

@@ -318,7 +318,8 @@ impl Services {
         let receipts = self.store.max_receipt_stream().await?;
         let device_lists = self.store.max_device_list_stream().await?;
         let since = options.since;
-        let (to_device_events, to_device) = self.to_device_section(user_id, device_id, since).await?;
+        let (to_device_events, to_device) =
+            self.to_device_section(user_id, device_id, since).await?;
         let next = SyncToken {
             events: upto,
             account_data: account_data_upto,
@@ -457,7 +458,12 @@ impl Services {
         }
         let rows = self
             .store
-            .to_device_after(user_id.as_str(), device_id, acknowledged, TO_DEVICE_PER_SYNC)
+            .to_device_after(
+                user_id.as_str(),
+                device_id,
+                acknowledged,
+                TO_DEVICE_PER_SYNC,
+            )
             .await?;
         let reached = rows.last().map_or(acknowledged, |r| r.stream_id);
         let mut events = Vec::with_capacity(rows.len());

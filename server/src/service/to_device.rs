@@ -41,11 +41,7 @@ impl Services {
             .collect();
         let (_, recipients) = self
             .store
-            .queue_to_device(
-                (sender.as_str(), sender_device, txn_id),
-                kind,
-                &local,
-            )
+            .queue_to_device((sender.as_str(), sender_device, txn_id), kind, &local)
             .await?;
         let recipients: Vec<ruma::OwnedUserId> = recipients
             .into_iter()

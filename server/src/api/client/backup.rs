@@ -101,7 +101,14 @@ fn count(n: u64) -> UInt {
 }
 
 /// `(algorithm with auth_data, count, etag, version)` of a stored version.
-fn describe(row: &BackupVersionRow) -> Result<(Raw<ruma::api::client::backup::BackupAlgorithm>, UInt, String, String)> {
+fn describe(
+    row: &BackupVersionRow,
+) -> Result<(
+    Raw<ruma::api::client::backup::BackupAlgorithm>,
+    UInt,
+    String,
+    String,
+)> {
     let auth_data: Value = serde_json::from_str(&row.auth_data).unwrap_or_default();
     let algorithm = crate::http::ruma::to_raw(&serde_json::json!({
         "algorithm": row.algorithm, "auth_data": auth_data,
@@ -306,7 +313,10 @@ async fn delete_room_keys(
             None,
         )
         .await?;
-    Ok(delete_backup_keys_for_room::v3::Response::new(etag, count(n)))
+    Ok(delete_backup_keys_for_room::v3::Response::new(
+        etag,
+        count(n),
+    ))
 }
 
 /// # `DELETE /_matrix/client/v3/room_keys/keys/{roomId}/{sessionId}`

@@ -90,7 +90,12 @@ async fn query_keys(
         .body
         .device_keys
         .iter()
-        .map(|(user, devices)| (user.clone(), devices.iter().map(|d| d.to_string()).collect()))
+        .map(|(user, devices)| {
+            (
+                user.clone(),
+                devices.iter().map(|d| d.to_string()).collect(),
+            )
+        })
         .collect();
     let answer = services.query_keys(&req.auth.user_id, &wanted).await?;
     let mut response = get_keys::v3::Response::new();

@@ -1,0 +1,375 @@
+//! End-to-end encryption with real clients: `matrix-sdk` (vodozemac inside) encrypts, the
+//! server only relays keys; every message must decrypt on every device that should read it.
+//!
+//! The server runs as a process (the `matrixon` binary named by `MATRIXON_BIN`, built by the
+//! test command) on a fresh SQLite database; see Cargo.toml for why this crate stands alone.
+
+use std::{net::TcpListener, path::PathBuf, process::Stdio, time::Duration};
+
+use matrix_sdk::{
+    Client,
+    config::SyncSettings,
+    room::MessagesOptions,
+    ruma::{
+        OwnedRoomId, api::client::room::create_room, events::room::message::RoomMessageEventContent,
+    },
+};
+use serde_json::{Value, json};
+use tokio::process::{Child, Command};
+
+/// The server process, killed when dropped.
+struct Server {
+    base: String,
+    http: reqwest::Client,
+    _child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    async fn start() -> Self {
+        let bin = std::env::var_os("MATRIXON_BIN")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/debug/matrixon")
+            });
+        assert!(
+            bin.exists(),
+            "{} is missing: build it with `cargo build -p matrixon` or set MATRIXON_BIN",
+            bin.display()
+        );
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = TcpListener::bind("127.0.0.1:0")
+            .expect("free port")
+            .local_addr()
+            .expect("addr")
+            .port();
+        let child = Command::new(bin)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("MATRIXON_SERVER_NAME", "\"localhost\"")
+            .env("MATRIXON_LISTEN", format!("[\"127.0.0.1:{port}\"]"))
+            .env(
+                "MATRIXON_DATABASE_URL",
+                format!("\"sqlite:{}/matrixon.db\"", dir.path().display()),
+            )
+            .env("MATRIXON_REGISTRATION_OPEN", "true")
+            .env("MATRIXON_RATE_LIMITS_ENABLED", "false")
+            .env("MATRIXON_LOG_LEVEL", "\"warn\"")
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("matrixon starts");
+        let base = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        for _ in 0..200 {
+            if http
+                .get(format!("{base}/_matrix/client/versions"))
+                .send()
+                .await
+                .is_ok()
+            {
+                return Self {
+                    base,
+                    http,
+                    _child: child,
+                    _dir: dir,
+                };
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("matrixon did not answer on {base}");
+    }
+
+    async fn client(&self) -> Client {
+        Client::builder()
+            .homeserver_url(&self.base)
+            .build()
+            .await
+            .expect("client")
+    }
+
+    async fn post(&self, path: &str, token: Option<&str>, body: &Value) -> (u16, Value) {
+        let mut request = self.http.post(format!("{}{path}", self.base)).json(body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.expect("request");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn get(&self, path: &str, token: &str) -> (u16, Value) {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("request");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn register(&self, user: &str) {
+        let mut body = json!({"username": user, "password": PASSWORD});
+        let (status, challenge) = self.post("/_matrix/client/v3/register", None, &body).await;
+        assert_eq!(status, 401, "{challenge}");
+        body["auth"] = json!({"type": "m.login.dummy", "session": challenge["session"]});
+        let (status, answer) = self.post("/_matrix/client/v3/register", None, &body).await;
+        assert_eq!(status, 200, "{answer}");
+    }
+}
+
+const PASSWORD: &str = "e2ee password";
+
+async fn login(srv: &Server, user: &str) -> Client {
+    let client = srv.client().await;
+    client
+        .matrix_auth()
+        .login_username(user, PASSWORD)
+        .send()
+        .await
+        .expect("login");
+    client
+}
+
+async fn sync(client: &Client) -> matrix_sdk::sync::SyncResponse {
+    client
+        .sync_once(SyncSettings::default().timeout(Duration::ZERO))
+        .await
+        .expect("sync")
+}
+
+/// `(type, body)` of the timeline events a sync response carries for a room, as the client
+/// decrypted them: an undecryptable event stays `m.room.encrypted`.
+fn timeline(
+    response: &matrix_sdk::sync::SyncResponse,
+    room: &OwnedRoomId,
+) -> Vec<(String, String)> {
+    let Some(joined) = response.rooms.joined.get(room) else {
+        return Vec::new();
+    };
+    joined
+        .timeline
+        .events
+        .iter()
+        .filter_map(|e| {
+            let value: Value = serde_json::from_str(e.raw().json().get()).ok()?;
+            let kind = value["type"].as_str()?.to_owned();
+            (kind == "m.room.message" || kind == "m.room.encrypted").then(|| {
+                (
+                    kind,
+                    value["content"]["body"].as_str().unwrap_or("").to_owned(),
+                )
+            })
+        })
+        .collect()
+}
+
+/// Syncs until the room's timeline shows `body` (decrypted), failing on an undecryptable one.
+async fn receive(client: &Client, room: &OwnedRoomId, body: &str) {
+    for _ in 0..20 {
+        for (kind, text) in timeline(&sync(client).await, room) {
+            assert_eq!(
+                kind,
+                "m.room.message",
+                "a message did not decrypt on {:?}",
+                client.device_id()
+            );
+            if text == body {
+                return;
+            }
+        }
+    }
+    panic!("{body:?} never reached {:?}", client.device_id());
+}
+
+async fn send(client: &Client, room: &OwnedRoomId, body: &str) {
+    client
+        .get_room(room)
+        .expect("room")
+        .send(RoomMessageEventContent::text_plain(body))
+        .await
+        .expect("send");
+}
+
+/// Bodies of the room's history as `/messages` gives it, decrypted where the client can.
+async fn history(client: &Client, room: &OwnedRoomId) -> Vec<(String, String)> {
+    let page = client
+        .get_room(room)
+        .expect("room")
+        .messages(MessagesOptions::backward())
+        .await
+        .expect("messages");
+    let mut events: Vec<(String, String)> = page
+        .chunk
+        .iter()
+        .filter_map(|e| {
+            let value: Value = serde_json::from_str(e.raw().json().get()).ok()?;
+            let kind = value["type"].as_str()?.to_owned();
+            (kind == "m.room.message" || kind == "m.room.encrypted").then(|| {
+                (
+                    kind,
+                    value["content"]["body"].as_str().unwrap_or("").to_owned(),
+                )
+            })
+        })
+        .collect();
+    events.reverse();
+    events
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encrypted_chat_across_devices_cross_signing_and_backup() {
+    let srv = Server::start().await;
+    srv.register("alice").await;
+    srv.register("bob").await;
+    let alice = login(&srv, "alice").await;
+    let bob = login(&srv, "bob").await;
+    sync(&alice).await;
+    sync(&bob).await;
+
+    let mut request = create_room::v3::Request::new();
+    request.invite = vec![bob.user_id().expect("bob").to_owned()];
+    let room = alice.create_room(request).await.expect("create room");
+    let room_id = room.room_id().to_owned();
+    room.enable_encryption().await.expect("enable encryption");
+    sync(&bob).await;
+    bob.get_room(&room_id)
+        .expect("invite")
+        .join()
+        .await
+        .expect("bob joins");
+    sync(&alice).await;
+    sync(&bob).await;
+
+    // Both ways, every message decrypts.
+    let mut sent = Vec::new();
+    for i in 0..3 {
+        let body = format!("alice says {i}");
+        send(&alice, &room_id, &body).await;
+        receive(&bob, &room_id, &body).await;
+        sent.push(body);
+        let body = format!("bob says {i}");
+        send(&bob, &room_id, &body).await;
+        receive(&alice, &room_id, &body).await;
+        sent.push(body);
+    }
+    let raw = srv
+        .get(
+            &format!("/_matrix/client/v3/rooms/{room_id}/messages?dir=b&limit=50"),
+            alice.access_token().expect("token").as_str(),
+        )
+        .await;
+    assert!(
+        raw.1["chunk"]
+            .as_array()
+            .expect("chunk")
+            .iter()
+            .all(|e| e["type"] != "m.room.message"),
+        "the server stored no plaintext"
+    );
+
+    // Alice's identity: cross-signing bootstrapped without UIA the first time (MSC3967).
+    alice
+        .encryption()
+        .bootstrap_cross_signing(None)
+        .await
+        .expect("cross-signing bootstrap");
+    let status = alice
+        .encryption()
+        .cross_signing_status()
+        .await
+        .expect("status");
+    assert!(status.is_complete(), "{status:?}");
+    let query = srv
+        .post(
+            "/_matrix/client/v3/keys/query",
+            Some(bob.access_token().expect("token").as_str()),
+            &json!({"device_keys": {"@alice:localhost": []}}),
+        )
+        .await;
+    assert_eq!(query.0, 200, "{}", query.1);
+    let master = &query.1["master_keys"]["@alice:localhost"];
+    assert!(master["keys"].is_object(), "{}", query.1);
+    assert!(
+        query.1["user_signing_keys"]["@alice:localhost"].is_null(),
+        "a user-signing key is shown to its owner only"
+    );
+    let alice_device = alice.device_id().expect("device").to_string();
+    let device = &query.1["device_keys"]["@alice:localhost"][&alice_device];
+    let signers: Vec<&String> = device["signatures"]["@alice:localhost"]
+        .as_object()
+        .expect("signatures")
+        .keys()
+        .collect();
+    assert_eq!(
+        signers.len(),
+        2,
+        "device self-signature plus the self-signing key: {device}"
+    );
+
+    // Backup: Alice turns on recovery (secret storage + server-side backup of her keys).
+    let recovery_key = alice
+        .encryption()
+        .recovery()
+        .enable()
+        .wait_for_backups_to_upload()
+        .await
+        .expect("recovery enabled");
+    let (status, version) = srv
+        .get(
+            "/_matrix/client/v3/room_keys/version",
+            alice.access_token().expect("token").as_str(),
+        )
+        .await;
+    assert_eq!(status, 200, "{version}");
+    assert!(version["count"].as_u64().expect("count") >= 2, "{version}");
+
+    // A second device for Alice: Bob's next message must decrypt there too.
+    let alice2 = login(&srv, "alice").await;
+    sync(&alice2).await;
+    sync(&bob).await;
+    send(&bob, &room_id, "bob to both of alice's devices").await;
+    receive(&alice2, &room_id, "bob to both of alice's devices").await;
+    receive(&alice, &room_id, "bob to both of alice's devices").await;
+    sent.push("bob to both of alice's devices".into());
+
+    // Replacing the identity from the new device needs the password (UIA) now.
+    let replace = alice2.encryption().bootstrap_cross_signing(None).await;
+    let uia = replace.expect_err("replacing cross-signing keys needs UIA");
+    assert!(uia.as_uiaa_response().is_some(), "{uia:?}");
+
+    // A third device restores history from the backup with the recovery key.
+    let alice3 = login(&srv, "alice").await;
+    sync(&alice3).await;
+    let before = history(&alice3, &room_id).await;
+    assert!(
+        before.iter().any(|(kind, _)| kind == "m.room.encrypted"),
+        "without the backup, old messages are unreadable: {before:?}"
+    );
+    alice3
+        .encryption()
+        .recovery()
+        .recover(&recovery_key)
+        .await
+        .expect("recover");
+    alice3
+        .encryption()
+        .backups()
+        .download_room_keys_for_room(&room_id)
+        .await
+        .expect("download keys");
+    let after = history(&alice3, &room_id).await;
+    let bodies: Vec<&str> = after
+        .iter()
+        .filter(|(kind, _)| kind == "m.room.message")
+        .map(|(_, body)| body.as_str())
+        .collect();
+    for body in &sent[..6] {
+        assert!(
+            bodies.contains(&body.as_str()),
+            "{body} not restored: {after:?}"
+        );
+    }
+}
