@@ -202,6 +202,13 @@ pub fn test_config(database_url: &str) -> Config {
     config.registration.open = true;
     config.registration.shared_secret = Some(SHARED_SECRET.to_owned());
     config.rate_limits.enabled = false;
+    // Each server its own media directory, removed with the system's temp files.
+    static MEDIA_DIRS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = MEDIA_DIRS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    config.media.directory = std::env::temp_dir()
+        .join(format!("matrixon-test-media-{}-{n}", std::process::id()))
+        .to_string_lossy()
+        .into_owned();
     config
 }
 

@@ -16,6 +16,7 @@ mod e2ee;
 mod errors;
 mod examples;
 mod gate;
+mod media;
 mod names;
 mod registration;
 mod rooms;

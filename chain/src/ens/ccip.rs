@@ -11,8 +11,8 @@ use std::{
 use alloy::primitives::{Address, Bytes};
 use serde::Deserialize;
 
-/// Limits and the allow-list for requests a name or DID makes the server send (CCIP-Read
-/// gateways, did:web documents).
+/// Limits and the allow-list for requests that outside data makes the server send
+/// (CCIP-Read gateways, did:web documents, URL previews).
 #[derive(Clone, Debug)]
 pub struct Gateway {
     /// `host` or `host:port` entries that may be private or plain http (tests, internal gateways).
@@ -35,6 +35,9 @@ impl Default for Gateway {
         }
     }
 }
+
+/// How a refusal for the address ends, so callers can tell it from a failed fetch.
+pub const REFUSED_ADDRESS: &str = "is on a private, loopback or link-local address: refused";
 
 #[derive(Deserialize)]
 struct Answer {
@@ -152,14 +155,39 @@ impl Gateway {
         serde_json::from_slice(&body).map_err(|e| format!("{url} is not JSON: {e}"))
     }
 
-    /// GET (or POST `body`) under the rules: https unless allow-listed, the address
-    /// connected to must be public unless allow-listed, no redirects, time and size limits.
-    /// `Err((true, _))` for a 4xx answer.
+    /// A web page or image (for a URL preview): http or https, each of at most 3 redirects
+    /// checked like the first address. `(content type, body)`.
+    pub async fn get_page(&self, url: &str) -> Result<(Option<String>, Vec<u8>), String> {
+        let mut url = url.to_owned();
+        for _ in 0..4 {
+            match self.send(&url, None, true).await.map_err(|(_, why)| why)? {
+                Reply::Body(content_type, body) => return Ok((content_type, body)),
+                Reply::Redirect(next) => url = next,
+            }
+        }
+        Err("more than 3 redirects".to_owned())
+    }
+
     async fn request(
         &self,
         url: &str,
         body: Option<serde_json::Value>,
     ) -> Result<Vec<u8>, (bool, String)> {
+        match self.send(url, body, false).await? {
+            Reply::Body(_, body) => Ok(body),
+            Reply::Redirect(_) => Err((false, format!("{url} redirected: not followed"))),
+        }
+    }
+
+    /// GET (or POST `body`) under the rules: https unless allow-listed (or a `page`), the
+    /// address connected to must be public unless allow-listed, time and size limits;
+    /// redirects are handed back only for a `page`. `Err((true, _))` for a 4xx answer.
+    async fn send(
+        &self,
+        url: &str,
+        body: Option<serde_json::Value>,
+        page: bool,
+    ) -> Result<Reply, (bool, String)> {
         let parsed = url::Url::parse(url).map_err(|e| (false, format!("{url}: {e}")))?;
         let host = parsed
             .host_str()
@@ -172,7 +200,7 @@ impl Gateway {
             .allow
             .iter()
             .any(|a| *a == host || *a == format!("{host}:{port}"));
-        if parsed.scheme() != "https" && !(allowed && parsed.scheme() == "http") {
+        if parsed.scheme() != "https" && !((allowed || page) && parsed.scheme() == "http") {
             return Err((false, format!("{url}: only https is fetched")));
         }
         let addrs: Vec<SocketAddr> =
@@ -182,10 +210,7 @@ impl Gateway {
                 .map_err(|e| (false, format!("host {host}: {e}")))?
                 .collect();
         let Some(target) = addrs.iter().find(|a| allowed || is_public(a.ip())).copied() else {
-            return Err((
-                false,
-                format!("{host} is on a private, loopback or link-local address: refused"),
-            ));
+            return Err((false, format!("{host} {REFUSED_ADDRESS}")));
         };
         // No proxy: a proxy would resolve the host itself, past the address check.
         let mut builder = reqwest::Client::builder()
@@ -198,8 +223,8 @@ impl Gateway {
         }
         let client = builder.build().map_err(|e| (false, e.to_string()))?;
         let request = match body {
-            Some(body) => client.post(parsed).json(&body),
-            None => client.get(parsed),
+            Some(body) => client.post(parsed.clone()).json(&body),
+            None => client.get(parsed.clone()),
         };
         let failed = |e: reqwest::Error| {
             if e.is_timeout() {
@@ -210,12 +235,26 @@ impl Gateway {
         };
         let mut response = request.send().await.map_err(failed)?;
         let status = response.status();
+        if page && status.is_redirection() {
+            let location = response
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .and_then(|l| l.to_str().ok())
+                .and_then(|l| parsed.join(l).ok())
+                .ok_or((false, format!("{host} redirected nowhere")))?;
+            return Ok(Reply::Redirect(location.to_string()));
+        }
         if !status.is_success() {
             return Err((
                 status.is_client_error(),
                 format!("{host} answered {status}"),
             ));
         }
+        let content_type = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         let mut body = Vec::new();
         while let Some(chunk) = response.chunk().await.map_err(failed)? {
             body.extend_from_slice(&chunk);
@@ -226,8 +265,14 @@ impl Gateway {
                 ));
             }
         }
-        Ok(body)
+        Ok(Reply::Body(content_type, body))
     }
+}
+
+/// What one request got: a body (with its content type) or where to go next.
+enum Reply {
+    Body(Option<String>, Vec<u8>),
+    Redirect(String),
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ mod ccip;
 mod resolve;
 
 pub use avatar::Avatar;
-pub use ccip::{Gateway, certificates_from_pem, is_public};
+pub use ccip::{Gateway, REFUSED_ADDRESS, certificates_from_pem, is_public};
 pub use resolve::{EnsError, Resolver, UNIVERSAL_RESOLVER, coin_type, dns_encode};
 
 use alloy::{

@@ -48,6 +48,10 @@ pub struct Config {
     pub gate: GateConfig,
     /// ENS and DIDs: where ENS lives, CCIP-Read gateways, caching, profile refreshes.
     pub names: NamesConfig,
+    /// The media repository.
+    pub media: MediaConfig,
+    /// TURN credentials for calls.
+    pub voip: VoipConfig,
     /// EVM chains by CAIP-2 id (`eip155:1`), with their JSON-RPC providers.
     #[serde(default)]
     pub chains: BTreeMap<String, ChainConfig>,
@@ -116,6 +120,38 @@ pub struct NamesConfig {
     /// A PEM file of certificate authorities trusted for gateways and did:web besides the
     /// system's.
     pub extra_ca_file: Option<String>,
+}
+
+/// Media repository settings.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MediaConfig {
+    /// Directory of the content-addressed files.
+    pub directory: String,
+    /// Largest upload, in bytes.
+    pub max_upload_bytes: usize,
+    /// Serve media on the legacy unauthenticated endpoints (frozen by default).
+    pub legacy_unauthenticated: bool,
+    /// Whether URL previews are made at all.
+    pub url_preview: bool,
+    /// `host` or `host:port` entries that previews may fetch although private.
+    pub preview_allow: Vec<String>,
+    /// Per-preview time limit, in milliseconds.
+    pub preview_timeout_ms: u64,
+    /// Largest page read for a preview, in bytes.
+    pub preview_max_bytes: usize,
+}
+
+/// VoIP settings.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VoipConfig {
+    /// `turn:`/`turns:` URIs handed to clients.
+    pub turn_uris: Vec<String>,
+    /// The secret shared with the TURN server (coturn's `static-auth-secret`).
+    pub turn_shared_secret: Option<String>,
+    /// Seconds credentials stay valid.
+    pub turn_ttl_s: u64,
 }
 
 /// Whether a URL-ish string carries `user@` before its host.
@@ -328,6 +364,27 @@ impl Config {
         for chain in &self.wallet.chains {
             matrixon_chain::rpc::parse_caip2(chain)
                 .map_err(|e| ConfigError::Invalid(format!("`wallet.chains`: {e}")))?;
+        }
+        if self.media.max_upload_bytes == 0 {
+            return bad("media.max_upload_bytes", "must be at least 1");
+        }
+        if self.media.preview_timeout_ms == 0 || self.media.preview_max_bytes == 0 {
+            return bad(
+                "media.preview_timeout_ms",
+                "media.preview_timeout_ms and media.preview_max_bytes must be at least 1",
+            );
+        }
+        for (i, uri) in self.voip.turn_uris.iter().enumerate() {
+            if !(uri.starts_with("turn:") || uri.starts_with("turns:") || uri.starts_with("stun:"))
+            {
+                return bad(
+                    &format!("voip.turn_uris[{i}]"),
+                    "must be a turn:, turns: or stun: URI",
+                );
+            }
+        }
+        if self.voip.turn_ttl_s == 0 {
+            return bad("voip.turn_ttl_s", "must be at least 1 second");
         }
         if self.wallet.nonce_ttl_s == 0 || self.wallet.nonce_ttl_s > 86_400 {
             return bad("wallet.nonce_ttl_s", "must be between 1 second and one day");

@@ -7,6 +7,7 @@ pub mod directory;
 pub mod ephemeral;
 pub mod gate;
 pub mod keys;
+pub mod media;
 pub mod names;
 mod nonces;
 pub mod presence;
@@ -22,6 +23,7 @@ pub mod sync;
 pub mod timeline;
 mod to_device;
 mod uia;
+pub mod voip;
 mod wallet;
 
 use std::sync::Arc;
@@ -74,6 +76,10 @@ pub struct Services {
     pub gate_cache: gate::VerdictCache,
     /// Serialises event building per room within this process.
     pub room_locks: rooms::RoomLocks,
+    /// How URL previews fetch pages (SSRF rules, `media.preview_*` limits).
+    pub preview_fetch: matrixon_chain::ens::Gateway,
+    /// Recent URL previews.
+    pub previews: media::PreviewCache,
 }
 
 impl Services {
@@ -102,6 +108,7 @@ impl Services {
         let nonces = NonceStore::new(redis.clone()).await?;
         let gate_cache = gate::VerdictCache::new(redis.clone(), config.server_name.as_str());
         let fetch = names::fetch_policy(&config.names)?;
+        let preview_fetch = media::preview_policy(&config.media, &fetch);
         let name_cache = names::NameCache::new(redis, config.server_name.as_str());
         let typing = Arc::new(ephemeral::Typing::default());
         let presence = Arc::new(presence::Presence::default());
@@ -129,6 +136,8 @@ impl Services {
             name_cache,
             fetch,
             room_locks: rooms::RoomLocks::default(),
+            preview_fetch,
+            previews: media::PreviewCache::default(),
         })
     }
 

@@ -15,6 +15,7 @@ mod rooms;
 mod search;
 mod session;
 mod sync;
+mod voip;
 
 use std::sync::Arc;
 
@@ -39,6 +40,7 @@ pub fn routes() -> Router<Arc<Services>> {
     let router = search::routes(router);
     let router = keys::routes(router);
     let router = backup::routes(router);
+    let router = voip::routes(router);
     device::routes(router)
 }
 

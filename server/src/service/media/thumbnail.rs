@@ -1,0 +1,153 @@
+//! Thumbnails: JPEG, PNG, GIF (first frame) and WebP scaled or cropped, made once per size and
+//! method, then served from the store. Decoding runs off the async threads, with limits, so
+//! a hostile image costs a bounded amount of memory and gives a clear error.
+
+use std::{io::Cursor, time::Duration};
+
+use image::{DynamicImage, ImageFormat, ImageReader, Limits, imageops::FilterType};
+
+use super::{Services, StoredFile};
+use crate::http::error::{Error, Result};
+
+/// Largest thumbnail side made; larger requests get this.
+const MAX_SIDE: u32 = 1600;
+/// Largest source image side decoded.
+const MAX_SOURCE_SIDE: u32 = 16_384;
+/// Most memory a decode may allocate.
+const MAX_DECODE_BYTES: u64 = 256 * 1024 * 1024;
+
+/// How a thumbnail fits the requested box.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    /// Exactly the box, cropping what overflows (no upscaling).
+    Crop,
+    /// Within the box, keeping the aspect ratio (no upscaling).
+    Scale,
+}
+
+/// A requested thumbnail.
+#[derive(Clone, Copy, Debug)]
+pub struct ThumbnailSpec {
+    /// Box width.
+    pub width: u32,
+    /// Box height.
+    pub height: u32,
+    /// Crop or scale.
+    pub method: Method,
+}
+
+impl Method {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Crop => "crop",
+            Self::Scale => "scale",
+        }
+    }
+}
+
+/// Decodes and resizes; `(encoded, content type)`.
+fn render(
+    source: &[u8],
+    spec: ThumbnailSpec,
+) -> std::result::Result<(Vec<u8>, &'static str), String> {
+    let mut reader = ImageReader::new(Cursor::new(source))
+        .with_guessed_format()
+        .map_err(|e| e.to_string())?;
+    let format = reader.format().ok_or("not an image format we know")?;
+    if !matches!(
+        format,
+        ImageFormat::Jpeg | ImageFormat::Png | ImageFormat::Gif | ImageFormat::WebP
+    ) {
+        return Err(format!("{format:?} images are not thumbnailed"));
+    }
+    let mut limits = Limits::default();
+    limits.max_image_width = Some(MAX_SOURCE_SIDE);
+    limits.max_image_height = Some(MAX_SOURCE_SIDE);
+    limits.max_alloc = Some(MAX_DECODE_BYTES);
+    reader.limits(limits);
+    let image = reader.decode().map_err(|e| e.to_string())?;
+    let (iw, ih) = (image.width().max(1), image.height().max(1));
+    let (w, h) = (
+        spec.width.clamp(1, MAX_SIDE),
+        spec.height.clamp(1, MAX_SIDE),
+    );
+    let resized: DynamicImage = match spec.method {
+        Method::Scale => {
+            if iw <= w && ih <= h {
+                image
+            } else {
+                image.resize(w, h, FilterType::Triangle)
+            }
+        }
+        Method::Crop => {
+            // Never upscale: a box larger than the image shrinks to fit, keeping its shape.
+            let factor = f64::min(
+                1.0,
+                f64::min(f64::from(iw) / f64::from(w), f64::from(ih) / f64::from(h)),
+            );
+            let tw = ((f64::from(w) * factor).round() as u32).max(1);
+            let th = ((f64::from(h) * factor).round() as u32).max(1);
+            image.resize_to_fill(tw, th, FilterType::Triangle)
+        }
+    };
+    let mut out = Cursor::new(Vec::new());
+    if format == ImageFormat::Jpeg {
+        DynamicImage::ImageRgb8(resized.to_rgb8())
+            .write_to(&mut out, ImageFormat::Jpeg)
+            .map_err(|e| e.to_string())?;
+        Ok((out.into_inner(), "image/jpeg"))
+    } else {
+        resized
+            .write_to(&mut out, ImageFormat::Png)
+            .map_err(|e| e.to_string())?;
+        Ok((out.into_inner(), "image/png"))
+    }
+}
+
+impl Services {
+    /// A thumbnail of a media item, made on the first request and stored.
+    pub async fn media_thumbnail(
+        &self,
+        (server, media_id): (&str, &str),
+        spec: ThumbnailSpec,
+        wait: Duration,
+    ) -> Result<StoredFile> {
+        if spec.width == 0 || spec.height == 0 {
+            return Err(Error::invalid_param("width and height must be at least 1"));
+        }
+        let (_, source) = self.media_file(server, media_id, wait).await?;
+        let size = (spec.width.min(MAX_SIDE), spec.height.min(MAX_SIDE));
+        let method = spec.method.as_str();
+        if let Some((sha256, content_type)) = self.store.thumbnail(media_id, size, method).await? {
+            let path = self.blob_file(&sha256);
+            if let Ok(meta) = tokio::fs::metadata(&path).await {
+                return Ok(StoredFile {
+                    path,
+                    content_type: Some(content_type),
+                    filename: None,
+                    size: meta.len(),
+                });
+            }
+        }
+        let bytes = tokio::fs::read(&source.path).await.map_err(|e| {
+            Error::Internal(anyhow::anyhow!("reading {}: {e}", source.path.display()))
+        })?;
+        let rendered = tokio::task::spawn_blocking(move || render(&bytes, spec))
+            .await
+            .map_err(|e| Error::Internal(anyhow::anyhow!("thumbnailer: {e}")))?;
+        let (encoded, content_type) = rendered.map_err(|why| {
+            Error::bad_request(format!("This media cannot be thumbnailed: {why}"))
+        })?;
+        let len = encoded.len() as u64;
+        let sha256 = self.store_bytes(encoded).await?;
+        self.store
+            .insert_thumbnail(media_id, size, method, (&sha256, content_type))
+            .await?;
+        Ok(StoredFile {
+            path: self.blob_file(&sha256),
+            content_type: Some(content_type.to_owned()),
+            filename: None,
+            size: len,
+        })
+    }
+}

@@ -1,0 +1,153 @@
+//! The media repository's rows: media IDs mapped to content-addressed files, and thumbnails.
+
+use sqlx::Row;
+
+use super::Store;
+
+/// One media item.
+#[derive(Clone, Debug)]
+pub struct MediaRow {
+    /// The file's SHA-256 (hex); `None` while an asynchronous upload is pending.
+    pub sha256: Option<String>,
+    /// As the uploader declared it.
+    pub content_type: Option<String>,
+    /// As the uploader named it.
+    pub filename: Option<String>,
+    /// Bytes.
+    pub size: i64,
+    /// Who created it.
+    pub uploader: String,
+    /// When a pending asynchronous upload becomes void (ms since the epoch).
+    pub unused_expires_ms: Option<i64>,
+}
+
+impl Store {
+    /// Records an uploaded file under a new media ID.
+    pub async fn insert_media(
+        &self,
+        media_id: &str,
+        row: &MediaRow,
+        now_ms: i64,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO media (media_id, sha256, content_type, filename, size, uploader, \
+             created_ts, unused_expires_ts) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(media_id)
+        .bind(row.sha256.as_deref())
+        .bind(row.content_type.as_deref())
+        .bind(row.filename.as_deref())
+        .bind(row.size)
+        .bind(&row.uploader)
+        .bind(now_ms)
+        .bind(row.unused_expires_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Fills a pending asynchronous upload; false when it was filled meanwhile.
+    pub async fn complete_media(
+        &self,
+        media_id: &str,
+        sha256: &str,
+        content_type: Option<&str>,
+        filename: Option<&str>,
+        size: i64,
+    ) -> Result<bool, sqlx::Error> {
+        let done = sqlx::query(
+            "UPDATE media SET sha256 = $1, content_type = $2, filename = $3, size = $4, \
+             unused_expires_ts = NULL WHERE media_id = $5 AND sha256 IS NULL",
+        )
+        .bind(sha256)
+        .bind(content_type)
+        .bind(filename)
+        .bind(size)
+        .bind(media_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// One media item.
+    pub async fn media(&self, media_id: &str) -> Result<Option<MediaRow>, sqlx::Error> {
+        let row = sqlx::query(
+            "SELECT sha256, content_type, filename, size, uploader, unused_expires_ts \
+             FROM media WHERE media_id = $1",
+        )
+        .bind(media_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(MediaRow {
+                sha256: r.try_get(0)?,
+                content_type: r.try_get(1)?,
+                filename: r.try_get(2)?,
+                size: r.try_get(3)?,
+                uploader: r.try_get(4)?,
+                unused_expires_ms: r.try_get(5)?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Asynchronous uploads a user has pending (not expired).
+    pub async fn pending_media_count(
+        &self,
+        uploader: &str,
+        now_ms: i64,
+    ) -> Result<i64, sqlx::Error> {
+        sqlx::query_scalar(
+            "SELECT COUNT(*) FROM media WHERE uploader = $1 AND sha256 IS NULL \
+             AND unused_expires_ts > $2",
+        )
+        .bind(uploader)
+        .bind(now_ms)
+        .fetch_one(&self.pool)
+        .await
+    }
+
+    /// A stored thumbnail: `(sha256, content_type)`.
+    pub async fn thumbnail(
+        &self,
+        media_id: &str,
+        (width, height): (u32, u32),
+        method: &str,
+    ) -> Result<Option<(String, String)>, sqlx::Error> {
+        let row = sqlx::query(
+            "SELECT sha256, content_type FROM media_thumbnails WHERE media_id = $1 \
+             AND width = $2 AND height = $3 AND method = $4",
+        )
+        .bind(media_id)
+        .bind(i64::from(width))
+        .bind(i64::from(height))
+        .bind(method)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).transpose()
+    }
+
+    /// Records a thumbnail (a concurrent request may have made the same one: kept).
+    pub async fn insert_thumbnail(
+        &self,
+        media_id: &str,
+        (width, height): (u32, u32),
+        method: &str,
+        (sha256, content_type): (&str, &str),
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO media_thumbnails (media_id, width, height, method, sha256, content_type) \
+             VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (media_id, width, height, method) DO NOTHING",
+        )
+        .bind(media_id)
+        .bind(i64::from(width))
+        .bind(i64::from(height))
+        .bind(method)
+        .bind(sha256)
+        .bind(content_type)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}
