@@ -25,4 +25,5 @@ mod search;
 mod sessions;
 mod sso;
 mod timeline;
+mod voip;
 mod wallet;
