@@ -18,6 +18,7 @@ mod examples;
 mod gate;
 mod media;
 mod names;
+mod push;
 mod registration;
 mod rooms;
 mod scale_out;

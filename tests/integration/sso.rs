@@ -447,11 +447,12 @@ async fn sso_endpoints_refuse_bad_input(backend: Backend) {
         404,
         "M_NOT_FOUND",
     );
+    // Other media is authenticated media: the logo is the one public file.
     assert_error(
         &srv.get("/_matrix/client/v1/media/download/localhost/other", None)
             .await,
-        404,
-        "M_NOT_FOUND",
+        401,
+        "M_MISSING_TOKEN",
     );
 
     // The message builder checks what it is given.

@@ -12,6 +12,7 @@ pub mod names;
 mod nonces;
 pub mod presence;
 mod profile;
+pub mod push;
 mod rate_limit;
 mod redis;
 pub mod rooms;

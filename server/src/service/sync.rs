@@ -414,6 +414,22 @@ impl Services {
                 }
             }
         }
+        // Clients expect their push rules in the first sync, changed or not.
+        if since.is_none()
+            && !response.account_data.events.iter().any(|e| {
+                e.get_field::<String>("type").ok().flatten().as_deref()
+                    == Some(super::push::PUSH_RULES_TYPE)
+            })
+        {
+            let rules = self.push_rules(user_id).await?;
+            response
+                .account_data
+                .events
+                .push(to_raw(&serde_json::json!({
+                    "type": super::push::PUSH_RULES_TYPE,
+                    "content": {"global": rules},
+                }))?);
+        }
         let since_presence = since.map_or(0, |s| s.presence);
         if presence > since_presence {
             let now = self.now_ms();
@@ -557,11 +573,12 @@ impl Services {
         }
         let mut joined = JoinedRoom::new();
         joined.ephemeral.events = ephemeral;
-        let unread = self
+        let (unread, highlights) = self
             .store
-            .unread_count(room_id.as_str(), user_id.as_str())
+            .notification_counts(room_id.as_str(), user_id.as_str())
             .await?;
         joined.unread_notifications.notification_count = UInt::new(unread.max(0) as u64);
+        joined.unread_notifications.highlight_count = UInt::new(highlights.max(0) as u64);
         joined.timeline = self
             .timeline(&events, limited, (user_id, device_id))
             .await?;

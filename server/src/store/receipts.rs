@@ -79,34 +79,4 @@ impl Store {
     pub async fn max_receipt_stream(&self) -> Result<i64, sqlx::Error> {
         self.stream_position("receipts").await
     }
-
-    /// How many messages from others follow the user's latest read receipt (public or
-    /// private, any thread) in the room.
-    pub async fn unread_count(&self, room_id: &str, user_id: &str) -> Result<i64, sqlx::Error> {
-        let read_upto: Option<i64> = sqlx::query_scalar(
-            "SELECT MAX(e.stream_ordering) FROM receipts r JOIN events e ON e.event_id = r.event_id \
-             WHERE r.room_id = $1 AND r.user_id = $2",
-        )
-        .bind(room_id)
-        .bind(user_id)
-        .fetch_one(&self.pool)
-        .await?;
-        let joined_at: Option<i64> = sqlx::query_scalar(
-            "SELECT stream_ordering FROM memberships WHERE room_id = $1 AND user_id = $2",
-        )
-        .bind(room_id)
-        .bind(user_id)
-        .fetch_optional(&self.pool)
-        .await?;
-        let from = read_upto.or(joined_at).unwrap_or(0);
-        sqlx::query_scalar(
-            "SELECT COUNT(*) FROM events WHERE room_id = $1 AND stream_ordering > $2 \
-             AND sender <> $3 AND type IN ('m.room.message', 'm.room.encrypted', 'm.sticker')",
-        )
-        .bind(room_id)
-        .bind(from)
-        .bind(user_id)
-        .fetch_one(&self.pool)
-        .await
-    }
 }

@@ -10,6 +10,7 @@ mod keys;
 mod membership;
 mod message;
 mod profile;
+mod push;
 mod relations;
 mod rooms;
 mod search;
@@ -41,6 +42,7 @@ pub fn routes() -> Router<Arc<Services>> {
     let router = keys::routes(router);
     let router = backup::routes(router);
     let router = voip::routes(router);
+    let router = push::routes(router);
     device::routes(router)
 }
 

@@ -397,9 +397,12 @@ impl Services {
                 &room.extremities,
             )
             .await?;
-        if appended.is_none() {
+        let Some(stream_ordering) = appended else {
             return Ok(None);
-        }
+        };
+        // Notifications are recorded before anyone is woken, so the sync that shows the
+        // event shows its unread counts too.
+        self.push_event(pdu, &prepared.json, stream_ordering).await;
         let target = membership.and(pdu.state_key.as_deref());
         self.wake_room(&pdu.room_id, target).await?;
         if redacted_target.is_some() {

@@ -1,0 +1,405 @@
+//! Push: each new event is run through every recipient's push rules (the spec's defaults
+//! unless the user changed them); notifications feed unread counts, `/notifications` and
+//! HTTP pushers, which deliver to push gateways with retries and are dropped when a gateway
+//! rejects them for good.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use ruma::{
+    Int, OwnedUserId, RoomId, UInt, UserId,
+    power_levels::NotificationPowerLevels,
+    push::{Action, PushConditionPowerLevelsCtx, PushConditionRoomCtx, Ruleset},
+    room_version_rules::RoomPowerLevelsRules,
+    serde::Raw,
+};
+use serde_json::{Value, json};
+
+use super::{Services, rooms::Pdu};
+use crate::{
+    http::error::{Error, Result},
+    store::{PushAction, PusherRow},
+};
+
+/// The account-data type holding a user's push rules (`{"global": Ruleset}`).
+pub const PUSH_RULES_TYPE: &str = "m.push_rules";
+/// Attempts per notification and pusher before giving up on it.
+const DELIVERY_ATTEMPTS: u32 = 5;
+/// First retry delay; doubled each time.
+const FIRST_RETRY: Duration = Duration::from_millis(500);
+/// Time limit for one gateway request.
+const GATEWAY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A user's rules from stored account data, or the spec's defaults.
+pub fn ruleset_of(user_id: &UserId, stored: Option<&str>) -> Ruleset {
+    stored
+        .and_then(|json| serde_json::from_str::<Value>(json).ok())
+        .and_then(|v| serde_json::from_value::<Ruleset>(v.get("global")?.clone()).ok())
+        .unwrap_or_else(|| Ruleset::server_default(user_id))
+}
+
+fn int(v: Option<&Value>) -> Option<Int> {
+    v.and_then(|v| {
+        v.as_i64()
+            .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+    })
+    .and_then(|n| Int::try_from(n).ok())
+}
+
+impl Services {
+    /// The user's push rules.
+    pub async fn push_rules(&self, user_id: &UserId) -> Result<Ruleset> {
+        let stored = self
+            .store
+            .account_data(user_id.as_str(), "", PUSH_RULES_TYPE)
+            .await?;
+        Ok(ruleset_of(user_id, stored.as_deref()))
+    }
+
+    /// Stores changed push rules (as account data, so clients see them in sync).
+    pub async fn set_push_rules(&self, user_id: &UserId, rules: &Ruleset) -> Result<()> {
+        let content = json!({ "global": rules }).to_string();
+        self.store
+            .set_account_data(user_id.as_str(), "", PUSH_RULES_TYPE, &content)
+            .await?;
+        self.bus.wake([user_id]);
+        Ok(())
+    }
+
+    /// The power-level context `@room` notifications are judged with.
+    async fn push_power_levels(
+        &self,
+        room_id: &RoomId,
+    ) -> Result<Option<PushConditionPowerLevelsCtx>> {
+        let Some(room) = self.store.room(room_id.as_str()).await? else {
+            return Ok(None);
+        };
+        let (_, rules) = super::rooms::version_rules(&room.version)?;
+        let levels = self
+            .state_content(room_id, "m.room.power_levels", "")
+            .await?
+            .unwrap_or_default();
+        let users: BTreeMap<OwnedUserId, Int> = levels
+            .get("users")
+            .and_then(Value::as_object)
+            .map(|users| {
+                users
+                    .iter()
+                    .filter_map(|(u, l)| Some((UserId::parse(u).ok()?, int(Some(l))?)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut notifications = NotificationPowerLevels::new();
+        if let Some(room_level) = int(levels.get("notifications").and_then(|n| n.get("room"))) {
+            notifications.room = room_level;
+        }
+        let mut creators = Vec::new();
+        if let Some(create) = self
+            .store
+            .current_state_event(room_id.as_str(), "m.room.create", "")
+            .await?
+            && let Ok(pdu) = Pdu::from_stored(&create)
+        {
+            creators.push(pdu.sender.clone());
+            if let Some(more) = pdu
+                .content_object()
+                .get("additional_creators")
+                .and_then(Value::as_array)
+            {
+                creators.extend(more.iter().filter_map(|c| UserId::parse(c.as_str()?).ok()));
+            }
+        }
+        Ok(Some(PushConditionPowerLevelsCtx::new(
+            users,
+            int(levels.get("users_default")).unwrap_or_default(),
+            notifications,
+            RoomPowerLevelsRules::new(&rules.authorization, creators),
+        )))
+    }
+
+    /// Runs a new event through each recipient's push rules, records the notifications and
+    /// pushes them. Failures are logged: an event is never refused for its notifications.
+    pub async fn push_event(&self, pdu: &Pdu, json: &str, stream_ordering: i64) {
+        if let Err(error) = self.push_event_inner(pdu, json, stream_ordering).await {
+            tracing::warn!(event_id = %pdu.event_id, %error, "push rules not evaluated");
+        }
+    }
+
+    async fn push_event_inner(&self, pdu: &Pdu, json: &str, stream_ordering: i64) -> Result<()> {
+        let room_id = &pdu.room_id;
+        // An invite notifies the invitee, who is not joined yet.
+        let invitee = (pdu.kind.to_string() == "m.room.member"
+            && pdu
+                .content_object()
+                .get("membership")
+                .and_then(Value::as_str)
+                == Some("invite"))
+        .then(|| pdu.state_key.clone())
+        .flatten();
+        let recipients = self
+            .store
+            .push_recipients(room_id.as_str(), invitee.as_deref())
+            .await?;
+        if recipients.iter().all(|(u, _, _)| u == pdu.sender.as_str()) {
+            return Ok(());
+        }
+        let member_count =
+            UInt::try_from(self.store.joined_count(room_id.as_str()).await?).unwrap_or_default();
+        let power_levels = self.push_power_levels(room_id).await?;
+        let raw: Raw<Value> = serde_json::from_str(json)
+            .map_err(|e| Error::Internal(anyhow::anyhow!("event JSON: {e}")))?;
+        let mut notified = Vec::new();
+        for (user, rules, display_name) in recipients {
+            let Ok(user_id) = UserId::parse(user.as_str()) else {
+                continue;
+            };
+            if user_id == pdu.sender {
+                continue;
+            }
+            let ruleset = ruleset_of(&user_id, rules.as_deref());
+            let mut ctx = PushConditionRoomCtx::new(
+                room_id.clone(),
+                member_count,
+                user_id.clone(),
+                display_name.unwrap_or_else(|| user_id.localpart().to_owned()),
+            );
+            ctx.power_levels = power_levels.clone();
+            let actions = ruleset.get_actions(&raw, &ctx).await;
+            if !actions.iter().any(Action::should_notify) {
+                continue;
+            }
+            notified.push(PushAction {
+                user_id: user,
+                highlight: actions.iter().any(Action::is_highlight),
+                actions: serde_json::to_string(actions).unwrap_or_else(|_| "[]".into()),
+            });
+        }
+        self.store
+            .insert_push_actions(
+                (
+                    room_id.as_str(),
+                    pdu.event_id.as_str(),
+                    stream_ordering,
+                    self.now_ms(),
+                ),
+                &notified,
+            )
+            .await?;
+        for action in notified {
+            let pushers = self.store.pushers(&action.user_id).await?;
+            if pushers.is_empty() {
+                continue;
+            }
+            let unread = self.store.total_unread(&action.user_id).await?;
+            let payload = self.notification_payload(pdu, &action, unread).await?;
+            for pusher in pushers {
+                let delivery = deliver(
+                    self.clone_for_push(),
+                    pusher,
+                    payload.clone(),
+                    action.actions.clone(),
+                );
+                tokio::spawn(delivery);
+            }
+        }
+        Ok(())
+    }
+
+    /// The Push Gateway API `notification` object, without devices.
+    async fn notification_payload(
+        &self,
+        pdu: &Pdu,
+        action: &PushAction,
+        unread: i64,
+    ) -> Result<Value> {
+        let sender_name = self
+            .state_content(&pdu.room_id, "m.room.member", pdu.sender.as_str())
+            .await?
+            .and_then(|c| {
+                c.get("displayname")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            });
+        let room_name = self
+            .state_content(&pdu.room_id, "m.room.name", "")
+            .await?
+            .and_then(|c| c.get("name").and_then(Value::as_str).map(str::to_owned));
+        let mut notification = json!({
+            "event_id": pdu.event_id,
+            "room_id": pdu.room_id,
+            "type": pdu.kind.to_string(),
+            "sender": pdu.sender,
+            "content": Value::Object(pdu.content_object().clone()),
+            "prio": if action.highlight { "high" } else { "low" },
+            "counts": { "unread": unread, "missed_calls": 0 },
+        });
+        if let Some(name) = sender_name {
+            notification["sender_display_name"] = name.into();
+        }
+        if let Some(name) = room_name {
+            notification["room_name"] = name.into();
+        }
+        if pdu.kind.to_string() == "m.room.member" {
+            notification["user_is_target"] =
+                Value::Bool(pdu.state_key.as_deref() == Some(action.user_id.as_str()));
+        }
+        Ok(notification)
+    }
+
+    /// What a delivery task needs, detached from the request.
+    fn clone_for_push(&self) -> PushContext {
+        PushContext {
+            store: self.store.clone(),
+        }
+    }
+
+    /// `POST /pushers/set` with a `kind`: validates and stores an HTTP pusher.
+    pub async fn set_pusher(&self, user_id: &UserId, body: &Value, append: bool) -> Result<()> {
+        let text = |key: &str| -> Result<String> {
+            body.get(key)
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+                .ok_or_else(|| Error::missing_param(format!("`{key}` is required")))
+        };
+        let kind = text("kind")?;
+        if kind != "http" {
+            return Err(Error::invalid_param(format!(
+                "Only http pushers are supported, not {kind}"
+            )));
+        }
+        let app_id = text("app_id")?;
+        let pushkey = text("pushkey")?;
+        if app_id.len() > 64 || pushkey.len() > 512 {
+            return Err(Error::invalid_param(
+                "app_id is limited to 64 bytes and pushkey to 512",
+            ));
+        }
+        let data = body
+            .get("data")
+            .and_then(Value::as_object)
+            .ok_or_else(|| Error::missing_param("`data` must be an object"))?;
+        let url = data
+            .get("url")
+            .and_then(Value::as_str)
+            .ok_or_else(|| Error::missing_param("An http pusher needs data.url"))?;
+        let parsed = url::Url::parse(url)
+            .map_err(|e| Error::invalid_param(format!("data.url is not a URL: {e}")))?;
+        if !matches!(parsed.scheme(), "http" | "https")
+            || parsed.path() != "/_matrix/push/v1/notify"
+        {
+            return Err(Error::invalid_param(
+                "data.url must be an http(s) URL whose path is /_matrix/push/v1/notify",
+            ));
+        }
+        let pusher = PusherRow {
+            user_id: user_id.to_string(),
+            app_id,
+            pushkey,
+            kind,
+            app_display_name: text("app_display_name")?,
+            device_display_name: text("device_display_name")?,
+            profile_tag: body
+                .get("profile_tag")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+            lang: text("lang")?,
+            data: Value::Object(data.clone()).to_string(),
+            created_ts: self.now_ms(),
+        };
+        self.store.set_pusher(&pusher, append).await?;
+        Ok(())
+    }
+}
+
+/// The parts of the services a delivery task holds on to.
+struct PushContext {
+    store: crate::store::Store,
+}
+
+/// Delivers one notification to one pusher's gateway, retrying with back-off. A gateway
+/// that rejects the push key (or answers that the endpoint is gone) gets the pusher removed.
+async fn deliver(ctx: PushContext, pusher: PusherRow, mut notification: Value, actions: String) {
+    let data: Value = serde_json::from_str(&pusher.data).unwrap_or_default();
+    let Some(url) = data.get("url").and_then(Value::as_str).map(str::to_owned) else {
+        return;
+    };
+    // Tweaks as the rules wrote them: `{"set_tweak": name, "value": …}` (highlight defaults
+    // to true when it has no value).
+    let tweaks: serde_json::Map<String, Value> = serde_json::from_str::<Vec<Value>>(&actions)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|a| {
+            let name = a.get("set_tweak")?.as_str()?.to_owned();
+            let value = a.get("value").cloned().unwrap_or(Value::Bool(true));
+            Some((name, value))
+        })
+        .collect();
+    let mut device_data = data.as_object().cloned().unwrap_or_default();
+    device_data.remove("url");
+    if data.get("format").and_then(Value::as_str) == Some("event_id_only") {
+        let keep = ["event_id", "room_id", "counts", "prio"];
+        if let Some(object) = notification.as_object_mut() {
+            object.retain(|k, _| keep.contains(&k.as_str()));
+        }
+    }
+    notification["devices"] = json!([{
+        "app_id": pusher.app_id,
+        "pushkey": pusher.pushkey,
+        "pushkey_ts": pusher.created_ts / 1000,
+        "data": device_data,
+        "tweaks": tweaks,
+    }]);
+    let body = json!({ "notification": notification });
+    let client = match reqwest_client() {
+        Ok(client) => client,
+        Err(error) => {
+            tracing::warn!(%error, "no HTTP client for push");
+            return;
+        }
+    };
+    let mut delay = FIRST_RETRY;
+    for attempt in 1..=DELIVERY_ATTEMPTS {
+        match client.post(&url).json(&body).send().await {
+            Ok(response) if response.status().is_success() => {
+                let answer: Value = response.json().await.unwrap_or_default();
+                let rejected = answer
+                    .get("rejected")
+                    .and_then(Value::as_array)
+                    .is_some_and(|r| r.iter().any(|k| k.as_str() == Some(&pusher.pushkey)));
+                if rejected {
+                    remove(&ctx, &pusher, "the gateway rejected its push key").await;
+                }
+                return;
+            }
+            Ok(response) if matches!(response.status().as_u16(), 404 | 410) => {
+                remove(&ctx, &pusher, "the gateway endpoint is gone").await;
+                return;
+            }
+            Ok(response) => {
+                tracing::info!(status = %response.status(), attempt, app_id = %pusher.app_id, "push gateway refused a notification");
+            }
+            Err(error) => {
+                tracing::info!(error = %error.without_url(), attempt, app_id = %pusher.app_id, "push gateway unreachable");
+            }
+        }
+        if attempt < DELIVERY_ATTEMPTS {
+            tokio::time::sleep(delay).await;
+            delay *= 2;
+        }
+    }
+    tracing::warn!(app_id = %pusher.app_id, user_id = %pusher.user_id, "push notification dropped after retries");
+}
+
+async fn remove(ctx: &PushContext, pusher: &PusherRow, why: &str) {
+    tracing::info!(app_id = %pusher.app_id, user_id = %pusher.user_id, why, "removing pusher");
+    if let Err(error) = ctx
+        .store
+        .delete_pusher(&pusher.user_id, &pusher.app_id, &pusher.pushkey)
+        .await
+    {
+        tracing::warn!(%error, "could not remove a pusher");
+    }
+}
+
+fn reqwest_client() -> std::result::Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder().timeout(GATEWAY_TIMEOUT).build()
+}

@@ -1,0 +1,293 @@
+//! Push: the notifications push rules decided on, and the pushers that deliver them.
+
+use sqlx::Row;
+
+use super::Store;
+
+/// A notification for one recipient.
+#[derive(Clone, Debug)]
+pub struct PushAction {
+    /// The recipient.
+    pub user_id: String,
+    /// The actions' JSON.
+    pub actions: String,
+    /// Whether a highlight tweak was set.
+    pub highlight: bool,
+}
+
+/// One pusher as stored.
+#[derive(Clone, Debug)]
+pub struct PusherRow {
+    /// Owner.
+    pub user_id: String,
+    /// App ID.
+    pub app_id: String,
+    /// Push key.
+    pub pushkey: String,
+    /// `http`.
+    pub kind: String,
+    /// Shown to the user.
+    pub app_display_name: String,
+    /// Shown to the user.
+    pub device_display_name: String,
+    /// Which rules apply (unused beyond echoing).
+    pub profile_tag: Option<String>,
+    /// Preferred language.
+    pub lang: String,
+    /// `data` object JSON (holds `url` and `format`).
+    pub data: String,
+    /// When it was set, ms.
+    pub created_ts: i64,
+}
+
+/// One notification as `/notifications` lists it.
+#[derive(Clone, Debug)]
+pub struct NotificationRow {
+    /// The room.
+    pub room_id: String,
+    /// The event.
+    pub event_id: String,
+    /// Its stream position (pagination token).
+    pub stream_ordering: i64,
+    /// Actions JSON.
+    pub actions: String,
+    /// When it was made.
+    pub ts: i64,
+    /// Whether the user's read receipt is past it.
+    pub read: bool,
+}
+
+fn pusher_row(r: &sqlx::any::AnyRow) -> Result<PusherRow, sqlx::Error> {
+    Ok(PusherRow {
+        user_id: r.try_get(0)?,
+        app_id: r.try_get(1)?,
+        pushkey: r.try_get(2)?,
+        kind: r.try_get(3)?,
+        app_display_name: r.try_get(4)?,
+        device_display_name: r.try_get(5)?,
+        profile_tag: r.try_get(6)?,
+        lang: r.try_get(7)?,
+        data: r.try_get(8)?,
+        created_ts: r.try_get(9)?,
+    })
+}
+
+const PUSHER_COLUMNS: &str = "user_id, app_id, pushkey, kind, app_display_name, \
+    device_display_name, profile_tag, lang, data, created_ts";
+
+/// The stream position up to which a user has read a room: their latest receipt, or their
+/// join when that is later (what came before the join is not theirs to read).
+const READ_UPTO: &str = "(SELECT COALESCE(MAX(t.upto), 0) FROM ( \
+    SELECT MAX(e.stream_ordering) AS upto FROM receipts r JOIN events e \
+    ON e.event_id = r.event_id WHERE r.room_id = a.room_id AND r.user_id = a.user_id \
+    UNION ALL SELECT m.membership_since AS upto FROM memberships m \
+    WHERE m.room_id = a.room_id AND m.user_id = a.user_id AND m.membership = 'join') t)";
+
+impl Store {
+    /// Records one event's notifications.
+    pub async fn insert_push_actions(
+        &self,
+        (room_id, event_id, stream_ordering, ts): (&str, &str, i64, i64),
+        actions: &[PushAction],
+    ) -> Result<(), sqlx::Error> {
+        if actions.is_empty() {
+            return Ok(());
+        }
+        let _writer = self.writer().await;
+        let mut tx = self.pool.begin().await?;
+        for chunk in actions.chunks(500) {
+            let mut sql = String::from(
+                "INSERT INTO event_push_actions (user_id, room_id, event_id, stream_ordering, \
+                 highlight, actions, ts) VALUES ",
+            );
+            for i in 0..chunk.len() {
+                let b = i * 7;
+                if i > 0 {
+                    sql.push(',');
+                }
+                sql.push_str(&format!(
+                    "(${}, ${}, ${}, ${}, ${}, ${}, ${})",
+                    b + 1,
+                    b + 2,
+                    b + 3,
+                    b + 4,
+                    b + 5,
+                    b + 6,
+                    b + 7
+                ));
+            }
+            sql.push_str(" ON CONFLICT (user_id, event_id) DO NOTHING");
+            let mut query = sqlx::query(&sql);
+            for action in chunk {
+                query = query
+                    .bind(action.user_id.as_str())
+                    .bind(room_id)
+                    .bind(event_id)
+                    .bind(stream_ordering)
+                    .bind(i64::from(action.highlight))
+                    .bind(action.actions.as_str())
+                    .bind(ts);
+            }
+            query.execute(&mut *tx).await?;
+        }
+        tx.commit().await
+    }
+
+    /// `(notifications, highlights)` after the user's read receipt in a room.
+    pub async fn notification_counts(
+        &self,
+        room_id: &str,
+        user_id: &str,
+    ) -> Result<(i64, i64), sqlx::Error> {
+        let row = sqlx::query(&format!(
+            "SELECT COUNT(*), CAST(COALESCE(SUM(a.highlight), 0) AS BIGINT) FROM event_push_actions a \
+             WHERE a.user_id = $1 AND a.room_id = $2 AND a.stream_ordering > {READ_UPTO}"
+        ))
+        .bind(user_id)
+        .bind(room_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((row.try_get(0)?, row.try_get(1)?))
+    }
+
+    /// Unread notifications across all the user's rooms (the badge a push shows).
+    pub async fn total_unread(&self, user_id: &str) -> Result<i64, sqlx::Error> {
+        sqlx::query_scalar(&format!(
+            "SELECT COUNT(*) FROM event_push_actions a WHERE a.user_id = $1 \
+             AND a.stream_ordering > {READ_UPTO}"
+        ))
+        .bind(user_id)
+        .fetch_one(&self.pool)
+        .await
+    }
+
+    /// A user's notifications, newest first, before `before` (a stream position).
+    pub async fn notifications(
+        &self,
+        user_id: &str,
+        before: Option<i64>,
+        limit: i64,
+        only_highlight: bool,
+    ) -> Result<Vec<NotificationRow>, sqlx::Error> {
+        let rows = sqlx::query(&format!(
+            "SELECT a.room_id, a.event_id, a.stream_ordering, a.actions, a.ts, \
+             CASE WHEN a.stream_ordering <= {READ_UPTO} THEN 1 ELSE 0 END \
+             FROM event_push_actions a WHERE a.user_id = $1 AND a.stream_ordering < $2 \
+             AND ($3 = 0 OR a.highlight = 1) ORDER BY a.stream_ordering DESC LIMIT $4"
+        ))
+        .bind(user_id)
+        .bind(before.unwrap_or(i64::MAX))
+        .bind(i64::from(only_highlight))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(NotificationRow {
+                    room_id: r.try_get(0)?,
+                    event_id: r.try_get(1)?,
+                    stream_ordering: r.try_get(2)?,
+                    actions: r.try_get(3)?,
+                    ts: r.try_get(4)?,
+                    read: r.try_get::<i64, _>(5)? != 0,
+                })
+            })
+            .collect()
+    }
+
+    /// A user's pushers.
+    pub async fn pushers(&self, user_id: &str) -> Result<Vec<PusherRow>, sqlx::Error> {
+        let rows = sqlx::query(&format!(
+            "SELECT {PUSHER_COLUMNS} FROM pushers WHERE user_id = $1 ORDER BY created_ts"
+        ))
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(pusher_row).collect()
+    }
+
+    /// Adds or replaces a pusher; unless `append`, the same app ID and push key are taken
+    /// away from every other user.
+    pub async fn set_pusher(&self, pusher: &PusherRow, append: bool) -> Result<(), sqlx::Error> {
+        let _writer = self.writer().await;
+        let mut tx = self.pool.begin().await?;
+        if !append {
+            sqlx::query("DELETE FROM pushers WHERE app_id = $1 AND pushkey = $2 AND user_id <> $3")
+                .bind(&pusher.app_id)
+                .bind(&pusher.pushkey)
+                .bind(&pusher.user_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query(&format!(
+            "INSERT INTO pushers ({PUSHER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+             ON CONFLICT (app_id, pushkey, user_id) DO UPDATE SET kind = excluded.kind, \
+             app_display_name = excluded.app_display_name, \
+             device_display_name = excluded.device_display_name, \
+             profile_tag = excluded.profile_tag, lang = excluded.lang, data = excluded.data"
+        ))
+        .bind(&pusher.user_id)
+        .bind(&pusher.app_id)
+        .bind(&pusher.pushkey)
+        .bind(&pusher.kind)
+        .bind(&pusher.app_display_name)
+        .bind(&pusher.device_display_name)
+        .bind(pusher.profile_tag.as_deref())
+        .bind(&pusher.lang)
+        .bind(&pusher.data)
+        .bind(pusher.created_ts)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await
+    }
+
+    /// Removes a pusher; false when there was none.
+    pub async fn delete_pusher(
+        &self,
+        user_id: &str,
+        app_id: &str,
+        pushkey: &str,
+    ) -> Result<bool, sqlx::Error> {
+        let done =
+            sqlx::query("DELETE FROM pushers WHERE user_id = $1 AND app_id = $2 AND pushkey = $3")
+                .bind(user_id)
+                .bind(app_id)
+                .bind(pushkey)
+                .execute(&self.pool)
+                .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Push rules (account data `m.push_rules`) and profile display names of a room's joined
+    /// members and `extra` users: `(user, rules JSON, display name)`.
+    pub async fn push_recipients(
+        &self,
+        room_id: &str,
+        extra: Option<&str>,
+    ) -> Result<Vec<(String, Option<String>, Option<String>)>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT m.user_id, a.content, p.displayname FROM memberships m \
+             LEFT JOIN account_data a ON a.user_id = m.user_id AND a.room_id = '' \
+             AND a.type = 'm.push_rules' \
+             LEFT JOIN profiles p ON p.user_id = m.user_id \
+             WHERE m.room_id = $1 AND (m.membership = 'join' OR m.user_id = $2)",
+        )
+        .bind(room_id)
+        .bind(extra.unwrap_or(""))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+            .collect()
+    }
+
+    /// How many members are joined.
+    pub async fn joined_count(&self, room_id: &str) -> Result<i64, sqlx::Error> {
+        sqlx::query_scalar(
+            "SELECT COUNT(*) FROM memberships WHERE room_id = $1 AND membership = 'join'",
+        )
+        .bind(room_id)
+        .fetch_one(&self.pool)
+        .await
+    }
+}

@@ -1,0 +1,438 @@
+//! Push with a real push gateway (an HTTP listener in the test): notifications with counts
+//! and tweaks, rules that stop them, unread counts in sync, `/notifications`, retries, and
+//! pushers removed when their gateway rejects them.
+
+use std::{
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use axum::{Json, Router, extract::State, routing::post};
+use serde_json::{Value, json};
+
+use crate::harness::{Backend, TestServer, assert_error, both_backends};
+
+both_backends!(
+    push_gateway_gets_mentions_with_counts_until_rules_say_no,
+    pushers_and_rules_refuse_bad_input,
+);
+
+/// What the gateway saw, and how it answers: fail the first `failures` requests with 500,
+/// then reject `reject` push keys.
+#[derive(Default)]
+struct Gateway {
+    seen: Mutex<Vec<Value>>,
+    failures: AtomicUsize,
+    reject: Mutex<Vec<String>>,
+}
+
+async fn notify(
+    State(gw): State<Arc<Gateway>>,
+    Json(body): Json<Value>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if gw.failures.load(Ordering::SeqCst) > 0 {
+        gw.failures.fetch_sub(1, Ordering::SeqCst);
+        return (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "try later").into_response();
+    }
+    gw.seen.lock().expect("lock").push(body);
+    let rejected = gw.reject.lock().expect("lock").clone();
+    Json(json!({ "rejected": rejected })).into_response()
+}
+
+async fn gateway() -> (Arc<Gateway>, String) {
+    let gw = Arc::new(Gateway::default());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!(
+        "http://{}/_matrix/push/v1/notify",
+        listener.local_addr().expect("addr")
+    );
+    let app = Router::new()
+        .route("/_matrix/push/v1/notify", post(notify))
+        .with_state(gw.clone());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (gw, url)
+}
+
+impl Gateway {
+    /// Waits for the `n`th notification (1-based).
+    async fn nth(&self, n: usize) -> Value {
+        for _ in 0..100 {
+            if let Some(found) = self.seen.lock().expect("lock").get(n - 1) {
+                return found.clone();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the gateway never got notification {n}");
+    }
+    fn count(&self) -> usize {
+        self.seen.lock().expect("lock").len()
+    }
+}
+
+fn token(v: &Value) -> String {
+    v["access_token"].as_str().expect("token").to_owned()
+}
+
+async fn send(srv: &TestServer, token: &str, room: &str, txn: &str, content: Value) -> String {
+    let (status, body) = srv
+        .request(
+            reqwest::Method::PUT,
+            &format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/{txn}"),
+            Some(token),
+            Some(content.to_string().into_bytes()),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    body["event_id"].as_str().expect("event id").to_owned()
+}
+
+async fn put(srv: &TestServer, token: &str, path: &str, body: Value) -> (u16, Value) {
+    srv.request(
+        reqwest::Method::PUT,
+        path,
+        Some(token),
+        Some(body.to_string().into_bytes()),
+    )
+    .await
+}
+
+async fn counts(srv: &TestServer, token: &str, room: &str) -> (u64, u64) {
+    let (status, sync) = srv
+        .get("/_matrix/client/v3/sync?timeout=0", Some(token))
+        .await;
+    assert_eq!(status, 200);
+    let unread = &sync["rooms"]["join"][room]["unread_notifications"];
+    (
+        unread["notification_count"].as_u64().unwrap_or(0),
+        unread["highlight_count"].as_u64().unwrap_or(0),
+    )
+}
+
+fn pusher(url: &str, pushkey: &str) -> Value {
+    json!({
+        "kind": "http", "app_id": "io.matrixon.test", "pushkey": pushkey,
+        "app_display_name": "Test", "device_display_name": "Phone", "lang": "en",
+        "data": {"url": url, "custom": "kept"},
+    })
+}
+
+async fn push_gateway_gets_mentions_with_counts_until_rules_say_no(backend: Backend) {
+    let srv = TestServer::start(&backend).await;
+    let (gw, url) = gateway().await;
+    let alice = token(&srv.register("alice", "push password").await);
+    let bob = token(&srv.register("bob", "push password").await);
+    let (_, room) = srv
+        .post_json(
+            "/_matrix/client/v3/createRoom",
+            Some(&alice),
+            &json!({"preset": "trusted_private_chat", "invite": ["@bob:localhost"], "name": "Pushy"}),
+        )
+        .await;
+    let room = room["room_id"].as_str().expect("room").to_owned();
+    let joined = srv
+        .post_json(
+            &format!("/_matrix/client/v3/join/{room}"),
+            Some(&bob),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(joined.0, 200);
+    let (status, _) = srv
+        .post_json(
+            "/_matrix/client/v3/pushers/set",
+            Some(&bob),
+            &pusher(&url, "bob-phone"),
+        )
+        .await;
+    assert_eq!(status, 200);
+
+    // A plain message: pushed with the counts; no highlight.
+    let first = send(
+        &srv,
+        &alice,
+        &room,
+        "t1",
+        json!({"msgtype": "m.text", "body": "hello"}),
+    )
+    .await;
+    let n = gw.nth(1).await["notification"].clone();
+    assert_eq!(n["event_id"], first.as_str());
+    assert_eq!(n["room_id"], room.as_str());
+    assert_eq!(n["sender"], "@alice:localhost");
+    assert_eq!(n["room_name"], "Pushy");
+    assert_eq!(n["content"]["body"], "hello");
+    assert_eq!(n["counts"]["unread"], 1);
+    assert_eq!(n["devices"][0]["pushkey"], "bob-phone");
+    assert_eq!(
+        n["devices"][0]["data"],
+        json!({"custom": "kept"}),
+        "data without the url"
+    );
+    assert_eq!(n["devices"][0]["tweaks"]["sound"], "default");
+    assert!(
+        n["devices"][0]["tweaks"]
+            .get("highlight")
+            .is_none_or(|h| h == false),
+        "{n}"
+    );
+    assert_eq!(counts(&srv, &bob, &room).await, (1, 0));
+
+    // A mention highlights.
+    let mention = send(
+        &srv,
+        &alice,
+        &room,
+        "t2",
+        json!({"msgtype": "m.text", "body": "bob: look", "m.mentions": {"user_ids": ["@bob:localhost"]}}),
+    )
+    .await;
+    let n = gw.nth(2).await["notification"].clone();
+    assert_eq!(n["event_id"], mention.as_str());
+    assert_eq!(n["prio"], "high");
+    assert_eq!(n["devices"][0]["tweaks"]["highlight"], true);
+    assert_eq!(n["counts"]["unread"], 2);
+    assert_eq!(counts(&srv, &bob, &room).await, (2, 1));
+
+    // /notifications lists both, newest first, after the invite; only=highlight just the
+    // mention.
+    let (_, listed) = srv
+        .get("/_matrix/client/v3/notifications", Some(&bob))
+        .await;
+    let listed = listed["notifications"].as_array().expect("list").clone();
+    let ids: Vec<&str> = listed
+        .iter()
+        .map(|n| n["event"]["event_id"].as_str().expect("id"))
+        .collect();
+    assert_eq!(ids[..2], [mention.as_str(), first.as_str()]);
+    assert_eq!(
+        listed[2]["event"]["type"], "m.room.member",
+        "the invite notified Bob"
+    );
+    assert_eq!(listed[2]["event"]["content"]["membership"], "invite");
+    assert_eq!(listed.len(), 3);
+    let (_, highlights) = srv
+        .get(
+            "/_matrix/client/v3/notifications?only=highlight",
+            Some(&bob),
+        )
+        .await;
+    assert_eq!(
+        highlights["notifications"].as_array().map(Vec::len),
+        Some(1)
+    );
+
+    // Disabled rules stop plain messages; the mention rule still fires.
+    for rule in [".m.rule.room_one_to_one", ".m.rule.message"] {
+        let (status, body) = put(
+            &srv,
+            &bob,
+            &format!("/_matrix/client/v3/pushrules/global/underride/{rule}/enabled"),
+            json!({"enabled": false}),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    send(
+        &srv,
+        &alice,
+        &room,
+        "t3",
+        json!({"msgtype": "m.text", "body": "quiet"}),
+    )
+    .await;
+    let loud = send(
+        &srv,
+        &alice,
+        &room,
+        "t4",
+        json!({"msgtype": "m.text", "body": "bob!", "m.mentions": {"user_ids": ["@bob:localhost"]}}),
+    )
+    .await;
+    let n = gw.nth(3).await["notification"].clone();
+    assert_eq!(
+        n["event_id"],
+        loud.as_str(),
+        "the quiet message was not pushed"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(gw.count(), 3);
+    assert_eq!(counts(&srv, &bob, &room).await, (3, 2));
+
+    // Reading the room resets its counts.
+    let (status, _) = srv
+        .post_json(
+            &format!("/_matrix/client/v3/rooms/{room}/receipt/m.read/{loud}"),
+            Some(&bob),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(counts(&srv, &bob, &room).await, (0, 0));
+
+    // A gateway that fails first is retried; one that rejects the push key loses the pusher.
+    gw.failures.store(2, Ordering::SeqCst);
+    *gw.reject.lock().expect("lock") = vec!["bob-phone".into()];
+    send(
+        &srv,
+        &alice,
+        &room,
+        "t5",
+        json!({"msgtype": "m.text", "body": "again", "m.mentions": {"user_ids": ["@bob:localhost"]}}),
+    )
+    .await;
+    gw.nth(4).await;
+    let mut gone = false;
+    for _ in 0..50 {
+        let (_, list) = srv.get("/_matrix/client/v3/pushers", Some(&bob)).await;
+        if list["pushers"].as_array().is_some_and(Vec::is_empty) {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(gone, "a rejected pusher is removed");
+    srv.finish().await;
+}
+
+async fn pushers_and_rules_refuse_bad_input(backend: Backend) {
+    let srv = TestServer::start(&backend).await;
+    let bob = token(&srv.register("bob", "push password").await);
+    let set = |body: Value| {
+        let bob = bob.clone();
+        let srv = &srv;
+        async move {
+            srv.post_json("/_matrix/client/v3/pushers/set", Some(&bob), &body)
+                .await
+        }
+    };
+    let good = pusher("https://push.example.org/_matrix/push/v1/notify", "k1");
+    let mut wrong_path = good.clone();
+    wrong_path["data"]["url"] = json!("https://push.example.org/notify");
+    assert_error(&set(wrong_path).await, 400, "M_INVALID_PARAM");
+    let mut email = good.clone();
+    email["kind"] = json!("email");
+    assert_error(&set(email).await, 400, "M_INVALID_PARAM");
+    let mut missing = good.clone();
+    missing.as_object_mut().expect("object").remove("lang");
+    assert_error(&set(missing).await, 400, "M_MISSING_PARAM");
+    assert_error(&set(json!({"append": "yes"})).await, 400, "M_BAD_JSON");
+    let (_, list) = srv.get("/_matrix/client/v3/pushers", Some(&bob)).await;
+    assert_eq!(list["pushers"], json!([]), "nothing stored");
+    assert_eq!(set(good.clone()).await.0, 200);
+    let (_, list) = srv.get("/_matrix/client/v3/pushers", Some(&bob)).await;
+    assert_eq!(list["pushers"][0]["pushkey"], "k1");
+    let deleted = set(json!({"kind": null, "app_id": "io.matrixon.test", "pushkey": "k1"})).await;
+    assert_eq!(deleted.0, 200);
+    let (_, list) = srv.get("/_matrix/client/v3/pushers", Some(&bob)).await;
+    assert_eq!(list["pushers"], json!([]));
+
+    // Rules: the spec's defaults, a rule of one's own, and refusals.
+    let (status, all) = srv.get("/_matrix/client/v3/pushrules/", Some(&bob)).await;
+    assert_eq!(status, 200);
+    let overrides: Vec<&str> = all["global"]["override"]
+        .as_array()
+        .expect("override")
+        .iter()
+        .map(|r| r["rule_id"].as_str().expect("id"))
+        .collect();
+    assert!(
+        overrides.contains(&".m.rule.master") && overrides.contains(&".m.rule.is_user_mention")
+    );
+    let (status, body) = put(
+        &srv,
+        &bob,
+        "/_matrix/client/v3/pushrules/global/content/cats",
+        json!({"pattern": "cat*", "actions": ["notify", {"set_tweak": "highlight"}]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, rule) = srv
+        .get(
+            "/_matrix/client/v3/pushrules/global/content/cats",
+            Some(&bob),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(rule["pattern"], "cat*");
+    let (_, sync) = srv
+        .get("/_matrix/client/v3/sync?timeout=0", Some(&bob))
+        .await;
+    let rules_event = sync["account_data"]["events"]
+        .as_array()
+        .expect("account data")
+        .iter()
+        .find(|e| e["type"] == "m.push_rules")
+        .expect("push rules in sync")
+        .clone();
+    assert!(
+        rules_event["content"]["global"]["content"]
+            .as_array()
+            .expect("content rules")
+            .iter()
+            .any(|r| r["rule_id"] == "cats")
+    );
+    assert_error(
+        &put(
+            &srv,
+            &bob,
+            "/_matrix/client/v3/pushrules/global/content/.m.mine",
+            json!({"pattern": "x", "actions": []}),
+        )
+        .await,
+        400,
+        "M_INVALID_PARAM",
+    );
+    assert_error(
+        &srv.get(
+            "/_matrix/client/v3/pushrules/global/override/nope",
+            Some(&bob),
+        )
+        .await,
+        404,
+        "M_NOT_FOUND",
+    );
+    assert_error(
+        &put(
+            &srv,
+            &bob,
+            "/_matrix/client/v3/pushrules/global/override/nope/enabled",
+            json!({"enabled": true}),
+        )
+        .await,
+        404,
+        "M_NOT_FOUND",
+    );
+    let (status, _) = srv
+        .request(
+            reqwest::Method::DELETE,
+            "/_matrix/client/v3/pushrules/global/override/.m.rule.master",
+            Some(&bob),
+            None,
+        )
+        .await;
+    assert_eq!(status, 403);
+    let (status, _) = srv
+        .request(
+            reqwest::Method::DELETE,
+            "/_matrix/client/v3/pushrules/global/content/cats",
+            Some(&bob),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_error(
+        &srv.get("/_matrix/client/v3/notifications?from=abc", Some(&bob))
+            .await,
+        400,
+        "M_INVALID_PARAM",
+    );
+    srv.finish().await;
+}
