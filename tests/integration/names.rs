@@ -353,6 +353,37 @@ alloy::sol! {
 /// Names in Matrix: resolving ENS names, addresses and DIDs to users, ENS display names
 /// (and a user's own choice winning), invites by name to wallets that never signed in, and
 /// each user's did:web document.
+/// A local IPFS HTTP gateway serving one PNG at `/ipfs/QmAlice/avatar.png`: its address and
+/// the image.
+async fn ipfs_gateway() -> (String, Vec<u8>) {
+    let mut png = std::io::Cursor::new(Vec::new());
+    image::DynamicImage::ImageRgb8(image::RgbImage::from_pixel(
+        48,
+        48,
+        image::Rgb([10, 200, 30]),
+    ))
+    .write_to(&mut png, image::ImageFormat::Png)
+    .expect("png");
+    let png = png.into_inner();
+    let served = png.clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let app = axum::Router::new().route(
+        "/ipfs/QmAlice/avatar.png",
+        axum::routing::get(move || {
+            let png = served.clone();
+            // Declared as something else: the server trusts the image's own header.
+            async move { ([("content-type", "application/octet-stream")], png) }
+        }),
+    );
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (addr.to_string(), png)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn names_resolve_to_users_become_profiles_and_invite() {
     use crate::harness::{Backend, TestServer, assert_error};
@@ -364,8 +395,16 @@ async fn names_resolve_to_users_become_profiles_and_invite() {
         .place("EthereumDIDRegistry", matrixon_chain::did::ETHR_REGISTRY)
         .await;
     let (alice, carol, dave) = (Key::new(161), Key::new(163), Key::new(164));
-    ens.register("eth", "alice", alice.address(), &[], &[])
-        .await;
+    // Alice's ENS avatar lives on IPFS, fetched through a local gateway.
+    let (ipfs, avatar_png) = ipfs_gateway().await;
+    ens.register(
+        "eth",
+        "alice",
+        alice.address(),
+        &[("avatar", "ipfs://QmAlice/avatar.png")],
+        &[],
+    )
+    .await;
     ens.primary(alice.address(), "alice.eth").await;
     ens.register("eth", "carol", carol.address(), &[], &[])
         .await;
@@ -381,6 +420,8 @@ async fn names_resolve_to_users_become_profiles_and_invite() {
             },
         );
         config.names.ens_chain = format!("eip155:{CHAIN_ID}");
+        config.names.ipfs_gateway = format!("http://{ipfs}/ipfs");
+        config.names.gateway_allow = vec![ipfs];
     })
     .await;
     let bob = srv.register("bob", "pw").await;
@@ -401,6 +442,42 @@ async fn names_resolve_to_users_become_profiles_and_invite() {
         }
     };
     assert_eq!(displayname(alice_id.clone()).await, "alice.eth");
+    // …and the ENS avatar, imported into the media repository, the avatar.
+    let avatar = |user: String| {
+        let srv = &srv;
+        async move {
+            srv.get(
+                &format!("/_matrix/client/v3/profile/{user}/avatar_url"),
+                None,
+            )
+            .await
+            .1["avatar_url"]
+                .clone()
+        }
+    };
+    let imported = avatar(alice_id.clone()).await;
+    let media = imported
+        .as_str()
+        .and_then(|a| a.strip_prefix("mxc://localhost/"))
+        .unwrap_or_else(|| panic!("an mxc:// avatar: {imported}"))
+        .to_owned();
+    let downloaded = srv
+        .http
+        .get(srv.url(&format!(
+            "/_matrix/client/v1/media/download/localhost/{media}"
+        )))
+        .bearer_auth(&bob_t)
+        .send()
+        .await
+        .expect("download");
+    assert_eq!(downloaded.headers()["content-type"], "image/png");
+    assert_eq!(
+        downloaded.bytes().await.expect("bytes").to_vec(),
+        avatar_png
+    );
+    // Signing in again keeps it (nothing fetched twice).
+    wallet_session(&srv, &alice).await;
+    assert_eq!(avatar(alice_id.clone()).await, imported);
 
     // Resolving: names (normalised), addresses, CAIP-10, did:pkh.
     let resolve = |id: &str| {
@@ -455,8 +532,17 @@ async fn names_resolve_to_users_become_profiles_and_invite() {
         )
         .await;
     assert_eq!(status, 200, "{body}");
+    let (status, body) = srv
+        .put_json(
+            &format!("/_matrix/client/v3/profile/{alice_id}/avatar_url"),
+            Some(&alice_t),
+            &json!({"avatar_url": "mxc://localhost/mine"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
     wallet_session(&srv, &alice).await;
     assert_eq!(displayname(alice_id.clone()).await, "Alice A.");
+    assert_eq!(avatar(alice_id.clone()).await, "mxc://localhost/mine");
 
     // Invite by name: Carol's wallet never signed in; her account waits with the invite.
     let (status, created) = srv

@@ -117,6 +117,8 @@ pub struct NamesConfig {
     pub cache_ttl_s: u64,
     /// Seconds between refreshes of wallet users' ENS display names (also refreshed at login).
     pub refresh_interval_s: u64,
+    /// The IPFS HTTP gateway `ipfs://` avatars are fetched through.
+    pub ipfs_gateway: String,
     /// A PEM file of certificate authorities trusted for gateways and did:web besides the
     /// system's.
     pub extra_ca_file: Option<String>,

@@ -6,11 +6,12 @@ use std::{collections::HashMap, sync::Mutex, time::Duration};
 use http::StatusCode;
 use matrixon_chain::{
     did,
-    ens::{EnsError, Gateway, Resolver},
+    ens::{Avatar, EnsError, Gateway, Resolver},
     rpc::{Chain, ChainError},
 };
 use ruma::{OwnedUserId, RoomId, UserId, api::error::ErrorKind};
 use serde_json::{Value, json};
+use sha2::Digest;
 
 use super::{Services, rooms::MembershipChange};
 use crate::{
@@ -135,6 +136,9 @@ pub fn fetch_policy(config: &crate::config::NamesConfig) -> anyhow::Result<Gatew
         extra_roots,
     })
 }
+
+/// Largest ENS avatar imported, in bytes.
+const MAX_AVATAR_BYTES: usize = 5 * 1024 * 1024;
 
 /// What an identifier stands for.
 #[derive(Debug)]
@@ -400,9 +404,97 @@ impl Services {
         if !chosen_by_user && current != primary {
             self.set_displayname(user_id, primary.as_deref()).await?;
         }
-        let recorded = if chosen_by_user { last } else { primary };
+        let recorded = if chosen_by_user {
+            last
+        } else {
+            primary.clone()
+        };
         self.store
             .set_ens_profile(user_id.as_str(), recorded.as_deref(), self.now_ms())
+            .await?;
+        self.refresh_ens_avatar(user_id, address, primary.as_deref())
+            .await
+    }
+
+    /// Makes the ENS avatar (ENSIP-12) of the user's primary name their Matrix avatar,
+    /// imported into the media repository, unless they chose another; drops the imported one
+    /// when the record goes away. An avatar already imported is not fetched again.
+    async fn refresh_ens_avatar(
+        &self,
+        user_id: &UserId,
+        address: &str,
+        name: Option<&str>,
+    ) -> Result<()> {
+        let (_, current) = self.store.profile(user_id.as_str()).await?;
+        let (last_source, last_url) = self.store.ens_avatar(user_id.as_str()).await?;
+        if current.is_some() && current != last_url {
+            return Ok(());
+        }
+        let located = match name {
+            Some(name) => {
+                let owner: matrixon_chain::siwe::Address =
+                    super::parse_address(address)?
+                        .parse()
+                        .map_err(|_| Error::invalid_param("not an address"))?;
+                let resolver = Resolver {
+                    chain: self.ens().map_err(ens_error)?,
+                    gateway: &self.fetch,
+                };
+                resolver
+                    .avatar(&self.chains, name, owner, &self.config.names.ipfs_gateway)
+                    .await
+                    .map_err(ens_error)?
+            }
+            None => None,
+        };
+        let Some(avatar) = located else {
+            if current.is_some() {
+                self.set_avatar_url(user_id, None).await?;
+            }
+            self.store
+                .set_ens_avatar(user_id.as_str(), None, None)
+                .await?;
+            return Ok(());
+        };
+        let source = match &avatar {
+            Avatar::Url(url) => url.clone(),
+            Avatar::Data { bytes, .. } => {
+                format!("data:sha256:{}", hex::encode(sha2::Sha256::digest(bytes)))
+            }
+        };
+        if current.is_some() && last_source.as_deref() == Some(source.as_str()) {
+            return Ok(());
+        }
+        let bytes = match avatar {
+            Avatar::Data { bytes, .. } => bytes,
+            Avatar::Url(url) => {
+                let fetcher = Gateway {
+                    max_bytes: MAX_AVATAR_BYTES,
+                    ..self.fetch.clone()
+                };
+                fetcher
+                    .get_page(&url)
+                    .await
+                    .map_err(|why| {
+                        Error::new(
+                            StatusCode::BAD_GATEWAY,
+                            ErrorKind::Unknown,
+                            format!("ENS avatar not fetched: {why}"),
+                        )
+                    })?
+                    .1
+            }
+        };
+        // The image's own header decides its type: a declared type is not trusted.
+        let Some((content_type, _)) = super::media::raster_image(&bytes) else {
+            tracing::info!(%user_id, %source, "ENS avatar is not a JPEG, PNG, GIF or WebP image");
+            return Ok(());
+        };
+        let uri = self.store_media_bytes(user_id, content_type, bytes).await?;
+        let mxc = ruma::OwnedMxcUri::from(uri.as_str());
+        self.set_avatar_url(user_id, Some(&mxc)).await?;
+        self.store
+            .set_ens_avatar(user_id.as_str(), Some(&source), Some(&uri))
             .await?;
         Ok(())
     }

@@ -33,6 +33,40 @@ impl Store {
         Ok(())
     }
 
+    /// The avatar last imported from ENS for `user_id`: `(source, mxc URI)`.
+    pub async fn ens_avatar(
+        &self,
+        user_id: &str,
+    ) -> Result<(Option<String>, Option<String>), sqlx::Error> {
+        let row =
+            sqlx::query("SELECT avatar_source, avatar_url FROM ens_profiles WHERE user_id = $1")
+                .bind(user_id)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(match row {
+            Some(row) => (row.try_get(0)?, row.try_get(1)?),
+            None => (None, None),
+        })
+    }
+
+    /// Records the avatar imported from ENS (after [`Store::set_ens_profile`] made the row).
+    pub async fn set_ens_avatar(
+        &self,
+        user_id: &str,
+        source: Option<&str>,
+        avatar_url: Option<&str>,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "UPDATE ens_profiles SET avatar_source = $1, avatar_url = $2 WHERE user_id = $3",
+        )
+        .bind(source)
+        .bind(avatar_url)
+        .bind(user_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     /// Users with a wallet whose ENS profile was last refreshed before `before_ms` (or never).
     pub async fn ens_profiles_due(
         &self,

@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
 pub use preview::{PreviewCache, open_graph, preview_policy};
-pub use thumbnail::{Method, ThumbnailSpec};
+pub use thumbnail::{Method, ThumbnailSpec, raster_image};
 
 use super::Services;
 use crate::{
@@ -137,6 +137,31 @@ impl Services {
             bytes::Bytes::from(content),
         )]);
         Ok(self.store_blob(stream).await?.0)
+    }
+
+    /// Stores content the server fetched itself (a preview image, an ENS avatar) as a new
+    /// media item of `uploader`; its `mxc://` URI.
+    pub async fn store_media_bytes(
+        &self,
+        uploader: &UserId,
+        content_type: &str,
+        content: Vec<u8>,
+    ) -> Result<String> {
+        let size = content.len();
+        let sha256 = self.store_bytes(content).await?;
+        let media_id = super::secrets::random_alphanumeric(MEDIA_ID_LEN);
+        let row = MediaRow {
+            sha256: Some(sha256),
+            content_type: Some(content_type.to_owned()),
+            filename: None,
+            size: i64::try_from(size).unwrap_or(i64::MAX),
+            uploader: uploader.to_string(),
+            unused_expires_ms: None,
+        };
+        self.store
+            .insert_media(&media_id, &row, self.now_ms())
+            .await?;
+        Ok(format!("mxc://{}/{media_id}", self.config.server_name))
     }
 
     /// `POST /media/v3/upload`: stores the body as a new media item; its `mxc://` URI.

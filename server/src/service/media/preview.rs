@@ -11,7 +11,6 @@ use super::Services;
 use crate::{
     config::MediaConfig,
     http::error::{Error, Result},
-    store::MediaRow,
 };
 
 /// How long a preview is reused.
@@ -202,15 +201,6 @@ pub fn open_graph(html: &str) -> Map<String, Value> {
     og
 }
 
-/// The dimensions of an image, when it decodes as one.
-fn image_size(bytes: &[u8]) -> Option<(u32, u32)> {
-    image::ImageReader::new(std::io::Cursor::new(bytes))
-        .with_guessed_format()
-        .ok()?
-        .into_dimensions()
-        .ok()
-}
-
 impl Services {
     /// `GET /media/v1/preview_url`: Open Graph data of `url`, its image stored as media.
     pub async fn url_preview(&self, requester: &UserId, url: &str) -> Result<Value> {
@@ -238,8 +228,7 @@ impl Services {
         let content_type = content_type.unwrap_or_default().to_ascii_lowercase();
         let mut preview = if content_type.starts_with("image/") {
             let mut og = Map::new();
-            self.preview_image(requester, &mut og, Some(content_type.clone()), body)
-                .await?;
+            self.preview_image(requester, &mut og, body).await?;
             og
         } else if content_type.starts_with("text/html")
             || content_type.starts_with("application/xhtml")
@@ -251,11 +240,8 @@ impl Services {
                 && matches!(image_url.scheme(), "http" | "https")
             {
                 og.remove("og:image");
-                if let Ok((image_type, bytes)) =
-                    self.preview_fetch.get_page(image_url.as_str()).await
-                {
-                    self.preview_image(requester, &mut og, image_type, bytes)
-                        .await?;
+                if let Ok((_, bytes)) = self.preview_fetch.get_page(image_url.as_str()).await {
+                    self.preview_image(requester, &mut og, bytes).await?;
                 }
             }
             og
@@ -278,35 +264,19 @@ impl Services {
         &self,
         requester: &UserId,
         og: &mut Map<String, Value>,
-        content_type: Option<String>,
         bytes: Vec<u8>,
     ) -> Result<()> {
-        let Some((width, height)) = image_size(&bytes) else {
+        let Some((content_type, (width, height))) = super::raster_image(&bytes) else {
             return Ok(());
         };
         let size = bytes.len();
-        let sha256 = self.store_bytes(bytes).await?;
-        let media_id = super::super::secrets::random_alphanumeric(super::MEDIA_ID_LEN);
-        let row = MediaRow {
-            sha256: Some(sha256),
-            content_type: content_type.clone(),
-            filename: None,
-            size: i64::try_from(size).unwrap_or(i64::MAX),
-            uploader: requester.to_string(),
-            unused_expires_ms: None,
-        };
-        self.store
-            .insert_media(&media_id, &row, self.now_ms())
+        let uri = self
+            .store_media_bytes(requester, content_type, bytes)
             .await?;
-        og.insert(
-            "og:image".into(),
-            format!("mxc://{}/{media_id}", self.config.server_name).into(),
-        );
+        og.insert("og:image".into(), uri.into());
         og.insert("og:image:width".into(), width.into());
         og.insert("og:image:height".into(), height.into());
-        if let Some(content_type) = content_type {
-            og.insert("og:image:type".into(), content_type.into());
-        }
+        og.insert("og:image:type".into(), content_type.into());
         og.insert("matrix:image:size".into(), json!(size));
         Ok(())
     }

@@ -45,6 +45,22 @@ impl Method {
     }
 }
 
+/// The media type and size of a JPEG, PNG, GIF or WebP image (read from its header, not
+/// from what anyone declared); `None` for anything else.
+pub fn raster_image(bytes: &[u8]) -> Option<(&'static str, (u32, u32))> {
+    let reader = ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .ok()?;
+    let mime = match reader.format()? {
+        ImageFormat::Jpeg => "image/jpeg",
+        ImageFormat::Png => "image/png",
+        ImageFormat::Gif => "image/gif",
+        ImageFormat::WebP => "image/webp",
+        _ => return None,
+    };
+    Some((mime, reader.into_dimensions().ok()?))
+}
+
 /// Decodes and resizes; `(encoded, content type)`.
 fn render(
     source: &[u8],
