@@ -20,11 +20,31 @@ pub const ETHR_REGISTRY: Address =
     alloy::primitives::address!("dCa7EF03e98e0DC2B855bE647C39ABe984fcF21B");
 
 sol! {
-    /// The ERC-1056 read used here.
+    /// The ERC-1056 reads and events used here.
     interface IEthereumDIDRegistry {
         function identityOwner(address identity) external view returns (address);
+        function changed(address identity) external view returns (uint256);
+        function validDelegate(address identity, bytes32 delegateType, address delegate)
+            external view returns (bool);
+        event DIDOwnerChanged(address indexed identity, address owner, uint256 previousChange);
+        event DIDDelegateChanged(
+            address indexed identity,
+            bytes32 delegateType,
+            address delegate,
+            uint256 validTo,
+            uint256 previousChange
+        );
     }
 }
+
+/// Most changes of one did:ethr identity followed back through the registry's event chain.
+const MAX_ETHR_CHANGES: usize = 100;
+
+/// The JSON-LD contexts of the documents built here.
+const CONTEXTS: [&str; 2] = [
+    "https://www.w3.org/ns/did/v1",
+    "https://w3id.org/security/suites/secp256k1recovery-2020/v2",
+];
 
 /// Why a DID's controller could not be found.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -198,7 +218,162 @@ fn secp256k1_address(compressed: &[u8]) -> Result<Address, String> {
     Ok(Address::from_raw_public_key(&uncompressed[1..]))
 }
 
+/// A verification method naming an Ethereum account.
+fn account_method(did: &str, fragment: &str, chain: u64, address: Address) -> serde_json::Value {
+    serde_json::json!({
+        "id": format!("{did}#{fragment}"),
+        "type": "EcdsaSecp256k1RecoveryMethod2020",
+        "controller": did,
+        "blockchainAccountId": format!("eip155:{chain}:{address:#x}"),
+    })
+}
+
+/// A delegate type as ERC-1056 stores it: the name, right-padded to 32 bytes.
+fn delegate_type(name: &str) -> alloy::primitives::B256 {
+    let mut bytes = [0u8; 32];
+    bytes[..name.len()].copy_from_slice(name.as_bytes());
+    alloy::primitives::B256::from(bytes)
+}
+
 impl Did {
+    /// The DID document: built for did:pkh and did:key, read from the registry on chain for
+    /// did:ethr (its owner and valid `veriKey` / `sigAuth` delegates), fetched for did:web.
+    pub async fn document(
+        &self,
+        did: &str,
+        chains: &Chains,
+        fetch: &Gateway,
+    ) -> Result<serde_json::Value, DidError> {
+        let (methods, authentication) = match self {
+            Self::Web { url } => return fetch.get_json(url).await.map_err(DidError::Fetch),
+            Self::Pkh { chain, address } => {
+                let method = account_method(did, "blockchainAccountId", *chain, *address);
+                let id = method["id"].clone();
+                (vec![method], vec![id])
+            }
+            Self::KeySecp256k1 { .. } | Self::KeyEd25519 { .. } => {
+                let multibase = did.strip_prefix("did:key:").unwrap_or_default();
+                let id = format!("{did}#{multibase}");
+                let method = serde_json::json!({
+                    "id": id, "type": "Multikey", "controller": did,
+                    "publicKeyMultibase": multibase,
+                });
+                (vec![method], vec![serde_json::Value::from(id)])
+            }
+            Self::Ethr { chain, identity } => {
+                self.ethr_methods(did, chains, *chain, *identity).await?
+            }
+        };
+        Ok(serde_json::json!({
+            "@context": CONTEXTS,
+            "id": did,
+            "verificationMethod": methods,
+            "authentication": authentication,
+            "assertionMethod": methods.iter().map(|m| m["id"].clone()).collect::<Vec<_>>(),
+        }))
+    }
+
+    /// A did:ethr identity's methods (owner first, then valid delegates) and those that may
+    /// authenticate (the owner and `sigAuth` delegates). Delegates are found by following
+    /// the registry's change events back from `changed(identity)`, and each is confirmed with
+    /// `validDelegate` (expired and revoked ones drop out).
+    async fn ethr_methods(
+        &self,
+        did: &str,
+        chains: &Chains,
+        chain_id: u64,
+        identity: Address,
+    ) -> Result<(Vec<serde_json::Value>, Vec<serde_json::Value>), DidError> {
+        use alloy::sol_types::SolEvent;
+        let chain = chains.get(chain_id)?;
+        let decode_failed =
+            |what: &str| DidError::Chain(ChainError::Refused(format!("undecodable {what}")));
+        let owner = self
+            .controller(chains, &Gateway::default())
+            .await?
+            .unwrap_or(identity);
+        let changed = chain
+            .call(
+                Some(ETHR_REGISTRY),
+                IEthereumDIDRegistry::changedCall { identity }
+                    .abi_encode()
+                    .into(),
+                None,
+            )
+            .await?;
+        let mut block = IEthereumDIDRegistry::changedCall::abi_decode_returns(&changed)
+            .map_err(|_| decode_failed("changed answer"))?;
+        let subject = identity.into_word();
+        let events = [
+            IEthereumDIDRegistry::DIDOwnerChanged::SIGNATURE_HASH,
+            IEthereumDIDRegistry::DIDDelegateChanged::SIGNATURE_HASH,
+        ];
+        // (type, delegate) newest first; later duplicates are older and ignored.
+        let mut candidates: Vec<(alloy::primitives::B256, Address)> = Vec::new();
+        let mut steps = 0;
+        while !block.is_zero() && steps < MAX_ETHR_CHANGES {
+            steps += 1;
+            let at = u64::try_from(block).map_err(|_| decode_failed("block number"))?;
+            let logs = chain
+                .subject_logs(ETHR_REGISTRY, &events, subject, (at, at))
+                .await?;
+            let mut previous = alloy::primitives::U256::ZERO;
+            for log in logs.iter().rev() {
+                let data = &log.inner.data;
+                if let Ok(changed) = IEthereumDIDRegistry::DIDDelegateChanged::decode_log_data(data)
+                {
+                    if !candidates.contains(&(changed.delegateType, changed.delegate)) {
+                        candidates.push((changed.delegateType, changed.delegate));
+                    }
+                    if changed.previousChange < block {
+                        previous = previous.max(changed.previousChange);
+                    }
+                } else if let Ok(changed) =
+                    IEthereumDIDRegistry::DIDOwnerChanged::decode_log_data(data)
+                    && changed.previousChange < block
+                {
+                    previous = previous.max(changed.previousChange);
+                }
+            }
+            block = previous;
+        }
+        let controller = account_method(did, "controller", chain_id, owner);
+        let mut authentication = vec![controller["id"].clone()];
+        let mut methods = vec![controller];
+        for (kind, delegate) in candidates {
+            let valid = chain
+                .call(
+                    Some(ETHR_REGISTRY),
+                    IEthereumDIDRegistry::validDelegateCall {
+                        identity,
+                        delegateType: kind,
+                        delegate,
+                    }
+                    .abi_encode()
+                    .into(),
+                    None,
+                )
+                .await?;
+            let valid = IEthereumDIDRegistry::validDelegateCall::abi_decode_returns(&valid)
+                .map_err(|_| decode_failed("validDelegate answer"))?;
+            let sig_auth = kind == delegate_type("sigAuth");
+            if !valid || !(sig_auth || kind == delegate_type("veriKey")) {
+                continue;
+            }
+            let method = account_method(
+                did,
+                &format!("delegate-{}", methods.len()),
+                chain_id,
+                delegate,
+            );
+            if sig_auth {
+                authentication.push(method["id"].clone());
+            }
+            methods.push(method);
+        }
+        Ok((methods, authentication))
+    }
+
     /// The Ethereum address the DID controls now, if any: did:ethr asks the registry on its
     /// chain, did:web fetches its document through `fetch` (its first eip155 account).
     pub async fn controller(

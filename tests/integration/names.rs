@@ -348,6 +348,15 @@ async fn ens_resolves_forward_reverse_wildcard_and_offchain() {
 
 alloy::sol! {
     function changeOwner(address identity, address newOwner) external;
+    function addDelegate(address identity, bytes32 delegateType, address delegate, uint256 validity) external;
+    function revokeDelegate(address identity, bytes32 delegateType, address delegate) external;
+}
+
+/// An ERC-1056 delegate type: the name right-padded to 32 bytes.
+fn delegate_type(name: &str) -> alloy::primitives::B256 {
+    let mut bytes = [0u8; 32];
+    bytes[..name.len()].copy_from_slice(name.as_bytes());
+    alloy::primitives::B256::from(bytes)
 }
 
 /// Names in Matrix: resolving ENS names, addresses and DIDs to users, ENS display names
@@ -522,6 +531,101 @@ async fn names_resolve_to_users_become_profiles_and_invite() {
         )
         .await;
     assert_eq!(resolve(&ethr).await.1["user_id"], alice_id);
+
+    // Its DID document comes from the registry: the owner, and delegates while valid (a
+    // sigAuth delegate may authenticate; a revoked one is gone).
+    let document = |did: String| {
+        let (srv, token) = (&srv, bob_t.clone());
+        async move {
+            srv.get(
+                &format!("/_matrix/client/unstable/io.matrixon/did/{did}"),
+                Some(&token),
+            )
+            .await
+        }
+    };
+    let (signer, verifier) = (Key::new(171).address(), Key::new(172).address());
+    for (kind, delegate) in [("sigAuth", signer), ("veriKey", verifier)] {
+        let add = addDelegateCall {
+            identity: dave.address(),
+            delegateType: delegate_type(kind),
+            delegate,
+            validity: alloy::primitives::U256::from(86_400),
+        };
+        anvil
+            .transact_as(
+                alice.address(),
+                matrixon_chain::did::ETHR_REGISTRY,
+                &add.abi_encode(),
+            )
+            .await;
+    }
+    let account = |a: alloy::primitives::Address| format!("eip155:31337:{a:#x}");
+    let (status, doc) = document(ethr.clone()).await;
+    assert_eq!(status, 200, "{doc}");
+    assert_eq!(doc["id"], ethr.as_str());
+    let methods: Vec<&str> = doc["verificationMethod"]
+        .as_array()
+        .expect("methods")
+        .iter()
+        .map(|m| m["blockchainAccountId"].as_str().expect("account"))
+        .collect();
+    assert_eq!(
+        methods,
+        [account(alice.address()), account(verifier), account(signer)],
+        "{doc}"
+    );
+    assert_eq!(
+        doc["authentication"].as_array().map(Vec::len),
+        Some(2),
+        "owner and sigAuth: {doc}"
+    );
+    let revoke = revokeDelegateCall {
+        identity: dave.address(),
+        delegateType: delegate_type("sigAuth"),
+        delegate: signer,
+    };
+    anvil
+        .transact_as(
+            alice.address(),
+            matrixon_chain::did::ETHR_REGISTRY,
+            &revoke.abi_encode(),
+        )
+        .await;
+    let (_, doc) = document(ethr.clone()).await;
+    let methods: Vec<&str> = doc["verificationMethod"]
+        .as_array()
+        .expect("methods")
+        .iter()
+        .map(|m| m["blockchainAccountId"].as_str().expect("account"))
+        .collect();
+    assert_eq!(
+        methods,
+        [account(alice.address()), account(verifier)],
+        "{doc}"
+    );
+    // did:pkh and a local user's did:web have documents too; nonsense is refused.
+    let (status, doc) = document(did.clone()).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        doc["verificationMethod"][0]["blockchainAccountId"],
+        format!("eip155:1:{:#x}", alice.address())
+    );
+    let (status, doc) = document(format!(
+        "did:web:localhost:users:{}",
+        alice_id
+            .trim_start_matches('@')
+            .split(':')
+            .next()
+            .expect("localpart")
+    ))
+    .await;
+    assert_eq!(status, 200, "{doc}");
+    assert_error(
+        &document("did:example:1".into()).await,
+        400,
+        "M_INVALID_PARAM",
+    );
 
     // A display name the user chose wins over ENS, at the next sign-in too.
     let (status, body) = srv

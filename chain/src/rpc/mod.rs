@@ -327,6 +327,25 @@ impl Chain {
             .collect())
     }
 
+    /// Logs of one contract in blocks `from..=to` with topic 0 in `events` and topic 1
+    /// equal to `subject`, with their data (for events whose fields matter, not only that
+    /// they happened).
+    pub async fn subject_logs(
+        &self,
+        contract: Address,
+        events: &[alloy::primitives::B256],
+        subject: alloy::primitives::B256,
+        (from, to): (u64, u64),
+    ) -> Result<Vec<alloy::rpc::types::Log>, ChainError> {
+        let filter = alloy::rpc::types::Filter::new()
+            .address(contract)
+            .event_signature(events.to_vec())
+            .topic1(subject)
+            .from_block(from)
+            .to_block(to);
+        Ok(self.provider.get_logs(&filter).await?)
+    }
+
     /// Logs emitted by `addresses` with topic 0 in `topics`, in blocks `from..=to`: each
     /// log's emitter and topics.
     pub async fn logs(

@@ -151,6 +151,22 @@ struct Found {
     did: Option<String>,
 }
 
+/// 503 when a DID's chain cannot be asked, 502 when its document cannot be fetched.
+fn did_error(e: did::DidError) -> Error {
+    match e {
+        did::DidError::Chain(e) => Error::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::Unknown,
+            format!("The DID's chain cannot be asked: {e}"),
+        ),
+        did::DidError::Fetch(why) => Error::new(
+            StatusCode::BAD_GATEWAY,
+            ErrorKind::Unknown,
+            format!("The DID document could not be fetched: {why}"),
+        ),
+    }
+}
+
 fn ens_error(e: EnsError) -> Error {
     match e {
         EnsError::InvalidName(why) => Error::invalid_param(why),
@@ -253,22 +269,10 @@ impl Services {
     async fn find(&self, identifier: &str) -> Result<Found> {
         if identifier.starts_with("did:") {
             let parsed = did::parse(identifier).map_err(Error::invalid_param)?;
-            let controller =
-                parsed
-                    .controller(&self.chains, &self.fetch)
-                    .await
-                    .map_err(|e| match e {
-                        did::DidError::Chain(e) => Error::new(
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            ErrorKind::Unknown,
-                            format!("The DID's chain cannot be asked: {e}"),
-                        ),
-                        did::DidError::Fetch(why) => Error::new(
-                            StatusCode::BAD_GATEWAY,
-                            ErrorKind::Unknown,
-                            format!("The DID document could not be fetched: {why}"),
-                        ),
-                    })?;
+            let controller = parsed
+                .controller(&self.chains, &self.fetch)
+                .await
+                .map_err(did_error)?;
             let address = controller.ok_or_else(|| {
                 Error::not_found(format!("{identifier} controls no Ethereum account"))
             })?;
@@ -523,6 +527,24 @@ impl Services {
             }
         }
         Ok(())
+    }
+
+    /// The document of any DID this server resolves; a local user's did:web is answered
+    /// here without fetching.
+    pub async fn any_did_document(&self, identifier: &str) -> Result<Value> {
+        let host = self.config.server_name.as_str().replace(':', "%3A");
+        if let Some(segment) = identifier.strip_prefix(&format!("did:web:{host}:users:")) {
+            let localpart: String = form_urlencoded::parse(format!("l={segment}").as_bytes())
+                .next()
+                .map(|(_, v)| v.into_owned())
+                .unwrap_or_default();
+            return self.did_document(&localpart).await;
+        }
+        let parsed = did::parse(identifier).map_err(Error::invalid_param)?;
+        parsed
+            .document(identifier, &self.chains, &self.fetch)
+            .await
+            .map_err(did_error)
     }
 
     /// The did:web document of a local user: linked wallets as verification methods, the

@@ -47,6 +47,10 @@ pub fn routes() -> Router<Arc<Services>> {
         )
         .route("/users/{localpart}/did.json", get(did_document))
         .route(
+            "/_matrix/client/unstable/io.matrixon/did/{did}",
+            get(any_did_document),
+        )
+        .route(
             "/_matrix/client/unstable/io.matrixon/gate/check",
             axum::routing::post(gate::check),
         )
@@ -108,6 +112,18 @@ async fn did_document(
     Path(localpart): Path<String>,
 ) -> Result<Json<Value>> {
     Ok(Json(services.did_document(&localpart).await?))
+}
+
+/// # `GET /_matrix/client/unstable/io.matrixon/did/{did}`
+///
+/// The DID document of a did:pkh, did:ethr (owner and delegates from the registry), did:key
+/// or did:web.
+async fn any_did_document(
+    State(services): State<Arc<Services>>,
+    Authenticated(_): Authenticated,
+    Path(did): Path<String>,
+) -> Result<Json<Value>> {
+    Ok(Json(services.any_did_document(&did).await?))
 }
 
 /// # `GET /_matrix/client/unstable/io.matrixon/siwe/nonce`
