@@ -24,6 +24,7 @@ both_backends!(
     sdk_clients_talk_in_a_room,
     forbidden_transitions_change_nothing,
     sync_waits_then_wakes_and_tokens_never_skip,
+    random_interleavings_of_sends_and_syncs_never_skip_or_repeat,
     sends_are_idempotent_per_device_and_transaction,
 );
 
@@ -614,5 +615,202 @@ async fn lazy_loading_sends_each_member_once_unless_asked(backend: Backend) {
         members.contains(&"@bob:localhost".to_owned()),
         "the user's own, too"
     );
+    srv.finish().await;
+}
+
+/// Property-style: three senders send at random moments while a reader syncs (long-polls
+/// with random timeouts and limits) concurrently. Whatever the interleaving, the reader sees
+/// every message exactly once, in the room's order. The seed is printed;
+/// `MATRIXON_TEST_SEED=<n>` replays one.
+async fn random_interleavings_of_sends_and_syncs_never_skip_or_repeat(backend: Backend) {
+    use rand::{Rng, SeedableRng, rngs::StdRng};
+
+    let seed: u64 = std::env::var("MATRIXON_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| rand::thread_rng().r#gen());
+    println!("random interleavings: MATRIXON_TEST_SEED={seed}");
+    let srv = TestServer::start(&backend).await;
+    let token = |v: &Value| v["access_token"].as_str().expect("token").to_owned();
+    let senders: Vec<String> = vec![
+        token(&srv.register("s1", "pw sender 1").await),
+        token(&srv.register("s2", "pw sender 2").await),
+        token(&srv.register("s3", "pw sender 3").await),
+    ];
+    let reader = token(&srv.register("reader", "pw reader 1").await);
+    let room = create(&srv, &senders[0], json!({"preset": "public_chat"})).await;
+    for t in senders.iter().skip(1).chain([&reader]) {
+        let joined = srv
+            .post_json(
+                &format!("/_matrix/client/v3/join/{room}"),
+                Some(t),
+                &json!({}),
+            )
+            .await;
+        assert_eq!(joined.0, 200);
+    }
+    let (_, initial) = srv.get("/_matrix/client/v3/sync", Some(&reader)).await;
+    let since = initial["next_batch"].as_str().expect("next").to_owned();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+
+    let mut tasks = Vec::new();
+    for (i, sender) in senders.iter().enumerate() {
+        let (http, base, sender, room) =
+            (srv.http.clone(), srv.url(""), sender.clone(), room.clone());
+        let mut rng = StdRng::seed_from_u64(seed.wrapping_add(i as u64));
+        tasks.push(tokio::spawn(async move {
+            let mut sent = Vec::new();
+            for n in 0..rng.gen_range(10..25) {
+                tokio::time::sleep(Duration::from_millis(rng.gen_range(0..30))).await;
+                let body = format!("s{i}-{n}");
+                let url = format!("{base}/_matrix/client/v3/rooms/{room}/send/m.room.message/r{n}");
+                let status = http
+                    .put(url)
+                    .bearer_auth(&sender)
+                    .json(&json!({"msgtype": "m.text", "body": body}))
+                    .send()
+                    .await
+                    .expect("send")
+                    .status();
+                assert_eq!(status, 200);
+                sent.push(body);
+            }
+            sent
+        }));
+    }
+    let reading = {
+        let (http, base, reader, room, done) = (
+            srv.http.clone(),
+            srv.url(""),
+            reader.clone(),
+            room.clone(),
+            done.clone(),
+        );
+        let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed);
+        tokio::spawn(async move {
+            let mut since = since;
+            let mut seen: Vec<String> = Vec::new();
+            let mut quiet_after_done = 0;
+            let mut gaps = 0;
+            loop {
+                // Sometimes the reader falls behind, so some timelines come back limited.
+                tokio::time::sleep(Duration::from_millis(rng.gen_range(0..120))).await;
+                let limit = rng.gen_range(1..5);
+                let timeout = rng.gen_range(0..200);
+                let filter = format!(r#"{{"room":{{"timeline":{{"limit":{limit}}}}}}}"#);
+                let url = format!(
+                    "{base}/_matrix/client/v3/sync?since={since}&timeout={timeout}&filter={}",
+                    url::form_urlencoded::byte_serialize(filter.as_bytes()).collect::<String>()
+                );
+                let body: Value = http
+                    .get(url)
+                    .bearer_auth(&reader)
+                    .send()
+                    .await
+                    .expect("sync")
+                    .json()
+                    .await
+                    .expect("json");
+                let timeline = &body["rooms"]["join"][&room]["timeline"];
+                let mut events: Vec<String> = timeline["events"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|e| e["type"] == "m.room.message")
+                    .map(|e| e["content"]["body"].as_str().unwrap_or("?").to_owned())
+                    .collect();
+                // A limited timeline has a gap: the reader fills it from `prev_batch` back to
+                // where it was, as clients do.
+                if timeline["limited"] == true {
+                    gaps += 1;
+                    let mut from = timeline["prev_batch"]
+                        .as_str()
+                        .expect("prev_batch")
+                        .to_owned();
+                    let mut earlier = Vec::new();
+                    loop {
+                        let url = format!(
+                            "{base}/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=3&from={from}&to={since}"
+                        );
+                        let page: Value = http
+                            .get(url)
+                            .bearer_auth(&reader)
+                            .send()
+                            .await
+                            .expect("messages")
+                            .json()
+                            .await
+                            .expect("json");
+                        for e in page["chunk"].as_array().into_iter().flatten() {
+                            if e["type"] == "m.room.message" {
+                                earlier
+                                    .push(e["content"]["body"].as_str().unwrap_or("?").to_owned());
+                            }
+                        }
+                        match page["end"].as_str() {
+                            Some(end)
+                                if page["chunk"].as_array().is_some_and(|c| !c.is_empty()) =>
+                            {
+                                from = end.to_owned()
+                            }
+                            _ => break,
+                        }
+                    }
+                    earlier.reverse();
+                    earlier.append(&mut events);
+                    events = earlier;
+                }
+                let got_any = !events.is_empty();
+                seen.append(&mut events);
+                since = body["next_batch"].as_str().expect("next").to_owned();
+                if done.load(std::sync::atomic::Ordering::SeqCst) {
+                    quiet_after_done = if got_any { 0 } else { quiet_after_done + 1 };
+                    if quiet_after_done >= 2 {
+                        println!("{} messages read, {gaps} gaps filled", seen.len());
+                        return seen;
+                    }
+                }
+            }
+        })
+    };
+    let mut sent_per_sender = Vec::new();
+    for task in tasks {
+        sent_per_sender.push(task.await.expect("sender"));
+    }
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let seen = reading.await.expect("reader");
+
+    // Exactly once each…
+    let mut sorted = seen.clone();
+    sorted.sort();
+    let mut all: Vec<String> = sent_per_sender.iter().flatten().cloned().collect();
+    all.sort();
+    assert_eq!(sorted, all, "seed {seed}: every message exactly once");
+    // …in the room's order (which keeps each sender's order)…
+    let (_, page) = srv
+        .get(
+            &format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=1000"),
+            Some(&reader),
+        )
+        .await;
+    let mut order: Vec<String> = page["chunk"]
+        .as_array()
+        .expect("chunk")
+        .iter()
+        .filter(|e| e["type"] == "m.room.message")
+        .map(|e| e["content"]["body"].as_str().unwrap_or("?").to_owned())
+        .collect();
+    order.reverse();
+    assert_eq!(seen, order, "seed {seed}: in the room's order");
+    for sent in &sent_per_sender {
+        let positions: Vec<usize> = sent
+            .iter()
+            .map(|b| seen.iter().position(|s| s == b).expect("seen"))
+            .collect();
+        assert!(
+            positions.windows(2).all(|w| w[0] < w[1]),
+            "seed {seed}: a sender's order kept"
+        );
+    }
     srv.finish().await;
 }
