@@ -34,8 +34,18 @@ sol! {
             uint256 validTo,
             uint256 previousChange
         );
+        event DIDAttributeChanged(
+            address indexed identity,
+            bytes32 name,
+            bytes value,
+            uint256 validTo,
+            uint256 previousChange
+        );
     }
 }
+
+/// Most delegates of one did:ethr identity confirmed on chain.
+const MAX_ETHR_DELEGATES: usize = 50;
 
 /// Most changes of one did:ethr identity followed back through the registry's event chain.
 const MAX_ETHR_CHANGES: usize = 100;
@@ -304,10 +314,13 @@ impl Did {
         let mut block = IEthereumDIDRegistry::changedCall::abi_decode_returns(&changed)
             .map_err(|_| decode_failed("changed answer"))?;
         let subject = identity.into_word();
+        // Attribute changes are not read into the document, but they are links in the chain.
         let events = [
             IEthereumDIDRegistry::DIDOwnerChanged::SIGNATURE_HASH,
             IEthereumDIDRegistry::DIDDelegateChanged::SIGNATURE_HASH,
+            IEthereumDIDRegistry::DIDAttributeChanged::SIGNATURE_HASH,
         ];
+        let (sig_auth, veri_key) = (delegate_type("sigAuth"), delegate_type("veriKey"));
         // (type, delegate) newest first; later duplicates are older and ignored.
         let mut candidates: Vec<(alloy::primitives::B256, Address)> = Vec::new();
         let mut steps = 0;
@@ -320,19 +333,28 @@ impl Did {
             let mut previous = alloy::primitives::U256::ZERO;
             for log in logs.iter().rev() {
                 let data = &log.inner.data;
-                if let Ok(changed) = IEthereumDIDRegistry::DIDDelegateChanged::decode_log_data(data)
+                let link = if let Ok(changed) =
+                    IEthereumDIDRegistry::DIDDelegateChanged::decode_log_data(data)
                 {
-                    if !candidates.contains(&(changed.delegateType, changed.delegate)) {
-                        candidates.push((changed.delegateType, changed.delegate));
+                    let kind = changed.delegateType;
+                    if (kind == sig_auth || kind == veri_key)
+                        && candidates.len() < MAX_ETHR_DELEGATES
+                        && !candidates.contains(&(kind, changed.delegate))
+                    {
+                        candidates.push((kind, changed.delegate));
                     }
-                    if changed.previousChange < block {
-                        previous = previous.max(changed.previousChange);
-                    }
+                    Some(changed.previousChange)
                 } else if let Ok(changed) =
                     IEthereumDIDRegistry::DIDOwnerChanged::decode_log_data(data)
-                    && changed.previousChange < block
                 {
-                    previous = previous.max(changed.previousChange);
+                    Some(changed.previousChange)
+                } else {
+                    IEthereumDIDRegistry::DIDAttributeChanged::decode_log_data(data)
+                        .ok()
+                        .map(|changed| changed.previousChange)
+                };
+                if let Some(link) = link.filter(|l| *l < block) {
+                    previous = previous.max(link);
                 }
             }
             block = previous;
@@ -356,8 +378,7 @@ impl Did {
                 .await?;
             let valid = IEthereumDIDRegistry::validDelegateCall::abi_decode_returns(&valid)
                 .map_err(|_| decode_failed("validDelegate answer"))?;
-            let sig_auth = kind == delegate_type("sigAuth");
-            if !valid || !(sig_auth || kind == delegate_type("veriKey")) {
+            if !valid {
                 continue;
             }
             let method = account_method(
@@ -366,7 +387,7 @@ impl Did {
                 chain_id,
                 delegate,
             );
-            if sig_auth {
+            if kind == sig_auth {
                 authentication.push(method["id"].clone());
             }
             methods.push(method);

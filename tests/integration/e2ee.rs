@@ -159,6 +159,23 @@ async fn key_endpoints_keep_their_promises(backend: Backend) {
         remote.1
     );
 
+    // A key ID uploaded again unchanged is fine; with other content it is refused.
+    let again = upload(
+        &alice,
+        json!({"one_time_keys": {"signed_curve25519:AAAAAQ": {"key": "otk1", "signatures": {}}}}),
+    )
+    .await;
+    assert_eq!(again.0, 200, "{}", again.1);
+    assert_error(
+        &upload(
+            &alice,
+            json!({"one_time_keys": {"signed_curve25519:AAAAAQ": {"key": "other", "signatures": {}}}}),
+        )
+        .await,
+        400,
+        "M_INVALID_PARAM",
+    );
+
     // Claims: the two one-time keys once each, then the fallback key (again and again).
     let claim =
         json!({"one_time_keys": {"@alice:localhost": {&alice.device_id: "signed_curve25519"}}});
@@ -181,10 +198,9 @@ async fn key_endpoints_keep_their_promises(backend: Backend) {
     }
     assert_eq!(claimed, ["otk1", "otk2", "fb", "fb"]);
     let after = raw_sync(&srv, &alice.token, None).await;
-    assert!(
-        after["device_one_time_keys_count"]["signed_curve25519"].is_null()
-            || after["device_one_time_keys_count"]["signed_curve25519"] == 0,
-        "{after}"
+    assert_eq!(
+        after["device_one_time_keys_count"]["signed_curve25519"], 0,
+        "an exhausted algorithm is reported as 0, so clients top up: {after}"
     );
     assert_eq!(
         after["device_unused_fallback_key_types"],

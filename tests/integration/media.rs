@@ -262,10 +262,13 @@ async fn thumbnails_of_every_format_and_corrupt_images(backend: Backend) {
         (ImageFormat::WebP, "image/webp"),
     ] {
         let id = upload(&srv, &alice, content_type, image(format, 400, 200), "i").await;
+        // Requests snap to the smallest preset box that holds them (32², 96², 320×240,
+        // 640×480, 800×600, 1600×1200); images are never enlarged.
         for (query, expected) in [
-            ("width=100&height=100&method=scale", (100, 50)),
-            ("width=64&height=64&method=crop", (64, 64)),
-            ("width=800&height=800&method=crop", (200, 200)),
+            ("width=100&height=100&method=scale", (320, 160)),
+            ("width=64&height=64&method=crop", (96, 96)),
+            ("width=30&height=20&method=crop", (32, 32)),
+            ("width=800&height=800&method=crop", (267, 200)),
             ("width=1000&height=1000&method=scale", (400, 200)),
         ] {
             let path = format!("/_matrix/client/v1/media/thumbnail/{id}?{query}");

@@ -125,8 +125,10 @@ fn pusher(url: &str, pushkey: &str) -> Value {
 }
 
 async fn push_gateway_gets_mentions_with_counts_until_rules_say_no(backend: Backend) {
-    let srv = TestServer::start(&backend).await;
     let (gw, url) = gateway().await;
+    let host = url::Url::parse(&url).expect("url");
+    let allowed = format!("127.0.0.1:{}", host.port().expect("port"));
+    let srv = TestServer::start_with(&backend, move |c| c.push.gateway_allow = vec![allowed]).await;
     let alice = token(&srv.register("alice", "push password").await);
     let bob = token(&srv.register("bob", "push password").await);
     let (_, room) = srv
@@ -434,5 +436,43 @@ async fn pushers_and_rules_refuse_bad_input(backend: Backend) {
         400,
         "M_INVALID_PARAM",
     );
+
+    // A pusher aimed at a private address (not in push.gateway_allow) gets nothing: a
+    // pusher cannot make the server POST into its own network.
+    let (gw, url) = gateway().await;
+    assert_eq!(set(pusher(&url, "internal")).await.0, 200);
+    let alice = token(&srv.register("alice", "push password").await);
+    let (_, room) = srv
+        .post_json(
+            "/_matrix/client/v3/createRoom",
+            Some(&alice),
+            &json!({"preset": "public_chat"}),
+        )
+        .await;
+    let room = room["room_id"].as_str().expect("room").to_owned();
+    srv.post_json(
+        &format!("/_matrix/client/v3/join/{room}"),
+        Some(&bob),
+        &json!({}),
+    )
+    .await;
+    send(
+        &srv,
+        &alice,
+        &room,
+        "x1",
+        json!({"msgtype": "m.text", "body": "hi"}),
+    )
+    .await;
+    let (_, listed) = srv
+        .get("/_matrix/client/v3/notifications", Some(&bob))
+        .await;
+    assert_eq!(
+        listed["notifications"].as_array().map(Vec::len),
+        Some(1),
+        "notified…"
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(gw.count(), 0, "…but never pushed to a private address");
     srv.finish().await;
 }

@@ -168,6 +168,27 @@ impl Gateway {
         Err("more than 3 redirects".to_owned())
     }
 
+    /// POSTs JSON under the rules (https unless allow-listed, public addresses unless
+    /// allow-listed, no redirects, no proxy, time and size limits): the answer, or the HTTP
+    /// status (when there was one) and why not.
+    pub async fn post_json(
+        &self,
+        url: &str,
+        body: &serde_json::Value,
+    ) -> Result<Vec<u8>, (Option<u16>, String)> {
+        match self.send(url, Some(body.clone()), false).await {
+            Ok(Reply::Body(_, body)) => Ok(body),
+            Ok(Reply::Redirect(_)) => Err((None, format!("{url} redirected: not followed"))),
+            Err((_, why)) => {
+                let status = why
+                    .rsplit_once(" answered ")
+                    .and_then(|(_, s)| s.split(' ').next())
+                    .and_then(|s| s.parse().ok());
+                Err((status, why))
+            }
+        }
+    }
+
     async fn request(
         &self,
         url: &str,
@@ -255,9 +276,30 @@ impl Gateway {
             .get(reqwest::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
+        // A page is a web page or an image: anything else is not read at all, and a long
+        // web page is read up to the limit (its head, where previews look, comes first).
+        let essence = content_type
+            .as_deref()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        let html = essence.starts_with("text/html") || essence.starts_with("application/xhtml");
+        // (Untyped content may still be an image: IPFS gateways often say octet-stream.)
+        let maybe_image = essence.starts_with("image/")
+            || essence.is_empty()
+            || essence.starts_with("application/octet-stream");
+        if page && !html && !maybe_image {
+            return Err((
+                false,
+                format!("{host} answered neither a web page nor an image"),
+            ));
+        }
         let mut body = Vec::new();
         while let Some(chunk) = response.chunk().await.map_err(failed)? {
             body.extend_from_slice(&chunk);
+            if page && html && body.len() > self.max_bytes {
+                body.truncate(self.max_bytes);
+                break;
+            }
             if body.len() > self.max_bytes {
                 return Err((
                     false,

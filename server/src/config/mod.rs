@@ -50,6 +50,8 @@ pub struct Config {
     pub names: NamesConfig,
     /// The media repository.
     pub media: MediaConfig,
+    /// Push gateways.
+    pub push: PushConfig,
     /// TURN credentials for calls.
     pub voip: VoipConfig,
     /// EVM chains by CAIP-2 id (`eip155:1`), with their JSON-RPC providers.
@@ -142,6 +144,14 @@ pub struct MediaConfig {
     pub preview_timeout_ms: u64,
     /// Largest page read for a preview, in bytes.
     pub preview_max_bytes: usize,
+}
+
+/// Push settings.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PushConfig {
+    /// `host` or `host:port` push gateways that may be private or plain http.
+    pub gateway_allow: Vec<String>,
 }
 
 /// VoIP settings.

@@ -213,19 +213,39 @@ impl Services {
                     "A device can hold at most {MAX_ONE_TIME_KEYS} unclaimed one-time keys"
                 )));
             }
-            self.store
+            if let Some(key_id) = self
+                .store
                 .add_one_time_keys(user_id.as_str(), device_id, &one_time)
-                .await?;
+                .await?
+            {
+                return Err(Error::invalid_param(format!(
+                    "One-time key {key_id} already exists with other content"
+                )));
+            }
         }
         if !fallback.is_empty() {
             self.store
                 .set_fallback_keys(user_id.as_str(), device_id, &fallback)
                 .await?;
         }
-        Ok(self
+        self.one_time_key_counts(user_id, device_id).await
+    }
+
+    /// A device's unclaimed one-time keys per algorithm, `signed_curve25519` always named
+    /// (0 when none are left): clients top up only what is reported.
+    pub async fn one_time_key_counts(
+        &self,
+        user_id: &UserId,
+        device_id: &str,
+    ) -> Result<Vec<(String, i64)>> {
+        let mut counts = self
             .store
             .one_time_key_counts(user_id.as_str(), device_id)
-            .await?)
+            .await?;
+        if !counts.iter().any(|(a, _)| a == "signed_curve25519") {
+            counts.push(("signed_curve25519".to_owned(), 0));
+        }
+        Ok(counts)
     }
 
     /// `POST /keys/query` for local users: device keys (with later signatures and display
@@ -609,7 +629,8 @@ impl Services {
             let i_left_now = mine != "join";
             let they_changed_now = their_since > events_after && their_since <= events_upto;
             if i_left_now {
-                if theirs == "join" {
+                // Whether they are still there or left too, we no longer share this room.
+                if theirs == "join" || they_changed_now {
                     left_candidates.insert(member);
                 }
             } else if theirs == "join" && (i_joined_now || they_changed_now) {

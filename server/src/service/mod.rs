@@ -81,6 +81,10 @@ pub struct Services {
     pub preview_fetch: matrixon_chain::ens::Gateway,
     /// Recent URL previews.
     pub previews: media::PreviewCache,
+    /// How push gateways are reached (SSRF rules, `push.gateway_allow`).
+    pub push_fetch: matrixon_chain::ens::Gateway,
+    /// Push deliveries in flight.
+    pub push_deliveries: Arc<tokio::sync::Semaphore>,
 }
 
 impl Services {
@@ -110,6 +114,12 @@ impl Services {
         let gate_cache = gate::VerdictCache::new(redis.clone(), config.server_name.as_str());
         let fetch = names::fetch_policy(&config.names)?;
         let preview_fetch = media::preview_policy(&config.media, &fetch);
+        let push_fetch = matrixon_chain::ens::Gateway {
+            allow: config.push.gateway_allow.clone(),
+            timeout: push::GATEWAY_TIMEOUT,
+            max_bytes: push::GATEWAY_MAX_BYTES,
+            extra_roots: fetch.extra_roots.clone(),
+        };
         let name_cache = names::NameCache::new(redis, config.server_name.as_str());
         let typing = Arc::new(ephemeral::Typing::default());
         let presence = Arc::new(presence::Presence::default());
@@ -139,6 +149,8 @@ impl Services {
             room_locks: rooms::RoomLocks::default(),
             preview_fetch,
             previews: media::PreviewCache::default(),
+            push_fetch,
+            push_deliveries: Arc::new(tokio::sync::Semaphore::new(push::MAX_DELIVERIES)),
         })
     }
 

@@ -452,12 +452,12 @@ impl Services {
             None => None,
         };
         let Some(avatar) = located else {
-            if current.is_some() {
-                self.set_avatar_url(user_id, None).await?;
-            }
             self.store
                 .set_ens_avatar(user_id.as_str(), None, None)
                 .await?;
+            if current.is_some() {
+                self.set_avatar_url(user_id, None).await?;
+            }
             return Ok(());
         };
         let source = match &avatar {
@@ -495,11 +495,13 @@ impl Services {
             return Ok(());
         };
         let uri = self.store_media_bytes(user_id, content_type, bytes).await?;
-        let mxc = ruma::OwnedMxcUri::from(uri.as_str());
-        self.set_avatar_url(user_id, Some(&mxc)).await?;
+        // Recorded first: a refresh cut short (the sign-in waits only so long) must never
+        // leave an imported avatar looking like the user's own choice.
         self.store
             .set_ens_avatar(user_id.as_str(), Some(&source), Some(&uri))
             .await?;
+        let mxc = ruma::OwnedMxcUri::from(uri.as_str());
+        self.set_avatar_url(user_id, Some(&mxc)).await?;
         Ok(())
     }
 
@@ -541,10 +543,13 @@ impl Services {
             return self.did_document(&localpart).await;
         }
         let parsed = did::parse(identifier).map_err(Error::invalid_param)?;
-        parsed
-            .document(identifier, &self.chains, &self.fetch)
-            .await
-            .map_err(did_error)
+        within_deadline(async {
+            parsed
+                .document(identifier, &self.chains, &self.fetch)
+                .await
+                .map_err(did_error)
+        })
+        .await
     }
 
     /// The did:web document of a local user: linked wallets as verification methods, the

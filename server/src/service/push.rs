@@ -27,7 +27,13 @@ const DELIVERY_ATTEMPTS: u32 = 5;
 /// First retry delay; doubled each time.
 const FIRST_RETRY: Duration = Duration::from_millis(500);
 /// Time limit for one gateway request.
-const GATEWAY_TIMEOUT: Duration = Duration::from_secs(10);
+pub const GATEWAY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest gateway answer read.
+pub const GATEWAY_MAX_BYTES: usize = 64 * 1024;
+/// Deliveries in flight at once, across all events.
+pub const MAX_DELIVERIES: usize = 32;
+/// Most pushers one account may have.
+const MAX_PUSHERS: i64 = 20;
 
 /// A user's rules from stored account data, or the spec's defaults.
 pub fn ruleset_of(user_id: &UserId, stored: Option<&str>) -> Ruleset {
@@ -184,33 +190,23 @@ impl Services {
                 &notified,
             )
             .await?;
-        for action in notified {
-            let pushers = self.store.pushers(&action.user_id).await?;
-            if pushers.is_empty() {
-                continue;
-            }
-            let unread = self.store.total_unread(&action.user_id).await?;
-            let payload = self.notification_payload(pdu, &action, unread).await?;
-            for pusher in pushers {
-                let delivery = deliver(
-                    self.clone_for_push(),
-                    pusher,
-                    payload.clone(),
-                    action.actions.clone(),
-                );
-                tokio::spawn(delivery);
-            }
+        if notified.is_empty() {
+            return Ok(());
         }
+        // Delivery happens after the send returns: gateways are slow, and the room is locked
+        // while the event is appended.
+        let notification = self.notification_payload(pdu).await?;
+        let ctx = PushContext {
+            store: self.store.clone(),
+            gateway: self.push_fetch.clone(),
+            deliveries: self.push_deliveries.clone(),
+        };
+        tokio::spawn(push_to_gateways(ctx, notification, notified));
         Ok(())
     }
 
-    /// The Push Gateway API `notification` object, without devices.
-    async fn notification_payload(
-        &self,
-        pdu: &Pdu,
-        action: &PushAction,
-        unread: i64,
-    ) -> Result<Value> {
+    /// The Push Gateway API `notification` object, without the per-recipient parts.
+    async fn notification_payload(&self, pdu: &Pdu) -> Result<Value> {
         let sender_name = self
             .state_content(&pdu.room_id, "m.room.member", pdu.sender.as_str())
             .await?
@@ -229,8 +225,6 @@ impl Services {
             "type": pdu.kind.to_string(),
             "sender": pdu.sender,
             "content": Value::Object(pdu.content_object().clone()),
-            "prio": if action.highlight { "high" } else { "low" },
-            "counts": { "unread": unread, "missed_calls": 0 },
         });
         if let Some(name) = sender_name {
             notification["sender_display_name"] = name.into();
@@ -239,17 +233,9 @@ impl Services {
             notification["room_name"] = name.into();
         }
         if pdu.kind.to_string() == "m.room.member" {
-            notification["user_is_target"] =
-                Value::Bool(pdu.state_key.as_deref() == Some(action.user_id.as_str()));
+            notification["state_key"] = pdu.state_key.clone().into();
         }
         Ok(notification)
-    }
-
-    /// What a delivery task needs, detached from the request.
-    fn clone_for_push(&self) -> PushContext {
-        PushContext {
-            store: self.store.clone(),
-        }
     }
 
     /// `POST /pushers/set` with a `kind`: validates and stores an HTTP pusher.
@@ -290,6 +276,17 @@ impl Services {
                 "data.url must be an http(s) URL whose path is /_matrix/push/v1/notify",
             ));
         }
+        let known = self
+            .store
+            .pushers(user_id.as_str())
+            .await?
+            .iter()
+            .any(|p| p.app_id == app_id && p.pushkey == pushkey);
+        if !known && self.store.pusher_count(user_id.as_str()).await? >= MAX_PUSHERS {
+            return Err(Error::invalid_param(format!(
+                "An account may have at most {MAX_PUSHERS} pushers; remove one first"
+            )));
+        }
         let pusher = PusherRow {
             user_id: user_id.to_string(),
             app_id,
@@ -313,18 +310,54 @@ impl Services {
 /// The parts of the services a delivery task holds on to.
 struct PushContext {
     store: crate::store::Store,
+    gateway: matrixon_chain::ens::Gateway,
+    deliveries: std::sync::Arc<tokio::sync::Semaphore>,
+}
+
+/// Pushes one event's notifications to the recipients' pushers: their unread badge, the
+/// rule's tweaks, one delivery at a time per recipient, a bounded number at once overall.
+async fn push_to_gateways(ctx: PushContext, base: Value, notified: Vec<PushAction>) {
+    for action in notified {
+        let pushers = match ctx.store.pushers(&action.user_id).await {
+            Ok(pushers) if !pushers.is_empty() => pushers,
+            Ok(_) => continue,
+            Err(error) => {
+                tracing::warn!(%error, "pushers not read");
+                continue;
+            }
+        };
+        let unread = ctx.store.total_unread(&action.user_id).await.unwrap_or(0);
+        let mut notification = base.clone();
+        notification["prio"] = if action.highlight { "high" } else { "low" }.into();
+        notification["counts"] = json!({ "unread": unread, "missed_calls": 0 });
+        if let Some(target) = notification.get("state_key").cloned()
+            && let Some(object) = notification.as_object_mut()
+        {
+            object.remove("state_key");
+            object.insert(
+                "user_is_target".into(),
+                Value::Bool(target.as_str() == Some(action.user_id.as_str())),
+            );
+        }
+        for pusher in pushers {
+            let Ok(_permit) = ctx.deliveries.acquire().await else {
+                return;
+            };
+            deliver(&ctx, pusher, notification.clone(), &action.actions).await;
+        }
+    }
 }
 
 /// Delivers one notification to one pusher's gateway, retrying with back-off. A gateway
 /// that rejects the push key (or answers that the endpoint is gone) gets the pusher removed.
-async fn deliver(ctx: PushContext, pusher: PusherRow, mut notification: Value, actions: String) {
+async fn deliver(ctx: &PushContext, pusher: PusherRow, mut notification: Value, actions: &str) {
     let data: Value = serde_json::from_str(&pusher.data).unwrap_or_default();
     let Some(url) = data.get("url").and_then(Value::as_str).map(str::to_owned) else {
         return;
     };
     // Tweaks as the rules wrote them: `{"set_tweak": name, "value": …}` (highlight defaults
     // to true when it has no value).
-    let tweaks: serde_json::Map<String, Value> = serde_json::from_str::<Vec<Value>>(&actions)
+    let tweaks: serde_json::Map<String, Value> = serde_json::from_str::<Vec<Value>>(actions)
         .unwrap_or_default()
         .into_iter()
         .filter_map(|a| {
@@ -349,36 +382,26 @@ async fn deliver(ctx: PushContext, pusher: PusherRow, mut notification: Value, a
         "tweaks": tweaks,
     }]);
     let body = json!({ "notification": notification });
-    let client = match reqwest_client() {
-        Ok(client) => client,
-        Err(error) => {
-            tracing::warn!(%error, "no HTTP client for push");
-            return;
-        }
-    };
     let mut delay = FIRST_RETRY;
     for attempt in 1..=DELIVERY_ATTEMPTS {
-        match client.post(&url).json(&body).send().await {
-            Ok(response) if response.status().is_success() => {
-                let answer: Value = response.json().await.unwrap_or_default();
+        match ctx.gateway.post_json(&url, &body).await {
+            Ok(answer) => {
+                let answer: Value = serde_json::from_slice(&answer).unwrap_or_default();
                 let rejected = answer
                     .get("rejected")
                     .and_then(Value::as_array)
                     .is_some_and(|r| r.iter().any(|k| k.as_str() == Some(&pusher.pushkey)));
                 if rejected {
-                    remove(&ctx, &pusher, "the gateway rejected its push key").await;
+                    remove(ctx, &pusher, "the gateway rejected its push key").await;
                 }
                 return;
             }
-            Ok(response) if matches!(response.status().as_u16(), 404 | 410) => {
-                remove(&ctx, &pusher, "the gateway endpoint is gone").await;
+            Err((Some(404 | 410), _)) => {
+                remove(ctx, &pusher, "the gateway endpoint is gone").await;
                 return;
             }
-            Ok(response) => {
-                tracing::info!(status = %response.status(), attempt, app_id = %pusher.app_id, "push gateway refused a notification");
-            }
-            Err(error) => {
-                tracing::info!(error = %error.without_url(), attempt, app_id = %pusher.app_id, "push gateway unreachable");
+            Err((_, why)) => {
+                tracing::info!(%why, attempt, app_id = %pusher.app_id, "push gateway did not take a notification");
             }
         }
         if attempt < DELIVERY_ATTEMPTS {
@@ -398,8 +421,4 @@ async fn remove(ctx: &PushContext, pusher: &PusherRow, why: &str) {
     {
         tracing::warn!(%error, "could not remove a pusher");
     }
-}
-
-fn reqwest_client() -> std::result::Result<reqwest::Client, reqwest::Error> {
-    reqwest::Client::builder().timeout(GATEWAY_TIMEOUT).build()
 }

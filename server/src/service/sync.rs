@@ -501,11 +501,7 @@ impl Services {
         since: Option<SyncToken>,
         next: SyncToken,
     ) -> Result<()> {
-        for (algorithm, count) in self
-            .store
-            .one_time_key_counts(user_id.as_str(), device_id)
-            .await?
-        {
+        for (algorithm, count) in self.one_time_key_counts(user_id, device_id).await? {
             response.device_one_time_keys_count.insert(
                 algorithm.as_str().into(),
                 UInt::try_from(count).unwrap_or_default(),

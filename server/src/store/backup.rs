@@ -123,6 +123,7 @@ impl Store {
         version: i64,
         auth_data: &str,
     ) -> Result<bool, sqlx::Error> {
+        let _writer = self.writer().await;
         let done = sqlx::query(
             "UPDATE backup_versions SET auth_data = $1 WHERE user_id = $2 AND version = $3",
         )

@@ -92,6 +92,14 @@ impl Store {
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
+            // Signatures on the device go with it (a new device could reuse the ID).
+            sqlx::query(
+                "DELETE FROM key_signatures WHERE target_user_id = $1 AND target_key_id = $2",
+            )
+            .bind(user_id.as_str())
+            .bind(device_id.as_str())
+            .execute(&mut *tx)
+            .await?;
         }
         // Other users' clients must stop encrypting for the devices that went.
         if deleted > 0 {

@@ -45,37 +45,32 @@ impl Store {
     ) -> Result<bool, sqlx::Error> {
         let _writer = self.writer().await;
         let mut tx = self.pool.begin().await?;
+        // Written in one statement (no read first: a SQLite snapshot could go stale).
+        let changed = sqlx::query(
+            "INSERT INTO device_keys (user_id, device_id, key_json) \
+             SELECT $1, $2, $3 WHERE EXISTS \
+             (SELECT 1 FROM devices WHERE user_id = $1 AND device_id = $2) \
+             ON CONFLICT (user_id, device_id) DO UPDATE SET key_json = excluded.key_json \
+             WHERE device_keys.key_json <> excluded.key_json",
+        )
+        .bind(user_id)
+        .bind(device_id)
+        .bind(key_json)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if changed {
+            record_device_list_change(&mut tx, user_id).await?;
+        }
         let exists: Option<i64> =
             sqlx::query_scalar("SELECT 1 FROM devices WHERE user_id = $1 AND device_id = $2")
                 .bind(user_id)
                 .bind(device_id)
                 .fetch_optional(&mut *tx)
                 .await?;
-        if exists.is_none() {
-            return Ok(false);
-        }
-        let old: Option<String> = sqlx::query_scalar(
-            "SELECT key_json FROM device_keys WHERE user_id = $1 AND device_id = $2",
-        )
-        .bind(user_id)
-        .bind(device_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if old.as_deref() == Some(key_json) {
-            return Ok(true);
-        }
-        sqlx::query(
-            "INSERT INTO device_keys (user_id, device_id, key_json) VALUES ($1, $2, $3) \
-             ON CONFLICT (user_id, device_id) DO UPDATE SET key_json = excluded.key_json",
-        )
-        .bind(user_id)
-        .bind(device_id)
-        .bind(key_json)
-        .execute(&mut *tx)
-        .await?;
-        record_device_list_change(&mut tx, user_id).await?;
         tx.commit().await?;
-        Ok(true)
+        Ok(exists.is_some())
     }
 
     /// The stored device keys of a user's devices (all when `devices` is empty):
@@ -97,18 +92,19 @@ impl Store {
             .collect()
     }
 
-    /// Adds one-time keys (`(algorithm, key_id, json)`); a key ID already stored keeps its
-    /// first value. Ignored when the device no longer exists.
+    /// Adds one-time keys (`(algorithm, key_id, json)`); re-uploading a stored key as it is
+    /// changes nothing. `Some(key_id)` (and nothing stored) when a key ID is already stored
+    /// with other content. Ignored when the device no longer exists.
     pub async fn add_one_time_keys(
         &self,
         user_id: &str,
         device_id: &str,
         keys: &[(String, String, String)],
-    ) -> Result<(), sqlx::Error> {
+    ) -> Result<Option<String>, sqlx::Error> {
         let _writer = self.writer().await;
         let mut tx = self.pool.begin().await?;
         for (algorithm, key_id, json) in keys {
-            sqlx::query(
+            let inserted = sqlx::query(
                 "INSERT INTO one_time_keys (user_id, device_id, algorithm, key_id, key_json) \
                  SELECT $1, $2, $3, $4, $5 WHERE EXISTS \
                  (SELECT 1 FROM devices WHERE user_id = $1 AND device_id = $2) \
@@ -120,9 +116,26 @@ impl Store {
             .bind(key_id)
             .bind(json)
             .execute(&mut *tx)
-            .await?;
+            .await?
+            .rows_affected();
+            if inserted == 0 {
+                let stored: Option<String> = sqlx::query_scalar(
+                    "SELECT key_json FROM one_time_keys WHERE user_id = $1 AND device_id = $2 \
+                     AND algorithm = $3 AND key_id = $4",
+                )
+                .bind(user_id)
+                .bind(device_id)
+                .bind(algorithm)
+                .bind(key_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if stored.is_some_and(|stored| stored != *json) {
+                    return Ok(Some(key_id.clone()));
+                }
+            }
         }
-        tx.commit().await
+        tx.commit().await?;
+        Ok(None)
     }
 
     /// Replaces the fallback key of each algorithm (`(algorithm, key_id, json)`); re-uploading
@@ -201,31 +214,36 @@ impl Store {
     ) -> Result<Option<(String, String)>, sqlx::Error> {
         let _writer = self.writer().await;
         let mut tx = self.pool.begin().await?;
-        // Two claims racing for the same key: the DELETE decides, the loser takes the next.
+        // One statement picks and deletes (no read first: a SQLite snapshot could go stale);
+        // on PostgreSQL a racing claim can take the same key first, so the loser tries again.
         for _ in 0..8 {
-            let candidate: Option<String> = sqlx::query_scalar(
-                "SELECT key_id FROM one_time_keys WHERE user_id = $1 AND device_id = $2 \
-                 AND algorithm = $3 ORDER BY key_id LIMIT 1",
-            )
-            .bind(user_id)
-            .bind(device_id)
-            .bind(algorithm)
-            .fetch_optional(&mut *tx)
-            .await?;
-            let Some(key_id) = candidate else { break };
-            let taken: Option<String> = sqlx::query_scalar(
+            let taken = sqlx::query(
                 "DELETE FROM one_time_keys WHERE user_id = $1 AND device_id = $2 \
-                 AND algorithm = $3 AND key_id = $4 RETURNING key_json",
+                 AND algorithm = $3 AND key_id = (SELECT key_id FROM one_time_keys \
+                 WHERE user_id = $1 AND device_id = $2 AND algorithm = $3 \
+                 ORDER BY key_id LIMIT 1) RETURNING key_id, key_json",
             )
             .bind(user_id)
             .bind(device_id)
             .bind(algorithm)
-            .bind(&key_id)
             .fetch_optional(&mut *tx)
             .await?;
-            if let Some(json) = taken {
+            if let Some(row) = taken {
+                let claimed = (row.try_get(0)?, row.try_get(1)?);
                 tx.commit().await?;
-                return Ok(Some((key_id, json)));
+                return Ok(Some(claimed));
+            }
+            let left: Option<i64> = sqlx::query_scalar(
+                "SELECT 1 FROM one_time_keys WHERE user_id = $1 AND device_id = $2 \
+                 AND algorithm = $3 LIMIT 1",
+            )
+            .bind(user_id)
+            .bind(device_id)
+            .bind(algorithm)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if left.is_none() {
+                break;
             }
         }
         let fallback = sqlx::query(
@@ -274,6 +292,12 @@ impl Store {
                 .bind(user_id)
                 .execute(&mut *tx)
                 .await?;
+            sqlx::query(
+                "DELETE FROM key_signatures WHERE target_user_id = $1 OR signer_user_id = $1",
+            )
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
         }
         for (key_type, json) in keys {
             sqlx::query(

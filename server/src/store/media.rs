@@ -46,24 +46,26 @@ impl Store {
         Ok(())
     }
 
-    /// Fills a pending asynchronous upload; false when it was filled meanwhile.
+    /// Fills a pending asynchronous upload; false when it was filled meanwhile or lapsed.
     pub async fn complete_media(
         &self,
         media_id: &str,
         sha256: &str,
-        content_type: Option<&str>,
-        filename: Option<&str>,
+        (content_type, filename): (Option<&str>, Option<&str>),
         size: i64,
+        now_ms: i64,
     ) -> Result<bool, sqlx::Error> {
         let done = sqlx::query(
             "UPDATE media SET sha256 = $1, content_type = $2, filename = $3, size = $4, \
-             unused_expires_ts = NULL WHERE media_id = $5 AND sha256 IS NULL",
+             unused_expires_ts = NULL WHERE media_id = $5 AND sha256 IS NULL \
+             AND unused_expires_ts > $6",
         )
         .bind(sha256)
         .bind(content_type)
         .bind(filename)
         .bind(size)
         .bind(media_id)
+        .bind(now_ms)
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)

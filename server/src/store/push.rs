@@ -75,11 +75,13 @@ fn pusher_row(r: &sqlx::any::AnyRow) -> Result<PusherRow, sqlx::Error> {
 const PUSHER_COLUMNS: &str = "user_id, app_id, pushkey, kind, app_display_name, \
     device_display_name, profile_tag, lang, data, created_ts";
 
-/// The stream position up to which a user has read a room: their latest receipt, or their
-/// join when that is later (what came before the join is not theirs to read).
+/// The stream position up to which a user has read a room: their latest unthreaded or
+/// main-timeline receipt (a receipt in a thread reads only that thread), or their join when
+/// that is later (what came before the join is not theirs to read).
 const READ_UPTO: &str = "(SELECT COALESCE(MAX(t.upto), 0) FROM ( \
     SELECT MAX(e.stream_ordering) AS upto FROM receipts r JOIN events e \
     ON e.event_id = r.event_id WHERE r.room_id = a.room_id AND r.user_id = a.user_id \
+    AND r.thread_id IN ('', 'main') \
     UNION ALL SELECT m.membership_since AS upto FROM memberships m \
     WHERE m.room_id = a.room_id AND m.user_id = a.user_id AND m.membership = 'join') t)";
 
@@ -150,11 +152,12 @@ impl Store {
         Ok((row.try_get(0)?, row.try_get(1)?))
     }
 
-    /// Unread notifications across all the user's rooms (the badge a push shows).
+    /// Unread notifications across the rooms the user is in (the badge a push shows).
     pub async fn total_unread(&self, user_id: &str) -> Result<i64, sqlx::Error> {
         sqlx::query_scalar(&format!(
-            "SELECT COUNT(*) FROM event_push_actions a WHERE a.user_id = $1 \
-             AND a.stream_ordering > {READ_UPTO}"
+            "SELECT COUNT(*) FROM event_push_actions a JOIN memberships j \
+             ON j.room_id = a.room_id AND j.user_id = a.user_id AND j.membership = 'join' \
+             WHERE a.user_id = $1 AND a.stream_ordering > {READ_UPTO}"
         ))
         .bind(user_id)
         .fetch_one(&self.pool)
@@ -193,6 +196,14 @@ impl Store {
                 })
             })
             .collect()
+    }
+
+    /// How many pushers a user has.
+    pub async fn pusher_count(&self, user_id: &str) -> Result<i64, sqlx::Error> {
+        sqlx::query_scalar("SELECT COUNT(*) FROM pushers WHERE user_id = $1")
+            .bind(user_id)
+            .fetch_one(&self.pool)
+            .await
     }
 
     /// A user's pushers.

@@ -90,6 +90,7 @@ impl Store {
         device_id: &str,
         upto: i64,
     ) -> Result<(), sqlx::Error> {
+        let _writer = self.writer().await;
         sqlx::query(
             "DELETE FROM to_device_messages WHERE user_id = $1 AND device_id = $2 AND stream_id <= $3",
         )

@@ -131,10 +131,17 @@ impl Store {
             .bind(user_id.as_str())
             .execute(&mut *tx)
             .await?;
-        sqlx::query("DELETE FROM cross_signing_keys WHERE user_id = $1")
-            .bind(user_id.as_str())
-            .execute(&mut *tx)
-            .await?;
+        for table in [
+            "DELETE FROM cross_signing_keys WHERE user_id = $1",
+            "DELETE FROM key_signatures WHERE target_user_id = $1 OR signer_user_id = $1",
+            "DELETE FROM backup_keys WHERE user_id = $1",
+            "DELETE FROM backup_versions WHERE user_id = $1",
+        ] {
+            sqlx::query(table)
+                .bind(user_id.as_str())
+                .execute(&mut *tx)
+                .await?;
+        }
         super::keys::record_device_list_change(&mut tx, user_id.as_str()).await?;
         tx.commit().await
     }

@@ -254,9 +254,9 @@ impl Services {
             .complete_media(
                 media_id,
                 &sha256,
-                content_type.as_deref(),
-                filename.as_deref(),
+                (content_type.as_deref(), filename.as_deref()),
                 i64::try_from(size).unwrap_or(i64::MAX),
+                self.now_ms(),
             )
             .await?
         {

@@ -9,12 +9,34 @@ use image::{DynamicImage, ImageFormat, ImageReader, Limits, imageops::FilterType
 use super::{Services, StoredFile};
 use crate::http::error::{Error, Result};
 
-/// Largest thumbnail side made; larger requests get this.
-const MAX_SIDE: u32 = 1600;
+/// The boxes thumbnails are made for: a request gets the smallest that holds it (the
+/// largest when none does), so each image has a handful of thumbnails, not one per size
+/// anyone asks for.
+const PRESETS: [(u32, u32); 6] = [
+    (32, 32),
+    (96, 96),
+    (320, 240),
+    (640, 480),
+    (800, 600),
+    (1600, 1200),
+];
 /// Largest source image side decoded.
 const MAX_SOURCE_SIDE: u32 = 16_384;
+/// Most pixels a source image may have (read from its header before decoding).
+const MAX_SOURCE_PIXELS: u64 = 40_000_000;
 /// Most memory a decode may allocate.
 const MAX_DECODE_BYTES: u64 = 256 * 1024 * 1024;
+/// Thumbnails made at once; more requests wait their turn.
+static RENDERING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+
+/// The preset box for a requested one.
+fn preset(width: u32, height: u32) -> (u32, u32) {
+    PRESETS
+        .iter()
+        .copied()
+        .find(|(w, h)| *w >= width && *h >= height)
+        .unwrap_or(PRESETS[PRESETS.len() - 1])
+}
 
 /// How a thumbnail fits the requested box.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,20 +83,30 @@ pub fn raster_image(bytes: &[u8]) -> Option<(&'static str, (u32, u32))> {
     Some((mime, reader.into_dimensions().ok()?))
 }
 
-/// Decodes and resizes; `(encoded, content type)`.
+/// Decodes the file and resizes it into the `(w, h)` box; `(encoded, content type)`.
 fn render(
-    source: &[u8],
-    spec: ThumbnailSpec,
+    path: &std::path::Path,
+    (w, h): (u32, u32),
+    method: Method,
 ) -> std::result::Result<(Vec<u8>, &'static str), String> {
-    let mut reader = ImageReader::new(Cursor::new(source))
-        .with_guessed_format()
-        .map_err(|e| e.to_string())?;
+    let open = || {
+        ImageReader::open(path)
+            .map_err(|e| e.to_string())?
+            .with_guessed_format()
+            .map_err(|e| e.to_string())
+    };
+    let mut reader = open()?;
     let format = reader.format().ok_or("not an image format we know")?;
     if !matches!(
         format,
         ImageFormat::Jpeg | ImageFormat::Png | ImageFormat::Gif | ImageFormat::WebP
     ) {
         return Err(format!("{format:?} images are not thumbnailed"));
+    }
+    // The header says how large the image is before anything is decoded.
+    let (sw, sh) = open()?.into_dimensions().map_err(|e| e.to_string())?;
+    if u64::from(sw) * u64::from(sh) > MAX_SOURCE_PIXELS {
+        return Err(format!("{sw}×{sh} is more than {MAX_SOURCE_PIXELS} pixels"));
     }
     let mut limits = Limits::default();
     limits.max_image_width = Some(MAX_SOURCE_SIDE);
@@ -83,11 +115,7 @@ fn render(
     reader.limits(limits);
     let image = reader.decode().map_err(|e| e.to_string())?;
     let (iw, ih) = (image.width().max(1), image.height().max(1));
-    let (w, h) = (
-        spec.width.clamp(1, MAX_SIDE),
-        spec.height.clamp(1, MAX_SIDE),
-    );
-    let resized: DynamicImage = match spec.method {
+    let resized: DynamicImage = match method {
         Method::Scale => {
             if iw <= w && ih <= h {
                 image
@@ -132,7 +160,7 @@ impl Services {
             return Err(Error::invalid_param("width and height must be at least 1"));
         }
         let (_, source) = self.media_file(server, media_id, wait).await?;
-        let size = (spec.width.min(MAX_SIDE), spec.height.min(MAX_SIDE));
+        let size = preset(spec.width, spec.height);
         let method = spec.method.as_str();
         if let Some((sha256, content_type)) = self.store.thumbnail(media_id, size, method).await? {
             let path = self.blob_file(&sha256);
@@ -145,10 +173,13 @@ impl Services {
                 });
             }
         }
-        let bytes = tokio::fs::read(&source.path).await.map_err(|e| {
-            Error::Internal(anyhow::anyhow!("reading {}: {e}", source.path.display()))
-        })?;
-        let rendered = tokio::task::spawn_blocking(move || render(&bytes, spec))
+        let _turn = RENDERING
+            .acquire()
+            .await
+            .map_err(|e| Error::Internal(anyhow::anyhow!("thumbnailer: {e}")))?;
+        let path = source.path.clone();
+        let chosen = spec.method;
+        let rendered = tokio::task::spawn_blocking(move || render(&path, size, chosen))
             .await
             .map_err(|e| Error::Internal(anyhow::anyhow!("thumbnailer: {e}")))?;
         let (encoded, content_type) = rendered.map_err(|why| {
