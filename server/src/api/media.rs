@@ -75,7 +75,7 @@ pub fn routes() -> Router<Arc<Services>> {
         )
         .route(
             "/_matrix/client/v1/media/download/{server}/{id}/{file_name}",
-            get(download_named),
+            get(download),
         )
         .route(
             "/_matrix/client/v1/media/thumbnail/{server}/{id}",
@@ -97,7 +97,7 @@ pub fn routes() -> Router<Arc<Services>> {
             )
             .route(
                 &format!("{prefix}/download/{{server}}/{{id}}/{{file_name}}"),
-                get(legacy_download_named),
+                get(legacy_download),
             )
             .route(
                 &format!("{prefix}/thumbnail/{{server}}/{{id}}"),
@@ -221,94 +221,81 @@ fn wait(uri: &Uri) -> Duration {
         .map_or(DEFAULT_WAIT, Duration::from_millis)
 }
 
-/// # `GET /_matrix/client/v1/media/download/{serverName}/{mediaId}`
-async fn download(
-    State(services): State<Arc<Services>>,
-    Path((server, id)): Path<(String, String)>,
-    request: Request,
-) -> Result<Response> {
-    if let Some(logo) = built_in(&services, &server, &id) {
-        return Ok(logo);
-    }
-    let (_, request) = caller(&services, request).await?;
-    serve_download(&services, &server, &id, None, request.uri()).await
+/// What a media GET asks for.
+#[derive(Clone, Copy)]
+enum Get {
+    Download,
+    Thumbnail,
 }
 
-/// # `GET /_matrix/client/v1/media/download/{serverName}/{mediaId}/{fileName}`
-async fn download_named(
-    State(services): State<Arc<Services>>,
-    Path((server, id, name)): Path<(String, String, String)>,
+/// Serves a download or thumbnail: `parts` are the server name, the media ID and maybe a
+/// file name. The built-in logo is public; otherwise the authenticated endpoints need a
+/// token and the legacy ones serve only when `media.legacy_unauthenticated` is on (the media
+/// freeze): 404 as for media uploaded after a freeze.
+async fn media_get(
+    services: Arc<Services>,
+    parts: Vec<String>,
     request: Request,
+    (what, legacy): (Get, bool),
 ) -> Result<Response> {
-    if let Some(logo) = built_in(&services, &server, &id) {
+    let [server, id, name @ ..] = parts.as_slice() else {
+        return Err(Error::not_found("No such media"));
+    };
+    if let Some(logo) = built_in(&services, server, id) {
         return Ok(logo);
     }
-    let (_, request) = caller(&services, request).await?;
-    serve_download(&services, &server, &id, Some(name), request.uri()).await
+    let request = if legacy {
+        if !services.config.media.legacy_unauthenticated {
+            return Err(Error::not_found(
+                "Unauthenticated media downloads are frozen here: use /_matrix/client/v1/media",
+            ));
+        }
+        request
+    } else {
+        caller(&services, request).await?.1
+    };
+    match what {
+        Get::Download => {
+            serve_download(&services, server, id, name.first().cloned(), request.uri()).await
+        }
+        Get::Thumbnail => serve_thumbnail(&services, server, id, request.uri()).await,
+    }
+}
+
+/// # `GET /_matrix/client/v1/media/download/{serverName}/{mediaId}[/{fileName}]`
+async fn download(
+    State(services): State<Arc<Services>>,
+    Path(parts): Path<Vec<String>>,
+    request: Request,
+) -> Result<Response> {
+    media_get(services, parts, request, (Get::Download, false)).await
 }
 
 /// # `GET /_matrix/client/v1/media/thumbnail/{serverName}/{mediaId}`
 async fn thumbnail(
     State(services): State<Arc<Services>>,
-    Path((server, id)): Path<(String, String)>,
+    Path(parts): Path<Vec<String>>,
     request: Request,
 ) -> Result<Response> {
-    if let Some(logo) = built_in(&services, &server, &id) {
-        return Ok(logo);
-    }
-    let (_, request) = caller(&services, request).await?;
-    serve_thumbnail(&services, &server, &id, request.uri()).await
+    media_get(services, parts, request, (Get::Thumbnail, false)).await
 }
 
-/// The legacy endpoints serve only when `media.legacy_unauthenticated` is on (the media
-/// freeze): 404 otherwise, as for media uploaded after a freeze.
-fn legacy_allowed(services: &Services) -> Result<()> {
-    if services.config.media.legacy_unauthenticated {
-        Ok(())
-    } else {
-        Err(Error::not_found(
-            "Unauthenticated media downloads are frozen here: use /_matrix/client/v1/media",
-        ))
-    }
-}
-
-/// # `GET /_matrix/media/v3/download/{serverName}/{mediaId}`
+/// # `GET /_matrix/media/v3/download/{serverName}/{mediaId}[/{fileName}]`
 async fn legacy_download(
     State(services): State<Arc<Services>>,
-    Path((server, id)): Path<(String, String)>,
-    uri: Uri,
+    Path(parts): Path<Vec<String>>,
+    request: Request,
 ) -> Result<Response> {
-    if let Some(logo) = built_in(&services, &server, &id) {
-        return Ok(logo);
-    }
-    legacy_allowed(&services)?;
-    serve_download(&services, &server, &id, None, &uri).await
-}
-
-/// # `GET /_matrix/media/v3/download/{serverName}/{mediaId}/{fileName}`
-async fn legacy_download_named(
-    State(services): State<Arc<Services>>,
-    Path((server, id, name)): Path<(String, String, String)>,
-    uri: Uri,
-) -> Result<Response> {
-    if let Some(logo) = built_in(&services, &server, &id) {
-        return Ok(logo);
-    }
-    legacy_allowed(&services)?;
-    serve_download(&services, &server, &id, Some(name), &uri).await
+    media_get(services, parts, request, (Get::Download, true)).await
 }
 
 /// # `GET /_matrix/media/v3/thumbnail/{serverName}/{mediaId}`
 async fn legacy_thumbnail(
     State(services): State<Arc<Services>>,
-    Path((server, id)): Path<(String, String)>,
-    uri: Uri,
+    Path(parts): Path<Vec<String>>,
+    request: Request,
 ) -> Result<Response> {
-    if let Some(logo) = built_in(&services, &server, &id) {
-        return Ok(logo);
-    }
-    legacy_allowed(&services)?;
-    serve_thumbnail(&services, &server, &id, &uri).await
+    media_get(services, parts, request, (Get::Thumbnail, true)).await
 }
 
 async fn serve_download(
