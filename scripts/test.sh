@@ -57,10 +57,11 @@ if [ -n "${MATRIXON_TEST_REDIS_URL:-}" ]; then
 else
   echo "Redis tests: SKIPPED (set MATRIXON_TEST_REDIS_URL=redis://host:6379/ to run them)"
 fi
+# The server binary first: some tests run it as a process (two instances, and tests/e2ee).
+cargo build --locked -p matrixon --bin matrixon
 cargo test --workspace --locked "$@"
 
 # End-to-end encryption with matrix-sdk's crypto, against the server binary (tests/e2ee is
 # its own workspace: see its Cargo.toml).
-cargo build --locked -p matrixon --bin matrixon
 MATRIXON_BIN="$PWD/target/debug/matrixon" \
   cargo test --locked --manifest-path tests/e2ee/Cargo.toml --target-dir target

@@ -188,3 +188,235 @@ async fn two_instances_share_one_database_and_bus() {
     b.shutdown().await;
     a.finish().await;
 }
+
+/// Two `matrixon` processes (the binary the test command builds), on one PostgreSQL and one
+/// Redis: each serves every request of this scenario, a sync waiting on one wakes for a send
+/// on the other, and concurrent sends through both give one history, seen alike by both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_server_processes_share_one_database_and_bus() {
+    let name = "two_server_processes_share_one_database_and_bus";
+    let Some(redis) = redis_url(name) else {
+        return;
+    };
+    let Some(backend) = Backend::postgres(name) else {
+        return;
+    };
+    let binary = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.join("matrixon")))
+        .filter(|bin| bin.exists());
+    let Some(binary) = binary else {
+        assert!(
+            std::env::var("CI").is_err(),
+            "target/debug/matrixon is missing: scripts/test.sh builds it before the tests"
+        );
+        println!("SKIPPED {name}: build the server binary first (cargo build -p matrixon)");
+        return;
+    };
+    let db = crate::harness::Database::create(&backend).await;
+    let media = tempfile::tempdir().expect("media dir");
+    let start = |redis: &str| {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("port")
+            .local_addr()
+            .expect("addr")
+            .port();
+        let child = tokio::process::Command::new(&binary)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("MATRIXON_LISTEN", format!("[\"127.0.0.1:{port}\"]"))
+            .env("MATRIXON_DATABASE_URL", format!("\"{}\"", db.url))
+            .env("MATRIXON_REDIS_URL", format!("\"{redis}\""))
+            .env("MATRIXON_REGISTRATION_OPEN", "true")
+            .env("MATRIXON_RATE_LIMITS_ENABLED", "false")
+            .env(
+                "MATRIXON_MEDIA_DIRECTORY",
+                format!("\"{}\"", media.path().display()),
+            )
+            .env("MATRIXON_LOG_LEVEL", "\"warn\"")
+            .stdout(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("matrixon starts");
+        (format!("http://127.0.0.1:{port}"), child)
+    };
+    let (a, _a_process) = start(&redis);
+    let (b, _b_process) = start(&redis);
+    let http = reqwest::Client::new();
+    for base in [&a, &b] {
+        let mut up = false;
+        for _ in 0..200 {
+            if http
+                .get(format!("{base}/health"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200)
+            {
+                up = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(up, "{base} did not come up");
+    }
+    let call = |base: &str,
+                method: reqwest::Method,
+                path: &str,
+                token: Option<&str>,
+                body: Option<Value>| {
+        let mut request = http.request(method, format!("{base}{path}"));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        async move {
+            let response = request.send().await.expect("request");
+            let status = response.status().as_u16();
+            (
+                status,
+                response.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+    let register = |base: String, user: &'static str| {
+        let call = &call;
+        async move {
+            let body = json!({"username": user, "password": "two processes"});
+            let (_, challenge) = call(
+                &base,
+                reqwest::Method::POST,
+                "/_matrix/client/v3/register",
+                None,
+                Some(body.clone()),
+            )
+            .await;
+            let mut body = body;
+            body["auth"] = json!({"type": "m.login.dummy", "session": challenge["session"]});
+            let (status, done) = call(
+                &base,
+                reqwest::Method::POST,
+                "/_matrix/client/v3/register",
+                None,
+                Some(body),
+            )
+            .await;
+            assert_eq!(status, 200, "{done}");
+            done["access_token"].as_str().expect("token").to_owned()
+        }
+    };
+    let alice = register(a.clone(), "alice").await;
+    let bob = register(b.clone(), "bob").await;
+    let (status, room) = call(
+        &a,
+        reqwest::Method::POST,
+        "/_matrix/client/v3/createRoom",
+        Some(&alice),
+        Some(json!({"preset": "public_chat"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{room}");
+    let room = room["room_id"].as_str().expect("room").to_owned();
+    let (status, _) = call(
+        &b,
+        reqwest::Method::POST,
+        &format!("/_matrix/client/v3/join/{room}"),
+        Some(&bob),
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (_, first) = call(
+        &b,
+        reqwest::Method::GET,
+        "/_matrix/client/v3/sync",
+        Some(&bob),
+        None,
+    )
+    .await;
+    let since = first["next_batch"].as_str().expect("token").to_owned();
+
+    // Bob waits on B; Alice sends on A; B's sync wakes with it.
+    let waiting = tokio::spawn(call(
+        &b,
+        reqwest::Method::GET,
+        &format!("/_matrix/client/v3/sync?since={since}&timeout=20000"),
+        Some(&bob),
+        None,
+    ));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    let (status, _) = call(
+        &a,
+        reqwest::Method::PUT,
+        &format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/p0"),
+        Some(&alice),
+        Some(json!({"msgtype": "m.text", "body": "across processes"})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (_, woke) = waiting.await.expect("sync");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "woken by the bus"
+    );
+    assert_eq!(
+        woke["rooms"]["join"][&room]["timeline"]["events"][0]["content"]["body"],
+        "across processes",
+        "{woke}"
+    );
+
+    // Both send at once through their own process: one history, the same on both.
+    let sends = |base: String, token: String, who: &'static str| {
+        let call = &call;
+        let room = room.clone();
+        async move {
+            for n in 0..15 {
+                let (status, body) = call(
+                    &base,
+                    reqwest::Method::PUT,
+                    &format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/{who}{n}"),
+                    Some(&token),
+                    Some(json!({"msgtype": "m.text", "body": format!("{who} {n}")})),
+                )
+                .await;
+                assert_eq!(status, 200, "{body}");
+            }
+        }
+    };
+    tokio::join!(
+        sends(a.clone(), alice.clone(), "a"),
+        sends(b.clone(), bob.clone(), "b")
+    );
+    let history = |base: String, token: String| {
+        let call = &call;
+        let room = room.clone();
+        async move {
+            let (_, page) = call(
+                &base,
+                reqwest::Method::GET,
+                &format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=1000"),
+                Some(&token),
+                None,
+            )
+            .await;
+            page["chunk"]
+                .as_array()
+                .expect("chunk")
+                .iter()
+                .filter(|e| e["type"] == "m.room.message")
+                .map(|e| e["event_id"].as_str().expect("id").to_owned())
+                .collect::<Vec<_>>()
+        }
+    };
+    let on_a = history(a.clone(), alice.clone()).await;
+    let on_b = history(b.clone(), bob.clone()).await;
+    assert_eq!(on_a.len(), 31, "every message once");
+    let mut unique = on_a.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), 31, "no duplicates");
+    assert_eq!(on_a, on_b, "both processes show the same history");
+    db.drop_database().await;
+}
