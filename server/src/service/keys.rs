@@ -607,21 +607,27 @@ impl Services {
         (lists_after, lists_upto): (i64, i64),
     ) -> Result<DeviceListDelta> {
         let mut delta = DeviceListDelta::default();
-        for user in self
-            .store
-            .device_list_changes_for(user_id.as_str(), lists_after, lists_upto)
-            .await?
-        {
-            if let Ok(user) = UserId::parse(user) {
-                delta.changed.insert(user);
+        // Each query only when its stream moved: most syncs see neither change.
+        if lists_upto > lists_after {
+            for user in self
+                .store
+                .device_list_changes_for(user_id.as_str(), lists_after, lists_upto)
+                .await?
+            {
+                if let Ok(user) = UserId::parse(user) {
+                    delta.changed.insert(user);
+                }
             }
         }
+        let memberships = if events_upto > events_after {
+            self.store
+                .membership_changes_around(user_id.as_str(), events_after, events_upto)
+                .await?
+        } else {
+            Vec::new()
+        };
         let mut left_candidates = BTreeSet::new();
-        for (_room, mine, my_since, member, theirs, their_since) in self
-            .store
-            .membership_changes_around(user_id.as_str(), events_after, events_upto)
-            .await?
-        {
+        for (_room, mine, my_since, member, theirs, their_since) in memberships {
             let Ok(member) = UserId::parse(member) else {
                 continue;
             };

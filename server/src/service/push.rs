@@ -145,16 +145,17 @@ impl Services {
             .store
             .push_recipients(room_id.as_str(), invitee.as_deref())
             .await?;
-        if recipients.iter().all(|(u, _, _)| u == pdu.sender.as_str()) {
+        if recipients.iter().all(|(u, ..)| u == pdu.sender.as_str()) {
             return Ok(());
         }
-        let member_count =
-            UInt::try_from(self.store.joined_count(room_id.as_str()).await?).unwrap_or_default();
+        // The invitee (when there is one) is listed too, but is not a member yet.
+        let joined = recipients.iter().filter(|(.., joined)| *joined).count();
+        let member_count = UInt::try_from(joined as u64).unwrap_or_default();
         let power_levels = self.push_power_levels(room_id).await?;
         let raw: Raw<Value> = serde_json::from_str(json)
             .map_err(|e| Error::Internal(anyhow::anyhow!("event JSON: {e}")))?;
         let mut notified = Vec::new();
-        for (user, rules, display_name) in recipients {
+        for (user, rules, display_name, _) in recipients {
             let Ok(user_id) = UserId::parse(user.as_str()) else {
                 continue;
             };

@@ -261,6 +261,13 @@ impl Services {
         device_id: &str,
         options: SyncOptions,
     ) -> Result<Response> {
+        // The client got the to-device messages up to its token: acknowledged once per
+        // request, not on every wake-up of a long poll.
+        if let Some(acknowledged) = options.since.map(|s| s.to_device).filter(|&p| p > 0) {
+            self.store
+                .ack_to_device(user_id.as_str(), device_id, acknowledged)
+                .await?;
+        }
         let subscription = self.bus.subscribe(user_id);
         let deadline = tokio::time::Instant::now() + options.timeout.min(MAX_TIMEOUT);
         loop {
@@ -458,8 +465,8 @@ impl Services {
         Ok(response)
     }
 
-    /// Acknowledges the to-device messages the client got before `since` and returns the
-    /// next ones with the position reached.
+    /// The to-device messages after `since` (those before were acknowledged) with the
+    /// position reached.
     async fn to_device_section(
         &self,
         user_id: &UserId,
@@ -467,11 +474,6 @@ impl Services {
         since: Option<SyncToken>,
     ) -> Result<(Vec<Raw<ruma::events::AnyToDeviceEvent>>, i64)> {
         let acknowledged = since.map_or(0, |s| s.to_device);
-        if acknowledged > 0 {
-            self.store
-                .ack_to_device(user_id.as_str(), device_id, acknowledged)
-                .await?;
-        }
         let rows = self
             .store
             .to_device_after(

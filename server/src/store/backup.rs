@@ -52,6 +52,24 @@ impl BackupKeyRow {
     }
 }
 
+/// Adds `by` to a version's etag (0 just locks its row); false when there is no such version.
+async fn bump_etag(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    user_id: &str,
+    version: i64,
+    by: i64,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE backup_versions SET etag = etag + $3 WHERE user_id = $1 AND version = $2",
+    )
+    .bind(user_id)
+    .bind(version)
+    .bind(by)
+    .execute(&mut **tx)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
 fn key_row(r: &sqlx::any::AnyRow) -> Result<BackupKeyRow, sqlx::Error> {
     Ok(BackupKeyRow {
         room_id: r.try_get(0)?,
@@ -168,16 +186,7 @@ impl Store {
         let _writer = self.writer().await;
         let mut tx = self.pool.begin().await?;
         // Locks the version row (PostgreSQL) so concurrent uploads compare against each other.
-        let exists = sqlx::query(
-            "UPDATE backup_versions SET etag = etag WHERE user_id = $1 AND version = $2",
-        )
-        .bind(user_id)
-        .bind(version)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            == 1;
-        if !exists {
+        if !bump_etag(&mut tx, user_id, version, 0).await? {
             return Ok(None);
         }
         let mut changed = false;
@@ -221,13 +230,7 @@ impl Store {
             changed = true;
         }
         if changed {
-            sqlx::query(
-                "UPDATE backup_versions SET etag = etag + 1 WHERE user_id = $1 AND version = $2",
-            )
-            .bind(user_id)
-            .bind(version)
-            .execute(&mut *tx)
-            .await?;
+            bump_etag(&mut tx, user_id, version, 1).await?;
         }
         tx.commit().await?;
         Ok(Some(()))
@@ -267,16 +270,7 @@ impl Store {
     ) -> Result<Option<()>, sqlx::Error> {
         let _writer = self.writer().await;
         let mut tx = self.pool.begin().await?;
-        let exists = sqlx::query(
-            "UPDATE backup_versions SET etag = etag + 1 WHERE user_id = $1 AND version = $2",
-        )
-        .bind(user_id)
-        .bind(version)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            == 1;
-        if !exists {
+        if !bump_etag(&mut tx, user_id, version, 1).await? {
             return Ok(None);
         }
         sqlx::query(

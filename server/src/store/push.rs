@@ -270,14 +270,14 @@ impl Store {
     }
 
     /// Push rules (account data `m.push_rules`) and profile display names of a room's joined
-    /// members and `extra` users: `(user, rules JSON, display name)`.
+    /// members and `extra` users: `(user, rules JSON, display name, joined)`.
     pub async fn push_recipients(
         &self,
         room_id: &str,
         extra: Option<&str>,
-    ) -> Result<Vec<(String, Option<String>, Option<String>)>, sqlx::Error> {
+    ) -> Result<Vec<(String, Option<String>, Option<String>, bool)>, sqlx::Error> {
         let rows = sqlx::query(
-            "SELECT m.user_id, a.content, p.displayname FROM memberships m \
+            "SELECT m.user_id, a.content, p.displayname, m.membership FROM memberships m \
              LEFT JOIN account_data a ON a.user_id = m.user_id AND a.room_id = '' \
              AND a.type = 'm.push_rules' \
              LEFT JOIN profiles p ON p.user_id = m.user_id \
@@ -288,17 +288,15 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
-            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+            .map(|r| {
+                let membership: String = r.try_get(3)?;
+                Ok((
+                    r.try_get(0)?,
+                    r.try_get(1)?,
+                    r.try_get(2)?,
+                    membership == "join",
+                ))
+            })
             .collect()
-    }
-
-    /// How many members are joined.
-    pub async fn joined_count(&self, room_id: &str) -> Result<i64, sqlx::Error> {
-        sqlx::query_scalar(
-            "SELECT COUNT(*) FROM memberships WHERE room_id = $1 AND membership = 'join'",
-        )
-        .bind(room_id)
-        .fetch_one(&self.pool)
-        .await
     }
 }

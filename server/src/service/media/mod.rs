@@ -139,21 +139,18 @@ impl Services {
         Ok(self.store_blob(stream).await?.0)
     }
 
-    /// Stores content the server fetched itself (a preview image, an ENS avatar) as a new
-    /// media item of `uploader`; its `mxc://` URI.
-    pub async fn store_media_bytes(
+    /// Records a stored file under a new media ID of `uploader`; its `mxc://` URI.
+    async fn new_media(
         &self,
         uploader: &UserId,
-        content_type: &str,
-        content: Vec<u8>,
+        (content_type, filename): (Option<String>, Option<String>),
+        (sha256, size): (String, u64),
     ) -> Result<String> {
-        let size = content.len();
-        let sha256 = self.store_bytes(content).await?;
         let media_id = super::secrets::random_alphanumeric(MEDIA_ID_LEN);
         let row = MediaRow {
             sha256: Some(sha256),
-            content_type: Some(content_type.to_owned()),
-            filename: None,
+            content_type,
+            filename,
             size: i64::try_from(size).unwrap_or(i64::MAX),
             uploader: uploader.to_string(),
             unused_expires_ms: None,
@@ -162,6 +159,24 @@ impl Services {
             .insert_media(&media_id, &row, self.now_ms())
             .await?;
         Ok(format!("mxc://{}/{media_id}", self.config.server_name))
+    }
+
+    /// Stores content the server fetched itself (a preview image, an ENS avatar) as a new
+    /// media item of `uploader`; its `mxc://` URI.
+    pub async fn store_media_bytes(
+        &self,
+        uploader: &UserId,
+        content_type: &str,
+        content: Vec<u8>,
+    ) -> Result<String> {
+        let size = content.len() as u64;
+        let sha256 = self.store_bytes(content).await?;
+        self.new_media(
+            uploader,
+            (Some(content_type.to_owned()), None),
+            (sha256, size),
+        )
+        .await
     }
 
     /// `POST /media/v3/upload`: stores the body as a new media item; its `mxc://` URI.
@@ -176,20 +191,9 @@ impl Services {
         S: Stream<Item = std::result::Result<bytes::Bytes, E>> + Unpin,
         E: std::fmt::Display,
     {
-        let (sha256, size) = self.store_blob(body).await?;
-        let media_id = super::secrets::random_alphanumeric(MEDIA_ID_LEN);
-        let row = MediaRow {
-            sha256: Some(sha256),
-            content_type,
-            filename,
-            size: i64::try_from(size).unwrap_or(i64::MAX),
-            uploader: uploader.to_string(),
-            unused_expires_ms: None,
-        };
-        self.store
-            .insert_media(&media_id, &row, self.now_ms())
-            .await?;
-        Ok(format!("mxc://{}/{media_id}", self.config.server_name))
+        let stored = self.store_blob(body).await?;
+        self.new_media(uploader, (content_type, filename), stored)
+            .await
     }
 
     /// `POST /media/v1/create`: reserves a media ID to upload to later; the URI and when
