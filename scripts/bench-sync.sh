@@ -14,6 +14,7 @@ receivers=("$@")
 cargo build --release --locked -p matrixon -p matrixon-tests --bin matrixon --bin matrixon-load >&2
 dir=$(mktemp -d)
 port=18448
+metrics_port=18449
 pid=
 trap 'if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi; rm -rf "$dir"' EXIT
 case "$backend" in
@@ -23,7 +24,7 @@ case "$backend" in
     psql "$db" -qc 'DROP SCHEMA public CASCADE; CREATE SCHEMA public;' ;;
   *) echo "backend: sqlite or postgres" >&2; exit 2 ;;
 esac
-MATRIXON_LISTEN="127.0.0.1:$port" MATRIXON_DATABASE_URL="$db" MATRIXON_DATABASE_MAX_CONNECTIONS=16 \
+MATRIXON_LISTEN="127.0.0.1:$port" MATRIXON_METRICS_LISTEN="127.0.0.1:$metrics_port" MATRIXON_DATABASE_URL="$db" MATRIXON_DATABASE_MAX_CONNECTIONS=16 \
   MATRIXON_REGISTRATION_SHARED_SECRET="bench secret" MATRIXON_RATE_LIMITS_ENABLED=false \
   MATRIXON_LOG_LEVEL=warn target/release/matrixon >"$dir/server.log" 2>&1 &
 pid=$!
@@ -31,7 +32,7 @@ until curl -sf "http://127.0.0.1:$port/health" >/dev/null 2>&1; do
   kill -0 "$pid" 2>/dev/null || { cat "$dir/server.log" >&2; exit 1; }
   sleep 0.05
 done
-load=(target/release/matrixon-load --server "http://127.0.0.1:$port")
+load=(target/release/matrixon-load --server "http://127.0.0.1:$port" --metrics "http://127.0.0.1:$metrics_port/metrics")
 echo "backend: $backend, $(nproc) cores"
 "${load[@]}" send --rooms 1 --messages 2000 --concurrency 16
 "${load[@]}" send --rooms 100 --messages 2000 --concurrency 16

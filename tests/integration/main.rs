@@ -26,5 +26,6 @@ mod search;
 mod sessions;
 mod sso;
 mod timeline;
+mod visibility;
 mod voip;
 mod wallet;

@@ -33,6 +33,11 @@ struct Cli {
     /// Local addresses to spread connections over (loopback aliases such as 127.0.0.2).
     #[arg(long, value_delimiter = ',')]
     sources: Vec<IpAddr>,
+    /// The server's metrics URL (`metrics.listen`, path included): when given, fan-out sends
+    /// and idle measures only once every sync is parked (`matrixon_sync_waiting`), so that
+    /// latencies leave out the server still taking requests in.
+    #[arg(long)]
+    metrics: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -78,6 +83,7 @@ enum Command {
 }
 
 struct Load {
+    metrics: Option<String>,
     server: String,
     secret: String,
     clients: Vec<reqwest::Client>,
@@ -133,10 +139,37 @@ impl Load {
 
     fn clone_handle(&self) -> Arc<Load> {
         Arc::new(Load {
+            metrics: self.metrics.clone(),
             server: self.server.clone(),
             secret: self.secret.clone(),
             clients: self.clients.clone(),
         })
+    }
+
+    /// Until the server has `count` syncs parked (read from its metrics), or a pause long
+    /// enough for that when there are no metrics to read.
+    async fn wait_parked(&self, count: usize) -> Result<()> {
+        let Some(url) = &self.metrics else {
+            tokio::time::sleep(Duration::from_millis(200 + count as u64 / 10)).await;
+            return Ok(());
+        };
+        let deadline = Instant::now() + Duration::from_secs(300);
+        loop {
+            let text = self.client(0).get(url).send().await?.text().await?;
+            let waiting = text
+                .lines()
+                .find_map(|l| l.strip_prefix("matrixon_sync_waiting "))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .context("matrixon_sync_waiting in the metrics")?;
+            if waiting >= count as f64 {
+                return Ok(());
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "only {waiting} of {count} syncs parked after 300 s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     async fn post(&self, token: &str, path: &str, body: Value) -> Result<Value> {
@@ -227,7 +260,8 @@ async fn idle(load: Arc<Load>, connections: usize, users: usize, pid: u32) -> Re
         }
     }
     // Let every request arrive and settle into waiting.
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    load.wait_parked(connections).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
     let waiting = rss_kib(pid)?;
     let per = (waiting.saturating_sub(before)) as f64 / connections as f64;
     println!(
@@ -295,8 +329,7 @@ async fn fanout(load: Arc<Load>, receivers: usize, users: usize, messages: usize
                 .await
                 .context("a receiver task ended early")?;
         }
-        // Every receiver has sent its request; give the server a moment to park them.
-        tokio::time::sleep(Duration::from_millis(200 + receivers as u64 / 10)).await;
+        load.wait_parked(receivers).await?;
         let start = Instant::now();
         let _ = sent_at.set(start);
         let response = load
@@ -405,6 +438,7 @@ async fn main() -> Result<()> {
         })
         .collect::<Result<Vec<_>, _>>()?;
     let load = Arc::new(Load {
+        metrics: cli.metrics,
         server: cli.server.trim_end_matches('/').to_owned(),
         secret: cli.secret,
         clients,

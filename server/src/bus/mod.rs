@@ -5,10 +5,18 @@
 //! something a user should see wakes that user after committing it. With `redis.url` set,
 //! wake-ups (and typing notifications, which live in memory) are also published on a Redis
 //! channel, so that a sync waiting on another instance wakes too.
+//!
+//! A wake-up says whether it is for new room events only: a sync woken by those alone can
+//! answer from the shared log of recent events (see `service::sync`), while anything else
+//! (receipts, account data, keys, typing…) bumps the user's change counter and sends it the
+//! whole way.
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex, PoisonError},
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicU64, Ordering},
+    },
     time::Duration,
 };
 
@@ -21,7 +29,16 @@ use tokio::{sync::Notify, task::JoinHandle};
 
 use crate::service::{ephemeral::Typing, presence::Presence};
 
-type Waiters = Arc<Mutex<HashMap<OwnedUserId, Arc<Notify>>>>;
+type Waiters = Arc<Mutex<HashMap<OwnedUserId, Arc<Waiter>>>>;
+
+/// One user's waiting syncs: their wake-up signal and a count of wake-ups that were not for
+/// room events alone.
+#[derive(Default)]
+pub struct Waiter {
+    /// Fires on every wake-up of the user.
+    pub notify: Notify,
+    changes: AtomicU64,
+}
 
 /// Per-user wake-up signals, shared with other instances through Redis when configured.
 #[derive(Default)]
@@ -46,6 +63,9 @@ struct Message {
     /// Users to wake.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     wake: Vec<OwnedUserId>,
+    /// The wake-up is for new room events only.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    events_only: bool,
     /// A typing change to apply before waking.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     typing: Option<TypingChange>,
@@ -76,15 +96,26 @@ struct TypingChange {
 pub struct Subscription<'a> {
     bus: &'a Bus,
     user_id: OwnedUserId,
-    /// Fires on every wake-up of the user.
-    pub notify: Arc<Notify>,
+    /// The user's signal and change counter.
+    pub waiter: Arc<Waiter>,
 }
 
-fn wake_local(waiters: &Waiters, users: &[&UserId]) {
+impl Subscription<'_> {
+    /// Wake-ups so far that were not for room events alone: unchanged between two reads
+    /// means nothing but room events happened for the user in between.
+    pub fn changes(&self) -> u64 {
+        self.waiter.changes.load(Ordering::Acquire)
+    }
+}
+
+fn wake_local(waiters: &Waiters, users: &[&UserId], events_only: bool) {
     let waiters = waiters.lock().unwrap_or_else(PoisonError::into_inner);
     for user in users {
-        if let Some(notify) = waiters.get(*user) {
-            notify.notify_waiters();
+        if let Some(waiter) = waiters.get(*user) {
+            if !events_only {
+                waiter.changes.fetch_add(1, Ordering::AcqRel);
+            }
+            waiter.notify.notify_waiters();
         }
     }
 }
@@ -125,21 +156,31 @@ impl Bus {
     /// Subscribes to `user_id`'s wake-ups.
     pub fn subscribe(&self, user_id: &UserId) -> Subscription<'_> {
         let mut waiters = self.waiters.lock().unwrap_or_else(PoisonError::into_inner);
-        let notify = waiters.entry(user_id.to_owned()).or_default().clone();
+        let waiter = waiters.entry(user_id.to_owned()).or_default().clone();
         Subscription {
             bus: self,
             user_id: user_id.to_owned(),
-            notify,
+            waiter,
         }
     }
 
     /// Wakes every waiting sync of these users, here and on other instances.
     pub fn wake<'u>(&self, users: impl IntoIterator<Item = &'u UserId>) {
+        self.wake_with(users, false);
+    }
+
+    /// Wakes these users for new room events, and for nothing else.
+    pub fn wake_for_events<'u>(&self, users: impl IntoIterator<Item = &'u UserId>) {
+        self.wake_with(users, true);
+    }
+
+    fn wake_with<'u>(&self, users: impl IntoIterator<Item = &'u UserId>, events_only: bool) {
         let users: Vec<&UserId> = users.into_iter().collect();
-        wake_local(&self.waiters, &users);
+        wake_local(&self.waiters, &users, events_only);
         if self.remote.is_some() && !users.is_empty() {
             self.publish(Message {
                 wake: users.iter().map(|u| (*u).to_owned()).collect(),
+                events_only,
                 ..Message::default()
             });
         }
@@ -155,7 +196,7 @@ impl Bus {
         members: &[OwnedUserId],
     ) {
         let users: Vec<&UserId> = members.iter().map(|u| &**u).collect();
-        wake_local(&self.waiters, &users);
+        wake_local(&self.waiters, &users, false);
         if self.remote.is_some() {
             self.publish(Message {
                 wake: members.to_vec(),
@@ -203,7 +244,7 @@ impl Bus {
         peers: &[OwnedUserId],
     ) {
         let users: Vec<&UserId> = peers.iter().map(|u| &**u).collect();
-        wake_local(&self.waiters, &users);
+        wake_local(&self.waiters, &users, false);
         if self.remote.is_some() {
             self.publish(Message {
                 wake: peers.to_vec(),
@@ -275,7 +316,7 @@ async fn listen(
                             );
                         }
                         let users: Vec<&UserId> = message.wake.iter().map(|u| &**u).collect();
-                        wake_local(&waiters, &users);
+                        wake_local(&waiters, &users, message.events_only);
                     }
                     tracing::warn!("the Redis bus subscription ended; reconnecting");
                 }
@@ -295,7 +336,7 @@ impl Drop for Subscription<'_> {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         // The map holds one reference and this subscription another: nobody else waits.
-        if Arc::strong_count(&self.notify) == 2 {
+        if Arc::strong_count(&self.waiter) == 2 {
             waiters.remove(&self.user_id);
         }
     }

@@ -23,6 +23,10 @@ pub struct Metrics {
     latency: HistogramVec,
     db_connections: IntGauge,
     db_idle: IntGauge,
+    /// Syncs parked waiting for news now.
+    pub sync_waiting: IntGauge,
+    /// Woken syncs by how they were answered: `log` (the shared recent events) or `full`.
+    pub sync_woken: IntCounterVec,
 }
 
 impl Metrics {
@@ -45,6 +49,16 @@ impl Metrics {
         )?;
         let db_connections = IntGauge::new("db_pool_connections", "Open database connections")?;
         let db_idle = IntGauge::new("db_pool_idle_connections", "Idle database connections")?;
+        let sync_waiting = IntGauge::new("sync_waiting", "Syncs waiting for news now")?;
+        let sync_woken = IntCounterVec::new(
+            Opts::new(
+                "sync_woken_total",
+                "Woken syncs by how they were answered (log: from the shared recent events)",
+            ),
+            &["answer"],
+        )?;
+        registry.register(Box::new(sync_waiting.clone()))?;
+        registry.register(Box::new(sync_woken.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(latency.clone()))?;
         registry.register(Box::new(db_connections.clone()))?;
@@ -55,6 +69,8 @@ impl Metrics {
             latency,
             db_connections,
             db_idle,
+            sync_waiting,
+            sync_woken,
         })
     }
 

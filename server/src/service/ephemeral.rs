@@ -166,7 +166,7 @@ impl Services {
             })
             .await?;
         if kind == "m.read" {
-            self.wake_room(room_id, None).await
+            self.wake_room(room_id).await
         } else {
             self.bus.wake([user_id]);
             Ok(())

@@ -319,6 +319,7 @@ impl Services {
         wanted: &BTreeMap<OwnedUserId, BTreeMap<String, String>>,
     ) -> Result<Value> {
         let mut response = json!({ "one_time_keys": {}, "failures": {} });
+        let mut owners = Vec::new();
         for (user_id, devices) in wanted {
             if user_id.server_name() != self.config.server_name.as_str() {
                 response["failures"][user_id.server_name().as_str()] = json!({
@@ -340,8 +341,11 @@ impl Services {
             }
             if !claimed.is_empty() {
                 response["one_time_keys"][user_id.as_str()] = Value::Object(claimed);
+                owners.push(user_id);
             }
         }
+        // Their waiting syncs answer with key counts from before the claim: re-read them.
+        self.bus.wake(owners.iter().map(|u| &***u));
         Ok(response)
     }
 

@@ -73,6 +73,8 @@ pub struct Services {
     pub fetch: matrixon_chain::ens::Gateway,
     /// Member events each device was sent under lazy loading.
     pub lazy_members: sync::LazyMembers,
+    /// The latest events of every room, for answering woken syncs.
+    pub recent: sync::RecentEvents,
     /// Gate verdicts, reused until their TTL or a transfer of the tokens involved.
     pub gate_cache: gate::VerdictCache,
     /// Serialises event building per room within this process.
@@ -144,6 +146,7 @@ impl Services {
             presence,
             gate_cache,
             lazy_members: sync::LazyMembers::default(),
+            recent: sync::RecentEvents::default(),
             name_cache,
             fetch,
             room_locks: rooms::RoomLocks::default(),

@@ -70,7 +70,18 @@ impl Services {
                 .get("body")
                 .and_then(Value::as_str)
                 .map(str::to_lowercase);
-            if body.is_some_and(|b| b.contains(&term)) {
+            if !body.is_some_and(|b| b.contains(&term)) {
+                continue;
+            }
+            // Joined now, but the message may be from before, in a room that hides that.
+            let Ok(room_id) = ruma::RoomId::parse(event.room_id.as_str()) else {
+                continue;
+            };
+            if let Some(event) = self
+                .visible_events(&room_id, user_id, vec![event])
+                .await?
+                .pop()
+            {
                 found.push(event);
                 if found.len() == limit {
                     break;

@@ -5,7 +5,15 @@ use ruma::{DeviceId, EventId, OwnedEventId, RoomId, UserId};
 use serde_json::Value;
 
 use super::{Services, rooms::EventDraft, sync::SyncToken};
-use crate::http::error::{Error, Result};
+use crate::{
+    http::error::{Error, Result},
+    store::StoredEvent,
+};
+
+/// Events read per step of a `/messages` page (more than asked, as some may be hidden).
+const PAGINATION_BATCH: usize = 50;
+/// Most events one `/messages` request reads looking for ones the user may see.
+const MAX_PAGINATION_SCAN: usize = 1000;
 
 /// One page of `/messages`.
 #[derive(Debug)]
@@ -211,28 +219,62 @@ impl Services {
             None => 0,
         };
         let to = to.map(|t| self.parse_position(t)).transpose()?;
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let events = if backward {
-            let before = from.min(upto.saturating_add(1));
-            let after = to.map_or(0, |t| t.saturating_sub(1));
-            self.store
-                .room_events(room_id.as_str(), after, before, false, limit)
-                .await?
+        let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+        // Read page by page until `limit` events the user may see, or the history (or the
+        // scan bound) ends; the cursor is exclusive backwards, inclusive forwards.
+        let mut cursor = if backward {
+            from.min(upto.saturating_add(1))
         } else {
-            let after = from.saturating_sub(1);
-            let last = to.map_or(upto, |t| t.saturating_sub(1).min(upto));
-            self.store
-                .room_events(room_id.as_str(), after, last, true, limit)
-                .await?
+            from
         };
-        let end = match events.last() {
-            Some(last) if events.len() as i64 == limit => Some(if backward {
-                token(last.stream_ordering)
+        let mut events: Vec<StoredEvent> = Vec::new();
+        let mut more = true;
+        let mut scanned = 0;
+        while more && events.len() < limit && scanned < MAX_PAGINATION_SCAN {
+            let want = limit - events.len();
+            let batch = i64::try_from(want.max(PAGINATION_BATCH)).unwrap_or(i64::MAX);
+            let page = if backward {
+                let after = to.map_or(0, |t| t.saturating_sub(1));
+                self.store
+                    .room_events(room_id.as_str(), after, cursor, false, batch)
+                    .await?
             } else {
-                token(last.stream_ordering.saturating_add(1))
-            }),
-            _ => None,
-        };
+                let last = to.map_or(upto, |t| t.saturating_sub(1).min(upto));
+                self.store
+                    .room_events(
+                        room_id.as_str(),
+                        cursor.saturating_sub(1),
+                        last,
+                        true,
+                        batch,
+                    )
+                    .await?
+            };
+            more = page.len() as i64 == batch;
+            scanned += page.len();
+            let next_cursor = |event: &StoredEvent| {
+                if backward {
+                    event.stream_ordering
+                } else {
+                    event.stream_ordering.saturating_add(1)
+                }
+            };
+            if let Some(last) = page.last() {
+                cursor = next_cursor(last);
+            }
+            let mut visible = self.visible_events(room_id, user_id, page).await?;
+            if visible.len() > want {
+                // The page holds more than the client asked for: continue after the last one
+                // returned.
+                visible.truncate(want);
+                if let Some(last) = visible.last() {
+                    cursor = next_cursor(last);
+                }
+                more = true;
+            }
+            events.extend(visible);
+        }
+        let end = more.then(|| token(cursor));
         Ok(Page {
             start: token(from),
             end,
@@ -283,6 +325,8 @@ impl Services {
                 i64::try_from(limit).unwrap_or(0).saturating_sub(half),
             )
             .await?;
+        let before_events = self.visible_events(room_id, user_id, before_events).await?;
+        let after_events = self.visible_events(room_id, user_id, after_events).await?;
         let start = token(
             before_events
                 .last()
@@ -332,6 +376,12 @@ impl Services {
             .event_near_ts(room_id.as_str(), ts, forward, upto)
             .await?
             .ok_or_else(|| Error::not_found("No event in that direction from that time"))?;
+        // The nearest event may be one the user cannot see: then there is none to give.
+        let event = self
+            .visible_events(room_id, user_id, vec![event])
+            .await?
+            .pop()
+            .ok_or_else(|| Error::not_found("No event you may see in that direction"))?;
         Ok((event.event_id, event.origin_server_ts))
     }
 }

@@ -348,8 +348,17 @@ impl Store {
 
     /// State as of a state group.
     pub async fn state_of_group(&self, group: Option<i64>) -> Result<StateMap, sqlx::Error> {
+        Ok(self.shared_state_group(group).await?.as_ref().clone())
+    }
+
+    /// State as of a state group, shared with the cache (groups never change, so a
+    /// lookup needs no copy of a large room's state).
+    pub async fn shared_state_group(
+        &self,
+        group: Option<i64>,
+    ) -> Result<std::sync::Arc<StateMap>, sqlx::Error> {
         let Some(id) = group else {
-            return Ok(StateMap::new());
+            return Ok(std::sync::Arc::default());
         };
         let cache = || {
             self.state_cache
@@ -359,7 +368,7 @@ impl Store {
         if let Some(state) = cache().get(&id) {
             return Ok(state.clone());
         }
-        let state = self.read_state_group(id).await?;
+        let state = std::sync::Arc::new(self.read_state_group(id).await?);
         let mut cached = cache();
         if cached.len() >= STATE_CACHE_GROUPS {
             cached.clear();
@@ -490,6 +499,24 @@ impl Store {
             .bind(room_id)
             .bind(after)
             .bind(before_or_upto)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(event_row).collect()
+    }
+
+    /// Events of every room after a stream position, oldest first.
+    pub async fn events_after(
+        &self,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<StoredEvent>, sqlx::Error> {
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE stream_ordering > $1 \
+             ORDER BY stream_ordering ASC LIMIT $2"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(after)
             .bind(limit)
             .fetch_all(&self.pool)
             .await?;

@@ -70,7 +70,8 @@ pub struct Store {
     /// Serialises multi-statement writes on SQLite, which has one writer.
     write_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
     /// State groups never change once written: recently read ones, kept in memory.
-    state_cache: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<i64, StateMap>>>,
+    state_cache:
+        std::sync::Arc<std::sync::Mutex<std::collections::HashMap<i64, std::sync::Arc<StateMap>>>>,
 }
 
 impl Store {

@@ -6,6 +6,7 @@ mod membership;
 pub mod pdu;
 mod relations;
 mod upgrade;
+mod visibility;
 
 use std::collections::HashMap;
 
@@ -32,19 +33,35 @@ pub const DEFAULT_ROOM_VERSION: &str = "11";
 pub const SUPPORTED_ROOM_VERSIONS: [&str; 3] = ["10", "11", "12"];
 
 impl Services {
+    /// Wakes the syncs of the room's joined members for something other than new events
+    /// (a receipt, say).
+    pub(crate) async fn wake_room(&self, room_id: &RoomId) -> Result<()> {
+        let users = self.wake_list(room_id, None).await?;
+        self.bus.wake(users.iter().map(|u| &**u));
+        Ok(())
+    }
+
     /// Wakes the syncs of the room's joined members, and of `also` (the target of a
-    /// membership change, who may not be joined).
-    pub(crate) async fn wake_room(&self, room_id: &RoomId, also: Option<&str>) -> Result<()> {
+    /// membership change, who may not be joined), for a new event of the room.
+    pub(crate) async fn wake_room_for_event(
+        &self,
+        room_id: &RoomId,
+        also: Option<&str>,
+    ) -> Result<()> {
+        let users = self.wake_list(room_id, also).await?;
+        self.bus.wake_for_events(users.iter().map(|u| &**u));
+        Ok(())
+    }
+
+    async fn wake_list(&self, room_id: &RoomId, also: Option<&str>) -> Result<Vec<OwnedUserId>> {
         let mut members = self.store.room_members(room_id.as_str(), "join").await?;
         if let Some(also) = also {
             members.push(also.to_owned());
         }
-        let users: Vec<OwnedUserId> = members
+        Ok(members
             .iter()
             .filter_map(|u| UserId::parse(u.as_str()).ok())
-            .collect();
-        self.bus.wake(users.iter().map(|u| &**u));
-        Ok(())
+            .collect())
     }
 
     /// The user's current membership in the room (`join`, `invite`, `leave`, `ban`, `knock`).
@@ -64,45 +81,6 @@ impl Services {
                 "You are not a member of {room_id}"
             ))),
         }
-    }
-
-    /// The highest stream position a user may read in a room: everything while joined, up
-    /// to their leaving afterwards; `None` when they never were joined (an invite or a knock
-    /// that ended shows nothing). Rooms are read with `shared` history visibility.
-    pub async fn visible_upto(&self, room_id: &RoomId, user_id: &UserId) -> Result<Option<i64>> {
-        let row = self
-            .store
-            .membership_row(room_id.as_str(), user_id.as_str())
-            .await?;
-        Ok(match row {
-            Some(row) if row.membership == "join" => Some(i64::MAX),
-            Some(row) if row.ever_joined && matches!(row.membership.as_str(), "leave" | "ban") => {
-                Some(row.stream_ordering)
-            }
-            _ => None,
-        })
-    }
-
-    /// An event of the room that the user may see, and the position they may read up to;
-    /// 404 `M_NOT_FOUND` otherwise (as if it did not exist).
-    pub async fn visible_event(
-        &self,
-        room_id: &RoomId,
-        user_id: &UserId,
-        event_id: &ruma::EventId,
-    ) -> Result<(StoredEvent, i64)> {
-        let not_found = || Error::not_found("No such event in this room");
-        let upto = self
-            .visible_upto(room_id, user_id)
-            .await?
-            .ok_or_else(not_found)?;
-        let stored = self
-            .store
-            .event(event_id.as_str())
-            .await?
-            .filter(|e| e.room_id == room_id.as_str() && e.stream_ordering <= upto)
-            .ok_or_else(not_found)?;
-        Ok((stored, upto))
     }
 
     /// Content of one piece of the room's current state.

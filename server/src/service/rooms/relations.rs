@@ -123,7 +123,7 @@ impl Services {
     ) -> Result<RelationsPage> {
         let (parent, upto) = self.visible_event(room_id, user_id, event_id).await?;
         let from = from.map(|t| self.parse_position(t)).transpose()?;
-        let mut related: Vec<StoredEvent> = self
+        let related: Vec<StoredEvent> = self
             .store
             .relations(parent.event_id.as_str(), rel_type)
             .await?
@@ -136,6 +136,7 @@ impl Services {
                 (None, _) => true,
             })
             .collect();
+        let mut related = self.visible_events(room_id, user_id, related).await?;
         if !forward {
             related.reverse();
         }
@@ -188,6 +189,7 @@ impl Services {
         let ids: Vec<String> = roots.iter().map(|(id, _)| id.clone()).collect();
         let mut stored = self.store.events(&ids).await?;
         stored.retain(|root| root.room_id == room_id.as_str() && root.stream_ordering <= upto);
+        let mut stored = self.visible_events(room_id, user_id, stored).await?;
         let order: HashMap<&str, i64> = roots.iter().map(|(id, at)| (id.as_str(), *at)).collect();
         stored.sort_by_key(|e| std::cmp::Reverse(order.get(e.event_id.as_str()).copied()));
         if participated {

@@ -17,6 +17,12 @@ use ruma::{
 };
 use serde_json::Value;
 
+mod recent;
+mod woken;
+
+pub use recent::RecentEvents;
+use woken::Waited;
+
 use super::{Services, rooms::Pdu};
 use crate::{
     http::{
@@ -247,6 +253,22 @@ impl Default for SyncOptions {
     }
 }
 
+/// Counts a sync as waiting while it lives (a dropped request included).
+struct Parked<'a>(&'a prometheus::IntGauge);
+
+impl<'a> Parked<'a> {
+    fn new(gauge: &'a prometheus::IntGauge) -> Self {
+        gauge.inc();
+        Self(gauge)
+    }
+}
+
+impl Drop for Parked<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 /// Most to-device messages one sync delivers; the rest come with the next.
 const TO_DEVICE_PER_SYNC: i64 = 100;
 
@@ -270,12 +292,34 @@ impl Services {
         }
         let subscription = self.bus.subscribe(user_id);
         let deadline = tokio::time::Instant::now() + options.timeout.min(MAX_TIMEOUT);
+        // The empty answer this sync waits on, once it waits.
+        let mut waited: Option<Waited> = None;
         loop {
-            let notified = subscription.notify.notified();
+            let notified = subscription.waiter.notify.notified();
             tokio::pin!(notified);
             // Registered before reading, so a change committed meanwhile still wakes us.
             notified.as_mut().enable();
-            let response = self.sync_once(user_id, device_id, &options).await?;
+            // Woken by room events alone: answered from the shared log when it can be.
+            let woken = match &waited {
+                Some(waited) if waited.changes == subscription.changes() => {
+                    self.woken_sync(user_id, device_id, &options, waited)
+                        .await?
+                }
+                _ => None,
+            };
+            if waited.is_some() {
+                let answer = if woken.is_some() { "log" } else { "full" };
+                self.metrics.sync_woken.with_label_values(&[answer]).inc();
+            }
+            let response = match woken {
+                Some(response) => response,
+                None => {
+                    let changes = subscription.changes();
+                    let (response, base) = self.sync_once(user_id, device_id, &options).await?;
+                    waited = Some(Waited { changes, ..base });
+                    response
+                }
+            };
             let has_news = !response.rooms.is_empty()
                 || !response.account_data.is_empty()
                 || !response.presence.is_empty()
@@ -286,18 +330,21 @@ impl Services {
             }
             // A wake-up for something this sync does not show (say, another room's typing
             // on a filtered sync) waits again, until the deadline.
+            let _parked = Parked::new(&self.metrics.sync_waiting);
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
                 return Ok(response);
             }
         }
     }
 
+    /// One pass over everything; with the position it reached and the joined rooms it
+    /// looked at, for answering a later wake-up from the log.
     async fn sync_once(
         &self,
         user_id: &UserId,
         device_id: &str,
         options: &SyncOptions,
-    ) -> Result<Response> {
+    ) -> Result<(Response, Waited)> {
         let typing = self.typing.serial();
         let presence = self.presence.serial();
         // Memberships and the stream position are read as one snapshot: a membership that
@@ -340,6 +387,7 @@ impl Services {
         response.to_device.events = to_device_events;
         self.encryption_section(&mut response, user_id, device_id, since, next)
             .await?;
+        let mut joined_rooms = HashSet::new();
 
         for (room, membership, member_stream) in rooms {
             let Ok(room_id) = RoomId::parse(room.as_str()) else {
@@ -357,6 +405,7 @@ impl Services {
             let changed_since = since.is_none_or(|s| member_stream > s.events);
             match membership.as_str() {
                 "join" => {
+                    joined_rooms.insert(room_id.clone());
                     // Newly joined rooms are sent whole, as on an initial sync.
                     let from = if changed_since {
                         None
@@ -462,7 +511,14 @@ impl Services {
                 }))?);
             }
         }
-        Ok(response)
+        let base = Waited {
+            token: next,
+            joined: joined_rooms,
+            one_time_keys: response.device_one_time_keys_count.clone(),
+            fallback_keys: response.device_unused_fallback_key_types.clone(),
+            changes: 0,
+        };
+        Ok((response, base))
     }
 
     /// The to-device messages after `since` (those before were acknowledged) with the
@@ -552,6 +608,12 @@ impl Services {
                 (options.timeline_limit, &options.timeline_filter),
             )
             .await?;
+        // An incremental timeline of a room joined before `from` is all visible; a whole
+        // room may reach back before the join, where the history visibility decides.
+        let events = match from {
+            Some(_) => events,
+            None => self.visible_events(room_id, user_id, events).await?,
+        };
         let mut ephemeral = Vec::new();
         let (typing_serial, typing) = self.typing.in_room(room_id, self.now_ms());
         if typing_serial > since.typing && typing_serial <= next.typing {
@@ -628,6 +690,7 @@ impl Services {
                 (options.timeline_limit, &options.timeline_filter),
             )
             .await?;
+        let events = self.visible_events(room_id, user_id, events).await?;
         let mut left = LeftRoom::new();
         left.timeline = self
             .timeline(&events, limited, (user_id, device_id))

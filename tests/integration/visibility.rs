@@ -1,0 +1,208 @@
+//! History visibility: what a user may read of a room's past is decided per event, by the
+//! visibility and their membership at it — in `/messages`, `/event`, `/context`, `/search`
+//! and the sync timeline — and a world-readable room can be read without joining.
+
+use serde_json::{Value, json};
+
+use crate::harness::{Backend, TestServer, assert_error, both_backends};
+
+both_backends!(history_visibility_is_decided_per_event);
+
+fn token(v: &Value) -> String {
+    v["access_token"].as_str().expect("token").to_owned()
+}
+
+struct Room<'a> {
+    srv: &'a TestServer,
+    id: String,
+}
+
+impl Room<'_> {
+    fn path(&self, rest: &str) -> String {
+        format!("/_matrix/client/v3/rooms/{}/{rest}", self.id)
+    }
+
+    async fn say(&self, token: &str, body: &str) -> String {
+        let (status, answer) = self
+            .srv
+            .put_json(
+                &self.path(&format!("send/m.room.message/{}", body.replace(' ', "-"))),
+                Some(token),
+                &json!({"msgtype": "m.text", "body": body}),
+            )
+            .await;
+        assert_eq!(status, 200, "{answer}");
+        answer["event_id"].as_str().expect("event id").to_owned()
+    }
+
+    async fn set_visibility(&self, token: &str, visibility: &str) {
+        let (status, answer) = self
+            .srv
+            .put_json(
+                &self.path("state/m.room.history_visibility/"),
+                Some(token),
+                &json!({"history_visibility": visibility}),
+            )
+            .await;
+        assert_eq!(status, 200, "{answer}");
+    }
+
+    /// Message bodies of a whole backward pagination, `limit` at a time, newest first.
+    async fn read_back(&self, token: &str, limit: u32) -> Vec<String> {
+        let mut bodies = Vec::new();
+        let mut from: Option<String> = None;
+        for _ in 0..100 {
+            let mut path = self.path(&format!("messages?dir=b&limit={limit}"));
+            if let Some(from) = &from {
+                path.push_str(&format!("&from={from}"));
+            }
+            let (status, page) = self.srv.get(&path, Some(token)).await;
+            assert_eq!(status, 200, "{page}");
+            let chunk = page["chunk"].as_array().expect("chunk");
+            assert!(chunk.len() <= limit as usize, "{page}");
+            bodies.extend(
+                chunk
+                    .iter()
+                    .filter_map(|e| e["content"]["body"].as_str().map(str::to_owned)),
+            );
+            match page["end"].as_str() {
+                Some(end) => from = Some(end.to_owned()),
+                None => return bodies,
+            }
+        }
+        panic!("pagination did not end");
+    }
+}
+
+async fn history_visibility_is_decided_per_event(backend: Backend) {
+    let srv = TestServer::start(&backend).await;
+    let alice = token(&srv.register("alice", "pw alice 1").await);
+    let bob_login = srv.register("bob", "pw bob 1").await;
+    let bob = token(&bob_login);
+    let carol = token(&srv.register("carol", "pw carol 1").await);
+    let (status, created) = srv
+        .post_json(
+            "/_matrix/client/v3/createRoom",
+            Some(&alice),
+            &json!({"preset": "private_chat"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{created}");
+    let room = Room {
+        srv: &srv,
+        id: created["room_id"].as_str().expect("room").to_owned(),
+    };
+
+    // shared → joined → invited; Bob is invited during `invited`, then joins.
+    room.say(&alice, "one shared").await;
+    room.set_visibility(&alice, "joined").await;
+    let hidden = room.say(&alice, "two joined-only").await;
+    room.set_visibility(&alice, "invited").await;
+    room.say(&alice, "three before the invite").await;
+    let (status, answer) = srv
+        .post_json(
+            &room.path("invite"),
+            Some(&alice),
+            &json!({"user_id": bob_login["user_id"]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    let after_invite = room.say(&alice, "four after the invite").await;
+    let (status, answer) = srv
+        .post_json(&room.path("join"), Some(&bob), &json!({}))
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    room.say(&alice, "five joined").await;
+
+    let everything = [
+        "five joined",
+        "four after the invite",
+        "three before the invite",
+        "two joined-only",
+        "one shared",
+    ];
+    assert_eq!(room.read_back(&alice, 100).await, everything);
+    let for_bob = ["five joined", "four after the invite", "one shared"];
+    assert_eq!(room.read_back(&bob, 100).await, for_bob);
+    // One at a time, the pages skip what Bob may not see and still reach the start.
+    assert_eq!(room.read_back(&bob, 1).await, for_bob);
+
+    let event = |id: &str| room.path(&format!("event/{id}"));
+    assert_error(
+        &srv.get(&event(&hidden), Some(&bob)).await,
+        404,
+        "M_NOT_FOUND",
+    );
+    assert_eq!(srv.get(&event(&hidden), Some(&alice)).await.0, 200);
+    let (status, context) = srv
+        .get(
+            &room.path(&format!("context/{after_invite}?limit=20")),
+            Some(&bob),
+        )
+        .await;
+    assert_eq!(status, 200, "{context}");
+    let before: Vec<&str> = context["events_before"]
+        .as_array()
+        .expect("before")
+        .iter()
+        .filter_map(|e| e["content"]["body"].as_str())
+        .collect();
+    assert_eq!(before, ["one shared"], "{context}");
+
+    // The first sync shows Bob the same history.
+    let (status, sync) = srv
+        .get(
+            "/_matrix/client/v3/sync?filter=%7B%22room%22%3A%7B%22timeline%22%3A%7B%22limit%22%3A50%7D%7D%7D",
+            Some(&bob),
+        )
+        .await;
+    assert_eq!(status, 200, "{sync}");
+    let timeline: Vec<&str> = sync["rooms"]["join"][&room.id]["timeline"]["events"]
+        .as_array()
+        .expect("timeline")
+        .iter()
+        .filter_map(|e| e["content"]["body"].as_str())
+        .collect();
+    assert_eq!(
+        timeline,
+        ["one shared", "four after the invite", "five joined"]
+    );
+
+    // Search finds only what Bob may read.
+    let (status, found) = srv
+        .post_json(
+            "/_matrix/client/v3/search",
+            Some(&bob),
+            &json!({"search_categories": {"room_events": {"search_term": "joined"}}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{found}");
+    let results: Vec<&str> = found["search_categories"]["room_events"]["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .filter_map(|r| r["result"]["content"]["body"].as_str())
+        .collect();
+    assert_eq!(results, ["five joined"], "{found}");
+
+    // Carol never joined: nothing to read until the room is world-readable, and then only
+    // what was sent while it was.
+    assert_error(
+        &srv.get(&room.path("messages?dir=b"), Some(&carol)).await,
+        403,
+        "M_FORBIDDEN",
+    );
+    room.set_visibility(&alice, "world_readable").await;
+    room.say(&alice, "six for the world").await;
+    assert_eq!(room.read_back(&carol, 10).await, ["six for the world"]);
+    assert_error(
+        &srv.get(&event(&hidden), Some(&carol)).await,
+        404,
+        "M_NOT_FOUND",
+    );
+    let (status, state) = srv.get(&room.path("state"), Some(&carol)).await;
+    assert_eq!(status, 200, "{state}");
+    // Members see everything they saw before, and the new message.
+    assert_eq!(room.read_back(&bob, 100).await[0], "six for the world");
+    srv.finish().await;
+}
