@@ -15,7 +15,7 @@ use std::{
     collections::HashMap,
     sync::{
         Arc, Mutex, PoisonError,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicI64, AtomicU64, Ordering},
     },
     time::Duration,
 };
@@ -45,6 +45,8 @@ pub struct Waiter {
 pub struct Bus {
     waiters: Waiters,
     remote: Option<Remote>,
+    /// The latest event position anyone was woken for, here or on another instance.
+    events_position: Arc<AtomicI64>,
 }
 
 /// The Redis side: a publishing connection and the task that listens.
@@ -66,6 +68,9 @@ struct Message {
     /// The wake-up is for new room events only.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     events_only: bool,
+    /// The position of the event it is for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    position: Option<i64>,
     /// A typing change to apply before waking.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     typing: Option<TypingChange>,
@@ -135,15 +140,17 @@ impl Bus {
         let channel = format!("matrixon:{server_name}:bus");
         let instance = crate::service::secrets::random_alphanumeric(16);
         let waiters = Waiters::default();
+        let events_position = Arc::new(AtomicI64::new(0));
         let listener = tokio::spawn(listen(
             client,
             channel.clone(),
             instance.clone(),
-            waiters.clone(),
+            (waiters.clone(), events_position.clone()),
             (typing, presence),
         ));
         Ok(Self {
             waiters,
+            events_position,
             remote: Some(Remote {
                 publisher,
                 channel,
@@ -166,21 +173,31 @@ impl Bus {
 
     /// Wakes every waiting sync of these users, here and on other instances.
     pub fn wake<'u>(&self, users: impl IntoIterator<Item = &'u UserId>) {
-        self.wake_with(users, false);
+        self.wake_with(users, None);
     }
 
-    /// Wakes these users for new room events, and for nothing else.
-    pub fn wake_for_events<'u>(&self, users: impl IntoIterator<Item = &'u UserId>) {
-        self.wake_with(users, true);
+    /// Wakes these users for a new room event (committed at `position`), and for nothing
+    /// else.
+    pub fn wake_for_events<'u>(&self, users: impl IntoIterator<Item = &'u UserId>, position: i64) {
+        self.wake_with(users, Some(position));
     }
 
-    fn wake_with<'u>(&self, users: impl IntoIterator<Item = &'u UserId>, events_only: bool) {
+    /// The latest event position a wake-up was for: a woken sync reads at least that far.
+    pub fn events_position(&self) -> i64 {
+        self.events_position.load(Ordering::Acquire)
+    }
+
+    fn wake_with<'u>(&self, users: impl IntoIterator<Item = &'u UserId>, position: Option<i64>) {
         let users: Vec<&UserId> = users.into_iter().collect();
-        wake_local(&self.waiters, &users, events_only);
+        if let Some(position) = position {
+            self.events_position.fetch_max(position, Ordering::AcqRel);
+        }
+        wake_local(&self.waiters, &users, position.is_some());
         if self.remote.is_some() && !users.is_empty() {
             self.publish(Message {
                 wake: users.iter().map(|u| (*u).to_owned()).collect(),
-                events_only,
+                events_only: position.is_some(),
+                position,
                 ..Message::default()
             });
         }
@@ -281,7 +298,7 @@ async fn listen(
     client: redis::Client,
     channel: String,
     instance: String,
-    waiters: Waiters,
+    (waiters, events_position): (Waiters, Arc<AtomicI64>),
     (typing, presence): (Arc<Typing>, Arc<Presence>),
 ) {
     loop {
@@ -314,6 +331,9 @@ async fn listen(
                                 Some(change.status_msg.as_deref()),
                                 change.now_ms,
                             );
+                        }
+                        if let Some(position) = message.position {
+                            events_position.fetch_max(position, Ordering::AcqRel);
                         }
                         let users: Vec<&UserId> = message.wake.iter().map(|u| &**u).collect();
                         wake_local(&waiters, &users, message.events_only);

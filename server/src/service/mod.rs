@@ -75,6 +75,8 @@ pub struct Services {
     pub lazy_members: sync::LazyMembers,
     /// The latest events of every room, for answering woken syncs.
     pub recent: sync::RecentEvents,
+    /// Unread counts asked for by many syncs at once, read together.
+    pub unread_counts: sync::CountBatches,
     /// Gate verdicts, reused until their TTL or a transfer of the tokens involved.
     pub gate_cache: gate::VerdictCache,
     /// Serialises event building per room within this process.
@@ -147,6 +149,7 @@ impl Services {
             gate_cache,
             lazy_members: sync::LazyMembers::default(),
             recent: sync::RecentEvents::default(),
+            unread_counts: sync::CountBatches::default(),
             name_cache,
             fetch,
             room_locks: rooms::RoomLocks::default(),

@@ -1,5 +1,7 @@
 //! Push: the notifications push rules decided on, and the pushers that deliver them.
 
+use std::collections::HashMap;
+
 use sqlx::Row;
 
 use super::Store;
@@ -135,21 +137,32 @@ impl Store {
         tx.commit().await
     }
 
-    /// `(notifications, highlights)` after the user's read receipt in a room.
+    /// `(notifications, highlights)` after each user's read receipt in a room (users with
+    /// none are left out).
     pub async fn notification_counts(
         &self,
         room_id: &str,
-        user_id: &str,
-    ) -> Result<(i64, i64), sqlx::Error> {
-        let row = sqlx::query(&format!(
-            "SELECT COUNT(*), CAST(COALESCE(SUM(a.highlight), 0) AS BIGINT) FROM event_push_actions a \
-             WHERE a.user_id = $1 AND a.room_id = $2 AND a.stream_ordering > {READ_UPTO}"
-        ))
-        .bind(user_id)
-        .bind(room_id)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok((row.try_get(0)?, row.try_get(1)?))
+        users: &[&str],
+    ) -> Result<HashMap<String, (i64, i64)>, sqlx::Error> {
+        let mut counts = HashMap::new();
+        if users.is_empty() {
+            return Ok(counts);
+        }
+        let placeholders: Vec<String> = (2..users.len() + 2).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT a.user_id, COUNT(*), CAST(COALESCE(SUM(a.highlight), 0) AS BIGINT) \
+             FROM event_push_actions a WHERE a.room_id = $1 AND a.user_id IN ({}) \
+             AND a.stream_ordering > {READ_UPTO} GROUP BY a.user_id",
+            placeholders.join(", ")
+        );
+        let mut query = sqlx::query(&sql).bind(room_id);
+        for user in users {
+            query = query.bind(*user);
+        }
+        for row in query.fetch_all(&self.pool).await? {
+            counts.insert(row.try_get(0)?, (row.try_get(1)?, row.try_get(2)?));
+        }
+        Ok(counts)
     }
 
     /// Unread notifications across the rooms the user is in (the badge a push shows).

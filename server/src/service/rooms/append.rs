@@ -404,7 +404,8 @@ impl Services {
         // event shows its unread counts too.
         self.push_event(pdu, &prepared.json, stream_ordering).await;
         let target = membership.and(pdu.state_key.as_deref());
-        self.wake_room_for_event(&pdu.room_id, target).await?;
+        self.wake_room_for_event(&pdu.room_id, target, stream_ordering)
+            .await?;
         if redacted_target.is_some() {
             // Redacting the gate event empties it: the room is no longer gated.
             self.gate_redacted(&pdu.room_id).await?;

@@ -47,9 +47,11 @@ impl Services {
         &self,
         room_id: &RoomId,
         also: Option<&str>,
+        position: i64,
     ) -> Result<()> {
         let users = self.wake_list(room_id, also).await?;
-        self.bus.wake_for_events(users.iter().map(|u| &**u));
+        self.bus
+            .wake_for_events(users.iter().map(|u| &**u), position);
         Ok(())
     }
 

@@ -17,9 +17,11 @@ use ruma::{
 };
 use serde_json::Value;
 
+mod counts;
 mod recent;
 mod woken;
 
+pub use counts::CountBatches;
 pub use recent::RecentEvents;
 use woken::Waited;
 
@@ -634,8 +636,8 @@ impl Services {
         let mut joined = JoinedRoom::new();
         joined.ephemeral.events = ephemeral;
         let (unread, highlights) = self
-            .store
-            .notification_counts(room_id.as_str(), user_id.as_str())
+            .unread_counts
+            .get(&self.store, room_id.as_str(), user_id.as_str())
             .await?;
         joined.unread_notifications.notification_count = UInt::new(unread.max(0) as u64);
         joined.unread_notifications.highlight_count = UInt::new(highlights.max(0) as u64);

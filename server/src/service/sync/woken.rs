@@ -11,14 +11,13 @@ use ruma::{
     api::client::sync::sync_events::v3::{JoinedRoom, Response, State, StateEvents},
 };
 
-use super::{SyncOptions, SyncToken};
+use super::{SyncOptions, SyncToken, recent::Recent};
 use crate::{
     http::{
         error::{Error, Result},
         ruma::to_raw,
     },
     service::{Services, rooms::Pdu},
-    store::StoredEvent,
 };
 
 /// What a waiting sync's empty answer rested on.
@@ -51,12 +50,16 @@ impl Services {
         {
             return Ok(None);
         }
-        let window = self.recent.current(&self.store).await?;
+        let window = self
+            .recent
+            .current(&self.store, self.bus.events_position())
+            .await?;
         let Some(new) = window.after(waited.token.events) else {
             return Ok(None);
         };
-        let mut by_room: BTreeMap<&str, Vec<&StoredEvent>> = BTreeMap::new();
-        for event in new {
+        let mut by_room: BTreeMap<&str, Vec<&Recent>> = BTreeMap::new();
+        for recent in new {
+            let event = &recent.stored;
             if event.kind == "m.room.member" && event.state_key.as_deref() == Some(user_id.as_str())
             {
                 return Ok(None);
@@ -69,18 +72,20 @@ impl Services {
             if event.state_key.is_some() {
                 return Ok(None);
             }
-            by_room.entry(&event.room_id).or_default().push(event);
+            by_room.entry(&event.room_id).or_default().push(recent);
         }
         // An event of the window relating to one about to be sent would need bundling.
         let sending: BTreeSet<&str> = by_room
             .values()
             .flatten()
-            .map(|e| e.event_id.as_str())
+            .map(|e| e.stored.event_id.as_str())
             .collect();
-        if new
-            .iter()
-            .any(|e| e.relates_to.as_deref().is_some_and(|t| sending.contains(t)))
-        {
+        if new.iter().any(|e| {
+            e.stored
+                .relates_to
+                .as_deref()
+                .is_some_and(|t| sending.contains(t))
+        }) {
             return Ok(None);
         }
         let next = SyncToken {
@@ -100,9 +105,13 @@ impl Services {
                 continue;
             };
             let mut joined = JoinedRoom::new();
-            joined.timeline.prev_batch = events.first().map(|e| format!("t{}", e.stream_ordering));
+            joined.timeline.prev_batch = events
+                .first()
+                .map(|e| format!("t{}", e.stored.stream_ordering));
             for event in &events {
-                let pdu = Pdu::from_stored(event).map_err(Error::Internal)?;
+                let Some(pdu) = &event.pdu else {
+                    return Ok(None);
+                };
                 joined
                     .timeline
                     .events
@@ -120,8 +129,8 @@ impl Services {
                 State::Before(members)
             };
             let (unread, highlights) = self
-                .store
-                .notification_counts(room, user_id.as_str())
+                .unread_counts
+                .get(&self.store, room, user_id.as_str())
                 .await?;
             joined.unread_notifications.notification_count = UInt::new(unread.max(0) as u64);
             joined.unread_notifications.highlight_count = UInt::new(highlights.max(0) as u64);
@@ -137,18 +146,18 @@ impl Services {
         room_id: &RoomId,
         user_id: &UserId,
         device_id: &str,
-        events: &[&StoredEvent],
+        events: &[&Recent],
         (waited, next): (&Waited, SyncToken),
     ) -> Result<StateEvents> {
         let key = format!("{user_id}|{device_id}|{room_id}");
         let sent = self.lazy_members.sent(&key, waited.token.events);
         let state = self
             .store
-            .shared_state_group(events.first().and_then(|e| e.state_before))
+            .shared_state_group(events.first().and_then(|e| e.stored.state_before))
             .await?;
         let needed: HashMap<String, String> = events
             .iter()
-            .map(|e| e.sender.as_str())
+            .map(|e| e.stored.sender.as_str())
             .chain(std::iter::once(user_id.as_str()))
             .filter_map(|member| {
                 let id = state.get(&("m.room.member".to_owned(), member.to_owned()))?;
