@@ -443,6 +443,27 @@ async fn sync_waits_then_wakes_and_tokens_never_skip(backend: Backend) {
     assert_eq!(events.len(), 1);
     assert_eq!(events[0]["content"]["body"], "wake up");
     assert_eq!(events[0]["event_id"], sent.1["event_id"]);
+    assert_eq!(
+        woke["rooms"]["join"][&room]["unread_notifications"]["notification_count"], 1,
+        "{woke}"
+    );
+    // Woken by the message alone, the sync was answered from the shared log of recent events.
+    let metrics_addr = srv
+        .server
+        .as_ref()
+        .expect("running")
+        .metrics_addr
+        .expect("metrics on");
+    let metrics = reqwest::get(format!("http://{metrics_addr}/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    assert!(
+        metrics.contains(r#"matrixon_sync_woken_total{answer="log"} 1"#),
+        "{metrics}"
+    );
 
     // Interleaved sends and syncs: every event exactly once, in order.
     since = woke["next_batch"].as_str().expect("next").to_owned();
