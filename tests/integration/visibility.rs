@@ -204,5 +204,55 @@ async fn history_visibility_is_decided_per_event(backend: Backend) {
     assert_eq!(status, 200, "{state}");
     // Members see everything they saw before, and the new message.
     assert_eq!(room.read_back(&bob, 100).await[0], "six for the world");
+
+    // Dave leaves a `joined` room and is banned later: he reads up to his own leave (which
+    // he sees), not what came between it and the ban.
+    let dave_login = srv.register("dave", "pw dave 1").await;
+    let dave = token(&dave_login);
+    let (status, created) = srv
+        .post_json(
+            "/_matrix/client/v3/createRoom",
+            Some(&alice),
+            &json!({"preset": "public_chat"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{created}");
+    let second = Room {
+        srv: &srv,
+        id: created["room_id"].as_str().expect("room").to_owned(),
+    };
+    let (status, answer) = srv
+        .post_json(&second.path("join"), Some(&dave), &json!({}))
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    second.set_visibility(&alice, "joined").await;
+    second.say(&alice, "while dave is here").await;
+    let (status, answer) = srv
+        .post_json(&second.path("leave"), Some(&dave), &json!({}))
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    second.say(&alice, "after dave left").await;
+    let (status, answer) = srv
+        .post_json(
+            &second.path("ban"),
+            Some(&alice),
+            &json!({"user_id": dave_login["user_id"]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    second.say(&alice, "after the ban").await;
+    assert_eq!(second.read_back(&dave, 10).await, ["while dave is here"]);
+    let (status, page) = srv
+        .get(&second.path("messages?dir=b&limit=50"), Some(&dave))
+        .await;
+    assert_eq!(status, 200, "{page}");
+    let memberships: Vec<&str> = page["chunk"]
+        .as_array()
+        .expect("chunk")
+        .iter()
+        .filter(|e| e["type"] == "m.room.member" && e["state_key"] == dave_login["user_id"])
+        .filter_map(|e| e["content"]["membership"].as_str())
+        .collect();
+    assert_eq!(memberships, ["leave", "join"], "{page}");
     srv.finish().await;
 }

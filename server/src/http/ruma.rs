@@ -176,13 +176,15 @@ where
         }
         let client_ip = client_ip(&parts);
         let token = access_token(&parts);
-        let auth = <T::Authentication as Authenticate>::authenticate(
+        // Boxed, as the other awaits of a request: a handler's future is as large as its
+        // largest step, and a waiting sync keeps its future for as long as it waits.
+        let auth = Box::pin(<T::Authentication as Authenticate>::authenticate(
             services,
             token.as_deref(),
             client_ip.clone(),
-        )
+        ))
         .await?;
-        let bytes = read_body(&parts, body, services.config.max_request_bytes).await?;
+        let bytes = Box::pin(read_body(&parts, body, services.config.max_request_bytes)).await?;
         ensure_json(&bytes)?;
         if TypeId::of::<T>() == TypeId::of::<ruma::api::client::session::login::v3::Request>() {
             check_login_body(&bytes)?;

@@ -228,6 +228,10 @@ impl Services {
                 .set_fallback_keys(user_id.as_str(), device_id, &fallback)
                 .await?;
         }
+        if !one_time.is_empty() || !fallback.is_empty() {
+            // A waiting sync of this device answers with key counts from before the upload.
+            self.bus.wake([user_id]);
+        }
         self.one_time_key_counts(user_id, device_id).await
     }
 

@@ -505,6 +505,29 @@ impl Store {
         rows.iter().map(event_row).collect()
     }
 
+    /// The latest `limit` events that set one piece of a room's state, oldest first.
+    pub async fn state_history(
+        &self,
+        room_id: &str,
+        (kind, state_key): (&str, &str),
+        limit: i64,
+    ) -> Result<Vec<StoredEvent>, sqlx::Error> {
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE room_id = $1 AND type = $2 \
+             AND state_key = $3 ORDER BY stream_ordering DESC LIMIT $4"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(room_id)
+            .bind(kind)
+            .bind(state_key)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut events = rows.iter().map(event_row).collect::<Result<Vec<_>, _>>()?;
+        events.reverse();
+        Ok(events)
+    }
+
     /// Events of every room after a stream position, oldest first.
     pub async fn events_after(
         &self,

@@ -60,6 +60,19 @@ async fn sync(
     services: Arc<Services>,
     req: Ruma<sync_events::v3::Request>,
 ) -> Result<sync_events::v3::Response> {
+    let user_id = req.auth.user_id.clone();
+    let device_id = req.auth.device_id.clone();
+    // The request and its filter are dropped before the wait: a waiting sync keeps only
+    // what it needs.
+    let options = Box::pin(sync_options(&services, req)).await?;
+    services.sync(&user_id, device_id.as_str(), options).await
+}
+
+/// What the request and its filter ask for; says the user is present unless told not to.
+async fn sync_options(
+    services: &Services,
+    req: Ruma<sync_events::v3::Request>,
+) -> Result<SyncOptions> {
     let b = &req.body;
     let filter = match &b.filter {
         Some(Filter::FilterDefinition(definition)) => definition.clone(),
@@ -112,7 +125,5 @@ async fn sync(
                 .await?
         }
     }
-    services
-        .sync(&req.auth.user_id, req.auth.device_id.as_str(), options)
-        .await
+    Ok(options)
 }

@@ -36,9 +36,27 @@ impl Services {
         if ids.is_empty() {
             return Ok(());
         }
-        let related = self.store.relations_of(&ids).await?;
+        let mut related = self.store.relations_of(&ids).await?;
         if related.is_empty() {
             return Ok(());
+        }
+        if let Some(viewer) = viewer {
+            // Only what the viewer may see goes into the bundle (a reply in a thread after
+            // they left, say, does not).
+            let mut by_room: HashMap<String, Vec<StoredEvent>> = HashMap::new();
+            for event in related {
+                by_room
+                    .entry(event.room_id.clone())
+                    .or_default()
+                    .push(event);
+            }
+            related = Vec::new();
+            for (room, events) in by_room {
+                if let Ok(room_id) = RoomId::parse(room.as_str()) {
+                    related.extend(self.visible_events(&room_id, viewer, events).await?);
+                }
+            }
+            related.sort_by_key(|e| e.stream_ordering);
         }
         let mut by_target: HashMap<&str, Vec<&StoredEvent>> = HashMap::new();
         let rooms: HashMap<&str, &str> = originals

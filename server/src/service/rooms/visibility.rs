@@ -1,15 +1,13 @@
 //! History visibility: which of a room's events a user may read (spec, "History
 //! visibility"), decided per event by the visibility and the user's membership at it.
 
-use std::collections::{HashMap, HashSet};
-
 use ruma::{EventId, RoomId, UserId};
 
 use super::Pdu;
 use crate::{
     http::error::{Error, Result},
     service::Services,
-    store::{MembershipRow, StoredEvent},
+    store::StoredEvent,
 };
 
 const HISTORY_VISIBILITY: &str = "m.room.history_visibility";
@@ -27,65 +25,110 @@ fn openness(visibility: &str) -> u8 {
     }
 }
 
-/// What one user's read access rests on: their membership row in the room.
-struct Reader {
-    joined_now: bool,
-    /// Where they left or were banned, when they were joined at some point before.
-    left_at: Option<i64>,
+/// Most changes of one piece of state read back when deciding visibility; anything older
+/// counts as unknown (and so as hidden).
+const HISTORY_LIMIT: i64 = 1000;
+
+/// What a user's reading of a room rests on: the visibility settings and their memberships
+/// over time, by stream position. A room's history is one line on this server, so the
+/// state in force at an event is the last change before it (federation will need the
+/// state at each event instead).
+struct History {
+    /// `(position, history_visibility)`, oldest first.
+    visibility: Vec<(i64, String)>,
+    /// Whether older settings were left out.
+    visibility_cut: bool,
+    /// `(position, membership)` of the user, oldest first.
+    memberships: Vec<(i64, String)>,
 }
 
-impl Reader {
-    fn new(row: Option<&MembershipRow>) -> Self {
-        Self {
-            joined_now: row.is_some_and(|r| r.membership == "join"),
-            left_at: row
-                .filter(|r| r.ever_joined && matches!(r.membership.as_str(), "leave" | "ban"))
-                .map(|r| r.stream_ordering),
-        }
+/// The value in force just before `at`.
+fn before(changes: &[(i64, String)], at: i64) -> Option<&str> {
+    let index = changes.partition_point(|(position, _)| *position < at);
+    index.checked_sub(1).map(|i| changes[i].1.as_str())
+}
+
+impl History {
+    /// Where the user's last stretch of being joined ended (`i64::MAX` while it lasts); `None`
+    /// when they were never joined.
+    fn joined_until(&self) -> Option<i64> {
+        let last_join = self.memberships.iter().rposition(|(_, m)| m == "join")?;
+        Some(
+            self.memberships
+                .get(last_join + 1)
+                .map_or(i64::MAX, |(ended, _)| *ended),
+        )
     }
 
-    /// The spec's rules for one event, given the visibility and membership at it.
-    fn may_see(&self, event_at: i64, visibility: &str, membership: &str) -> bool {
+    /// The spec's rules for one event. `own` is the content the event sets when it is one
+    /// of the pieces of state read here (`visibility` or `membership`).
+    fn may_see(&self, event_at: i64, own: Option<(&str, &str)>) -> bool {
+        let mut visibility = before(&self.visibility, event_at).unwrap_or(if self.visibility_cut {
+            "joined"
+        } else {
+            "shared"
+        });
+        let mut membership = before(&self.memberships, event_at).unwrap_or_default();
+        match own {
+            // The event changing the visibility is read with the more open of the two.
+            Some(("visibility", after)) if openness(after) > openness(visibility) => {
+                visibility = after;
+            }
+            // One's own membership event is seen by who they were on either side of it
+            // (so a kick or a leave is seen by the member it removed).
+            Some(("membership", after)) => {
+                membership = if after == "join" || membership == "join" {
+                    "join"
+                } else if after == "invite" || membership == "invite" {
+                    "invite"
+                } else {
+                    after
+                };
+            }
+            _ => {}
+        }
         if visibility == "world_readable" || membership == "join" {
             return true;
         }
         match visibility {
             "joined" => false,
             "invited" => membership == "invite",
-            // Shared: visible to anyone who joined after it — everyone joined now, and those
-            // who left later than it (they had joined before leaving).
-            _ => self.joined_now || self.left_at.is_some_and(|left| event_at <= left),
+            // Shared: visible to anyone who was joined at it or joined after it.
+            _ => self.joined_until().is_some_and(|until| event_at <= until),
         }
     }
 }
 
-fn content_str(pdu: Option<&Pdu>, field: &str) -> Option<String> {
-    pdu.and_then(|p| {
-        p.content_object()
-            .get(field)
-            .and_then(|v| v.as_str())
-            .map(str::to_owned)
-    })
+fn content_str(event: &StoredEvent, field: &str) -> Option<String> {
+    Pdu::from_stored(event)
+        .ok()?
+        .content_object()
+        .get(field)?
+        .as_str()
+        .map(str::to_owned)
 }
 
 impl Services {
     /// The highest stream position a user may read in a room: everything while joined, up
-    /// to their leaving afterwards, everything in a `world_readable` room; `None` when they
-    /// may read nothing (never joined, not world-readable). Which events below it they see
-    /// is then decided per event by [`Services::visible_events`].
+    /// to the end of their last membership afterwards, everything in a `world_readable`
+    /// room; `None` when they may read nothing. Which events below it they see is decided
+    /// per event by [`Services::visible_events`].
     pub async fn visible_upto(&self, room_id: &RoomId, user_id: &UserId) -> Result<Option<i64>> {
         let row = self
             .store
             .membership_row(room_id.as_str(), user_id.as_str())
             .await?;
-        Ok(match row {
-            Some(row) if row.membership == "join" => Some(i64::MAX),
-            Some(row) if row.ever_joined && matches!(row.membership.as_str(), "leave" | "ban") => {
-                Some(row.stream_ordering)
+        if let Some(row) = &row {
+            if row.membership == "join" {
+                return Ok(Some(i64::MAX));
             }
-            _ if self.current_visibility(room_id).await? == "world_readable" => Some(i64::MAX),
-            _ => None,
-        })
+            if row.ever_joined
+                && let Some(until) = self.reading_history(room_id, user_id).await?.joined_until()
+            {
+                return Ok(Some(until));
+            }
+        }
+        Ok((self.current_visibility(room_id).await? == "world_readable").then_some(i64::MAX))
     }
 
     /// The room's history visibility now.
@@ -97,12 +140,38 @@ impl Services {
             .unwrap_or_else(|| "shared".to_owned()))
     }
 
+    async fn reading_history(&self, room_id: &RoomId, user_id: &UserId) -> Result<History> {
+        let read = |key: (&'static str, String), field: &'static str| async move {
+            let events = self
+                .store
+                .state_history(room_id.as_str(), (key.0, &key.1), HISTORY_LIMIT)
+                .await?;
+            let cut = events.len() as i64 == HISTORY_LIMIT;
+            let changes = events
+                .iter()
+                .map(|e| {
+                    let value = content_str(e, field).unwrap_or_default();
+                    (e.stream_ordering, value)
+                })
+                .collect::<Vec<_>>();
+            Ok::<_, Error>((changes, cut))
+        };
+        let (visibility, visibility_cut) =
+            read((HISTORY_VISIBILITY, String::new()), "history_visibility").await?;
+        let (memberships, _) = read(("m.room.member", user_id.to_string()), "membership").await?;
+        Ok(History {
+            visibility,
+            visibility_cut,
+            memberships,
+        })
+    }
+
     /// The events (all of `room_id`) that `user_id` may see, in their order.
     pub async fn visible_events(
         &self,
         room_id: &RoomId,
         user_id: &UserId,
-        events: Vec<StoredEvent>,
+        mut events: Vec<StoredEvent>,
     ) -> Result<Vec<StoredEvent>> {
         if events.is_empty() {
             return Ok(events);
@@ -119,70 +188,25 @@ impl Services {
         {
             return Ok(events);
         }
-        let reader = Reader::new(row.as_ref());
-        // The visibility and the user's member event before each event, by state group.
-        let member_key = ("m.room.member".to_owned(), user_id.as_str().to_owned());
-        let visibility_key = (HISTORY_VISIBILITY.to_owned(), String::new());
-        let mut by_group: HashMap<Option<i64>, (Option<String>, Option<String>)> = HashMap::new();
-        for event in &events {
-            if by_group.contains_key(&event.state_before) {
-                continue;
-            }
-            let state = self.store.shared_state_group(event.state_before).await?;
-            by_group.insert(
-                event.state_before,
-                (
-                    state.get(&visibility_key).cloned(),
-                    state.get(&member_key).cloned(),
-                ),
-            );
-        }
-        let wanted: Vec<String> = by_group
-            .values()
-            .flat_map(|(v, m)| v.iter().chain(m.iter()).cloned())
-            .collect::<HashSet<_>>()
-            .into_iter()
-            .collect();
-        let state_events: HashMap<String, Pdu> = self
-            .store
-            .events(&wanted)
-            .await?
-            .iter()
-            .filter_map(|stored| Some((stored.event_id.clone(), Pdu::from_stored(stored).ok()?)))
-            .collect();
-        let mut visible = Vec::with_capacity(events.len());
-        for event in events {
-            let (visibility_id, member_id) = by_group
-                .get(&event.state_before)
-                .cloned()
-                .unwrap_or_default();
-            let before = |id: &Option<String>, field: &str| {
-                content_str(id.as_ref().and_then(|i| state_events.get(i)), field)
-            };
-            let mut visibility =
-                before(&visibility_id, "history_visibility").unwrap_or_else(|| "shared".to_owned());
-            let mut membership = before(&member_id, "membership").unwrap_or_default();
-            let own = |kind: &str, key: &str| {
+        let history = self.reading_history(room_id, user_id).await?;
+        events.retain(|event| {
+            let own_key = |kind: &str, key: &str| {
                 event.kind == kind && event.state_key.as_deref() == Some(key)
             };
-            if own(HISTORY_VISIBILITY, "") || own("m.room.member", user_id.as_str()) {
-                let pdu = Pdu::from_stored(&event).map_err(Error::Internal)?;
-                if own(HISTORY_VISIBILITY, "") {
-                    let after = content_str(Some(&pdu), "history_visibility")
-                        .unwrap_or_else(|| "shared".to_owned());
-                    if openness(&after) > openness(&visibility) {
-                        visibility = after;
-                    }
-                } else {
-                    // One's own membership event shows the membership it makes.
-                    membership = content_str(Some(&pdu), "membership").unwrap_or_default();
-                }
-            }
-            if reader.may_see(event.stream_ordering, &visibility, &membership) {
-                visible.push(event);
-            }
-        }
-        Ok(visible)
+            let own = if own_key(HISTORY_VISIBILITY, "") {
+                Some(("visibility", "history_visibility"))
+            } else if own_key("m.room.member", user_id.as_str()) {
+                Some(("membership", "membership"))
+            } else {
+                None
+            };
+            let value = own.map(|(_, field)| content_str(event, field).unwrap_or_default());
+            history.may_see(
+                event.stream_ordering,
+                own.zip(value.as_deref()).map(|((which, _), v)| (which, v)),
+            )
+        });
+        Ok(events)
     }
 
     /// An event of the room that the user may see, and the position they may read up to;
@@ -215,33 +239,47 @@ impl Services {
 
 #[cfg(test)]
 mod tests {
-    use super::Reader;
+    use super::History;
+
+    fn history(visibility: &[(i64, &str)], memberships: &[(i64, &str)]) -> History {
+        let own = |list: &[(i64, &str)]| list.iter().map(|(p, v)| (*p, (*v).to_owned())).collect();
+        History {
+            visibility: own(visibility),
+            visibility_cut: false,
+            memberships: own(memberships),
+        }
+    }
 
     #[test]
     fn the_spec_rules_per_visibility() {
-        let joined = Reader {
-            joined_now: true,
-            left_at: None,
-        };
-        let left = Reader {
-            joined_now: false,
-            left_at: Some(10),
-        };
-        // Shared: all history for members, up to the leave for those who left.
-        assert!(joined.may_see(5, "shared", "leave"));
-        assert!(left.may_see(5, "shared", ""));
-        assert!(!left.may_see(11, "shared", "leave"));
-        // Joined: only while joined; invited: from the invite.
-        assert!(!joined.may_see(5, "joined", "invite"));
-        assert!(joined.may_see(5, "joined", "join"));
-        assert!(joined.may_see(5, "invited", "invite"));
-        assert!(!joined.may_see(5, "invited", ""));
-        // World-readable: anyone.
-        let stranger = Reader {
-            joined_now: false,
-            left_at: None,
-        };
-        assert!(stranger.may_see(5, "world_readable", ""));
-        assert!(!stranger.may_see(5, "shared", ""));
+        // Shared: the member who joined at 10 sees what came before, and everything since.
+        let joined = history(&[(1, "shared")], &[(10, "join")]);
+        assert!(joined.may_see(5, None) && joined.may_see(50, None));
+        // Left at 20, then banned at 30: the history ends at the leave, not at the ban.
+        let left = history(
+            &[(1, "shared")],
+            &[(10, "join"), (20, "leave"), (30, "ban")],
+        );
+        assert!(left.may_see(5, None) && left.may_see(20, Some(("membership", "leave"))));
+        assert!(!left.may_see(25, None));
+        assert!(
+            !left.may_see(30, Some(("membership", "ban"))),
+            "not joined on either side"
+        );
+        // Joined: only while joined, but one's own leave is seen.
+        let strict = history(&[(1, "joined")], &[(10, "join"), (20, "leave")]);
+        assert!(!strict.may_see(5, None) && strict.may_see(15, None));
+        assert!(strict.may_see(20, Some(("membership", "leave"))));
+        // Invited: from the invite on.
+        let invited = history(&[(1, "invited")], &[(10, "invite"), (20, "join")]);
+        assert!(!invited.may_see(5, None) && invited.may_see(15, None));
+        // The change of visibility is read with the more open value.
+        let opened = history(&[(1, "joined"), (8, "world_readable")], &[]);
+        assert!(opened.may_see(8, Some(("visibility", "world_readable"))));
+        assert!(!opened.may_see(5, None) && opened.may_see(9, None));
+        // Unknown older settings count as the strictest.
+        let mut cut = history(&[(100, "shared")], &[(150, "join")]);
+        cut.visibility_cut = true;
+        assert!(!cut.may_see(50, None) && cut.may_see(120, None));
     }
 }

@@ -1,6 +1,7 @@
-//! Unread counts for many syncs at once: the syncs a message wakes all ask for their counts
-//! in the same room at the same moment, so the asks queued while one query runs are
-//! answered together by the next (one query per room per batch, not one per sync).
+//! Unread counts for many woken syncs at once: the syncs a message wakes all ask for their
+//! counts in the same room at the same moment, so the asks queued while one query runs are
+//! answered together by the next (one query per room per batch, not one per sync). Only
+//! woken syncs ask here; a sync's first pass reads its counts itself.
 
 use std::{
     collections::HashMap,

@@ -288,9 +288,13 @@ impl Services {
         // The client got the to-device messages up to its token: acknowledged once per
         // request, not on every wake-up of a long poll.
         if let Some(acknowledged) = options.since.map(|s| s.to_device).filter(|&p| p > 0) {
-            self.store
-                .ack_to_device(user_id.as_str(), device_id, acknowledged)
-                .await?;
+            // Boxed, as every step below: the future of a waiting sync is kept while it
+            // waits, and would otherwise be as large as its largest step.
+            Box::pin(
+                self.store
+                    .ack_to_device(user_id.as_str(), device_id, acknowledged),
+            )
+            .await?;
         }
         let subscription = self.bus.subscribe(user_id);
         let deadline = tokio::time::Instant::now() + options.timeout.min(MAX_TIMEOUT);
@@ -304,8 +308,7 @@ impl Services {
             // Woken by room events alone: answered from the shared log when it can be.
             let woken = match &waited {
                 Some(waited) if waited.changes == subscription.changes() => {
-                    self.woken_sync(user_id, device_id, &options, waited)
-                        .await?
+                    Box::pin(self.woken_sync(user_id, device_id, &options, waited)).await?
                 }
                 _ => None,
             };
@@ -317,7 +320,8 @@ impl Services {
                 Some(response) => response,
                 None => {
                     let changes = subscription.changes();
-                    let (response, base) = self.sync_once(user_id, device_id, &options).await?;
+                    let (response, base) =
+                        Box::pin(self.sync_once(user_id, device_id, &options)).await?;
                     waited = Some(Waited { changes, ..base });
                     response
                 }
@@ -332,9 +336,16 @@ impl Services {
             }
             // A wake-up for something this sync does not show (say, another room's typing
             // on a filtered sync) waits again, until the deadline.
+            // The empty answer is not kept while waiting: the timeout rebuilds it.
+            drop(response);
             let _parked = Parked::new(&self.metrics.sync_waiting);
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return Ok(response);
+                return Ok(waited
+                    .as_ref()
+                    .map(Waited::empty_answer)
+                    .unwrap_or_else(|| {
+                        Response::new(options.since.unwrap_or_default().to_string())
+                    }));
             }
         }
     }
@@ -395,6 +406,10 @@ impl Services {
             let Ok(room_id) = RoomId::parse(room.as_str()) else {
                 continue;
             };
+            if membership == "join" && member_stream <= upto {
+                // Filtered out or not, its membership changes matter (device lists).
+                joined_rooms.insert(room_id.clone());
+            }
             if options.not_rooms.contains(&room_id)
                 || options
                     .rooms
@@ -407,7 +422,6 @@ impl Services {
             let changed_since = since.is_none_or(|s| member_stream > s.events);
             match membership.as_str() {
                 "join" => {
-                    joined_rooms.insert(room_id.clone());
                     // Newly joined rooms are sent whole, as on an initial sync.
                     let from = if changed_since {
                         None
@@ -636,9 +650,11 @@ impl Services {
         let mut joined = JoinedRoom::new();
         joined.ephemeral.events = ephemeral;
         let (unread, highlights) = self
-            .unread_counts
-            .get(&self.store, room_id.as_str(), user_id.as_str())
-            .await?;
+            .store
+            .notification_counts(room_id.as_str(), &[user_id.as_str()])
+            .await?
+            .remove(user_id.as_str())
+            .unwrap_or_default();
         joined.unread_notifications.notification_count = UInt::new(unread.max(0) as u64);
         joined.unread_notifications.highlight_count = UInt::new(highlights.max(0) as u64);
         joined.timeline = self

@@ -69,15 +69,16 @@ impl RecentEvents {
             return Ok(window.clone());
         }
         // Appends commit in stream order: a read now sees every event up to `needed`.
+        let latest = store.max_stream_ordering().await?;
         let next = match last {
-            Some(window) => Self::extend(store, &window).await?,
-            None => {
-                // The first read starts a little back, for the syncs already waiting.
-                let start = store
-                    .max_stream_ordering()
-                    .await?
-                    .saturating_sub(BATCH)
-                    .max(0);
+            // Not too far behind: read what came since.
+            Some(window) if latest - window.high <= CAPACITY as i64 => {
+                Self::extend(store, &window).await?
+            }
+            // The first read, or after a long quiet spell with many events elsewhere: start
+            // afresh a little back (the syncs already waiting usually need only that).
+            _ => {
+                let start = latest.saturating_sub(BATCH).max(0);
                 let empty = Window {
                     low: start,
                     high: start,

@@ -24,7 +24,7 @@ use crate::{
 pub(super) struct Waited {
     /// The position it reached.
     pub token: SyncToken,
-    /// The joined rooms it looked at (after the filter's room lists).
+    /// The rooms the user was joined to (whether the filter shows them or not).
     pub joined: HashSet<OwnedRoomId>,
     /// The device's key counts it gave (unchanged while only room events happen: a claim
     /// counts as another change).
@@ -33,6 +33,16 @@ pub(super) struct Waited {
     pub fallback_keys: Option<Vec<OneTimeKeyAlgorithm>>,
     /// The user's change counter read before it began.
     pub changes: u64,
+}
+
+impl Waited {
+    /// The answer when the wait ends with nothing new: the same empty answer again.
+    pub(super) fn empty_answer(&self) -> Response {
+        let mut response = Response::new(self.token.to_string());
+        response.device_one_time_keys_count = self.one_time_keys.clone();
+        response.device_unused_fallback_key_types = self.fallback_keys.clone();
+        response
+    }
 }
 
 impl Services {
@@ -64,15 +74,22 @@ impl Services {
             {
                 return Ok(None);
             }
-            let joined = RoomId::parse(event.room_id.as_str())
-                .is_ok_and(|room| waited.joined.contains(&room));
-            if !joined {
+            let Ok(room_id) = RoomId::parse(event.room_id.as_str()) else {
+                continue;
+            };
+            if !waited.joined.contains(&room_id) {
                 continue;
             }
+            // State, in a room the filter shows or not (a member coming or going changes
+            // device lists): the whole way.
             if event.state_key.is_some() {
                 return Ok(None);
             }
-            by_room.entry(&event.room_id).or_default().push(recent);
+            let shown = !options.not_rooms.contains(&room_id)
+                && options.rooms.as_ref().is_none_or(|r| r.contains(&room_id));
+            if shown {
+                by_room.entry(&event.room_id).or_default().push(recent);
+            }
         }
         // An event of the window relating to one about to be sent would need bundling.
         let sending: BTreeSet<&str> = by_room
