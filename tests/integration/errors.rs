@@ -23,6 +23,15 @@ async fn bad_requests_are_matrix_errors(backend: Backend) {
         "M_UNRECOGNIZED",
     );
     assert_error(&srv.get("/nothing", None).await, 404, "M_UNRECOGNIZED");
+    // Request heads up to hyper's smallest buffer (8 KiB) are read; a larger one is 431.
+    let head = |bytes: usize| {
+        srv.http
+            .get(srv.url("/_matrix/client/versions"))
+            .header("x-padding", "p".repeat(bytes))
+            .send()
+    };
+    assert_eq!(head(6 * 1024).await.expect("6 KiB head").status(), 200);
+    assert_eq!(head(9 * 1024).await.expect("9 KiB head").status(), 431);
     assert_error(
         &srv.request(Method::DELETE, "/_matrix/client/v3/login", None, None)
             .await,
