@@ -372,18 +372,7 @@ async fn server_reads_chains_from_its_config_and_exports_provider_metrics() {
         .pin()
         .await
         .expect("block number");
-    let metrics_addr = srv
-        .server
-        .as_ref()
-        .expect("running")
-        .metrics_addr
-        .expect("metrics");
-    let text = reqwest::get(format!("http://{metrics_addr}/metrics"))
-        .await
-        .expect("scrape")
-        .text()
-        .await
-        .expect("text");
+    let text = srv.metrics().await;
     let chain = format!("eip155:{CHAIN_ID}");
     assert!(
         text.contains(&format!(

@@ -138,18 +138,7 @@ async fn health_metrics_and_cors(backend: Backend) {
         .expect("get");
     assert_eq!(missing.headers()["access-control-allow-origin"], "*");
 
-    let metrics_addr = srv
-        .server
-        .as_ref()
-        .expect("running")
-        .metrics_addr
-        .expect("metrics on");
-    let metrics = reqwest::get(format!("http://{metrics_addr}/metrics"))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = srv.metrics().await;
     assert!(
         metrics.contains(r#"matrixon_http_requests_total{method="GET",route="/_matrix/client/versions",status="200"} 1"#),
         "{metrics}"

@@ -257,6 +257,22 @@ impl TestServer {
         format!("{}{path}", self.base)
     }
 
+    /// The Prometheus text of the server's metrics listener.
+    pub async fn metrics(&self) -> String {
+        let addr = self
+            .server
+            .as_ref()
+            .expect("running")
+            .metrics_addr
+            .expect("metrics on");
+        reqwest::get(format!("http://{addr}/metrics"))
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+
     /// Stops the server gracefully; returns the database for a restart.
     pub async fn stop(mut self) -> Database {
         if let Some(server) = self.server.take() {

@@ -448,18 +448,7 @@ async fn sync_waits_then_wakes_and_tokens_never_skip(backend: Backend) {
         "{woke}"
     );
     // Woken by the message alone, the sync was answered from the shared log of recent events.
-    let metrics_addr = srv
-        .server
-        .as_ref()
-        .expect("running")
-        .metrics_addr
-        .expect("metrics on");
-    let metrics = reqwest::get(format!("http://{metrics_addr}/metrics"))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics text");
+    let metrics = srv.metrics().await;
     assert!(
         metrics.contains(r#"matrixon_sync_woken_total{answer="log"} 1"#),
         "{metrics}"
