@@ -9,6 +9,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod http;
+mod serve;
 pub mod server;
 pub mod service;
 pub mod store;

@@ -1,24 +1,15 @@
 //! Starting and stopping the server: listeners, background tasks, graceful shutdown.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{net::SocketAddr, sync::Arc};
 
 use anyhow::Context;
-use axum::extract::ConnectInfo;
-use hyper_util::{
-    rt::{TokioExecutor, TokioIo},
-    server::{conn::auto, graceful::GracefulShutdown},
-    service::TowerToHyperService,
-};
 use tokio::{net::TcpListener, sync::watch, task::JoinSet};
-use tower::ServiceExt;
-
-/// The most a connection buffers (hyper's minimum).
-const MAX_BUF_SIZE: usize = 8192;
 
 use crate::{
     clock::{Clock, SystemClock},
     config::Config,
     http,
+    serve::serve,
     service::Services,
     store::Store,
 };
@@ -133,54 +124,6 @@ impl Server {
         self.services.store.close().await;
         tracing::info!("matrixon stopped");
     }
-}
-
-/// Serves `app` on `listener` until `stopped`, then lets in-flight requests finish.
-async fn serve(
-    listener: TcpListener,
-    app: axum::Router,
-    mut stopped: watch::Receiver<bool>,
-) -> std::io::Result<()> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    // A waiting sync keeps its connection's buffers for as long as it waits: the smallest
-    // hyper allows (8 KiB, so request heads up to 8 KiB, as most proxies allow too).
-    builder.http1().max_buf_size(MAX_BUF_SIZE);
-    let graceful = GracefulShutdown::new();
-    let stop = async move {
-        let _ = stopped.wait_for(|stop| *stop).await;
-    };
-    tokio::pin!(stop);
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    // Out of file descriptors, say: pause rather than spin.
-                    tracing::warn!(%error, "could not accept a connection");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-            () = &mut stop => break,
-        };
-        let service =
-            app.clone()
-                .map_request(move |mut request: hyper::Request<hyper::body::Incoming>| {
-                    request.extensions_mut().insert(ConnectInfo(peer));
-                    request
-                });
-        let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service))
-            .into_owned();
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            // A client going away mid-request is routine: nothing to report.
-            let _ = connection.await;
-        });
-    }
-    drop(listener);
-    graceful.shutdown().await;
-    Ok(())
 }
 
 /// Every waiting client holds a socket: take all the open files the system allows.

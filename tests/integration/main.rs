@@ -16,6 +16,7 @@ mod e2ee;
 mod errors;
 mod examples;
 mod gate;
+mod http1;
 mod media;
 mod names;
 mod push;

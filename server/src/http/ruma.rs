@@ -19,6 +19,7 @@ use axum::{
     routing::{MethodFilter, on},
 };
 use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
 use http::request::Parts;
 use ruma::api::{
     IncomingRequest, OutgoingResponse,
@@ -63,9 +64,17 @@ pub async fn read_body(parts: &Parts, body: Body, limit: usize) -> Result<Bytes>
     if declared.is_some_and(|len| len > limit as u64) {
         return Err(Error::too_large(limit));
     }
-    axum::body::to_bytes(body, limit)
-        .await
-        .map_err(|_| Error::too_large(limit))
+    let mut pieces = body.into_data_stream();
+    let mut bytes = BytesMut::new();
+    while let Some(piece) = pieces.next().await {
+        let piece = piece
+            .map_err(|e| Error::bad_request(format!("The request body could not be read: {e}")))?;
+        if bytes.len() + piece.len() > limit {
+            return Err(Error::too_large(limit));
+        }
+        bytes.extend_from_slice(&piece);
+    }
+    Ok(bytes.freeze())
 }
 
 /// `M_NOT_JSON` for a body that is not JSON at all (empty bodies are left to the endpoint).
