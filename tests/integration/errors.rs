@@ -23,7 +23,7 @@ async fn bad_requests_are_matrix_errors(backend: Backend) {
         "M_UNRECOGNIZED",
     );
     assert_error(&srv.get("/nothing", None).await, 404, "M_UNRECOGNIZED");
-    // Request heads up to hyper's smallest buffer (8 KiB) are read; a larger one is 431.
+    // Request heads up to 8 KiB are read; a larger one is 431.
     let head = |bytes: usize| {
         srv.http
             .get(srv.url("/_matrix/client/versions"))

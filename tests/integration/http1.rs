@@ -195,6 +195,44 @@ async fn http1_framing_and_refusals() {
     raw.send(login.as_bytes()).await;
     assert_eq!(raw.answer(false).await.status, 200);
 
+    // Refused before the handler reads the body (a bad token): the body already sent is
+    // skipped and the connection carries on, a stray CRLF after it included.
+    let filter = "{\"room\":{}}";
+    raw.send(
+        format!(
+            "POST /_matrix/client/v3/user/@ada:localhost/filter HTTP/1.1\r\nAuthorization: Bearer nope\r\nContent-Length: {}\r\n\r\n{filter}\r\n",
+            filter.len()
+        )
+        .as_bytes(),
+    )
+    .await;
+    let refused = raw.answer(false).await;
+    assert_eq!(
+        (refused.status, refused.json()["errcode"].as_str()),
+        (401, Some("M_UNKNOWN_TOKEN"))
+    );
+    assert_eq!(refused.header("connection"), None, "kept alive");
+    raw.send(versions.as_bytes()).await;
+    assert_eq!(raw.answer(false).await.status, 200);
+
+    // With `Expect: 100-continue`, a request refused before its body is wanted gets no
+    // invitation to send it: the answer comes first, and the connection closes.
+    raw.send(
+        format!(
+            "POST /_matrix/client/v3/user/@ada:localhost/filter HTTP/1.1\r\nAuthorization: Bearer nope\r\nContent-Length: {}\r\nExpect: 100-continue\r\n\r\n",
+            filter.len()
+        )
+        .as_bytes(),
+    )
+    .await;
+    let refused = raw.answer(false).await;
+    assert_eq!(
+        (refused.status, refused.header("connection")),
+        (401, Some("close"))
+    );
+    assert!(raw.closed().await);
+    let mut raw = Raw::connect(&srv).await;
+
     // A broken chunked body: the handler's Matrix error, then the connection closes.
     raw.send(b"POST /_matrix/client/v3/login HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n")
         .await;

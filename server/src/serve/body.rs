@@ -8,7 +8,7 @@ use std::{
 
 use bytes::{Buf, Bytes, BytesMut};
 use http_body::{Frame, SizeHint};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 /// The longest chunk-size line (size, extensions) or trailer line a chunked body may send.
 const MAX_LINE: usize = 4096;
@@ -142,6 +142,11 @@ fn line(buf: &mut BytesMut) -> Result<Option<BytesMut>, BodyError> {
         Some(end) => {
             let mut line = buf.split_to(end + 2);
             line.truncate(end);
+            // A bare CR or LF (or any control byte) inside a line could end it for a proxy
+            // in front and not for us: refused, so both read the same body.
+            if line.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+                return Err(BodyError::Malformed);
+            }
             Ok(Some(line))
         }
         None if buf.len() > MAX_LINE => Err(BodyError::Malformed),
@@ -171,20 +176,37 @@ pub struct RequestBody {
     pieces: mpsc::Receiver<Result<Bytes, BodyError>>,
     /// Bytes still to come, when the request declared a length.
     remaining: Option<u64>,
+    /// Told when the handler first asks for the body (the client waits for `100 Continue`).
+    wanted: Option<oneshot::Sender<()>>,
 }
 
 /// The connection's end of a [`RequestBody`].
 pub type BodySender = mpsc::Sender<Result<Bytes, BodyError>>;
 
 impl RequestBody {
-    /// A body and the sender the connection feeds it through.
-    pub fn channel(framing: &Framing) -> (BodySender, Self) {
+    /// A body and the sender the connection feeds it through; with `expect_continue`, also
+    /// what tells the connection that the handler wants the body.
+    pub fn channel(
+        framing: &Framing,
+        expect_continue: bool,
+    ) -> (BodySender, Option<oneshot::Receiver<()>>, Self) {
         let (sender, pieces) = mpsc::channel(1);
         let remaining = match framing {
             Framing::Length(n) => Some(*n),
             Framing::Chunked(_) => None,
         };
-        (sender, Self { pieces, remaining })
+        let (wanted, wanted_rx) = if expect_continue {
+            let (tx, rx) = oneshot::channel();
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
+        let body = Self {
+            pieces,
+            remaining,
+            wanted,
+        };
+        (sender, wanted_rx, body)
     }
 }
 
@@ -198,6 +220,9 @@ impl http_body::Body for RequestBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         if self.remaining == Some(0) {
             return Poll::Ready(None);
+        }
+        if let Some(wanted) = self.wanted.take() {
+            let _ = wanted.send(());
         }
         self.pieces.poll_recv(cx).map(|piece| {
             piece.map(|piece| {
@@ -269,6 +294,9 @@ mod tests {
             b"11111111111111111\r\n", // more than 16 hex digits
             b"-1\r\n",                // a sign
             b"5\nhello\r\n",          // a bare LF
+            b"5;\nxxxxx\r\n",         // a bare LF in an extension
+            b"5;\r\r\nhello\r\n",     // a bare CR in an extension
+            b"0\r\nX: a\nb\r\n\r\n",  // a bare LF in a trailer
         ] {
             assert_eq!(
                 decode_bytewise(wire).err(),

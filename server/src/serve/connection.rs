@@ -5,12 +5,12 @@
 use std::{convert::Infallible, future::Future, net::SocketAddr, time::Duration};
 
 use axum::{Router, body::Body, extract::ConnectInfo, response::Response};
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use http::Method;
 use tokio::{
     io::AsyncWriteExt,
     net::TcpStream,
-    sync::watch,
+    sync::{oneshot, watch},
     time::{Instant, sleep_until},
 };
 use tower::ServiceExt;
@@ -22,8 +22,9 @@ use super::{
     response::{self, Asked},
 };
 
-/// How long a kept-alive connection may sit between requests.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(75);
+/// How long a kept-alive connection may sit between requests (longer than the 90 s clients
+/// such as reqwest keep idle connections, so that they close first).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long a request head may take to arrive once it has begun.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 /// How much is read at once while a head arrives.
@@ -108,10 +109,7 @@ pub async fn serve(
             }
             Err(_) => return,
         }
-        if connection.buf.is_empty() {
-            // Give the read buffer back while the connection waits for its next request.
-            connection.buf = BytesMut::new();
-        }
+        connection.release_buffer();
     }
 }
 
@@ -126,6 +124,10 @@ impl Connection {
         let idle_until = Instant::now() + IDLE_TIMEOUT;
         let mut head_until = None;
         loop {
+            // Blank lines before a request are allowed (and some clients send one after a body).
+            while self.buf.starts_with(b"\r\n") {
+                self.buf.advance(2);
+            }
             if !self.buf.is_empty() {
                 if first
                     && h2c::PREFACE.starts_with(&self.buf[..self.buf.len().min(h2c::PREFACE.len())])
@@ -179,19 +181,18 @@ impl Connection {
         let (mut request, feeder) = if framing.is_done() {
             (request.map(|()| Body::empty()), None)
         } else {
-            if expect_continue {
-                self.stream
-                    .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
-                    .await?;
-            }
-            let (feeder, body) = RequestBody::channel(&framing);
-            (request.map(|()| Body::new(body)), Some(feeder))
+            let (feeder, wanted, body) = RequestBody::channel(&framing, expect_continue);
+            (request.map(|()| Body::new(body)), Some((feeder, wanted)))
         };
         request.extensions_mut().insert(ConnectInfo(self.peer));
+        self.release_buffer();
         let call = app.clone().oneshot(request);
         let Some(response) = self.wait(call, &mut framing, feeder).await else {
             return Ok(false);
         };
+        // Answered without reading the whole body (a 401, say): what has already arrived of
+        // it is skipped, so that the connection can carry the next request.
+        while let Ok(Step::Data(_)) = framing.decode(&mut self.buf) {}
         asked.keep_alive = asked.keep_alive && framing.is_done() && !*stop.borrow();
         response::write(&mut self.stream, response, asked).await
     }
@@ -202,7 +203,7 @@ impl Connection {
         &mut self,
         call: F,
         framing: &mut Framing,
-        mut feeder: Option<BodySender>,
+        mut feeder: Option<(BodySender, Option<oneshot::Receiver<()>>)>,
     ) -> Option<Response>
     where
         F: Future<Output = Result<Response, Infallible>>,
@@ -211,8 +212,8 @@ impl Connection {
         let mut watching = true;
         loop {
             let reading = async {
-                match &feeder {
-                    Some(feeder) => self.feed(framing, feeder).await,
+                match &mut feeder {
+                    Some((feeder, wanted)) => self.feed(framing, feeder, wanted).await,
                     None if watching => self.watch().await,
                     None => std::future::pending().await,
                 }
@@ -223,7 +224,10 @@ impl Connection {
                 reading = reading => reading,
             };
             match reading {
-                Reading::BodyDone => feeder = None,
+                Reading::BodyDone => {
+                    feeder = None;
+                    self.release_buffer();
+                }
                 Reading::BodyStopped => {
                     feeder = None;
                     watching = false;
@@ -234,8 +238,29 @@ impl Connection {
         }
     }
 
-    /// Hands the body to the handler piece by piece, as fast as it takes them.
-    async fn feed(&mut self, framing: &mut Framing, feeder: &BodySender) -> Reading {
+    /// Hands the body to the handler piece by piece, as fast as it takes them; first, when
+    /// the client waits for it, says `100 Continue` once the handler asks for the body.
+    async fn feed(
+        &mut self,
+        framing: &mut Framing,
+        feeder: &BodySender,
+        wanted: &mut Option<oneshot::Receiver<()>>,
+    ) -> Reading {
+        if let Some(asked) = wanted.as_mut() {
+            if asked.await.is_err() {
+                // The handler dropped the body unread.
+                return Reading::BodyStopped;
+            }
+            *wanted = None;
+            if self
+                .stream
+                .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+                .await
+                .is_err()
+            {
+                return Reading::Gone;
+            }
+        }
         loop {
             let failure = match framing.decode(&mut self.buf) {
                 Ok(Step::Data(piece)) => {
@@ -272,6 +297,13 @@ impl Connection {
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                 Err(_) => return Reading::Gone,
             }
+        }
+    }
+
+    /// Gives the read buffer back when it holds nothing: a waiting request keeps none.
+    fn release_buffer(&mut self) {
+        if self.buf.is_empty() {
+            self.buf = BytesMut::new();
         }
     }
 

@@ -45,7 +45,12 @@ pub async fn write<W: AsyncWrite + Unpin>(
         body.size_hint().exact().or(declared)
     };
     let chunked = !bodiless && length.is_none() && asked.version == Version::HTTP_11;
-    let keep_alive = asked.keep_alive && (bodiless || length.is_some() || chunked);
+    // A handler may ask for the connection to close after its answer.
+    let closing = parts.headers.get_all(header::CONNECTION).iter().any(|v| {
+        v.to_str()
+            .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")))
+    });
+    let keep_alive = asked.keep_alive && !closing && (bodiless || length.is_some() || chunked);
 
     let mut out = Vec::with_capacity(512);
     status_line(&mut out, status);
