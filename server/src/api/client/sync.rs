@@ -4,13 +4,16 @@ use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use axum::{
     Json, Router,
-    extract::State,
+    extract::{FromRequest, Request, State},
     response::{IntoResponse, Response},
     routing::get,
 };
-use ruma::api::client::{
-    filter::{FilterDefinition, LazyLoadOptions},
-    sync::sync_events::{self, v3::Filter},
+use ruma::{
+    OwnedDeviceId, OwnedUserId,
+    api::client::{
+        filter::{FilterDefinition, LazyLoadOptions},
+        sync::sync_events::{self, v3::Filter},
+    },
 };
 
 use crate::{
@@ -30,13 +33,45 @@ pub(super) fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .route("/_matrix/client/r0/sync", get(sync_route))
 }
 
-/// Serialises the sync response, putting back knocked rooms: ruma leaves out `rooms` when
-/// only `knock` has entries (its emptiness check forgets that map).
-async fn sync_route(
-    State(services): State<Arc<Services>>,
-    req: Ruma<sync_events::v3::Request>,
-) -> Response {
-    let response = match sync(services, req).await {
+/// A sync request as the wait needs it: read (and its filter looked up) before the handler
+/// runs, so that the handler's future — kept for as long as the sync waits — holds this and
+/// not the decoded request.
+struct SyncRequest {
+    user_id: OwnedUserId,
+    device_id: OwnedDeviceId,
+    options: SyncOptions,
+}
+
+impl FromRequest<Arc<Services>> for SyncRequest {
+    type Rejection = Error;
+
+    async fn from_request(req: Request, services: &Arc<Services>) -> Result<Self> {
+        let req = Box::pin(Ruma::<sync_events::v3::Request>::from_request(
+            req, services,
+        ))
+        .await?;
+        let user_id = req.auth.user_id.clone();
+        let device_id = req.auth.device_id.clone();
+        let options = Box::pin(sync_options(services, req)).await?;
+        Ok(Self {
+            user_id,
+            device_id,
+            options,
+        })
+    }
+}
+
+/// # `GET /_matrix/client/v3/sync`
+///
+/// Serialises the answer, putting back knocked rooms: ruma leaves out `rooms` when only
+/// `knock` has entries (its emptiness check forgets that map).
+async fn sync_route(State(services): State<Arc<Services>>, request: SyncRequest) -> Response {
+    let SyncRequest {
+        user_id,
+        device_id,
+        options,
+    } = request;
+    let response = match services.sync(&user_id, device_id.as_str(), options).await {
         Ok(response) => response,
         Err(error) => return error.into_response(),
     };
@@ -53,19 +88,6 @@ async fn sync_route(
     let mut value: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
     value["rooms"] = serde_json::json!({ "knock": knock });
     (parts, Json(value)).into_response()
-}
-
-/// # `GET /_matrix/client/v3/sync`
-async fn sync(
-    services: Arc<Services>,
-    req: Ruma<sync_events::v3::Request>,
-) -> Result<sync_events::v3::Response> {
-    let user_id = req.auth.user_id.clone();
-    let device_id = req.auth.device_id.clone();
-    // The request and its filter are dropped before the wait: a waiting sync keeps only
-    // what it needs.
-    let options = Box::pin(sync_options(&services, req)).await?;
-    services.sync(&user_id, device_id.as_str(), options).await
 }
 
 /// What the request and its filter ask for; says the user is present unless told not to.
@@ -126,4 +148,46 @@ async fn sync_options(
         }
     }
     Ok(options)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A waiting sync keeps its handler's future: it must not grow with the decoded request
+    /// (whose inline filter alone is kilobytes) or with the steps before the wait.
+    #[tokio::test]
+    async fn a_waiting_sync_keeps_a_small_future() {
+        let dir = tempfile_dir();
+        let mut config = crate::Config::from_toml_with_env("", Vec::new()).expect("defaults");
+        config.database.url = format!("sqlite:{}", dir.join("db.sqlite").display());
+        config.media.directory = dir.join("media").display().to_string();
+        let services = crate::server::services(config, Arc::new(crate::clock::SystemClock))
+            .await
+            .expect("services");
+        let request = SyncRequest {
+            user_id: ruma::owned_user_id!("@a:localhost"),
+            device_id: "D".into(),
+            options: SyncOptions::default(),
+        };
+        let handler = sync_route(State(services.clone()), request);
+        let extractor =
+            SyncRequest::from_request(Request::new(axum::body::Body::empty()), &services);
+        let (handler, extractor) = (
+            std::mem::size_of_val(&handler),
+            std::mem::size_of_val(&extractor),
+        );
+        println!("sync handler future: {handler} bytes, extractor: {extractor} bytes");
+        assert!(
+            handler <= 2560 && extractor <= 2048,
+            "{handler} / {extractor} bytes"
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    fn tempfile_dir() -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("matrixon-sync-size-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        dir
+    }
 }
