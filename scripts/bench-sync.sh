@@ -37,6 +37,6 @@ echo "backend: $backend, $(nproc) cores"
 "${load[@]}" send --rooms 1 --messages 2000 --concurrency 16
 "${load[@]}" send --rooms 100 --messages 2000 --concurrency 16
 for r in "${receivers[@]}"; do
-  "${load[@]}" fanout --receivers "$r" --users 100 --messages 5
+  "${load[@]}" fanout --receivers "$r" --users 100 --messages 5 --pid "$pid"
 done
 "${load[@]}" idle --connections "$idle" --users 100 --pid "$pid"

@@ -67,6 +67,10 @@ enum Command {
         /// Messages to send, one after another.
         #[arg(long, default_value_t = 5)]
         messages: usize,
+        /// The server's process id, to report the CPU time it and this program spent from
+        /// each send until every receiver had the message.
+        #[arg(long)]
+        pid: Option<u32>,
     },
     /// Send throughput and latency.
     Send {
@@ -207,6 +211,23 @@ impl Load {
     }
 }
 
+/// User and system CPU time of a process (`self` or a pid), in seconds.
+fn cpu_seconds(pid: &str) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The fields after the command name (which may hold spaces) are space-separated.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .context("stat")?
+        .1
+        .split_whitespace()
+        .collect();
+    let ticks =
+        |i: usize| -> Result<f64> { Ok(fields.get(i).context("stat field")?.parse::<f64>()?) };
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name; the
+    // kernel counts them in USER_HZ, 100 per second on Linux.
+    Ok((ticks(11)? + ticks(12)?) / 100.0)
+}
+
 fn rss_kib(pid: u32) -> Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     status
@@ -272,7 +293,15 @@ async fn idle(load: Arc<Load>, connections: usize, users: usize, pid: u32) -> Re
     Ok(())
 }
 
-async fn fanout(load: Arc<Load>, receivers: usize, users: usize, messages: usize) -> Result<()> {
+async fn fanout(
+    load: Arc<Load>,
+    receivers: usize,
+    users: usize,
+    messages: usize,
+    pid: Option<u32>,
+) -> Result<()> {
+    // CPU seconds (server, this program) spent between each send and its last receipt.
+    let mut cpu = (0.0, 0.0);
     let sender = load.users("sender", 1).await?.remove(0);
     let room: Value = load
         .post(
@@ -330,6 +359,7 @@ async fn fanout(load: Arc<Load>, receivers: usize, users: usize, messages: usize
                 .context("a receiver task ended early")?;
         }
         load.wait_parked(receivers).await?;
+        let cpu_before = pid.map(|pid| (cpu_seconds(&pid.to_string()), cpu_seconds("self")));
         let start = Instant::now();
         let _ = sent_at.set(start);
         let response = load
@@ -350,8 +380,20 @@ async fn fanout(load: Arc<Load>, receivers: usize, users: usize, messages: usize
         while let Some(done) = set.join_next().await {
             latencies.push(done??);
         }
+        if let (Some(pid), Some((server, own))) = (pid, cpu_before) {
+            cpu.0 += cpu_seconds(&pid.to_string())? - server?;
+            cpu.1 += cpu_seconds("self")? - own?;
+        }
     }
     report(&format!("fanout R={receivers} ({users} users)"), latencies);
+    if pid.is_some() {
+        let per = |seconds: f64| seconds * 1e6 / (receivers * messages) as f64;
+        println!(
+            "fanout CPU per delivery: server {:.1} µs, load generator {:.1} µs (both on the same cores)",
+            per(cpu.0),
+            per(cpu.1)
+        );
+    }
     Ok(())
 }
 
@@ -453,7 +495,8 @@ async fn main() -> Result<()> {
             receivers,
             users,
             messages,
-        } => fanout(load, receivers, users, messages).await,
+            pid,
+        } => fanout(load, receivers, users, messages, pid).await,
         Command::Send {
             rooms,
             messages,

@@ -105,6 +105,9 @@ impl Store {
         let pool = AnyPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(10))
+            // An embedded SQLite connection does not go stale: no round trip to its worker
+            // thread before every use. A PostgreSQL one may (a restart): checked.
+            .test_before_acquire(backend == Backend::Postgres)
             .after_connect(move |conn, _meta| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
