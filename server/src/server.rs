@@ -111,9 +111,11 @@ impl Server {
             .map_or_else(String::new, |a| format!("http://{a}"))
     }
 
-    /// Stops accepting connections, lets in-flight requests finish, then closes the database.
+    /// Stops accepting connections, answers waiting syncs at once, lets in-flight requests
+    /// finish, then closes the database.
     pub async fn shutdown(mut self) {
         let _ = self.stop.send(true);
+        self.services.bus.close();
         while let Some(result) = self.tasks.join_next().await {
             match result {
                 Ok(Ok(())) => {}

@@ -188,6 +188,30 @@ async fn signing_key_survives_restart(backend: Backend) {
 async fn graceful_shutdown_finishes_in_flight_requests(backend: Backend) {
     let srv = TestServer::start(&backend).await;
     srv.register("uma", "uma password").await;
+    // A long-polling sync, parked when the shutdown begins, is answered at once.
+    let token = srv.login("uma", "uma password").await["access_token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    let since = srv
+        .get("/_matrix/client/v3/sync?timeout=0", Some(&token))
+        .await
+        .1["next_batch"]
+        .as_str()
+        .expect("next_batch")
+        .to_owned();
+    let parked = tokio::spawn(
+        reqwest::Client::new()
+            .get(srv.url(&format!(
+                "/_matrix/client/v3/sync?since={since}&timeout=120000"
+            )))
+            .bearer_auth(&token)
+            .send(),
+    );
+    assert!(
+        srv.wait_for_metric("matrixon_sync_waiting 1").await,
+        "the sync parks"
+    );
     let url = srv.url("/_matrix/client/v3/login");
     let body = br#"{"type": "m.login.password", "user": "uma", "password": "uma password"}"#;
     let (head, tail) = body.split_at(20);
@@ -208,7 +232,13 @@ async fn graceful_shutdown_finishes_in_flight_requests(backend: Backend) {
             .send(),
     );
     tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    let stopping = std::time::Instant::now();
     let db = srv.stop().await;
+    assert!(
+        stopping.elapsed() < std::time::Duration::from_secs(30),
+        "the parked sync did not hold the shutdown: {:?}",
+        stopping.elapsed()
+    );
     let response = in_flight
         .await
         .expect("task")
@@ -216,6 +246,10 @@ async fn graceful_shutdown_finishes_in_flight_requests(backend: Backend) {
     assert_eq!(response.status(), 200);
     let login: serde_json::Value = response.json().await.expect("json");
     assert_eq!(login["user_id"], "@uma:localhost");
+    let synced = parked.await.expect("task").expect("parked sync answered");
+    assert_eq!(synced.status(), 200);
+    let synced: serde_json::Value = synced.json().await.expect("json");
+    assert_eq!(synced["next_batch"], since.as_str(), "the empty answer");
     // Once stopped, nothing listens any more.
     assert!(reqwest::Client::new().get(url).send().await.is_err());
     db.drop_database().await;

@@ -273,6 +273,17 @@ impl TestServer {
             .expect("metrics text")
     }
 
+    /// Waits up to 5 s for `line` (a gauge at a value, say) to be one of the metrics' lines.
+    pub async fn wait_for_metric(&self, line: &str) -> bool {
+        for _ in 0..250 {
+            if self.metrics().await.lines().any(|l| l == line) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
+    }
+
     /// Stops the server gracefully; returns the database for a restart.
     pub async fn stop(mut self) -> Database {
         if let Some(server) = self.server.take() {

@@ -310,13 +310,6 @@ async fn a_client_hanging_up_ends_its_waiting_sync() {
         .await;
     assert_eq!(status, 200);
     let since = first["next_batch"].as_str().expect("next_batch");
-    let waiting = |metrics: String| {
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix("matrixon_sync_waiting "))
-            .map(str::to_owned)
-    };
-
     let mut raw = Raw::connect(&srv).await;
     raw.send(
         format!(
@@ -325,25 +318,15 @@ async fn a_client_hanging_up_ends_its_waiting_sync() {
         .as_bytes(),
     )
     .await;
-    let mut parked = false;
-    for _ in 0..100 {
-        if waiting(srv.metrics().await).as_deref() == Some("1") {
-            parked = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(parked, "the sync parks");
+    assert!(
+        srv.wait_for_metric("matrixon_sync_waiting 1").await,
+        "the sync parks"
+    );
     drop(raw);
-    let mut released = false;
-    for _ in 0..100 {
-        if waiting(srv.metrics().await).as_deref() == Some("0") {
-            released = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(released, "the hang-up ends the waiting sync");
+    assert!(
+        srv.wait_for_metric("matrixon_sync_waiting 0").await,
+        "the hang-up ends the waiting sync"
+    );
     srv.finish().await;
 }
 

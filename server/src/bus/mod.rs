@@ -26,6 +26,7 @@ use redis::aio::ConnectionManager;
 use ruma::{OwnedRoomId, OwnedUserId, UserId};
 use serde::{Deserialize, Serialize};
 use tokio::{sync::Notify, task::JoinHandle};
+use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 use crate::service::{ephemeral::Typing, presence::Presence};
 
@@ -47,6 +48,9 @@ pub struct Bus {
     remote: Option<Remote>,
     /// The latest event position anyone was woken for, here or on another instance.
     events_position: Arc<AtomicI64>,
+    /// Cancelled when the server stops: waiting syncs answer at once rather than hold the
+    /// shutdown up to their timeout.
+    closing: CancellationToken,
 }
 
 /// The Redis side: a publishing connection and the task that listens.
@@ -151,6 +155,7 @@ impl Bus {
         Ok(Self {
             waiters,
             events_position,
+            closing: CancellationToken::new(),
             remote: Some(Remote {
                 publisher,
                 channel,
@@ -158,6 +163,16 @@ impl Bus {
                 listener,
             }),
         })
+    }
+
+    /// Ends every wait: the server is stopping.
+    pub fn close(&self) {
+        self.closing.cancel();
+    }
+
+    /// Completes once the server is stopping.
+    pub fn closing(&self) -> WaitForCancellationFuture<'_> {
+        self.closing.cancelled()
     }
 
     /// Subscribes to `user_id`'s wake-ups.

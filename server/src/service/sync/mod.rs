@@ -339,7 +339,12 @@ impl Services {
             // The empty answer is not kept while waiting: the timeout rebuilds it.
             drop(response);
             let _parked = Parked::new(&self.metrics.sync_waiting);
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            let woken = tokio::select! {
+                woken = tokio::time::timeout_at(deadline, notified) => woken.is_ok(),
+                // Stopping: the client gets its empty answer now and syncs again elsewhere.
+                () = self.bus.closing() => false,
+            };
+            if !woken {
                 return Ok(waited
                     .as_ref()
                     .map(Waited::empty_answer)
