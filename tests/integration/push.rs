@@ -18,6 +18,7 @@ use crate::harness::{Backend, TestServer, assert_error, both_backends};
 both_backends!(
     push_gateway_gets_mentions_with_counts_until_rules_say_no,
     pushers_and_rules_refuse_bad_input,
+    unread_counts_never_lag_the_timeline,
 );
 
 /// What the gateway saw, and how it answers: fail the first `failures` requests with 500,
@@ -474,5 +475,103 @@ async fn pushers_and_rules_refuse_bad_input(backend: Backend) {
     );
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(gw.count(), 0, "…but never pushed to a private address");
+    srv.finish().await;
+}
+
+/// Messages in two rooms at once, a reader syncing meanwhile: an answer that shows a room's
+/// messages never counts fewer unread than it has shown (each event's notifications are
+/// stored with it, not after — a sync woken by the other room could otherwise show an event
+/// before its count, and keep the stale count until the room changed again).
+async fn unread_counts_never_lag_the_timeline(backend: Backend) {
+    let srv = TestServer::start(&backend).await;
+    let alice = token(&srv.register("alice", "push password").await);
+    let carol = token(&srv.register("carol", "push password").await);
+    let bob = token(&srv.register("bob", "push password").await);
+    let mut rooms = Vec::new();
+    for sender in [&alice, &carol] {
+        let (_, room) = srv
+            .post_json(
+                "/_matrix/client/v3/createRoom",
+                Some(sender),
+                &json!({"preset": "public_chat"}),
+            )
+            .await;
+        let room = room["room_id"].as_str().expect("room").to_owned();
+        let (status, _) = srv
+            .post_json(
+                &format!("/_matrix/client/v3/join/{room}"),
+                Some(&bob),
+                &json!({}),
+            )
+            .await;
+        assert_eq!(status, 200);
+        rooms.push(room);
+    }
+    let (_, first) = srv
+        .get("/_matrix/client/v3/sync?timeout=0", Some(&bob))
+        .await;
+    let mut since = first["next_batch"].as_str().expect("next_batch").to_owned();
+
+    const EACH: usize = 25;
+    let senders: Vec<_> = [(&alice, &rooms[0]), (&carol, &rooms[1])]
+        .into_iter()
+        .map(|(sender, room)| {
+            let (srv_base, sender, room) = (srv.base.clone(), sender.clone(), room.clone());
+            tokio::spawn(async move {
+                let http = reqwest::Client::new();
+                for i in 0..EACH {
+                    let sent = http
+                        .put(format!(
+                            "{srv_base}/_matrix/client/v3/rooms/{room}/send/m.room.message/c{i}"
+                        ))
+                        .bearer_auth(&sender)
+                        .json(&json!({"msgtype": "m.text", "body": format!("m{i}")}))
+                        .send()
+                        .await
+                        .expect("send");
+                    assert_eq!(sent.status(), 200);
+                }
+            })
+        })
+        .collect();
+
+    // Per room: messages shown so far, and the count the latest answer gave.
+    let mut shown = [0u64; 2];
+    let mut count = [0u64; 2];
+    while shown.iter().any(|&n| n < EACH as u64) {
+        let (status, sync) = srv
+            .get(
+                &format!("/_matrix/client/v3/sync?since={since}&timeout=5000"),
+                Some(&bob),
+            )
+            .await;
+        assert_eq!(status, 200, "{sync}");
+        for (i, room) in rooms.iter().enumerate() {
+            let joined = &sync["rooms"]["join"][room];
+            if joined.is_null() {
+                continue;
+            }
+            shown[i] += joined["timeline"]["events"].as_array().map_or(0, |events| {
+                events
+                    .iter()
+                    .filter(|e| e["type"] == "m.room.message")
+                    .count() as u64
+            });
+            if let Some(n) = joined["unread_notifications"]["notification_count"].as_u64() {
+                count[i] = n;
+            }
+            assert!(
+                count[i] >= shown[i],
+                "room {i}: {} messages shown, {} counted unread",
+                shown[i],
+                count[i]
+            );
+        }
+        since = sync["next_batch"].as_str().expect("next_batch").to_owned();
+    }
+    for sender in senders {
+        sender.await.expect("sender");
+    }
+    assert_eq!(count, [EACH as u64; 2], "every message counted once shown");
     srv.finish().await;
 }

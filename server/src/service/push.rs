@@ -122,15 +122,19 @@ impl Services {
         )))
     }
 
-    /// Runs a new event through each recipient's push rules, records the notifications and
-    /// pushes them. Failures are logged: an event is never refused for its notifications.
-    pub async fn push_event(&self, pdu: &Pdu, json: &str, stream_ordering: i64) {
-        if let Err(error) = self.push_event_inner(pdu, json, stream_ordering).await {
-            tracing::warn!(event_id = %pdu.event_id, %error, "push rules not evaluated");
+    /// Runs a new event through each recipient's push rules: the notifications to record
+    /// with it. Failures are logged: an event is never refused for its notifications.
+    pub async fn push_actions(&self, pdu: &Pdu, json: &str) -> Vec<PushAction> {
+        match self.push_actions_inner(pdu, json).await {
+            Ok(notified) => notified,
+            Err(error) => {
+                tracing::warn!(event_id = %pdu.event_id, %error, "push rules not evaluated");
+                Vec::new()
+            }
         }
     }
 
-    async fn push_event_inner(&self, pdu: &Pdu, json: &str, stream_ordering: i64) -> Result<()> {
+    async fn push_actions_inner(&self, pdu: &Pdu, json: &str) -> Result<Vec<PushAction>> {
         let room_id = &pdu.room_id;
         // An invite notifies the invitee, who is not joined yet.
         let invitee = (pdu.kind.to_string() == "m.room.member"
@@ -145,8 +149,9 @@ impl Services {
             .store
             .push_recipients(room_id.as_str(), invitee.as_deref())
             .await?;
+        let mut notified = Vec::new();
         if recipients.iter().all(|(u, ..)| u == pdu.sender.as_str()) {
-            return Ok(());
+            return Ok(notified);
         }
         // The invitee (when there is one) is listed too, but is not a member yet.
         let joined = recipients.iter().filter(|(.., joined)| *joined).count();
@@ -154,7 +159,6 @@ impl Services {
         let power_levels = self.push_power_levels(room_id).await?;
         let raw: Raw<Value> = serde_json::from_str(json)
             .map_err(|e| Error::Internal(anyhow::anyhow!("event JSON: {e}")))?;
-        let mut notified = Vec::new();
         for (user, rules, display_name, _) in recipients {
             let Ok(user_id) = UserId::parse(user.as_str()) else {
                 continue;
@@ -180,30 +184,28 @@ impl Services {
                 actions: serde_json::to_string(actions).unwrap_or_else(|_| "[]".into()),
             });
         }
-        self.store
-            .insert_push_actions(
-                (
-                    room_id.as_str(),
-                    pdu.event_id.as_str(),
-                    stream_ordering,
-                    self.now_ms(),
-                ),
-                &notified,
-            )
-            .await?;
+        Ok(notified)
+    }
+
+    /// Pushes an appended event's notifications to the recipients' gateways, after the send
+    /// returns (gateways are slow). Failures are logged.
+    pub async fn deliver_push(&self, pdu: &Pdu, notified: Vec<PushAction>) {
         if notified.is_empty() {
-            return Ok(());
+            return;
         }
-        // Delivery happens after the send returns: gateways are slow, and the room is locked
-        // while the event is appended.
-        let notification = self.notification_payload(pdu).await?;
+        let notification = match self.notification_payload(pdu).await {
+            Ok(notification) => notification,
+            Err(error) => {
+                tracing::warn!(event_id = %pdu.event_id, %error, "push notification not built");
+                return;
+            }
+        };
         let ctx = PushContext {
             store: self.store.clone(),
             gateway: self.push_fetch.clone(),
             deliveries: self.push_deliveries.clone(),
         };
         tokio::spawn(push_to_gateways(ctx, notification, notified));
-        Ok(())
     }
 
     /// The Push Gateway API `notification` object, without the per-recipient parts.

@@ -136,6 +136,8 @@ pub struct NewEvent<'a> {
     pub txn: Option<(&'a str, &'a str)>,
     /// The room's state group before this event.
     pub state_before: Option<i64>,
+    /// The notifications its recipients' push rules decided on.
+    pub push_actions: &'a [super::push::PushAction],
 }
 
 impl Store {
@@ -325,6 +327,17 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
+        super::push::insert_push_actions(
+            &mut tx,
+            (
+                event.room_id,
+                event.event_id,
+                stream,
+                event.origin_server_ts,
+            ),
+            event.push_actions,
+        )
+        .await?;
         tx.commit().await?;
         Ok(Some(stream))
     }

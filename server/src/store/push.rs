@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use sqlx::Row;
+use sqlx::{Any, Row, Transaction};
 
 use super::Store;
 
@@ -87,56 +87,52 @@ const READ_UPTO: &str = "(SELECT COALESCE(MAX(t.upto), 0) FROM ( \
     UNION ALL SELECT m.membership_since AS upto FROM memberships m \
     WHERE m.room_id = a.room_id AND m.user_id = a.user_id AND m.membership = 'join') t)";
 
-impl Store {
-    /// Records one event's notifications.
-    pub async fn insert_push_actions(
-        &self,
-        (room_id, event_id, stream_ordering, ts): (&str, &str, i64, i64),
-        actions: &[PushAction],
-    ) -> Result<(), sqlx::Error> {
-        if actions.is_empty() {
-            return Ok(());
-        }
-        let _writer = self.writer().await;
-        let mut tx = self.pool.begin().await?;
-        for chunk in actions.chunks(500) {
-            let mut sql = String::from(
-                "INSERT INTO event_push_actions (user_id, room_id, event_id, stream_ordering, \
-                 highlight, actions, ts) VALUES ",
-            );
-            for i in 0..chunk.len() {
-                let b = i * 7;
-                if i > 0 {
-                    sql.push(',');
-                }
-                sql.push_str(&format!(
-                    "(${}, ${}, ${}, ${}, ${}, ${}, ${})",
-                    b + 1,
-                    b + 2,
-                    b + 3,
-                    b + 4,
-                    b + 5,
-                    b + 6,
-                    b + 7
-                ));
+/// Records one event's notifications, in the transaction that appends it (a sync that sees
+/// the event sees its unread counts too).
+pub(super) async fn insert_push_actions(
+    tx: &mut Transaction<'_, Any>,
+    (room_id, event_id, stream_ordering, ts): (&str, &str, i64, i64),
+    actions: &[PushAction],
+) -> Result<(), sqlx::Error> {
+    for chunk in actions.chunks(500) {
+        let mut sql = String::from(
+            "INSERT INTO event_push_actions (user_id, room_id, event_id, stream_ordering, \
+             highlight, actions, ts) VALUES ",
+        );
+        for i in 0..chunk.len() {
+            let b = i * 7;
+            if i > 0 {
+                sql.push(',');
             }
-            sql.push_str(" ON CONFLICT (user_id, event_id) DO NOTHING");
-            let mut query = sqlx::query(&sql);
-            for action in chunk {
-                query = query
-                    .bind(action.user_id.as_str())
-                    .bind(room_id)
-                    .bind(event_id)
-                    .bind(stream_ordering)
-                    .bind(i64::from(action.highlight))
-                    .bind(action.actions.as_str())
-                    .bind(ts);
-            }
-            query.execute(&mut *tx).await?;
+            sql.push_str(&format!(
+                "(${}, ${}, ${}, ${}, ${}, ${}, ${})",
+                b + 1,
+                b + 2,
+                b + 3,
+                b + 4,
+                b + 5,
+                b + 6,
+                b + 7
+            ));
         }
-        tx.commit().await
+        sql.push_str(" ON CONFLICT (user_id, event_id) DO NOTHING");
+        let mut query = sqlx::query(&sql);
+        for action in chunk {
+            query = query
+                .bind(action.user_id.as_str())
+                .bind(room_id)
+                .bind(event_id)
+                .bind(stream_ordering)
+                .bind(i64::from(action.highlight))
+                .bind(action.actions.as_str())
+                .bind(ts);
+        }
+        query.execute(&mut **tx).await?;
     }
+    Ok(())
+}
 
+impl Store {
     /// `(notifications, highlights)` after each user's read receipt in a room (users with
     /// none are left out).
     pub async fn notification_counts(
@@ -289,12 +285,21 @@ impl Store {
         room_id: &str,
         extra: Option<&str>,
     ) -> Result<Vec<(String, Option<String>, Option<String>, bool)>, sqlx::Error> {
+        // `extra` (an invitee) is read from the accounts, not the room: the invite that
+        // makes them a member is not stored yet when its notifications are decided.
         let rows = sqlx::query(
             "SELECT m.user_id, a.content, p.displayname, m.membership FROM memberships m \
              LEFT JOIN account_data a ON a.user_id = m.user_id AND a.room_id = '' \
              AND a.type = 'm.push_rules' \
              LEFT JOIN profiles p ON p.user_id = m.user_id \
-             WHERE m.room_id = $1 AND (m.membership = 'join' OR m.user_id = $2)",
+             WHERE m.room_id = $1 AND m.membership = 'join' \
+             UNION ALL \
+             SELECT u.user_id, a.content, p.displayname, 'invite' FROM users u \
+             LEFT JOIN account_data a ON a.user_id = u.user_id AND a.room_id = '' \
+             AND a.type = 'm.push_rules' \
+             LEFT JOIN profiles p ON p.user_id = u.user_id \
+             WHERE u.user_id = $2 AND NOT EXISTS (SELECT 1 FROM memberships j \
+             WHERE j.room_id = $1 AND j.user_id = u.user_id AND j.membership = 'join')",
         )
         .bind(room_id)
         .bind(extra.unwrap_or(""))

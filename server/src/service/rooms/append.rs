@@ -374,6 +374,8 @@ impl Services {
             relation = None;
         }
         let kind = pdu.kind.to_string();
+        // Recorded with the event, so that the sync that shows it shows its unread counts.
+        let push_actions = self.push_actions(pdu, &prepared.json).await;
         let appended = self
             .store
             .append_event(
@@ -393,6 +395,7 @@ impl Services {
                         .map(|(target, json)| (target.as_str(), json.as_str())),
                     txn: txn.map(|(device, txn_id)| (device.as_str(), txn_id)),
                     state_before: room.state_group,
+                    push_actions: &push_actions,
                 },
                 &room.extremities,
             )
@@ -400,12 +403,10 @@ impl Services {
         let Some(stream_ordering) = appended else {
             return Ok(None);
         };
-        // Notifications are recorded before anyone is woken, so the sync that shows the
-        // event shows its unread counts too.
-        self.push_event(pdu, &prepared.json, stream_ordering).await;
         let target = membership.and(pdu.state_key.as_deref());
         self.wake_room_for_event(&pdu.room_id, target, stream_ordering)
             .await?;
+        self.deliver_push(pdu, push_actions).await;
         if redacted_target.is_some() {
             // Redacting the gate event empties it: the room is no longer gated.
             self.gate_redacted(&pdu.room_id).await?;
