@@ -133,6 +133,23 @@ async fn history_visibility_is_decided_per_event(backend: Backend) {
         404,
         "M_NOT_FOUND",
     );
+    // From the hidden event's time, the nearest event Bob may see: later, and not hidden.
+    let (_, hidden_event) = srv.get(&event(&hidden), Some(&alice)).await;
+    let hidden_ts = hidden_event["origin_server_ts"].as_i64().expect("ts");
+    let (status, nearest) = srv
+        .get(
+            &format!(
+                "/_matrix/client/v1/rooms/{}/timestamp_to_event?ts={hidden_ts}&dir=f",
+                room.id
+            ),
+            Some(&bob),
+        )
+        .await;
+    assert_eq!(status, 200, "{nearest}");
+    let nearest_id = nearest["event_id"].as_str().expect("event_id");
+    assert_ne!(nearest_id, hidden);
+    assert!(nearest["origin_server_ts"].as_i64() >= Some(hidden_ts));
+    assert_eq!(srv.get(&event(nearest_id), Some(&bob)).await.0, 200);
     assert_eq!(srv.get(&event(&hidden), Some(&alice)).await.0, 200);
     let (status, context) = srv
         .get(

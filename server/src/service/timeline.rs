@@ -371,17 +371,36 @@ impl Services {
             .visible_upto(room_id, user_id)
             .await?
             .ok_or_else(|| Error::forbidden(format!("You are not a member of {room_id}")))?;
-        let event = self
-            .store
-            .event_near_ts(room_id.as_str(), ts, forward, upto)
-            .await?
-            .ok_or_else(|| Error::not_found("No event in that direction from that time"))?;
-        // The nearest event may be one the user cannot see: then there is none to give.
-        let event = self
-            .visible_events(room_id, user_id, vec![event])
-            .await?
-            .pop()
-            .ok_or_else(|| Error::not_found("No event you may see in that direction"))?;
-        Ok((event.event_id, event.origin_server_ts))
+        // The nearest events may be ones the user cannot see: the nearest they can, within
+        // the same bound on the scan as a page of /messages.
+        let mut scanned = 0;
+        while scanned < MAX_PAGINATION_SCAN {
+            let batch = self
+                .store
+                .events_near_ts(
+                    room_id.as_str(),
+                    ts,
+                    forward,
+                    upto,
+                    (scanned as i64, PAGINATION_BATCH as i64),
+                )
+                .await?;
+            let fetched = batch.len();
+            if let Some(event) = self
+                .visible_events(room_id, user_id, batch)
+                .await?
+                .into_iter()
+                .next()
+            {
+                return Ok((event.event_id, event.origin_server_ts));
+            }
+            if fetched < PAGINATION_BATCH {
+                break;
+            }
+            scanned += fetched;
+        }
+        Err(Error::not_found(
+            "No event you may see in that direction from that time",
+        ))
     }
 }

@@ -772,33 +772,38 @@ impl Store {
             .await
     }
 
-    /// The event of a room closest to `ts`: the first at or after it (`forward`), or the
-    /// last at or before it, no later than stream position `upto`.
-    pub async fn event_near_ts(
+    /// A room's events nearest to `ts`, nearest first: from it onwards (`forward`) or back
+    /// from it, no later than stream position `upto`; `limit` of them after skipping `skip`.
+    pub async fn events_near_ts(
         &self,
         room_id: &str,
         ts: i64,
         forward: bool,
         upto: i64,
-    ) -> Result<Option<StoredEvent>, sqlx::Error> {
+        (skip, limit): (i64, i64),
+    ) -> Result<Vec<StoredEvent>, sqlx::Error> {
         let sql = if forward {
             format!(
                 "SELECT {EVENT_COLUMNS} FROM events WHERE room_id = $1 AND origin_server_ts >= $2 \
-                 AND stream_ordering <= $3 ORDER BY origin_server_ts ASC, stream_ordering ASC LIMIT 1"
+                 AND stream_ordering <= $3 ORDER BY origin_server_ts ASC, stream_ordering ASC \
+                 LIMIT $4 OFFSET $5"
             )
         } else {
             format!(
                 "SELECT {EVENT_COLUMNS} FROM events WHERE room_id = $1 AND origin_server_ts <= $2 \
-                 AND stream_ordering <= $3 ORDER BY origin_server_ts DESC, stream_ordering DESC LIMIT 1"
+                 AND stream_ordering <= $3 ORDER BY origin_server_ts DESC, stream_ordering DESC \
+                 LIMIT $4 OFFSET $5"
             )
         };
-        let row = sqlx::query(&sql)
+        let rows = sqlx::query(&sql)
             .bind(room_id)
             .bind(ts)
             .bind(upto)
-            .fetch_optional(&self.pool)
+            .bind(limit)
+            .bind(skip)
+            .fetch_all(&self.pool)
             .await?;
-        row.as_ref().map(event_row).transpose()
+        rows.iter().map(event_row).collect()
     }
 }
 
