@@ -168,6 +168,67 @@ async fn relations_redactions_and_threads(backend: Backend) {
         .await;
     assert_eq!(threads.0, 200, "{:?}", threads.1);
     assert_eq!(threads.1["chunk"][0]["event_id"], hello);
+    // Nine newer threads Bob took no part in: his own page still finds the one he did,
+    // however far back, and says there is no more.
+    for n in 0..9 {
+        let other = room
+            .send(
+                &alice,
+                "m.room.message",
+                json!({"msgtype": "m.text", "body": format!("root {n}")}),
+            )
+            .await;
+        room.send(
+            &alice,
+            "m.room.message",
+            json!({"msgtype": "m.text", "body": "reply",
+            "m.relates_to": {"rel_type": "m.thread", "event_id": other}}),
+        )
+        .await;
+    }
+    let mine = srv
+        .get(
+            &format!(
+                "/_matrix/client/v1/rooms/{}/threads?include=participated&limit=1",
+                room.id
+            ),
+            Some(&bob),
+        )
+        .await;
+    assert_eq!(mine.0, 200, "{:?}", mine.1);
+    assert_eq!(
+        mine.1["chunk"].as_array().map(Vec::len),
+        Some(1),
+        "{}",
+        mine.1
+    );
+    assert_eq!(mine.1["chunk"][0]["event_id"], hello);
+    assert!(mine.1.get("next_batch").is_none(), "{}", mine.1);
+    // All ten, a page of four at a time: newest first, each once.
+    let mut all = Vec::new();
+    let mut from = String::new();
+    loop {
+        let (status, page) = srv
+            .get(
+                &format!("/_matrix/client/v1/rooms/{}/threads?limit=4{from}", room.id),
+                Some(&bob),
+            )
+            .await;
+        assert_eq!(status, 200, "{page}");
+        all.extend(
+            page["chunk"]
+                .as_array()
+                .expect("chunk")
+                .iter()
+                .map(|r| r["event_id"].clone()),
+        );
+        match page["next_batch"].as_str() {
+            Some(next) => from = format!("&from={next}"),
+            None => break,
+        }
+    }
+    assert_eq!(all.len(), 10, "{all:?}");
+    assert_eq!(all.last(), Some(&json!(hello)), "the oldest thread last");
     let page = srv
         .get(
             &format!(

@@ -11,9 +11,9 @@ use crate::{
 };
 
 /// Events read per step of a `/messages` page (more than asked, as some may be hidden).
-const PAGINATION_BATCH: usize = 50;
+pub(crate) const PAGINATION_BATCH: usize = 50;
 /// Most events one `/messages` request reads looking for ones the user may see.
-const MAX_PAGINATION_SCAN: usize = 1000;
+pub(crate) const MAX_PAGINATION_SCAN: usize = 1000;
 
 /// One page of `/messages`.
 #[derive(Debug)]

@@ -9,7 +9,10 @@ use serde_json::{Value, json};
 use super::Pdu;
 use crate::{
     http::error::{Error, Result},
-    service::Services,
+    service::{
+        Services,
+        timeline::{MAX_PAGINATION_SCAN, PAGINATION_BATCH},
+    },
     store::StoredEvent,
 };
 
@@ -195,38 +198,62 @@ impl Services {
             Some(token) => self.parse_position(token)?,
             None => upto.saturating_add(1),
         };
-        let batch = i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1);
-        let roots = self
-            .store
-            .thread_roots(
-                room_id.as_str(),
-                before.min(upto.saturating_add(1)),
-                batch.saturating_mul(4),
-            )
-            .await?;
-        let ids: Vec<String> = roots.iter().map(|(id, _)| id.clone()).collect();
-        let mut stored = self.store.events(&ids).await?;
-        stored.retain(|root| root.room_id == room_id.as_str() && root.stream_ordering <= upto);
-        let mut stored = self.visible_events(room_id, user_id, stored).await?;
-        let order: HashMap<&str, i64> = roots.iter().map(|(id, at)| (id.as_str(), *at)).collect();
-        stored.sort_by_key(|e| std::cmp::Reverse(order.get(e.event_id.as_str()).copied()));
-        if participated {
-            let replies = self.store.relations_of(&ids).await?;
-            stored.retain(|root| {
-                root.sender == user_id.as_str()
-                    || replies.iter().any(|r| {
-                        r.relates_to.as_deref() == Some(root.event_id.as_str())
-                            && r.sender == user_id.as_str()
-                    })
-            });
+        // Roots the user may not see (or, with `participated`, took no part in) are skipped;
+        // the page fills from further back, within the same scan bound as /messages.
+        let mut before = before.min(upto.saturating_add(1));
+        let mut found: Vec<(StoredEvent, i64)> = Vec::new();
+        let mut scanned = 0;
+        let mut exhausted = false;
+        while found.len() <= limit && scanned < MAX_PAGINATION_SCAN {
+            let roots = self
+                .store
+                .thread_roots(room_id.as_str(), before, PAGINATION_BATCH as i64)
+                .await?;
+            exhausted = roots.len() < PAGINATION_BATCH;
+            let Some((_, oldest)) = roots.last() else {
+                break;
+            };
+            before = *oldest;
+            scanned += roots.len();
+            let ids: Vec<String> = roots.iter().map(|(id, _)| id.clone()).collect();
+            let mut stored = self.store.events(&ids).await?;
+            stored.retain(|root| root.room_id == room_id.as_str() && root.stream_ordering <= upto);
+            let mut stored = self.visible_events(room_id, user_id, stored).await?;
+            if participated {
+                let replies = self.store.relations_of(&ids).await?;
+                stored.retain(|root| {
+                    root.sender == user_id.as_str()
+                        || replies.iter().any(|r| {
+                            r.relates_to.as_deref() == Some(root.event_id.as_str())
+                                && r.sender == user_id.as_str()
+                        })
+                });
+            }
+            let order: HashMap<&str, i64> =
+                roots.iter().map(|(id, at)| (id.as_str(), *at)).collect();
+            let mut page: Vec<(StoredEvent, i64)> = stored
+                .into_iter()
+                .filter_map(|root| {
+                    let at = order.get(root.event_id.as_str()).copied()?;
+                    Some((root, at))
+                })
+                .collect();
+            page.sort_by_key(|(_, at)| std::cmp::Reverse(*at));
+            found.extend(page);
+            if exhausted {
+                break;
+            }
         }
-        let more = stored.len() > limit;
-        stored.truncate(limit);
-        let next_batch = stored
-            .last()
-            .filter(|_| more)
-            .and_then(|last| order.get(last.event_id.as_str()))
-            .map(|at| format!("t{at}"));
+        let next_batch = if found.len() > limit {
+            found.truncate(limit);
+            found.last().map(|(_, at)| format!("t{at}"))
+        } else if !exhausted && scanned > 0 {
+            // The scan bound was reached first: the client goes on from where it stopped.
+            Some(format!("t{before}"))
+        } else {
+            None
+        };
+        let stored: Vec<StoredEvent> = found.into_iter().map(|(root, _)| root).collect();
         Ok(RelationsPage {
             chunk: self
                 .client_events(&stored, Some((user_id, device_id)), false)
