@@ -97,6 +97,10 @@ async fn history_visibility_is_decided_per_event(backend: Backend) {
     room.say(&alice, "one shared").await;
     room.set_visibility(&alice, "joined").await;
     let hidden = room.say(&alice, "two joined-only").await;
+    let (_, synced) = srv
+        .get("/_matrix/client/v3/sync?timeout=0", Some(&alice))
+        .await;
+    let at_hidden = synced["next_batch"].as_str().expect("token").to_owned();
     room.set_visibility(&alice, "invited").await;
     room.say(&alice, "three before the invite").await;
     let (status, answer) = srv
@@ -133,6 +137,21 @@ async fn history_visibility_is_decided_per_event(backend: Backend) {
         404,
         "M_NOT_FOUND",
     );
+    // The members as they were when Bob could not see the room: not his to read.
+    let members_at = |token: &str| room.path(&format!("members?at={token}"));
+    assert_error(
+        &srv.get(&members_at(&at_hidden), Some(&bob)).await,
+        403,
+        "M_FORBIDDEN",
+    );
+    let (status, members) = srv.get(&members_at(&at_hidden), Some(&alice)).await;
+    assert_eq!(status, 200, "{members}");
+    assert_eq!(
+        members["chunk"].as_array().map(Vec::len),
+        Some(1),
+        "Alice alone then"
+    );
+    assert_eq!(srv.get(&room.path("members"), Some(&bob)).await.0, 200);
     // From the hidden event's time, the nearest event Bob may see: later, and not hidden.
     let (_, hidden_event) = srv.get(&event(&hidden), Some(&alice)).await;
     let hidden_ts = hidden_event["origin_server_ts"].as_i64().expect("ts");

@@ -234,6 +234,9 @@ async fn members(
     let state = if position == i64::MAX {
         services.store.current_state(b.room_id.as_str()).await?
     } else {
+        services
+            .ensure_visible_at(&b.room_id, user, position)
+            .await?;
         services.state_at(&b.room_id, position).await?
     };
     let ids: Vec<String> = state

@@ -235,6 +235,31 @@ impl Services {
             .ok_or_else(not_found)?;
         Ok((stored, upto))
     }
+
+    /// 403 unless the user may see the room as it was at stream `position` — the last event
+    /// up to it — as Synapse decides for `/members?at=`.
+    pub async fn ensure_visible_at(
+        &self,
+        room_id: &RoomId,
+        user_id: &UserId,
+        position: i64,
+    ) -> Result<()> {
+        let last = self
+            .store
+            .room_events(room_id.as_str(), 0, position.saturating_add(1), false, 1)
+            .await?;
+        if last.is_empty()
+            || !self
+                .visible_events(room_id, user_id, last)
+                .await?
+                .is_empty()
+        {
+            return Ok(());
+        }
+        Err(Error::forbidden(format!(
+            "You may not see {room_id} as it was at that point"
+        )))
+    }
 }
 
 #[cfg(test)]
