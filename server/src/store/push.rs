@@ -298,7 +298,7 @@ impl Store {
              LEFT JOIN account_data a ON a.user_id = u.user_id AND a.room_id = '' \
              AND a.type = 'm.push_rules' \
              LEFT JOIN profiles p ON p.user_id = u.user_id \
-             WHERE u.user_id = $2 AND NOT EXISTS (SELECT 1 FROM memberships j \
+             WHERE u.user_id = $2 AND u.deactivated = 0 AND NOT EXISTS (SELECT 1 FROM memberships j \
              WHERE j.room_id = $1 AND j.user_id = u.user_id AND j.membership = 'join')",
         )
         .bind(room_id)
