@@ -89,6 +89,8 @@ pub struct Services {
     pub push_fetch: matrixon_chain::ens::Gateway,
     /// Push deliveries in flight.
     pub push_deliveries: Arc<tokio::sync::Semaphore>,
+    /// Parsed push rules of recent recipients.
+    pub rulesets: push::RulesetCache,
 }
 
 impl Services {
@@ -157,6 +159,7 @@ impl Services {
             previews: media::PreviewCache::default(),
             push_fetch,
             push_deliveries: Arc::new(tokio::sync::Semaphore::new(push::MAX_DELIVERIES)),
+            rulesets: push::RulesetCache::default(),
         })
     }
 
