@@ -34,9 +34,11 @@ until curl -sf "http://127.0.0.1:$port/health" >/dev/null 2>&1; do
 done
 load=(target/release/matrixon-load --server "http://127.0.0.1:$port" --metrics "http://127.0.0.1:$metrics_port/metrics")
 echo "backend: $backend, $(nproc) cores"
+# Idle first, on the fresh server: after the fan-out runs, the idle syncs would reuse the
+# memory those freed and the per-connection figure would read near zero.
+"${load[@]}" idle --connections "$idle" --users 100 --pid "$pid"
 "${load[@]}" send --rooms 1 --messages 2000 --concurrency 16
 "${load[@]}" send --rooms 100 --messages 2000 --concurrency 16
 for r in "${receivers[@]}"; do
   "${load[@]}" fanout --receivers "$r" --users 100 --messages 5 --pid "$pid"
 done
-"${load[@]}" idle --connections "$idle" --users 100 --pid "$pid"
