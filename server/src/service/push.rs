@@ -19,7 +19,10 @@ use ruma::{
 };
 use serde_json::{Value, json};
 
-use super::{Services, rooms::Pdu};
+use super::{
+    Services,
+    rooms::{EventDraft, Pdu},
+};
 use crate::{
     http::error::{Error, Result},
     store::{PushAction, PusherRow},
@@ -170,53 +173,69 @@ impl Services {
         )))
     }
 
-    /// Runs a new event through each recipient's push rules: the notifications to record
-    /// with it. Failures are logged: an event is never refused for its notifications.
-    pub async fn push_actions(&self, pdu: &Pdu, json: &str) -> Vec<PushAction> {
-        match self.push_actions_inner(pdu, json).await {
+    /// Runs an event about to be made through each recipient's push rules: the
+    /// notifications to record with it. Decided from the draft (type, content, sender, state
+    /// key — what rules look at), so not again each time the event is rebuilt on top of
+    /// another instance's. Failures are logged: an event is never refused for them.
+    pub async fn push_actions(
+        &self,
+        room_id: &RoomId,
+        sender: &UserId,
+        draft: &EventDraft,
+    ) -> Vec<PushAction> {
+        match self.push_actions_inner(room_id, sender, draft).await {
             Ok(notified) => notified,
             Err(error) => {
-                tracing::warn!(event_id = %pdu.event_id, %error, "push rules not evaluated");
+                tracing::warn!(%room_id, %sender, %error, "push rules not evaluated");
                 Vec::new()
             }
         }
     }
 
-    async fn push_actions_inner(&self, pdu: &Pdu, json: &str) -> Result<Vec<PushAction>> {
-        let room_id = &pdu.room_id;
+    async fn push_actions_inner(
+        &self,
+        room_id: &RoomId,
+        sender: &UserId,
+        draft: &EventDraft,
+    ) -> Result<Vec<PushAction>> {
+        let kind = draft.kind.to_string();
         // An invite notifies the invitee, who is not joined yet.
-        let invitee = (pdu.kind.to_string() == "m.room.member"
-            && pdu
-                .content_object()
-                .get("membership")
-                .and_then(Value::as_str)
-                == Some("invite"))
-        .then(|| pdu.state_key.clone())
+        let invitee = (kind == "m.room.member"
+            && draft.content.get("membership").and_then(Value::as_str) == Some("invite"))
+        .then(|| draft.state_key.clone())
         .flatten();
         let recipients = self
             .store
             .push_recipients(room_id.as_str(), invitee.as_deref())
             .await?;
         let mut notified = Vec::new();
-        if recipients.iter().all(|(u, ..)| u == pdu.sender.as_str()) {
+        if recipients.iter().all(|(u, ..)| u == sender.as_str()) {
             return Ok(notified);
         }
         // The invitee (when there is one) is listed too, but is not a member yet.
         let joined = recipients.iter().filter(|(.., joined)| *joined).count();
         let member_count = UInt::try_from(joined as u64).unwrap_or_default();
         let power_levels = self.push_power_levels(room_id).await?;
-        let raw: Raw<Value> = serde_json::from_str(json)
-            .map_err(|e| Error::Internal(anyhow::anyhow!("event JSON: {e}")))?;
+        let mut event = json!({
+            "type": kind,
+            "content": draft.content,
+            "sender": sender,
+            "room_id": room_id,
+        });
+        if let Some(state_key) = &draft.state_key {
+            event["state_key"] = json!(state_key);
+        }
+        let raw: Raw<Value> = Raw::new(&event).map_err(|e| Error::Internal(e.into()))?;
         for (user, rules, display_name, _) in recipients {
             let Ok(user_id) = UserId::parse(user.as_str()) else {
                 continue;
             };
-            if user_id == pdu.sender {
+            if user_id == sender {
                 continue;
             }
             let ruleset = self.rulesets.get(&user_id, rules.as_deref());
             let mut ctx = PushConditionRoomCtx::new(
-                room_id.clone(),
+                room_id.to_owned(),
                 member_count,
                 user_id.clone(),
                 display_name.unwrap_or_else(|| user_id.localpart().to_owned()),

@@ -22,7 +22,7 @@ use super::pdu::Pdu;
 use crate::{
     http::error::{Error, Result},
     service::Services,
-    store::{NewEvent, RoomRow},
+    store::{NewEvent, PushAction, RoomRow},
 };
 
 /// Largest PDU the spec allows.
@@ -141,6 +141,9 @@ impl Services {
         {
             return EventId::parse(existing).map_err(internal);
         }
+        // Recorded with the event, so that the sync that shows it shows its unread counts;
+        // decided once, before the room is read, so a retry is no slower than before.
+        let push_actions = self.push_actions(room_id, sender, &draft).await;
         for _ in 0..MAX_APPEND_ATTEMPTS {
             if let (Some(required), Some(target)) = (draft.target_must_be, &draft.state_key)
                 && let Ok(target) = UserId::parse(target.as_str())
@@ -155,7 +158,10 @@ impl Services {
                 .room(room_id.as_str())
                 .await?
                 .ok_or_else(|| Error::not_found("Unknown room"))?;
-            if let Some(event_id) = self.try_append(room_id, &room, sender, &draft, txn).await? {
+            if let Some(event_id) = self
+                .try_append(room_id, &room, sender, &draft, txn, &push_actions)
+                .await?
+            {
                 return Ok(event_id);
             }
             // Another instance appended to this room meanwhile: build on its event instead.
@@ -175,10 +181,11 @@ impl Services {
         sender: &UserId,
         draft: &EventDraft,
         txn: Option<(&DeviceId, &str)>,
+        push_actions: &[PushAction],
     ) -> Result<Option<OwnedEventId>> {
         let prepared = self.prepare(room_id, room, sender, draft).await?;
         prepared.authorize()?;
-        self.commit(prepared, room, txn).await
+        self.commit(prepared, room, txn, push_actions).await
     }
 
     /// Selects auth events, then hashes and signs the event on top of `room`'s state.
@@ -336,6 +343,7 @@ impl Services {
         prepared: Prepared,
         room: &RoomRow,
         txn: Option<(&DeviceId, &str)>,
+        push_actions: &[PushAction],
     ) -> Result<Option<OwnedEventId>> {
         let pdu = &prepared.pdu;
         // A redaction also prunes the stored target, per the room version's rules.
@@ -374,8 +382,6 @@ impl Services {
             relation = None;
         }
         let kind = pdu.kind.to_string();
-        // Recorded with the event, so that the sync that shows it shows its unread counts.
-        let push_actions = self.push_actions(pdu, &prepared.json).await;
         let appended = self
             .store
             .append_event(
@@ -395,7 +401,7 @@ impl Services {
                         .map(|(target, json)| (target.as_str(), json.as_str())),
                     txn: txn.map(|(device, txn_id)| (device.as_str(), txn_id)),
                     state_before: room.state_group,
-                    push_actions: &push_actions,
+                    push_actions,
                 },
                 &room.extremities,
             )
@@ -406,7 +412,7 @@ impl Services {
         let target = membership.and(pdu.state_key.as_deref());
         self.wake_room_for_event(&pdu.room_id, target, stream_ordering)
             .await?;
-        self.deliver_push(pdu, push_actions).await;
+        self.deliver_push(pdu, push_actions.to_vec()).await;
         if redacted_target.is_some() {
             // Redacting the gate event empties it: the room is no longer gated.
             self.gate_redacted(&pdu.room_id).await?;

@@ -107,7 +107,7 @@ impl Services {
             self.store
                 .insert_room(room_id.as_str(), &version, creator.as_str(), self.now_ms())
                 .await?;
-            self.commit(prepared, &empty, None).await?;
+            self.commit(prepared, &empty, None, &[]).await?;
             room_id
         } else {
             let room_id = RoomId::parse(format!(
