@@ -256,7 +256,7 @@ impl Services {
 
     /// Pushes an appended event's notifications to the recipients' gateways, after the send
     /// returns (gateways are slow). Failures are logged.
-    pub async fn deliver_push(&self, pdu: &Pdu, notified: Vec<PushAction>) {
+    pub async fn deliver_push(&self, pdu: &Pdu, notified: &[PushAction]) {
         if notified.is_empty() {
             return;
         }
@@ -272,7 +272,7 @@ impl Services {
             gateway: self.push_fetch.clone(),
             deliveries: self.push_deliveries.clone(),
         };
-        tokio::spawn(push_to_gateways(ctx, notification, notified));
+        tokio::spawn(push_to_gateways(ctx, notification, notified.to_vec()));
     }
 
     /// The Push Gateway API `notification` object, without the per-recipient parts.

@@ -208,7 +208,8 @@ impl Services {
         backward: bool,
         limit: u64,
     ) -> Result<Page> {
-        let Some(upto) = self.visible_upto(room_id, user_id).await? else {
+        let mut reader = self.reader(room_id, user_id).await?;
+        let Some(upto) = reader.upto().await? else {
             return Err(Error::forbidden(format!(
                 "You are not a member of {room_id}"
             )));
@@ -262,7 +263,7 @@ impl Services {
             if let Some(last) = page.last() {
                 cursor = next_cursor(last);
             }
-            let mut visible = self.visible_events(room_id, user_id, page).await?;
+            let mut visible = reader.visible(page).await?;
             if visible.len() > want {
                 // The page holds more than the client asked for: continue after the last one
                 // returned.
@@ -309,7 +310,8 @@ impl Services {
         event_id: &EventId,
         limit: u64,
     ) -> Result<Context> {
-        let (stored, upto) = self.visible_event(room_id, user_id, event_id).await?;
+        let mut reader = self.reader(room_id, user_id).await?;
+        let (stored, upto) = reader.event(event_id).await?;
         let half = i64::try_from(limit / 2).unwrap_or(0);
         let before_events = self
             .store
@@ -325,8 +327,8 @@ impl Services {
                 i64::try_from(limit).unwrap_or(0).saturating_sub(half),
             )
             .await?;
-        let before_events = self.visible_events(room_id, user_id, before_events).await?;
-        let after_events = self.visible_events(room_id, user_id, after_events).await?;
+        let before_events = reader.visible(before_events).await?;
+        let after_events = reader.visible(after_events).await?;
         let start = token(
             before_events
                 .last()
@@ -367,8 +369,9 @@ impl Services {
         ts: i64,
         forward: bool,
     ) -> Result<(String, i64)> {
-        let upto = self
-            .visible_upto(room_id, user_id)
+        let mut reader = self.reader(room_id, user_id).await?;
+        let upto = reader
+            .upto()
             .await?
             .ok_or_else(|| Error::forbidden(format!("You are not a member of {room_id}")))?;
         // The nearest events may be ones the user cannot see: the nearest they can, within
@@ -386,12 +389,7 @@ impl Services {
                 )
                 .await?;
             let fetched = batch.len();
-            if let Some(event) = self
-                .visible_events(room_id, user_id, batch)
-                .await?
-                .into_iter()
-                .next()
-            {
+            if let Some(event) = reader.visible(batch).await?.into_iter().next() {
                 return Ok((event.event_id, event.origin_server_ts));
             }
             if fetched < PAGINATION_BATCH {

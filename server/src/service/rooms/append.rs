@@ -412,7 +412,7 @@ impl Services {
         let target = membership.and(pdu.state_key.as_deref());
         self.wake_room_for_event(&pdu.room_id, target, stream_ordering)
             .await?;
-        self.deliver_push(pdu, push_actions.to_vec()).await;
+        self.deliver_push(pdu, push_actions).await;
         if redacted_target.is_some() {
             // Redacting the gate event empties it: the room is no longer gated.
             self.gate_redacted(&pdu.room_id).await?;

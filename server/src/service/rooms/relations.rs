@@ -190,8 +190,9 @@ impl Services {
         from: Option<&str>,
         limit: usize,
     ) -> Result<RelationsPage> {
-        let upto = self
-            .visible_upto(room_id, user_id)
+        let mut reader = self.reader(room_id, user_id).await?;
+        let upto = reader
+            .upto()
             .await?
             .ok_or_else(|| Error::forbidden(format!("You are not a member of {room_id}")))?;
         let before = match from {
@@ -218,7 +219,7 @@ impl Services {
             let ids: Vec<String> = roots.iter().map(|(id, _)| id.clone()).collect();
             let mut stored = self.store.events(&ids).await?;
             stored.retain(|root| root.room_id == room_id.as_str() && root.stream_ordering <= upto);
-            let mut stored = self.visible_events(room_id, user_id, stored).await?;
+            let mut stored = reader.visible(stored).await?;
             if participated {
                 let replies = self.store.relations_of(&ids).await?;
                 stored.retain(|root| {

@@ -7,7 +7,7 @@ use super::Pdu;
 use crate::{
     http::error::{Error, Result},
     service::Services,
-    store::StoredEvent,
+    store::{MembershipRow, StoredEvent},
 };
 
 const HISTORY_VISIBILITY: &str = "m.room.history_visibility";
@@ -108,27 +108,54 @@ fn content_str(event: &StoredEvent, field: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// One user's reading of one room, read from the store once and reused for every batch of
+/// events a request looks at (a page of `/messages` may look at twenty).
+pub struct Reader<'a> {
+    services: &'a Services,
+    room_id: &'a RoomId,
+    user_id: &'a UserId,
+    row: Option<MembershipRow>,
+    /// Read on first need: a member reading what came after their join never needs it.
+    history: Option<History>,
+}
+
 impl Services {
-    /// The highest stream position a user may read in a room: everything while joined, up
-    /// to the end of their last membership afterwards, everything in a `world_readable`
-    /// room; `None` when they may read nothing. Which events below it they see is decided
-    /// per event by [`Services::visible_events`].
-    pub async fn visible_upto(&self, room_id: &RoomId, user_id: &UserId) -> Result<Option<i64>> {
+    /// What `user_id`'s reading of `room_id` rests on, for [`Reader::upto`] and
+    /// [`Reader::visible`].
+    pub async fn reader<'a>(
+        &'a self,
+        room_id: &'a RoomId,
+        user_id: &'a UserId,
+    ) -> Result<Reader<'a>> {
         let row = self
             .store
             .membership_row(room_id.as_str(), user_id.as_str())
             .await?;
-        if let Some(row) = &row {
-            if row.membership == "join" {
-                return Ok(Some(i64::MAX));
-            }
-            if row.ever_joined
-                && let Some(until) = self.reading_history(room_id, user_id).await?.joined_until()
-            {
-                return Ok(Some(until));
-            }
+        Ok(Reader {
+            services: self,
+            room_id,
+            user_id,
+            row,
+            history: None,
+        })
+    }
+
+    /// [`Reader::upto`] for one question.
+    pub async fn visible_upto(&self, room_id: &RoomId, user_id: &UserId) -> Result<Option<i64>> {
+        self.reader(room_id, user_id).await?.upto().await
+    }
+
+    /// [`Reader::visible`] for one question.
+    pub async fn visible_events(
+        &self,
+        room_id: &RoomId,
+        user_id: &UserId,
+        events: Vec<StoredEvent>,
+    ) -> Result<Vec<StoredEvent>> {
+        if events.is_empty() {
+            return Ok(events);
         }
-        Ok((self.current_visibility(room_id).await? == "world_readable").then_some(i64::MAX))
+        self.reader(room_id, user_id).await?.visible(events).await
     }
 
     /// The room's history visibility now.
@@ -165,30 +192,43 @@ impl Services {
             memberships,
         })
     }
+}
 
-    /// The events (all of `room_id`) that `user_id` may see, in their order.
-    pub async fn visible_events(
-        &self,
-        room_id: &RoomId,
-        user_id: &UserId,
-        mut events: Vec<StoredEvent>,
-    ) -> Result<Vec<StoredEvent>> {
+impl Reader<'_> {
+    /// The highest stream position a user may read in a room: everything while joined, up
+    /// to the end of their last membership afterwards, everything in a `world_readable`
+    /// room; `None` when they may read nothing. Which events below it they see is decided
+    /// per event by [`Reader::visible`].
+    pub async fn upto(&mut self) -> Result<Option<i64>> {
+        if let Some(row) = &self.row {
+            if row.membership == "join" {
+                return Ok(Some(i64::MAX));
+            }
+            if row.ever_joined
+                && let Some(until) = self.history().await?.joined_until()
+            {
+                return Ok(Some(until));
+            }
+        }
+        let visibility = self.services.current_visibility(self.room_id).await?;
+        Ok((visibility == "world_readable").then_some(i64::MAX))
+    }
+
+    /// The events (all of the room) that the user may see, in their order.
+    pub async fn visible(&mut self, mut events: Vec<StoredEvent>) -> Result<Vec<StoredEvent>> {
         if events.is_empty() {
             return Ok(events);
         }
-        let row = self
-            .store
-            .membership_row(room_id.as_str(), user_id.as_str())
-            .await?;
         // Joined now and every event at or after the join: all visible, nothing to look up
         // (the usual case of a member reading new messages).
-        if let Some(row) = &row
+        if let Some(row) = &self.row
             && row.membership == "join"
             && events.iter().all(|e| e.stream_ordering >= row.since)
         {
             return Ok(events);
         }
-        let history = self.reading_history(room_id, user_id).await?;
+        let user_id = self.user_id;
+        let history = self.history().await?;
         events.retain(|event| {
             let own_key = |kind: &str, key: &str| {
                 event.kind == kind && event.state_key.as_deref() == Some(key)
@@ -211,29 +251,47 @@ impl Services {
 
     /// An event of the room that the user may see, and the position they may read up to;
     /// 404 `M_NOT_FOUND` otherwise (as if it did not exist).
+    pub async fn event(&mut self, event_id: &EventId) -> Result<(StoredEvent, i64)> {
+        let not_found = || Error::not_found("No such event in this room");
+        let upto = self.upto().await?.ok_or_else(not_found)?;
+        let stored = self
+            .services
+            .store
+            .event(event_id.as_str())
+            .await?
+            .filter(|e| e.room_id == self.room_id.as_str() && e.stream_ordering <= upto)
+            .ok_or_else(not_found)?;
+        let stored = self
+            .visible(vec![stored])
+            .await?
+            .pop()
+            .ok_or_else(not_found)?;
+        Ok((stored, upto))
+    }
+
+    async fn history(&mut self) -> Result<&History> {
+        let history = match self.history.take() {
+            Some(history) => history,
+            None => {
+                self.services
+                    .reading_history(self.room_id, self.user_id)
+                    .await?
+            }
+        };
+        Ok(self.history.insert(history))
+    }
+}
+
+impl Services {
+    /// An event of the room that the user may see, and the position they may read up to;
+    /// 404 `M_NOT_FOUND` otherwise (as if it did not exist).
     pub async fn visible_event(
         &self,
         room_id: &RoomId,
         user_id: &UserId,
         event_id: &EventId,
     ) -> Result<(StoredEvent, i64)> {
-        let not_found = || Error::not_found("No such event in this room");
-        let upto = self
-            .visible_upto(room_id, user_id)
-            .await?
-            .ok_or_else(not_found)?;
-        let stored = self
-            .store
-            .event(event_id.as_str())
-            .await?
-            .filter(|e| e.room_id == room_id.as_str() && e.stream_ordering <= upto)
-            .ok_or_else(not_found)?;
-        let stored = self
-            .visible_events(room_id, user_id, vec![stored])
-            .await?
-            .pop()
-            .ok_or_else(not_found)?;
-        Ok((stored, upto))
+        self.reader(room_id, user_id).await?.event(event_id).await
     }
 
     /// 403 unless the user may see the room as it was at stream `position` — the last event
