@@ -73,6 +73,10 @@ impl Server {
             services.clone(),
             stopped.clone(),
         ));
+        tasks.spawn(crate::service::housekeeping::run_background(
+            services.clone(),
+            stopped.clone(),
+        ));
         let metrics_addr = match services.config.metrics.listen {
             Some(addr) => {
                 let listener = TcpListener::bind(addr)

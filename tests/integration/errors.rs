@@ -239,6 +239,8 @@ async fn rate_limits_answer_429(backend: Backend) {
         c.rate_limits.login_per_account.per_second = 0.1;
         c.rate_limits.register_per_ip.burst = 4;
         c.rate_limits.register_per_ip.per_second = 0.001;
+        c.rate_limits.lookups_per_user.burst = 2;
+        c.rate_limits.lookups_per_user.per_second = 0.001;
     })
     .await;
     srv.register("olga", "olga password").await; // two register requests
@@ -259,11 +261,11 @@ async fn rate_limits_answer_429(backend: Backend) {
         .expect("retry_after_ms");
     assert!((1..=10_000).contains(&retry), "{retry}");
     // Another account is not affected.
-    srv.register("pete", "pete password").await;
+    let pete = srv.register("pete", "pete password").await;
     srv.login("pete", "pete password").await;
     // After the wait, olga may try again.
     srv.clock.advance(Duration::from_millis(retry));
-    srv.login("olga", "olga password").await;
+    let olga = srv.login("olga", "olga password").await;
 
     // Registration per address: 4 requests were allowed, the next is refused.
     let reg = srv
@@ -274,5 +276,27 @@ async fn rate_limits_answer_429(backend: Backend) {
         )
         .await;
     assert_error(&reg, 429, "M_LIMIT_EXCEEDED");
+
+    // Lookups that may reach a chain or another server, per user: two are allowed, whatever
+    // they ask; the third waits, for that user only.
+    let pete = pete["access_token"].as_str().expect("token");
+    let resolve =
+        "/_matrix/client/unstable/io.matrixon/resolve/0x00000000000000000000000000000000000000aa";
+    let did = "/_matrix/client/unstable/io.matrixon/did/did:pkh:eip155:1:0x00000000000000000000000000000000000000aa";
+    for path in [resolve, did] {
+        let (status, body) = srv.get(path, Some(pete)).await;
+        assert_ne!(status, 429, "{path}: {body}");
+    }
+    let check = "/_matrix/client/unstable/io.matrixon/gate/check";
+    let rule = json!({"rule": {"allowlist": ["0x00000000000000000000000000000000000000aa"]}, "address": "0x00000000000000000000000000000000000000aa"});
+    assert_error(
+        &srv.post_json(check, Some(pete), &rule).await,
+        429,
+        "M_LIMIT_EXCEEDED",
+    );
+    assert_error(&srv.get(resolve, Some(pete)).await, 429, "M_LIMIT_EXCEEDED");
+    let olga = olga["access_token"].as_str().expect("token");
+    let (status, body) = srv.get(resolve, Some(olga)).await;
+    assert_ne!(status, 429, "{body}");
     srv.finish().await;
 }

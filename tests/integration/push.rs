@@ -19,6 +19,7 @@ both_backends!(
     push_gateway_gets_mentions_with_counts_until_rules_say_no,
     pushers_and_rules_refuse_bad_input,
     unread_counts_never_lag_the_timeline,
+    old_notifications_go_unless_they_still_count,
 );
 
 /// What the gateway saw, and how it answers: fail the first `failures` requests with 500,
@@ -573,5 +574,92 @@ async fn unread_counts_never_lag_the_timeline(backend: Backend) {
         sender.await.expect("sender");
     }
     assert_eq!(count, [EACH as u64; 2], "every message counted once shown");
+    srv.finish().await;
+}
+
+/// Notifications older than the retention go when read, or when their user left the room;
+/// unread ones stay (they are the unread counts), and nothing recent goes.
+async fn old_notifications_go_unless_they_still_count(backend: Backend) {
+    let srv = TestServer::start(&backend).await;
+    let services = &srv.server.as_ref().expect("running").services;
+    let alice = token(&srv.register("alice", "prune password").await);
+    let bob = token(&srv.register("bob", "prune password").await);
+    let carol = token(&srv.register("carol", "prune password").await);
+    let dave = token(&srv.register("dave", "prune password").await);
+    let (_, room) = srv
+        .post_json(
+            "/_matrix/client/v3/createRoom",
+            Some(&alice),
+            &json!({"preset": "public_chat"}),
+        )
+        .await;
+    let room = room["room_id"].as_str().expect("room").to_owned();
+    for who in [&bob, &carol, &dave] {
+        let joined = srv
+            .post_json(
+                &format!("/_matrix/client/v3/join/{room}"),
+                Some(who),
+                &json!({}),
+            )
+            .await;
+        assert_eq!(joined.0, 200, "{}", joined.1);
+    }
+    let mut sent = Vec::new();
+    for i in 0..3 {
+        let body = json!({"msgtype": "m.text", "body": format!("news {i}")});
+        sent.push(send(&srv, &alice, &room, &format!("p{i}"), body).await);
+    }
+    // Bob reads the first two; Carol reads nothing; Dave leaves.
+    let (status, body) = srv
+        .post_json(
+            &format!("/_matrix/client/v3/rooms/{room}/receipt/m.read/{}", sent[1]),
+            Some(&bob),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let left = srv
+        .post_json(
+            &format!("/_matrix/client/v3/rooms/{room}/leave"),
+            Some(&dave),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(left.0, 200);
+    let listed = |token: String| {
+        let srv = &srv;
+        async move {
+            let (status, body) = srv
+                .get("/_matrix/client/v3/notifications", Some(&token))
+                .await;
+            assert_eq!(status, 200, "{body}");
+            body["notifications"]
+                .as_array()
+                .expect("list")
+                .iter()
+                .map(|n| n["event"]["event_id"].as_str().expect("id").to_owned())
+                .collect::<Vec<_>>()
+        }
+    };
+    let all: Vec<String> = sent.iter().rev().cloned().collect();
+    assert_eq!(listed(bob.clone()).await, all);
+    assert_eq!(listed(dave.clone()).await, all);
+
+    // Nothing is old yet.
+    assert_eq!(services.prune_notifications().await.expect("prune"), 0);
+    assert_eq!(listed(bob.clone()).await, all);
+
+    srv.clock.advance(Duration::from_secs(31 * 24 * 3600));
+    assert_eq!(
+        services.prune_notifications().await.expect("prune"),
+        5,
+        "Bob's two read ones and Dave's three"
+    );
+    assert_eq!(listed(bob.clone()).await, vec![sent[2].clone()]);
+    assert!(listed(dave.clone()).await.is_empty());
+    assert_eq!(listed(carol.clone()).await, all, "unread: kept");
+    assert_eq!(counts(&srv, &bob, &room).await.0, 1);
+    assert_eq!(counts(&srv, &carol, &room).await.0, 3);
+    assert_eq!(services.prune_notifications().await.expect("prune"), 0);
     srv.finish().await;
 }

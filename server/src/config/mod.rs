@@ -272,6 +272,8 @@ pub struct RateLimitsConfig {
     pub login_per_account: Bucket,
     /// Registration attempts per IP.
     pub register_per_ip: Bucket,
+    /// Name, DID and gate lookups per user: each may cost provider calls.
+    pub lookups_per_user: Bucket,
 }
 
 /// One token bucket's shape.
@@ -445,6 +447,10 @@ impl Config {
             (
                 "rate_limits.register_per_ip",
                 self.rate_limits.register_per_ip,
+            ),
+            (
+                "rate_limits.lookups_per_user",
+                self.rate_limits.lookups_per_user,
             ),
         ] {
             if !(bucket.per_second.is_finite() && bucket.per_second > 0.0) || bucket.burst == 0 {

@@ -20,6 +20,7 @@ use super::{
     h2c,
     request::{self, Head, Refusal},
     response::{self, Asked},
+    stall::StallLimit,
 };
 
 /// How long a kept-alive connection may sit between requests (longer than the 90 s clients
@@ -91,7 +92,7 @@ pub async fn serve(
             }
             Ok(None) => return,
             Err(refusal) => {
-                if response::refuse(&mut connection.stream, &refusal)
+                if response::refuse(&mut StallLimit::new(&mut connection.stream), &refusal)
                     .await
                     .is_ok()
                 {
@@ -194,7 +195,7 @@ impl Connection {
         // it is skipped, so that the connection can carry the next request.
         while let Ok(Step::Data(_)) = framing.decode(&mut self.buf) {}
         asked.keep_alive = asked.keep_alive && framing.is_done() && !*stop.borrow();
-        response::write(&mut self.stream, response, asked).await
+        response::write(&mut StallLimit::new(&mut self.stream), response, asked).await
     }
 
     /// Waits for the handler while feeding it the body, then watching for the client leaving
@@ -252,8 +253,7 @@ impl Connection {
                 return Reading::BodyStopped;
             }
             *wanted = None;
-            if self
-                .stream
+            if StallLimit::new(&mut self.stream)
                 .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
                 .await
                 .is_err()

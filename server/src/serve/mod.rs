@@ -7,6 +7,7 @@ mod connection;
 mod h2c;
 mod request;
 mod response;
+mod stall;
 
 use std::time::Duration;
 

@@ -6,6 +6,7 @@ pub mod backup;
 pub mod directory;
 pub mod ephemeral;
 pub mod gate;
+pub mod housekeeping;
 pub mod keys;
 pub mod media;
 pub mod names;

@@ -13,6 +13,8 @@ pub enum Limit {
     LoginPerAccount,
     /// Registration attempts from one address.
     RegisterPerIp,
+    /// Requests by one user that may reach a JSON-RPC provider or another web server.
+    LookupsPerUser,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -45,6 +47,7 @@ impl RateLimiter {
             Limit::LoginPerIp => self.config.login_per_ip,
             Limit::LoginPerAccount => self.config.login_per_account,
             Limit::RegisterPerIp => self.config.register_per_ip,
+            Limit::LookupsPerUser => self.config.lookups_per_user,
         }
     }
 
@@ -96,6 +99,7 @@ mod tests {
             login_per_ip: bucket,
             login_per_account: bucket,
             register_per_ip: bucket,
+            lookups_per_user: bucket,
         })
     }
 

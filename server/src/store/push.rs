@@ -207,6 +207,23 @@ impl Store {
             .collect()
     }
 
+    /// Deletes up to `limit` notifications older than `before_ts` that no count needs any
+    /// more: read ones, and those of users no longer joined to the room; how many went.
+    pub async fn prune_push_actions(&self, before_ts: i64, limit: i64) -> Result<u64, sqlx::Error> {
+        let done = sqlx::query(&format!(
+            "DELETE FROM event_push_actions WHERE (user_id, event_id) IN ( \
+             SELECT a.user_id, a.event_id FROM event_push_actions a WHERE a.ts < $1 \
+             AND (a.stream_ordering <= {READ_UPTO} OR NOT EXISTS (SELECT 1 FROM memberships j \
+             WHERE j.room_id = a.room_id AND j.user_id = a.user_id AND j.membership = 'join')) \
+             LIMIT $2)"
+        ))
+        .bind(before_ts)
+        .bind(limit)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
     /// How many pushers a user has.
     pub async fn pusher_count(&self, user_id: &str) -> Result<i64, sqlx::Error> {
         sqlx::query_scalar("SELECT COUNT(*) FROM pushers WHERE user_id = $1")

@@ -17,7 +17,7 @@ use crate::{
         error::{Error, Result},
         ruma::{json_body, query_params},
     },
-    service::{Services, gate::CheckRequest},
+    service::{Limit, Services, gate::CheckRequest},
 };
 
 /// # `POST /_matrix/client/unstable/io.matrixon/gate/check`
@@ -26,6 +26,7 @@ pub async fn check(
     Authenticated(session): Authenticated,
     request: Request,
 ) -> Result<Json<Value>> {
+    services.rate_limit(Limit::LookupsPerUser, session.user_id.as_str())?;
     let (parts, body) = request.into_parts();
     let body: CheckRequest = json_body(&parts, body, services.config.max_request_bytes).await?;
     Ok(Json(services.gate_check(&session.user_id, body).await?))

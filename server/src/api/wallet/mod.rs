@@ -65,9 +65,10 @@ pub fn routes() -> Router<Arc<Services>> {
 /// An ENS name, a 0x address, a CAIP-10 account or a DID to the Matrix user behind it.
 async fn resolve(
     State(services): State<Arc<Services>>,
-    Authenticated(_): Authenticated,
+    Authenticated(session): Authenticated,
     Path(identifier): Path<String>,
 ) -> Result<Json<Value>> {
+    services.rate_limit(Limit::LookupsPerUser, session.user_id.as_str())?;
     Ok(Json(services.resolve_identifier(&identifier).await?))
 }
 
@@ -91,6 +92,7 @@ async fn invite(
 ) -> Result<Json<Value>> {
     let room_id = ruma::RoomId::parse(&room_id)
         .map_err(|_| Error::invalid_param(format!("{room_id} is not a room ID")))?;
+    services.rate_limit(Limit::LookupsPerUser, session.user_id.as_str())?;
     let (parts, body) = request.into_parts();
     let body: InviteBody = json_body(&parts, body, services.config.max_request_bytes).await?;
     let user_id = services
@@ -120,9 +122,10 @@ async fn did_document(
 /// or did:web.
 async fn any_did_document(
     State(services): State<Arc<Services>>,
-    Authenticated(_): Authenticated,
+    Authenticated(session): Authenticated,
     Path(did): Path<String>,
 ) -> Result<Json<Value>> {
+    services.rate_limit(Limit::LookupsPerUser, session.user_id.as_str())?;
     Ok(Json(services.any_did_document(&did).await?))
 }
 
