@@ -2,6 +2,7 @@
 # Benchmarks of the rooms-and-sync issue, against a release server started here:
 #   idle long-polls (memory per waiting connection), fan-out latency, send throughput.
 # Usage: scripts/bench-sync.sh [sqlite|postgres] [idle connections] [fan-out receivers...]
+#   BENCH_MEMBERS="1000 10000" sets the sizes of the large-room send runs (default 1000).
 #   postgres uses BENCH_POSTGRES_URL (not MATRIXON_…: the server refuses unknown MATRIXON_ keys) (default postgres://postgres@127.0.0.1:5432/test,
 #   whose tables are dropped first: use a scratch database).
 set -euo pipefail
@@ -39,6 +40,9 @@ echo "backend: $backend, $(nproc) cores"
 "${load[@]}" idle --connections "$idle" --users 100 --pid "$pid"
 "${load[@]}" send --rooms 1 --messages 2000 --concurrency 16
 "${load[@]}" send --rooms 100 --messages 2000 --concurrency 16
+for m in ${BENCH_MEMBERS:-1000}; do
+  "${load[@]}" send --rooms 1 --messages 500 --concurrency 16 --members "$m"
+done
 for r in "${receivers[@]}"; do
   "${load[@]}" fanout --receivers "$r" --users 100 --messages 5 --pid "$pid"
 done

@@ -4,7 +4,8 @@
 //! - `idle`: N long-polling `/sync` requests held open at once; the server's RSS before and
 //!   with them, and the memory per waiting connection.
 //! - `fanout`: one sender, R receivers long-polling in one room; send-to-receive latency.
-//! - `send`: `PUT /send` throughput into one room or spread over many, with latency.
+//! - `send`: `PUT /send` throughput into one room or spread over many, with latency; with
+//!   `--members`, into rooms that many other users have joined.
 //!
 //! Users are registered through the shared-secret admin API (`registration.shared_secret`).
 
@@ -83,6 +84,10 @@ enum Command {
         /// Concurrent senders.
         #[arg(long, default_value_t = 16)]
         concurrency: usize,
+        /// Other users joined to every room (each send runs their push rules and records
+        /// their notifications).
+        #[arg(long, default_value_t = 0)]
+        members: usize,
     },
 }
 
@@ -397,18 +402,48 @@ async fn fanout(
     Ok(())
 }
 
-async fn send(load: Arc<Load>, rooms: usize, messages: usize, concurrency: usize) -> Result<()> {
+async fn send(
+    load: Arc<Load>,
+    rooms: usize,
+    messages: usize,
+    concurrency: usize,
+    members: usize,
+) -> Result<()> {
     let sender = load.users("sender", 1).await?.remove(0);
+    let preset = if members > 0 {
+        "public_chat"
+    } else {
+        "private_chat"
+    };
     let mut room_ids = Vec::new();
     for _ in 0..rooms.max(1) {
         let room: Value = load
             .post(
                 &sender,
                 "/_matrix/client/v3/createRoom",
-                json!({"preset": "private_chat"}),
+                json!({"preset": preset}),
             )
             .await?;
         room_ids.push(room["room_id"].as_str().context("room")?.to_owned());
+    }
+    if members > 0 {
+        let tokens = load.users("member", members).await?;
+        let mut set = JoinSet::new();
+        for token in tokens {
+            for room in &room_ids {
+                let (load, token) = (load.clone(), token.clone());
+                let path = format!("/_matrix/client/v3/join/{room}");
+                set.spawn(async move { load.post(&token, &path, json!({})).await.map(drop) });
+                if set.len() >= 8
+                    && let Some(done) = set.join_next().await
+                {
+                    done??;
+                }
+            }
+        }
+        while let Some(done) = set.join_next().await {
+            done??;
+        }
     }
     let room_ids = Arc::new(room_ids);
     let started = Instant::now();
@@ -450,9 +485,10 @@ async fn send(load: Arc<Load>, rooms: usize, messages: usize, concurrency: usize
     }
     let elapsed = started.elapsed();
     println!(
-        "send: {} messages into {} room(s), {} concurrent: {:.0} messages/s",
+        "send: {} messages into {} room(s) of {} members, {} concurrent: {:.0} messages/s",
         latencies.len(),
         room_ids.len(),
+        members + 1,
         concurrency,
         latencies.len() as f64 / elapsed.as_secs_f64()
     );
@@ -501,6 +537,7 @@ async fn main() -> Result<()> {
             rooms,
             messages,
             concurrency,
-        } => send(load, rooms, messages, concurrency).await,
+            members,
+        } => send(load, rooms, messages, concurrency, members).await,
     }
 }

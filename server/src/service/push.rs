@@ -387,14 +387,18 @@ struct PushContext {
 /// Pushes one event's notifications to the recipients' pushers: their unread badge, the
 /// rule's tweaks, one delivery at a time per recipient, a bounded number at once overall.
 async fn push_to_gateways(ctx: PushContext, base: Value, notified: Vec<PushAction>) {
+    let users: Vec<&str> = notified.iter().map(|a| a.user_id.as_str()).collect();
+    let mut pushers = match ctx.store.pushers_of(&users).await {
+        Ok(pushers) => pushers,
+        Err(error) => {
+            tracing::warn!(%error, "pushers not read");
+            return;
+        }
+    };
     for action in notified {
-        let pushers = match ctx.store.pushers(&action.user_id).await {
-            Ok(pushers) if !pushers.is_empty() => pushers,
-            Ok(_) => continue,
-            Err(error) => {
-                tracing::warn!(%error, "pushers not read");
-                continue;
-            }
+        // Most members have no pusher (a web client, say): they cost nothing more here.
+        let Some(pushers) = pushers.remove(&action.user_id) else {
+            continue;
         };
         let unread = ctx.store.total_unread(&action.user_id).await.unwrap_or(0);
         let mut notification = base.clone();
