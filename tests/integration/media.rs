@@ -445,6 +445,34 @@ async fn asynchronous_uploads_and_limits(backend: Backend) {
     )
     .await;
     assert_eq!(anonymous.status, 401);
+
+    // At most ten reservations wait at once per user, however many are asked for at once.
+    let asked = (0..25).map(|_| {
+        call(
+            &srv,
+            reqwest::Method::POST,
+            "/_matrix/media/v1/create",
+            Some(&bob),
+            None,
+        )
+    });
+    let answers = futures_util::future::join_all(asked).await;
+    let made = answers.iter().filter(|a| a.status == 200).count();
+    assert_eq!(made, 10, "reservations made of 25 asked at once");
+    for refused in answers.iter().filter(|a| a.status != 200) {
+        assert_eq!(refused.status, 429);
+        assert_eq!(refused.json()["errcode"], "M_LIMIT_EXCEEDED");
+    }
+    // Each user has their own ten.
+    let alice_more = call(
+        &srv,
+        reqwest::Method::POST,
+        "/_matrix/media/v1/create",
+        Some(&alice),
+        None,
+    )
+    .await;
+    assert_eq!(alice_more.status, 200);
     srv.finish().await;
 }
 

@@ -37,23 +37,14 @@ impl Services {
 /// Runs the clean-up shortly after start and then hourly, until the server stops.
 pub async fn run_background(
     services: Arc<Services>,
-    mut stopped: watch::Receiver<bool>,
+    stopped: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    let mut tick =
-        tokio::time::interval_at(tokio::time::Instant::now() + Duration::from_secs(60), EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            changed = stopped.changed() => {
-                if changed.is_err() || *stopped.borrow() {
-                    return Ok(());
-                }
-            }
-            _ = tick.tick() => match services.prune_notifications().await {
-                Ok(0) => {}
-                Ok(pruned) => tracing::info!(pruned, "old notifications pruned"),
-                Err(e) => tracing::warn!(error = %e, "pruning old notifications failed"),
-            },
+    super::periodic::every(Duration::from_secs(60), EVERY, stopped, || async {
+        match services.prune_notifications().await {
+            Ok(0) => {}
+            Ok(pruned) => tracing::info!(pruned, "old notifications pruned"),
+            Err(e) => tracing::warn!(error = %e, "pruning old notifications failed"),
         }
-    }
+    })
+    .await
 }

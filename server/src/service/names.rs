@@ -98,24 +98,15 @@ impl NameCache {
 /// slow lookups never hold up gate re-checks).
 pub async fn run_background(
     services: std::sync::Arc<Services>,
-    mut stopped: tokio::sync::watch::Receiver<bool>,
+    stopped: tokio::sync::watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    let mut tick = tokio::time::interval(Duration::from_secs(60));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            changed = stopped.changed() => {
-                if changed.is_err() || *stopped.borrow() {
-                    return Ok(());
-                }
-            }
-            _ = tick.tick() => {
-                if let Err(e) = services.refresh_due_ens_profiles().await {
-                    tracing::warn!(error = %e, "refreshing ENS display names failed");
-                }
-            }
+    // The first batch at start: names due while the server was down.
+    super::periodic::every(Duration::ZERO, Duration::from_secs(60), stopped, || async {
+        if let Err(e) = services.refresh_due_ens_profiles().await {
+            tracing::warn!(error = %e, "refreshing ENS display names failed");
         }
-    }
+    })
+    .await
 }
 
 /// The fetch policy for gateways and did:web, from the configuration.

@@ -2,7 +2,7 @@
 
 use sqlx::Row;
 
-use super::Store;
+use super::{Backend, Store};
 
 /// One media item.
 #[derive(Clone, Debug)]
@@ -93,20 +93,41 @@ impl Store {
         .transpose()
     }
 
-    /// Asynchronous uploads a user has pending (not expired).
-    pub async fn pending_media_count(
+    /// Reserves a media ID for a later upload unless `uploader` already holds `max` live
+    /// reservations; whether it was made. Counted and inserted as one step, so concurrent
+    /// requests cannot pass the cap together.
+    pub async fn reserve_media(
         &self,
+        media_id: &str,
         uploader: &str,
-        now_ms: i64,
-    ) -> Result<i64, sqlx::Error> {
-        sqlx::query_scalar(
-            "SELECT COUNT(*) FROM media WHERE uploader = $1 AND sha256 IS NULL \
-             AND unused_expires_ts > $2",
+        (now_ms, expires_ms): (i64, i64),
+        max: i64,
+    ) -> Result<bool, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        if self.backend == Backend::Postgres {
+            // Under READ COMMITTED two inserts would each count without the other's row.
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtext('media.reserve'), hashtext($1))")
+                .bind(uploader)
+                .execute(&mut *tx)
+                .await?;
+        }
+        // SQLite: an INSERT takes the one write lock before it reads.
+        let made = sqlx::query(
+            "INSERT INTO media (media_id, sha256, content_type, filename, size, uploader, \
+             created_ts, unused_expires_ts) SELECT $1, NULL, NULL, NULL, 0, $2, $3, $4 \
+             WHERE (SELECT COUNT(*) FROM media WHERE uploader = $2 AND sha256 IS NULL \
+             AND unused_expires_ts > $3) < $5",
         )
+        .bind(media_id)
         .bind(uploader)
         .bind(now_ms)
-        .fetch_one(&self.pool)
-        .await
+        .bind(expires_ms)
+        .bind(max)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(made == 1)
     }
 
     /// A stored thumbnail: `(sha256, content_type)`.

@@ -200,25 +200,20 @@ impl Services {
     /// the reservation lapses (ms).
     pub async fn create_pending_media(&self, uploader: &UserId) -> Result<(String, i64)> {
         let now = self.now_ms();
-        if self
+        let expires = now + PENDING_LIFETIME.as_millis() as i64;
+        let media_id = super::secrets::random_alphanumeric(MEDIA_ID_LEN);
+        if !self
             .store
-            .pending_media_count(uploader.as_str(), now)
+            .reserve_media(
+                &media_id,
+                uploader.as_str(),
+                (now, expires),
+                MAX_PENDING_PER_USER,
+            )
             .await?
-            >= MAX_PENDING_PER_USER
         {
             return Err(Error::limit_exceeded(Duration::from_secs(60)));
         }
-        let expires = now + PENDING_LIFETIME.as_millis() as i64;
-        let media_id = super::secrets::random_alphanumeric(MEDIA_ID_LEN);
-        let row = MediaRow {
-            sha256: None,
-            content_type: None,
-            filename: None,
-            size: 0,
-            uploader: uploader.to_string(),
-            unused_expires_ms: Some(expires),
-        };
-        self.store.insert_media(&media_id, &row, now).await?;
         Ok((
             format!("mxc://{}/{media_id}", self.config.server_name),
             expires,
