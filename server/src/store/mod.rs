@@ -111,10 +111,10 @@ impl Store {
             .after_connect(move |conn, _meta| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
-                        // A send to a large room writes a row per member into indexes keyed
-                        // by user, touching thousands of pages: a 16 MiB cache keeps them
-                        // from spilling mid-transaction, statement journals stay in memory
-                        // and the WAL is folded back every 16 MiB, not every 4.
+                        // A send to a large room writes a notification row per member, each
+                        // on a page of its own (they are keyed by user): a 16 MiB cache keeps
+                        // them from spilling mid-transaction, statement journals stay in
+                        // memory and the WAL is folded back every 16 MiB, not every 4.
                         conn.execute(
                             "PRAGMA foreign_keys = ON; PRAGMA journal_mode = WAL; \
                              PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 10000; \
