@@ -15,6 +15,39 @@ const MAX_STATE_DELTAS: i64 = 50;
 
 /// State groups kept in memory before the cache starts over.
 const STATE_CACHE_GROUPS: usize = 4096;
+/// State entries (each some 200 bytes) kept in memory before the cache starts over: a
+/// group of a 10,000-member room holds 10,000, and 4,096 of them were gigabytes.
+const STATE_CACHE_ENTRIES: usize = 250_000;
+
+/// Recently read state groups (they never change once written), bounded by entries.
+#[derive(Debug, Default)]
+pub(super) struct StateCache {
+    groups: HashMap<i64, std::sync::Arc<StateMap>>,
+    entries: usize,
+}
+
+impl StateCache {
+    fn get(&self, group: i64) -> Option<std::sync::Arc<StateMap>> {
+        self.groups.get(&group).cloned()
+    }
+
+    /// Keeps `state` unless it alone is over the budget; starts over when full.
+    fn insert(&mut self, group: i64, state: std::sync::Arc<StateMap>) {
+        if state.len() > STATE_CACHE_ENTRIES {
+            return;
+        }
+        if self.groups.len() >= STATE_CACHE_GROUPS
+            || self.entries + state.len() > STATE_CACHE_ENTRIES
+        {
+            self.groups.clear();
+            self.entries = 0;
+        }
+        self.entries += state.len();
+        if let Some(replaced) = self.groups.insert(group, state) {
+            self.entries -= replaced.len();
+        }
+    }
+}
 
 /// Key of the advisory lock that serialises event appends across instances.
 const APPEND_LOCK: i64 = 0x6d78_6e65_7665_6e74;
@@ -378,15 +411,11 @@ impl Store {
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
         };
-        if let Some(state) = cache().get(&id) {
-            return Ok(state.clone());
+        if let Some(state) = cache().get(id) {
+            return Ok(state);
         }
         let state = std::sync::Arc::new(self.read_state_group(id).await?);
-        let mut cached = cache();
-        if cached.len() >= STATE_CACHE_GROUPS {
-            cached.clear();
-        }
-        cached.insert(id, state.clone());
+        cache().insert(id, state.clone());
         Ok(state)
     }
 
@@ -840,5 +869,50 @@ impl Store {
         }
         let rows = query.fetch_all(&self.pool).await?;
         rows.iter().map(event_row).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    fn state(entries: usize) -> Arc<StateMap> {
+        Arc::new(
+            (0..entries)
+                .map(|i| {
+                    (
+                        ("m.room.member".to_owned(), format!("@u{i}:x")),
+                        format!("$e{i}"),
+                    )
+                })
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn the_state_cache_stays_within_its_entry_budget() {
+        let mut cache = StateCache::default();
+        let large = STATE_CACHE_ENTRIES / 10;
+        for group in 0..25 {
+            cache.insert(group, state(large));
+            assert!(cache.entries <= STATE_CACHE_ENTRIES, "{}", cache.entries);
+            assert_eq!(
+                cache.entries,
+                cache.groups.values().map(|s| s.len()).sum::<usize>()
+            );
+            assert!(cache.get(group).is_some(), "the latest group is kept");
+        }
+        // The same group again is counted once.
+        cache.insert(24, state(large));
+        assert_eq!(
+            cache.entries,
+            cache.groups.values().map(|s| s.len()).sum::<usize>()
+        );
+        // A group larger than the whole budget is read but not kept.
+        cache.insert(1_000, state(STATE_CACHE_ENTRIES + 1));
+        assert!(cache.get(1_000).is_none());
+        assert!(cache.get(24).is_some());
     }
 }

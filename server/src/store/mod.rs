@@ -70,8 +70,7 @@ pub struct Store {
     /// Serialises multi-statement writes on SQLite, which has one writer.
     write_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
     /// State groups never change once written: recently read ones, kept in memory.
-    state_cache:
-        std::sync::Arc<std::sync::Mutex<std::collections::HashMap<i64, std::sync::Arc<StateMap>>>>,
+    state_cache: std::sync::Arc<std::sync::Mutex<events::StateCache>>,
 }
 
 impl Store {
