@@ -347,14 +347,20 @@ async fn asynchronous_uploads_and_limits(backend: Backend) {
     .await;
     assert_eq!(config.json()["m.upload.size"], 10_000);
 
-    let created = call(
-        &srv,
-        reqwest::Method::POST,
-        "/_matrix/media/v1/create",
-        Some(&alice),
-        None,
-    )
-    .await;
+    let create = |token: String| {
+        let srv = &srv;
+        async move {
+            call(
+                srv,
+                reqwest::Method::POST,
+                "/_matrix/media/v1/create",
+                Some(&token),
+                None,
+            )
+            .await
+        }
+    };
+    let created = create(alice.clone()).await;
     assert_eq!(created.status, 200, "{}", created.json());
     let uri = created.json()["content_uri"]
         .as_str()
@@ -447,15 +453,7 @@ async fn asynchronous_uploads_and_limits(backend: Backend) {
     assert_eq!(anonymous.status, 401);
 
     // At most ten reservations wait at once per user, however many are asked for at once.
-    let asked = (0..25).map(|_| {
-        call(
-            &srv,
-            reqwest::Method::POST,
-            "/_matrix/media/v1/create",
-            Some(&bob),
-            None,
-        )
-    });
+    let asked = (0..25).map(|_| create(bob.clone()));
     let answers = futures_util::future::join_all(asked).await;
     let made = answers.iter().filter(|a| a.status == 200).count();
     assert_eq!(made, 10, "reservations made of 25 asked at once");
@@ -464,14 +462,7 @@ async fn asynchronous_uploads_and_limits(backend: Backend) {
         assert_eq!(refused.json()["errcode"], "M_LIMIT_EXCEEDED");
     }
     // Each user has their own ten.
-    let alice_more = call(
-        &srv,
-        reqwest::Method::POST,
-        "/_matrix/media/v1/create",
-        Some(&alice),
-        None,
-    )
-    .await;
+    let alice_more = create(alice.clone()).await;
     assert_eq!(alice_more.status, 200);
     srv.finish().await;
 }
