@@ -19,7 +19,7 @@ both_backends!(
     push_gateway_gets_mentions_with_counts_until_rules_say_no,
     pushers_and_rules_refuse_bad_input,
     unread_counts_never_lag_the_timeline,
-    old_notifications_go_unless_they_still_count,
+    old_notifications_go_and_unread_ones_still_count,
 );
 
 /// What the gateway saw, and how it answers: fail the first `failures` requests with 500,
@@ -578,8 +578,9 @@ async fn unread_counts_never_lag_the_timeline(backend: Backend) {
 }
 
 /// Notifications older than the retention go when read, or when their user left the room;
-/// unread ones stay (they are the unread counts), and nothing recent goes.
-async fn old_notifications_go_unless_they_still_count(backend: Backend) {
+/// unread ones are folded into a count per user and room that the unread counts go on
+/// showing until a receipt passes them all; nothing recent goes.
+async fn old_notifications_go_and_unread_ones_still_count(backend: Backend) {
     let srv = TestServer::start(&backend).await;
     let services = &srv.server.as_ref().expect("running").services;
     let alice = token(&srv.register("alice", "prune password").await);
@@ -606,7 +607,10 @@ async fn old_notifications_go_unless_they_still_count(backend: Backend) {
     }
     let mut sent = Vec::new();
     for i in 0..3 {
-        let body = json!({"msgtype": "m.text", "body": format!("news {i}")});
+        let mut body = json!({"msgtype": "m.text", "body": format!("news {i}")});
+        if i == 1 {
+            body["m.mentions"] = json!({"user_ids": ["@carol:localhost"]});
+        }
         sent.push(send(&srv, &alice, &room, &format!("p{i}"), body).await);
     }
     // Bob reads the first two; Carol reads nothing; Dave leaves.
@@ -649,17 +653,60 @@ async fn old_notifications_go_unless_they_still_count(backend: Backend) {
     assert_eq!(services.prune_notifications().await.expect("prune"), 0);
     assert_eq!(listed(bob.clone()).await, all);
 
-    srv.clock.advance(Duration::from_secs(31 * 24 * 3600));
+    let month = Duration::from_secs(31 * 24 * 3600);
+    srv.clock.advance(month);
     assert_eq!(
         services.prune_notifications().await.expect("prune"),
-        5,
-        "Bob's two read ones and Dave's three"
+        9,
+        "Bob's two read ones and Dave's three deleted; Bob's unread one and Carol's three folded"
     );
-    assert_eq!(listed(bob.clone()).await, vec![sent[2].clone()]);
-    assert!(listed(dave.clone()).await.is_empty());
-    assert_eq!(listed(carol.clone()).await, all, "unread: kept");
-    assert_eq!(counts(&srv, &bob, &room).await.0, 1);
-    assert_eq!(counts(&srv, &carol, &room).await.0, 3);
+    for who in [&bob, &carol, &dave] {
+        assert!(listed(who.clone()).await.is_empty());
+    }
+    assert_eq!(counts(&srv, &bob, &room).await, (1, 0));
+    assert_eq!(
+        counts(&srv, &carol, &room).await,
+        (3, 1),
+        "folded, still counted"
+    );
     assert_eq!(services.prune_notifications().await.expect("prune"), 0);
+    assert_eq!(counts(&srv, &carol, &room).await, (3, 1));
+
+    let read = |who: String, event: String| {
+        let (srv, room) = (&srv, &room);
+        async move {
+            let (status, body) = srv
+                .post_json(
+                    &format!("/_matrix/client/v3/rooms/{room}/receipt/m.read/{event}"),
+                    Some(&who),
+                    &json!({}),
+                )
+                .await;
+            assert_eq!(status, 200, "{body}");
+        }
+    };
+    // A receipt among the folded ones leaves them all counted; one past them reads them.
+    read(carol.clone(), sent[0].clone()).await;
+    assert_eq!(counts(&srv, &carol, &room).await, (3, 1));
+    read(bob.clone(), sent[2].clone()).await;
+    assert_eq!(counts(&srv, &bob, &room).await, (0, 0));
+
+    let body = json!({"msgtype": "m.text", "body": "later"});
+    sent.push(send(&srv, &alice, &room, "p3", body).await);
+    assert_eq!(counts(&srv, &bob, &room).await, (1, 0));
+    assert_eq!(counts(&srv, &carol, &room).await, (4, 1));
+    srv.clock.advance(month);
+    assert_eq!(services.prune_notifications().await.expect("prune"), 2);
+    // Bob had read his summary: the new one replaces it; Carol's grows.
+    assert_eq!(counts(&srv, &bob, &room).await, (1, 0));
+    assert_eq!(counts(&srv, &carol, &room).await, (4, 1));
+
+    read(bob.clone(), sent[3].clone()).await;
+    read(carol.clone(), sent[3].clone()).await;
+    assert_eq!(services.prune_notifications().await.expect("prune"), 0);
+    let body = json!({"msgtype": "m.text", "body": "latest"});
+    send(&srv, &alice, &room, "p4", body).await;
+    assert_eq!(counts(&srv, &bob, &room).await, (1, 0));
+    assert_eq!(counts(&srv, &carol, &room).await, (1, 0));
     srv.finish().await;
 }

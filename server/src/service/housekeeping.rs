@@ -1,5 +1,6 @@
-//! Periodic clean-up of what would otherwise grow for ever: old notifications that no unread
-//! count needs. Every instance runs it; the deletes are idempotent, so several may overlap.
+//! Periodic clean-up of what would otherwise grow for ever: old notifications. Read ones, and
+//! those of users who left, go; unread ones are folded into a count per user and room. Every
+//! instance runs it; each step is safe to overlap with another instance's.
 
 use std::{sync::Arc, time::Duration};
 
@@ -17,20 +18,29 @@ const EVERY: Duration = Duration::from_secs(3600);
 const BATCH: i64 = 5_000;
 
 impl Services {
-    /// Deletes notifications older than [`NOTIFICATION_RETENTION`] that are read or whose
-    /// user left the room (unread ones still count); how many went.
+    /// Removes notifications older than [`NOTIFICATION_RETENTION`]: read ones and those
+    /// of users who left the room are deleted, unread ones folded into their room's count
+    /// (which still shows them); how many rows went.
     pub async fn prune_notifications(&self) -> Result<u64> {
         let before = self.now_ms() - NOTIFICATION_RETENTION.as_millis() as i64;
         let mut total = 0;
-        loop {
-            let deleted = self.store.prune_push_actions(before, BATCH).await?;
-            total += deleted;
-            if deleted < BATCH as u64 {
-                return Ok(total);
+        for fold in [false, true] {
+            loop {
+                let gone = if fold {
+                    self.store.fold_push_actions(before, BATCH).await?
+                } else {
+                    self.store.prune_push_actions(before, BATCH).await?
+                };
+                total += gone;
+                if gone < BATCH as u64 {
+                    break;
+                }
+                // Let other writers in between batches (SQLite has one writer).
+                tokio::task::yield_now().await;
             }
-            // Let other writers in between batches (SQLite has one writer).
-            tokio::task::yield_now().await;
         }
+        self.store.prune_push_summaries().await?;
+        Ok(total)
     }
 }
 

@@ -79,13 +79,26 @@ const PUSHER_COLUMNS: &str = "user_id, app_id, pushkey, kind, app_display_name, 
 
 /// The stream position up to which a user has read a room: their latest unthreaded or
 /// main-timeline receipt (a receipt in a thread reads only that thread), or their join when
-/// that is later (what came before the join is not theirs to read).
-const READ_UPTO: &str = "(SELECT COALESCE(MAX(t.upto), 0) FROM ( \
-    SELECT MAX(e.stream_ordering) AS upto FROM receipts r JOIN events e \
-    ON e.event_id = r.event_id WHERE r.room_id = a.room_id AND r.user_id = a.user_id \
-    AND r.thread_id IN ('', 'main') \
-    UNION ALL SELECT m.membership_since AS upto FROM memberships m \
-    WHERE m.room_id = a.room_id AND m.user_id = a.user_id AND m.membership = 'join') t)";
+/// that is later (what came before the join is not theirs to read). `row` names the row
+/// (of notifications or summaries) whose user and room are meant.
+fn read_upto(row: &str) -> String {
+    format!(
+        "(SELECT COALESCE(MAX(t.upto), 0) FROM ( \
+         SELECT MAX(e.stream_ordering) AS upto FROM receipts r JOIN events e \
+         ON e.event_id = r.event_id WHERE r.room_id = {row}.room_id AND r.user_id = {row}.user_id \
+         AND r.thread_id IN ('', 'main') \
+         UNION ALL SELECT m.membership_since AS upto FROM memberships m \
+         WHERE m.room_id = {row}.room_id AND m.user_id = {row}.user_id AND m.membership = 'join') t)"
+    )
+}
+
+/// Whether the row's user is still joined to its room.
+fn joined(row: &str) -> String {
+    format!(
+        "EXISTS (SELECT 1 FROM memberships j WHERE j.room_id = {row}.room_id \
+         AND j.user_id = {row}.user_id AND j.membership = 'join')"
+    )
+}
 
 /// Records one event's notifications, in the transaction that appends it (a sync that sees
 /// the event sees its unread counts too).
@@ -143,11 +156,16 @@ impl Store {
             return Ok(counts);
         }
         let placeholders: Vec<String> = (2..users.len() + 2).map(|i| format!("${i}")).collect();
+        let users_in = placeholders.join(", ");
         let sql = format!(
-            "SELECT a.user_id, COUNT(*), CAST(COALESCE(SUM(a.highlight), 0) AS BIGINT) \
-             FROM event_push_actions a WHERE a.room_id = $1 AND a.user_id IN ({}) \
-             AND a.stream_ordering > {READ_UPTO} GROUP BY a.user_id",
-            placeholders.join(", ")
+            "SELECT c.user_id, CAST(SUM(c.n) AS BIGINT), CAST(SUM(c.h) AS BIGINT) FROM ( \
+             SELECT a.user_id, COUNT(*) AS n, COALESCE(SUM(a.highlight), 0) AS h \
+             FROM event_push_actions a WHERE a.room_id = $1 AND a.user_id IN ({users_in}) \
+             AND a.stream_ordering > {read} GROUP BY a.user_id \
+             UNION ALL SELECT a.user_id, a.notif_count AS n, a.highlight_count AS h \
+             FROM event_push_summary a WHERE a.room_id = $1 AND a.user_id IN ({users_in}) \
+             AND a.stream_ordering > {read}) c GROUP BY c.user_id",
+            read = read_upto("a"),
         );
         let mut query = sqlx::query(&sql).bind(room_id);
         for user in users {
@@ -162,9 +180,12 @@ impl Store {
     /// Unread notifications across the rooms the user is in (the badge a push shows).
     pub async fn total_unread(&self, user_id: &str) -> Result<i64, sqlx::Error> {
         sqlx::query_scalar(&format!(
-            "SELECT COUNT(*) FROM event_push_actions a JOIN memberships j \
-             ON j.room_id = a.room_id AND j.user_id = a.user_id AND j.membership = 'join' \
-             WHERE a.user_id = $1 AND a.stream_ordering > {READ_UPTO}"
+            "SELECT CAST((SELECT COUNT(*) FROM event_push_actions a \
+             WHERE a.user_id = $1 AND {joined} AND a.stream_ordering > {read}) \
+             + (SELECT COALESCE(SUM(a.notif_count), 0) FROM event_push_summary a \
+             WHERE a.user_id = $1 AND {joined} AND a.stream_ordering > {read}) AS BIGINT)",
+            joined = joined("a"),
+            read = read_upto("a"),
         ))
         .bind(user_id)
         .fetch_one(&self.pool)
@@ -181,9 +202,10 @@ impl Store {
     ) -> Result<Vec<NotificationRow>, sqlx::Error> {
         let rows = sqlx::query(&format!(
             "SELECT a.room_id, a.event_id, a.stream_ordering, a.actions, a.ts, \
-             CASE WHEN a.stream_ordering <= {READ_UPTO} THEN 1 ELSE 0 END \
+             CASE WHEN a.stream_ordering <= {read} THEN 1 ELSE 0 END \
              FROM event_push_actions a WHERE a.user_id = $1 AND a.stream_ordering < $2 \
-             AND ($3 = 0 OR a.highlight = 1) ORDER BY a.stream_ordering DESC LIMIT $4"
+             AND ($3 = 0 OR a.highlight = 1) ORDER BY a.stream_ordering DESC LIMIT $4",
+            read = read_upto("a"),
         ))
         .bind(user_id)
         .bind(before.unwrap_or(i64::MAX))
@@ -211,12 +233,84 @@ impl Store {
         let done = sqlx::query(&format!(
             "DELETE FROM event_push_actions WHERE (user_id, room_id, stream_ordering) IN ( \
              SELECT a.user_id, a.room_id, a.stream_ordering FROM event_push_actions a WHERE a.ts < $1 \
-             AND (a.stream_ordering <= {READ_UPTO} OR NOT EXISTS (SELECT 1 FROM memberships j \
-             WHERE j.room_id = a.room_id AND j.user_id = a.user_id AND j.membership = 'join')) \
-             LIMIT $2)"
+             AND (a.stream_ordering <= {read} OR NOT {joined}) LIMIT $2)",
+            read = read_upto("a"),
+            joined = joined("a"),
         ))
         .bind(before_ts)
         .bind(limit)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Folds up to `limit` unread notifications older than `before_ts` into their user's
+    /// summary of the room, which counts them until a receipt passes the newest of them (a
+    /// receipt among them leaves them all counted); how many rows went.
+    pub async fn fold_push_actions(&self, before_ts: i64, limit: i64) -> Result<u64, sqlx::Error> {
+        let _writer = self.writer().await;
+        let mut tx = self.pool.begin().await?;
+        // PostgreSQL returns only the rows this transaction deleted, so two instances
+        // folding at once never count a row twice.
+        let rows = sqlx::query(&format!(
+            "DELETE FROM event_push_actions WHERE (user_id, room_id, stream_ordering) IN ( \
+             SELECT a.user_id, a.room_id, a.stream_ordering FROM event_push_actions a WHERE a.ts < $1 \
+             AND a.stream_ordering > {read} AND {joined} LIMIT $2) \
+             RETURNING user_id, room_id, stream_ordering, highlight",
+            read = read_upto("a"),
+            joined = joined("a"),
+        ))
+        .bind(before_ts)
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut folded: HashMap<(String, String), (i64, i64, i64)> = HashMap::new();
+        for row in &rows {
+            let key = (row.try_get(0)?, row.try_get(1)?);
+            let (stream_ordering, highlight): (i64, i64) = (row.try_get(2)?, row.try_get(3)?);
+            let entry = folded.entry(key).or_insert((stream_ordering, 0, 0));
+            entry.0 = entry.0.max(stream_ordering);
+            entry.1 += 1;
+            entry.2 += highlight;
+        }
+        // A summary the user has read since is replaced, not added to.
+        let summary = "event_push_summary";
+        let sql = format!(
+            "INSERT INTO event_push_summary (user_id, room_id, stream_ordering, notif_count, \
+             highlight_count) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (user_id, room_id) \
+             DO UPDATE SET \
+             notif_count = CASE WHEN {summary}.stream_ordering > {read} \
+               THEN {summary}.notif_count + excluded.notif_count ELSE excluded.notif_count END, \
+             highlight_count = CASE WHEN {summary}.stream_ordering > {read} \
+               THEN {summary}.highlight_count + excluded.highlight_count \
+               ELSE excluded.highlight_count END, \
+             stream_ordering = CASE WHEN {summary}.stream_ordering > excluded.stream_ordering \
+               THEN {summary}.stream_ordering ELSE excluded.stream_ordering END",
+            read = read_upto(summary),
+        );
+        for ((user_id, room_id), (stream_ordering, count, highlights)) in folded {
+            sqlx::query(&sql)
+                .bind(user_id)
+                .bind(room_id)
+                .bind(stream_ordering)
+                .bind(count)
+                .bind(highlights)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(rows.len() as u64)
+    }
+
+    /// Deletes the summaries no count reads any more: read past, or their user left.
+    pub async fn prune_push_summaries(&self) -> Result<u64, sqlx::Error> {
+        let done = sqlx::query(&format!(
+            "DELETE FROM event_push_summary WHERE (user_id, room_id) IN ( \
+             SELECT a.user_id, a.room_id FROM event_push_summary a \
+             WHERE a.stream_ordering <= {read} OR NOT {joined})",
+            read = read_upto("a"),
+            joined = joined("a"),
+        ))
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected())
