@@ -1,5 +1,8 @@
 //! HTTP/2 with prior knowledge (h2c): once a connection opens with the HTTP/2 preface, it is
-//! handed to hyper's HTTP/2 server, replaying the bytes already read.
+//! handed to hyper's HTTP/2 server, replaying the bytes already read. Its writes have the
+//! HTTP/1 answers' stall limit, and at shutdown its open streams get as long again to finish:
+//! a client that stops reading, or never opens its flow-control window, cannot hold the
+//! server.
 
 use std::{
     io,
@@ -22,6 +25,8 @@ use tokio::{
 };
 use tower::ServiceExt;
 
+use super::stall::{StallLimit, WRITE_STALL};
+
 /// The first bytes of every HTTP/2 connection.
 pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
@@ -39,7 +44,10 @@ pub async fn serve(
     });
     let connection = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
         .serve_connection(
-            TokioIo::new(Rewind { read, stream }),
+            TokioIo::new(Rewind {
+                read,
+                stream: StallLimit::new(stream),
+            }),
             TowerToHyperService::new(service),
         );
     let mut connection = std::pin::pin!(connection);
@@ -47,15 +55,16 @@ pub async fn serve(
         _ = connection.as_mut() => return,
         () = stop.wait_for(|stop| *stop).map(drop) => {}
     }
-    // Stopping: refuse new streams, finish the open ones.
+    // Stopping: refuse new streams, finish the open ones — in a bounded time, since a stream
+    // may wait for a window the client never opens.
     connection.as_mut().graceful_shutdown();
-    let _ = connection.await;
+    let _ = tokio::time::timeout(WRITE_STALL, connection).await;
 }
 
 /// A stream that first gives back bytes already read from it.
 struct Rewind {
     read: Bytes,
-    stream: TcpStream,
+    stream: StallLimit<TcpStream>,
 }
 
 impl AsyncRead for Rewind {
@@ -101,5 +110,99 @@ impl AsyncWrite for Rewind {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use axum::routing::get;
+    use tokio::{
+        io::AsyncWriteExt,
+        net::TcpListener,
+        time::{Instant, timeout},
+    };
+
+    use super::*;
+
+    /// More than loopback's socket buffers hold.
+    const LARGE: usize = 64 * 1024 * 1024;
+
+    fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+        let length = u32::try_from(payload.len())
+            .expect("small frame")
+            .to_be_bytes();
+        let mut frame = vec![length[1], length[2], length[3], kind, flags];
+        frame.extend_from_slice(&stream.to_be_bytes());
+        frame.extend_from_slice(payload);
+        frame
+    }
+
+    /// A client's first bytes: the preface, its settings (a window of `window` bytes for
+    /// each stream and for the connection) and `GET /big` on stream 1.
+    fn opening(window: Option<u32>) -> Vec<u8> {
+        let mut bytes = PREFACE.to_vec();
+        let mut settings = Vec::new();
+        if let Some(window) = window {
+            settings.extend_from_slice(&4u16.to_be_bytes());
+            settings.extend_from_slice(&window.to_be_bytes());
+        }
+        bytes.extend(frame(0x4, 0, 0, &settings));
+        if let Some(window) = window {
+            bytes.extend(frame(0x8, 0, 0, &(window - 65_535).to_be_bytes()));
+        }
+        // HPACK: GET, http, then :path and :authority as literals with indexed names.
+        let mut headers = vec![0x82, 0x86, 0x04, 4];
+        headers.extend_from_slice(b"/big");
+        headers.extend_from_slice(&[0x01, 9]);
+        headers.extend_from_slice(b"localhost");
+        bytes.extend(frame(0x1, 0x1 | 0x4, 1, &headers));
+        bytes
+    }
+
+    /// An HTTP/2 connection being served, and the client's end of it.
+    async fn connection(
+        window: Option<u32>,
+    ) -> (TcpStream, watch::Sender<bool>, tokio::task::JoinHandle<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        let (mut client, (server, peer)) = (client.expect("connect"), accepted.expect("accept"));
+        let app = Router::new().route("/big", get(|| async { vec![b'x'; LARGE] }));
+        let (stop, stopped) = watch::channel(false);
+        let served = tokio::spawn(serve(server, Bytes::new(), peer, app, stopped));
+        client
+            .write_all(&opening(window))
+            .await
+            .expect("client writes");
+        (client, stop, served)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_stops_reading_is_cut_off() {
+        // The client opens every window and then reads nothing: the writes fill the socket.
+        let (_client, _stop, served) = connection(Some(i32::MAX as u32)).await;
+        let started = Instant::now();
+        timeout(WRITE_STALL * 10, served)
+            .await
+            .expect("the connection ends once the writes stall for the limit")
+            .expect("served");
+        assert!(started.elapsed() >= WRITE_STALL);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_waiting_for_a_window_does_not_hold_shutdown() {
+        // The default 64 KiB window, never opened further: the answer waits for ever.
+        let (_client, stop, served) = connection(None).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(!served.is_finished(), "the stream waits for its window");
+        stop.send_replace(true);
+        let started = Instant::now();
+        timeout(WRITE_STALL * 10, served)
+            .await
+            .expect("shutdown ends the connection in bounded time")
+            .expect("served");
+        assert!(started.elapsed() <= WRITE_STALL + Duration::from_secs(1));
     }
 }

@@ -1,6 +1,7 @@
 //! A limit on how long a client may stop reading: a response it does not take for a minute
 //! fails, so that a client which stopped reading frees its task, its buffers and, at
-//! shutdown, the server (which waits for every connection).
+//! shutdown, the server (which waits for every connection). HTTP/1 answers wrap the socket
+//! for their writes; an HTTP/2 connection keeps it wrapped for its life.
 
 use std::{
     future::Future,
@@ -11,7 +12,7 @@ use std::{
 };
 
 use tokio::{
-    io::AsyncWrite,
+    io::{AsyncRead, AsyncWrite, ReadBuf},
     time::{Sleep, sleep},
 };
 
@@ -20,15 +21,15 @@ pub const WRITE_STALL: Duration = Duration::from_secs(60);
 
 /// Writes to `io`, failing with `TimedOut` once a write has made no progress for
 /// [`WRITE_STALL`]; the clock restarts whenever the client takes some bytes.
-pub struct StallLimit<'a, W> {
-    io: &'a mut W,
+pub struct StallLimit<W> {
+    io: W,
     /// Runs only while a write waits for room (a timer costs nothing on the usual path).
     stalled: Option<Pin<Box<Sleep>>>,
 }
 
-impl<'a, W> StallLimit<'a, W> {
-    /// Wraps `io` for the writes of one answer.
-    pub fn new(io: &'a mut W) -> Self {
+impl<W> StallLimit<W> {
+    /// Wraps `io` (a `&mut` socket for the writes of one answer, or a whole connection's).
+    pub fn new(io: W) -> Self {
         Self { io, stalled: None }
     }
 
@@ -47,14 +48,25 @@ impl<'a, W> StallLimit<'a, W> {
     }
 }
 
-impl<W: AsyncWrite + Unpin> AsyncWrite for StallLimit<'_, W> {
+/// Reads pass through: only writes wait on the client.
+impl<W: AsyncRead + Unpin> AsyncRead for StallLimit<W> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+    }
+}
+
+impl<W: AsyncWrite + Unpin> AsyncWrite for StallLimit<W> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        match Pin::new(&mut *this.io).poll_write(cx, buf) {
+        match Pin::new(&mut this.io).poll_write(cx, buf) {
             Poll::Ready(done) => {
                 this.stalled = None;
                 Poll::Ready(done)
@@ -63,9 +75,28 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for StallLimit<'_, W> {
         }
     }
 
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.io).poll_write_vectored(cx, bufs) {
+            Poll::Ready(done) => {
+                this.stalled = None;
+                Poll::Ready(done)
+            }
+            Poll::Pending => this.pending(cx),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        match Pin::new(&mut *this.io).poll_flush(cx) {
+        match Pin::new(&mut this.io).poll_flush(cx) {
             Poll::Ready(done) => {
                 this.stalled = None;
                 Poll::Ready(done)
@@ -76,7 +107,7 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for StallLimit<'_, W> {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        match Pin::new(&mut *this.io).poll_shutdown(cx) {
+        match Pin::new(&mut this.io).poll_shutdown(cx) {
             Poll::Ready(done) => {
                 this.stalled = None;
                 Poll::Ready(done)
