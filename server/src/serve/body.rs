@@ -21,6 +21,9 @@ pub enum BodyError {
     /// The client closed the connection before the body was complete.
     #[error("the connection closed before the request body was complete")]
     Incomplete,
+    /// Nothing more of the body arrived for a minute.
+    #[error("the request body stopped arriving")]
+    Stalled,
     /// The chunked encoding was broken.
     #[error("the request body's chunked encoding is malformed")]
     Malformed,

@@ -30,6 +30,9 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 /// How much is read at once while a head arrives.
 const HEAD_READ: usize = 4096;
+/// How long a request body may stop arriving before it fails (nginx's `client_body_timeout`):
+/// a client that stalls mid-upload would otherwise hold its handler, and shutdown, for ever.
+const BODY_STALL: Duration = Duration::from_secs(60);
 /// How much is read at once while a body arrives.
 const BODY_READ: usize = 16 * 1024;
 /// After refusing or cutting short a request, how long and how much of what the client still
@@ -270,10 +273,13 @@ impl Connection {
                     continue;
                 }
                 Ok(Step::Done) => return Reading::BodyDone,
-                Ok(Step::NeedMore) => match self.read(BODY_READ).await {
-                    Ok(0) | Err(_) => BodyError::Incomplete,
-                    Ok(_) => continue,
-                },
+                Ok(Step::NeedMore) => {
+                    match tokio::time::timeout(BODY_STALL, self.read(BODY_READ)).await {
+                        Ok(Ok(0) | Err(_)) => BodyError::Incomplete,
+                        Ok(Ok(_)) => continue,
+                        Err(_) => BodyError::Stalled,
+                    }
+                }
                 Err(error) => error,
             };
             let _ = feeder.send(Err(failure)).await;
@@ -372,5 +378,75 @@ mod tests {
         let size = std::mem::size_of_val(&connection);
         println!("connection future: {size} bytes");
         assert!(size <= 3072, "a connection's future takes {size} bytes");
+    }
+
+    /// A connection to `serve` whose one route answers with the length of the body it read,
+    /// or 400 with why it could not read it.
+    async fn uploads() -> TcpStream {
+        use axum::{body::Body, http::StatusCode, routing::post};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let app = Router::new().route(
+            "/up",
+            post(|body: Body| async move {
+                match axum::body::to_bytes(body, usize::MAX).await {
+                    Ok(bytes) => (StatusCode::OK, bytes.len().to_string()),
+                    Err(e) => (StatusCode::BAD_REQUEST, e.to_string()),
+                }
+            }),
+        );
+        let (client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        let (stream, peer) = accepted.expect("accept");
+        let (stop, stopped) = watch::channel(false);
+        tokio::spawn(async move {
+            serve(stream, peer, app, stopped).await;
+            drop(stop);
+        });
+        client.expect("connect")
+    }
+
+    async fn answer(client: &mut TcpStream) -> String {
+        use tokio::io::AsyncReadExt;
+        let mut answer = Vec::new();
+        let _ = client.read_to_end(&mut answer).await;
+        String::from_utf8_lossy(&answer).into_owned()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_upload_that_stops_arriving_fails() {
+        use tokio::io::AsyncWriteExt;
+        let mut client = uploads().await;
+        let started = Instant::now();
+        client
+            .write_all(b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nabc")
+            .await
+            .expect("write");
+        let answer = tokio::time::timeout(BODY_STALL * 10, answer(&mut client))
+            .await
+            .expect("the server gives up on the body");
+        assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+        assert!(answer.contains("stopped arriving"), "{answer}");
+        assert!(started.elapsed() >= BODY_STALL);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_upload_that_keeps_arriving_is_read() {
+        use tokio::io::AsyncWriteExt;
+        let mut client = uploads().await;
+        client
+            .write_all(
+                b"POST /up HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 5\r\n\r\n",
+            )
+            .await
+            .expect("write");
+        for _ in 0..5 {
+            tokio::time::sleep(BODY_STALL / 2).await;
+            client.write_all(b"x").await.expect("write");
+        }
+        let answer = answer(&mut client).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(answer.ends_with("\r\n\r\n5"), "{answer}");
     }
 }
