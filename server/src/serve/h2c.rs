@@ -2,20 +2,23 @@
 //! handed to hyper's HTTP/2 server, replaying the bytes already read. Its writes have the
 //! HTTP/1 answers' stall limit, and at shutdown its open streams get as long again to finish:
 //! a client that stops reading, or never opens its flow-control window, cannot hold the
-//! server.
+//! server. A connection is pinged after a minute without traffic and closed when the ping
+//! goes unanswered, so that peers which vanished (a phone gone off the network) do not keep
+//! their sockets for ever.
 
 use std::{
     io,
     net::SocketAddr,
     pin::Pin,
     task::{Context, Poll},
+    time::Duration,
 };
 
 use axum::{Router, extract::ConnectInfo};
 use bytes::Bytes;
 use futures_util::FutureExt;
 use hyper_util::{
-    rt::{TokioExecutor, TokioIo},
+    rt::{TokioExecutor, TokioIo, TokioTimer},
     service::TowerToHyperService,
 };
 use tokio::{
@@ -26,6 +29,11 @@ use tokio::{
 use tower::ServiceExt;
 
 use super::stall::{StallLimit, WRITE_STALL};
+
+/// How long a connection may go without traffic before it is pinged.
+const PING_AFTER: Duration = Duration::from_secs(60);
+/// How long the answer to that ping may take.
+const PING_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// The first bytes of every HTTP/2 connection.
 pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -43,6 +51,9 @@ pub async fn serve(
         request
     });
     let connection = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .keep_alive_interval(PING_AFTER)
+        .keep_alive_timeout(PING_TIMEOUT)
         .serve_connection(
             TokioIo::new(Rewind {
                 read,
@@ -177,6 +188,66 @@ mod tests {
             .await
             .expect("client writes");
         (client, stop, served)
+    }
+
+    /// A client that says its preface and settings and then nothing, answering pings (and
+    /// acknowledging settings) only when `alive`: its socket (a task holds it when alive)
+    /// and the connection's task.
+    async fn silent_client(alive: bool) -> (Option<TcpStream>, tokio::task::JoinHandle<()>) {
+        use tokio::io::AsyncReadExt;
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        let (mut client, (server, peer)) = (client.expect("connect"), accepted.expect("accept"));
+        let (stop, stopped) = watch::channel(false);
+        let served = tokio::spawn(async move {
+            serve(server, Bytes::new(), peer, Router::new(), stopped).await;
+            drop(stop);
+        });
+        let mut opening = PREFACE.to_vec();
+        opening.extend(frame(0x4, 0, 0, &[]));
+        client.write_all(&opening).await.expect("client writes");
+        if !alive {
+            return (Some(client), served);
+        }
+        let (mut reader, mut writer) = client.into_split();
+        tokio::spawn(async move {
+            let mut head = [0; 9];
+            while reader.read_exact(&mut head).await.is_ok() {
+                let length = usize::from(head[2]) | usize::from(head[1]) << 8;
+                let mut payload = vec![0; length];
+                if reader.read_exact(&mut payload).await.is_err() {
+                    return;
+                }
+                let answer = match (head[3], head[4] & 0x1) {
+                    (0x6, 0) => frame(0x6, 0x1, 0, &payload),
+                    (0x4, 0) => frame(0x4, 0x1, 0, &[]),
+                    _ => continue,
+                };
+                if writer.write_all(&answer).await.is_err() {
+                    return;
+                }
+            }
+        });
+        (None, served)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_peer_that_vanished_is_found_out() {
+        let (_client, served) = silent_client(false).await;
+        let started = Instant::now();
+        timeout(PING_AFTER * 10, served)
+            .await
+            .expect("the unanswered ping closes the connection")
+            .expect("served");
+        assert!(started.elapsed() >= PING_AFTER);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_quiet_peer_that_answers_pings_stays() {
+        let (_client, served) = silent_client(true).await;
+        tokio::time::sleep(PING_AFTER * 10).await;
+        assert!(!served.is_finished(), "an idle, live connection stays open");
     }
 
     #[tokio::test(start_paused = true)]
