@@ -20,7 +20,8 @@ const BATCH: i64 = 5_000;
 impl Services {
     /// Removes notifications older than [`NOTIFICATION_RETENTION`]: read ones and those
     /// of users who left the room are deleted, unread ones folded into their room's count
-    /// (which still shows them); how many rows went.
+    /// (which still shows them), and the counts nobody needs any more are deleted; how many
+    /// rows went.
     pub async fn prune_notifications(&self) -> Result<u64> {
         let before = self.now_ms() - NOTIFICATION_RETENTION.as_millis() as i64;
         let mut total = 0;
@@ -39,8 +40,7 @@ impl Services {
                 tokio::task::yield_now().await;
             }
         }
-        self.store.prune_push_summaries().await?;
-        Ok(total)
+        Ok(total + self.store.prune_push_summaries().await?)
     }
 }
 
