@@ -20,7 +20,7 @@ use super::{
     h2c,
     request::{self, Head, Refusal},
     response::{self, Asked},
-    stall::StallLimit,
+    stall::{BODY_STALL, StallLimit},
 };
 
 /// How long a kept-alive connection may sit between requests (longer than the 90 s clients
@@ -30,9 +30,6 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 /// How much is read at once while a head arrives.
 const HEAD_READ: usize = 4096;
-/// How long a request body may stop arriving before it fails (nginx's `client_body_timeout`):
-/// a client that stalls mid-upload would otherwise hold its handler, and shutdown, for ever.
-const BODY_STALL: Duration = Duration::from_secs(60);
 /// How much is read at once while a body arrives.
 const BODY_READ: usize = 16 * 1024;
 /// After refusing or cutting short a request, how long and how much of what the client still

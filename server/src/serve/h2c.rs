@@ -1,6 +1,7 @@
 //! HTTP/2 with prior knowledge (h2c): once a connection opens with the HTTP/2 preface, it is
-//! handed to hyper's HTTP/2 server, replaying the bytes already read. Its writes have the
-//! HTTP/1 answers' stall limit, and at shutdown its open streams get as long again to finish:
+//! handed to hyper's HTTP/2 server, replaying the bytes already read. Its writes and request
+//! bodies have the HTTP/1 limits on stalling, and at shutdown its open streams get as long
+//! again to finish:
 //! a client that stops reading, or never opens its flow-control window, cannot hold the
 //! server. A connection is pinged after a minute without traffic and closed when the ping
 //! goes unanswered, so that peers which vanished (a phone gone off the network) do not keep
@@ -28,7 +29,7 @@ use tokio::{
 };
 use tower::ServiceExt;
 
-use super::stall::{StallLimit, WRITE_STALL};
+use super::stall::{BodyStallLimit, StallLimit, WRITE_STALL};
 
 /// How long a connection may go without traffic before it is pinged.
 const PING_AFTER: Duration = Duration::from_secs(60);
@@ -46,7 +47,8 @@ pub async fn serve(
     app: Router,
     mut stop: watch::Receiver<bool>,
 ) {
-    let service = app.map_request(move |mut request: hyper::Request<hyper::body::Incoming>| {
+    let service = app.map_request(move |request: hyper::Request<hyper::body::Incoming>| {
+        let mut request = request.map(|body| axum::body::Body::new(BodyStallLimit::new(body)));
         request.extensions_mut().insert(ConnectInfo(peer));
         request
     });
@@ -136,9 +138,19 @@ mod tests {
     };
 
     use super::*;
+    use crate::serve::stall::BODY_STALL;
 
     /// More than loopback's socket buffers hold.
     const LARGE: usize = 64 * 1024 * 1024;
+
+    /// A connected client socket, the server's end and the client's address.
+    async fn socket_pair() -> (TcpStream, TcpStream, SocketAddr) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        let (server, peer) = accepted.expect("accept");
+        (client.expect("connect"), server, peer)
+    }
 
     fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
         let length = u32::try_from(payload.len())
@@ -176,10 +188,7 @@ mod tests {
     async fn connection(
         window: Option<u32>,
     ) -> (TcpStream, watch::Sender<bool>, tokio::task::JoinHandle<()>) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let (client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
-        let (mut client, (server, peer)) = (client.expect("connect"), accepted.expect("accept"));
+        let (mut client, server, peer) = socket_pair().await;
         let app = Router::new().route("/big", get(|| async { vec![b'x'; LARGE] }));
         let (stop, stopped) = watch::channel(false);
         let served = tokio::spawn(serve(server, Bytes::new(), peer, app, stopped));
@@ -190,15 +199,66 @@ mod tests {
         (client, stop, served)
     }
 
+    /// Reads frames, answering pings and settings as a live client does, until an answer's
+    /// head arrives: its HPACK block (none when the connection ended first).
+    async fn next_answer(client: &mut TcpStream) -> Option<Vec<u8>> {
+        use tokio::io::AsyncReadExt;
+        let mut head = [0; 9];
+        loop {
+            client.read_exact(&mut head).await.ok()?;
+            let length = usize::from(head[2]) | usize::from(head[1]) << 8;
+            let mut payload = vec![0; length];
+            client.read_exact(&mut payload).await.ok()?;
+            let answer = match (head[3], head[4] & 0x1) {
+                (0x1, _) => return Some(payload),
+                (0x6, 0) => frame(0x6, 0x1, 0, &payload),
+                (0x4, 0) => frame(0x4, 0x1, 0, &[]),
+                _ => continue,
+            };
+            client.write_all(&answer).await.ok()?;
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_upload_that_stops_arriving_fails() {
+        use axum::{http::StatusCode, routing::post};
+        let (mut client, server, peer) = socket_pair().await;
+        let app = Router::new().route(
+            "/up",
+            post(|body: axum::body::Body| async move {
+                match axum::body::to_bytes(body, usize::MAX).await {
+                    Ok(bytes) => (StatusCode::OK, bytes.len().to_string()),
+                    Err(e) => (StatusCode::BAD_REQUEST, e.to_string()),
+                }
+            }),
+        );
+        let (_stop, stopped) = watch::channel(false);
+        tokio::spawn(serve(server, Bytes::new(), peer, app, stopped));
+        let mut opening = PREFACE.to_vec();
+        opening.extend(frame(0x4, 0, 0, &[]));
+        // POST /up: its head, then three bytes of a body that never ends.
+        let mut headers = vec![0x83, 0x86, 0x04, 3];
+        headers.extend_from_slice(b"/up");
+        headers.extend_from_slice(&[0x01, 9]);
+        headers.extend_from_slice(b"localhost");
+        opening.extend(frame(0x1, 0x4, 1, &headers));
+        opening.extend(frame(0x0, 0, 1, b"abc"));
+        client.write_all(&opening).await.expect("client writes");
+        let started = Instant::now();
+        let head = timeout(BODY_STALL * 10, next_answer(&mut client))
+            .await
+            .expect("the server gives up on the body")
+            .expect("an answer");
+        // HPACK's static table entry 12 is `:status: 400`.
+        assert_eq!(head.first(), Some(&0x8c), "{head:?}");
+        assert!(started.elapsed() >= BODY_STALL);
+    }
+
     /// A client that says its preface and settings and then nothing, answering pings (and
     /// acknowledging settings) only when `alive`: its socket (a task holds it when alive)
     /// and the connection's task.
     async fn silent_client(alive: bool) -> (Option<TcpStream>, tokio::task::JoinHandle<()>) {
-        use tokio::io::AsyncReadExt;
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let (client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
-        let (mut client, (server, peer)) = (client.expect("connect"), accepted.expect("accept"));
+        let (mut client, server, peer) = socket_pair().await;
         let (stop, stopped) = watch::channel(false);
         let served = tokio::spawn(async move {
             serve(server, Bytes::new(), peer, Router::new(), stopped).await;
@@ -210,25 +270,8 @@ mod tests {
         if !alive {
             return (Some(client), served);
         }
-        let (mut reader, mut writer) = client.into_split();
-        tokio::spawn(async move {
-            let mut head = [0; 9];
-            while reader.read_exact(&mut head).await.is_ok() {
-                let length = usize::from(head[2]) | usize::from(head[1]) << 8;
-                let mut payload = vec![0; length];
-                if reader.read_exact(&mut payload).await.is_err() {
-                    return;
-                }
-                let answer = match (head[3], head[4] & 0x1) {
-                    (0x6, 0) => frame(0x6, 0x1, 0, &payload),
-                    (0x4, 0) => frame(0x4, 0x1, 0, &[]),
-                    _ => continue,
-                };
-                if writer.write_all(&answer).await.is_err() {
-                    return;
-                }
-            }
-        });
+        // No request, so no answer: this answers pings until the connection ends.
+        tokio::spawn(async move { next_answer(&mut client).await });
         (None, served)
     }
 

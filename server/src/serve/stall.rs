@@ -1,7 +1,9 @@
-//! A limit on how long a client may stop reading: a response it does not take for a minute
-//! fails, so that a client which stopped reading frees its task, its buffers and, at
-//! shutdown, the server (which waits for every connection). HTTP/1 answers wrap the socket
-//! for their writes; an HTTP/2 connection keeps it wrapped for its life.
+//! Limits on how long a client may stall: a response it does not take for a minute fails, and
+//! so does a request body that stops arriving for a minute, so that such a client frees its
+//! task, its buffers, its handler and, at shutdown, the server (which waits for every
+//! connection). HTTP/1 answers wrap the socket for their writes, and HTTP/1 bodies are timed
+//! where they are read; an HTTP/2 connection keeps its socket wrapped for its life, and each
+//! of its request bodies in [`BodyStallLimit`].
 
 use std::{
     future::Future,
@@ -11,13 +13,77 @@ use std::{
     time::Duration,
 };
 
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     time::{Sleep, sleep},
 };
 
+use super::body::BodyError;
+
 /// How long a write may wait for the client to take anything (nginx's `send_timeout`).
 pub const WRITE_STALL: Duration = Duration::from_secs(60);
+
+/// How long a request body may stop arriving before it fails (nginx's `client_body_timeout`).
+pub const BODY_STALL: Duration = Duration::from_secs(60);
+
+/// A request body that fails with [`BodyError::Stalled`] once nothing of it has arrived for
+/// [`BODY_STALL`] while the handler waits for it.
+pub struct BodyStallLimit<B> {
+    inner: B,
+    /// Runs only while the handler waits for the next piece.
+    stalled: Option<Pin<Box<Sleep>>>,
+}
+
+impl<B> BodyStallLimit<B> {
+    /// Wraps a request's body.
+    pub fn new(inner: B) -> Self {
+        Self {
+            inner,
+            stalled: None,
+        }
+    }
+}
+
+impl<B> http_body::Body for BodyStallLimit<B>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: Into<axum::BoxError>,
+{
+    type Data = Bytes;
+    type Error = axum::BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::BoxError>>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                this.stalled = None;
+                Poll::Ready(frame.map(|frame| frame.map_err(Into::into)))
+            }
+            Poll::Pending => {
+                let timer = this
+                    .stalled
+                    .get_or_insert_with(|| Box::pin(sleep(BODY_STALL)));
+                match timer.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Some(Err(BodyError::Stalled.into()))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
 
 /// Writes to `io`, failing with `TimedOut` once a write has made no progress for
 /// [`WRITE_STALL`]; the clock restarts whenever the client takes some bytes.
