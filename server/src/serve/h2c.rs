@@ -1,11 +1,10 @@
 //! HTTP/2 with prior knowledge (h2c): once a connection opens with the HTTP/2 preface, it is
 //! handed to hyper's HTTP/2 server, replaying the bytes already read. Its writes and request
 //! bodies have the HTTP/1 limits on stalling, and at shutdown its open streams get as long
-//! again to finish:
-//! a client that stops reading, or never opens its flow-control window, cannot hold the
-//! server. A connection is pinged after a minute without traffic and closed when the ping
-//! goes unanswered, so that peers which vanished (a phone gone off the network) do not keep
-//! their sockets for ever.
+//! again to finish: a client that stops reading or sending, or never opens its flow-control
+//! window, cannot hold the server. A connection is pinged after a minute without traffic
+//! and closed when the ping goes unanswered, so that peers which vanished (a phone gone off
+//! the network) do not keep their sockets for ever.
 
 use std::{
     io,
@@ -206,7 +205,8 @@ mod tests {
         let mut head = [0; 9];
         loop {
             client.read_exact(&mut head).await.ok()?;
-            let length = usize::from(head[2]) | usize::from(head[1]) << 8;
+            let length =
+                usize::from(head[0]) << 16 | usize::from(head[1]) << 8 | usize::from(head[2]);
             let mut payload = vec![0; length];
             client.read_exact(&mut payload).await.ok()?;
             let answer = match (head[3], head[4] & 0x1) {
