@@ -439,7 +439,7 @@ mod tests {
             .await
             .expect("write");
         for _ in 0..5 {
-            tokio::time::sleep(BODY_STALL / 2).await;
+            tokio::time::sleep(BODY_STALL / 4).await;
             client.write_all(b"x").await.expect("write");
         }
         let answer = answer(&mut client).await;

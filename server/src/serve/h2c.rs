@@ -23,7 +23,6 @@ use hyper_util::{
 };
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
-    net::TcpStream,
     sync::watch,
 };
 use tower::ServiceExt;
@@ -39,13 +38,15 @@ const PING_TIMEOUT: Duration = Duration::from_secs(20);
 pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// Serves HTTP/2 on `stream`, whose first bytes (`read`) were already taken off it.
-pub async fn serve(
-    stream: TcpStream,
+pub async fn serve<S>(
+    stream: S,
     read: Bytes,
     peer: SocketAddr,
     app: Router,
     mut stop: watch::Receiver<bool>,
-) {
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let service = app.map_request(move |request: hyper::Request<hyper::body::Incoming>| {
         let mut request = request.map(|body| axum::body::Body::new(BodyStallLimit::new(body)));
         request.extensions_mut().insert(ConnectInfo(peer));
@@ -74,12 +75,12 @@ pub async fn serve(
 }
 
 /// A stream that first gives back bytes already read from it.
-struct Rewind {
+struct Rewind<S> {
     read: Bytes,
-    stream: StallLimit<TcpStream>,
+    stream: StallLimit<S>,
 }
 
-impl AsyncRead for Rewind {
+impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -95,7 +96,7 @@ impl AsyncRead for Rewind {
     }
 }
 
-impl AsyncWrite for Rewind {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -131,24 +132,25 @@ mod tests {
 
     use axum::routing::get;
     use tokio::{
-        io::AsyncWriteExt,
-        net::TcpListener,
+        io::{AsyncWriteExt, DuplexStream, duplex},
         time::{Instant, timeout},
     };
 
     use super::*;
     use crate::serve::stall::BODY_STALL;
 
-    /// More than loopback's socket buffers hold.
-    const LARGE: usize = 64 * 1024 * 1024;
+    /// What the pipe between client and server holds: more than a stream's first window
+    /// (64 KiB), so that only a client that stops reading fills it.
+    const PIPE: usize = 1024 * 1024;
+    /// More than the pipe holds.
+    const LARGE: usize = 16 * PIPE;
 
-    /// A connected client socket, the server's end and the client's address.
-    async fn socket_pair() -> (TcpStream, TcpStream, SocketAddr) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let (client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
-        let (server, peer) = accepted.expect("accept");
-        (client.expect("connect"), server, peer)
+    /// A client's end, the server's end and the client's address. An in-memory pipe, not a
+    /// socket: whether it has room or data is known to the runtime at once, so paused time
+    /// cannot run ahead of a write or read that already happened.
+    fn socket_pair() -> (DuplexStream, DuplexStream, SocketAddr) {
+        let (client, server) = duplex(PIPE);
+        (client, server, SocketAddr::from(([127, 0, 0, 1], 40_000)))
     }
 
     fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
@@ -186,8 +188,12 @@ mod tests {
     /// An HTTP/2 connection being served, and the client's end of it.
     async fn connection(
         window: Option<u32>,
-    ) -> (TcpStream, watch::Sender<bool>, tokio::task::JoinHandle<()>) {
-        let (mut client, server, peer) = socket_pair().await;
+    ) -> (
+        DuplexStream,
+        watch::Sender<bool>,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let (mut client, server, peer) = socket_pair();
         let app = Router::new().route("/big", get(|| async { vec![b'x'; LARGE] }));
         let (stop, stopped) = watch::channel(false);
         let served = tokio::spawn(serve(server, Bytes::new(), peer, app, stopped));
@@ -200,7 +206,7 @@ mod tests {
 
     /// Reads frames, answering pings and settings as a live client does, until an answer's
     /// head arrives: its HPACK block (none when the connection ended first).
-    async fn next_answer(client: &mut TcpStream) -> Option<Vec<u8>> {
+    async fn next_answer(client: &mut DuplexStream) -> Option<Vec<u8>> {
         use tokio::io::AsyncReadExt;
         let mut head = [0; 9];
         loop {
@@ -222,7 +228,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn an_upload_that_stops_arriving_fails() {
         use axum::{http::StatusCode, routing::post};
-        let (mut client, server, peer) = socket_pair().await;
+        let (mut client, server, peer) = socket_pair();
         let app = Router::new().route(
             "/up",
             post(|body: axum::body::Body| async move {
@@ -257,8 +263,8 @@ mod tests {
     /// A client that says its preface and settings and then nothing, answering pings (and
     /// acknowledging settings) only when `alive`: its socket (a task holds it when alive)
     /// and the connection's task.
-    async fn silent_client(alive: bool) -> (Option<TcpStream>, tokio::task::JoinHandle<()>) {
-        let (mut client, server, peer) = socket_pair().await;
+    async fn silent_client(alive: bool) -> (Option<DuplexStream>, tokio::task::JoinHandle<()>) {
+        let (mut client, server, peer) = socket_pair();
         let (stop, stopped) = watch::channel(false);
         let served = tokio::spawn(async move {
             serve(server, Bytes::new(), peer, Router::new(), stopped).await;
