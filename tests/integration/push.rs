@@ -613,15 +613,21 @@ async fn old_notifications_go_and_unread_ones_still_count(backend: Backend) {
         }
         sent.push(send(&srv, &alice, &room, &format!("p{i}"), body).await);
     }
+    let read = |who: String, event: String| {
+        let (srv, room) = (&srv, &room);
+        async move {
+            let (status, body) = srv
+                .post_json(
+                    &format!("/_matrix/client/v3/rooms/{room}/receipt/m.read/{event}"),
+                    Some(&who),
+                    &json!({}),
+                )
+                .await;
+            assert_eq!(status, 200, "{body}");
+        }
+    };
     // Bob reads the first two; Carol reads nothing; Dave leaves.
-    let (status, body) = srv
-        .post_json(
-            &format!("/_matrix/client/v3/rooms/{room}/receipt/m.read/{}", sent[1]),
-            Some(&bob),
-            &json!({}),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
+    read(bob.clone(), sent[1].clone()).await;
     let left = srv
         .post_json(
             &format!("/_matrix/client/v3/rooms/{room}/leave"),
@@ -672,19 +678,6 @@ async fn old_notifications_go_and_unread_ones_still_count(backend: Backend) {
     assert_eq!(services.prune_notifications().await.expect("prune"), 0);
     assert_eq!(counts(&srv, &carol, &room).await, (3, 1));
 
-    let read = |who: String, event: String| {
-        let (srv, room) = (&srv, &room);
-        async move {
-            let (status, body) = srv
-                .post_json(
-                    &format!("/_matrix/client/v3/rooms/{room}/receipt/m.read/{event}"),
-                    Some(&who),
-                    &json!({}),
-                )
-                .await;
-            assert_eq!(status, 200, "{body}");
-        }
-    };
     // A receipt among the folded ones leaves them all counted; one past them reads them.
     read(carol.clone(), sent[0].clone()).await;
     assert_eq!(counts(&srv, &carol, &room).await, (3, 1));

@@ -24,23 +24,28 @@ impl Services {
     /// rows went.
     pub async fn prune_notifications(&self) -> Result<u64> {
         let before = self.now_ms() - NOTIFICATION_RETENTION.as_millis() as i64;
-        let mut total = 0;
-        for fold in [false, true] {
-            loop {
-                let gone = if fold {
-                    self.store.fold_push_actions(before, BATCH).await?
-                } else {
-                    self.store.prune_push_actions(before, BATCH).await?
-                };
-                total += gone;
-                if gone < BATCH as u64 {
-                    break;
-                }
-                // Let other writers in between batches (SQLite has one writer).
-                tokio::task::yield_now().await;
-            }
+        let pruned = in_batches(|| self.store.prune_push_actions(before, BATCH)).await?;
+        let folded = in_batches(|| self.store.fold_push_actions(before, BATCH)).await?;
+        Ok(pruned + folded + self.store.prune_push_summaries().await?)
+    }
+}
+
+/// Runs `step` (which removes up to [`BATCH`] rows) until a batch comes back short; how many
+/// rows went in all.
+async fn in_batches<F, Fut>(mut step: F) -> Result<u64>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = std::result::Result<u64, sqlx::Error>>,
+{
+    let mut total = 0;
+    loop {
+        let gone = step().await?;
+        total += gone;
+        if gone < BATCH as u64 {
+            return Ok(total);
         }
-        Ok(total + self.store.prune_push_summaries().await?)
+        // Let other writers in between batches (SQLite has one writer).
+        tokio::task::yield_now().await;
     }
 }
 
