@@ -97,13 +97,31 @@ pub fn decode_address(outcome: &CallOutcome) -> Option<Address> {
         .flatten()
 }
 
-/// Each address's primary ENS name at `block`, kept only when it resolves back to the address.
+/// What reading one address's primary name found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PrimaryName {
+    /// A name that resolves back to the address.
+    Verified(String),
+    /// No verified name: no reverse record, no valid name, or one that resolves elsewhere.
+    Absent,
+    /// A read reverted or answered something undecodable: nothing is known.
+    Unreadable,
+}
+
+/// An address from a successful call, `Err` for a failed or undecodable one.
+fn read_address(outcome: &CallOutcome) -> Result<Address, ()> {
+    decode_address(outcome).ok_or(())
+}
+
+/// Each address's primary ENS name at `block`, kept only when it resolves back to the
+/// address; a read that fails on the way makes that address's name unknown, not absent.
 pub async fn primary_names(
     chain: &Chain,
     addresses: &[Address],
     block: u64,
     batch_size: usize,
-) -> Result<Vec<Option<String>>, ChainError> {
+) -> Result<Vec<PrimaryName>, ChainError> {
+    let mut found = vec![PrimaryName::Absent; addresses.len()];
     let reverse: Vec<B256> = addresses.iter().map(|a| reverse_node(*a)).collect();
     // Who resolves each reverse record.
     let calls: Vec<(Address, Bytes)> = reverse
@@ -118,10 +136,14 @@ pub async fn primary_names(
     let mut asked = Vec::new();
     let mut calls = Vec::new();
     for (i, outcome) in resolvers.iter().enumerate() {
-        if let Some(resolver) = decode_address(outcome).filter(|r| !r.is_zero()) {
-            asked.push(i);
-            let call = IEns::nameCall { node: reverse[i] };
-            calls.push((resolver, call.abi_encode().into()));
+        match read_address(outcome) {
+            Ok(resolver) if !resolver.is_zero() => {
+                asked.push(i);
+                let call = IEns::nameCall { node: reverse[i] };
+                calls.push((resolver, call.abi_encode().into()));
+            }
+            Ok(_) => {}
+            Err(()) => found[i] = PrimaryName::Unreadable,
         }
     }
     let mut names: Vec<Option<String>> = vec![None; addresses.len()];
@@ -129,11 +151,15 @@ pub async fn primary_names(
         .iter()
         .zip(chain.multicall_batched(&calls, block, batch_size).await?)
     {
-        names[*i] = outcome
+        let name = outcome
             .success
             .then(|| IEns::nameCall::abi_decode_returns(&outcome.data).ok())
-            .flatten()
-            .filter(|name| check_name(name).is_ok());
+            .flatten();
+        match name {
+            Some(name) if check_name(&name).is_ok() => names[*i] = Some(name),
+            Some(_) => {}
+            None => found[*i] = PrimaryName::Unreadable,
+        }
     }
     // Forward check: the name's resolver must map it back to the same address.
     let claimed: Vec<usize> = (0..addresses.len())
@@ -156,19 +182,28 @@ pub async fn primary_names(
     let mut checked = Vec::new();
     let mut calls = Vec::new();
     for ((i, node), outcome) in claimed.iter().zip(&nodes).zip(&forward_resolvers) {
-        if let Some(resolver) = decode_address(outcome).filter(|r| !r.is_zero()) {
-            checked.push(*i);
-            calls.push((resolver, IEns::addrCall { node: *node }.abi_encode().into()));
+        match read_address(outcome) {
+            Ok(resolver) if !resolver.is_zero() => {
+                checked.push(*i);
+                calls.push((resolver, IEns::addrCall { node: *node }.abi_encode().into()));
+            }
+            Ok(_) => {}
+            Err(()) => found[*i] = PrimaryName::Unreadable,
         }
     }
     let answers = chain.multicall_batched(&calls, block, batch_size).await?;
-    let mut verified: Vec<Option<String>> = vec![None; addresses.len()];
     for (i, outcome) in checked.iter().zip(&answers) {
-        if decode_address(outcome) == Some(addresses[*i]) {
-            verified[*i] = names[*i].take();
+        match read_address(outcome) {
+            Ok(address) if address == addresses[*i] => {
+                if let Some(name) = names[*i].take() {
+                    found[*i] = PrimaryName::Verified(name);
+                }
+            }
+            Ok(_) => {}
+            Err(()) => found[*i] = PrimaryName::Unreadable,
         }
     }
-    Ok(verified)
+    Ok(found)
 }
 
 #[cfg(test)]

@@ -181,7 +181,7 @@ impl ChainBatch {
 struct ChainAnswers {
     block: u64,
     outcomes: Vec<CallOutcome>,
-    primary_names: Vec<Option<String>>,
+    primary_names: Vec<ens::PrimaryName>,
 }
 
 /// Evaluates `rule` for each `(address, scope)`: every chain read of all of them goes out
@@ -280,30 +280,70 @@ pub async fn evaluate(
                     }
                 })
                 .collect();
-            let mut next = results.iter().map(|r| {
-                if r.unknown {
-                    Truth::Unknown
-                } else {
-                    Truth::from_bool(r.pass)
-                }
-            });
-            let truth = combine(rule, &mut next);
-            let unreadable = truth == Truth::Unknown
-                && results
-                    .iter()
-                    .zip(&in_scope)
-                    .any(|(r, inside)| r.unknown && *inside);
-            AddressVerdict {
+            let mut verdict = AddressVerdict {
                 address: address.to_checksum(None),
                 scope: *scope,
-                pass: truth == Truth::Yes,
-                unknown: truth == Truth::Unknown,
-                unreadable,
+                pass: false,
+                unknown: false,
+                unreadable: false,
                 blocks: blocks.clone(),
                 leaves: results,
-            }
+            };
+            conclude(rule, &leaves, &mut verdict);
+            verdict
         })
         .collect())
+}
+
+/// Sets a verdict's outcome from its leaves.
+fn conclude(rule: &Rule, leaves: &[Leaf<'_>], verdict: &mut AddressVerdict) {
+    let mut next = verdict.leaves.iter().map(|r| {
+        if r.unknown {
+            Truth::Unknown
+        } else {
+            Truth::from_bool(r.pass)
+        }
+    });
+    let truth = combine(rule, &mut next);
+    let scope = verdict.scope;
+    verdict.pass = truth == Truth::Yes;
+    verdict.unknown = truth == Truth::Unknown;
+    verdict.unreadable = truth == Truth::Unknown
+        && verdict.leaves.iter().zip(leaves).any(|(r, leaf)| {
+            let (chain, contract) = leaf_target(leaf.rule);
+            r.unknown && scope.covers(chain, contract)
+        });
+}
+
+/// Judges one user's addresses (own wallets and vaults) together: a leaf under a `not` that
+/// holds for any of them holds for the user, so a banned badge in one wallet bars them
+/// whichever wallet or vault they come with. Each verdict is concluded again with those
+/// leaves held; leaves outside a `not` stay each address's own.
+pub fn judge_together(rule: &Rule, verdicts: &mut [AddressVerdict]) {
+    let leaves = leaves(rule);
+    let mut holders: Vec<Option<String>> = vec![None; leaves.len()];
+    for verdict in verdicts.iter() {
+        for (holder, result) in holders.iter_mut().zip(&verdict.leaves) {
+            if holder.is_none() && result.negated && result.pass && !result.unknown {
+                *holder = Some(verdict.address.clone());
+            }
+        }
+    }
+    if holders.iter().all(Option::is_none) {
+        return;
+    }
+    for verdict in verdicts.iter_mut() {
+        for (holder, result) in holders.iter().zip(&mut verdict.leaves) {
+            if let Some(holder) = holder
+                && (!result.pass || result.unknown)
+            {
+                result.pass = true;
+                result.unknown = false;
+                result.value = format!("held by {holder}, another of the user's addresses");
+            }
+        }
+        conclude(rule, &leaves, verdict);
+    }
 }
 
 /// The chain and contract a leaf reads (`None` for lists; Multicall3 for native coin).
@@ -476,13 +516,19 @@ fn judge(
                     .get(&l.chain.0)
                     .and_then(|a| a.primary_names.get(index))
                     .cloned()
-                    .flatten();
+                    .unwrap_or(ens::PrimaryName::Unreadable);
                 let suffix = format!(".{parent}");
-                (
-                    Truth::from_bool(name.as_deref().is_some_and(|n| n.ends_with(&suffix))),
-                    name.unwrap_or_else(|| "no verified primary name".to_owned()),
-                    format!("a primary name under {parent}"),
-                )
+                let (truth, value) = match name {
+                    ens::PrimaryName::Verified(name) => {
+                        (Truth::from_bool(name.ends_with(&suffix)), name)
+                    }
+                    ens::PrimaryName::Absent => {
+                        (Truth::No, "no verified primary name".to_owned())
+                    }
+                    // A resolver that reverts says nothing about the name: no kick for it.
+                    ens::PrimaryName::Unreadable => (Truth::Unknown, "unreadable".to_owned()),
+                };
+                (truth, value, format!("a primary name under {parent}"))
             }
             (None, None) => (Truth::Unknown, String::new(), "nothing".to_owned()),
         },

@@ -10,7 +10,7 @@ mod transfers;
 mod tests;
 
 pub use delegation::{DELEGATE_REGISTRY, delegated_vaults};
-pub use eval::{AddressVerdict, LeafResult, Scope, evaluate};
+pub use eval::{AddressVerdict, LeafResult, Scope, evaluate, judge_together};
 pub use rule::{
     Addr, Amount, Caip2, Call, CompiledCall, Ens, Erc20, Erc721, Erc1155, Expect, MAX_DEPTH,
     MAX_LEAVES, Native, Op, Rule, RuleError, parse_address,

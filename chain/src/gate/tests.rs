@@ -189,3 +189,47 @@ fn token_contracts_are_collected_once() {
     .expect("valid");
     assert_eq!(rule.token_contracts().len(), 1);
 }
+
+/// `all[listed, not(banned)]` over two wallets of one user: the clean wallet passes on its
+/// own, but judged with the banned one beside it the user fails, and the reason names the
+/// banned wallet.
+#[tokio::test]
+async fn negated_leaves_are_judged_over_all_of_a_users_addresses() {
+    let clean: alloy::primitives::Address = "0x1111111111111111111111111111111111111111"
+        .parse()
+        .expect("address");
+    let banned: alloy::primitives::Address = "0x2222222222222222222222222222222222222222"
+        .parse()
+        .expect("address");
+    let rule = parse(json!({"all": [
+        {"allowlist": [clean.to_string(), banned.to_string()]},
+        {"not": {"allowlist": [banned.to_string()]}}
+    ]}))
+    .expect("valid");
+    let chains = crate::rpc::Chains::new(&std::collections::BTreeMap::new()).expect("no chains");
+    let subjects = [(clean, Scope::Own), (banned, Scope::Own)];
+    let mut verdicts = evaluate(&chains, &rule, &subjects, 100)
+        .await
+        .expect("no chain is read");
+    assert!(verdicts[0].pass, "alone, the clean wallet passes");
+    assert!(!verdicts[1].pass);
+    judge_together(&rule, &mut verdicts);
+    assert!(verdicts.iter().all(|v| !v.pass), "{verdicts:?}");
+    let failing: Vec<&LeafResult> = verdicts[0].failing().collect();
+    assert_eq!(failing.len(), 1, "{failing:?}");
+    assert_eq!(failing[0].path, "all[1].not.allowlist");
+    assert!(failing[0].value.contains(&banned.to_checksum(None)), "{failing:?}");
+
+    // Only negated leaves are pooled: a user whose wallets each hold half of an `all`
+    // still fails (each address must meet the positive part alone).
+    let rule = parse(json!({"all": [
+        {"allowlist": [clean.to_string()]},
+        {"allowlist": [banned.to_string()]}
+    ]}))
+    .expect("valid");
+    let mut verdicts = evaluate(&chains, &rule, &subjects, 100)
+        .await
+        .expect("no chain is read");
+    judge_together(&rule, &mut verdicts);
+    assert!(verdicts.iter().all(|v| !v.pass));
+}

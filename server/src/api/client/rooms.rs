@@ -215,6 +215,7 @@ async fn upload_filter(
     req: Ruma<create_filter::v3::Request>,
 ) -> Result<create_filter::v3::Response> {
     ensure_self(&req.auth.user_id, &req.body.user_id)?;
+    crate::service::sync::validate_filter(&req.body.filter)?;
     let json = serde_json::to_string(&req.body.filter).map_err(|e| Error::Internal(e.into()))?;
     let id = services
         .store

@@ -23,7 +23,7 @@ use crate::{
     },
     service::{
         Services,
-        sync::{EventFilter, SyncOptions, SyncToken},
+        sync::{EventFilter, SyncOptions, SyncToken, validate_filter},
     },
 };
 
@@ -98,9 +98,16 @@ async fn sync_options(
     let b = &req.body;
     let filter = match &b.filter {
         Some(Filter::FilterDefinition(definition)) => definition.clone(),
+        // Ids are numbers: text starting as JSON does is a definition that did not parse.
+        Some(Filter::FilterId(id)) if id.trim_start().starts_with('{') => {
+            return Err(Error::bad_json(
+                "The filter is not a valid filter definition (JSON)",
+            ));
+        }
         Some(Filter::FilterId(id)) => services.stored_filter(&req.auth.user_id, id).await?,
         _ => FilterDefinition::default(),
     };
+    validate_filter(&filter)?;
     let mut options = SyncOptions {
         since: b.since.as_deref().map(SyncToken::parse).transpose()?,
         timeout: b.timeout.unwrap_or(Duration::ZERO),

@@ -45,8 +45,16 @@ impl VerdictCache {
         }
     }
 
-    /// A verdict still fresh at `now_ms`. A Redis failure reads as a miss (the chain is asked).
-    pub async fn get(&self, key: &str, address: Address, now_ms: i64) -> Option<AddressVerdict> {
+    /// A verdict still fresh at `now_ms` for a reader that accepts verdicts at most
+    /// `max_age_ms` old (whoever wrote it may have allowed longer). A Redis failure reads as
+    /// a miss (the chain is asked).
+    pub async fn get(
+        &self,
+        key: &str,
+        address: Address,
+        now_ms: i64,
+        max_age_ms: u64,
+    ) -> Option<AddressVerdict> {
         let (stored, invalidated) = match self {
             Self::Memory(map) => {
                 let map = map.lock().ok()?;
@@ -69,7 +77,9 @@ impl VerdictCache {
             }
         };
         let (expires, read_at, verdict) = stored;
-        (expires > now_ms && read_at >= invalidated).then_some(verdict)
+        let max_age = i64::try_from(max_age_ms).unwrap_or(i64::MAX);
+        let fresh = expires > now_ms && now_ms.saturating_sub(read_at) < max_age;
+        (fresh && read_at >= invalidated).then_some(verdict)
     }
 
     /// Keeps a verdict read at `now_ms` for `ttl_ms`.

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use http::StatusCode;
 use matrixon_chain::{
-    gate::{AddressVerdict, Rule, Scope, evaluate},
+    gate::{AddressVerdict, Rule, Scope, evaluate, judge_together},
     rpc::ChainError,
     siwe::Address,
 };
@@ -75,6 +75,20 @@ struct GateContent {
 
 fn default_interval() -> u64 {
     3_600
+}
+
+/// What the door made of a membership event.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Door {
+    /// Not someone joining or knocking.
+    NotEntry,
+    /// A joined member's profile update: to be appended only while they are still joined.
+    ProfileUpdate,
+    /// An entry allowed under the gate event with this id (`None`: the room had none).
+    Entry {
+        /// The gate event the decision was made against.
+        gate_event: Option<String>,
+    },
 }
 
 /// The addresses that count as one user's for a gate.
@@ -157,13 +171,26 @@ impl Services {
     /// The room's current gate. A stored gate this server can no longer evaluate (its
     /// chain was removed from the configuration) reads as "cannot be asked".
     pub async fn room_gate(&self, room_id: &RoomId) -> Result<Option<Gate>> {
-        let Some(content) = self.state_content(room_id, GATE_EVENT_TYPE, "").await? else {
-            return Ok(None);
+        Ok(self.room_gate_event(room_id).await?.1)
+    }
+
+    /// The room's current gate event's id (`None` when it never had one) and its gate.
+    async fn room_gate_event(&self, room_id: &RoomId) -> Result<(Option<String>, Option<Gate>)> {
+        let Some(stored) = self
+            .store
+            .current_state_event(room_id.as_str(), GATE_EVENT_TYPE, "")
+            .await?
+        else {
+            return Ok((None, None));
         };
-        self.parse_gate(&content).map_err(|e| {
-            tracing::warn!(%room_id, error = %e, "a stored gate cannot be evaluated here");
-            unavailable()
-        })
+        let pdu = super::rooms::Pdu::from_stored(&stored).map_err(Error::Internal)?;
+        let gate = self
+            .parse_gate(&Value::Object(pdu.content_object()))
+            .map_err(|e| {
+                tracing::warn!(%room_id, error = %e, "a stored gate cannot be evaluated here");
+                unavailable()
+            })?;
+        Ok((Some(stored.event_id), gate))
     }
 
     /// Refuses bad gate content before it becomes an event.
@@ -209,29 +236,30 @@ impl Services {
     /// Every way of becoming a member goes through here (joins by id or alias, accepted
     /// invites, restricted joins, knocks, raw `m.room.member` state sends): a user who is not
     /// joined yet and asks to join or knock meets the gate, after the authorization rules.
-    /// True when the event is a joined member's profile update (to be appended only while
-    /// they are still joined).
+    /// The chain is asked before the room is locked; the caller appends only while the
+    /// room's gate event is still the one decided on.
     pub(crate) async fn gate_membership(
         &self,
         room_id: &RoomId,
         sender: &UserId,
         draft: &EventDraft,
-    ) -> Result<bool> {
+    ) -> Result<Door> {
         if draft.kind != TimelineEventType::RoomMember
             || draft.state_key.as_deref() != Some(sender.as_str())
         {
-            return Ok(false);
+            return Ok(Door::NotEntry);
         }
         let action = match draft.content.get("membership").and_then(Value::as_str) {
             Some("join") => "join",
             Some("knock") => "knock",
-            _ => return Ok(false),
+            _ => return Ok(Door::NotEntry),
         };
         if action == "join" && self.membership(room_id, sender).await?.as_deref() == Some("join") {
-            return Ok(true); // a profile update, not an entry
+            return Ok(Door::ProfileUpdate);
         }
-        let Some(gate) = self.room_gate(room_id).await? else {
-            return Ok(false);
+        let (gate_event, gate) = self.room_gate_event(room_id).await?;
+        let Some(gate) = gate else {
+            return Ok(Door::Entry { gate_event });
         };
         let room = self
             .store
@@ -242,7 +270,7 @@ impl Services {
             .await?
             .authorize()?;
         self.enforce_gate(room_id, sender, &gate, action).await?;
-        Ok(false)
+        Ok(Door::Entry { gate_event })
     }
 
     /// The door: lets `user_id` become a member (`action`: join, knock) only when one of their
@@ -269,12 +297,13 @@ impl Services {
             let message = "This room is token-gated: link a wallet that meets its rule first";
             return Err(refusal(message, gate, room_id, &[]));
         }
-        let verdicts = match self.gate_verdicts(gate, &holdings.subjects).await {
+        let mut verdicts = match self.gate_verdicts(gate, &holdings.subjects).await {
             Ok(verdicts) => verdicts,
             Err(e) => {
                 return Err(self.gate_unavailable(room_id, user_id, &e).await);
             }
         };
+        judge_together(&gate.rule, &mut verdicts);
         if let Some(passing) = verdicts.iter().find(|v| v.pass) {
             let detail =
                 json!({"action": action, "address": passing.address, "scope": passing.scope});
@@ -406,9 +435,16 @@ impl Services {
                 contract.map_or_else(|| "all".to_owned(), |c| format!("{c:#x}"))
             ),
         };
+        // Freshness is this gate's to judge: a verdict another reader kept for longer (a dry
+        // run, a gate re-checked less often) is older than this one accepts.
+        let ttl = gate.cache_ttl_ms(self.config.gate.cache_ttl_s);
         let mut known: Vec<Option<AddressVerdict>> = Vec::with_capacity(subjects.len());
         for (address, scope) in subjects {
-            known.push(self.gate_cache.get(&key(scope), *address, now).await);
+            known.push(if ttl > 0 {
+                self.gate_cache.get(&key(scope), *address, now, ttl).await
+            } else {
+                None
+            });
         }
         let missing: Vec<(Address, Scope)> = subjects
             .iter()
@@ -424,7 +460,6 @@ impl Services {
                 self.config.gate.batch_size,
             )
             .await?;
-            let ttl = gate.cache_ttl_ms(self.config.gate.cache_ttl_s);
             let mut fresh = fresh.into_iter();
             for (slot, (address, scope)) in known.iter_mut().zip(subjects) {
                 if slot.is_none()
@@ -475,10 +510,11 @@ impl Services {
             }
             _ => return Err(Error::bad_json("Give exactly one of address and user_id")),
         };
-        let verdicts = self.gate_verdicts(&gate, &subjects).await.map_err(|e| {
+        let mut verdicts = self.gate_verdicts(&gate, &subjects).await.map_err(|e| {
             tracing::warn!(error = %e, "gate check: the chain could not be asked");
             unavailable()
         })?;
+        judge_together(&gate.rule, &mut verdicts);
         Ok(json!({
             "pass": verdicts.iter().any(|v| v.pass),
             "rule": gate.rule,

@@ -10,7 +10,7 @@ use std::{
 };
 
 use matrixon_chain::{
-    gate::{AddressVerdict, Scope, transfers},
+    gate::{AddressVerdict, Scope, judge_together, transfers},
     siwe::Address,
 };
 use ruma::{OwnedUserId, RoomId, UserId};
@@ -157,11 +157,13 @@ impl Services {
             all.iter().copied().zip(&verdicts).collect();
         let now = self.now_ms();
         for (user_id, holdings) in members.iter().zip(&holdings) {
-            let mine: Vec<&AddressVerdict> = holdings
+            let mut mine: Vec<AddressVerdict> = holdings
                 .subjects
                 .iter()
-                .filter_map(|s| by_subject.get(s).copied())
+                .filter_map(|s| by_subject.get(s).map(|v| (*v).clone()))
                 .collect();
+            judge_together(&gate.rule, &mut mine);
+            let mine: Vec<&AddressVerdict> = mine.iter().collect();
             if mine.iter().any(|v| v.pass) {
                 self.store
                     .clear_gate_failure(room_id.as_str(), user_id.as_str())

@@ -21,15 +21,32 @@ use tokio::sync::{Mutex, MutexGuard};
 use super::pdu::Pdu;
 use crate::{
     http::error::{Error, Result},
-    service::Services,
+    service::{
+        Services,
+        gate::{Door, GATE_EVENT_TYPE},
+    },
     store::{NewEvent, PushAction, RoomRow},
 };
 
 /// Largest PDU the spec allows.
-const MAX_PDU_BYTES: usize = 65_536;
+const MAX_PDU_BYTES: usize = 65_535;
+/// Longest event type and state key the spec allows, in bytes.
+const MAX_FIELD_BYTES: usize = 255;
 
 /// How often an append is retried when another instance appended to the room meanwhile.
 const MAX_APPEND_ATTEMPTS: usize = 8;
+/// How often a join's gate is decided again when the gate changed while it was decided.
+const MAX_GATE_DECISIONS: usize = 3;
+
+/// How an append under the room lock ended.
+enum Appended {
+    /// The new event.
+    Event(OwnedEventId),
+    /// Other instances kept appending first.
+    Busy,
+    /// The room's gate is no longer the one the entry was decided against.
+    GateChanged,
+}
 
 /// An event to make, before it has ids, hashes and signatures.
 #[derive(Clone, Debug)]
@@ -42,10 +59,10 @@ pub struct EventDraft {
     pub state_key: Option<String>,
     /// For redactions: the event to redact.
     pub redacts: Option<OwnedEventId>,
-    /// Appended only while the user named by the state key still has this membership,
-    /// checked under the room lock (a kick must not land on a ban, a profile update must
-    /// not re-join someone who was just removed).
-    pub target_must_be: Option<&'static str>,
+    /// Appended only while the user named by the state key still has one of these
+    /// memberships, checked under the room lock (a kick must not land on a ban, a profile
+    /// update must not re-join someone who was just removed).
+    pub target_must_be: Option<&'static [&'static str]>,
 }
 
 impl EventDraft {
@@ -111,6 +128,21 @@ fn int(value: i64) -> Result<CanonicalJsonValue> {
         .map_err(|_| internal("integer out of the canonical JSON range"))
 }
 
+/// 413 `M_TOO_LARGE`.
+fn too_large(message: &str) -> Error {
+    Error::new(StatusCode::PAYLOAD_TOO_LARGE, ErrorKind::TooLarge, message)
+}
+
+/// Hashing and signing refuse an event over the size limit: the sender's fault, not ours.
+fn signing_error(e: signatures::JsonError) -> Error {
+    match e {
+        signatures::JsonError::PduTooLarge => {
+            too_large(&format!("The event is larger than {MAX_PDU_BYTES} bytes"))
+        }
+        other => internal(other),
+    }
+}
+
 fn internal(e: impl std::fmt::Display) -> Error {
     Error::Internal(anyhow::anyhow!("building an event: {e}"))
 }
@@ -125,29 +157,67 @@ impl Services {
         draft: EventDraft,
         txn: Option<(&DeviceId, &str)>,
     ) -> Result<OwnedEventId> {
-        // A token gate is checked before the room is locked: it may ask a chain. A join that
-        // only updates a profile must find its sender still joined once the lock is held.
         let mut draft = draft;
-        if self.gate_membership(room_id, sender, &draft).await? {
-            draft.target_must_be = Some("join");
-        }
-        let _guard = self.room_locks.lock(room_id).await;
-        // A retried request (same device, same transaction id) gets the event it made.
-        if let Some((device, txn_id)) = txn
-            && let Some(existing) = self
-                .store
-                .txn_event(sender.as_str(), device.as_str(), txn_id)
+        for _ in 0..MAX_GATE_DECISIONS {
+            // A token gate is decided before the room is locked (it may ask a chain), and the
+            // event appended only on the gate event it was decided against.
+            let door = self.gate_membership(room_id, sender, &draft).await?;
+            if door == Door::ProfileUpdate {
+                draft.target_must_be = Some(&["join"]);
+            }
+            let gate_event = match &door {
+                Door::Entry { gate_event } => Some(gate_event.as_deref()),
+                _ => None,
+            };
+            let _guard = self.room_locks.lock(room_id).await;
+            // A retried request (same device, same transaction id) gets the event it made.
+            if let Some((device, txn_id)) = txn
+                && let Some(existing) = self
+                    .store
+                    .txn_event(sender.as_str(), device.as_str(), txn_id)
+                    .await?
+            {
+                return EventId::parse(existing).map_err(internal);
+            }
+            // Recorded with the event, so that the sync that shows it shows its unread counts;
+            // decided once, before the room is read, so a retry is no slower than before.
+            let push_actions = self.push_actions(room_id, sender, &draft).await;
+            match self
+                .append_locked(room_id, sender, &draft, txn, &push_actions, gate_event)
                 .await?
-        {
-            return EventId::parse(existing).map_err(internal);
+            {
+                Appended::Event(event_id) => return Ok(event_id),
+                Appended::Busy => break,
+                Appended::GateChanged => {
+                    tracing::info!(%room_id, %sender, "the gate changed during a join: deciding again");
+                }
+            }
         }
-        // Recorded with the event, so that the sync that shows it shows its unread counts;
-        // decided once, before the room is read, so a retry is no slower than before.
-        let push_actions = self.push_actions(room_id, sender, &draft).await;
+        Err(Error::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::Unknown,
+            "The room is too busy right now; try again",
+        ))
+    }
+
+    /// The append, under the room lock: retried when another instance appended meanwhile.
+    async fn append_locked(
+        &self,
+        room_id: &RoomId,
+        sender: &UserId,
+        draft: &EventDraft,
+        txn: Option<(&DeviceId, &str)>,
+        push_actions: &[PushAction],
+        gate_event: Option<Option<&str>>,
+    ) -> Result<Appended> {
+        let gate_key = (GATE_EVENT_TYPE.to_owned(), String::new());
         for _ in 0..MAX_APPEND_ATTEMPTS {
             if let (Some(required), Some(target)) = (draft.target_must_be, &draft.state_key)
                 && let Ok(target) = UserId::parse(target.as_str())
-                && self.membership(room_id, &target).await?.as_deref() != Some(required)
+                && !self
+                    .membership(room_id, &target)
+                    .await?
+                    .is_some_and(|m| required.contains(&m.as_str()))
             {
                 return Err(Error::forbidden(format!(
                     "{target}'s membership in {room_id} changed meanwhile; nothing was changed"
@@ -158,34 +228,19 @@ impl Services {
                 .room(room_id.as_str())
                 .await?
                 .ok_or_else(|| Error::not_found("Unknown room"))?;
-            if let Some(event_id) = self
-                .try_append(room_id, &room, sender, &draft, txn, &push_actions)
-                .await?
+            let prepared = self.prepare(room_id, &room, sender, draft).await?;
+            if let Some(decided) = gate_event
+                && prepared.state.get(&gate_key).map(String::as_str) != decided
             {
-                return Ok(event_id);
+                return Ok(Appended::GateChanged);
+            }
+            prepared.authorize()?;
+            if let Some(event_id) = self.commit(prepared, &room, txn, push_actions).await? {
+                return Ok(Appended::Event(event_id));
             }
             // Another instance appended to this room meanwhile: build on its event instead.
         }
-        Err(Error::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            ErrorKind::Unknown,
-            "The room is too busy right now; try again",
-        ))
-    }
-
-    /// Builds, checks and appends on top of `room` as read; `None` when the room moved on.
-    async fn try_append(
-        &self,
-        room_id: &RoomId,
-        room: &RoomRow,
-        sender: &UserId,
-        draft: &EventDraft,
-        txn: Option<(&DeviceId, &str)>,
-        push_actions: &[PushAction],
-    ) -> Result<Option<OwnedEventId>> {
-        let prepared = self.prepare(room_id, room, sender, draft).await?;
-        prepared.authorize()?;
-        self.commit(prepared, room, txn, push_actions).await
+        Ok(Appended::Busy)
     }
 
     /// Selects auth events, then hashes and signs the event on top of `room`'s state.
@@ -200,7 +255,19 @@ impl Services {
         if !draft.content.is_object() {
             return Err(Error::bad_json("Event content must be a JSON object"));
         }
-        if draft.kind.to_string() == crate::service::gate::GATE_EVENT_TYPE {
+        // The spec's size limits for the fields other servers index by.
+        let kind = draft.kind.to_string();
+        if kind.len() > MAX_FIELD_BYTES {
+            return Err(too_large(&format!(
+                "An event type is at most {MAX_FIELD_BYTES} bytes"
+            )));
+        }
+        if draft.state_key.as_ref().is_some_and(|k| k.len() > MAX_FIELD_BYTES) {
+            return Err(too_large(&format!(
+                "A state key is at most {MAX_FIELD_BYTES} bytes"
+            )));
+        }
+        if kind == GATE_EVENT_TYPE {
             self.validate_gate_event(draft.state_key.as_deref(), &draft.content)?;
         }
         let content_raw = serde_json::value::to_raw_value(&draft.content).map_err(internal)?;
@@ -310,19 +377,17 @@ impl Services {
             &mut object,
             &rules.redaction,
         )
-        .map_err(internal)?;
+        .map_err(signing_error)?;
         let event_id = EventId::parse(format!(
             "${}",
-            signatures::reference_hash(&object, &rules).map_err(internal)?
+            signatures::reference_hash(&object, &rules).map_err(signing_error)?
         ))
         .map_err(internal)?;
         let json = serde_json::to_string(&object).map_err(internal)?;
         if json.len() > MAX_PDU_BYTES {
-            return Err(Error::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                ErrorKind::TooLarge,
-                format!("The event is larger than {MAX_PDU_BYTES} bytes"),
-            ));
+            return Err(too_large(&format!(
+                "The event is larger than {MAX_PDU_BYTES} bytes"
+            )));
         }
         let pdu = Pdu::from_json(event_id, room_id, &json).map_err(internal)?;
         Ok(Prepared {
@@ -417,7 +482,7 @@ impl Services {
             // Redacting the gate event empties it: the room is no longer gated.
             self.gate_redacted(&pdu.room_id).await?;
         }
-        if kind == crate::service::gate::GATE_EVENT_TYPE && pdu.state_key.as_deref() == Some("") {
+        if kind == GATE_EVENT_TYPE && pdu.state_key.as_deref() == Some("") {
             self.gate_event_appended(&pdu.room_id, &Value::Object(content.clone()))
                 .await?;
         }

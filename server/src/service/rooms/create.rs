@@ -7,7 +7,7 @@ use serde_json::{Map, Value, json};
 use super::{DEFAULT_ROOM_VERSION, EventDraft, version_rules};
 use crate::{
     http::error::{Error, Result},
-    service::{Services, secrets},
+    service::{Services, gate::GATE_EVENT_TYPE, secrets},
     store::RoomRow,
 };
 
@@ -173,9 +173,6 @@ impl Services {
         .await?;
 
         if let Some(alias) = &alias {
-            self.store
-                .insert_alias(alias.as_str(), room_id.as_str(), creator.as_str())
-                .await?;
             self.append(
                 &room_id,
                 creator,
@@ -183,6 +180,17 @@ impl Services {
                 None,
             )
             .await?;
+        }
+
+        // A gate given as initial state comes before the join rules: the room must never be
+        // open without it.
+        let (gates, initial_state): (Vec<_>, Vec<_>) = request
+            .initial_state
+            .iter()
+            .partition(|(kind, _, _)| kind == GATE_EVENT_TYPE);
+        for (kind, key, content) in gates {
+            self.append(&room_id, creator, state(kind, key, content.clone()), None)
+                .await?;
         }
 
         let join_rule = if preset == "public_chat" {
@@ -211,7 +219,7 @@ impl Services {
                     .await?;
             }
         }
-        for (kind, key, content) in &request.initial_state {
+        for (kind, key, content) in initial_state {
             if kind == "m.room.create" || kind == "m.room.member" {
                 return Err(Error::bad_json(format!(
                     "initial_state may not contain {kind} events"
@@ -253,6 +261,19 @@ impl Services {
                 None,
             )
             .await?;
+        }
+        // The alias finds the room only once it is set up (its gate included).
+        if let Some(alias) = &alias
+            && !self
+                .store
+                .insert_alias(alias.as_str(), room_id.as_str(), creator.as_str())
+                .await?
+        {
+            return Err(Error::new(
+                http::StatusCode::BAD_REQUEST,
+                ruma::api::error::ErrorKind::RoomInUse,
+                format!("The alias {alias} was taken while {room_id} was being created"),
+            ));
         }
         if request.public {
             self.store

@@ -15,6 +15,9 @@ pub(crate) fn level(value: Option<&Value>) -> Option<i64> {
     value.and_then(|v| v.as_i64().or_else(|| v.as_str()?.parse().ok()))
 }
 
+/// The memberships a kick may end.
+const KICKABLE: &[&str] = &["join", "invite", "knock"];
+
 /// A membership change one user makes for another (or themselves).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MembershipChange {
@@ -95,16 +98,27 @@ impl Services {
                 "You are not in {room_id}, so you cannot leave it"
             )));
         }
+        // A kick removes someone who is there: kicking a user who left would say nothing,
+        // and kicking a banned one would lift the ban (Synapse refuses both).
+        let kick = change == MembershipChange::Leave && sender != target;
+        if kick
+            && !self
+                .membership(room_id, target)
+                .await?
+                .is_some_and(|m| KICKABLE.contains(&m.as_str()))
+        {
+            return Err(Error::forbidden(format!(
+                "{target} is not in {room_id} (joined, invited or knocking), so cannot be kicked"
+            )));
+        }
         if let Some(reason) = reason {
             content["reason"] = Value::from(reason);
         }
-        self.append(
-            room_id,
-            sender,
-            EventDraft::state("m.room.member", target.as_str(), content),
-            None,
-        )
-        .await
+        let mut draft = EventDraft::state("m.room.member", target.as_str(), content);
+        if kick {
+            draft.target_must_be = Some(KICKABLE);
+        }
+        self.append(room_id, sender, draft, None).await
     }
 
     /// Kicks `target` only if they are still joined when the room is locked (a ban given
@@ -121,7 +135,7 @@ impl Services {
             target.as_str(),
             json!({"membership": "leave", "reason": reason}),
         );
-        draft.target_must_be = Some("join");
+        draft.target_must_be = Some(&["join"]);
         self.append(room_id, sender, draft, None).await
     }
 
@@ -182,6 +196,17 @@ impl Services {
         else {
             return Err(Error::not_found(format!("No event {target} in {room_id}")));
         };
+        // A redacted gate opens the room: only those who may change the gate may do that.
+        let gate = crate::service::gate::GATE_EVENT_TYPE;
+        if event.kind == gate && event.state_key.is_some() {
+            return if self.has_power_for_state(room_id, sender, gate).await? {
+                Ok(())
+            } else {
+                Err(Error::forbidden(format!(
+                    "Redacting {gate} needs the power to change it"
+                )))
+            };
+        }
         if event.sender == sender.as_str() {
             return Ok(());
         }
