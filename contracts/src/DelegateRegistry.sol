@@ -2,7 +2,8 @@
 pragma solidity 0.8.28;
 
 /// @notice The part of delegate.xyz's DelegateRegistry v2 that gates read and tests write:
-/// ABI-compatible for delegateAll, delegateContract and getIncomingDelegations. Tests place it
+/// ABI-compatible for delegateAll, delegateContract, getIncomingDelegations and the events
+/// the real registry emits for the first two (the server watches them). Tests place it
 /// at the canonical address 0x00000000000000447e69651d841bD8D104Bed493 with anvil_setCode.
 contract DelegateRegistry {
     enum DelegationType {
@@ -26,7 +27,13 @@ contract DelegateRegistry {
 
     Delegation[] internal delegations;
 
+    event DelegateAll(address indexed from, address indexed to, bytes32 rights, bool enable);
+    event DelegateContract(
+        address indexed from, address indexed to, address indexed contract_, bytes32 rights, bool enable
+    );
+
     function delegateAll(address to, bytes32 rights, bool enable) external payable returns (bytes32) {
+        emit DelegateAll(msg.sender, to, rights, enable);
         return _set(Delegation(DelegationType.ALL, to, msg.sender, rights, address(0), 0, 0), enable);
     }
 
@@ -35,6 +42,7 @@ contract DelegateRegistry {
         payable
         returns (bytes32)
     {
+        emit DelegateContract(msg.sender, to, contract_, rights, enable);
         return _set(Delegation(DelegationType.CONTRACT, to, msg.sender, rights, contract_, 0, 0), enable);
     }
 

@@ -36,6 +36,10 @@ impl Default for Gateway {
     }
 }
 
+/// Longest wait for a connection (and its TLS handshake): a host that does not take one
+/// that fast is not going to answer in time either.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// How a refusal for the address ends, so callers can tell it from a failed fetch.
 pub const REFUSED_ADDRESS: &str = "is on a private, loopback or link-local address: refused";
 
@@ -237,6 +241,7 @@ impl Gateway {
         let mut builder = reqwest::Client::builder()
             .no_proxy()
             .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(self.timeout.min(CONNECT_TIMEOUT))
             .timeout(self.timeout)
             .resolve(&host, target);
         for root in &self.extra_roots {

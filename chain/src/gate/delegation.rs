@@ -1,14 +1,14 @@
 //! delegate.xyz v2: vaults that delegated to a wallet count as that wallet's for a gate.
 
 use alloy::{
-    primitives::{Address, B256, Bytes},
+    primitives::{Address, B256, Bytes, b256},
     sol,
     sol_types::SolCall,
 };
 use futures_util::future::try_join_all;
 
 use super::{Scope, rule::Rule};
-use crate::rpc::{ChainError, Chains};
+use crate::rpc::{Chain, ChainError, Chains};
 
 /// The delegate.xyz v2 registry's canonical address, the same on every chain.
 pub const DELEGATE_REGISTRY: Address =
@@ -106,4 +106,68 @@ pub async fn delegated_vaults(
         vaults.dedup();
     }
     Ok(out)
+}
+
+/// The registry's events, each with `from` (the vault) and `to` (the delegate) as its first
+/// two indexed arguments: `DelegateAll`, `DelegateContract`, `DelegateERC721`, `DelegateERC20`
+/// and `DelegateERC1155`.
+const DELEGATION_EVENTS: [B256; 5] = [
+    b256!("da3ef6410e30373a9137f83f9781a8129962b6882532b7c229de2e39de423227"),
+    b256!("021be15e24de4afc43cfb5d0ba95ca38e0783571e05c12bbe6aece8842ae82df"),
+    b256!("15e7a1bdcd507dd632d797d38e60cc5a9c0749b9a63097a215c4d006126825c6"),
+    b256!("6ebd000dfc4dc9df04f723f827bae7694230795e8f22ed4af438e074cc982d18"),
+    b256!("27ab1adc9bca76301ed7a691320766dfa4b4b1aa32c9e05cf789611be7f8c75f"),
+];
+
+/// A delegation made or revoked: the vault and the wallet it delegated to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DelegationChange {
+    /// The delegating vault.
+    pub vault: Address,
+    /// The delegate.
+    pub delegate: Address,
+}
+
+/// Delegations made or revoked at the registry in blocks `from..=to`.
+pub async fn delegation_changes(
+    chain: &Chain,
+    from: u64,
+    to: u64,
+) -> Result<Vec<DelegationChange>, ChainError> {
+    if from > to {
+        return Ok(Vec::new());
+    }
+    let logs = chain
+        .logs(&[DELEGATE_REGISTRY], &DELEGATION_EVENTS, from, to)
+        .await?;
+    Ok(logs
+        .into_iter()
+        .filter_map(|(_, topics)| {
+            let (event, vault, delegate) = (topics.first()?, topics.get(1)?, topics.get(2)?);
+            DELEGATION_EVENTS.contains(event).then(|| DelegationChange {
+                vault: Address::from_word(*vault),
+                delegate: Address::from_word(*delegate),
+            })
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DELEGATION_EVENTS;
+
+    #[test]
+    fn topics_are_the_registry_event_signatures() {
+        let hash = |s: &str| alloy::primitives::keccak256(s.as_bytes());
+        assert_eq!(
+            DELEGATION_EVENTS,
+            [
+                hash("DelegateAll(address,address,bytes32,bool)"),
+                hash("DelegateContract(address,address,address,bytes32,bool)"),
+                hash("DelegateERC721(address,address,address,uint256,bytes32,bool)"),
+                hash("DelegateERC20(address,address,address,bytes32,uint256)"),
+                hash("DelegateERC1155(address,address,address,uint256,bytes32,uint256)"),
+            ]
+        );
+    }
 }

@@ -522,9 +522,7 @@ fn judge(
                     ens::PrimaryName::Verified(name) => {
                         (Truth::from_bool(name.ends_with(&suffix)), name)
                     }
-                    ens::PrimaryName::Absent => {
-                        (Truth::No, "no verified primary name".to_owned())
-                    }
+                    ens::PrimaryName::Absent => (Truth::No, "no verified primary name".to_owned()),
                     // A resolver that reverts says nothing about the name: no kick for it.
                     ens::PrimaryName::Unreadable => (Truth::Unknown, "unreadable".to_owned()),
                 };

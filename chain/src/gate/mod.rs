@@ -9,7 +9,7 @@ mod transfers;
 #[cfg(test)]
 mod tests;
 
-pub use delegation::{DELEGATE_REGISTRY, delegated_vaults};
+pub use delegation::{DELEGATE_REGISTRY, DelegationChange, delegated_vaults, delegation_changes};
 pub use eval::{AddressVerdict, LeafResult, Scope, evaluate, judge_together};
 pub use rule::{
     Addr, Amount, Caip2, Call, CompiledCall, Ens, Erc20, Erc721, Erc1155, Expect, MAX_DEPTH,

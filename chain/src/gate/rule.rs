@@ -446,6 +446,21 @@ impl Rule {
         out
     }
 
+    /// How many chain reads judging one address takes (the cost a dry run is charged): one
+    /// per leaf call, one per listed ERC-721 token id, four for a primary-name check.
+    pub fn reads_per_address(&self) -> usize {
+        let mut reads = 0;
+        self.walk(&mut |rule| {
+            reads += match rule {
+                Self::Native(_) | Self::Erc20(_) | Self::Erc1155(_) | Self::Call(_) => 1,
+                Self::Erc721(l) => l.token_ids.as_ref().map_or(1, Vec::len),
+                Self::Ens(l) => usize::from(l.name.is_some()) + 4 * usize::from(l.parent.is_some()),
+                Self::Allowlist(_) | Self::All(_) | Self::Any(_) | Self::Not(_) => 0,
+            }
+        });
+        reads
+    }
+
     /// Calls `f` on this rule and every rule inside it, depth first.
     pub fn walk<'a>(&'a self, f: &mut dyn FnMut(&'a Rule)) {
         f(self);

@@ -218,7 +218,10 @@ async fn negated_leaves_are_judged_over_all_of_a_users_addresses() {
     let failing: Vec<&LeafResult> = verdicts[0].failing().collect();
     assert_eq!(failing.len(), 1, "{failing:?}");
     assert_eq!(failing[0].path, "all[1].not.allowlist");
-    assert!(failing[0].value.contains(&banned.to_checksum(None)), "{failing:?}");
+    assert!(
+        failing[0].value.contains(&banned.to_checksum(None)),
+        "{failing:?}"
+    );
 
     // Only negated leaves are pooled: a user whose wallets each hold half of an `all`
     // still fails (each address must meet the positive part alone).

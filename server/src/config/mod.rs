@@ -274,6 +274,8 @@ pub struct RateLimitsConfig {
     pub register_per_ip: Bucket,
     /// Name, DID and gate lookups per user: each may cost provider calls.
     pub lookups_per_user: Bucket,
+    /// Chain reads per user that gate dry runs may spend.
+    pub chain_reads_per_user: Bucket,
 }
 
 /// One token bucket's shape.
@@ -451,6 +453,10 @@ impl Config {
             (
                 "rate_limits.lookups_per_user",
                 self.rate_limits.lookups_per_user,
+            ),
+            (
+                "rate_limits.chain_reads_per_user",
+                self.rate_limits.chain_reads_per_user,
             ),
         ] {
             if !(bucket.per_second.is_finite() && bucket.per_second > 0.0) || bucket.burst == 0 {

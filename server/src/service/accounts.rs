@@ -3,7 +3,7 @@
 use http::StatusCode;
 use ruma::{OwnedUserId, UserId, api::error::ErrorKind};
 
-use super::{Services, secrets};
+use super::{Services, rooms::MembershipChange, secrets};
 use crate::{
     http::error::{Error, Result},
     store::CreateAccount,
@@ -238,10 +238,30 @@ impl Services {
         Ok(())
     }
 
-    /// Deactivates an account for good: no password, no devices, no tokens.
+    /// Deactivates an account for good: no password, devices, tokens, pushers or wallets,
+    /// and out of every room (invites rejected, knocks withdrawn), as Synapse does.
     pub async fn deactivate(&self, user_id: &UserId) -> Result<()> {
+        let wallets = self.store.wallets(user_id).await?;
         self.store.deactivate_user(user_id).await?;
         self.wake_device_watchers(user_id).await?;
+        for (address, _) in &wallets {
+            self.wallet_holdings_changed(user_id, address).await?;
+        }
+        for (room, membership, _) in self.store.user_rooms(user_id.as_str()).await? {
+            if !matches!(membership.as_str(), "join" | "invite" | "knock") {
+                continue;
+            }
+            let Ok(room_id) = ruma::RoomId::parse(&room) else {
+                continue;
+            };
+            // One room refusing (its rules changed under us) must not keep the others.
+            if let Err(e) = self
+                .change_membership(&room_id, user_id, user_id, MembershipChange::Leave, None)
+                .await
+            {
+                tracing::warn!(%user_id, %room_id, error = %e, "a deactivated account could not leave a room");
+            }
+        }
         tracing::info!(%user_id, "account deactivated");
         Ok(())
     }

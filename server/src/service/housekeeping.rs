@@ -1,6 +1,7 @@
-//! Periodic clean-up of what would otherwise grow for ever: old notifications. Read ones, and
-//! those of users who left, go; unread ones are folded into a count per user and room. Every
-//! instance runs it; each step is safe to overlap with another instance's.
+//! Periodic clean-up of what would otherwise grow for ever: old notifications (read ones, and
+//! those of users who left, go; unread ones are folded into a count per user and room),
+//! expired nonces and forgotten vaults. Every instance runs it; each step is safe to overlap
+//! with another instance's.
 
 use std::{sync::Arc, time::Duration};
 
@@ -12,6 +13,9 @@ use crate::http::error::Result;
 /// How long a read notification stays listed by `GET /notifications` (Synapse keeps
 /// highlights as long).
 pub const NOTIFICATION_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
+/// How long a vault seen delegating to a member is remembered (longer than the longest
+/// re-check interval, 30 days, so every sweep in between renews it).
+const VAULT_RETENTION: Duration = Duration::from_secs(31 * 24 * 3600);
 /// How often the clean-up runs.
 const EVERY: Duration = Duration::from_secs(3600);
 /// Rows deleted per statement, so that no pass holds a long write lock.
@@ -27,6 +31,18 @@ impl Services {
         let pruned = in_batches(|| self.store.prune_push_actions(before, BATCH)).await?;
         let folded = in_batches(|| self.store.fold_push_actions(before, BATCH)).await?;
         Ok(pruned + folded + self.store.prune_push_summaries().await?)
+    }
+
+    /// Removes what expires: unused nonces (unauthenticated endpoints hand them out) and
+    /// vaults not seen delegating for longer than any gate's re-check interval.
+    pub async fn prune_expired(&self) -> Result<u64> {
+        let now = self.now_ms();
+        let nonces = self.store.prune_nonces(now).await?;
+        let vaults = self
+            .store
+            .prune_gate_vaults(now - VAULT_RETENTION.as_millis() as i64)
+            .await?;
+        Ok(nonces + vaults)
     }
 }
 
@@ -59,6 +75,11 @@ pub async fn run_background(
             Ok(0) => {}
             Ok(pruned) => tracing::info!(pruned, "old notifications pruned"),
             Err(e) => tracing::warn!(error = %e, "pruning old notifications failed"),
+        }
+        match services.prune_expired().await {
+            Ok(0) => {}
+            Ok(pruned) => tracing::info!(pruned, "expired nonces and vaults pruned"),
+            Err(e) => tracing::warn!(error = %e, "pruning expired nonces and vaults failed"),
         }
     })
     .await

@@ -15,6 +15,7 @@ pub mod periodic;
 pub mod presence;
 mod profile;
 pub mod push;
+pub mod push_lanes;
 mod rate_limit;
 mod redis;
 pub mod rooms;
@@ -89,8 +90,8 @@ pub struct Services {
     pub previews: media::PreviewCache,
     /// How push gateways are reached (SSRF rules, `push.gateway_allow`).
     pub push_fetch: matrixon_chain::ens::Gateway,
-    /// Push deliveries in flight.
-    pub push_deliveries: Arc<tokio::sync::Semaphore>,
+    /// Push deliveries' concurrency lanes and paused gateways.
+    pub push_lanes: Arc<push_lanes::PushLanes>,
     /// Parsed push rules of recent recipients.
     pub rulesets: push::RulesetCache,
 }
@@ -160,7 +161,7 @@ impl Services {
             preview_fetch,
             previews: media::PreviewCache::default(),
             push_fetch,
-            push_deliveries: Arc::new(tokio::sync::Semaphore::new(push::MAX_DELIVERIES)),
+            push_lanes: Arc::default(),
             rulesets: push::RulesetCache::default(),
         })
     }

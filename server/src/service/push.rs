@@ -21,6 +21,7 @@ use serde_json::{Value, json};
 
 use super::{
     Services,
+    push_lanes::{PushLanes, Refused, host_of},
     rooms::{EventDraft, Pdu},
 };
 use crate::{
@@ -38,8 +39,6 @@ const FIRST_RETRY: Duration = Duration::from_millis(500);
 pub const GATEWAY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest gateway answer read.
 pub const GATEWAY_MAX_BYTES: usize = 64 * 1024;
-/// Deliveries in flight at once, across all events.
-pub const MAX_DELIVERIES: usize = 32;
 /// Most pushers one account may have.
 const MAX_PUSHERS: i64 = 20;
 
@@ -267,11 +266,11 @@ impl Services {
                 return;
             }
         };
-        let ctx = PushContext {
+        let ctx = Arc::new(PushContext {
             store: self.store.clone(),
             gateway: self.push_fetch.clone(),
-            deliveries: self.push_deliveries.clone(),
-        };
+            lanes: self.push_lanes.clone(),
+        });
         tokio::spawn(push_to_gateways(ctx, notification, notified.to_vec()));
     }
 
@@ -381,12 +380,13 @@ impl Services {
 struct PushContext {
     store: crate::store::Store,
     gateway: matrixon_chain::ens::Gateway,
-    deliveries: std::sync::Arc<tokio::sync::Semaphore>,
+    lanes: Arc<PushLanes>,
 }
 
-/// Pushes one event's notifications to the recipients' pushers: their unread badge, the
-/// rule's tweaks, one delivery at a time per recipient, a bounded number at once overall.
-async fn push_to_gateways(ctx: PushContext, base: Value, notified: Vec<PushAction>) {
+/// Pushes one event's notifications to the recipients' pushers: their unread badge and the
+/// rule's tweaks, each pusher's delivery a task of its own that waits for its lanes (see
+/// `push_lanes`), so no recipient waits behind another one's gateway.
+async fn push_to_gateways(ctx: Arc<PushContext>, base: Value, notified: Vec<PushAction>) {
     let users: Vec<&str> = notified.iter().map(|a| a.user_id.as_str()).collect();
     let mut pushers = match ctx.store.pushers_of(&users).await {
         Ok(pushers) => pushers,
@@ -414,19 +414,29 @@ async fn push_to_gateways(ctx: PushContext, base: Value, notified: Vec<PushActio
             );
         }
         for pusher in pushers {
-            let Ok(_permit) = ctx.deliveries.acquire().await else {
-                return;
+            let Some(place) = ctx.lanes.enqueue() else {
+                tracing::warn!(user_id = %pusher.user_id, "push queue full: notification dropped");
+                continue;
             };
-            deliver(&ctx, pusher, notification.clone(), &action.actions).await;
+            let (ctx, notification, actions) =
+                (ctx.clone(), notification.clone(), action.actions.clone());
+            tokio::spawn(async move {
+                deliver(&ctx, pusher, notification, &actions).await;
+                drop(place);
+            });
         }
     }
 }
 
-/// Delivers one notification to one pusher's gateway, retrying with back-off. A gateway
-/// that rejects the push key (or answers that the endpoint is gone) gets the pusher removed.
+/// Delivers one notification to one pusher's gateway, retrying with back-off (holding no
+/// slot while it waits). A gateway that rejects the push key (or answers that the endpoint
+/// is gone) gets the pusher removed; one that keeps failing is paused for everyone.
 async fn deliver(ctx: &PushContext, pusher: PusherRow, mut notification: Value, actions: &str) {
     let data: Value = serde_json::from_str(&pusher.data).unwrap_or_default();
     let Some(url) = data.get("url").and_then(Value::as_str).map(str::to_owned) else {
+        return;
+    };
+    let Some(host) = host_of(&url) else {
         return;
     };
     // Tweaks as the rules wrote them: `{"set_tweak": name, "value": …}` (highlight defaults
@@ -458,7 +468,22 @@ async fn deliver(ctx: &PushContext, pusher: PusherRow, mut notification: Value, 
     let body = json!({ "notification": notification });
     let mut delay = FIRST_RETRY;
     for attempt in 1..=DELIVERY_ATTEMPTS {
-        match ctx.gateway.post_json(&url, &body).await {
+        let slot = match ctx.lanes.slot(&host, &pusher.user_id).await {
+            Ok(slot) => slot,
+            Err(Refused::Paused(_)) => {
+                tracing::info!(%host, app_id = %pusher.app_id, "push gateway paused: notification dropped");
+                return;
+            }
+        };
+        let sent = ctx.gateway.post_json(&url, &body).await;
+        drop(slot);
+        // A gateway that answers (even 4xx) is alive; time-outs, refusals and 5xx are not.
+        let alive = match &sent {
+            Ok(_) => true,
+            Err((status, _)) => status.is_some_and(|s| s < 500),
+        };
+        ctx.lanes.record(&host, alive);
+        match sent {
             Ok(answer) => {
                 let answer: Value = serde_json::from_slice(&answer).unwrap_or_default();
                 let rejected = answer

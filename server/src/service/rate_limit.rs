@@ -15,6 +15,8 @@ pub enum Limit {
     RegisterPerIp,
     /// Requests by one user that may reach a JSON-RPC provider or another web server.
     LookupsPerUser,
+    /// Chain reads one user's gate dry runs may spend.
+    ChainReadsPerUser,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -48,15 +50,33 @@ impl RateLimiter {
             Limit::LoginPerAccount => self.config.login_per_account,
             Limit::RegisterPerIp => self.config.register_per_ip,
             Limit::LookupsPerUser => self.config.lookups_per_user,
+            Limit::ChainReadsPerUser => self.config.chain_reads_per_user,
+        }
+    }
+
+    /// Most tokens one request may take from a bucket of `limit` (no bound when rate
+    /// limiting is off).
+    pub fn capacity(&self, limit: Limit) -> u32 {
+        if self.config.enabled {
+            self.shape(limit).burst
+        } else {
+            u32::MAX
         }
     }
 
     /// Takes one token from the bucket of `key`, or says how long until one is available.
     pub fn check(&self, limit: Limit, key: &str, now_ms: i64) -> Result<(), Duration> {
+        self.take(limit, key, 1, now_ms)
+    }
+
+    /// Takes `cost` tokens from the bucket of `key` (at most [`Self::capacity`]), or says
+    /// how long until that many are available.
+    pub fn take(&self, limit: Limit, key: &str, cost: u32, now_ms: i64) -> Result<(), Duration> {
         if !self.config.enabled {
             return Ok(());
         }
         let shape = self.shape(limit);
+        let cost = f64::from(cost.min(shape.burst));
         let burst = f64::from(shape.burst);
         let Ok(mut buckets) = self.buckets.lock() else {
             return Ok(());
@@ -75,11 +95,11 @@ impl RateLimiter {
         let elapsed_s = (now_ms - state.updated_ms).max(0) as f64 / 1000.0;
         state.tokens = (state.tokens + elapsed_s * shape.per_second).min(burst);
         state.updated_ms = now_ms;
-        if state.tokens >= 1.0 {
-            state.tokens -= 1.0;
+        if state.tokens >= cost {
+            state.tokens -= cost;
             Ok(())
         } else {
-            let wait_s = (1.0 - state.tokens) / shape.per_second;
+            let wait_s = (cost - state.tokens) / shape.per_second;
             Err(Duration::from_millis((wait_s * 1000.0).ceil() as u64))
         }
     }
@@ -100,6 +120,10 @@ mod tests {
             login_per_account: bucket,
             register_per_ip: bucket,
             lookups_per_user: bucket,
+            chain_reads_per_user: Bucket {
+                per_second: 10.0,
+                burst: 100,
+            },
         })
     }
 
@@ -115,6 +139,18 @@ mod tests {
         assert!(l.check(Limit::RegisterPerIp, "1.2.3.4", 0).is_ok());
         assert!(l.check(Limit::LoginPerIp, "1.2.3.4", 1000).is_err());
         assert!(l.check(Limit::LoginPerIp, "1.2.3.4", 2000).is_ok());
+    }
+
+    #[test]
+    fn costly_requests_take_as_many_tokens() {
+        let l = limiter(true);
+        assert!(l.take(Limit::ChainReadsPerUser, "@a:x", 60, 0).is_ok());
+        let wait = l
+            .take(Limit::ChainReadsPerUser, "@a:x", 60, 0)
+            .expect_err("40 left");
+        assert_eq!(wait, Duration::from_millis(2000));
+        assert!(l.take(Limit::ChainReadsPerUser, "@a:x", 60, 2000).is_ok());
+        assert_eq!(l.capacity(Limit::ChainReadsPerUser), 100);
     }
 
     #[test]

@@ -143,6 +143,7 @@ impl Services {
         if owner != user_id {
             return Err(Error::forbidden("This wallet is linked to another account"));
         }
+        self.wallet_holdings_changed(user_id, &address).await?;
         Ok(address)
     }
 
@@ -166,7 +167,7 @@ impl Services {
             ));
         }
         self.store.unlink_wallet(user_id, &address).await?;
-        Ok(())
+        self.wallet_holdings_changed(user_id, &address).await
     }
 
     /// The account a wallet signs in to (linked or its own wallet account), if any: the

@@ -244,4 +244,42 @@ impl Store {
             })
             .collect()
     }
+
+    /// Remembers that `vaults` delegate to one of `user_id`'s wallets, seen at `now_ms`.
+    pub async fn remember_gate_vaults(
+        &self,
+        user_id: &str,
+        vaults: &[String],
+        now_ms: i64,
+    ) -> Result<(), sqlx::Error> {
+        for vault in vaults {
+            sqlx::query(
+                "INSERT INTO gate_vaults (vault, user_id, seen_ms) VALUES ($1, $2, $3) \
+                 ON CONFLICT (vault, user_id) DO UPDATE SET seen_ms = excluded.seen_ms",
+            )
+            .bind(vault)
+            .bind(user_id)
+            .bind(now_ms)
+            .execute(&self.pool)
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// The users a vault (lower-case hex) was seen delegating to.
+    pub async fn gate_vault_delegates(&self, vault: &str) -> Result<Vec<String>, sqlx::Error> {
+        sqlx::query_scalar("SELECT user_id FROM gate_vaults WHERE vault = $1 ORDER BY user_id")
+            .bind(vault)
+            .fetch_all(&self.pool)
+            .await
+    }
+
+    /// Forgets vaults last seen before `before_ms`; how many went.
+    pub async fn prune_gate_vaults(&self, before_ms: i64) -> Result<u64, sqlx::Error> {
+        let done = sqlx::query("DELETE FROM gate_vaults WHERE seen_ms < $1")
+            .bind(before_ms)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
 }

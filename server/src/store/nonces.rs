@@ -34,13 +34,19 @@ impl Store {
                 .bind(nonce)
                 .fetch_optional(&self.pool)
                 .await?;
-        sqlx::query("DELETE FROM nonces WHERE expires_ts < $1")
-            .bind(now_ms)
-            .execute(&self.pool)
-            .await?;
+        self.prune_nonces(now_ms).await?;
         Ok(match row {
             Some(row) => row.try_get::<i64, _>(0)? > now_ms,
             None => false,
         })
+    }
+
+    /// Deletes nonces expired at `now_ms` (never used ones included); how many went.
+    pub async fn prune_nonces(&self, now_ms: i64) -> Result<u64, sqlx::Error> {
+        let done = sqlx::query("DELETE FROM nonces WHERE expires_ts < $1")
+            .bind(now_ms)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
     }
 }

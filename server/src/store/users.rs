@@ -115,7 +115,8 @@ impl Store {
         Ok(())
     }
 
-    /// Marks the account deactivated, drops its password and every device (tokens cascade).
+    /// Marks the account deactivated, drops its password, every device (tokens cascade), its
+    /// pushers and its wallets (which may then sign in to, or be linked to, another account).
     pub async fn deactivate_user(&self, user_id: &UserId) -> Result<(), sqlx::Error> {
         let _writer = self.writer().await;
         let mut tx = self.pool.begin().await?;
@@ -136,6 +137,9 @@ impl Store {
             "DELETE FROM key_signatures WHERE target_user_id = $1 OR signer_user_id = $1",
             "DELETE FROM backup_keys WHERE user_id = $1",
             "DELETE FROM backup_versions WHERE user_id = $1",
+            "DELETE FROM pushers WHERE user_id = $1",
+            "DELETE FROM wallets WHERE user_id = $1",
+            "DELETE FROM gate_vaults WHERE user_id = $1",
         ] {
             sqlx::query(table)
                 .bind(user_id.as_str())

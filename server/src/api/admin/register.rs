@@ -33,7 +33,12 @@ fn shared_secret(services: &Services) -> Result<&str> {
 }
 
 /// # `GET /_synapse/admin/v1/register`
-pub async fn nonce(State(services): State<Arc<Services>>) -> Result<Json<Value>> {
+///
+/// Unauthenticated and each call stores a nonce, so it shares the registration limit.
+pub async fn nonce(State(services): State<Arc<Services>>, request: Request) -> Result<Json<Value>> {
+    let (parts, _) = request.into_parts();
+    let ip = crate::http::ruma::client_ip(&parts).unwrap_or_default();
+    services.rate_limit(Limit::RegisterPerIp, &ip)?;
     shared_secret(&services)?;
     let nonce = secrets::random_alphanumeric(32);
     services

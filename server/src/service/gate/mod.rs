@@ -21,7 +21,7 @@ use sha2::Digest;
 pub use cache::VerdictCache;
 pub use sweep::run as run_background;
 
-use super::{Services, rooms::EventDraft};
+use super::{Limit, Services, rooms::EventDraft};
 use crate::http::error::{Error, Result};
 
 /// The state event type (state key `""`) that holds a room's gate.
@@ -405,19 +405,57 @@ impl Services {
             .await?;
             let by_wallet: std::collections::HashMap<Address, Option<Vec<(Address, Scope)>>> =
                 all_wallets.iter().copied().zip(vaults).collect();
-            for holdings in &mut out {
+            for (user, holdings) in users.iter().zip(&mut out) {
                 let own: Vec<Address> = holdings.subjects.iter().map(|(a, _)| *a).collect();
+                let mut vaults = Vec::new();
                 for wallet in own {
                     match by_wallet.get(&wallet).cloned().flatten() {
-                        Some(vaults) => holdings.subjects.extend(vaults),
+                        Some(found) => vaults.extend(found),
                         None => holdings.unreadable = true,
                     }
                 }
+                // Remembered so that the vault's transfers and delegation changes re-check
+                // this user (nothing else links the vault to them).
+                let mut seen: Vec<String> = vaults.iter().map(|(v, _)| format!("{v:#x}")).collect();
+                seen.sort();
+                seen.dedup();
+                if !seen.is_empty() {
+                    self.store
+                        .remember_gate_vaults(user.as_str(), &seen, self.now_ms())
+                        .await
+                        .map_err(|e| ChainError::Unavailable(format!("recording vaults: {e}")))?;
+                }
+                holdings.subjects.extend(vaults);
                 holdings.subjects.sort();
                 holdings.subjects.dedup();
             }
         }
         Ok(out)
+    }
+
+    /// A wallet was linked to or unlinked from `user_id`, like a transfer of everything it
+    /// holds: its cached verdicts go and every gated room the user is in is re-checked now
+    /// (an unlinked wallet no longer seats them; a linked one may carry a banned badge).
+    pub(crate) async fn wallet_holdings_changed(
+        &self,
+        user_id: &UserId,
+        address: &str,
+    ) -> Result<()> {
+        if let Ok(address) = address.parse::<Address>() {
+            self.gate_cache.invalidate(address, self.now_ms()).await;
+        }
+        self.recheck_gates_of(user_id).await
+    }
+
+    /// Makes every gated room `user_id` is joined to due for a re-check now.
+    pub(crate) async fn recheck_gates_of(&self, user_id: &UserId) -> Result<()> {
+        let now = self.now_ms();
+        for (room, membership, _) in self.store.user_rooms(user_id.as_str()).await? {
+            if membership == "join" {
+                self.store.make_gate_room_due(&room, now).await?;
+            }
+        }
+        Ok(())
     }
 
     /// Verdicts for `subjects`, from the cache where fresh, the rest read in one evaluation.
@@ -510,6 +548,7 @@ impl Services {
             }
             _ => return Err(Error::bad_json("Give exactly one of address and user_id")),
         };
+        self.charge_reads(caller, &gate, subjects.len())?;
         let mut verdicts = self.gate_verdicts(&gate, &subjects).await.map_err(|e| {
             tracing::warn!(error = %e, "gate check: the chain could not be asked");
             unavailable()
@@ -520,6 +559,33 @@ impl Services {
             "rule": gate.rule,
             "addresses": verdicts,
         }))
+    }
+
+    /// Charges a dry run's chain reads to the caller's budget: a rule may cost thousands of
+    /// reads per request, so requests alone are no measure. 429 when the budget is spent,
+    /// 400 when one check needs more than the whole budget.
+    fn charge_reads(&self, caller: &UserId, gate: &Gate, addresses: usize) -> Result<()> {
+        let delegations = if gate.include_delegations {
+            gate.rule.chains().len()
+        } else {
+            0
+        };
+        let reads = (gate.rule.reads_per_address() + delegations).saturating_mul(addresses);
+        let capacity = self.limiter.capacity(Limit::ChainReadsPerUser);
+        if reads > capacity as usize {
+            return Err(Error::invalid_param(format!(
+                "This check needs {reads} chain reads; one check may spend at most {capacity} \
+                 (rate_limits.chain_reads_per_user.burst)"
+            )));
+        }
+        self.limiter
+            .take(
+                Limit::ChainReadsPerUser,
+                caller.as_str(),
+                u32::try_from(reads).unwrap_or(u32::MAX),
+                self.now_ms(),
+            )
+            .map_err(Error::limit_exceeded)
     }
 
     /// A room's rule is for those who could join or are in it: members, invited and knocking

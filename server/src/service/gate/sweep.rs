@@ -10,7 +10,7 @@ use std::{
 };
 
 use matrixon_chain::{
-    gate::{AddressVerdict, Scope, judge_together, transfers},
+    gate::{AddressVerdict, Scope, delegation_changes, judge_together, transfers},
     siwe::Address,
 };
 use ruma::{OwnedUserId, RoomId, UserId};
@@ -299,12 +299,14 @@ impl Services {
     }
 
     /// Keeps the head of every chain a gate reads fresh (checks pin to it), then reads new
-    /// transfer logs of every gated token: the addresses involved lose their cached verdicts,
-    /// and rooms where their owner is a member are re-checked now. `cursors` holds, per
-    /// chain, the last block read and the block span asked at once (halved when a provider
-    /// refuses a range, grown back after).
+    /// transfer logs of every gated token, and the delegation registry's logs where a gate
+    /// counts delegations: the addresses involved lose their cached verdicts, and rooms
+    /// where their owner — or a member a vault involved delegates to — is a member are
+    /// re-checked now. `cursors` holds, per chain, the last block read and the block span
+    /// asked at once (halved when a provider refuses a range, grown back after).
     pub async fn poll_transfers(&self, cursors: &mut HashMap<u64, (u64, u64)>) -> Result<()> {
         let mut read: BTreeMap<u64, BTreeMap<Address, Vec<String>>> = BTreeMap::new();
+        let mut delegating: BTreeMap<u64, Vec<String>> = BTreeMap::new();
         for (room, content) in self.store.gate_rooms().await? {
             let content: Value = serde_json::from_str(&content).unwrap_or_default();
             let Ok(Some(gate)) = self.parse_gate(&content) else {
@@ -312,6 +314,9 @@ impl Services {
             };
             for chain in gate.rule.chains() {
                 read.entry(chain).or_default();
+                if gate.include_delegations {
+                    delegating.entry(chain).or_default().push(room.clone());
+                }
             }
             for (chain, contract) in gate.rule.token_contracts() {
                 read.entry(chain)
@@ -332,7 +337,8 @@ impl Services {
                     continue;
                 }
             };
-            if contracts.is_empty() {
+            let delegation_rooms = delegating.remove(&chain_id).unwrap_or_default();
+            if contracts.is_empty() && delegation_rooms.is_empty() {
                 continue;
             }
             let (seen, span) = *cursors.entry(chain_id).or_insert((latest, MAX_LOG_RANGE));
@@ -342,7 +348,16 @@ impl Services {
             }
             let to = latest.min(from.saturating_add(span - 1));
             let addresses: Vec<Address> = contracts.keys().copied().collect();
-            let found = match transfers(chain, &addresses, from, to).await {
+            let logs = async {
+                let found = transfers(chain, &addresses, from, to).await?;
+                let changes = if delegation_rooms.is_empty() {
+                    Vec::new()
+                } else {
+                    delegation_changes(chain, from, to).await?
+                };
+                Ok::<_, matrixon_chain::rpc::ChainError>((found, changes))
+            };
+            let (found, changes) = match logs.await {
                 Ok(found) => {
                     cursors.insert(chain_id, (to, (span * 2).min(MAX_LOG_RANGE)));
                     found
@@ -373,18 +388,37 @@ impl Services {
                         .extend(rooms.iter().cloned());
                 }
             }
+            // A delegation made or revoked changes what both sides hold for those gates.
+            for change in changes {
+                for party in [change.vault, change.delegate] {
+                    parties
+                        .entry(party)
+                        .or_default()
+                        .extend(delegation_rooms.iter().cloned());
+                }
+            }
             for (party, mut rooms) in parties {
                 self.gate_cache.invalidate(party, self.now_ms()).await;
-                let Some(user) = self.store.wallet_owner(&format!("{party:#x}")).await? else {
-                    continue;
-                };
                 rooms.sort();
                 rooms.dedup();
-                for room in &rooms {
-                    let membership = self.store.membership(room, user.as_str()).await?;
-                    if membership.map(|m| m.0).as_deref() == Some("join") {
-                        tracing::info!(%room, %user, "a gated token moved: re-checking now");
-                        self.store.make_gate_room_due(room, self.now_ms()).await?;
+                let address = format!("{party:#x}");
+                let mut users: Vec<String> = self
+                    .store
+                    .wallet_owner(&address)
+                    .await?
+                    .map(|u| u.to_string())
+                    .into_iter()
+                    .collect();
+                users.extend(self.store.gate_vault_delegates(&address).await?);
+                users.sort();
+                users.dedup();
+                for user in &users {
+                    for room in &rooms {
+                        let membership = self.store.membership(room, user).await?;
+                        if membership.map(|m| m.0).as_deref() == Some("join") {
+                            tracing::info!(%room, %user, "gated holdings moved: re-checking now");
+                            self.store.make_gate_room_due(room, self.now_ms()).await?;
+                        }
                     }
                 }
             }

@@ -262,7 +262,11 @@ impl Services {
                 "An event type is at most {MAX_FIELD_BYTES} bytes"
             )));
         }
-        if draft.state_key.as_ref().is_some_and(|k| k.len() > MAX_FIELD_BYTES) {
+        if draft
+            .state_key
+            .as_ref()
+            .is_some_and(|k| k.len() > MAX_FIELD_BYTES)
+        {
             return Err(too_large(&format!(
                 "A state key is at most {MAX_FIELD_BYTES} bytes"
             )));

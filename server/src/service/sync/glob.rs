@@ -36,10 +36,19 @@ pub fn type_matches(pattern: &str, kind: &str) -> bool {
 /// matched against every event a sync reads, so its cost must not be the client's choice.
 pub fn validate_filter(filter: &FilterDefinition) -> Result<()> {
     let lists = [
-        ("event_fields", filter.event_fields.as_deref().unwrap_or_default()),
-        ("presence.types", filter.presence.types.as_deref().unwrap_or_default()),
+        (
+            "event_fields",
+            filter.event_fields.as_deref().unwrap_or_default(),
+        ),
+        (
+            "presence.types",
+            filter.presence.types.as_deref().unwrap_or_default(),
+        ),
         ("presence.not_types", &filter.presence.not_types[..]),
-        ("account_data.types", filter.account_data.types.as_deref().unwrap_or_default()),
+        (
+            "account_data.types",
+            filter.account_data.types.as_deref().unwrap_or_default(),
+        ),
         ("account_data.not_types", &filter.account_data.not_types[..]),
     ];
     for (path, list) in lists {

@@ -23,8 +23,8 @@ mod recent;
 mod woken;
 
 pub use counts::CountBatches;
-pub use glob::validate_filter;
 use glob::type_matches;
+pub use glob::validate_filter;
 pub use recent::RecentEvents;
 use woken::Waited;
 
