@@ -38,10 +38,10 @@ alloy::sol! {
     }
 }
 
-const GATE: &str = "io.matrixon.room.gate";
-const ETH: u128 = 1_000_000_000_000_000_000;
+pub(crate) const GATE: &str = "io.matrixon.room.gate";
+pub(crate) const ETH: u128 = 1_000_000_000_000_000_000;
 
-fn chain_config(url: &str) -> ChainConfig {
+pub(crate) fn chain_config(url: &str) -> ChainConfig {
     ChainConfig {
         rpc: vec![url.to_owned()],
         name: None,
@@ -51,7 +51,7 @@ fn chain_config(url: &str) -> ChainConfig {
 }
 
 /// A server that reads `chains` and sweeps and polls every 100 ms.
-fn gated_config(chains: &[(&str, &str)]) -> impl FnOnce(&mut Config) + use<> {
+pub(crate) fn gated_config(chains: &[(&str, &str)]) -> impl FnOnce(&mut Config) + use<> {
     let chains: Vec<(String, String)> = chains
         .iter()
         .map(|(id, url)| ((*id).to_owned(), (*url).to_owned()))
@@ -65,15 +65,15 @@ fn gated_config(chains: &[(&str, &str)]) -> impl FnOnce(&mut Config) + use<> {
     }
 }
 
-fn caip2() -> String {
+pub(crate) fn caip2() -> String {
     format!("eip155:{CHAIN_ID}")
 }
 
-async fn deploy(anvil: &Anvil, name: &str) -> Address {
+pub(crate) async fn deploy(anvil: &Anvil, name: &str) -> Address {
     anvil.deploy(&creation_code(name)).await
 }
 
-async fn set_balance(anvil: &Anvil, who: Address, wei: u128) {
+pub(crate) async fn set_balance(anvil: &Anvil, who: Address, wei: u128) {
     anvil
         .rpc(
             "anvil_setBalance",
@@ -82,7 +82,7 @@ async fn set_balance(anvil: &Anvil, who: Address, wei: u128) {
         .await;
 }
 
-async fn create_room(srv: &TestServer, token: &str, body: Value) -> String {
+pub(crate) async fn create_room(srv: &TestServer, token: &str, body: Value) -> String {
     let (status, created) = srv
         .post_json("/_matrix/client/v3/createRoom", Some(token), &body)
         .await;
@@ -90,7 +90,12 @@ async fn create_room(srv: &TestServer, token: &str, body: Value) -> String {
     created["room_id"].as_str().expect("room id").to_owned()
 }
 
-async fn set_gate(srv: &TestServer, token: &str, room: &str, content: &Value) -> (u16, Value) {
+pub(crate) async fn set_gate(
+    srv: &TestServer,
+    token: &str,
+    room: &str,
+    content: &Value,
+) -> (u16, Value) {
     srv.put_json(
         &format!("/_matrix/client/v3/rooms/{room}/state/{GATE}/"),
         Some(token),
@@ -99,7 +104,7 @@ async fn set_gate(srv: &TestServer, token: &str, room: &str, content: &Value) ->
     .await
 }
 
-async fn join(srv: &TestServer, token: &str, room: &str) -> (u16, Value) {
+pub(crate) async fn join(srv: &TestServer, token: &str, room: &str) -> (u16, Value) {
     srv.post_json(
         &format!("/_matrix/client/v3/join/{room}"),
         Some(token),
@@ -108,7 +113,7 @@ async fn join(srv: &TestServer, token: &str, room: &str) -> (u16, Value) {
     .await
 }
 
-async fn membership(srv: &TestServer, token: &str, room: &str, user: &str) -> Value {
+pub(crate) async fn membership(srv: &TestServer, token: &str, room: &str, user: &str) -> Value {
     srv.get(
         &format!("/_matrix/client/v3/rooms/{room}/state/m.room.member/{user}"),
         Some(token),
@@ -117,7 +122,7 @@ async fn membership(srv: &TestServer, token: &str, room: &str, user: &str) -> Va
     .1
 }
 
-async fn check(srv: &TestServer, token: &str, rule: &Value, address: Address) -> Value {
+pub(crate) async fn check(srv: &TestServer, token: &str, rule: &Value, address: Address) -> Value {
     let (status, body) = srv
         .post_json(
             "/_matrix/client/unstable/io.matrixon/gate/check",
@@ -145,7 +150,7 @@ fn leaves(verdict: &Value) -> Vec<(String, bool, String)> {
         .collect()
 }
 
-async fn admin_token(srv: &TestServer) -> String {
+pub(crate) async fn admin_token(srv: &TestServer) -> String {
     let services = &srv.server.as_ref().expect("running").services;
     services
         .create_account("auditor", Some("pw".to_owned()), true, None)
@@ -157,7 +162,7 @@ async fn admin_token(srv: &TestServer) -> String {
         .to_owned()
 }
 
-async fn audit(srv: &TestServer, token: &str, room: &str) -> Vec<Value> {
+pub(crate) async fn audit(srv: &TestServer, token: &str, room: &str) -> Vec<Value> {
     let (status, body) = srv
         .get(
             &format!("/_matrix/client/unstable/io.matrixon/admin/gate/audit?room_id={room}"),
@@ -708,7 +713,7 @@ async fn the_door_enforces_every_leaf_and_path(backend: Backend) {
 }
 
 /// Waits until `user`'s membership in `room` is `expected`, for up to `seconds`.
-async fn wait_membership(
+pub(crate) async fn wait_membership(
     srv: &TestServer,
     token: &str,
     room: &str,
@@ -728,7 +733,13 @@ async fn wait_membership(
 }
 
 /// Waits until the audit log of `room` holds `decision` about `user`.
-async fn wait_audit(srv: &TestServer, admin: &str, room: &str, user: &str, decision: &str) {
+pub(crate) async fn wait_audit(
+    srv: &TestServer,
+    admin: &str,
+    room: &str,
+    user: &str,
+    decision: &str,
+) {
     for _ in 0..100 {
         if audit(srv, admin, room)
             .await

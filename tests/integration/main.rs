@@ -16,6 +16,8 @@ mod e2ee;
 mod errors;
 mod examples;
 mod gate;
+mod gate_attacks;
+mod hardening;
 mod http1;
 mod media;
 mod names;
