@@ -113,3 +113,68 @@ async fn generate_config_prints_every_key_and_bad_config_is_named() {
     .expect_err("bad env");
     assert!(err.to_string().contains("listen"), "{err}");
 }
+
+/// The README's two commands are the ones that work: `cargo run` picks the server (two
+/// binaries in the workspace made it stop with "could not determine which binary to run"),
+/// and `.ci/run` runs exactly the README's test command. What `cargo run` would pick is read
+/// from `cargo metadata` (running cargo's build from inside its own test run would wait on
+/// its lock): the default members must hold exactly one binary, the server.
+#[test]
+fn the_readmes_commands_are_what_runs() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_owned();
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("README");
+    assert!(
+        readme.contains("```sh\ncargo run --release\n```"),
+        "the server command"
+    );
+    assert!(
+        readme.contains("```sh\nscripts/test.sh\n```"),
+        "the test command"
+    );
+    let ci = std::fs::read_to_string(root.join(".ci/run")).expect(".ci/run");
+    assert!(
+        ci.lines().any(|l| l.trim() == "exec scripts/test.sh"),
+        ".ci/run runs the README's test command"
+    );
+    let out = std::process::Command::new(env!("CARGO"))
+        .args([
+            "metadata",
+            "--no-deps",
+            "--format-version",
+            "1",
+            "--offline",
+        ])
+        .current_dir(&root)
+        .output()
+        .expect("cargo runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let metadata: serde_json::Value = serde_json::from_slice(&out.stdout).expect("metadata");
+    let defaults = metadata["workspace_default_members"]
+        .as_array()
+        .expect("default members");
+    let binaries: Vec<&str> = metadata["packages"]
+        .as_array()
+        .expect("packages")
+        .iter()
+        .filter(|p| defaults.contains(&p["id"]))
+        .flat_map(|p| p["targets"].as_array().into_iter().flatten())
+        .filter(|t| {
+            t["kind"]
+                .as_array()
+                .is_some_and(|k| k.contains(&"bin".into()))
+        })
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    assert_eq!(
+        binaries,
+        ["matrixon"],
+        "`cargo run` runs the server and only it"
+    );
+}

@@ -198,13 +198,24 @@ where
         if TypeId::of::<T>() == TypeId::of::<ruma::api::client::session::login::v3::Request>() {
             check_login_body(&bytes)?;
         }
-        let request = http::Request::from_parts(parts, bytes);
-        // A panic inside a third-party deserializer must not take the connection down with a
-        // 500; it is reported as the malformed input it is.
-        let parsed = catch_unwind(AssertUnwindSafe(|| {
-            T::try_from_http_request(request, &path_args)
-        }))
-        .map_err(|_| Error::bad_json("The request could not be parsed"))?;
+        // An empty POST body is an empty object where every field is optional (matrix-nio
+        // joins and leaves that way, and Synapse accepts it).
+        let retry_empty = bytes.is_empty() && parts.method == http::Method::POST;
+        let retry_parts = retry_empty.then(|| clone_parts(&parts));
+        let parse = |request: http::Request<Bytes>| {
+            // A panic inside a third-party deserializer must not take the connection down
+            // with a 500; it is reported as the malformed input it is.
+            catch_unwind(AssertUnwindSafe(|| {
+                T::try_from_http_request(request, &path_args)
+            }))
+            .map_err(|_| Error::bad_json("The request could not be parsed"))
+        };
+        let mut parsed = parse(http::Request::from_parts(parts, bytes))?;
+        if parsed.is_err()
+            && let Some(parts) = retry_parts
+        {
+            parsed = parse(http::Request::from_parts(parts, Bytes::from_static(b"{}")))?;
+        }
         let body = parsed.map_err(parse_error)?;
         Ok(Self {
             body,
@@ -212,6 +223,16 @@ where
             client_ip,
         })
     }
+}
+
+/// A copy of a request head (extensions are not needed to parse a ruma request).
+fn clone_parts(parts: &Parts) -> Parts {
+    let mut request = http::Request::new(());
+    *request.method_mut() = parts.method.clone();
+    *request.uri_mut() = parts.uri.clone();
+    *request.version_mut() = parts.version;
+    *request.headers_mut() = parts.headers.clone();
+    request.into_parts().0
 }
 
 /// Renders a handler's result: the ruma response, or the Matrix error.
