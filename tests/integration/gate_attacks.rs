@@ -35,6 +35,17 @@ fn token(v: &Value) -> String {
     v["access_token"].as_str().expect("token").to_owned()
 }
 
+/// A public room gated from its creation by `content`.
+async fn gated_room(srv: &TestServer, token: &str, content: Value) -> String {
+    create_room(
+        srv,
+        token,
+        json!({"preset": "public_chat", "initial_state": [
+            {"type": GATE, "state_key": "", "content": content}]}),
+    )
+    .await
+}
+
 /// Links `key`'s wallet to a password account (UIA with the password, then the signature).
 async fn link(srv: &TestServer, token: &str, user: &str, password: &str, key: &Key) {
     let (text, signature) = signed_message(srv, key).await;
@@ -91,12 +102,11 @@ async fn one_holding_seats_one_account_at_a_time(backend: Backend) {
     let holder = Key::new(131);
     mint(&anvil, erc20, holder.address(), 100).await;
     let owner = token(&srv.register("owner", "pw").await);
-    let room = create_room(
+    let room = gated_room(
         &srv,
         &owner,
-        json!({"preset": "public_chat", "initial_state": [
-        {"type": GATE, "state_key": "", "content": {"rule": {"erc20": {"chain": caip2(),
-            "contract": erc20.to_string(), "min": "100"}}, "recheck_interval_s": 3600}}]}),
+        json!({"rule": {"erc20": {"chain": caip2(),
+            "contract": erc20.to_string(), "min": "100"}}, "recheck_interval_s": 3600}),
     )
     .await;
     for name in ["seat1", "seat2", "seat3", "seat4"] {
@@ -129,13 +139,12 @@ async fn moved_vaults_and_revoked_delegations_are_rechecked(backend: Backend) {
     anvil.place("DelegateRegistry", DELEGATE_REGISTRY).await;
     let erc20 = deploy(&anvil, "TestERC20").await;
     let owner = token(&srv.register("owner", "pw").await);
-    let room = create_room(
+    let room = gated_room(
         &srv,
         &owner,
-        json!({"preset": "public_chat", "initial_state": [
-        {"type": GATE, "state_key": "", "content": {"rule": {"erc20": {"chain": caip2(),
+        json!({"rule": {"erc20": {"chain": caip2(),
             "contract": erc20.to_string(), "min": "100"}}, "recheck_interval_s": 3600,
-            "include_delegations": true}}]}),
+            "include_delegations": true}),
     )
     .await;
     let delegate = |vault: Address, to: Address, enable: bool| {
@@ -198,12 +207,11 @@ async fn negations_count_every_address_of_a_user(backend: Backend) {
         {"erc20": {"chain": caip2(), "contract": erc20.to_string(), "min": "100"}},
         {"not": {"erc721": {"chain": caip2(), "contract": badge.to_string()}}}
     ]});
-    let room = create_room(
+    let room = gated_room(
         &srv,
         &owner,
-        json!({"preset": "public_chat", "initial_state": [
-        {"type": GATE, "state_key": "", "content": {"rule": rule, "recheck_interval_s": 3600,
-            "include_delegations": true}}]}),
+        json!({"rule": rule, "recheck_interval_s": 3600,
+            "include_delegations": true}),
     )
     .await;
 
@@ -387,13 +395,7 @@ async fn verdicts_are_as_fresh_as_the_reading_gate_asks() {
         TestServer::start_with(&Backend::Sqlite, gated_config(&[(&caip2(), &anvil.url)])).await;
     let owner = token(&srv.register("owner", "pw").await);
     let rule = json!({"native": {"chain": caip2(), "min": ETH.to_string()}});
-    let room = create_room(
-        &srv,
-        &owner,
-        json!({"preset": "public_chat", "initial_state": [
-        {"type": GATE, "state_key": "", "content": {"rule": rule, "recheck_interval_s": 2}}]}),
-    )
-    .await;
+    let room = gated_room(&srv, &owner, json!({"rule": rule, "recheck_interval_s": 2})).await;
     let wallet = Key::new(161);
     set_balance(&anvil, wallet.address(), 2 * ETH).await;
     let (_, holder) = wallet_session(&srv, &wallet).await;

@@ -366,7 +366,7 @@ async fn deactivated_accounts_leave_and_free_their_wallets(backend: Backend) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_account_cannot_delay_everyones_push() {
     let hung = hung_endpoint().await;
-    let (seen, live) = live_gateway().await;
+    let (live_gw, live) = crate::push::gateway().await;
     let srv = TestServer::start_with(&Backend::Sqlite, |c| {
         c.push.gateway_allow = vec!["127.0.0.1".into()];
     })
@@ -415,7 +415,7 @@ async fn one_account_cannot_delay_everyones_push() {
 
     for txn in ["m1", "m2"] {
         let started = Instant::now();
-        let before = seen.lock().expect("lock").len();
+        let before = live_gw.count();
         let sent = put(
             &srv,
             &sender,
@@ -426,7 +426,7 @@ async fn one_account_cannot_delay_everyones_push() {
         assert_eq!(sent.0, 200, "{:?}", sent.1);
         let mut arrived = None;
         for _ in 0..100 {
-            if seen.lock().expect("lock").len() > before {
+            if live_gw.count() > before {
                 arrived = Some(started.elapsed());
                 break;
             }
@@ -436,31 +436,6 @@ async fn one_account_cannot_delay_everyones_push() {
         println!("{txn}: the victim's push arrived after {arrived:?}");
     }
     srv.finish().await;
-}
-
-/// A push gateway that answers at once; what it was sent.
-async fn live_gateway() -> (std::sync::Arc<std::sync::Mutex<Vec<Value>>>, String) {
-    use axum::{Json, Router, extract::State, routing::post};
-    type Seen = std::sync::Arc<std::sync::Mutex<Vec<Value>>>;
-    async fn notify(State(seen): State<Seen>, Json(body): Json<Value>) -> Json<Value> {
-        seen.lock().expect("lock").push(body);
-        Json(json!({"rejected": []}))
-    }
-    let seen = Seen::default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let url = format!(
-        "http://{}/_matrix/push/v1/notify",
-        listener.local_addr().expect("addr")
-    );
-    let app = Router::new()
-        .route("/_matrix/push/v1/notify", post(notify))
-        .with_state(seen.clone());
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    (seen, url)
 }
 
 /// `GET /_synapse/admin/v1/register` stored a nonce per call, unauthenticated, never pruned

@@ -25,7 +25,7 @@ both_backends!(
 /// What the gateway saw, and how it answers: fail the first `failures` requests with 500,
 /// then reject `reject` push keys.
 #[derive(Default)]
-struct Gateway {
+pub(crate) struct Gateway {
     seen: Mutex<Vec<Value>>,
     failures: AtomicUsize,
     reject: Mutex<Vec<String>>,
@@ -45,7 +45,7 @@ async fn notify(
     Json(json!({ "rejected": rejected })).into_response()
 }
 
-async fn gateway() -> (Arc<Gateway>, String) {
+pub(crate) async fn gateway() -> (Arc<Gateway>, String) {
     let gw = Arc::new(Gateway::default());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -74,7 +74,7 @@ impl Gateway {
         }
         panic!("the gateway never got notification {n}");
     }
-    fn count(&self) -> usize {
+    pub(crate) fn count(&self) -> usize {
         self.seen.lock().expect("lock").len()
     }
 }
