@@ -244,8 +244,11 @@ impl Services {
         let wallets = self.store.wallets(user_id).await?;
         self.store.deactivate_user(user_id).await?;
         self.wake_device_watchers(user_id).await?;
+        // Its verdicts go; no re-check is needed, the account leaves every room below.
         for (address, _) in &wallets {
-            self.wallet_holdings_changed(user_id, address).await?;
+            if let Ok(address) = address.parse() {
+                self.gate_cache.invalidate(address, self.now_ms()).await;
+            }
         }
         for (room, membership, _) in self.store.user_rooms(user_id.as_str()).await? {
             if !matches!(membership.as_str(), "join" | "invite" | "knock") {

@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 
 use super::{
     Services,
-    push_lanes::{PushLanes, Refused, host_of},
+    push_lanes::{PushLanes, host_of},
     rooms::{EventDraft, Pdu},
 };
 use crate::{
@@ -469,8 +469,8 @@ async fn deliver(ctx: &PushContext, pusher: PusherRow, mut notification: Value, 
     let mut delay = FIRST_RETRY;
     for attempt in 1..=DELIVERY_ATTEMPTS {
         let slot = match ctx.lanes.slot(&host, &pusher.user_id).await {
-            Ok(slot) => slot,
-            Err(Refused::Paused(_)) => {
+            Some(slot) => slot,
+            None => {
                 tracing::info!(%host, app_id = %pusher.app_id, "push gateway paused: notification dropped");
                 return;
             }

@@ -39,6 +39,13 @@ struct Host {
     paused_until: Option<Instant>,
 }
 
+impl Host {
+    fn paused(&self) -> bool {
+        self.paused_until
+            .is_some_and(|until| until > Instant::now())
+    }
+}
+
 impl Default for Host {
     fn default() -> Self {
         Self {
@@ -55,13 +62,6 @@ pub struct Slot {
     _user: OwnedSemaphorePermit,
     _host: OwnedSemaphorePermit,
     _all: OwnedSemaphorePermit,
-}
-
-/// Why no slot was given.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Refused {
-    /// The host failed too often lately; it is tried again after this instant.
-    Paused(Instant),
 }
 
 /// The lanes every delivery of this process goes through.
@@ -91,15 +91,11 @@ impl PushLanes {
         self.pending.clone().try_acquire_owned().ok()
     }
 
-    /// Waits for a user's, a host's and an overall slot, in that order; refused at once (and
+    /// Waits for a user's, a host's and an overall slot, in that order; `None` at once (and
     /// again once the slots are had) while the host is paused.
-    pub async fn slot(&self, host: &str, user: &str) -> Result<Slot, Refused> {
+    pub async fn slot(&self, host: &str, user: &str) -> Option<Slot> {
         let (host_slots, user_slots) = {
-            let now = Instant::now();
-            let host_slots = self.with_host(host, |h| match h.paused_until {
-                Some(until) if until > now => Err(Refused::Paused(until)),
-                _ => Ok(h.slots.clone()),
-            })?;
+            let host_slots = self.with_host(host, |h| (!h.paused()).then(|| h.slots.clone()))?;
             let mut users = self.users.lock().unwrap_or_else(|e| e.into_inner());
             if users.len() >= REMEMBERED {
                 users.retain(|_, s| Arc::strong_count(s) > 1);
@@ -110,23 +106,14 @@ impl PushLanes {
                 .clone();
             (host_slots, user_slots)
         };
-        // The semaphores are never closed, so acquiring cannot fail; a closed one would
-        // read as a pause of no length.
-        let closed = || Refused::Paused(Instant::now());
-        let user = user_slots.acquire_owned().await.map_err(|_| closed())?;
-        let host_slot = host_slots.acquire_owned().await.map_err(|_| closed())?;
-        let all = self
-            .all
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| closed())?;
-        let now = Instant::now();
-        self.with_host(host, |h| match h.paused_until {
-            Some(until) if until > now => Err(Refused::Paused(until)),
-            _ => Ok(()),
-        })?;
-        Ok(Slot {
+        // The semaphores are never closed, so acquiring cannot fail.
+        let user = user_slots.acquire_owned().await.ok()?;
+        let host_slot = host_slots.acquire_owned().await.ok()?;
+        let all = self.all.clone().acquire_owned().await.ok()?;
+        if self.with_host(host, |h| h.paused()) {
+            return None;
+        }
+        Some(Slot {
             _user: user,
             _host: host_slot,
             _all: all,
@@ -187,26 +174,23 @@ mod tests {
     async fn a_failing_host_is_paused_and_others_are_not() {
         let lanes = PushLanes::default();
         for _ in 0..FAILURES_BEFORE_PAUSE {
-            assert!(lanes.slot("dead:443", "@a:x").await.is_ok());
+            assert!(lanes.slot("dead:443", "@a:x").await.is_some());
             lanes.record("dead:443", false);
         }
-        assert!(matches!(
-            lanes.slot("dead:443", "@b:x").await,
-            Err(Refused::Paused(_))
-        ));
-        assert!(lanes.slot("live:443", "@b:x").await.is_ok());
+        assert!(lanes.slot("dead:443", "@b:x").await.is_none(), "paused");
+        assert!(lanes.slot("live:443", "@b:x").await.is_some());
         // After the pause it is tried again; another failure pauses it twice as long.
         tokio::time::advance(FIRST_PAUSE).await;
-        assert!(lanes.slot("dead:443", "@a:x").await.is_ok());
+        assert!(lanes.slot("dead:443", "@a:x").await.is_some());
         lanes.record("dead:443", false);
         tokio::time::advance(FIRST_PAUSE).await;
-        assert!(lanes.slot("dead:443", "@a:x").await.is_err());
+        assert!(lanes.slot("dead:443", "@a:x").await.is_none());
         tokio::time::advance(FIRST_PAUSE).await;
-        assert!(lanes.slot("dead:443", "@a:x").await.is_ok());
+        assert!(lanes.slot("dead:443", "@a:x").await.is_some());
         lanes.record("dead:443", true);
         lanes.record("dead:443", false);
         assert!(
-            lanes.slot("dead:443", "@a:x").await.is_ok(),
+            lanes.slot("dead:443", "@a:x").await.is_some(),
             "a success resets"
         );
     }
@@ -220,14 +204,14 @@ mod tests {
         }
         let waiting = {
             let lanes = lanes.clone();
-            tokio::spawn(async move { lanes.slot("b:443", "@greedy:x").await.is_ok() })
+            tokio::spawn(async move { lanes.slot("b:443", "@greedy:x").await.is_some() })
         };
         tokio::task::yield_now().await;
         assert!(
             !waiting.is_finished(),
             "a third slot for the same user waits"
         );
-        assert!(lanes.slot("a:443", "@other:x").await.is_ok());
+        assert!(lanes.slot("a:443", "@other:x").await.is_some());
         drop(held);
         assert!(waiting.await.expect("task"));
     }

@@ -441,15 +441,10 @@ impl Services {
         user_id: &UserId,
         address: &str,
     ) -> Result<()> {
-        if let Ok(address) = address.parse::<Address>() {
-            self.gate_cache.invalidate(address, self.now_ms()).await;
-        }
-        self.recheck_gates_of(user_id).await
-    }
-
-    /// Makes every gated room `user_id` is joined to due for a re-check now.
-    pub(crate) async fn recheck_gates_of(&self, user_id: &UserId) -> Result<()> {
         let now = self.now_ms();
+        if let Ok(address) = address.parse::<Address>() {
+            self.gate_cache.invalidate(address, now).await;
+        }
         for (room, membership, _) in self.store.user_rooms(user_id.as_str()).await? {
             if membership == "join" {
                 self.store.make_gate_room_due(&room, now).await?;
