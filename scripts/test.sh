@@ -6,7 +6,8 @@
 # gets a fresh database). Without it, the PostgreSQL runs print "SKIPPED" and pass. Likewise
 # MATRIXON_TEST_REDIS_URL turns on the tests that keep state in Redis.
 # Anything the tests need beyond cargo is installed here, pinned: anvil (a local Ethereum
-# node) and solc-js, from the npm registry, into tools/node_modules (see tools/package.json),
+# node), solc-js, matrix-js-sdk and a Node 22 to run it, from the npm registry, into
+# tools/node_modules (see tools/package.json); matrix-nio from PyPI into tools/venv;
 # and Debian's chromium + chromium-driver for the wallet page (MATRIXON_CHROMIUM and
 # MATRIXON_CHROMEDRIVER point the tests at another browser and driver instead).
 set -euo pipefail
@@ -14,9 +15,18 @@ cd "$(dirname "$0")/.."
 
 stamp=tools/node_modules/.installed-from-lock
 if ! cmp -s tools/package-lock.json "$stamp" 2>/dev/null; then
-  echo "Installing pinned test tools (anvil, solc) into tools/node_modules"
+  echo "Installing pinned test tools (anvil, solc, matrix-js-sdk, Node 22) into tools/node_modules"
   npm ci --prefix tools --no-audit --no-fund --loglevel=error
   cp tools/package-lock.json "$stamp"
+fi
+# matrix-nio (and what it needs, each pinned) for the Python-bot scenario, in a virtualenv.
+venv_stamp=tools/venv/.installed-from-requirements
+if ! cmp -s tests/clients/requirements.txt "$venv_stamp" 2>/dev/null; then
+  echo "Installing pinned matrix-nio into tools/venv"
+  rm -rf tools/venv
+  python3 -m venv tools/venv
+  tools/venv/bin/pip install --quiet --disable-pip-version-check -r tests/clients/requirements.txt
+  cp tests/clients/requirements.txt "$venv_stamp"
 fi
 export MATRIXON_ANVIL="${MATRIXON_ANVIL:-$PWD/tools/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil}"
 "$MATRIXON_ANVIL" --version | head -n 1

@@ -337,7 +337,7 @@ async fn room_lifecycle_across_versions(backend: Backend) {
         &srv.post_json(
             &r(&old, "upgrade"),
             Some(&alice),
-            &json!({"new_version": "3"}),
+            &json!({"new_version": "org.example.unknown"}),
         )
         .await,
         400,

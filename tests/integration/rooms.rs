@@ -364,7 +364,7 @@ async fn forbidden_transitions_change_nothing(backend: Backend) {
         &srv.post_json(
             "/_matrix/client/v3/createRoom",
             Some(&alice),
-            &json!({"room_version": "1"}),
+            &json!({"room_version": "1000"}),
         )
         .await,
         400,

@@ -284,17 +284,18 @@ impl RouterExt for Router<Arc<Services>> {
                     },
                 )
             };
-            // An empty state key is sent as a trailing slash (`/state/m.room.name/`).
+            // An empty state key is sent as a trailing slash (`/state/m.room.name/`) or left
+            // out (`/state/m.room.name`, which Synapse accepts and SyTest sends).
             if let Some(prefix) = path.strip_suffix("{state_key}") {
-                self = self.route(
-                    prefix,
-                    route.clone().layer(axum::middleware::map_request(
-                        |mut request: Request| async move {
-                            request.extensions_mut().insert(EmptyStateKey);
-                            request
-                        },
-                    )),
-                );
+                let empty_key = route.clone().layer(axum::middleware::map_request(
+                    |mut request: Request| async move {
+                        request.extensions_mut().insert(EmptyStateKey);
+                        request
+                    },
+                ));
+                self = self
+                    .route(prefix, empty_key.clone())
+                    .route(prefix.trim_end_matches('/'), empty_key);
             }
             self = self.route(path, route);
         }

@@ -64,7 +64,7 @@ impl Services {
         Ok(SyncToken::parse(token)?.events.saturating_add(1))
     }
 
-    /// Sends a message-like event or redaction once per `(device, txn_id)`: a repeat gets
+    /// Sends a message-like event or redaction once per `(device, room, txn_id)`: a repeat gets
     /// the first event's id.
     pub async fn send_with_txn(
         &self,
@@ -77,7 +77,12 @@ impl Services {
         if let Some(target) = &draft.redacts
             && self
                 .store
-                .txn_event(user_id.as_str(), device_id.as_str(), txn_id)
+                .txn_event(
+                    user_id.as_str(),
+                    device_id.as_str(),
+                    room_id.as_str(),
+                    txn_id,
+                )
                 .await?
                 .is_none()
         {

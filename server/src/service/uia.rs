@@ -123,6 +123,9 @@ impl Services {
             |session: String, completed: Vec<AuthType>, auth_error: Option<StandardErrorBody>| {
                 let mut info = UiaaInfo::new(flows.clone());
                 info.session = Some(session);
+                // None of our stages has parameters, but clients' schemas (matrix-nio) and
+                // SyTest want the object, as Synapse sends it.
+                info.params = serde_json::value::RawValue::from_string("{}".to_owned()).ok();
                 info.completed = completed;
                 info.auth_error = auth_error;
                 Error::Uia(Box::new(info))

@@ -351,10 +351,11 @@ impl Store {
             .await?;
         if let (Some((device, txn_id)), Some(sender)) = (event.txn, Some(event.sender)) {
             sqlx::query(
-                "INSERT INTO transaction_ids (user_id, device_id, txn_id, event_id) VALUES ($1, $2, $3, $4)",
+                "INSERT INTO transaction_ids (user_id, device_id, room_id, txn_id, event_id) VALUES ($1, $2, $3, $4, $5)",
             )
             .bind(sender)
             .bind(device)
+            .bind(event.room_id)
             .bind(txn_id)
             .bind(event.event_id)
             .execute(&mut *tx)
@@ -380,13 +381,15 @@ impl Store {
         &self,
         user_id: &str,
         device_id: &str,
+        room_id: &str,
         txn_id: &str,
     ) -> Result<Option<String>, sqlx::Error> {
         sqlx::query_scalar(
-            "SELECT event_id FROM transaction_ids WHERE user_id = $1 AND device_id = $2 AND txn_id = $3",
+            "SELECT event_id FROM transaction_ids WHERE user_id = $1 AND device_id = $2 AND room_id = $3 AND txn_id = $4",
         )
         .bind(user_id)
         .bind(device_id)
+        .bind(room_id)
         .bind(txn_id)
         .fetch_optional(&self.pool)
         .await

@@ -2,16 +2,17 @@
 
 use std::sync::Arc;
 
-use axum::Router;
-use ruma::{
-    MilliSecondsSinceUnixEpoch, UInt,
-    api::client::device::{
-        Device, delete_device, delete_devices, get_device, get_devices, update_device,
-    },
+use axum::{
+    Json, Router,
+    extract::{Path, State},
+    routing::get,
 };
+use ruma::api::client::device::{delete_device, delete_devices, update_device};
+use serde_json::{Value, json};
 
 use crate::{
     http::{
+        auth::Authenticated,
         error::{Error, Result},
         ruma::{RouterExt, Ruma},
     },
@@ -23,47 +24,57 @@ use crate::{
 const MAX_DISPLAY_NAME_CHARS: usize = 100;
 
 pub(super) fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
+    let router = ["r0", "v3"].iter().fold(router, |router, version| {
+        router
+            .route(
+                &format!("/_matrix/client/{version}/devices"),
+                get(list_devices),
+            )
+            .route(
+                &format!("/_matrix/client/{version}/devices/{{device_id}}"),
+                get(get_device),
+            )
+    });
     router
-        .ruma(list_devices)
-        .ruma(get_device)
         .ruma(update_device)
         .ruma(delete_device)
         .ruma(delete_devices)
 }
 
-fn to_device(row: DeviceRow) -> Device {
-    let mut device = Device::new(row.device_id);
-    device.display_name = row.display_name;
-    device.last_seen_ip = row.last_seen_ip;
-    device.last_seen_ts = row
-        .last_seen_ms
-        .and_then(|ms| UInt::try_from(ms).ok())
-        .map(MilliSecondsSinceUnixEpoch);
-    device
+/// A device as clients' schemas want it: every field present, `null` when unknown
+/// (matrix-nio requires `last_seen_ts` even for a device not seen since it was made, and
+/// Synapse sends it so).
+fn device_json(row: DeviceRow) -> Value {
+    json!({
+        "device_id": row.device_id,
+        "display_name": row.display_name,
+        "last_seen_ip": row.last_seen_ip,
+        "last_seen_ts": row.last_seen_ms,
+    })
 }
 
 /// # `GET /_matrix/client/v3/devices`
 async fn list_devices(
-    services: Arc<Services>,
-    req: Ruma<get_devices::v3::Request>,
-) -> Result<get_devices::v3::Response> {
-    let devices = services.store.devices(&req.auth.user_id).await?;
-    Ok(get_devices::v3::Response::new(
-        devices.into_iter().map(to_device).collect(),
-    ))
+    State(services): State<Arc<Services>>,
+    Authenticated(session): Authenticated,
+) -> Result<Json<Value>> {
+    let devices = services.store.devices(&session.user_id).await?;
+    let devices: Vec<Value> = devices.into_iter().map(device_json).collect();
+    Ok(Json(json!({ "devices": devices })))
 }
 
 /// # `GET /_matrix/client/v3/devices/{deviceId}`
 async fn get_device(
-    services: Arc<Services>,
-    req: Ruma<get_device::v3::Request>,
-) -> Result<get_device::v3::Response> {
+    State(services): State<Arc<Services>>,
+    Authenticated(session): Authenticated,
+    Path(device_id): Path<String>,
+) -> Result<Json<Value>> {
     let row = services
         .store
-        .device(&req.auth.user_id, &req.body.device_id)
+        .device(&session.user_id, device_id.as_str().into())
         .await?
         .ok_or_else(|| Error::not_found("No such device"))?;
-    Ok(get_device::v3::Response::new(to_device(row)))
+    Ok(Json(device_json(row)))
 }
 
 /// # `PUT /_matrix/client/v3/devices/{deviceId}`

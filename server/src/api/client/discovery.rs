@@ -8,27 +8,32 @@ use ruma::api::client::discovery::{
     get_capabilities::{
         self,
         v3::{
-            Capabilities, ChangePasswordCapability, GetLoginTokenCapability,
-            ProfileFieldsCapability,
+            Capabilities, ChangePasswordCapability, GetLoginTokenCapability, RoomVersionStability,
+            RoomVersionsCapability,
         },
     },
     get_supported_versions,
 };
 
+use ruma::RoomVersionId;
+
 use crate::{
     http::{
-        error::Result,
+        error::{Error, Result},
         ruma::{RouterExt, Ruma},
     },
-    service::Services,
+    service::{
+        Services,
+        rooms::{DEFAULT_ROOM_VERSION, SUPPORTED_ROOM_VERSIONS},
+    },
 };
 
-/// Spec versions announced in `/versions`.
-///
-/// The accounts and sessions endpoints of these versions exist; rooms, sync and the rest
-/// arrive with later work (see docs/FEATURES.md), and Element Web needs at least v1.5 to
-/// talk to a server at all.
-pub const SUPPORTED_VERSIONS: &[&str] = &["r0.6.1", "v1.1", "v1.2", "v1.3", "v1.4", "v1.5"];
+/// Spec versions announced in `/versions`: those whose mandatory parts all exist here
+/// (v1.11 is authenticated media, which clients use only when it is announced).
+pub const SUPPORTED_VERSIONS: &[&str] = &[
+    "r0.0.1", "r0.1.0", "r0.2.0", "r0.3.0", "r0.4.0", "r0.5.0", "r0.6.0", "r0.6.1", "v1.1", "v1.2",
+    "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8", "v1.9", "v1.10", "v1.11",
+];
 
 pub(super) fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
     router
@@ -76,7 +81,14 @@ async fn capabilities(
     let mut capabilities = Capabilities::new();
     capabilities.change_password = ChangePasswordCapability::new(true);
     capabilities.get_login_token = GetLoginTokenCapability::new(true);
-    // Profiles arrive with the rooms work; until then clients must not offer to edit them.
-    capabilities.profile_fields = Some(ProfileFieldsCapability::new(false));
+    // Without it clients take the spec's default (version 1) and warn that rooms are unstable.
+    let stable = SUPPORTED_ROOM_VERSIONS
+        .iter()
+        .filter_map(|v| RoomVersionId::try_from(*v).ok())
+        .map(|v| (v, RoomVersionStability::Stable))
+        .collect();
+    let default = RoomVersionId::try_from(DEFAULT_ROOM_VERSION)
+        .map_err(|e| Error::Internal(anyhow::anyhow!("default room version: {e}")))?;
+    capabilities.room_versions = RoomVersionsCapability::new(default, stable);
     Ok(get_capabilities::v3::Response::new(capabilities))
 }

@@ -12,7 +12,7 @@ use ruma::{
     RoomVersionId, UserId,
     api::error::ErrorKind,
     events::{StateEventType, TimelineEventType},
-    room_version_rules::RoomVersionRules,
+    room_version_rules::{EventIdFormatVersion, RoomVersionRules},
     signatures, state_res,
 };
 use serde_json::Value;
@@ -24,6 +24,7 @@ use crate::{
     service::{
         Services,
         gate::{Door, GATE_EVENT_TYPE},
+        secrets,
     },
     store::{NewEvent, PushAction, RoomRow},
 };
@@ -97,23 +98,25 @@ impl RoomLocks {
     }
 }
 
-/// The rules of a room version this server supports.
+/// The rules of a room version this server supports: every stable one ruma implements (old
+/// rooms on the network still use 1–9).
 pub fn version_rules(version: &str) -> Result<(RoomVersionId, RoomVersionRules)> {
     let id = RoomVersionId::try_from(version)
         .map_err(|_| Error::bad_json(format!("{version} is not a room version")))?;
-    match id {
-        RoomVersionId::V10 | RoomVersionId::V11 | RoomVersionId::V12 => {}
-        _ => {
-            return Err(Error::new(
+    let rules = super::SUPPORTED_ROOM_VERSIONS
+        .contains(&id.as_str())
+        .then(|| id.rules())
+        .flatten()
+        .ok_or_else(|| {
+            Error::new(
                 StatusCode::BAD_REQUEST,
                 ErrorKind::UnsupportedRoomVersion,
-                format!("Room version {version} is not supported here (10, 11 and 12 are)"),
-            ));
-        }
-    }
-    let rules = id
-        .rules()
-        .ok_or_else(|| Error::Internal(anyhow::anyhow!("no rules for room version {version}")))?;
+                format!(
+                    "Room version {version} is not supported here ({} are)",
+                    super::SUPPORTED_ROOM_VERSIONS.join(", ")
+                ),
+            )
+        })?;
     Ok((id, rules))
 }
 
@@ -174,7 +177,7 @@ impl Services {
             if let Some((device, txn_id)) = txn
                 && let Some(existing) = self
                     .store
-                    .txn_event(sender.as_str(), device.as_str(), txn_id)
+                    .txn_event(sender.as_str(), device.as_str(), room_id.as_str(), txn_id)
                     .await?
             {
                 return EventId::parse(existing).map_err(internal);
@@ -375,6 +378,21 @@ impl Services {
                 CanonicalJsonValue::String(redacts.to_string()),
             );
         }
+        // Room versions 1 and 2 name events `$opaque:server`, inside the signed event; later
+        // ones by the event's reference hash.
+        let opaque_id = (rules.event_id_format == EventIdFormatVersion::V1).then(|| {
+            format!(
+                "${}:{}",
+                secrets::random_alphanumeric(18),
+                self.config.server_name
+            )
+        });
+        if let Some(id) = &opaque_id {
+            object.insert(
+                "event_id".to_owned(),
+                CanonicalJsonValue::String(id.clone()),
+            );
+        }
         signatures::hash_and_sign_event(
             self.config.server_name.as_str(),
             &self.signing_key,
@@ -382,11 +400,14 @@ impl Services {
             &rules.redaction,
         )
         .map_err(signing_error)?;
-        let event_id = EventId::parse(format!(
-            "${}",
-            signatures::reference_hash(&object, &rules).map_err(signing_error)?
-        ))
-        .map_err(internal)?;
+        let event_id = match opaque_id {
+            Some(id) => id,
+            None => format!(
+                "${}",
+                signatures::reference_hash(&object, &rules).map_err(signing_error)?
+            ),
+        };
+        let event_id = EventId::parse(event_id).map_err(internal)?;
         let json = serde_json::to_string(&object).map_err(internal)?;
         if json.len() > MAX_PDU_BYTES {
             return Err(too_large(&format!(
