@@ -1,15 +1,19 @@
 //! What other clients and servers send and expect, beyond matrix-sdk: every stable room
 //! version, state paths without a state key, the shapes of devices, UIA challenges,
-//! `/versions` and `/capabilities` that other libraries validate.
+//! `/versions` and `/capabilities` that other libraries validate, guests, the legacy
+//! endpoints still called (`/events`, `/initialSync`), OpenID tokens for widgets, 3PIDs.
 
 use serde_json::{Value, json};
 
-use crate::harness::{Backend, TestServer, both_backends};
+use crate::harness::{Backend, TestServer, assert_error, both_backends};
 
 both_backends!(
     every_stable_room_version_creates_joins_and_redacts,
     discovery_announces_what_exists,
     responses_have_the_fields_client_schemas_require,
+    guests_read_and_join_only_where_rooms_let_them,
+    legacy_endpoints_still_answer,
+    widgets_and_settings_get_honest_answers,
 );
 
 fn token(v: &Value) -> String {
@@ -171,6 +175,304 @@ async fn responses_have_the_fields_client_schemas_require(backend: Backend) {
             .as_object()
             .expect("object")
             .contains_key("last_seen_ts")
+    );
+    srv.finish().await;
+}
+
+async fn create_room(srv: &TestServer, token: &str, body: Value) -> String {
+    let created = srv
+        .post_json("/_matrix/client/v3/createRoom", Some(token), &body)
+        .await;
+    assert_eq!(created.0, 200, "{:?}", created.1);
+    created.1["room_id"].as_str().expect("room id").to_owned()
+}
+
+async fn guests_read_and_join_only_where_rooms_let_them(backend: Backend) {
+    let srv = TestServer::start_with(&backend, |c| c.registration.guest_access = true).await;
+    let alice = token(&srv.register("alice", "pw alice 1").await);
+    let room = create_room(
+        &srv,
+        &alice,
+        json!({"preset": "public_chat", "initial_state": [{
+            "type": "m.room.history_visibility", "state_key": "",
+            "content": {"history_visibility": "world_readable"}}]}),
+    )
+    .await;
+    let r = |rest: &str| format!("/_matrix/client/v3/rooms/{room}/{rest}");
+    srv.put_json(
+        &r("send/m.room.message/1"),
+        Some(&alice),
+        &json!({"body": "hi"}),
+    )
+    .await;
+
+    // Guests need no password and no UIA, and get numeric ids.
+    let guest = srv
+        .post_json("/_matrix/client/v3/register?kind=guest", None, &json!({}))
+        .await;
+    assert_eq!(guest.0, 200, "{:?}", guest.1);
+    let guest_id = guest.1["user_id"].as_str().expect("user id").to_owned();
+    assert!(
+        guest_id[1..]
+            .split(':')
+            .next()
+            .expect("localpart")
+            .bytes()
+            .all(|b| b.is_ascii_digit())
+    );
+    let guest = token(&guest.1);
+
+    // A world-readable room can be read without joining…
+    let peek = srv.get(&r("initialSync"), Some(&guest)).await;
+    assert_eq!(peek.0, 200, "{:?}", peek.1);
+    assert!(
+        peek.1["messages"]["chunk"]
+            .as_array()
+            .expect("chunk")
+            .iter()
+            .any(|e| e["content"]["body"] == "hi"),
+        "{:?}",
+        peek.1
+    );
+    // …but not joined until its guest access says so.
+    let join = format!("/_matrix/client/v3/join/{room}");
+    let refused = srv.post_json(&join, Some(&guest), &json!({})).await;
+    assert_error(&refused, 403, "M_GUEST_ACCESS_FORBIDDEN");
+    srv.put_json(
+        &r("state/m.room.guest_access"),
+        Some(&alice),
+        &json!({"guest_access": "can_join"}),
+    )
+    .await;
+    assert_eq!(srv.post_json(&join, Some(&guest), &json!({})).await.0, 200);
+    let sent = srv
+        .put_json(
+            &r("send/m.room.message/2"),
+            Some(&guest),
+            &json!({"body": "guest here"}),
+        )
+        .await;
+    assert_eq!(sent.0, 200, "{:?}", sent.1);
+    let named = srv
+        .put_json(
+            &format!("/_matrix/client/v3/profile/{guest_id}/displayname"),
+            Some(&guest),
+            &json!({"displayname": "Visitor"}),
+        )
+        .await;
+    assert_eq!(named.0, 200, "{:?}", named.1);
+
+    // What guests may not do.
+    let refused = [
+        srv.post_json("/_matrix/client/v3/createRoom", Some(&guest), &json!({}))
+            .await,
+        srv.get("/_matrix/client/v3/devices", Some(&guest)).await,
+        srv.post_json(
+            &r("invite"),
+            Some(&guest),
+            &json!({"user_id": "@alice:localhost"}),
+        )
+        .await,
+    ];
+    for response in &refused {
+        assert_error(response, 403, "M_GUEST_ACCESS_FORBIDDEN");
+    }
+
+    // Revoking guest access removes the guests.
+    srv.put_json(
+        &r("state/m.room.guest_access"),
+        Some(&alice),
+        &json!({"guest_access": "forbidden"}),
+    )
+    .await;
+    let member = srv
+        .get(&r(&format!("state/m.room.member/{guest_id}")), Some(&alice))
+        .await;
+    assert_eq!(member.1["membership"], "leave", "{:?}", member.1);
+    srv.finish().await;
+
+    // Off by default.
+    let srv = TestServer::start(&Backend::Sqlite).await;
+    let refused = srv
+        .post_json("/_matrix/client/v3/register?kind=guest", None, &json!({}))
+        .await;
+    assert_error(&refused, 403, "M_GUEST_ACCESS_FORBIDDEN");
+    srv.finish().await;
+}
+
+async fn legacy_endpoints_still_answer(backend: Backend) {
+    let srv = TestServer::start(&backend).await;
+    let alice = token(&srv.register("alice", "pw alice 1").await);
+    let bob = token(&srv.register("bob", "pw bob 1").await);
+    let room = create_room(
+        &srv,
+        &alice,
+        json!({"name": "Old school", "preset": "private_chat"}),
+    )
+    .await;
+    let r = |rest: &str| format!("/_matrix/client/v3/rooms/{room}/{rest}");
+
+    // Element Web asks a room it has not joined for its initialSync and offers to join on 403.
+    assert_error(
+        &srv.get(&r("initialSync"), Some(&bob)).await,
+        403,
+        "M_FORBIDDEN",
+    );
+
+    // `/events` from now waits for the next event; a send without a transaction id is one.
+    let now = srv
+        .get("/_matrix/client/v3/events?timeout=0", Some(&alice))
+        .await;
+    assert_eq!(now.0, 200, "{:?}", now.1);
+    assert_eq!(now.1["chunk"], json!([]), "{:?}", now.1);
+    let from = now.1["end"].as_str().expect("end").to_owned();
+    let sent = srv
+        .post_json(
+            &r("send/m.room.message"),
+            Some(&alice),
+            &json!({"body": "no txn"}),
+        )
+        .await;
+    assert_eq!(sent.0, 200, "{:?}", sent.1);
+    let again = srv
+        .post_json(
+            &r("send/m.room.message"),
+            Some(&alice),
+            &json!({"body": "no txn"}),
+        )
+        .await;
+    assert_ne!(
+        sent.1["event_id"], again.1["event_id"],
+        "each untransacted send is an event"
+    );
+    let events = srv
+        .get(
+            &format!("/_matrix/client/r0/events?from={from}&timeout=5000"),
+            Some(&alice),
+        )
+        .await;
+    assert_eq!(events.0, 200, "{:?}", events.1);
+    let chunk = events.1["chunk"].as_array().expect("chunk");
+    assert!(
+        chunk
+            .iter()
+            .any(|e| e["event_id"] == sent.1["event_id"] && e["room_id"] == room),
+        "{chunk:?}"
+    );
+
+    // `/initialSync` and the room's: messages, current state, membership.
+    let initial = srv
+        .get("/_matrix/client/v3/initialSync?limit=5", Some(&alice))
+        .await;
+    assert_eq!(initial.0, 200, "{:?}", initial.1);
+    let entry = initial.1["rooms"]
+        .as_array()
+        .expect("rooms")
+        .iter()
+        .find(|e| e["room_id"] == room)
+        .expect("the room")
+        .clone();
+    assert_eq!(entry["membership"], "join");
+    assert!(
+        entry["state"]
+            .as_array()
+            .expect("state")
+            .iter()
+            .any(|e| e["type"] == "m.room.name")
+    );
+    assert!(entry["messages"]["chunk"].as_array().expect("chunk").len() <= 5);
+    let own = srv.get(&r("initialSync"), Some(&alice)).await;
+    assert_eq!(own.0, 200, "{:?}", own.1);
+    assert_eq!(own.1["membership"], "join");
+    assert!(
+        own.1["state"]
+            .as_array()
+            .expect("state")
+            .iter()
+            .any(|e| e["type"] == "m.room.create")
+    );
+
+    // Typing without a timeout; members with both profile fields, null when unset.
+    let typing = srv
+        .put_json(
+            &r("typing/@alice:localhost"),
+            Some(&alice),
+            &json!({"typing": true}),
+        )
+        .await;
+    assert_eq!(typing.0, 200, "{:?}", typing.1);
+    let members = srv.get(&r("joined_members"), Some(&alice)).await;
+    let me = &members.1["joined"]["@alice:localhost"];
+    assert!(
+        me.as_object().expect("member").contains_key("avatar_url"),
+        "{members:?}"
+    );
+    assert_error(
+        &srv.get(&r("joined_members"), Some(&bob)).await,
+        403,
+        "M_FORBIDDEN",
+    );
+    srv.finish().await;
+}
+
+async fn widgets_and_settings_get_honest_answers(backend: Backend) {
+    let srv = TestServer::start(&backend).await;
+    let alice = token(&srv.register("alice", "pw alice 1").await);
+    // OpenID: the token a widget hands its backend, exchanged for the user's id.
+    let issued = srv
+        .post_json(
+            "/_matrix/client/v3/user/@alice:localhost/openid/request_token",
+            Some(&alice),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(issued.0, 200, "{:?}", issued.1);
+    assert_eq!(issued.1["token_type"], "Bearer");
+    let openid = issued.1["access_token"].as_str().expect("token");
+    let info = srv
+        .get(
+            &format!("/_matrix/federation/v1/openid/userinfo?access_token={openid}"),
+            None,
+        )
+        .await;
+    assert_eq!(info.1, json!({"sub": "@alice:localhost"}));
+    assert_error(
+        &srv.get(
+            "/_matrix/federation/v1/openid/userinfo?access_token=nope",
+            None,
+        )
+        .await,
+        401,
+        "M_UNKNOWN_TOKEN",
+    );
+    assert_error(
+        &srv.post_json(
+            "/_matrix/client/v3/user/@bob:localhost/openid/request_token",
+            Some(&alice),
+            &json!({}),
+        )
+        .await,
+        403,
+        "M_FORBIDDEN",
+    );
+    // Third-party ids: none, and adding one is refused with the reason.
+    let listed = srv
+        .get("/_matrix/client/v3/account/3pid", Some(&alice))
+        .await;
+    assert_eq!(listed.1, json!({"threepids": []}));
+    let added = srv
+        .post_json(
+            "/_matrix/client/v3/account/3pid/add",
+            Some(&alice),
+            &json!({"sid": "x", "client_secret": "y"}),
+        )
+        .await;
+    assert_error(&added, 403, "M_THREEPID_DENIED");
+    assert_eq!(
+        srv.get("/_matrix/client/v3/thirdparty/protocols", Some(&alice))
+            .await
+            .1,
+        json!({})
     );
     srv.finish().await;
 }

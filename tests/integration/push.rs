@@ -18,6 +18,7 @@ use crate::harness::{Backend, TestServer, assert_error, both_backends};
 both_backends!(
     push_gateway_gets_mentions_with_counts_until_rules_say_no,
     pushers_and_rules_refuse_bad_input,
+    push_rule_paths_accept_what_synapse_accepts,
     unread_counts_never_lag_the_timeline,
     old_notifications_go_and_unread_ones_still_count,
 );
@@ -476,6 +477,237 @@ async fn pushers_and_rules_refuse_bad_input(backend: Backend) {
     );
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(gw.count(), 0, "…but never pushed to a private address");
+    srv.finish().await;
+}
+
+/// The push-rule paths as Synapse reads them (and SyTest sends them): room and sender rule
+/// ids that are any string, trailing slashes that list a kind, and 400 `M_UNRECOGNIZED`
+/// for paths that name nothing.
+async fn push_rule_paths_accept_what_synapse_accepts(backend: Backend) {
+    let srv = TestServer::start(&backend).await;
+    let bob = token(&srv.register("bob", "push password").await);
+    let rules = "/_matrix/client/v3/pushrules";
+    let delete = |path: String| {
+        let bob = bob.clone();
+        let srv = &srv;
+        async move {
+            srv.request(reqwest::Method::DELETE, &path, Some(&bob), None)
+                .await
+        }
+    };
+
+    // A room rule whose id is no room ID: created, read back, disabled, changed, deleted.
+    let spam = format!("{rules}/global/room/%23spam:example.com");
+    let (status, body) = put(&srv, &bob, &spam, json!({"actions": ["notify"]})).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, rule) = srv.get(&spam, Some(&bob)).await;
+    assert_eq!(status, 200, "{rule}");
+    assert_eq!(
+        rule,
+        json!({"rule_id": "#spam:example.com", "actions": ["notify"], "enabled": true, "default": false})
+    );
+    // One with a real room ID goes after it, and is what pushes are decided with.
+    let (status, body) = put(
+        &srv,
+        &bob,
+        &format!("{rules}/global/room/!real:localhost?after=%23spam:example.com"),
+        json!({"actions": []}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, list) = srv.get(&format!("{rules}/global/room/"), Some(&bob)).await;
+    assert_eq!(status, 200, "{list}");
+    let ids: Vec<&str> = list
+        .as_array()
+        .expect("room rules")
+        .iter()
+        .map(|r| r["rule_id"].as_str().expect("id"))
+        .collect();
+    assert_eq!(ids, ["#spam:example.com", "!real:localhost"]);
+    let (_, all) = srv.get(&format!("{rules}/"), Some(&bob)).await;
+    assert_eq!(all["global"]["room"], list, "the whole ruleset agrees");
+    let (_, sync) = srv
+        .get("/_matrix/client/v3/sync?timeout=0", Some(&bob))
+        .await;
+    let synced = sync["account_data"]["events"]
+        .as_array()
+        .expect("account data")
+        .iter()
+        .find(|e| e["type"] == "m.push_rules")
+        .expect("push rules in sync")
+        .clone();
+    assert_eq!(
+        synced["content"]["global"]["room"][0]["rule_id"],
+        "!real:localhost"
+    );
+    let (status, body) = put(
+        &srv,
+        &bob,
+        &format!("{spam}/enabled"),
+        json!({"enabled": false}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, enabled) = srv.get(&format!("{spam}/enabled"), Some(&bob)).await;
+    assert_eq!(status, 200);
+    assert_eq!(enabled, json!({"enabled": false}));
+    let actions = json!(["notify", {"set_tweak": "sound", "value": "default"}]);
+    let (status, body) = put(
+        &srv,
+        &bob,
+        &format!("{spam}/actions"),
+        json!({ "actions": actions.clone() }),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, got) = srv.get(&format!("{spam}/actions"), Some(&bob)).await;
+    assert_eq!(status, 200);
+    assert_eq!(got, json!({ "actions": actions }));
+    let (_, rule) = srv.get(&spam, Some(&bob)).await;
+    assert_eq!(rule["enabled"], false, "changing actions keeps it disabled");
+    assert_eq!(delete(spam.clone()).await.0, 200);
+    assert_error(&srv.get(&spam, Some(&bob)).await, 404, "M_NOT_FOUND");
+    assert_error(&delete(spam.clone()).await, 404, "M_NOT_FOUND");
+    let (_, list) = srv.get(&format!("{rules}/global/room/"), Some(&bob)).await;
+    assert_eq!(list[0]["rule_id"], "!real:localhost");
+    assert_eq!(list.as_array().map(Vec::len), Some(1));
+
+    // Sender rules, and the other kinds listed with a trailing slash (r0 too).
+    let (status, body) = put(
+        &srv,
+        &bob,
+        &format!("{rules}/global/sender/%40carol:example.com"),
+        json!({"actions": ["dont_notify"]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = put(
+        &srv,
+        &bob,
+        &format!("{rules}/global/content/cats"),
+        json!({"pattern": "cat*", "actions": ["notify"]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, list) = srv
+        .get("/_matrix/client/r0/pushrules/global/sender/", Some(&bob))
+        .await;
+    assert_eq!(status, 200, "{list}");
+    assert_eq!(list[0]["rule_id"], "@carol:example.com");
+    assert_eq!(list[0]["actions"], json!(["dont_notify"]));
+    let (status, list) = srv
+        .get(&format!("{rules}/global/content/"), Some(&bob))
+        .await;
+    assert_eq!(status, 200, "{list}");
+    assert!(
+        list.as_array()
+            .expect("content rules")
+            .iter()
+            .any(|r| r["rule_id"] == "cats" && r["pattern"] == "cat*")
+    );
+    for kind in ["override", "underride"] {
+        let (status, list) = srv
+            .get(&format!("{rules}/global/{kind}/"), Some(&bob))
+            .await;
+        assert_eq!(status, 200, "{kind}: {list}");
+        assert!(list.is_array(), "{kind}: {list}");
+    }
+    let (status, global) = srv.get(&format!("{rules}/global/"), Some(&bob)).await;
+    assert_eq!(status, 200);
+    assert_eq!(global["sender"][0]["rule_id"], "@carol:example.com");
+
+    // Paths that name nothing.
+    for path in [
+        "/",
+        "/not_a_scope/room/%23spam:example.com",
+        "/global",
+        "/global/room",
+        "/global/room/",
+        "/global/not_a_template/foo",
+        "/global/override/.m.rule.master/not_an_attr",
+    ] {
+        let response = put(
+            &srv,
+            &bob,
+            &format!("{rules}{path}"),
+            json!({"actions": ["notify"], "enabled": true}),
+        )
+        .await;
+        assert_error(&response, 400, "M_UNRECOGNIZED");
+    }
+    for path in [
+        "/global",
+        "/global/room",
+        "/not_a_scope/",
+        "/global/not_a_template/",
+        "/global/override/.m.rule.master/not_an_attr",
+    ] {
+        assert_error(
+            &srv.get(&format!("{rules}{path}"), Some(&bob)).await,
+            400,
+            "M_UNRECOGNIZED",
+        );
+    }
+    assert_error(
+        &delete(format!("{rules}/global/room/!real:localhost/enabled")).await,
+        400,
+        "M_UNRECOGNIZED",
+    );
+    // Without the trailing slash there is no such endpoint at all, as with Synapse.
+    assert_eq!(srv.get(rules, Some(&bob)).await.0, 404);
+
+    // Bodies and rule ids Synapse refuses.
+    for (path, body, errcode) in [
+        (
+            "/global/room/%23fo%5Co:example.com",
+            json!({"actions": ["notify"]}),
+            "M_INVALID_PARAM",
+        ),
+        (
+            "/global/override/my_id",
+            json!({"actions": []}),
+            "M_MISSING_PARAM",
+        ),
+        (
+            "/global/underride/my_id",
+            json!({"conditions": [{}], "actions": []}),
+            "M_BAD_JSON",
+        ),
+        (
+            "/global/content/my_id",
+            json!({"actions": []}),
+            "M_MISSING_PARAM",
+        ),
+        (
+            "/global/room/%23my_room:example.com",
+            json!({}),
+            "M_MISSING_PARAM",
+        ),
+        (
+            "/global/room/%23my_room:example.com",
+            json!({"actions": ["not_an_action"]}),
+            "M_BAD_JSON",
+        ),
+        (
+            "/global/override/.m.rule.master/enabled",
+            json!({"enabled": "not a boolean"}),
+            "M_BAD_JSON",
+        ),
+    ] {
+        let response = put(&srv, &bob, &format!("{rules}{path}"), body).await;
+        assert_error(&response, 400, errcode);
+    }
+    assert_error(
+        &put(
+            &srv,
+            &bob,
+            &format!("{rules}/global/room/%23late:example.com?before=%23nowhere:example.com"),
+            json!({"actions": []}),
+        )
+        .await,
+        400,
+        "M_INVALID_PARAM",
+    );
     srv.finish().await;
 }
 

@@ -238,6 +238,8 @@ pub struct RegistrationConfig {
     pub tokens_required: bool,
     /// Secret for Synapse-compatible shared-secret registration.
     pub shared_secret: Option<String>,
+    /// Guest accounts may be registered (and may read and join rooms that allow guests).
+    pub guest_access: bool,
 }
 
 /// Lifetimes of the secrets the server hands out.

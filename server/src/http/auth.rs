@@ -26,6 +26,11 @@ pub trait Authenticate: AuthScheme {
         token: Option<&str>,
         ip: Option<String>,
     ) -> impl Future<Output = Result<Self::Identity>> + Send;
+
+    /// Whether the caller is a guest (whose requests are limited to what guests may do).
+    fn is_guest(_: &Self::Identity) -> bool {
+        false
+    }
 }
 
 impl Authenticate for AccessToken {
@@ -41,6 +46,10 @@ impl Authenticate for AccessToken {
             None => Err(Error::missing_token()),
         }
     }
+
+    fn is_guest(session: &Session) -> bool {
+        session.is_guest
+    }
 }
 
 impl Authenticate for AccessTokenOptional {
@@ -55,6 +64,10 @@ impl Authenticate for AccessTokenOptional {
             Some(token) => services.authenticate(token, ip).await.map(Some),
             None => Ok(None),
         }
+    }
+
+    fn is_guest(session: &Option<Session>) -> bool {
+        session.as_ref().is_some_and(|s| s.is_guest)
     }
 }
 
@@ -111,8 +124,10 @@ impl axum::extract::FromRequestParts<std::sync::Arc<Services>> for Authenticated
     ) -> Result<Self> {
         let ip = super::ruma::client_ip(parts);
         let token = access_token(parts);
-        AccessToken::authenticate(services, token.as_deref(), ip)
-            .await
-            .map(Self)
+        let session = AccessToken::authenticate(services, token.as_deref(), ip).await?;
+        if session.is_guest {
+            super::guests::ensure_guest_may(&parts.method, parts.uri.path())?;
+        }
+        Ok(Self(session))
     }
 }

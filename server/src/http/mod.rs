@@ -2,6 +2,7 @@
 
 pub mod auth;
 pub mod error;
+pub mod guests;
 pub mod metrics;
 pub mod ruma;
 

@@ -79,7 +79,10 @@ pub async fn read_body(parts: &Parts, body: Body, limit: usize) -> Result<Bytes>
 
 /// `M_NOT_JSON` for a body that is not JSON at all (empty bodies are left to the endpoint).
 pub fn ensure_json(bytes: &[u8]) -> Result<()> {
-    if !bytes.is_empty() && serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_err() {
+    // JSON is UTF-8; skipping over a string does not check that, so it is checked here.
+    if std::str::from_utf8(bytes).is_err()
+        || !bytes.is_empty() && serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_err()
+    {
         return Err(Error::not_json());
     }
     // NUL cannot be stored in PostgreSQL text, and no Matrix string needs it.
@@ -193,6 +196,9 @@ where
             client_ip.clone(),
         ))
         .await?;
+        if <T::Authentication as Authenticate>::is_guest(&auth) {
+            super::guests::ensure_guest_may(&parts.method, parts.uri.path())?;
+        }
         let bytes = Box::pin(read_body(&parts, body, services.config.max_request_bytes)).await?;
         ensure_json(&bytes)?;
         if TypeId::of::<T>() == TypeId::of::<ruma::api::client::session::login::v3::Request>() {

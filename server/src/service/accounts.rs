@@ -6,7 +6,7 @@ use ruma::{OwnedUserId, UserId, api::error::ErrorKind};
 use super::{Services, rooms::MembershipChange, secrets};
 use crate::{
     http::error::{Error, Result},
-    store::CreateAccount,
+    store::{AccountKind, CreateAccount},
 };
 
 /// Longest password accepted (as Synapse): argon2 of megabytes would be a cheap DoS.
@@ -75,6 +75,30 @@ impl Services {
         Ok(())
     }
 
+    /// A guest account, named by a random number as on Synapse.
+    pub async fn create_guest(&self) -> Result<OwnedUserId> {
+        for _ in 0..5 {
+            let localpart = format!("{}", rand::random::<u64>() % 10_000_000_000);
+            let user_id = self.new_user_id(&localpart)?;
+            let created = self
+                .store
+                .create_account(&user_id, None, AccountKind::Guest, None, self.now_ms())
+                .await?;
+            if created == CreateAccount::Created {
+                tracing::info!(%user_id, "guest account created");
+                return Ok(user_id);
+            }
+        }
+        Err(Error::Internal(anyhow::anyhow!(
+            "no free guest user id after five tries"
+        )))
+    }
+
+    /// Whether `user_id` is a guest's account.
+    pub async fn is_guest(&self, user_id: &UserId) -> Result<bool> {
+        Ok(self.store.is_guest(user_id.as_str()).await?)
+    }
+
     /// Creates a local account (`registration_token` is consumed in the same transaction).
     pub async fn create_account(
         &self,
@@ -96,7 +120,11 @@ impl Services {
             .create_account(
                 &user_id,
                 hash.as_deref(),
-                is_admin,
+                if is_admin {
+                    AccountKind::Admin
+                } else {
+                    AccountKind::User
+                },
                 registration_token,
                 self.now_ms(),
             )

@@ -33,11 +33,12 @@ impl Services {
         Ok(pruned + folded + self.store.prune_push_summaries().await?)
     }
 
-    /// Removes what expires: unused nonces (unauthenticated endpoints hand them out) and
-    /// vaults not seen delegating for longer than any gate's re-check interval.
+    /// Removes what expires: unused nonces (unauthenticated endpoints hand them out), OpenID
+    /// tokens, and vaults not seen delegating for longer than any gate's re-check interval.
     pub async fn prune_expired(&self) -> Result<u64> {
         let now = self.now_ms();
-        let nonces = self.store.prune_nonces(now).await?;
+        let nonces =
+            self.store.prune_nonces(now).await? + self.store.prune_openid_tokens(now).await?;
         let vaults = self
             .store
             .prune_gate_vaults(now - VAULT_RETENTION.as_millis() as i64)

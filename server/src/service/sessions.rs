@@ -22,6 +22,8 @@ pub struct Session {
     pub device_id: OwnedDeviceId,
     /// Server administrator.
     pub is_admin: bool,
+    /// A guest, limited to what guests may do.
+    pub is_guest: bool,
 }
 
 /// Secrets handed to a client that just logged in or refreshed.
@@ -118,6 +120,7 @@ impl Services {
             user_id: row.user_id,
             device_id: row.device_id,
             is_admin: row.is_admin,
+            is_guest: row.is_guest,
         })
     }
 

@@ -115,6 +115,9 @@ impl Services {
             map.remove("join_authorised_via_users_server");
             let joining = map.get("membership").and_then(Value::as_str) == Some("join")
                 && state_key == user_id.as_str();
+            if joining {
+                self.ensure_guest_may_join(room_id, user_id).await?;
+            }
             if joining && let Some(via) = self.restricted_join_authoriser(room_id, user_id).await? {
                 map.insert(
                     "join_authorised_via_users_server".to_owned(),
@@ -122,13 +125,20 @@ impl Services {
                 );
             }
         }
-        self.append(
-            room_id,
-            user_id,
-            EventDraft::state(kind, state_key, content),
-            None,
-        )
-        .await
+        let revokes_guests = kind == "m.room.guest_access"
+            && content.get("guest_access").and_then(Value::as_str) != Some("can_join");
+        let event_id = self
+            .append(
+                room_id,
+                user_id,
+                EventDraft::state(kind, state_key, content),
+                None,
+            )
+            .await?;
+        if revokes_guests {
+            self.remove_guests(room_id, user_id).await?;
+        }
+        Ok(event_id)
     }
 
     /// Aliases in `m.room.canonical_alias` must exist and point at this room.
@@ -280,7 +290,9 @@ impl Services {
             }
             events.extend(visible);
         }
-        let end = more.then(|| token(cursor));
+        // As Synapse: a page with events always says where the next one starts (clients
+        // that follow the newest events need it); only an empty page ends the history.
+        let end = (more || !events.is_empty()).then(|| token(cursor));
         Ok(Page {
             start: token(from),
             end,

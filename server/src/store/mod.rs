@@ -14,6 +14,7 @@ mod keys;
 mod media;
 mod names;
 mod nonces;
+mod openid;
 mod profiles;
 mod push;
 mod receipts;
@@ -48,7 +49,7 @@ pub use registration_tokens::RegistrationTokenRow;
 pub use to_device::ToDeviceRow;
 pub use tokens::{AccessTokenRow, NewTokens, RefreshedTokens};
 pub use uia::UiaSessionRow;
-pub use users::{CreateAccount, UserRow};
+pub use users::{AccountKind, CreateAccount, UserRow};
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/postgres");

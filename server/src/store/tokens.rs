@@ -16,6 +16,8 @@ pub struct AccessTokenRow {
     pub expires_ms: Option<i64>,
     /// The account is an administrator.
     pub is_admin: bool,
+    /// The account is a guest's.
+    pub is_guest: bool,
     /// Time of the device's last recorded request.
     pub last_seen_ms: Option<i64>,
 }
@@ -81,7 +83,7 @@ impl Store {
     /// Resolves an access token hash to its session, whatever its expiry.
     pub async fn access_token(&self, hash: &str) -> Result<Option<AccessTokenRow>, sqlx::Error> {
         let row = sqlx::query(
-            "SELECT t.user_id, t.device_id, t.expires_ts, u.is_admin, d.last_seen_ts \
+            "SELECT t.user_id, t.device_id, t.expires_ts, u.is_admin, d.last_seen_ts, u.is_guest \
              FROM access_tokens t \
              JOIN users u ON u.user_id = t.user_id \
              JOIN devices d ON d.user_id = t.user_id AND d.device_id = t.device_id \
@@ -97,6 +99,7 @@ impl Store {
                 expires_ms: row.try_get(2)?,
                 is_admin: row.try_get::<i64, _>(3)? != 0,
                 last_seen_ms: row.try_get(4)?,
+                is_guest: row.try_get::<i64, _>(5)? != 0,
             })
         })
         .transpose()

@@ -16,6 +16,17 @@ pub enum CreateAccount {
     TokenUnusable,
 }
 
+/// Which kind of account a creation makes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AccountKind {
+    /// An ordinary user.
+    User,
+    /// A server administrator.
+    Admin,
+    /// A guest (`registration.guest_access`).
+    Guest,
+}
+
 /// One account.
 #[derive(Clone, Debug)]
 pub struct UserRow {
@@ -30,12 +41,22 @@ pub struct UserRow {
 }
 
 impl Store {
+    /// Whether the account is a guest's (unknown accounts are not).
+    pub async fn is_guest(&self, user_id: &str) -> Result<bool, sqlx::Error> {
+        let guest: Option<i64> =
+            sqlx::query_scalar("SELECT is_guest FROM users WHERE user_id = $1")
+                .bind(user_id)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(guest.is_some_and(|g| g != 0))
+    }
+
     /// Creates an account, consuming one use of `registration_token` in the same transaction.
     pub async fn create_account(
         &self,
         user_id: &UserId,
         password_hash: Option<&str>,
-        is_admin: bool,
+        kind: AccountKind,
         registration_token: Option<&str>,
         now_ms: i64,
     ) -> Result<CreateAccount, sqlx::Error> {
@@ -55,13 +76,14 @@ impl Store {
             }
         }
         let inserted = sqlx::query(
-            "INSERT INTO users (user_id, localpart, password_hash, is_admin, deactivated, created_ts) \
-             VALUES ($1, $2, $3, $4, 0, $5) ON CONFLICT DO NOTHING",
+            "INSERT INTO users (user_id, localpart, password_hash, is_admin, is_guest, deactivated, created_ts) \
+             VALUES ($1, $2, $3, $4, $5, 0, $6) ON CONFLICT DO NOTHING",
         )
         .bind(user_id.as_str())
         .bind(user_id.localpart())
         .bind(password_hash)
-        .bind(i64::from(is_admin))
+        .bind(i64::from(kind == AccountKind::Admin))
+        .bind(i64::from(kind == AccountKind::Guest))
         .bind(now_ms)
         .execute(&mut *tx)
         .await?;

@@ -41,13 +41,30 @@ async fn register(
         Limit::RegisterPerIp,
         req.client_ip.as_deref().unwrap_or_default(),
     )?;
-    let body = req.body;
+    let mut body = req.body;
+    // As Synapse: user names are case-insensitive, so `Alice` registers `@alice`.
+    body.username = body.username.map(|name| name.to_lowercase());
     if body.kind == RegistrationKind::Guest {
-        return Err(Error::new(
-            StatusCode::FORBIDDEN,
-            ErrorKind::GuestAccessForbidden,
-            "Guest access is disabled",
-        ));
+        if !services.config.registration.guest_access {
+            return Err(Error::new(
+                StatusCode::FORBIDDEN,
+                ErrorKind::GuestAccessForbidden,
+                "Guest access is disabled",
+            ));
+        }
+        let user_id = services.create_guest().await?;
+        let session = services
+            .start_session(
+                &user_id,
+                None,
+                body.initial_device_display_name.as_deref(),
+                false,
+            )
+            .await?;
+        let mut response = register::v3::Response::new(user_id);
+        response.access_token = Some(session.access_token);
+        response.device_id = Some(session.device_id);
+        return Ok(response);
     }
     let Some(flows) = services.registration_flows() else {
         return Err(Error::forbidden("Registration is disabled on this server"));

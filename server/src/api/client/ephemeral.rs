@@ -1,44 +1,72 @@
 //! Typing notifications, read receipts and the read marker.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
-use axum::Router;
+use axum::{
+    Json, Router,
+    extract::{Path, State},
+    routing::put,
+};
 use ruma::{
+    RoomId, UserId,
     api::client::{
         read_marker::set_read_marker,
         receipt::create_receipt::{self, v3::ReceiptType},
-        typing::create_typing_event::{self, v3::Typing},
     },
     events::receipt::ReceiptThread,
 };
+use serde::Deserialize;
+use serde_json::{Value, json};
 
 use crate::{
     http::{
+        auth::Authenticated,
         error::{Error, Result},
-        ruma::{RouterExt, Ruma},
+        ruma::{JsonBody, RouterExt, Ruma},
     },
     service::{Services, ephemeral::ReceiptKind},
 };
 
 pub(super) fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
-    router.ruma(typing).ruma(receipt).ruma(read_markers)
+    let router = ["r0", "v3"].iter().fold(router, |router, version| {
+        router.route(
+            &format!("/_matrix/client/{version}/rooms/{{room_id}}/typing/{{user_id}}"),
+            put(typing),
+        )
+    });
+    router.ruma(receipt).ruma(read_markers)
+}
+
+/// Typing without a `timeout` lasts this long, as on Synapse.
+const DEFAULT_TYPING_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A typing notification; `timeout` may be left out (Synapse takes 30 s).
+#[derive(Deserialize)]
+struct TypingBody {
+    typing: bool,
+    timeout: Option<u64>,
 }
 
 /// # `PUT /_matrix/client/v3/rooms/{roomId}/typing/{userId}`
 async fn typing(
-    services: Arc<Services>,
-    req: Ruma<create_typing_event::v3::Request>,
-) -> Result<create_typing_event::v3::Response> {
-    let b = &req.body;
-    if b.user_id != req.auth.user_id {
+    State(services): State<Arc<Services>>,
+    Authenticated(session): Authenticated,
+    Path((room_id, user_id)): Path<(String, String)>,
+    JsonBody(body): JsonBody<TypingBody>,
+) -> Result<Json<Value>> {
+    let room_id = RoomId::parse(&room_id)
+        .map_err(|e| Error::invalid_param(format!("Invalid room id: {e}")))?;
+    let user_id = UserId::parse(&user_id)
+        .map_err(|e| Error::invalid_param(format!("Invalid user id: {e}")))?;
+    if user_id != session.user_id {
         return Err(Error::forbidden("You can only say that you are typing"));
     }
-    let timeout = match &b.state {
-        Typing::Yes(info) => Some(info.timeout),
-        _ => None,
-    };
-    services.set_typing(&b.room_id, &b.user_id, timeout).await?;
-    Ok(create_typing_event::v3::Response::new())
+    let timeout = body.typing.then(|| {
+        body.timeout
+            .map_or(DEFAULT_TYPING_TIMEOUT, Duration::from_millis)
+    });
+    services.set_typing(&room_id, &user_id, timeout).await?;
+    Ok(Json(json!({})))
 }
 
 /// # `POST /_matrix/client/v3/rooms/{roomId}/receipt/{receiptType}/{eventId}`

@@ -2,9 +2,13 @@
 
 use std::sync::Arc;
 
-use axum::Router;
+use axum::{
+    Json, Router,
+    extract::{Path, State},
+    routing::post,
+};
 use ruma::{
-    UInt,
+    RoomId, UInt,
     api::{
         Direction,
         client::{
@@ -17,17 +21,24 @@ use ruma::{
     },
     events::TimelineEventType,
 };
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::{
     http::{
+        auth::Authenticated,
         error::{Error, Result},
-        ruma::{RouterExt, Ruma, to_raw},
+        ruma::{JsonBody, RouterExt, Ruma, to_raw},
     },
     service::{Services, rooms::EventDraft},
 };
 
 pub(super) fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
+    let router = ["r0", "v3"].iter().fold(router, |router, version| {
+        router.route(
+            &format!("/_matrix/client/{version}/rooms/{{room_id}}/send/{{event_type}}"),
+            post(send_without_txn),
+        )
+    });
     router
         .ruma(send)
         .ruma(redact)
@@ -49,6 +60,38 @@ fn content_of(raw: &serde_json::value::RawValue) -> Result<Value> {
         return Err(Error::bad_json("Event content must be a JSON object"));
     }
     Ok(content)
+}
+
+/// # `POST /_matrix/client/v3/rooms/{roomId}/send/{eventType}`
+///
+/// The pre-r0 form without a transaction id, which SyTest and old bots still use (Synapse
+/// keeps it): each request is a new event.
+async fn send_without_txn(
+    State(services): State<Arc<Services>>,
+    Authenticated(session): Authenticated,
+    Path((room_id, event_type)): Path<(String, String)>,
+    JsonBody(content): JsonBody<Value>,
+) -> Result<Json<Value>> {
+    let room_id = RoomId::parse(&room_id)
+        .map_err(|e| Error::invalid_param(format!("Invalid room id: {e}")))?;
+    let kind = TimelineEventType::from(event_type);
+    if kind == TimelineEventType::RoomRedaction {
+        return Err(Error::bad_json("Use the redact endpoint for redactions"));
+    }
+    if !content.is_object() {
+        return Err(Error::bad_json("Event content must be a JSON object"));
+    }
+    let draft = EventDraft {
+        kind,
+        content,
+        state_key: None,
+        redacts: None,
+        target_must_be: None,
+    };
+    let event_id = services
+        .append(&room_id, &session.user_id, draft, None)
+        .await?;
+    Ok(Json(json!({ "event_id": event_id })))
 }
 
 /// # `PUT /_matrix/client/v3/rooms/{roomId}/send/{eventType}/{txnId}`

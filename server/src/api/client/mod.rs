@@ -7,6 +7,7 @@ mod directory;
 mod discovery;
 mod ephemeral;
 mod keys;
+mod legacy;
 mod membership;
 mod message;
 mod profile;
@@ -16,6 +17,7 @@ mod rooms;
 mod search;
 mod session;
 mod sync;
+mod threepid;
 mod voip;
 
 use std::sync::Arc;
@@ -43,6 +45,8 @@ pub fn routes() -> Router<Arc<Services>> {
     let router = backup::routes(router);
     let router = voip::routes(router);
     let router = push::routes(router);
+    let router = legacy::routes(router);
+    let router = threepid::routes(router);
     device::routes(router)
 }
 

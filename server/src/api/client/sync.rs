@@ -16,6 +16,8 @@ use ruma::{
     },
 };
 
+use serde_json::{Value, json};
+
 use crate::{
     http::{
         error::{Error, Result},
@@ -62,9 +64,6 @@ impl FromRequest<Arc<Services>> for SyncRequest {
 }
 
 /// # `GET /_matrix/client/v3/sync`
-///
-/// Serialises the answer, putting back knocked rooms: ruma leaves out `rooms` when only
-/// `knock` has entries (its emptiness check forgets that map).
 async fn sync_route(State(services): State<Arc<Services>>, request: SyncRequest) -> Response {
     let SyncRequest {
         user_id,
@@ -75,19 +74,55 @@ async fn sync_route(State(services): State<Arc<Services>>, request: SyncRequest)
         Ok(response) => response,
         Err(error) => return error.into_response(),
     };
-    let knock = (!response.rooms.knock.is_empty() && response.rooms.is_empty())
-        .then(|| serde_json::to_value(&response.rooms.knock));
+    let knock = (!response.rooms.knock.is_empty())
+        .then(|| serde_json::to_value(&response.rooms.knock))
+        .transpose();
     let rendered = respond(Ok(response));
-    let Some(Ok(knock)) = knock else {
-        return rendered;
-    };
     let (parts, body) = rendered.into_parts();
+    let (Ok(knock), true) = (knock, parts.status.is_success()) else {
+        return Response::from_parts(parts, body);
+    };
     let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
         return Error::Internal(anyhow::anyhow!("reading a sync response")).into_response();
     };
-    let mut value: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
-    value["rooms"] = serde_json::json!({ "knock": knock });
+    let Ok(mut value) = serde_json::from_slice::<Value>(&bytes) else {
+        return Error::Internal(anyhow::anyhow!("re-reading a sync response")).into_response();
+    };
+    with_fields_clients_expect(&mut value, knock);
     (parts, Json(value)).into_response()
+}
+
+/// Puts back what ruma leaves out of an empty sync answer but clients' schemas and SyTest
+/// (and Synapse) have: `timeline.limited` even when false, `state` and `timeline` of every
+/// joined and left room, the top-level `presence`, and knocked rooms (ruma's emptiness
+/// check of `rooms` forgets that map).
+fn with_fields_clients_expect(value: &mut Value, knock: Option<Value>) {
+    let Some(top) = value.as_object_mut() else {
+        return;
+    };
+    top.entry("presence")
+        .or_insert_with(|| json!({"events": []}));
+    let rooms = top.entry("rooms").or_insert_with(|| json!({}));
+    if let (Some(knock), Some(rooms)) = (knock, rooms.as_object_mut()) {
+        rooms.insert("knock".to_owned(), knock);
+    }
+    for section in ["join", "leave"] {
+        let Some(section) = rooms.get_mut(section).and_then(Value::as_object_mut) else {
+            continue;
+        };
+        for room in section.values_mut().filter_map(Value::as_object_mut) {
+            if !room.contains_key("state_after") {
+                room.entry("state").or_insert_with(|| json!({"events": []}));
+            }
+            let timeline = room
+                .entry("timeline")
+                .or_insert_with(|| json!({"events": []}));
+            if let Some(timeline) = timeline.as_object_mut() {
+                timeline.entry("limited").or_insert(Value::Bool(false));
+                timeline.entry("events").or_insert_with(|| json!([]));
+            }
+        }
+    }
 }
 
 /// What the request and its filter ask for; says the user is present unless told not to.

@@ -160,6 +160,9 @@ impl Services {
         draft: EventDraft,
         txn: Option<(&DeviceId, &str)>,
     ) -> Result<OwnedEventId> {
+        if let Some(existing) = self.same_state(room_id, sender, &draft).await? {
+            return Ok(existing);
+        }
         let mut draft = draft;
         for _ in 0..MAX_GATE_DECISIONS {
             // A token gate is decided before the room is locked (it may ask a chain), and the
@@ -201,6 +204,31 @@ impl Services {
             ErrorKind::Unknown,
             "The room is too busy right now; try again",
         ))
+    }
+
+    /// The current state event that `draft` would repeat (same sender, same content): setting
+    /// state, or joining, twice is idempotent, as on Synapse.
+    async fn same_state(
+        &self,
+        room_id: &RoomId,
+        sender: &UserId,
+        draft: &EventDraft,
+    ) -> Result<Option<OwnedEventId>> {
+        let Some(state_key) = &draft.state_key else {
+            return Ok(None);
+        };
+        let Some(current) = self
+            .store
+            .current_state_event(room_id.as_str(), &draft.kind.to_string(), state_key)
+            .await?
+        else {
+            return Ok(None);
+        };
+        if current.sender != sender.as_str() {
+            return Ok(None);
+        }
+        let pdu = Pdu::from_stored(&current).map_err(Error::Internal)?;
+        Ok((Value::Object(pdu.content_object()) == draft.content).then_some(pdu.event_id))
     }
 
     /// The append, under the room lock: retried when another instance appended meanwhile.

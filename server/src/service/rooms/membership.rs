@@ -46,6 +46,7 @@ impl Services {
                 "No room {room_id} on this server (joining over federation is not available yet)"
             )));
         }
+        self.ensure_guest_may_join(room_id, user_id).await?;
         let mut content = self.member_content(user_id, "join").await?;
         if let Some(reason) = reason {
             content["reason"] = Value::from(reason);
@@ -60,6 +61,59 @@ impl Services {
             None,
         )
         .await
+    }
+
+    /// Guests join only rooms whose `m.room.guest_access` is `can_join`: 403
+    /// `M_GUEST_ACCESS_FORBIDDEN` otherwise.
+    pub(crate) async fn ensure_guest_may_join(
+        &self,
+        room_id: &RoomId,
+        user_id: &UserId,
+    ) -> Result<()> {
+        if !self.is_guest(user_id).await? {
+            return Ok(());
+        }
+        let access = self
+            .state_content(room_id, "m.room.guest_access", "")
+            .await?
+            .and_then(|c| {
+                c.get("guest_access")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            });
+        if access.as_deref() == Some("can_join") {
+            return Ok(());
+        }
+        Err(Error::new(
+            http::StatusCode::FORBIDDEN,
+            ruma::api::error::ErrorKind::GuestAccessForbidden,
+            format!("{room_id} does not let guests join"),
+        ))
+    }
+
+    /// Removes every guest from a room that stopped letting guests in, as `sender` (who
+    /// changed the room's guest access).
+    pub(crate) async fn remove_guests(&self, room_id: &RoomId, sender: &UserId) -> Result<()> {
+        for member in self.store.room_members(room_id.as_str(), "join").await? {
+            let Ok(member) = UserId::parse(member.as_str()) else {
+                continue;
+            };
+            if !self.is_guest(&member).await? {
+                continue;
+            }
+            match self
+                .change_membership(room_id, sender, &member, MembershipChange::Leave, None)
+                .await
+            {
+                Ok(_) => {
+                    tracing::info!(%room_id, guest = %member, "guest removed: guest access revoked")
+                }
+                Err(e) => {
+                    tracing::warn!(%room_id, guest = %member, error = %e, "could not remove a guest")
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Changes `target`'s membership as `sender` (invite, leave/kick, ban, unban, knock).

@@ -1,0 +1,335 @@
+//! The deprecated pre-`/sync` endpoints that clients still call: `GET /initialSync`,
+//! `GET /rooms/{roomId}/initialSync` (Element Web asks it for a room it has not joined and
+//! offers to join on 403) and the `GET /events` stream. Built on `/sync` and `/messages`.
+
+use std::{sync::Arc, time::Duration};
+
+use axum::{
+    Json, Router,
+    extract::{Path, State},
+    http::Uri,
+    routing::get,
+};
+use ruma::RoomId;
+use serde_json::{Map, Value, json};
+
+use crate::{
+    http::{
+        auth::Authenticated,
+        error::{Error, Result},
+        ruma::query_params,
+    },
+    service::{
+        Services,
+        sync::{SyncOptions, SyncToken},
+    },
+};
+
+/// Events per room when `limit` is not given (Synapse's default).
+const DEFAULT_LIMIT: usize = 10;
+/// Most events per room one legacy answer holds.
+const MAX_LIMIT: usize = 100;
+/// How long `GET /events` waits without `timeout` (Synapse's default).
+const DEFAULT_EVENTS_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub(super) fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
+    ["r0", "v3"].iter().fold(router, |router, version| {
+        let prefix = format!("/_matrix/client/{version}");
+        router
+            .route(&format!("{prefix}/initialSync"), get(initial_sync))
+            .route(
+                &format!("{prefix}/rooms/{{room_id}}/initialSync"),
+                get(room_initial_sync),
+            )
+            .route(&format!("{prefix}/events"), get(events))
+    })
+}
+
+/// `limit` from the query: 400 when present and not a number.
+fn limit(params: &std::collections::HashMap<String, String>) -> Result<usize> {
+    params.get("limit").map_or(Ok(DEFAULT_LIMIT), |l| {
+        l.parse::<usize>()
+            .map(|l| l.min(MAX_LIMIT))
+            .map_err(|_| Error::invalid_param("limit must be a number"))
+    })
+}
+
+/// The events of a sync section's list (`{"events": […]}`), each with `room_id` set.
+fn events_of(section: &Value, room_id: Option<&str>) -> Vec<Value> {
+    let Some(list) = section.get("events").and_then(Value::as_array) else {
+        return Vec::new();
+    };
+    list.iter()
+        .cloned()
+        .map(|mut event| {
+            if let (Some(room_id), Some(object)) = (room_id, event.as_object_mut()) {
+                object.insert("room_id".to_owned(), Value::from(room_id));
+            }
+            event
+        })
+        .collect()
+}
+
+/// Current state as `initialSync` gives it: the sync's state block plus the state changes in
+/// the timeline (the latest per type and key wins).
+fn current_state(room: &Value, room_id: &str) -> Vec<Value> {
+    let mut state: Vec<Value> = events_of(&room["state"], Some(room_id));
+    for event in events_of(&room["timeline"], Some(room_id)) {
+        if event.get("state_key").is_none() {
+            continue;
+        }
+        state.retain(|s| s["type"] != event["type"] || s["state_key"] != event["state_key"]);
+        state.push(event);
+    }
+    state
+}
+
+/// # `GET /_matrix/client/v3/initialSync`
+async fn initial_sync(
+    State(services): State<Arc<Services>>,
+    Authenticated(session): Authenticated,
+    uri: Uri,
+) -> Result<Json<Value>> {
+    let params = query_params(uri.query());
+    let options = SyncOptions {
+        timeline_limit: limit(&params)?.max(1),
+        include_leave: params.get("archived").is_some_and(|a| a == "true"),
+        ..SyncOptions::default()
+    };
+    let limit = limit(&params)?;
+    let response = services
+        .sync(&session.user_id, session.device_id.as_str(), options)
+        .await?;
+    let rooms = serde_json::to_value(&response.rooms).map_err(|e| Error::Internal(e.into()))?;
+    let mut listed = Vec::new();
+    let mut receipts = Vec::new();
+    for (membership, section) in [("join", "join"), ("leave", "leave"), ("invite", "invite")] {
+        let Some(section) = rooms.get(section).and_then(Value::as_object) else {
+            continue;
+        };
+        for (room_id, room) in section {
+            let mut entry = Map::new();
+            entry.insert("room_id".to_owned(), Value::from(room_id.as_str()));
+            entry.insert("membership".to_owned(), Value::from(membership));
+            if membership == "invite" {
+                let state = events_of(&room["invite_state"], Some(room_id));
+                let inviter = state
+                    .iter()
+                    .find(|e| {
+                        e["type"] == "m.room.member" && e["state_key"] == session.user_id.as_str()
+                    })
+                    .and_then(|e| e.get("sender").cloned());
+                entry.insert("invite".to_owned(), json!({ "events": state }));
+                if let Some(inviter) = inviter {
+                    entry.insert("inviter".to_owned(), inviter);
+                }
+                listed.push(Value::Object(entry));
+                continue;
+            }
+            let mut chunk = events_of(&room["timeline"], Some(room_id));
+            let skip = chunk.len().saturating_sub(limit);
+            chunk.drain(..skip);
+            entry.insert(
+                "messages".to_owned(),
+                json!({
+                    "chunk": chunk,
+                    "start": room["timeline"]["prev_batch"].as_str().unwrap_or(&response.next_batch),
+                    "end": response.next_batch,
+                }),
+            );
+            entry.insert(
+                "state".to_owned(),
+                Value::from(current_state(room, room_id)),
+            );
+            entry.insert(
+                "account_data".to_owned(),
+                Value::from(events_of(&room["account_data"], Some(room_id))),
+            );
+            let published = match RoomId::parse(room_id) {
+                Ok(id) => services.room_published(&id).await?,
+                Err(_) => false,
+            };
+            let visibility = if published { "public" } else { "private" };
+            entry.insert("visibility".to_owned(), Value::from(visibility));
+            receipts.extend(
+                events_of(&room["ephemeral"], Some(room_id))
+                    .into_iter()
+                    .filter(|e| e["type"] == "m.receipt"),
+            );
+            listed.push(Value::Object(entry));
+        }
+    }
+    let presence =
+        serde_json::to_value(&response.presence).map_err(|e| Error::Internal(e.into()))?;
+    let account_data =
+        serde_json::to_value(&response.account_data).map_err(|e| Error::Internal(e.into()))?;
+    Ok(Json(json!({
+        "end": response.next_batch,
+        "rooms": listed,
+        "presence": events_of(&presence, None),
+        "account_data": events_of(&account_data, None),
+        "receipts": receipts,
+    })))
+}
+
+/// # `GET /_matrix/client/v3/rooms/{roomId}/initialSync`
+///
+/// 403 for a room the user may not read (never joined, not world-readable).
+async fn room_initial_sync(
+    State(services): State<Arc<Services>>,
+    Authenticated(session): Authenticated,
+    Path(room_id): Path<String>,
+    uri: Uri,
+) -> Result<Json<Value>> {
+    let room_id = RoomId::parse(&room_id)
+        .map_err(|e| Error::invalid_param(format!("Invalid room id: {e}")))?;
+    let params = query_params(uri.query());
+    let limit = limit(&params)?;
+    let user_id = &session.user_id;
+    let state = services.readable_state(&room_id, user_id).await?;
+    let (chunk, start, end) = if limit == 0 {
+        (Vec::new(), None, None)
+    } else {
+        let page = services
+            .messages(
+                &room_id,
+                user_id,
+                &session.device_id,
+                None,
+                None,
+                true,
+                limit as u64,
+            )
+            .await?;
+        let mut chunk = page.events;
+        chunk.reverse();
+        (chunk, page.end, Some(page.start))
+    };
+    let membership = services.membership(&room_id, user_id).await?;
+    let account_data: Vec<Value> = services
+        .store
+        .account_data_since(user_id.as_str(), 0, i64::MAX)
+        .await?
+        .into_iter()
+        .filter(|(room, _, _)| room == room_id.as_str())
+        .map(|(_, kind, content)| json!({ "type": kind, "content": content }))
+        .collect();
+    let visibility = if services.room_published(&room_id).await? {
+        "public"
+    } else {
+        "private"
+    };
+    Ok(Json(json!({
+        "room_id": room_id,
+        "membership": membership,
+        "messages": {
+            "chunk": chunk,
+            "start": start.or_else(|| end.clone()),
+            "end": end,
+        },
+        "state": state,
+        "presence": [],
+        "receipts": [],
+        "account_data": account_data,
+        "visibility": visibility,
+    })))
+}
+
+/// # `GET /_matrix/client/v3/events`
+///
+/// The pre-sync event stream: new timeline events, typing, receipts, account data and
+/// presence of the user's rooms after `from` (from now without it), waiting up to
+/// `timeout`. Its tokens are sync tokens that never acknowledge to-device messages, which
+/// only `/sync` delivers.
+async fn events(
+    State(services): State<Arc<Services>>,
+    Authenticated(session): Authenticated,
+    uri: Uri,
+) -> Result<Json<Value>> {
+    let params = query_params(uri.query());
+    let timeout = match params.get("timeout") {
+        Some(t) => Duration::from_millis(
+            t.parse::<u64>()
+                .map_err(|_| Error::invalid_param("timeout must be a number of milliseconds"))?,
+        ),
+        None => DEFAULT_EVENTS_TIMEOUT,
+    };
+    let only_room = params.get("room_id").cloned();
+    let device = session.device_id.as_str();
+    let from = match params.get("from") {
+        Some(from) => SyncToken::parse(from)?,
+        None => {
+            // "Now": where an initial sync would leave the client.
+            let now = services
+                .sync(
+                    &session.user_id,
+                    device,
+                    SyncOptions {
+                        timeline_limit: 1,
+                        ..SyncOptions::default()
+                    },
+                )
+                .await?;
+            SyncToken::parse(&now.next_batch)?
+        }
+    };
+    let since = SyncToken {
+        to_device: 0,
+        ..from
+    };
+    let response = services
+        .sync(
+            &session.user_id,
+            device,
+            SyncOptions {
+                since: Some(since),
+                timeout,
+                timeline_limit: MAX_LIMIT,
+                ..SyncOptions::default()
+            },
+        )
+        .await?;
+    let end = SyncToken {
+        to_device: 0,
+        ..SyncToken::parse(&response.next_batch)?
+    };
+    let rooms = serde_json::to_value(&response.rooms).map_err(|e| Error::Internal(e.into()))?;
+    let mut chunk = Vec::new();
+    for section in ["join", "leave"] {
+        let Some(section) = rooms.get(section).and_then(Value::as_object) else {
+            continue;
+        };
+        for (room_id, room) in section {
+            if only_room.as_ref().is_some_and(|only| only != room_id) {
+                continue;
+            }
+            for part in ["timeline", "ephemeral", "account_data"] {
+                chunk.extend(events_of(&room[part], Some(room_id)));
+            }
+        }
+    }
+    if let Some(invites) = rooms.get("invite").and_then(Value::as_object) {
+        for (room_id, room) in invites {
+            chunk.extend(
+                events_of(&room["invite_state"], Some(room_id))
+                    .into_iter()
+                    .filter(|e| {
+                        e["type"] == "m.room.member" && e["state_key"] == session.user_id.as_str()
+                    }),
+            );
+        }
+    }
+    if only_room.is_none() {
+        let presence =
+            serde_json::to_value(&response.presence).map_err(|e| Error::Internal(e.into()))?;
+        let account_data =
+            serde_json::to_value(&response.account_data).map_err(|e| Error::Internal(e.into()))?;
+        chunk.extend(events_of(&account_data, None));
+        chunk.extend(events_of(&presence, None));
+    }
+    Ok(Json(json!({
+        "start": from.to_string(),
+        "end": end.to_string(),
+        "chunk": chunk,
+    })))
+}
