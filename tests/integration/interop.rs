@@ -14,6 +14,8 @@ both_backends!(
     guests_read_and_join_only_where_rooms_let_them,
     legacy_endpoints_still_answer,
     widgets_and_settings_get_honest_answers,
+    sync_filters_shape_every_section,
+    user_directory_lists_only_people_one_may_find,
 );
 
 fn token(v: &Value) -> String {
@@ -474,5 +476,153 @@ async fn widgets_and_settings_get_honest_answers(backend: Backend) {
             .1,
         json!({})
     );
+    srv.finish().await;
+}
+
+async fn sync_filters_shape_every_section(backend: Backend) {
+    let srv = TestServer::start(&backend).await;
+    let alice = token(&srv.register("alice", "pw alice 1").await);
+    let bob = token(&srv.register("bob", "pw bob 1").await);
+    let room = create_room(
+        &srv,
+        &alice,
+        json!({"preset": "public_chat", "name": "Named"}),
+    )
+    .await;
+    let r = |rest: &str| format!("/_matrix/client/v3/rooms/{room}/{rest}");
+    srv.put_json(
+        &r("state/a.madeup.test.state"),
+        Some(&alice),
+        &json!({"my_key": 1}),
+    )
+    .await;
+    let filter = json!({
+        "room": {
+            "timeline": {"types": ["a.madeup.test.state"]},
+            "state": {"types": ["a.madeup.test.state"]},
+            "ephemeral": {"types": []},
+        },
+        "presence": {"types": []},
+    });
+    let encoded: String =
+        url::form_urlencoded::byte_serialize(filter.to_string().as_bytes()).collect();
+    let sync = srv
+        .get(
+            &format!("/_matrix/client/v3/sync?filter={encoded}"),
+            Some(&alice),
+        )
+        .await;
+    assert_eq!(sync.0, 200, "{:?}", sync.1);
+    let joined = &sync.1["rooms"]["join"][&room];
+    // The state event is in the timeline, so not in the state section; other types are
+    // filtered out of both.
+    assert_eq!(joined["state"]["events"], json!([]), "{joined}");
+    let timeline = joined["timeline"]["events"].as_array().expect("timeline");
+    assert_eq!(timeline.len(), 1, "{joined}");
+    assert_eq!(timeline[0]["type"], "a.madeup.test.state");
+    assert_eq!(joined["timeline"]["limited"], json!(false), "{joined}");
+    assert_eq!(sync.1["presence"]["events"], json!([]));
+
+    // A room with a name has no heroes; a nameless one is named by its members.
+    srv.post_json(
+        &format!("/_matrix/client/v3/join/{room}"),
+        Some(&bob),
+        &json!({}),
+    )
+    .await;
+    let nameless = create_room(&srv, &alice, json!({"preset": "public_chat"})).await;
+    srv.post_json(
+        &format!("/_matrix/client/v3/join/{nameless}"),
+        Some(&bob),
+        &json!({}),
+    )
+    .await;
+    let sync = srv.get("/_matrix/client/v3/sync", Some(&alice)).await;
+    let rooms = &sync.1["rooms"]["join"];
+    assert!(
+        rooms[&room]["summary"].get("m.heroes").is_none(),
+        "{}",
+        rooms[&room]
+    );
+    assert_eq!(
+        rooms[&nameless]["summary"]["m.heroes"],
+        json!(["@bob:localhost"])
+    );
+    assert_eq!(rooms[&nameless]["timeline"]["limited"], json!(false));
+
+    // A left room carries its state and timeline sections, even when empty.
+    let since = sync.1["next_batch"]
+        .as_str()
+        .expect("next_batch")
+        .to_owned();
+    srv.post_json(
+        &format!("/_matrix/client/v3/rooms/{nameless}/leave"),
+        Some(&bob),
+        &json!({}),
+    )
+    .await;
+    let sync = srv
+        .get(
+            &format!("/_matrix/client/v3/sync?since={since}&timeout=5000"),
+            Some(&bob),
+        )
+        .await;
+    let left = &sync.1["rooms"]["leave"][&nameless];
+    assert!(left["state"]["events"].is_array(), "{left}");
+    assert!(left["timeline"]["limited"].is_boolean(), "{left}");
+    srv.finish().await;
+}
+
+async fn user_directory_lists_only_people_one_may_find(backend: Backend) {
+    let srv = TestServer::start(&backend).await;
+    let alice = token(&srv.register("alice", "pw alice 1").await);
+    let bob = token(&srv.register("bob", "pw bob 1").await);
+    let carol = token(&srv.register("carol", "pw carol 1").await);
+    let search = |who: String| {
+        let srv = &srv;
+        async move {
+            let found = srv
+                .post_json(
+                    "/_matrix/client/v3/user_directory/search",
+                    Some(&who),
+                    &json!({"search_term": "carol"}),
+                )
+                .await;
+            assert_eq!(found.0, 200, "{:?}", found.1);
+            found.1["results"]
+                .as_array()
+                .expect("results")
+                .iter()
+                .any(|u| u["user_id"] == "@carol:localhost")
+        }
+    };
+    // Carol is only in a private room with Alice: Alice finds her, Bob does not.
+    let private = create_room(&srv, &alice, json!({"preset": "private_chat"})).await;
+    srv.post_json(
+        &format!("/_matrix/client/v3/rooms/{private}/invite"),
+        Some(&alice),
+        &json!({"user_id": "@carol:localhost"}),
+    )
+    .await;
+    srv.post_json(
+        &format!("/_matrix/client/v3/join/{private}"),
+        Some(&carol),
+        &json!({}),
+    )
+    .await;
+    assert!(search(alice.clone()).await);
+    assert!(
+        !search(bob.clone()).await,
+        "a private room's member is listed to strangers"
+    );
+    // In a public room, anyone finds her.
+    let public = create_room(&srv, &alice, json!({"preset": "public_chat"})).await;
+    srv.post_json(
+        &format!("/_matrix/client/v3/join/{public}"),
+        Some(&carol),
+        &json!({}),
+    )
+    .await;
+    assert!(search(bob.clone()).await);
     srv.finish().await;
 }

@@ -29,10 +29,11 @@ pub fn parse_algorithm(json: &str) -> Result<(String, String)> {
         .and_then(Value::as_str)
         .filter(|a| !a.is_empty())
         .ok_or_else(|| Error::missing_param("`algorithm` is required"))?;
+    // Opaque to the server: kept as sent, whatever its JSON type (as Synapse keeps it).
     let auth_data = value
         .get("auth_data")
-        .filter(|a| a.is_object())
-        .ok_or_else(|| Error::missing_param("`auth_data` must be an object"))?;
+        .filter(|a| !a.is_null())
+        .ok_or_else(|| Error::missing_param("`auth_data` is required"))?;
     Ok((algorithm.to_owned(), auth_data.to_string()))
 }
 

@@ -1,5 +1,7 @@
 //! The public room directory and the user directory.
 
+use std::collections::{HashMap, HashSet};
+
 use ruma::{OwnedUserId, RoomId, UserId};
 use serde_json::Value;
 
@@ -46,7 +48,32 @@ fn text(content: Option<Value>, key: &str) -> Option<String> {
     content?.get(key)?.as_str().map(str::to_owned)
 }
 
+/// Most users matching a search term that are checked for visibility.
+const MAX_USER_CANDIDATES: usize = 1000;
+
 impl Services {
+    /// Whether anyone may find a room's members in the user directory: its join rule is
+    /// public or its history world-readable.
+    async fn is_public_room(&self, room: &str) -> Result<bool> {
+        let Ok(room_id) = RoomId::parse(room) else {
+            return Ok(false);
+        };
+        let field = |content: Option<Value>, key: &str| {
+            content.and_then(|c| c.get(key).and_then(Value::as_str).map(str::to_owned))
+        };
+        let join_rule = field(
+            self.state_content(&room_id, "m.room.join_rules", "")
+                .await?,
+            "join_rule",
+        );
+        let history = field(
+            self.state_content(&room_id, "m.room.history_visibility", "")
+                .await?,
+            "history_visibility",
+        );
+        Ok(join_rule.as_deref() == Some("public") || history.as_deref() == Some("world_readable"))
+    }
+
     /// Published rooms whose name, topic or alias contains `term`, most members first:
     /// `(page, next offset, total)`.
     pub async fn public_rooms(
@@ -139,17 +166,53 @@ impl Services {
         Ok(())
     }
 
-    /// Local users whose ID or display name contains `term`: `(users, limited)`.
+    /// Local users whose ID or display name contains `term` and whom `searcher` may find:
+    /// those sharing a room with them or in a public room (as Synapse's default):
+    /// `(users, limited)`.
     pub async fn search_users(
         &self,
+        searcher: &UserId,
         term: &str,
         limit: usize,
     ) -> Result<(Vec<DirectoryUser>, bool)> {
         let limit = limit.clamp(1, 100);
-        let found = self
+        let candidates = self
             .store
-            .search_users(term, i64::try_from(limit + 1).unwrap_or(101))
+            .search_users(term, i64::try_from(MAX_USER_CANDIDATES).unwrap_or(1000))
             .await?;
+        let joined = |rooms: Vec<(String, String, i64)>| -> HashSet<String> {
+            rooms
+                .into_iter()
+                .filter(|(_, membership, _)| membership == "join")
+                .map(|(room, _, _)| room)
+                .collect()
+        };
+        let own_rooms = joined(self.store.user_rooms(searcher.as_str()).await?);
+        let mut public: HashMap<String, bool> = HashMap::new();
+        let mut found = Vec::new();
+        for candidate in candidates {
+            if found.len() > limit {
+                break;
+            }
+            let rooms = joined(self.store.user_rooms(&candidate.0).await?);
+            let mut visible = candidate.0 == searcher.as_str() || !own_rooms.is_disjoint(&rooms);
+            for room in &rooms {
+                if visible {
+                    break;
+                }
+                visible = match public.get(room) {
+                    Some(known) => *known,
+                    None => {
+                        let known = self.is_public_room(room).await?;
+                        public.insert(room.clone(), known);
+                        known
+                    }
+                };
+            }
+            if visible {
+                found.push(candidate);
+            }
+        }
         let limited = found.len() > limit;
         let users = found
             .into_iter()

@@ -288,7 +288,9 @@ impl Services {
             .state_content(&pdu.room_id, "m.room.name", "")
             .await?
             .and_then(|c| c.get("name").and_then(Value::as_str).map(str::to_owned));
+        // `id` is the event id's legacy name, which Synapse still sends and gateways read.
         let mut notification = json!({
+            "id": pdu.event_id,
             "event_id": pdu.event_id,
             "room_id": pdu.room_id,
             "type": pdu.kind.to_string(),

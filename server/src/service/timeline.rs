@@ -328,6 +328,11 @@ impl Services {
         limit: u64,
     ) -> Result<Context> {
         let mut reader = self.reader(room_id, user_id).await?;
+        // A room the user may not read at all is 403, as Synapse answers; an event they may
+        // not see in a room they read is 404.
+        if reader.upto().await?.is_none() {
+            return Err(Error::forbidden(format!("You may not read {room_id}")));
+        }
         let (stored, upto) = reader.event(event_id).await?;
         let half = i64::try_from(limit / 2).unwrap_or(0);
         let before_events = self

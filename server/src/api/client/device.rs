@@ -27,6 +27,10 @@ pub(super) fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
     let router = ["r0", "v3"].iter().fold(router, |router, version| {
         router
             .route(
+                &format!("/_matrix/client/{version}/admin/whois/{{user_id}}"),
+                get(whois),
+            )
+            .route(
                 &format!("/_matrix/client/{version}/devices"),
                 get(list_devices),
             )
@@ -61,6 +65,36 @@ async fn list_devices(
     let devices = services.store.devices(&session.user_id).await?;
     let devices: Vec<Value> = devices.into_iter().map(device_json).collect();
     Ok(Json(json!({ "devices": devices })))
+}
+
+/// # `GET /_matrix/client/v3/admin/whois/{userId}`
+///
+/// A user's devices and where they were last seen: for server administrators and the user.
+async fn whois(
+    State(services): State<Arc<Services>>,
+    Authenticated(session): Authenticated,
+    Path(user_id): Path<String>,
+) -> Result<Json<Value>> {
+    let user_id = ruma::UserId::parse(&user_id)
+        .map_err(|e| Error::invalid_param(format!("Invalid user id: {e}")))?;
+    if user_id != session.user_id && !session.is_admin {
+        return Err(Error::forbidden(
+            "Only server administrators can look up other users",
+        ));
+    }
+    let mut devices = serde_json::Map::new();
+    for row in services.store.devices(&user_id).await? {
+        let connections: Vec<Value> = row
+            .last_seen_ms
+            .map(|ts| json!({ "ip": row.last_seen_ip, "last_seen": ts }))
+            .into_iter()
+            .collect();
+        devices.insert(
+            row.device_id.to_string(),
+            json!({ "sessions": [{ "connections": connections }] }),
+        );
+    }
+    Ok(Json(json!({ "user_id": user_id, "devices": devices })))
 }
 
 /// # `GET /_matrix/client/v3/devices/{deviceId}`

@@ -188,7 +188,9 @@ async fn user_search(
 ) -> Result<search_users::v3::Response> {
     let b = &req.body;
     let size = usize::try_from(u64::from(b.limit)).unwrap_or(10);
-    let (users, limited) = services.search_users(&b.search_term, size).await?;
+    let (users, limited) = services
+        .search_users(&req.auth.user_id, &b.search_term, size)
+        .await?;
     let results = users
         .into_iter()
         .map(|user| {

@@ -166,20 +166,12 @@ async fn sync_options(
     options.rooms = room.rooms.as_ref().map(|r| r.iter().cloned().collect());
     options.not_rooms = room.not_rooms.iter().cloned().collect::<HashSet<_>>();
     options.include_leave = room.include_leave;
-    let timeline = &room.timeline;
-    options.timeline_filter = EventFilter {
-        types: timeline.types.clone(),
-        not_types: timeline.not_types.clone(),
-        senders: timeline
-            .senders
-            .as_ref()
-            .map(|s| s.iter().map(ToString::to_string).collect()),
-        not_senders: timeline
-            .not_senders
-            .iter()
-            .map(ToString::to_string)
-            .collect(),
-    };
+    options.timeline_filter = event_filter(&room.timeline);
+    options.state_filter = event_filter(&room.state);
+    options.ephemeral_filter = event_filter(&room.ephemeral);
+    options.room_account_data_filter = event_filter(&room.account_data);
+    options.account_data_filter = filter_of(&filter.account_data);
+    options.presence_filter = filter_of(&filter.presence);
     // Syncing says the user is here, unless the client asks otherwise.
     match b.set_presence.as_str() {
         "offline" => {}
@@ -190,6 +182,32 @@ async fn sync_options(
         }
     }
     Ok(options)
+}
+
+/// What a filter's `types`, `not_types`, `senders` and `not_senders` let through.
+fn filter_of(filter: &ruma::api::client::filter::Filter) -> EventFilter {
+    EventFilter {
+        types: filter.types.clone(),
+        not_types: filter.not_types.clone(),
+        senders: filter
+            .senders
+            .as_ref()
+            .map(|s| s.iter().map(ToString::to_string).collect()),
+        not_senders: filter.not_senders.iter().map(ToString::to_string).collect(),
+    }
+}
+
+/// [`filter_of`] for a room event filter.
+fn event_filter(filter: &ruma::api::client::filter::RoomEventFilter) -> EventFilter {
+    EventFilter {
+        types: filter.types.clone(),
+        not_types: filter.not_types.clone(),
+        senders: filter
+            .senders
+            .as_ref()
+            .map(|s| s.iter().map(ToString::to_string).collect()),
+        not_senders: filter.not_senders.iter().map(ToString::to_string).collect(),
+    }
 }
 
 #[cfg(test)]

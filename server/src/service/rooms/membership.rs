@@ -242,14 +242,14 @@ impl Services {
         sender: &UserId,
         target: &ruma::EventId,
     ) -> Result<()> {
-        let Some(event) = self
-            .store
-            .event(target.as_str())
-            .await?
-            .filter(|e| e.room_id == room_id.as_str())
-        else {
+        let Some(event) = self.store.event(target.as_str()).await? else {
             return Err(Error::not_found(format!("No event {target} in {room_id}")));
         };
+        if event.room_id != room_id.as_str() {
+            return Err(Error::invalid_param(format!(
+                "{target} is not an event of {room_id}"
+            )));
+        }
         // A redacted gate opens the room: only those who may change the gate may do that.
         let gate = crate::service::gate::GATE_EVENT_TYPE;
         if event.kind == gate && event.state_key.is_some() {

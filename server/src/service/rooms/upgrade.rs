@@ -32,6 +32,9 @@ impl Services {
         version: &str,
     ) -> Result<OwnedRoomId> {
         super::version_rules(version)?;
+        if self.store.room(room_id.as_str()).await?.is_none() {
+            return Err(Error::not_found(format!("No room {room_id}")));
+        }
         self.ensure_joined(room_id, user_id).await?;
         if !self
             .has_power_for_state(room_id, user_id, "m.room.tombstone")

@@ -179,6 +179,16 @@ pub struct SyncOptions {
     pub include_leave: bool,
     /// Which events a room's timeline shows.
     pub timeline_filter: EventFilter,
+    /// Which state events a room's state section shows.
+    pub state_filter: EventFilter,
+    /// Which ephemeral events (typing, receipts) a room shows.
+    pub ephemeral_filter: EventFilter,
+    /// Which room account data a room shows.
+    pub room_account_data_filter: EventFilter,
+    /// Which global account data the sync shows.
+    pub account_data_filter: EventFilter,
+    /// Which presence events the sync shows.
+    pub presence_filter: EventFilter,
 }
 
 /// Event types and senders to show or leave out (`*` in a type matches any run of
@@ -209,14 +219,19 @@ impl EventFilter {
 
     /// Whether `event` passes.
     pub fn allows(&self, event: &StoredEvent) -> bool {
-        let typed = |patterns: &[String]| patterns.iter().any(|p| type_matches(p, &event.kind));
+        self.allows_kind(&event.kind, Some(&event.sender))
+    }
+
+    /// Whether an event of `kind` from `sender` passes (events without a sender, such as
+    /// typing, are judged by their type alone).
+    pub fn allows_kind(&self, kind: &str, sender: Option<&str>) -> bool {
+        let typed = |patterns: &[String]| patterns.iter().any(|p| type_matches(p, kind));
         self.types.as_deref().is_none_or(typed)
             && !typed(&self.not_types)
-            && self
-                .senders
-                .as_ref()
-                .is_none_or(|s| s.contains(&event.sender))
-            && !self.not_senders.contains(&event.sender)
+            && sender.is_none_or(|sender| {
+                self.senders.as_ref().is_none_or(|s| s.contains(sender))
+                    && !self.not_senders.contains(sender)
+            })
     }
 }
 
@@ -234,6 +249,11 @@ impl Default for SyncOptions {
             not_rooms: HashSet::new(),
             include_leave: false,
             timeline_filter: EventFilter::default(),
+            state_filter: EventFilter::default(),
+            ephemeral_filter: EventFilter::default(),
+            room_account_data_filter: EventFilter::default(),
+            account_data_filter: EventFilter::default(),
+            presence_filter: EventFilter::default(),
         }
     }
 }
@@ -459,8 +479,15 @@ impl Services {
             .account_data_since(user_id.as_str(), since_account_data, account_data_upto)
             .await?
         {
-            let event = serde_json::json!({"type": kind, "content": content});
             let room_id = RoomId::parse(room.as_str()).ok();
+            let filter = match room_id {
+                None => &options.account_data_filter,
+                Some(_) => &options.room_account_data_filter,
+            };
+            if !filter.allows_kind(&kind, None) {
+                continue;
+            }
+            let event = serde_json::json!({"type": kind, "content": content});
             match room_id {
                 None => response.account_data.events.push(to_raw(&event)?),
                 Some(room_id) => {
@@ -497,7 +524,12 @@ impl Services {
                 let Some(state) = self.presence.get(&peer) else {
                     continue;
                 };
-                if state.serial <= since_presence || state.serial > presence {
+                if state.serial <= since_presence
+                    || state.serial > presence
+                    || !options
+                        .presence_filter
+                        .allows_kind("m.presence", Some(peer.as_str()))
+                {
                     continue;
                 }
                 let mut content = serde_json::json!({
@@ -620,15 +652,20 @@ impl Services {
         };
         let mut ephemeral = Vec::new();
         let (typing_serial, typing) = self.typing.in_room(room_id, self.now_ms());
-        if typing_serial > since.typing && typing_serial <= next.typing {
+        let ephemeral_filter = &options.ephemeral_filter;
+        if typing_serial > since.typing
+            && typing_serial <= next.typing
+            && ephemeral_filter.allows_kind("m.typing", None)
+        {
             ephemeral.push(to_raw(&serde_json::json!({
                 "type": "m.typing",
                 "content": {"user_ids": typing},
             }))?);
         }
-        if let Some(receipts) = self
-            .receipt_event(room_id, user_id, since.receipts, next.receipts)
-            .await?
+        if ephemeral_filter.allows_kind("m.receipt", None)
+            && let Some(receipts) = self
+                .receipt_event(room_id, user_id, since.receipts, next.receipts)
+                .await?
         {
             ephemeral.push(to_raw(&receipts)?);
         }
@@ -668,6 +705,26 @@ impl Services {
         let invited_count = self.store.room_members(room_id.as_str(), "invite").await?;
         joined.summary.joined_member_count = UInt::new(joined_count.len() as u64);
         joined.summary.invited_member_count = UInt::new(invited_count.len() as u64);
+        // Heroes name rooms that have no name of their own (Synapse sends none otherwise).
+        let has_name = |key: &'static str| async move {
+            let kind = if key == "name" {
+                "m.room.name"
+            } else {
+                "m.room.canonical_alias"
+            };
+            Ok::<_, Error>(
+                self.state_content(room_id, kind, "")
+                    .await?
+                    .is_some_and(|c| {
+                        c.get(key)
+                            .and_then(Value::as_str)
+                            .is_some_and(|v| !v.is_empty())
+                    }),
+            )
+        };
+        if has_name("name").await? || has_name("alias").await? {
+            return Ok(Some(joined));
+        }
         joined.summary.heroes = joined_count
             .iter()
             .chain(invited_count.iter())
@@ -834,7 +891,11 @@ impl Services {
                 return Ok(State::Before(StateEvents::new()));
             }
             let mut latest: Vec<&StoredEvent> = Vec::new();
-            for event in timeline.iter().rev().filter(|e| e.state_key.is_some()) {
+            for event in timeline
+                .iter()
+                .rev()
+                .filter(|e| e.state_key.is_some() && options.state_filter.allows(e))
+            {
                 if !latest
                     .iter()
                     .any(|l| l.kind == event.kind && l.state_key == event.state_key)
@@ -926,7 +987,8 @@ impl Services {
             self.lazy_members
                 .record(&lazy_key, delivered, continued, upto);
         }
-        let stored = self.store.events(&wanted).await?;
+        let mut stored = self.store.events(&wanted).await?;
+        stored.retain(|e| options.state_filter.allows(e));
         let mut events = StateEvents::new();
         for event in self
             .client_events(&stored, Some((user_id, device_id)), true)

@@ -55,6 +55,7 @@ impl Services {
         waited: &Waited,
     ) -> Result<Option<Response>> {
         if !options.timeline_filter.is_empty()
+            || !options.state_filter.is_empty()
             || options.full_state
             || options.include_redundant_members
         {
