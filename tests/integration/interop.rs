@@ -178,6 +178,33 @@ async fn responses_have_the_fields_client_schemas_require(backend: Backend) {
             .expect("object")
             .contains_key("last_seen_ts")
     );
+
+    // A UIA password stage in the pre-r0 form (`user` rather than `identifier`).
+    let second = srv.login("carol", "pw carol 1").await;
+    let device = second["device_id"].as_str().expect("device");
+    let path = format!("/_matrix/client/v3/devices/{device}");
+    let challenge = srv
+        .request(
+            reqwest::Method::DELETE,
+            &path,
+            Some(&token(&carol)),
+            Some(b"{}".to_vec()),
+        )
+        .await;
+    assert_eq!(challenge.0, 401, "{:?}", challenge.1);
+    let body = json!({"auth": {
+        "type": "m.login.password", "user": "carol", "password": "pw carol 1",
+        "session": challenge.1["session"],
+    }});
+    let deleted = srv
+        .request(
+            reqwest::Method::DELETE,
+            &path,
+            Some(&token(&carol)),
+            Some(serde_json::to_vec(&body).expect("json")),
+        )
+        .await;
+    assert_eq!(deleted.0, 200, "{:?}", deleted.1);
     srv.finish().await;
 }
 

@@ -204,6 +204,7 @@ where
         if TypeId::of::<T>() == TypeId::of::<ruma::api::client::session::login::v3::Request>() {
             check_login_body(&bytes)?;
         }
+        let bytes = with_legacy_uia_user(bytes);
         // An empty POST body is an empty object where every field is optional (matrix-nio
         // joins and leaves that way, and Synapse accepts it).
         let retry_empty = bytes.is_empty() && parts.method == http::Method::POST;
@@ -229,6 +230,37 @@ where
             client_ip,
         })
     }
+}
+
+/// A UIA password stage in the pre-r0 form (`"user": …` instead of `"identifier"`, which
+/// Synapse still accepts and SyTest sends) rewritten to the current one.
+fn with_legacy_uia_user(bytes: Bytes) -> Bytes {
+    let looks_legacy = |needle: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
+    if !looks_legacy(b"\"auth\"") || !looks_legacy(b"\"user\"") {
+        return bytes;
+    }
+    let Ok(mut body) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+        return bytes;
+    };
+    let Some(auth) = body
+        .get_mut("auth")
+        .and_then(serde_json::Value::as_object_mut)
+    else {
+        return bytes;
+    };
+    if auth.contains_key("identifier")
+        || auth.get("type").and_then(|t| t.as_str()) != Some("m.login.password")
+    {
+        return bytes;
+    }
+    let Some(user) = auth.remove("user") else {
+        return bytes;
+    };
+    auth.insert(
+        "identifier".to_owned(),
+        serde_json::json!({ "type": "m.id.user", "user": user }),
+    );
+    serde_json::to_vec(&body).map_or(bytes, Bytes::from)
 }
 
 /// A copy of a request head (extensions are not needed to parse a ruma request).

@@ -285,11 +285,12 @@ impl Services {
                     .filter(|s| s.target_key_id == device_id)
                     .collect();
                 merge_signatures(&mut keys, &extra);
-                if let Some(name) = display_name {
-                    keys.insert("unsigned".into(), json!({ "device_display_name": name }));
-                } else {
-                    keys.remove("unsigned");
-                }
+                // Always present, as Synapse sends it (SyTest and some clients look for it).
+                let unsigned = match display_name {
+                    Some(name) => json!({ "device_display_name": name }),
+                    None => json!({}),
+                };
+                keys.insert("unsigned".into(), unsigned);
                 by_device.insert(device_id, Value::Object(keys));
             }
             response["device_keys"][user_id.as_str()] = Value::Object(by_device);
