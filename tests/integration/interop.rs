@@ -16,6 +16,7 @@ both_backends!(
     widgets_and_settings_get_honest_answers,
     sync_filters_shape_every_section,
     user_directory_lists_only_people_one_may_find,
+    new_devices_reach_everyones_device_lists,
 );
 
 fn token(v: &Value) -> String {
@@ -651,5 +652,37 @@ async fn user_directory_lists_only_people_one_may_find(backend: Backend) {
     )
     .await;
     assert!(search(bob.clone()).await);
+    srv.finish().await;
+}
+
+async fn new_devices_reach_everyones_device_lists(backend: Backend) {
+    let srv = TestServer::start(&backend).await;
+    let alice = token(&srv.register("alice", "pw alice 1").await);
+    let bob = token(&srv.register("bob", "pw bob 1").await);
+    let room = create_room(&srv, &alice, json!({"preset": "public_chat"})).await;
+    srv.post_json(
+        &format!("/_matrix/client/v3/join/{room}"),
+        Some(&bob),
+        &json!({}),
+    )
+    .await;
+    let next = |v: &Value| v["next_batch"].as_str().expect("next_batch").to_owned();
+    let alice_since = next(&srv.get("/_matrix/client/v3/sync", Some(&alice)).await.1);
+    let bob_since = next(&srv.get("/_matrix/client/v3/sync", Some(&bob)).await.1);
+    // Bob signs in on a second device: Alice's client and Bob's first one hear of it.
+    srv.login("bob", "pw bob 1").await;
+    for (who, since) in [(&alice, alice_since), (&bob, bob_since)] {
+        let sync = srv
+            .get(
+                &format!("/_matrix/client/v3/sync?since={since}&timeout=5000"),
+                Some(who),
+            )
+            .await;
+        let changed = sync.1["device_lists"]["changed"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        assert!(changed.contains(&json!("@bob:localhost")), "{:?}", sync.1);
+    }
     srv.finish().await;
 }

@@ -86,6 +86,10 @@ impl Services {
         self.store
             .start_session(user_id, &device_id, display_name, tokens, self.now_ms())
             .await?;
+        // A new device is news for everyone sharing a room (and the user's other devices), as
+        // on Synapse: their clients refresh the user's device list.
+        self.store.device_list_changed(user_id.as_str()).await?;
+        self.wake_device_watchers(user_id).await?;
         Ok(IssuedSession {
             user_id: user_id.to_owned(),
             device_id,
