@@ -12,6 +12,7 @@ mod membership;
 mod message;
 mod profile;
 mod push;
+mod push_rules;
 mod relations;
 mod rooms;
 mod search;
@@ -45,6 +46,7 @@ pub fn routes() -> Router<Arc<Services>> {
     let router = backup::routes(router);
     let router = voip::routes(router);
     let router = push::routes(router);
+    let router = push_rules::routes(router);
     let router = legacy::routes(router);
     let router = threepid::routes(router);
     device::routes(router)
