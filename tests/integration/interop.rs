@@ -294,6 +294,8 @@ async fn guests_read_and_join_only_where_rooms_let_them(backend: Backend) {
 
     // What guests may not do.
     let refused = [
+        srv.get("/_matrix/client/v3/events?timeout=30000", Some(&guest))
+            .await,
         srv.post_json("/_matrix/client/v3/createRoom", Some(&guest), &json!({}))
             .await,
         srv.get("/_matrix/client/v3/devices", Some(&guest)).await,
@@ -388,6 +390,26 @@ async fn legacy_endpoints_still_answer(backend: Backend) {
             .iter()
             .any(|e| e["event_id"] == sent.1["event_id"] && e["room_id"] == room),
         "{chunk:?}"
+    );
+
+    // Following a room one is not in is refused at once; a bad limit is 400.
+    assert_error(
+        &srv.get(
+            &format!("/_matrix/client/v3/events?room_id={room}&timeout=30000"),
+            Some(&bob),
+        )
+        .await,
+        403,
+        "M_FORBIDDEN",
+    );
+    assert_error(
+        &srv.get(
+            "/_matrix/client/v3/events?limit=abc&timeout=0",
+            Some(&alice),
+        )
+        .await,
+        400,
+        "M_INVALID_PARAM",
     );
 
     // `/initialSync` and the room's: messages, current state, membership.
@@ -577,6 +599,22 @@ async fn sync_filters_shape_every_section(backend: Backend) {
         json!(["@bob:localhost"])
     );
     assert_eq!(rooms[&nameless]["timeline"]["limited"], json!(false));
+    // A full-state sync with nothing new still says where to paginate back from.
+    let since = sync.1["next_batch"].as_str().expect("next_batch");
+    let full = srv
+        .get(
+            &format!("/_matrix/client/v3/sync?since={since}&full_state=true"),
+            Some(&alice),
+        )
+        .await;
+    let timeline = &full.1["rooms"]["join"][&room]["timeline"];
+    assert_eq!(timeline["events"], json!([]), "{timeline}");
+    assert!(
+        timeline["prev_batch"]
+            .as_str()
+            .is_some_and(|t| t.starts_with('t')),
+        "{timeline}"
+    );
 
     // A left room carries its state and timeline sections, even when empty.
     let since = sync.1["next_batch"]

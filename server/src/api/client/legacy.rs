@@ -254,9 +254,59 @@ async fn events(
         ),
         None => DEFAULT_EVENTS_TIMEOUT,
     };
+    if let Some(limit) = params.get("limit")
+        && limit.parse::<u64>().is_err()
+    {
+        return Err(Error::invalid_param("limit must be a non-negative number"));
+    }
     let only_room = params.get("room_id").cloned();
+    match &only_room {
+        // Guests follow one room at a time, as on Synapse.
+        None if session.is_guest => {
+            return Err(Error::new(
+                http::StatusCode::FORBIDDEN,
+                ruma::api::error::ErrorKind::GuestAccessForbidden,
+                "Guests must name the room they follow (room_id)",
+            ));
+        }
+        // Following a room one is not in (peeking) is not supported yet: refused at once
+        // rather than waiting out the timeout for events that would never come.
+        Some(room) => {
+            let room_id = RoomId::parse(room)
+                .map_err(|e| Error::invalid_param(format!("Invalid room id: {e}")))?;
+            if services
+                .membership(&room_id, &session.user_id)
+                .await?
+                .as_deref()
+                != Some("join")
+            {
+                return Err(Error::forbidden(format!(
+                    "Join {room_id} to follow its events"
+                )));
+            }
+        }
+        None => {}
+    }
     let device = session.device_id.as_str();
     let from = match params.get("from") {
+        // A `/messages` token (initialSync hands those out): events from that position on.
+        Some(from) if from.starts_with('t') => {
+            let position = services.parse_position(from)?;
+            let now = services
+                .sync(
+                    &session.user_id,
+                    device,
+                    SyncOptions {
+                        timeline_limit: 1,
+                        ..SyncOptions::default()
+                    },
+                )
+                .await?;
+            SyncToken {
+                events: position.saturating_sub(1).max(0),
+                ..SyncToken::parse(&now.next_batch)?
+            }
+        }
         Some(from) => SyncToken::parse(from)?,
         None => {
             // "Now": where an initial sync would leave the client.

@@ -97,6 +97,11 @@ async fn sync_route(State(services): State<Arc<Services>>, request: SyncRequest)
 /// joined and left room, the top-level `presence`, and knocked rooms (ruma's emptiness
 /// check of `rooms` forgets that map).
 fn with_fields_clients_expect(value: &mut Value, knock: Option<Value>) {
+    // An empty timeline still says where to paginate back from: the sync's position.
+    let prev_batch = value["next_batch"]
+        .as_str()
+        .and_then(|t| SyncToken::parse(t).ok())
+        .map(|t| format!("t{}", t.events.saturating_add(1)));
     let Some(top) = value.as_object_mut() else {
         return;
     };
@@ -120,6 +125,11 @@ fn with_fields_clients_expect(value: &mut Value, knock: Option<Value>) {
             if let Some(timeline) = timeline.as_object_mut() {
                 timeline.entry("limited").or_insert(Value::Bool(false));
                 timeline.entry("events").or_insert_with(|| json!([]));
+                if let Some(prev_batch) = &prev_batch {
+                    timeline
+                        .entry("prev_batch")
+                        .or_insert_with(|| Value::from(prev_batch.as_str()));
+                }
             }
         }
     }
