@@ -17,6 +17,7 @@ both_backends!(
     sync_filters_shape_every_section,
     user_directory_lists_only_people_one_may_find,
     new_devices_reach_everyones_device_lists,
+    deleting_an_alias_takes_it_out_of_the_canonical_alias,
 );
 
 fn token(v: &Value) -> String {
@@ -722,5 +723,33 @@ async fn new_devices_reach_everyones_device_lists(backend: Backend) {
             .unwrap_or_default();
         assert!(changed.contains(&json!("@bob:localhost")), "{:?}", sync.1);
     }
+    srv.finish().await;
+}
+
+async fn deleting_an_alias_takes_it_out_of_the_canonical_alias(backend: Backend) {
+    let srv = TestServer::start(&backend).await;
+    let alice = token(&srv.register("alice", "pw alice 1").await);
+    let room = create_room(
+        &srv,
+        &alice,
+        json!({"preset": "public_chat", "room_alias_name": "lobby"}),
+    )
+    .await;
+    let state = format!("/_matrix/client/v3/rooms/{room}/state/m.room.canonical_alias");
+    assert_eq!(
+        srv.get(&state, Some(&alice)).await.1["alias"],
+        "#lobby:localhost"
+    );
+    let deleted = srv
+        .request(
+            reqwest::Method::DELETE,
+            "/_matrix/client/v3/directory/room/%23lobby:localhost",
+            Some(&alice),
+            None,
+        )
+        .await;
+    assert_eq!(deleted.0, 200, "{:?}", deleted.1);
+    let after = srv.get(&state, Some(&alice)).await;
+    assert!(after.1.get("alias").is_none(), "{:?}", after.1);
     srv.finish().await;
 }

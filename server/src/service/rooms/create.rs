@@ -352,6 +352,51 @@ impl Services {
             ));
         }
         self.store.delete_alias(alias.as_str()).await?;
+        self.drop_from_canonical_alias(&room_id, alias, user_id)
+            .await
+    }
+
+    /// A deleted alias leaves the room's `m.room.canonical_alias` too (as on Synapse), when
+    /// whoever deleted it may change that event; otherwise it stays there, resolving nowhere.
+    async fn drop_from_canonical_alias(
+        &self,
+        room_id: &RoomId,
+        alias: &RoomAliasId,
+        user_id: &UserId,
+    ) -> Result<()> {
+        let Some(mut content) = self
+            .state_content(room_id, "m.room.canonical_alias", "")
+            .await?
+        else {
+            return Ok(());
+        };
+        let Some(map) = content.as_object_mut() else {
+            return Ok(());
+        };
+        let mut changed = false;
+        if map.get("alias").and_then(Value::as_str) == Some(alias.as_str()) {
+            map.remove("alias");
+            changed = true;
+        }
+        if let Some(alt) = map.get_mut("alt_aliases").and_then(Value::as_array_mut) {
+            let before = alt.len();
+            alt.retain(|a| a.as_str() != Some(alias.as_str()));
+            changed |= alt.len() != before;
+        }
+        if !changed
+            || !self
+                .has_power_for_state(room_id, user_id, "m.room.canonical_alias")
+                .await?
+        {
+            return Ok(());
+        }
+        self.append(
+            room_id,
+            user_id,
+            EventDraft::state("m.room.canonical_alias", "", content),
+            None,
+        )
+        .await?;
         Ok(())
     }
 
