@@ -18,6 +18,7 @@ both_backends!(
     user_directory_lists_only_people_one_may_find,
     new_devices_reach_everyones_device_lists,
     deleting_an_alias_takes_it_out_of_the_canonical_alias,
+    ignored_users_are_not_heard,
 );
 
 fn token(v: &Value) -> String {
@@ -751,5 +752,50 @@ async fn deleting_an_alias_takes_it_out_of_the_canonical_alias(backend: Backend)
     assert_eq!(deleted.0, 200, "{:?}", deleted.1);
     let after = srv.get(&state, Some(&alice)).await;
     assert!(after.1.get("alias").is_none(), "{:?}", after.1);
+    srv.finish().await;
+}
+
+async fn ignored_users_are_not_heard(backend: Backend) {
+    let srv = TestServer::start(&backend).await;
+    let alice = token(&srv.register("alice", "pw alice 1").await);
+    let bob = token(&srv.register("bob", "pw bob 1").await);
+    let room = create_room(&srv, &alice, json!({"preset": "public_chat"})).await;
+    srv.post_json(
+        &format!("/_matrix/client/v3/join/{room}"),
+        Some(&bob),
+        &json!({}),
+    )
+    .await;
+    let ignored = srv
+        .put_json(
+            "/_matrix/client/v3/user/@alice:localhost/account_data/m.ignored_user_list",
+            Some(&alice),
+            &json!({"ignored_users": {"@bob:localhost": {}}}),
+        )
+        .await;
+    assert_eq!(ignored.0, 200, "{:?}", ignored.1);
+    for (who, body) in [(&bob, "from bob"), (&alice, "from alice")] {
+        srv.put_json(
+            &format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/{body}"),
+            Some(who),
+            &json!({"msgtype": "m.text", "body": body}),
+        )
+        .await;
+    }
+    let other = create_room(&srv, &bob, json!({"invite": ["@alice:localhost"]})).await;
+    let sync = srv.get("/_matrix/client/v3/sync", Some(&alice)).await;
+    let bodies: Vec<&Value> = sync.1["rooms"]["join"][&room]["timeline"]["events"]
+        .as_array()
+        .expect("timeline")
+        .iter()
+        .map(|e| &e["content"]["body"])
+        .collect();
+    assert!(bodies.contains(&&json!("from alice")), "{bodies:?}");
+    assert!(!bodies.contains(&&json!("from bob")), "{bodies:?}");
+    assert!(
+        sync.1["rooms"]["invite"].get(&other).is_none(),
+        "{:?}",
+        sync.1["rooms"]
+    );
     srv.finish().await;
 }

@@ -189,6 +189,8 @@ pub struct SyncOptions {
     pub account_data_filter: EventFilter,
     /// Which presence events the sync shows.
     pub presence_filter: EventFilter,
+    /// Invites from these users are not shown (the user ignores them).
+    pub ignored_inviters: HashSet<String>,
 }
 
 /// Event types and senders to show or leave out (`*` in a type matches any run of
@@ -254,6 +256,7 @@ impl Default for SyncOptions {
             room_account_data_filter: EventFilter::default(),
             account_data_filter: EventFilter::default(),
             presence_filter: EventFilter::default(),
+            ignored_inviters: HashSet::new(),
         }
     }
 }
@@ -288,6 +291,14 @@ impl Services {
         device_id: &str,
         options: SyncOptions,
     ) -> Result<Response> {
+        // Events and invites from ignored users are left out (`m.ignored_user_list`).
+        let mut options = options;
+        let ignored = Box::pin(self.ignored_users(user_id)).await?;
+        options
+            .timeline_filter
+            .not_senders
+            .extend(ignored.iter().cloned());
+        options.ignored_inviters = ignored;
         // The client got the to-device messages up to its token: acknowledged once per
         // request, not on every wake-up of a long poll.
         if let Some(acknowledged) = options.since.map(|s| s.to_device).filter(|&p| p > 0) {
@@ -444,6 +455,19 @@ impl Services {
                     }
                 }
                 "invite" if changed_since => {
+                    if !options.ignored_inviters.is_empty()
+                        && self
+                            .store
+                            .current_state_event(
+                                room_id.as_str(),
+                                "m.room.member",
+                                user_id.as_str(),
+                            )
+                            .await?
+                            .is_some_and(|invite| options.ignored_inviters.contains(&invite.sender))
+                    {
+                        continue;
+                    }
                     let mut invited = InvitedRoom::new();
                     invited.invite_state =
                         InviteState::from(self.stripped_state(&room_id, user_id).await?);
@@ -1001,6 +1025,23 @@ impl Services {
         } else {
             State::Before(events)
         })
+    }
+
+    /// The users `user_id` ignores (`m.ignored_user_list` account data).
+    async fn ignored_users(&self, user_id: &UserId) -> Result<HashSet<String>> {
+        let Some(content) = self
+            .store
+            .account_data(user_id.as_str(), "", "m.ignored_user_list")
+            .await?
+        else {
+            return Ok(HashSet::new());
+        };
+        let content: Value = serde_json::from_str(&content).unwrap_or_default();
+        Ok(content
+            .get("ignored_users")
+            .and_then(Value::as_object)
+            .map(|users| users.keys().cloned().collect())
+            .unwrap_or_default())
     }
 
     /// The room's state after stream position `at`.
