@@ -157,6 +157,9 @@ impl Services {
             let Some(alias) = alias.as_str() else {
                 return Err(Error::bad_json("Aliases must be strings"));
             };
+            if ruma::RoomAliasId::parse(alias).is_err() {
+                return Err(Error::invalid_param(format!("{alias} is not a room alias")));
+            }
             let points_here =
                 self.store.alias_room(alias).await?.as_deref() == Some(room_id.as_str());
             if !points_here {
