@@ -741,6 +741,14 @@ async fn deleting_an_alias_takes_it_out_of_the_canonical_alias(backend: Backend)
         srv.get(&state, Some(&alice)).await.1["alias"],
         "#lobby:localhost"
     );
+    for (alt, errcode) in [
+        ("%lobby:localhost", "M_INVALID_PARAM"),
+        ("#nowhere:localhost", "M_BAD_ALIAS"),
+    ] {
+        let content = json!({"alias": "#lobby:localhost", "alt_aliases": [alt]});
+        let refused = srv.put_json(&state, Some(&alice), &content).await;
+        assert_error(&refused, 400, errcode);
+    }
     let deleted = srv
         .request(
             reqwest::Method::DELETE,
