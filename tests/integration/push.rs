@@ -281,6 +281,12 @@ async fn push_gateway_gets_mentions_with_counts_until_rules_say_no(backend: Back
         .await;
     assert_eq!(status, 200);
     assert_eq!(counts(&srv, &bob, &room).await, (0, 0));
+    // …and the phone hears the badge drop to zero: counts, no event.
+    let badge = gw.nth(4).await["notification"].clone();
+    assert_eq!(badge["counts"]["unread"], 0, "{badge}");
+    assert_eq!(badge["id"], "", "{badge}");
+    assert!(badge.get("event_id").is_none(), "{badge}");
+    assert_eq!(badge["devices"][0]["pushkey"], "bob-phone");
 
     // A gateway that fails first is retried; one that rejects the push key loses the pusher.
     gw.failures.store(2, Ordering::SeqCst);
@@ -293,7 +299,7 @@ async fn push_gateway_gets_mentions_with_counts_until_rules_say_no(backend: Back
         json!({"msgtype": "m.text", "body": "again", "m.mentions": {"user_ids": ["@bob:localhost"]}}),
     )
     .await;
-    gw.nth(4).await;
+    gw.nth(5).await;
     let mut gone = false;
     for _ in 0..50 {
         let (_, list) = srv.get("/_matrix/client/v3/pushers", Some(&bob)).await;

@@ -155,6 +155,13 @@ impl Services {
             ReceiptKind::Read => "m.read",
             ReceiptKind::ReadPrivate => "m.read.private",
         };
+        // Reading a room with notifications lowers the badge: phones hear of it (below).
+        let (unread_before, _) = self
+            .store
+            .notification_counts(room_id.as_str(), &[user_id.as_str()])
+            .await?
+            .remove(user_id.as_str())
+            .unwrap_or_default();
         self.store
             .set_receipt(&ReceiptRow {
                 room_id: room_id.to_string(),
@@ -165,6 +172,9 @@ impl Services {
                 ts: self.now_ms(),
             })
             .await?;
+        if unread_before > 0 {
+            self.push_badge(user_id).await;
+        }
         if kind == "m.read" {
             self.wake_room(room_id).await
         } else {

@@ -274,6 +274,45 @@ impl Services {
         tokio::spawn(push_to_gateways(ctx, notification, notified.to_vec()));
     }
 
+    /// Tells the user's gateways their new unread count, with no event (a badge update, as
+    /// Synapse sends when a receipt lowers it), after the request returns.
+    pub async fn push_badge(&self, user_id: &UserId) {
+        let ctx = Arc::new(PushContext {
+            store: self.store.clone(),
+            gateway: self.push_fetch.clone(),
+            lanes: self.push_lanes.clone(),
+        });
+        let user_id = user_id.to_string();
+        tokio::spawn(async move {
+            let pushers = match ctx.store.pushers_of(&[user_id.as_str()]).await {
+                Ok(mut pushers) => pushers.remove(&user_id).unwrap_or_default(),
+                Err(error) => {
+                    tracing::warn!(%error, "pushers not read");
+                    return;
+                }
+            };
+            if pushers.is_empty() {
+                return;
+            }
+            let unread = ctx.store.total_unread(&user_id).await.unwrap_or(0);
+            let badge = json!({
+                "id": "", "type": null, "sender": "",
+                "counts": { "unread": unread, "missed_calls": 0 },
+            });
+            for pusher in pushers {
+                let Some(place) = ctx.lanes.enqueue() else {
+                    tracing::warn!(%user_id, "push queue full: badge update dropped");
+                    continue;
+                };
+                let (ctx, badge) = (ctx.clone(), badge.clone());
+                tokio::spawn(async move {
+                    deliver(&ctx, pusher, badge, "[]").await;
+                    drop(place);
+                });
+            }
+        });
+    }
+
     /// The Push Gateway API `notification` object, without the per-recipient parts.
     async fn notification_payload(&self, pdu: &Pdu) -> Result<Value> {
         let sender_name = self
