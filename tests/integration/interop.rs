@@ -522,6 +522,39 @@ async fn widgets_and_settings_get_honest_answers(backend: Backend) {
         )
         .await;
     assert_error(&added, 403, "M_THREEPID_DENIED");
+    // Key backups keep what the client sent, whatever its JSON type (as Synapse does).
+    let created = srv
+        .post_json(
+            "/_matrix/client/v3/room_keys/version",
+            Some(&alice),
+            &json!({"algorithm": "m.megolm_backup.v1", "auth_data": "anopaquestring"}),
+        )
+        .await;
+    assert_eq!(created.0, 200, "{:?}", created.1);
+    let version = created.1["version"].as_str().expect("version").to_owned();
+    let key = json!({"first_message_index": 3, "forwarded_count": 0,
+        "is_verified": false, "session_data": "anopaquestring"});
+    let put = srv
+        .put_json(
+            &format!("/_matrix/client/v3/room_keys/keys/!abcd:localhost/1234?version={version}"),
+            Some(&alice),
+            &key,
+        )
+        .await;
+    assert_eq!(put.0, 200, "{:?}", put.1);
+    let got = srv
+        .get(
+            &format!("/_matrix/client/v3/room_keys/keys/!abcd:localhost/1234?version={version}"),
+            Some(&alice),
+        )
+        .await;
+    assert_eq!(got.1["session_data"], "anopaquestring", "{:?}", got.1);
+    assert_eq!(
+        srv.get("/_matrix/client/v3/room_keys/version", Some(&alice))
+            .await
+            .1["auth_data"],
+        "anopaquestring"
+    );
     assert_eq!(
         srv.get("/_matrix/client/v3/thirdparty/protocols", Some(&alice))
             .await

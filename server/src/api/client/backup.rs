@@ -53,10 +53,11 @@ fn to_row(room_id: &str, session_id: &str, data: &Raw<KeyBackupData>) -> Result<
             .and_then(|n| i64::try_from(n).ok())
             .ok_or_else(|| Error::bad_json(format!("`{name}` must be a non-negative integer")))
     };
+    // Opaque to the server (encrypted by the client): kept as sent, as Synapse keeps it.
     let session_data = value
         .get("session_data")
-        .filter(|d| d.is_object())
-        .ok_or_else(|| Error::bad_json("`session_data` must be an object"))?;
+        .filter(|d| !d.is_null())
+        .ok_or_else(|| Error::bad_json("`session_data` is required"))?;
     Ok(BackupKeyRow {
         room_id: room_id.to_owned(),
         session_id: session_id.to_owned(),

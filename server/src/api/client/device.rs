@@ -86,7 +86,7 @@ async fn whois(
     for row in services.store.devices(&user_id).await? {
         let connections: Vec<Value> = row
             .last_seen_ms
-            .map(|ts| json!({ "ip": row.last_seen_ip, "last_seen": ts }))
+            .map(|ts| json!({ "ip": row.last_seen_ip, "last_seen": ts, "user_agent": null }))
             .into_iter()
             .collect();
         devices.insert(
