@@ -10,7 +10,7 @@ use axum::{
     http::Uri,
     routing::get,
 };
-use ruma::RoomId;
+use ruma::{RoomId, UserId};
 use serde_json::{Map, Value, json};
 
 use crate::{
@@ -235,6 +235,21 @@ async fn room_initial_sync(
     })))
 }
 
+/// "Now": where an initial sync would leave the client.
+async fn now_token(services: &Services, user_id: &UserId, device: &str) -> Result<SyncToken> {
+    let now = services
+        .sync(
+            user_id,
+            device,
+            SyncOptions {
+                timeline_limit: 1,
+                ..SyncOptions::default()
+            },
+        )
+        .await?;
+    SyncToken::parse(&now.next_batch)
+}
+
 /// # `GET /_matrix/client/v3/events`
 ///
 /// The pre-sync event stream: new timeline events, typing, receipts, account data and
@@ -292,36 +307,13 @@ async fn events(
         // A `/messages` token (initialSync hands those out): events from that position on.
         Some(from) if from.starts_with('t') => {
             let position = services.parse_position(from)?;
-            let now = services
-                .sync(
-                    &session.user_id,
-                    device,
-                    SyncOptions {
-                        timeline_limit: 1,
-                        ..SyncOptions::default()
-                    },
-                )
-                .await?;
             SyncToken {
                 events: position.saturating_sub(1).max(0),
-                ..SyncToken::parse(&now.next_batch)?
+                ..now_token(&services, &session.user_id, device).await?
             }
         }
         Some(from) => SyncToken::parse(from)?,
-        None => {
-            // "Now": where an initial sync would leave the client.
-            let now = services
-                .sync(
-                    &session.user_id,
-                    device,
-                    SyncOptions {
-                        timeline_limit: 1,
-                        ..SyncOptions::default()
-                    },
-                )
-                .await?;
-            SyncToken::parse(&now.next_batch)?
-        }
+        None => now_token(&services, &session.user_id, device).await?,
     };
     let since = SyncToken {
         to_device: 0,

@@ -196,27 +196,35 @@ async fn sync_options(
 
 /// What a filter's `types`, `not_types`, `senders` and `not_senders` let through.
 fn filter_of(filter: &ruma::api::client::filter::Filter) -> EventFilter {
-    EventFilter {
-        types: filter.types.clone(),
-        not_types: filter.not_types.clone(),
-        senders: filter
-            .senders
-            .as_ref()
-            .map(|s| s.iter().map(ToString::to_string).collect()),
-        not_senders: filter.not_senders.iter().map(ToString::to_string).collect(),
-    }
+    event_filter_from(
+        &filter.types,
+        &filter.not_types,
+        filter.senders.as_deref(),
+        &filter.not_senders,
+    )
 }
 
 /// [`filter_of`] for a room event filter.
 fn event_filter(filter: &ruma::api::client::filter::RoomEventFilter) -> EventFilter {
+    event_filter_from(
+        &filter.types,
+        &filter.not_types,
+        filter.senders.as_deref(),
+        &filter.not_senders,
+    )
+}
+
+fn event_filter_from(
+    types: &Option<Vec<String>>,
+    not_types: &[String],
+    senders: Option<&[ruma::OwnedUserId]>,
+    not_senders: &[ruma::OwnedUserId],
+) -> EventFilter {
     EventFilter {
-        types: filter.types.clone(),
-        not_types: filter.not_types.clone(),
-        senders: filter
-            .senders
-            .as_ref()
-            .map(|s| s.iter().map(ToString::to_string).collect()),
-        not_senders: filter.not_senders.iter().map(ToString::to_string).collect(),
+        types: types.clone(),
+        not_types: not_types.to_vec(),
+        senders: senders.map(|s| s.iter().map(ToString::to_string).collect()),
+        not_senders: not_senders.iter().map(ToString::to_string).collect(),
     }
 }
 
