@@ -70,7 +70,8 @@ async fn sync_route(State(services): State<Arc<Services>>, request: SyncRequest)
         device_id,
         options,
     } = request;
-    let response = match services.sync(&user_id, device_id.as_str(), options).await {
+    // Boxed: the wait happens in here, and this future is kept for as long as it lasts.
+    let response = match Box::pin(services.sync(&user_id, device_id.as_str(), options)).await {
         Ok(response) => response,
         Err(error) => return error.into_response(),
     };
@@ -82,7 +83,7 @@ async fn sync_route(State(services): State<Arc<Services>>, request: SyncRequest)
     let (Ok(knock), true) = (knock, parts.status.is_success()) else {
         return Response::from_parts(parts, body);
     };
-    let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
+    let Ok(bytes) = Box::pin(axum::body::to_bytes(body, usize::MAX)).await else {
         return Error::Internal(anyhow::anyhow!("reading a sync response")).into_response();
     };
     let Ok(mut value) = serde_json::from_slice::<Value>(&bytes) else {
