@@ -75,8 +75,7 @@ async fn whois(
     Authenticated(session): Authenticated,
     Path(user_id): Path<String>,
 ) -> Result<Json<Value>> {
-    let user_id = ruma::UserId::parse(&user_id)
-        .map_err(|e| Error::invalid_param(format!("Invalid user id: {e}")))?;
+    let user_id = super::path_user_id(&user_id)?;
     if user_id != session.user_id && !session.is_admin {
         return Err(Error::forbidden(
             "Only server administrators can look up other users",

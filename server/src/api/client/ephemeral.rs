@@ -8,7 +8,6 @@ use axum::{
     routing::put,
 };
 use ruma::{
-    RoomId, UserId,
     api::client::{
         read_marker::set_read_marker,
         receipt::create_receipt::{self, v3::ReceiptType},
@@ -54,10 +53,8 @@ async fn typing(
     Path((room_id, user_id)): Path<(String, String)>,
     JsonBody(body): JsonBody<TypingBody>,
 ) -> Result<Json<Value>> {
-    let room_id = RoomId::parse(&room_id)
-        .map_err(|e| Error::invalid_param(format!("Invalid room id: {e}")))?;
-    let user_id = UserId::parse(&user_id)
-        .map_err(|e| Error::invalid_param(format!("Invalid user id: {e}")))?;
+    let room_id = super::path_room_id(&room_id)?;
+    let user_id = super::path_user_id(&user_id)?;
     if user_id != session.user_id {
         return Err(Error::forbidden("You can only say that you are typing"));
     }

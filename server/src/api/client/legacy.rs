@@ -181,8 +181,7 @@ async fn room_initial_sync(
     Path(room_id): Path<String>,
     uri: Uri,
 ) -> Result<Json<Value>> {
-    let room_id = RoomId::parse(&room_id)
-        .map_err(|e| Error::invalid_param(format!("Invalid room id: {e}")))?;
+    let room_id = super::path_room_id(&room_id)?;
     let params = query_params(uri.query());
     let limit = limit(&params)?;
     let user_id = &session.user_id;
@@ -287,8 +286,7 @@ async fn events(
         // Following a room one is not in (peeking) is not supported yet: refused at once
         // rather than waiting out the timeout for events that would never come.
         Some(room) => {
-            let room_id = RoomId::parse(room)
-                .map_err(|e| Error::invalid_param(format!("Invalid room id: {e}")))?;
+            let room_id = super::path_room_id(room)?;
             if services
                 .membership(&room_id, &session.user_id)
                 .await?

@@ -280,8 +280,7 @@ async fn joined_members(
     Authenticated(session): Authenticated,
     Path(room_id): Path<String>,
 ) -> Result<Json<Value>> {
-    let room_id = RoomId::parse(&room_id)
-        .map_err(|e| Error::invalid_param(format!("Invalid room id: {e}")))?;
+    let room_id = super::path_room_id(&room_id)?;
     services.ensure_joined(&room_id, &session.user_id).await?;
     let mut joined = serde_json::Map::new();
     for member in services

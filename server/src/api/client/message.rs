@@ -8,7 +8,7 @@ use axum::{
     routing::post,
 };
 use ruma::{
-    RoomId, UInt,
+    UInt,
     api::{
         Direction,
         client::{
@@ -72,8 +72,7 @@ async fn send_without_txn(
     Path((room_id, event_type)): Path<(String, String)>,
     JsonBody(content): JsonBody<Value>,
 ) -> Result<Json<Value>> {
-    let room_id = RoomId::parse(&room_id)
-        .map_err(|e| Error::invalid_param(format!("Invalid room id: {e}")))?;
+    let room_id = super::path_room_id(&room_id)?;
     let kind = TimelineEventType::from(event_type);
     if kind == TimelineEventType::RoomRedaction {
         return Err(Error::bad_json("Use the redact endpoint for redactions"));

@@ -62,3 +62,15 @@ fn ensure_self(auth: &ruma::UserId, path: &ruma::UserId) -> crate::http::error::
     }
     Ok(())
 }
+
+/// A room id from a hand-routed path: 400 `M_INVALID_PARAM` when it is not one.
+fn path_room_id(raw: &str) -> crate::http::error::Result<ruma::OwnedRoomId> {
+    ruma::RoomId::parse(raw)
+        .map_err(|e| crate::http::error::Error::invalid_param(format!("Invalid room id: {e}")))
+}
+
+/// A user id from a hand-routed path: 400 `M_INVALID_PARAM` when it is not one.
+fn path_user_id(raw: &str) -> crate::http::error::Result<ruma::OwnedUserId> {
+    ruma::UserId::parse(raw)
+        .map_err(|e| crate::http::error::Error::invalid_param(format!("Invalid user id: {e}")))
+}

@@ -7,7 +7,7 @@ use axum::{
     extract::{Path, RawQuery, State},
 };
 use ruma::{
-    RoomId, UInt,
+    UInt,
     api::{
         Direction,
         client::relations::{
@@ -137,8 +137,7 @@ async fn threads(
     Path(room_id): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<Value>> {
-    let room_id = RoomId::parse(&room_id)
-        .map_err(|e| Error::invalid_param(format!("Invalid room id: {e}")))?;
+    let room_id = super::path_room_id(&room_id)?;
     let params = query_params(query.as_deref());
     let participated = match params.get("include").map(String::as_str) {
         None | Some("all") => false,

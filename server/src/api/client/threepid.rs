@@ -11,7 +11,7 @@ use axum::{
     http::{StatusCode, Uri},
     routing::{get, post},
 };
-use ruma::{UserId, api::error::ErrorKind};
+use ruma::api::error::ErrorKind;
 use serde_json::{Value, json};
 
 use crate::{
@@ -73,8 +73,7 @@ async fn request_openid_token(
     Authenticated(session): Authenticated,
     Path(user_id): Path<String>,
 ) -> Result<Json<Value>> {
-    let user_id = UserId::parse(&user_id)
-        .map_err(|e| Error::invalid_param(format!("Invalid user id: {e}")))?;
+    let user_id = super::path_user_id(&user_id)?;
     if user_id != session.user_id {
         return Err(Error::forbidden(
             "You can only request OpenID tokens for yourself",
