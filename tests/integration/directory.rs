@@ -402,6 +402,36 @@ async fn room_lifecycle_across_versions(backend: Backend) {
         200
     );
 
+    // Before version 12 the tombstone comes first and the new room's create event names it.
+    let v10 = create(&srv, &alice, json!({"room_version": "10"})).await;
+    let upgraded = srv
+        .post_json(
+            &r(&v10, "upgrade"),
+            Some(&alice),
+            &json!({"new_version": "11"}),
+        )
+        .await;
+    assert_eq!(upgraded.0, 200, "{:?}", upgraded.1);
+    let v11 = upgraded.1["replacement_room"].as_str().expect("new room");
+    let old_state = srv.get(&r(&v10, "state"), Some(&alice)).await.1;
+    let tombstone = old_state
+        .as_array()
+        .expect("state")
+        .iter()
+        .find(|e| e["type"] == "m.room.tombstone")
+        .expect("tombstone")
+        .clone();
+    assert_eq!(tombstone["content"]["replacement_room"], v11);
+    let create_event = srv
+        .get(&r(v11, "state/m.room.create/"), Some(&alice))
+        .await
+        .1;
+    assert_eq!(
+        create_event["predecessor"],
+        json!({"room_id": v10, "event_id": tombstone["event_id"]})
+    );
+    assert_eq!(create_event["room_version"], "11");
+
     // Knocking: carol knocks on a knock room, sees it as a knock in sync, gets invited, joins.
     let knock_room = create(
         &srv,

@@ -46,12 +46,18 @@ async fn discovery_documents(backend: Backend) {
         .get("/_matrix/client/v3/capabilities", Some(&token))
         .await;
     assert_eq!(caps.0, 200);
-    // m.change_password defaults to enabled, so ruma leaves it out; it must not say false.
-    assert_ne!(
-        caps.1["capabilities"]["m.change_password"]["enabled"],
-        false
+    // Written out even where the spec's default says the same (SyTest looks for them).
+    let caps = &caps.1["capabilities"];
+    assert_eq!(caps["m.change_password"]["enabled"], true);
+    assert_eq!(caps["m.get_login_token"]["enabled"], true);
+    assert_eq!(caps["m.set_displayname"]["enabled"], true);
+    assert_eq!(caps["m.3pid_changes"]["enabled"], false);
+    assert_eq!(
+        srv.get("/_matrix/client/r0/capabilities", Some(&token))
+            .await
+            .1["capabilities"]["m.change_password"],
+        json!({"enabled": true})
     );
-    assert_eq!(caps.1["capabilities"]["m.get_login_token"]["enabled"], true);
     assert_eq!(
         srv.get("/_matrix/client/v3/capabilities", None).await.0,
         401

@@ -1080,7 +1080,10 @@ async fn benchmark() {
             .link_wallet(&user, &format!("{address:#x}"), 0)
             .await
             .expect("link");
-        services.join(&room_id, &user, None).await.expect("join");
+        services
+            .join(&room_id, &user, serde_json::Map::new())
+            .await
+            .expect("join");
     }
     let gate = services
         .room_gate(&room_id)

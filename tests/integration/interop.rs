@@ -19,6 +19,7 @@ both_backends!(
     new_devices_reach_everyones_device_lists,
     deleting_an_alias_takes_it_out_of_the_canonical_alias,
     ignored_users_are_not_heard,
+    joins_keep_the_content_they_carry,
 );
 
 fn token(v: &Value) -> String {
@@ -837,6 +838,75 @@ async fn ignored_users_are_not_heard(backend: Backend) {
         sync.1["rooms"]["invite"].get(&other).is_none(),
         "{:?}",
         sync.1["rooms"]
+    );
+    srv.finish().await;
+}
+
+/// A join's body beyond `reason` goes into the member event, as on Synapse (SyTest, and
+/// clients that tag joins); the keys the server sets stay the server's.
+async fn joins_keep_the_content_they_carry(backend: Backend) {
+    let srv = TestServer::start(&backend).await;
+    let alice = token(&srv.register("alice", "pw alice 1").await);
+    let bob = token(&srv.register("bob", "pw bob 1").await);
+    let (_, room) = srv
+        .post_json(
+            "/_matrix/client/v3/createRoom",
+            Some(&alice),
+            &json!({"preset": "public_chat", "room_alias_name": "carried"}),
+        )
+        .await;
+    let room = room["room_id"].as_str().expect("room").to_owned();
+    let member = |who: &'static str| {
+        let srv = &srv;
+        let room = room.clone();
+        let alice = alice.clone();
+        async move {
+            srv.get(
+                &format!("/_matrix/client/v3/rooms/{room}/state/m.room.member/{who}"),
+                Some(&alice),
+            )
+            .await
+            .1
+        }
+    };
+    for (path, body) in [
+        (
+            format!("/_matrix/client/v3/join/{room}"),
+            json!({"foo": "bar", "reason": "curious", "membership": "ban", "displayname": "Mallory"}),
+        ),
+        (
+            "/_matrix/client/v3/join/%23carried:localhost".to_owned(),
+            json!({"foo": "baz"}),
+        ),
+        (
+            format!("/_matrix/client/v3/rooms/{room}/join"),
+            json!({"foo": {"nested": true}}),
+        ),
+    ] {
+        let joined = srv.post_json(&path, Some(&bob), &body).await;
+        assert_eq!(joined.0, 200, "{path}: {:?}", joined.1);
+        let content = member("@bob:localhost").await;
+        assert_eq!(content["foo"], body["foo"], "{path}: {content}");
+        assert_eq!(content["membership"], "join", "{content}");
+        assert_eq!(
+            content["displayname"], "bob",
+            "the profile's name: {content}"
+        );
+    }
+    // A reason of the wrong type is refused as before, and changes nothing.
+    assert_error(
+        &srv.post_json(
+            &format!("/_matrix/client/v3/join/{room}"),
+            Some(&bob),
+            &json!({"reason": 5, "foo": "changed"}),
+        )
+        .await,
+        400,
+        "M_BAD_JSON",
+    );
+    assert_eq!(
+        member("@bob:localhost").await["foo"],
+        json!({"nested": true})
     );
     srv.finish().await;
 }

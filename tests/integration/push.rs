@@ -21,6 +21,8 @@ both_backends!(
     push_rule_paths_accept_what_synapse_accepts,
     unread_counts_never_lag_the_timeline,
     old_notifications_go_and_unread_ones_still_count,
+    member_pushes_say_the_membership_and_aliases_name_rooms,
+    pushers_go_with_the_device_that_set_them,
 );
 
 /// What the gateway saw, and how it answers: fail the first `failures` requests with 500,
@@ -943,5 +945,128 @@ async fn old_notifications_go_and_unread_ones_still_count(backend: Backend) {
     send(&srv, &alice, &room, "p4", body).await;
     assert_eq!(counts(&srv, &bob, &room).await, (1, 0));
     assert_eq!(counts(&srv, &carol, &room).await, (1, 0));
+    srv.finish().await;
+}
+
+/// What Synapse puts in a push that SyTest's and Sygnal's readers look for: the membership of a
+/// member event, and the room's canonical alias as its name when it has no name.
+async fn member_pushes_say_the_membership_and_aliases_name_rooms(backend: Backend) {
+    let (gw, url) = gateway().await;
+    let host = url::Url::parse(&url).expect("url");
+    let allowed = format!("127.0.0.1:{}", host.port().expect("port"));
+    let srv = TestServer::start_with(&backend, move |c| c.push.gateway_allow = vec![allowed]).await;
+    let alice = token(&srv.register("alice", "push password").await);
+    let bob = token(&srv.register("bob", "push password").await);
+    let (status, _) = srv
+        .post_json(
+            "/_matrix/client/v3/pushers/set",
+            Some(&bob),
+            &pusher(&url, "bob-phone"),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, room) = srv
+        .post_json(
+            "/_matrix/client/v3/createRoom",
+            Some(&alice),
+            &json!({"room_alias_name": "nameless", "invite": ["@bob:localhost"]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{room}");
+    let room = room["room_id"].as_str().expect("room").to_owned();
+
+    let invite = gw.nth(1).await["notification"].clone();
+    assert_eq!(invite["type"], "m.room.member", "{invite}");
+    assert_eq!(invite["membership"], "invite", "{invite}");
+    assert_eq!(invite["user_is_target"], true, "{invite}");
+    assert_eq!(invite["room_name"], "#nameless:localhost", "{invite}");
+
+    let joined = srv
+        .post_json(
+            &format!("/_matrix/client/v3/join/{room}"),
+            Some(&bob),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(joined.0, 200);
+    send(
+        &srv,
+        &alice,
+        &room,
+        "m1",
+        json!({"msgtype": "m.text", "body": "hi"}),
+    )
+    .await;
+    let message = gw.nth(2).await["notification"].clone();
+    assert_eq!(message["room_name"], "#nameless:localhost", "{message}");
+    assert!(message.get("membership").is_none(), "{message}");
+    srv.finish().await;
+}
+
+/// A logged-out phone hears nothing more: pushers belong to the device that set them, and go
+/// when it is logged out or deleted, and when a password change logs the other devices out.
+async fn pushers_go_with_the_device_that_set_them(backend: Backend) {
+    let srv = TestServer::start(&backend).await;
+    let laptop = token(&srv.register("bob", "push password").await);
+    let phone = token(&srv.login("bob", "push password").await);
+    let tablet = token(&srv.login("bob", "push password").await);
+    for (device, key) in [(&laptop, "laptop"), (&phone, "phone"), (&tablet, "tablet")] {
+        let url = "https://push.example.org/_matrix/push/v1/notify";
+        let set = srv
+            .post_json(
+                "/_matrix/client/v3/pushers/set",
+                Some(device),
+                &pusher(url, key),
+            )
+            .await;
+        assert_eq!(set.0, 200, "{:?}", set.1);
+    }
+    let keys = || async {
+        let (_, list) = srv.get("/_matrix/client/v3/pushers", Some(&laptop)).await;
+        let mut keys: Vec<String> = list["pushers"]
+            .as_array()
+            .expect("pushers")
+            .iter()
+            .map(|p| p["pushkey"].as_str().expect("key").to_owned())
+            .collect();
+        keys.sort();
+        keys
+    };
+    assert_eq!(keys().await, ["laptop", "phone", "tablet"]);
+
+    let out = srv
+        .post_json("/_matrix/client/v3/logout", Some(&tablet), &json!({}))
+        .await;
+    assert_eq!(out.0, 200);
+    assert_eq!(keys().await, ["laptop", "phone"]);
+
+    // A password change that keeps other devices logged in keeps their pushers…
+    let kept = srv
+        .post_with_password_uia(
+            "/_matrix/client/v3/account/password",
+            &laptop,
+            json!({"new_password": "push password 2", "logout_devices": false}),
+            "bob",
+            "push password",
+        )
+        .await;
+    assert_eq!(kept.0, 200, "{:?}", kept.1);
+    assert_eq!(keys().await, ["laptop", "phone"]);
+    // …and one that logs them out takes theirs, not the laptop's own.
+    let changed = srv
+        .post_with_password_uia(
+            "/_matrix/client/v3/account/password",
+            &laptop,
+            json!({"new_password": "push password 3"}),
+            "bob",
+            "push password 2",
+        )
+        .await;
+    assert_eq!(changed.0, 200, "{:?}", changed.1);
+    assert_eq!(keys().await, ["laptop"]);
+    assert_eq!(
+        srv.get("/_matrix/client/v3/pushers", Some(&phone)).await.0,
+        401
+    );
     srv.finish().await;
 }

@@ -52,13 +52,14 @@ fn guest_may(method: &Method, path: &str) -> bool {
                 | "read_markers"
                 | "relations"
                 | "threads"
+                | "summary"
         ),
         ["join", _] => true,
         ["profile", ..] | ["presence", ..] | ["pushrules", ..] => true,
         ["user", _, "filter", ..] | ["user", _, "account_data", ..] => true,
         ["user", _, "rooms", _, "account_data" | "tags", ..] => true,
         ["keys", "upload" | "query" | "claim" | "changes"] | ["sendToDevice", ..] => true,
-        ["directory", "room", _] | ["publicRooms"] => read,
+        ["directory", "room", _] | ["publicRooms"] | ["room_summary", _] => read,
         [
             "media",
             "config" | "download" | "thumbnail" | "preview_url",
@@ -87,6 +88,11 @@ mod tests {
             (Method::PUT, "/_matrix/client/v3/profile/@1:b/displayname"),
             (Method::GET, "/_matrix/client/v1/media/download/b/x"),
             (Method::POST, "/_matrix/client/unstable/keys/query"),
+            (Method::GET, "/_matrix/client/v1/room_summary/!a:b"),
+            (
+                Method::GET,
+                "/_matrix/client/unstable/im.nheko.summary/rooms/!a:b/summary",
+            ),
         ];
         for (method, path) in allowed {
             assert!(guest_may(&method, path), "{method} {path}");

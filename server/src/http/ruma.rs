@@ -44,6 +44,9 @@ where
     pub auth: <T::Authentication as Authenticate>::Identity,
     /// The client's address (for rate limits and device last-seen).
     pub client_ip: Option<String>,
+    /// The body as received, for the few handlers that keep keys ruma's types drop (a
+    /// join's custom member content).
+    pub raw_body: Bytes,
 }
 
 /// The peer address of the connection, when the server recorded it.
@@ -217,6 +220,7 @@ where
             }))
             .map_err(|_| Error::bad_json("The request could not be parsed"))
         };
+        let raw_body = bytes.clone();
         let mut parsed = parse(http::Request::from_parts(parts, bytes))?;
         if parsed.is_err()
             && let Some(parts) = retry_parts
@@ -228,6 +232,7 @@ where
             body,
             auth,
             client_ip,
+            raw_body,
         })
     }
 }

@@ -88,27 +88,7 @@ impl Services {
             let Ok(room_id) = RoomId::parse(room.as_str()) else {
                 continue;
             };
-            let state = |kind: &'static str| self.state_content(&room_id, kind, "");
-            let entry = DirectoryRoom {
-                name: text(state("m.room.name").await?, "name"),
-                topic: text(state("m.room.topic").await?, "topic"),
-                canonical_alias: text(state("m.room.canonical_alias").await?, "alias"),
-                avatar_url: text(state("m.room.avatar").await?, "url"),
-                join_rule: text(state("m.room.join_rules").await?, "join_rule")
-                    .unwrap_or_else(|| "invite".to_owned()),
-                world_readable: text(
-                    state("m.room.history_visibility").await?,
-                    "history_visibility",
-                )
-                .as_deref()
-                    == Some("world_readable"),
-                guest_can_join: text(state("m.room.guest_access").await?, "guest_access")
-                    .as_deref()
-                    == Some("can_join"),
-                room_type: text(state("m.room.create").await?, "type"),
-                joined: self.store.room_members(room.as_str(), "join").await?.len() as u64,
-                room_id: room,
-            };
+            let entry = self.room_card(&room_id).await?;
             let matches = term.as_deref().is_none_or(|term| {
                 [&entry.name, &entry.topic, &entry.canonical_alias]
                     .iter()
@@ -131,6 +111,34 @@ impl Services {
         let page: Vec<DirectoryRoom> = rooms.into_iter().skip(offset).take(limit).collect();
         let next = (offset + page.len() < total).then_some(offset + page.len());
         Ok((page, next, total))
+    }
+
+    /// What the directory and room previews show of a room, from its current state.
+    pub async fn room_card(&self, room_id: &RoomId) -> Result<DirectoryRoom> {
+        let state = |kind: &'static str| self.state_content(room_id, kind, "");
+        Ok(DirectoryRoom {
+            name: text(state("m.room.name").await?, "name"),
+            topic: text(state("m.room.topic").await?, "topic"),
+            canonical_alias: text(state("m.room.canonical_alias").await?, "alias"),
+            avatar_url: text(state("m.room.avatar").await?, "url"),
+            join_rule: text(state("m.room.join_rules").await?, "join_rule")
+                .unwrap_or_else(|| "invite".to_owned()),
+            world_readable: text(
+                state("m.room.history_visibility").await?,
+                "history_visibility",
+            )
+            .as_deref()
+                == Some("world_readable"),
+            guest_can_join: text(state("m.room.guest_access").await?, "guest_access").as_deref()
+                == Some("can_join"),
+            room_type: text(state("m.room.create").await?, "type"),
+            joined: self
+                .store
+                .room_members(room_id.as_str(), "join")
+                .await?
+                .len() as u64,
+            room_id: room_id.to_string(),
+        })
     }
 
     /// Whether the room is published.

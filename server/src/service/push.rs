@@ -323,10 +323,19 @@ impl Services {
                     .and_then(Value::as_str)
                     .map(str::to_owned)
             });
-        let room_name = self
-            .state_content(&pdu.room_id, "m.room.name", "")
-            .await?
-            .and_then(|c| c.get("name").and_then(Value::as_str).map(str::to_owned));
+        // The room's name, else its canonical alias (as Synapse names rooms in pushes).
+        let text_of = |kind: &'static str, key: &'static str| async move {
+            Ok::<_, Error>(
+                self.state_content(&pdu.room_id, kind, "")
+                    .await?
+                    .and_then(|c| c.get(key).and_then(Value::as_str).map(str::to_owned))
+                    .filter(|text| !text.is_empty()),
+            )
+        };
+        let room_name = match text_of("m.room.name", "name").await? {
+            Some(name) => Some(name),
+            None => text_of("m.room.canonical_alias", "alias").await?,
+        };
         // `id` is the event id's legacy name, which Synapse still sends and gateways read.
         let mut notification = json!({
             "id": pdu.event_id,
@@ -344,12 +353,21 @@ impl Services {
         }
         if pdu.kind.to_string() == "m.room.member" {
             notification["state_key"] = pdu.state_key.clone().into();
+            if let Some(membership) = pdu.content_object().get("membership") {
+                notification["membership"] = membership.clone();
+            }
         }
         Ok(notification)
     }
 
     /// `POST /pushers/set` with a `kind`: validates and stores an HTTP pusher.
-    pub async fn set_pusher(&self, user_id: &UserId, body: &Value, append: bool) -> Result<()> {
+    pub async fn set_pusher(
+        &self,
+        session: &super::Session,
+        body: &Value,
+        append: bool,
+    ) -> Result<()> {
+        let user_id = &session.user_id;
         let text = |key: &str| -> Result<String> {
             body.get(key)
                 .and_then(Value::as_str)
@@ -411,6 +429,7 @@ impl Services {
             lang: text("lang")?,
             data: Value::Object(data.clone()).to_string(),
             created_ts: self.now_ms(),
+            device_id: Some(session.device_id.to_string()),
         };
         self.store.set_pusher(&pusher, append).await?;
         Ok(())

@@ -92,6 +92,12 @@ impl Store {
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
+            // Its pushers go with it: a logged-out phone hears nothing more.
+            sqlx::query("DELETE FROM pushers WHERE user_id = $1 AND device_id = $2")
+                .bind(user_id.as_str())
+                .bind(device_id.as_str())
+                .execute(&mut *tx)
+                .await?;
             // Signatures on the device go with it (a new device could reuse the ID).
             sqlx::query(
                 "DELETE FROM key_signatures WHERE target_user_id = $1 AND target_key_id = $2",
@@ -122,6 +128,15 @@ impl Store {
             .execute(&mut *tx)
             .await?
             .rows_affected();
+        // The pushers of the devices that went (all of them when no device stays).
+        sqlx::query(
+            "DELETE FROM pushers WHERE user_id = $1 \
+             AND ($2 = '' OR (device_id IS NOT NULL AND device_id <> $2))",
+        )
+        .bind(user_id.as_str())
+        .bind(keep.map_or("", DeviceId::as_str))
+        .execute(&mut *tx)
+        .await?;
         if deleted > 0 {
             super::keys::record_device_list_change(&mut tx, user_id.as_str()).await?;
         }

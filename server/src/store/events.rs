@@ -714,6 +714,29 @@ impl Store {
             .collect()
     }
 
+    /// [`Store::user_rooms`] plus the rooms forgotten after leaving since stream position
+    /// `since`: an incremental sync still reports that leave once.
+    pub async fn sync_rooms(
+        &self,
+        user_id: &str,
+        since: Option<i64>,
+    ) -> Result<Vec<(String, String, i64)>, sqlx::Error> {
+        let Some(since) = since else {
+            return self.user_rooms(user_id).await;
+        };
+        let rows = sqlx::query(
+            "SELECT room_id, membership, membership_since FROM memberships \
+             WHERE user_id = $1 AND (forgotten = 0 OR membership_since > $2) ORDER BY room_id",
+        )
+        .bind(user_id)
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?)))
+            .collect()
+    }
+
     /// Members of a room with a given membership.
     pub async fn room_members(
         &self,
@@ -727,6 +750,22 @@ impl Store {
         .bind(membership)
         .fetch_all(&self.pool)
         .await
+    }
+
+    /// Whether anyone has the membership in the room (without reading the member list).
+    pub async fn has_member_with(
+        &self,
+        room_id: &str,
+        membership: &str,
+    ) -> Result<bool, sqlx::Error> {
+        let found: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM memberships WHERE room_id = $1 AND membership = $2 LIMIT 1",
+        )
+        .bind(room_id)
+        .bind(membership)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(found.is_some())
     }
 
     /// Hides a left room from the user's sync and room lists.

@@ -40,6 +40,8 @@ pub struct PusherRow {
     pub data: String,
     /// When it was set, ms.
     pub created_ts: i64,
+    /// The device that set it (none for pushers from before devices owned them).
+    pub device_id: Option<String>,
 }
 
 /// One notification as `/notifications` lists it.
@@ -71,11 +73,12 @@ fn pusher_row(r: &sqlx::any::AnyRow) -> Result<PusherRow, sqlx::Error> {
         lang: r.try_get(7)?,
         data: r.try_get(8)?,
         created_ts: r.try_get(9)?,
+        device_id: r.try_get(10)?,
     })
 }
 
 const PUSHER_COLUMNS: &str = "user_id, app_id, pushkey, kind, app_display_name, \
-    device_display_name, profile_tag, lang, data, created_ts";
+    device_display_name, profile_tag, lang, data, created_ts, device_id";
 
 /// The stream position up to which a user has read a room: their latest unthreaded or
 /// main-timeline receipt (a receipt in a thread reads only that thread), or their join when
@@ -379,8 +382,9 @@ impl Store {
                 .await?;
         }
         sqlx::query(&format!(
-            "INSERT INTO pushers ({PUSHER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+            "INSERT INTO pushers ({PUSHER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
              ON CONFLICT (app_id, pushkey, user_id) DO UPDATE SET kind = excluded.kind, \
+             device_id = excluded.device_id, \
              app_display_name = excluded.app_display_name, \
              device_display_name = excluded.device_display_name, \
              profile_tag = excluded.profile_tag, lang = excluded.lang, data = excluded.data"
@@ -395,6 +399,7 @@ impl Store {
         .bind(&pusher.lang)
         .bind(&pusher.data)
         .bind(pusher.created_ts)
+        .bind(pusher.device_id.as_deref())
         .execute(&mut *tx)
         .await?;
         tx.commit().await

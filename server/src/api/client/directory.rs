@@ -13,11 +13,12 @@ use ruma::{
                 set_room_visibility,
             },
             presence::{get_presence, set_presence},
-            room::{Visibility, get_event_by_timestamp, upgrade_room},
+            room::{Visibility, get_event_by_timestamp, get_summary, upgrade_room},
             user_directory::search_users,
         },
     },
     directory::{PublicRoomsChunk, PublicRoomsChunkInit},
+    events::room::member::MembershipState,
     presence::PresenceState,
     room::JoinRuleKind,
 };
@@ -41,6 +42,7 @@ pub(super) fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .ruma(update_presence)
         .ruma(timestamp_to_event)
         .ruma(upgrade)
+        .ruma(summary)
 }
 
 /// Most rooms or users one directory page returns.
@@ -282,4 +284,17 @@ async fn upgrade(
         .upgrade_room(&b.room_id, &req.auth.user_id, b.new_version.as_str())
         .await?;
     Ok(upgrade_room::v3::Response::new(new_room))
+}
+
+/// # `GET /_matrix/client/v1/room_summary/{roomIdOrAlias}` (and MSC3266's unstable path)
+async fn summary(
+    services: Arc<Services>,
+    req: Ruma<get_summary::v1::Request>,
+) -> Result<get_summary::v1::Response> {
+    let room_id = super::resolve_room(&services, &req.body.room_id_or_alias).await?;
+    let asker = req.auth.as_ref().map(|session| session.user_id.as_ref());
+    let (summary, membership) = services.room_summary(&room_id, asker).await?;
+    let mut response = get_summary::v1::Response::new(summary);
+    response.membership = membership.map(|m| MembershipState::from(m.as_str()));
+    Ok(response)
 }

@@ -5,21 +5,14 @@ use std::{collections::BTreeMap, sync::Arc};
 use axum::{Json, Router, routing::get};
 use ruma::api::client::discovery::{
     discover_homeserver::{self, HomeserverInfo},
-    get_capabilities::{
-        self,
-        v3::{
-            Capabilities, ChangePasswordCapability, GetLoginTokenCapability, RoomVersionStability,
-            RoomVersionsCapability,
-        },
-    },
     get_supported_versions,
 };
-
-use ruma::RoomVersionId;
+use serde_json::{Value, json};
 
 use crate::{
     http::{
-        error::{Error, Result},
+        auth::Authenticated,
+        error::Result,
         ruma::{RouterExt, Ruma},
     },
     service::{
@@ -39,8 +32,9 @@ pub(super) fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
     router
         .ruma(versions)
         .ruma(well_known_client)
-        .ruma(capabilities)
         .route("/.well-known/matrix/server", get(well_known_server))
+        .route("/_matrix/client/r0/capabilities", get(capabilities))
+        .route("/_matrix/client/v3/capabilities", get(capabilities))
 }
 
 /// # `GET /_matrix/client/versions`
@@ -74,21 +68,24 @@ async fn well_known_server(
 }
 
 /// # `GET /_matrix/client/v3/capabilities`
-async fn capabilities(
-    _: Arc<Services>,
-    _: Ruma<get_capabilities::v3::Request>,
-) -> Result<get_capabilities::v3::Response> {
-    let mut capabilities = Capabilities::new();
-    capabilities.change_password = ChangePasswordCapability::new(true);
-    capabilities.get_login_token = GetLoginTokenCapability::new(true);
-    // Without it clients take the spec's default (version 1) and warn that rooms are unstable.
-    let stable = SUPPORTED_ROOM_VERSIONS
+///
+/// Written out by hand: ruma leaves out capabilities at their default value, and SyTest and
+/// some clients look for `m.change_password` and the profile capabilities by name.
+async fn capabilities(Authenticated(_): Authenticated) -> Json<Value> {
+    // Without `m.room_versions` clients take the spec's default (version 1) and warn that
+    // rooms are unstable.
+    let available: serde_json::Map<String, Value> = SUPPORTED_ROOM_VERSIONS
         .iter()
-        .filter_map(|v| RoomVersionId::try_from(*v).ok())
-        .map(|v| (v, RoomVersionStability::Stable))
+        .map(|v| ((*v).to_owned(), Value::from("stable")))
         .collect();
-    let default = RoomVersionId::try_from(DEFAULT_ROOM_VERSION)
-        .map_err(|e| Error::Internal(anyhow::anyhow!("default room version: {e}")))?;
-    capabilities.room_versions = RoomVersionsCapability::new(default, stable);
-    Ok(get_capabilities::v3::Response::new(capabilities))
+    Json(json!({
+        "capabilities": {
+            "m.change_password": { "enabled": true },
+            "m.room_versions": { "default": DEFAULT_ROOM_VERSION, "available": available },
+            "m.set_displayname": { "enabled": true },
+            "m.set_avatar_url": { "enabled": true },
+            "m.3pid_changes": { "enabled": false },
+            "m.get_login_token": { "enabled": true },
+        }
+    }))
 }

@@ -8,7 +8,7 @@ use axum::{
     routing::get,
 };
 use ruma::{
-    OwnedRoomId, RoomId, RoomOrAliasId, UserId,
+    RoomId, UserId,
     api::client::{
         knock::knock_room,
         membership::{
@@ -49,14 +49,21 @@ pub(super) fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
     })
 }
 
-async fn resolve(services: &Services, room: &RoomOrAliasId) -> Result<OwnedRoomId> {
-    match <&RoomId>::try_from(room) {
-        Ok(room_id) => Ok(room_id.to_owned()),
-        Err(alias) => services
-            .resolve_alias(alias)
-            .await?
-            .ok_or_else(|| Error::not_found(format!("No room has the alias {alias}"))),
+/// The keys of a join's body that go into the member event as they are (everything but what
+/// the server sets), as Synapse keeps them.
+fn custom_member_content(raw_body: &[u8]) -> serde_json::Map<String, Value> {
+    let mut content: serde_json::Map<String, Value> =
+        serde_json::from_slice(raw_body).unwrap_or_default();
+    for key in [
+        "membership",
+        "displayname",
+        "avatar_url",
+        "join_authorised_via_users_server",
+        "third_party_signed",
+    ] {
+        content.remove(key);
     }
+    content
 }
 
 /// # `POST /_matrix/client/v3/rooms/{roomId}/join`
@@ -66,7 +73,11 @@ async fn join_by_id(
 ) -> Result<join_room_by_id::v3::Response> {
     let room_id = req.body.room_id;
     services
-        .join(&room_id, &req.auth.user_id, req.body.reason.as_deref())
+        .join(
+            &room_id,
+            &req.auth.user_id,
+            custom_member_content(&req.raw_body),
+        )
         .await?;
     Ok(join_room_by_id::v3::Response::new(room_id))
 }
@@ -76,9 +87,13 @@ async fn join_by_id_or_alias(
     services: Arc<Services>,
     req: Ruma<join_room_by_id_or_alias::v3::Request>,
 ) -> Result<join_room_by_id_or_alias::v3::Response> {
-    let room_id = resolve(&services, &req.body.room_id_or_alias).await?;
+    let room_id = super::resolve_room(&services, &req.body.room_id_or_alias).await?;
     services
-        .join(&room_id, &req.auth.user_id, req.body.reason.as_deref())
+        .join(
+            &room_id,
+            &req.auth.user_id,
+            custom_member_content(&req.raw_body),
+        )
         .await?;
     Ok(join_room_by_id_or_alias::v3::Response::new(room_id))
 }
@@ -207,7 +222,7 @@ async fn knock(
     services: Arc<Services>,
     req: Ruma<knock_room::v3::Request>,
 ) -> Result<knock_room::v3::Response> {
-    let room_id = resolve(&services, &req.body.room_id_or_alias).await?;
+    let room_id = super::resolve_room(&services, &req.body.room_id_or_alias).await?;
     let user = &req.auth.user_id;
     change(
         &services,
@@ -274,14 +289,17 @@ async fn members(
 /// # `GET /_matrix/client/v3/rooms/{roomId}/joined_members`
 ///
 /// Both profile fields of every member, `null` when unset (as Synapse; SyTest and client
-/// schemas look for the keys).
+/// schemas look for the keys). Members see it, and so does anyone when the room's history is
+/// world-readable (room previews read it, as on Synapse).
 async fn joined_members(
     State(services): State<Arc<Services>>,
     Authenticated(session): Authenticated,
     Path(room_id): Path<String>,
 ) -> Result<Json<Value>> {
     let room_id = super::path_room_id(&room_id)?;
-    services.ensure_joined(&room_id, &session.user_id).await?;
+    if services.current_visibility(&room_id).await? != "world_readable" {
+        services.ensure_joined(&room_id, &session.user_id).await?;
+    }
     let mut joined = serde_json::Map::new();
     for member in services
         .store

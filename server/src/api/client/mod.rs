@@ -69,6 +69,19 @@ fn path_room_id(raw: &str) -> crate::http::error::Result<ruma::OwnedRoomId> {
         .map_err(|e| crate::http::error::Error::invalid_param(format!("Invalid room id: {e}")))
 }
 
+/// The room a room id or alias names: 404 for an alias nobody holds.
+async fn resolve_room(
+    services: &Services,
+    room: &ruma::RoomOrAliasId,
+) -> crate::http::error::Result<ruma::OwnedRoomId> {
+    match <&ruma::RoomId>::try_from(room) {
+        Ok(room_id) => Ok(room_id.to_owned()),
+        Err(alias) => services.resolve_alias(alias).await?.ok_or_else(|| {
+            crate::http::error::Error::not_found(format!("No room has the alias {alias}"))
+        }),
+    }
+}
+
 /// A user id from a hand-routed path: 400 `M_INVALID_PARAM` when it is not one.
 fn path_user_id(raw: &str) -> crate::http::error::Result<ruma::OwnedUserId> {
     ruma::UserId::parse(raw)

@@ -85,7 +85,7 @@ async fn set_pusher(
                 )
                 .await?;
         }
-        _ => services.set_pusher(&session.user_id, &body, append).await?,
+        _ => services.set_pusher(&session, &body, append).await?,
     }
     Ok(Json(json!({})))
 }

@@ -87,6 +87,7 @@ async fn create(
         },
         room_version: b.room_version.as_ref().map(ToString::to_string),
         is_direct: b.is_direct,
+        room_id: None,
     };
     let room_id = services.create_room(&req.auth.user_id, request).await?;
     Ok(create_room::v3::Response::new(room_id))

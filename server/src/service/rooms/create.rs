@@ -36,9 +36,22 @@ pub struct CreateRoom {
     pub room_version: Option<String>,
     /// The room is a direct chat (`is_direct` on invites).
     pub is_direct: bool,
+    /// An id chosen beforehand (an upgrade's tombstone names the room before it exists);
+    /// ignored from room version 12, where the id is the create event's hash.
+    pub room_id: Option<OwnedRoomId>,
 }
 
 impl Services {
+    /// A fresh room id of this server (room versions before 12).
+    pub(crate) fn new_room_id(&self) -> Result<OwnedRoomId> {
+        RoomId::parse(format!(
+            "!{}:{}",
+            secrets::random_alphanumeric(18),
+            self.config.server_name
+        ))
+        .map_err(|e| Error::Internal(e.into()))
+    }
+
     /// Creates a room as `creator`; its id.
     pub async fn create_room(&self, creator: &UserId, request: CreateRoom) -> Result<OwnedRoomId> {
         let version = request
@@ -110,12 +123,10 @@ impl Services {
             self.commit(prepared, &empty, None, &[]).await?;
             room_id
         } else {
-            let room_id = RoomId::parse(format!(
-                "!{}:{}",
-                secrets::random_alphanumeric(18),
-                self.config.server_name
-            ))
-            .map_err(|e| Error::Internal(e.into()))?;
+            let room_id = match &request.room_id {
+                Some(room_id) => room_id.clone(),
+                None => self.new_room_id()?,
+            };
             self.store
                 .insert_room(room_id.as_str(), &version, creator.as_str(), self.now_ms())
                 .await?;

@@ -34,22 +34,32 @@ pub enum MembershipChange {
 }
 
 impl Services {
-    /// Joins `user_id` to the room; the join event's id.
+    /// Joins `user_id` to the room, with `custom` keys (a `reason`, say) in the member event
+    /// beside those the server sets; the join event's id.
     pub async fn join(
         &self,
         room_id: &RoomId,
         user_id: &UserId,
-        reason: Option<&str>,
+        custom: serde_json::Map<String, Value>,
     ) -> Result<OwnedEventId> {
         if self.store.room(room_id.as_str()).await?.is_none() {
             return Err(Error::not_found(format!(
                 "No room {room_id} on this server (joining over federation is not available yet)"
             )));
         }
+        if !self.store.has_member_with(room_id.as_str(), "join").await? {
+            // As Synapse: with nobody left there is no server to join through.
+            return Err(Error::not_found(format!(
+                "Nobody is left in {room_id}: there is no one to join"
+            )));
+        }
         self.ensure_guest_may_join(room_id, user_id).await?;
-        let mut content = self.member_content(user_id, "join").await?;
-        if let Some(reason) = reason {
-            content["reason"] = Value::from(reason);
+        let mut content = Value::Object(custom);
+        if let (Some(content), Value::Object(own)) = (
+            content.as_object_mut(),
+            self.member_content(user_id, "join").await?,
+        ) {
+            content.extend(own);
         }
         if let Some(via) = self.restricted_join_authoriser(room_id, user_id).await? {
             content["join_authorised_via_users_server"] = Value::from(via);

@@ -5,6 +5,7 @@ mod create;
 mod membership;
 pub mod pdu;
 mod relations;
+pub mod summary;
 mod upgrade;
 mod visibility;
 

@@ -1,7 +1,7 @@
 //! Room upgrades: a new room of the requested version with the old room's important state,
 //! a tombstone in the old room pointing at it, and the old room made read-only.
 
-use ruma::{OwnedRoomId, RoomId, UserId};
+use ruma::{OwnedEventId, OwnedRoomId, RoomId, UserId};
 use serde_json::{Value, json};
 
 use super::{CreateRoom, EventDraft};
@@ -51,16 +51,31 @@ impl Services {
         {
             return Err(Error::bad_request("This room has already been upgraded"));
         }
-        let last = self
-            .store
-            .room_events(room_id.as_str(), 0, i64::MAX, false, 1)
-            .await?
-            .pop()
-            .ok_or_else(|| Error::not_found("The room has no events"))?;
+        // Before version 12 the new room's id can be chosen first, so the tombstone goes
+        // first and the new room's `predecessor` names it (as Synapse; clients and SyTest
+        // follow the link). From 12 the id is the create event's hash: the room comes first
+        // and `predecessor` names the old room's last event before the tombstone.
+        let hashed_id = super::version_rules(version)?
+            .1
+            .authorization
+            .room_create_event_id_as_room_id;
+        let (chosen_id, predecessor_event) = if hashed_id {
+            let last = self
+                .store
+                .room_events(room_id.as_str(), 0, i64::MAX, false, 1)
+                .await?
+                .pop()
+                .ok_or_else(|| Error::not_found("The room has no events"))?;
+            (None, last.event_id)
+        } else {
+            let chosen_id = self.new_room_id()?;
+            let tombstone = self.tombstone(room_id, user_id, &chosen_id).await?;
+            (Some(chosen_id), tombstone.to_string())
+        };
         let mut creation = serde_json::Map::new();
         creation.insert(
             "predecessor".to_owned(),
-            json!({ "room_id": room_id, "event_id": last.event_id }),
+            json!({ "room_id": room_id, "event_id": predecessor_event }),
         );
         if let Some(kind) = self
             .state_content(room_id, "m.room.create", "")
@@ -108,6 +123,7 @@ impl Services {
                     initial_state,
                     power_level_override: power_levels,
                     room_version: Some(version.to_owned()),
+                    room_id: chosen_id.clone(),
                     ..CreateRoom::default()
                 },
             )
@@ -131,17 +147,9 @@ impl Services {
             )
             .await?;
         }
-        self.append(
-            room_id,
-            user_id,
-            EventDraft::state(
-                "m.room.tombstone",
-                "",
-                json!({ "body": "This room has been replaced", "replacement_room": new_room }),
-            ),
-            None,
-        )
-        .await?;
+        if chosen_id.is_none() {
+            self.tombstone(room_id, user_id, &new_room).await?;
+        }
         // The old room goes quiet: only moderators may speak or invite.
         let mut power_levels = old_levels;
         let users_default = power_levels
@@ -167,5 +175,25 @@ impl Services {
                 .await?;
         }
         Ok(new_room)
+    }
+
+    /// Sends the old room's tombstone pointing at its replacement.
+    async fn tombstone(
+        &self,
+        room_id: &RoomId,
+        user_id: &UserId,
+        replacement: &RoomId,
+    ) -> Result<OwnedEventId> {
+        self.append(
+            room_id,
+            user_id,
+            EventDraft::state(
+                "m.room.tombstone",
+                "",
+                json!({ "body": "This room has been replaced", "replacement_room": replacement }),
+            ),
+            None,
+        )
+        .await
     }
 }

@@ -159,7 +159,7 @@ impl Services {
     }
 
     /// The room's history visibility now.
-    async fn current_visibility(&self, room_id: &RoomId) -> Result<String> {
+    pub(crate) async fn current_visibility(&self, room_id: &RoomId) -> Result<String> {
         Ok(self
             .state_content(room_id, HISTORY_VISIBILITY, "")
             .await?

@@ -383,9 +383,16 @@ impl Services {
         // changed between the two reads would otherwise be missed for good.
         let mut attempts = 0;
         let (upto, rooms) = loop {
-            let before = self.store.user_rooms(user_id.as_str()).await?;
+            let since_events = options.since.map(|s| s.events);
+            let before = self
+                .store
+                .sync_rooms(user_id.as_str(), since_events)
+                .await?;
             let upto = self.store.max_stream_ordering().await?;
-            let after = self.store.user_rooms(user_id.as_str()).await?;
+            let after = self
+                .store
+                .sync_rooms(user_id.as_str(), since_events)
+                .await?;
             attempts += 1;
             if before == after {
                 break (upto, after);
@@ -1057,10 +1064,12 @@ impl Services {
         }
     }
 
-    /// What an invited or knocking user may see: a few state events, stripped, plus their own
-    /// membership event.
+    /// What an invited or knocking user may see: a few state events, stripped, their own
+    /// membership event and the inviter's (as Synapse: clients show who invited from it, and
+    /// matrix-sdk imports the inviter's shared room keys, MSC4268, only when it is there).
     async fn stripped_state<T>(&self, room_id: &RoomId, user_id: &UserId) -> Result<Vec<Raw<T>>> {
         let mut events = Vec::new();
+        let mut inviter = None;
         for (kind, key) in [
             ("m.room.create", ""),
             ("m.room.join_rules", ""),
@@ -1076,9 +1085,21 @@ impl Services {
                 .current_state_event(room_id.as_str(), kind, key)
                 .await?
             {
+                if kind == "m.room.member" && stored.sender != user_id.as_str() {
+                    inviter = Some(stored.sender.clone());
+                }
                 let pdu = Pdu::from_stored(&stored).map_err(Error::Internal)?;
                 events.push(to_raw(&pdu.to_stripped())?);
             }
+        }
+        if let Some(inviter) = inviter
+            && let Some(stored) = self
+                .store
+                .current_state_event(room_id.as_str(), "m.room.member", &inviter)
+                .await?
+        {
+            let pdu = Pdu::from_stored(&stored).map_err(Error::Internal)?;
+            events.push(to_raw(&pdu.to_stripped())?);
         }
         Ok(events)
     }
