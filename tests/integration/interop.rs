@@ -20,6 +20,8 @@ both_backends!(
     deleting_an_alias_takes_it_out_of_the_canonical_alias,
     ignored_users_are_not_heard,
     joins_keep_the_content_they_carry,
+    guests_upgrade_to_full_accounts,
+    presence_reaches_new_room_mates,
 );
 
 fn token(v: &Value) -> String {
@@ -908,5 +910,203 @@ async fn joins_keep_the_content_they_carry(backend: Backend) {
         member("@bob:localhost").await["foo"],
         json!({"nested": true})
     );
+    srv.finish().await;
+}
+
+/// A guest registers for real with its guest token and keeps its id (Synapse's
+/// `guest_access_token`); no guest upgrades another, and a full account is no guest token.
+async fn guests_upgrade_to_full_accounts(backend: Backend) {
+    let srv = TestServer::start_with(&backend, |c| c.registration.guest_access = true).await;
+    let alice = token(&srv.register("alice", "pw alice 1").await);
+    let room = create_room(&srv, &alice, json!({"preset": "private_chat"})).await;
+    let guest = || async {
+        let (status, body) = srv
+            .post_json("/_matrix/client/v3/register?kind=guest", None, &json!({}))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        (
+            body["user_id"].as_str().expect("id").to_owned(),
+            token(&body),
+        )
+    };
+    let (guest_id, guest_token) = guest().await;
+    let (other_id, _) = guest().await;
+    let localpart = |id: &str| id[1..].split(':').next().expect("localpart").to_owned();
+    let upgrade = |name: String, guest: String, auth: Option<Value>| {
+        let srv = &srv;
+        async move {
+            let mut body = json!({
+                "username": name, "password": "a guest no more 1", "guest_access_token": guest,
+            });
+            if let Some(auth) = auth {
+                body["auth"] = auth;
+            }
+            srv.post_json("/_matrix/client/v3/register", None, &body)
+                .await
+        }
+    };
+
+    // Refusals first, and nothing changes: another guest's name, a full account's token.
+    assert_error(
+        &upgrade(localpart(&other_id), guest_token.clone(), None).await,
+        400,
+        "M_USER_IN_USE",
+    );
+    assert_error(
+        &upgrade("alice".to_owned(), alice.clone(), None).await,
+        403,
+        "M_FORBIDDEN",
+    );
+    assert_error(
+        &upgrade(localpart(&guest_id), "not a token".to_owned(), None).await,
+        401,
+        "M_UNKNOWN_TOKEN",
+    );
+    assert_error(
+        &srv.post_json(
+            "/_matrix/client/v3/createRoom",
+            Some(&guest_token),
+            &json!({}),
+        )
+        .await,
+        403,
+        "M_GUEST_ACCESS_FORBIDDEN",
+    );
+
+    // UIA as for any registration (a dummy stage without a session, as SyTest sends it).
+    let challenge = upgrade(localpart(&guest_id), guest_token.clone(), None).await;
+    assert_eq!(challenge.0, 401, "{:?}", challenge.1);
+    let (status, upgraded) = upgrade(
+        localpart(&guest_id),
+        guest_token.clone(),
+        Some(json!({"type": "m.login.dummy"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{upgraded}");
+    assert_eq!(upgraded["user_id"], guest_id.as_str(), "the id stays");
+    let full = token(&upgraded);
+    // A full account now: it may create rooms and be invited to private ones, and log in.
+    assert_eq!(
+        srv.post_json("/_matrix/client/v3/createRoom", Some(&full), &json!({}))
+            .await
+            .0,
+        200
+    );
+    let invited = srv
+        .post_json(
+            &format!("/_matrix/client/v3/rooms/{room}/invite"),
+            Some(&alice),
+            &json!({"user_id": guest_id}),
+        )
+        .await;
+    assert_eq!(invited.0, 200, "{:?}", invited.1);
+    let joined = srv
+        .post_json(
+            &format!("/_matrix/client/v3/join/{room}"),
+            Some(&full),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(joined.0, 200, "{:?}", joined.1);
+    let login = srv.login(&guest_id, "a guest no more 1").await;
+    assert_eq!(login["user_id"], guest_id.as_str());
+    // Upgrading twice is refused: it is no guest any more.
+    assert_error(
+        &upgrade(localpart(&guest_id), full, None).await,
+        403,
+        "M_FORBIDDEN",
+    );
+    srv.finish().await;
+}
+
+/// Someone who joins a room is heard of once by the members (their presence, changed or not),
+/// and the joiner hears of everyone there; the legacy `initialSync`s carry presence too, with
+/// `content.user_id`.
+async fn presence_reaches_new_room_mates(backend: Backend) {
+    let srv = TestServer::start(&backend).await;
+    let alice = token(&srv.register("alice", "pw alice 1").await);
+    let bob = token(&srv.register("bob", "pw bob 1").await);
+    let room = create_room(&srv, &alice, json!({"preset": "public_chat"})).await;
+    // Both online (a sync sets it) before either token: no presence *change* is left for
+    // the syncs below to report. Strangers to each other.
+    for who in [&alice, &bob] {
+        srv.get("/_matrix/client/v3/sync?set_presence=online", Some(who))
+            .await;
+    }
+    let (_, first) = srv.get("/_matrix/client/v3/sync", Some(&alice)).await;
+    let since = first["next_batch"].as_str().expect("token").to_owned();
+    let (_, bob_first) = srv.get("/_matrix/client/v3/sync", Some(&bob)).await;
+    let bob_since = bob_first["next_batch"].as_str().expect("token").to_owned();
+    let senders = |sync: &Value| -> Vec<String> {
+        sync["presence"]["events"]
+            .as_array()
+            .expect("presence")
+            .iter()
+            .map(|e| e["sender"].as_str().expect("sender").to_owned())
+            .collect()
+    };
+    assert!(!senders(&bob_first).contains(&"@alice:localhost".to_owned()));
+
+    let joined = srv
+        .post_json(
+            &format!("/_matrix/client/v3/join/{room}"),
+            Some(&bob),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(joined.0, 200);
+    let (_, next) = srv
+        .get(
+            &format!("/_matrix/client/v3/sync?since={since}&timeout=0"),
+            Some(&alice),
+        )
+        .await;
+    let heard = next["presence"]["events"]
+        .as_array()
+        .expect("presence")
+        .iter()
+        .find(|e| e["sender"] == "@bob:localhost")
+        .cloned()
+        .unwrap_or_else(|| panic!("alice hears of bob: {next}"));
+    assert_eq!(heard["content"]["presence"], "online");
+    assert!(heard["content"]["last_active_ago"].is_u64(), "{heard}");
+    let (_, bob_next) = srv
+        .get(
+            &format!("/_matrix/client/v3/sync?since={bob_since}&timeout=0"),
+            Some(&bob),
+        )
+        .await;
+    assert!(
+        senders(&bob_next).contains(&"@alice:localhost".to_owned()),
+        "bob hears of the room's members: {bob_next}"
+    );
+    // Once: the next sync has nothing new about bob.
+    let later = next["next_batch"].as_str().expect("token");
+    let (_, after) = srv
+        .get(
+            &format!("/_matrix/client/v3/sync?since={later}&timeout=0"),
+            Some(&alice),
+        )
+        .await;
+    assert!(
+        !senders(&after).contains(&"@bob:localhost".to_owned()),
+        "{after}"
+    );
+
+    for path in [
+        format!("/_matrix/client/v3/rooms/{room}/initialSync"),
+        "/_matrix/client/v3/initialSync".to_owned(),
+    ] {
+        let (status, initial) = srv.get(&path, Some(&bob)).await;
+        assert_eq!(status, 200, "{path}: {initial}");
+        let users: Vec<&str> = initial["presence"]
+            .as_array()
+            .expect("presence")
+            .iter()
+            .map(|e| e["content"]["user_id"].as_str().expect("user_id"))
+            .collect();
+        assert!(users.contains(&"@alice:localhost"), "{path}: {initial}");
+        assert!(users.contains(&"@bob:localhost"), "{path}: {initial}");
+    }
     srv.finish().await;
 }

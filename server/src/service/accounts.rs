@@ -134,16 +134,55 @@ impl Services {
                 tracing::info!(%user_id, is_admin, "account created");
                 Ok(user_id)
             }
-            CreateAccount::Taken => Err(Error::new(
-                StatusCode::BAD_REQUEST,
-                ErrorKind::UserInUse,
-                "This user name is already taken",
-            )),
-            CreateAccount::TokenUnusable => Err(Error::new(
-                StatusCode::UNAUTHORIZED,
-                ErrorKind::Forbidden,
-                "The registration token is not valid (unknown, used up or expired)",
-            )),
+            outcome => Err(registration_refused(outcome)),
+        }
+    }
+
+    /// The guest account a registration with `guest_access_token` would upgrade: 403 for a
+    /// token that is not a guest's, 400 `M_USER_IN_USE` when `username` names anyone else
+    /// (a guest upgrades only itself), as on Synapse.
+    pub async fn guest_to_upgrade(
+        &self,
+        guest_token: &str,
+        username: Option<&str>,
+    ) -> Result<OwnedUserId> {
+        let session = self.authenticate(guest_token, None).await?;
+        if !session.is_guest {
+            return Err(Error::forbidden(
+                "guest_access_token must be a guest's access token",
+            ));
+        }
+        if username.is_some_and(|name| name != session.user_id.localpart()) {
+            return Err(registration_refused(CreateAccount::Taken));
+        }
+        Ok(session.user_id)
+    }
+
+    /// Makes a guest account a full account with `password`: the user id stays, so rooms,
+    /// keys and settings carry over.
+    pub async fn upgrade_guest(
+        &self,
+        user_id: OwnedUserId,
+        password: Option<String>,
+        registration_token: Option<&str>,
+    ) -> Result<OwnedUserId> {
+        let hash = match password {
+            Some(password) => {
+                Self::check_password_shape(&password)?;
+                Some(secrets::hash_password(password).await?)
+            }
+            None => None,
+        };
+        match self
+            .store
+            .upgrade_guest(&user_id, hash.as_deref(), registration_token, self.now_ms())
+            .await?
+        {
+            CreateAccount::Created => {
+                tracing::info!(%user_id, "guest account upgraded");
+                Ok(user_id)
+            }
+            outcome => Err(registration_refused(outcome)),
         }
     }
 
@@ -309,5 +348,21 @@ mod tests {
         ));
         assert!(!is_wallet_localpart("0x51a1"));
         assert!(!is_wallet_localpart("alice"));
+    }
+}
+
+/// The error for an account that could not be created or upgraded.
+fn registration_refused(outcome: CreateAccount) -> Error {
+    match outcome {
+        CreateAccount::TokenUnusable => Error::new(
+            StatusCode::UNAUTHORIZED,
+            ErrorKind::Forbidden,
+            "The registration token is not valid (unknown, used up or expired)",
+        ),
+        _ => Error::new(
+            StatusCode::BAD_REQUEST,
+            ErrorKind::UserInUse,
+            "This user name is already taken",
+        ),
     }
 }

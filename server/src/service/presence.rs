@@ -6,6 +6,7 @@ use std::{
 };
 
 use ruma::{OwnedUserId, UserId};
+use serde_json::{Value, json};
 
 use super::Services;
 use crate::http::error::{Error, Result};
@@ -21,6 +22,19 @@ pub struct UserPresence {
     pub last_active_ms: i64,
     /// Serial of the last change.
     pub serial: i64,
+}
+
+/// A user's presence as `/sync` sends it (`m.presence` with `sender`).
+pub fn presence_event(user_id: &UserId, state: &UserPresence, now_ms: i64) -> Value {
+    let mut content = json!({
+        "presence": state.state,
+        "last_active_ago": now_ms.saturating_sub(state.last_active_ms).max(0),
+        "currently_active": state.state == "online",
+    });
+    if let Some(msg) = &state.status_msg {
+        content["status_msg"] = Value::from(msg.as_str());
+    }
+    json!({ "type": "m.presence", "sender": user_id, "content": content })
 }
 
 /// Everyone's presence, with a serial per change for sync tokens.

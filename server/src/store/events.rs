@@ -737,6 +737,30 @@ impl Store {
             .collect()
     }
 
+    /// The people who became joined members of a room the user is joined to within
+    /// `(since, upto]`, and everyone in the rooms the user joined then: whose presence an
+    /// incremental sync owes the user although it did not change.
+    pub async fn arrivals_since(
+        &self,
+        user_id: &str,
+        since: i64,
+        upto: i64,
+    ) -> Result<Vec<String>, sqlx::Error> {
+        sqlx::query_scalar(
+            "SELECT DISTINCT other.user_id FROM memberships mine \
+             JOIN memberships other ON other.room_id = mine.room_id \
+             WHERE mine.user_id = $1 AND mine.membership = 'join' \
+             AND other.membership = 'join' AND mine.membership_since <= $3 \
+             AND other.membership_since <= $3 \
+             AND (other.membership_since > $2 OR mine.membership_since > $2)",
+        )
+        .bind(user_id)
+        .bind(since)
+        .bind(upto)
+        .fetch_all(&self.pool)
+        .await
+    }
+
     /// Members of a room with a given membership.
     pub async fn room_members(
         &self,

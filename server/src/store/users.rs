@@ -61,19 +61,8 @@ impl Store {
         now_ms: i64,
     ) -> Result<CreateAccount, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
-        if let Some(token) = registration_token {
-            let used = sqlx::query(
-                "UPDATE registration_tokens SET completed = completed + 1 WHERE token = $1 \
-                 AND (uses_allowed IS NULL OR completed < uses_allowed) \
-                 AND (expires_ts IS NULL OR expires_ts > $2)",
-            )
-            .bind(token)
-            .bind(now_ms)
-            .execute(&mut *tx)
-            .await?;
-            if used.rows_affected() != 1 {
-                return Ok(CreateAccount::TokenUnusable);
-            }
+        if !use_registration_token(&mut tx, registration_token, now_ms).await? {
+            return Ok(CreateAccount::TokenUnusable);
         }
         let inserted = sqlx::query(
             "INSERT INTO users (user_id, localpart, password_hash, is_admin, is_guest, deactivated, created_ts) \
@@ -88,6 +77,34 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         if inserted.rows_affected() != 1 {
+            return Ok(CreateAccount::Taken);
+        }
+        tx.commit().await?;
+        Ok(CreateAccount::Created)
+    }
+
+    /// Turns a guest account into a full one with a password (`registration_token`
+    /// consumed in the same transaction); `Taken` when the account is not a guest's.
+    pub async fn upgrade_guest(
+        &self,
+        user_id: &UserId,
+        password_hash: Option<&str>,
+        registration_token: Option<&str>,
+        now_ms: i64,
+    ) -> Result<CreateAccount, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        if !use_registration_token(&mut tx, registration_token, now_ms).await? {
+            return Ok(CreateAccount::TokenUnusable);
+        }
+        let upgraded = sqlx::query(
+            "UPDATE users SET is_guest = 0, password_hash = $1 \
+             WHERE user_id = $2 AND is_guest = 1 AND deactivated = 0",
+        )
+        .bind(password_hash)
+        .bind(user_id.as_str())
+        .execute(&mut *tx)
+        .await?;
+        if upgraded.rows_affected() != 1 {
             return Ok(CreateAccount::Taken);
         }
         tx.commit().await?;
@@ -171,4 +188,26 @@ impl Store {
         super::keys::record_device_list_change(&mut tx, user_id.as_str()).await?;
         tx.commit().await
     }
+}
+
+/// Counts one use of a registration token, if one is given; false when it is used up or
+/// expired.
+async fn use_registration_token(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    token: Option<&str>,
+    now_ms: i64,
+) -> Result<bool, sqlx::Error> {
+    let Some(token) = token else {
+        return Ok(true);
+    };
+    let used = sqlx::query(
+        "UPDATE registration_tokens SET completed = completed + 1 WHERE token = $1 \
+         AND (uses_allowed IS NULL OR completed < uses_allowed) \
+         AND (expires_ts IS NULL OR expires_ts > $2)",
+    )
+    .bind(token)
+    .bind(now_ms)
+    .execute(&mut **tx)
+    .await?;
+    Ok(used.rows_affected() == 1)
 }

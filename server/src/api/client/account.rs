@@ -69,27 +69,50 @@ async fn register(
     let Some(flows) = services.registration_flows() else {
         return Err(Error::forbidden("Registration is disabled on this server"));
     };
+    // A guest becoming a full account keeps its id (Synapse's `guest_access_token`).
+    let guest_token = serde_json::from_slice::<serde_json::Value>(&req.raw_body)
+        .ok()
+        .and_then(|b| b.get("guest_access_token")?.as_str().map(str::to_owned));
     // Refuse a taken or invalid name before the client goes through authentication.
-    if let Some(username) = &body.username {
-        services.check_username(username).await?;
-    }
+    let guest = match &guest_token {
+        Some(token) => Some(
+            services
+                .guest_to_upgrade(token, body.username.as_deref())
+                .await?,
+        ),
+        None => {
+            if let Some(username) = &body.username {
+                services.check_username(username).await?;
+            }
+            None
+        }
+    };
     if let Some(password) = &body.password {
         Services::check_password_shape(password)?;
     }
     let outcome = services
         .user_interactive_auth(UiaOperation::Register, None, flows, body.auth.as_ref())
         .await?;
-    let localpart = body
-        .username
-        .unwrap_or_else(|| format!("u{}", secrets::random_alphanumeric(11).to_lowercase()));
-    let user_id = services
-        .create_account(
-            &localpart,
-            body.password,
-            false,
-            outcome.registration_token.as_deref(),
-        )
-        .await?;
+    let user_id = match guest {
+        Some(guest) => {
+            services
+                .upgrade_guest(guest, body.password, outcome.registration_token.as_deref())
+                .await?
+        }
+        None => {
+            let localpart = body
+                .username
+                .unwrap_or_else(|| format!("u{}", secrets::random_alphanumeric(11).to_lowercase()));
+            services
+                .create_account(
+                    &localpart,
+                    body.password,
+                    false,
+                    outcome.registration_token.as_deref(),
+                )
+                .await?
+        }
+    };
     if body.inhibit_login {
         return Ok(register::v3::Response::new(user_id));
     }

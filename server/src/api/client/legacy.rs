@@ -21,6 +21,7 @@ use crate::{
     },
     service::{
         Services,
+        presence::presence_event,
         sync::{SyncOptions, SyncToken},
     },
 };
@@ -68,6 +69,18 @@ fn events_of(section: &Value, room_id: Option<&str>) -> Vec<Value> {
             event
         })
         .collect()
+}
+
+/// Presence events in the legacy form: the user also in `content.user_id` (where the
+/// pre-sync API and SyTest read it).
+fn legacy_presence(mut events: Vec<Value>) -> Vec<Value> {
+    for event in &mut events {
+        let sender = event.get("sender").cloned();
+        if let (Some(sender), Some(content)) = (sender, event["content"].as_object_mut()) {
+            content.insert("user_id".to_owned(), sender);
+        }
+    }
+    events
 }
 
 /// Current state as `initialSync` gives it: the sync's state block plus the state changes in
@@ -166,7 +179,7 @@ async fn initial_sync(
     Ok(Json(json!({
         "end": response.next_batch,
         "rooms": listed,
-        "presence": events_of(&presence, None),
+        "presence": legacy_presence(events_of(&presence, None)),
         "account_data": events_of(&account_data, None),
         "receipts": receipts,
     })))
@@ -218,6 +231,19 @@ async fn room_initial_sync(
     } else {
         "private"
     };
+    let now = services.now_ms();
+    let mut presence = Vec::new();
+    for member in services
+        .store
+        .room_members(room_id.as_str(), "join")
+        .await?
+    {
+        if let Ok(member) = UserId::parse(member.as_str())
+            && let Some(state) = services.presence.get(&member)
+        {
+            presence.push(presence_event(&member, &state, now));
+        }
+    }
     Ok(Json(json!({
         "room_id": room_id,
         "membership": membership,
@@ -227,7 +253,7 @@ async fn room_initial_sync(
             "end": end,
         },
         "state": state,
-        "presence": [],
+        "presence": legacy_presence(presence),
         "receipts": [],
         "account_data": account_data,
         "visibility": visibility,
@@ -365,7 +391,7 @@ async fn events(
         let account_data =
             serde_json::to_value(&response.account_data).map_err(|e| Error::Internal(e.into()))?;
         chunk.extend(events_of(&account_data, None));
-        chunk.extend(events_of(&presence, None));
+        chunk.extend(legacy_presence(events_of(&presence, None)));
     }
     Ok(Json(json!({
         "start": from.to_string(),

@@ -549,13 +549,25 @@ impl Services {
                 }))?);
         }
         let since_presence = since.map_or(0, |s| s.presence);
-        if presence > since_presence {
+        // Whoever joined one of the user's rooms since the last sync (everyone, in a room the
+        // user joined) is heard of once, changed or not, as on Synapse.
+        let arrivals: HashSet<String> = match since {
+            Some(since) if presence > 0 => self
+                .store
+                .arrivals_since(user_id.as_str(), since.events, upto)
+                .await?
+                .into_iter()
+                .collect(),
+            _ => HashSet::new(),
+        };
+        if presence > since_presence || !arrivals.is_empty() {
             let now = self.now_ms();
             for peer in self.room_peers(user_id).await? {
                 let Some(state) = self.presence.get(&peer) else {
                     continue;
                 };
-                if state.serial <= since_presence
+                let news = state.serial > since_presence || arrivals.contains(peer.as_str());
+                if !news
                     || state.serial > presence
                     || !options
                         .presence_filter
@@ -563,19 +575,12 @@ impl Services {
                 {
                     continue;
                 }
-                let mut content = serde_json::json!({
-                    "presence": state.state,
-                    "last_active_ago": now.saturating_sub(state.last_active_ms).max(0),
-                    "currently_active": state.state == "online",
-                });
-                if let Some(msg) = &state.status_msg {
-                    content["status_msg"] = Value::from(msg.as_str());
-                }
-                response.presence.events.push(to_raw(&serde_json::json!({
-                    "type": "m.presence",
-                    "sender": peer,
-                    "content": content,
-                }))?);
+                response
+                    .presence
+                    .events
+                    .push(to_raw(&super::presence::presence_event(
+                        &peer, &state, now,
+                    ))?);
             }
         }
         let base = Waited {
