@@ -337,20 +337,6 @@ impl Services {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::is_wallet_localpart;
-
-    #[test]
-    fn wallet_localparts_are_recognised() {
-        assert!(is_wallet_localpart(
-            "0x51a1449b3b6d635eddec781cd47a99221712de97"
-        ));
-        assert!(!is_wallet_localpart("0x51a1"));
-        assert!(!is_wallet_localpart("alice"));
-    }
-}
-
 /// The error for an account that could not be created or upgraded.
 fn registration_refused(outcome: CreateAccount) -> Error {
     match outcome {
@@ -364,5 +350,19 @@ fn registration_refused(outcome: CreateAccount) -> Error {
             ErrorKind::UserInUse,
             "This user name is already taken",
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_wallet_localpart;
+
+    #[test]
+    fn wallet_localparts_are_recognised() {
+        assert!(is_wallet_localpart(
+            "0x51a1449b3b6d635eddec781cd47a99221712de97"
+        ));
+        assert!(!is_wallet_localpart("0x51a1"));
+        assert!(!is_wallet_localpart("alice"));
     }
 }
