@@ -10,6 +10,7 @@ both_backends!(
     registration_tokens_gate_registration,
     closed_registration_and_bad_names,
     shared_secret_registration_like_synapse,
+    registrations_remember_their_parameters_and_replay,
 );
 
 async fn register_with_token(srv: &TestServer, username: &str, token: &str) -> (u16, Value) {
@@ -307,4 +308,70 @@ async fn shared_secret_registration_like_synapse(backend: Backend) {
     let off = TestServer::start_with(&backend, |c| c.registration.shared_secret = None).await;
     assert_error(&off.get(path, None).await, 400, "M_UNKNOWN");
     off.finish().await;
+}
+
+/// As on Synapse: a client may send a registration's parameters only with its first request
+/// and finish with `auth` alone; replaying a completed registration's session signs in to the
+/// account it made instead of failing (so a lost answer can be retried).
+async fn registrations_remember_their_parameters_and_replay(backend: Backend) {
+    let srv = TestServer::start(&backend).await;
+    let register = |body: Value| {
+        let srv = &srv;
+        async move {
+            srv.post_json("/_matrix/client/v3/register", None, &body)
+                .await
+        }
+    };
+    let first = register(json!({
+        "username": "Remembered", "password": "übers3kr1t pw",
+        "device_id": "XYZZY", "initial_device_display_name": "Phone",
+    }))
+    .await;
+    assert_eq!(first.0, 401, "{:?}", first.1);
+    let session = first.1["session"].as_str().expect("session").to_owned();
+    let auth = json!({"auth": {"type": "m.login.dummy", "session": session}});
+    let (status, done) = register(auth.clone()).await;
+    assert_eq!(status, 200, "{done}");
+    assert_eq!(done["user_id"], "@remembered:localhost");
+    assert_eq!(done["device_id"], "XYZZY");
+    let token = done["access_token"].as_str().expect("token").to_owned();
+    let (_, device) = srv
+        .get("/_matrix/client/v3/devices/XYZZY", Some(&token))
+        .await;
+    assert_eq!(device["display_name"], "Phone");
+    // The remembered password is the account's (kept as its hash only).
+    assert_eq!(
+        srv.login("remembered", "übers3kr1t pw").await["user_id"],
+        "@remembered:localhost"
+    );
+
+    // The same completed session again: the same account, signed in afresh.
+    let (status, again) = register(auth).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["user_id"], "@remembered:localhost");
+    let token = again["access_token"].as_str().expect("token");
+    let (_, me) = srv
+        .get("/_matrix/client/v3/account/whoami", Some(token))
+        .await;
+    assert_eq!(me["user_id"], "@remembered:localhost");
+
+    // inhibit_login is remembered as well.
+    let first =
+        register(json!({"username": "quiet", "password": "quiet pw 1", "inhibit_login": true}))
+            .await;
+    let session = first.1["session"].as_str().expect("session");
+    let (status, quiet) =
+        register(json!({"auth": {"type": "m.login.dummy", "session": session}})).await;
+    assert_eq!(status, 200, "{quiet}");
+    assert_eq!(quiet["user_id"], "@quiet:localhost");
+    assert!(quiet.get("access_token").is_none(), "{quiet}");
+    assert!(quiet.get("device_id").is_none(), "{quiet}");
+
+    // A session nobody started remembers nothing and makes no account.
+    let (status, unknown) = register(json!({"auth": {
+        "type": "m.login.dummy", "session": "NoSuchSessionAnywhere1234"}}))
+    .await;
+    assert_ne!(status, 200, "{unknown}");
+    assert!(unknown.get("user_id").is_none(), "{unknown}");
+    srv.finish().await;
 }

@@ -107,7 +107,7 @@ impl Services {
         is_admin: bool,
         registration_token: Option<&str>,
     ) -> Result<OwnedUserId> {
-        let user_id = self.check_username(localpart).await?;
+        self.check_username(localpart).await?;
         let hash = match password {
             Some(password) => {
                 Self::check_password_shape(&password)?;
@@ -115,6 +115,20 @@ impl Services {
             }
             None => None,
         };
+        self.create_account_hashed(localpart, hash, is_admin, registration_token)
+            .await
+    }
+
+    /// [`Services::create_account`] with the password already hashed (a registration hashes
+    /// it when it first arrives).
+    pub async fn create_account_hashed(
+        &self,
+        localpart: &str,
+        hash: Option<String>,
+        is_admin: bool,
+        registration_token: Option<&str>,
+    ) -> Result<OwnedUserId> {
+        let user_id = self.check_username(localpart).await?;
         match self
             .store
             .create_account(
@@ -158,21 +172,14 @@ impl Services {
         Ok(session.user_id)
     }
 
-    /// Makes a guest account a full account with `password`: the user id stays, so rooms,
-    /// keys and settings carry over.
+    /// Makes a guest account a full account with a password (its hash): the user id stays,
+    /// so rooms, keys and settings carry over.
     pub async fn upgrade_guest(
         &self,
         user_id: OwnedUserId,
-        password: Option<String>,
+        hash: Option<String>,
         registration_token: Option<&str>,
     ) -> Result<OwnedUserId> {
-        let hash = match password {
-            Some(password) => {
-                Self::check_password_shape(&password)?;
-                Some(secrets::hash_password(password).await?)
-            }
-            None => None,
-        };
         match self
             .store
             .upgrade_guest(&user_id, hash.as_deref(), registration_token, self.now_ms())

@@ -18,6 +18,7 @@ pub mod push;
 pub mod push_lanes;
 mod rate_limit;
 mod redis;
+pub mod registration;
 pub mod rooms;
 pub mod search;
 pub mod secrets;

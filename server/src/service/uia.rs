@@ -112,13 +112,6 @@ impl Services {
         auth: Option<&AuthData>,
     ) -> Result<UiaOutcome> {
         let now = self.now_ms();
-        let lifetime_ms = i64::try_from(
-            self.config
-                .sessions
-                .uia_session_lifetime_s
-                .saturating_mul(1000),
-        )
-        .unwrap_or(i64::MAX);
         let challenge =
             |session: String, completed: Vec<AuthType>, auth_error: Option<StandardErrorBody>| {
                 let mut info = UiaaInfo::new(flows.clone());
@@ -132,7 +125,7 @@ impl Services {
             };
         let open_session = || async {
             let session = secrets::random_alphanumeric(24);
-            let expires = now.saturating_add(lifetime_ms);
+            let expires = self.uia_expiry(now);
             self.store
                 .insert_uia_session(&session, operation.as_str(), user, expires)
                 .await?;

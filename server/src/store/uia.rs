@@ -94,3 +94,69 @@ impl Store {
         Ok(())
     }
 }
+
+impl Store {
+    /// A registration's remembered parameters (JSON) and the account it made, unless lapsed.
+    pub async fn registration_session(
+        &self,
+        session_id: &str,
+        now_ms: i64,
+    ) -> Result<Option<(String, Option<String>)>, sqlx::Error> {
+        let row = sqlx::query(
+            "SELECT params, user_id FROM registration_sessions \
+             WHERE session_id = $1 AND expires_ts > $2",
+        )
+        .bind(session_id)
+        .bind(now_ms)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+            .transpose()
+    }
+
+    /// Remembers (or replaces) a registration's parameters until `expires_ms`, unless it has
+    /// already made its account; lapsed sessions go at the same time.
+    pub async fn save_registration_params(
+        &self,
+        session_id: &str,
+        params: &str,
+        expires_ms: i64,
+        now_ms: i64,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query("DELETE FROM registration_sessions WHERE expires_ts <= $1")
+            .bind(now_ms)
+            .execute(&self.pool)
+            .await?;
+        sqlx::query(
+            "INSERT INTO registration_sessions (session_id, params, user_id, expires_ts) \
+             VALUES ($1, $2, NULL, $3) ON CONFLICT (session_id) DO UPDATE \
+             SET params = excluded.params WHERE registration_sessions.user_id IS NULL",
+        )
+        .bind(session_id)
+        .bind(params)
+        .bind(expires_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Records the account a registration made, so that replaying its session signs in to it.
+    pub async fn registration_completed(
+        &self,
+        session_id: &str,
+        user_id: &UserId,
+        expires_ms: i64,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO registration_sessions (session_id, params, user_id, expires_ts) \
+             VALUES ($1, '{}', $2, $3) ON CONFLICT (session_id) DO UPDATE \
+             SET user_id = excluded.user_id",
+        )
+        .bind(session_id)
+        .bind(user_id.as_str())
+        .bind(expires_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}

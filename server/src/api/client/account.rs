@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use axum::Router;
+use axum::{Json, Router, extract::State, routing::post};
 use http::StatusCode;
 use ruma::api::{
     client::account::{
@@ -14,17 +14,24 @@ use ruma::api::{
     error::ErrorKind,
 };
 
+use serde_json::{Value, json};
+
 use crate::{
     http::{
         error::{Error, Result},
         ruma::{RouterExt, Ruma},
     },
-    service::{Limit, Services, UiaOperation, secrets},
+    service::{
+        Limit, Services, UiaOperation,
+        registration::{Registration, RegistrationParams},
+        secrets,
+    },
 };
 
 pub(super) fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
     router
-        .ruma(register)
+        .route("/_matrix/client/r0/register", post(register))
+        .route("/_matrix/client/v3/register", post(register))
         .ruma(username_available)
         .ruma(registration_token_validity)
         .ruma(whoami)
@@ -33,17 +40,18 @@ pub(super) fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
 }
 
 /// # `POST /_matrix/client/v3/register`
+///
+/// Answered by hand: with `inhibit_login` the answer has no `device_id` or `access_token`
+/// keys at all (ruma writes `null`s, which SyTest and strict clients refuse).
 async fn register(
-    services: Arc<Services>,
+    State(services): State<Arc<Services>>,
     req: Ruma<register::v3::Request>,
-) -> Result<register::v3::Response> {
+) -> Result<Json<Value>> {
     services.rate_limit(
         Limit::RegisterPerIp,
         req.client_ip.as_deref().unwrap_or_default(),
     )?;
-    let mut body = req.body;
-    // As Synapse: user names are case-insensitive, so `Alice` registers `@alice`.
-    body.username = body.username.map(|name| name.to_lowercase());
+    let body = req.body;
     if body.kind == RegistrationKind::Guest {
         if !services.config.registration.guest_access {
             return Err(Error::new(
@@ -61,75 +69,115 @@ async fn register(
                 false,
             )
             .await?;
-        let mut response = register::v3::Response::new(user_id);
-        response.access_token = Some(session.access_token);
-        response.device_id = Some(session.device_id);
-        return Ok(response);
+        return Ok(Json(json!({
+            "user_id": user_id,
+            "access_token": session.access_token,
+            "device_id": session.device_id,
+        })));
     }
     let Some(flows) = services.registration_flows() else {
         return Err(Error::forbidden("Registration is disabled on this server"));
     };
-    // A guest becoming a full account keeps its id (Synapse's `guest_access_token`).
-    let guest_token = serde_json::from_slice::<serde_json::Value>(&req.raw_body)
-        .ok()
-        .and_then(|b| b.get("guest_access_token")?.as_str().map(str::to_owned));
-    // Refuse a taken or invalid name before the client goes through authentication.
-    let guest = match &guest_token {
+    let params = match services.registration_request(&body, &req.raw_body).await? {
+        Registration::Pending(params) => params,
+        Registration::Replay(user_id) => {
+            // The session already made this account: the same answer again, as Synapse.
+            return sign_in(&services, user_id, &RegistrationParams::default(), &body).await;
+        }
+    };
+    // Refuse a taken or invalid name before the client goes through authentication. A
+    // guest becoming a full account keeps its id (Synapse's `guest_access_token`).
+    let guest = match &params.guest_access_token {
         Some(token) => Some(
             services
-                .guest_to_upgrade(token, body.username.as_deref())
+                .guest_to_upgrade(token, params.username.as_deref())
                 .await?,
         ),
         None => {
-            if let Some(username) = &body.username {
+            if let Some(username) = &params.username {
                 services.check_username(username).await?;
             }
             None
         }
     };
-    if let Some(password) = &body.password {
-        Services::check_password_shape(password)?;
-    }
-    let outcome = services
+    let outcome = match services
         .user_interactive_auth(UiaOperation::Register, None, flows, body.auth.as_ref())
-        .await?;
+        .await
+    {
+        Ok(outcome) => outcome,
+        Err(Error::Uia(info)) => {
+            // What the client sent with this step is remembered for the next ones.
+            if let Some(session) = &info.session {
+                services.remember_registration(session, &params).await?;
+            }
+            return Err(Error::Uia(info));
+        }
+        Err(e) => return Err(e),
+    };
+    let token = outcome.registration_token.as_deref();
     let user_id = match guest {
         Some(guest) => {
             services
-                .upgrade_guest(guest, body.password, outcome.registration_token.as_deref())
+                .upgrade_guest(guest, params.password_hash.clone(), token)
                 .await?
         }
         None => {
-            let localpart = body
+            let localpart = params
                 .username
+                .clone()
                 .unwrap_or_else(|| format!("u{}", secrets::random_alphanumeric(11).to_lowercase()));
             services
-                .create_account(
-                    &localpart,
-                    body.password,
-                    false,
-                    outcome.registration_token.as_deref(),
-                )
+                .create_account_hashed(&localpart, params.password_hash.clone(), false, token)
                 .await?
         }
     };
-    if body.inhibit_login {
-        return Ok(register::v3::Response::new(user_id));
+    if let Some(session) = body.auth.as_ref().and_then(|auth| auth.session()) {
+        services.registration_done(session, &user_id).await?;
     }
+    sign_in(&services, user_id, &params, &body).await
+}
+
+/// The answer to a completed registration: a new device and its tokens, unless the request
+/// (now or when the session began) asked for `inhibit_login`.
+async fn sign_in(
+    services: &Services,
+    user_id: ruma::OwnedUserId,
+    params: &RegistrationParams,
+    body: &register::v3::Request,
+) -> Result<Json<Value>> {
+    if params.inhibit_login || body.inhibit_login {
+        return Ok(Json(json!({ "user_id": user_id })));
+    }
+    let device_id = params
+        .device_id
+        .as_deref()
+        .map(ruma::OwnedDeviceId::from)
+        .or_else(|| body.device_id.clone());
+    let display_name = params
+        .initial_device_display_name
+        .as_deref()
+        .or(body.initial_device_display_name.as_deref());
     let session = services
         .start_session(
             &user_id,
-            body.device_id,
-            body.initial_device_display_name.as_deref(),
-            body.refresh_token,
+            device_id,
+            display_name,
+            params.refresh_token || body.refresh_token,
         )
         .await?;
-    let mut response = register::v3::Response::new(user_id);
-    response.access_token = Some(session.access_token);
-    response.device_id = Some(session.device_id);
-    response.refresh_token = session.refresh_token;
-    response.expires_in = session.expires_in;
-    Ok(response)
+    let mut response = json!({
+        "user_id": user_id,
+        "access_token": session.access_token,
+        "device_id": session.device_id,
+    });
+    if let Some(refresh_token) = session.refresh_token {
+        response["refresh_token"] = Value::from(refresh_token);
+    }
+    if let Some(expires_in) = session.expires_in {
+        response["expires_in_ms"] =
+            Value::from(u64::try_from(expires_in.as_millis()).unwrap_or(u64::MAX));
+    }
+    Ok(Json(response))
 }
 
 /// # `GET /_matrix/client/v3/register/available`
