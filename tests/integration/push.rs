@@ -1000,6 +1000,30 @@ async fn member_pushes_say_the_membership_and_aliases_name_rooms(backend: Backen
     let message = gw.nth(2).await["notification"].clone();
     assert_eq!(message["room_name"], "#nameless:localhost", "{message}");
     assert!(message.get("membership").is_none(), "{message}");
+
+    // A name in the body of a message without `m.mentions` (bridges, bots, older clients)
+    // mentions, as on Synapse; with `m.mentions` only the list counts.
+    send(
+        &srv,
+        &alice,
+        &room,
+        "m2",
+        json!({"msgtype": "m.text", "body": "bob: are you there?"}),
+    )
+    .await;
+    let named = gw.nth(3).await["notification"].clone();
+    assert_eq!(named["prio"], "high", "{named}");
+    assert_eq!(named["devices"][0]["tweaks"]["highlight"], true, "{named}");
+    send(
+        &srv,
+        &alice,
+        &room,
+        "m3",
+        json!({"msgtype": "m.text", "body": "quoting bob", "m.mentions": {}}),
+    )
+    .await;
+    let quoted = gw.nth(4).await["notification"].clone();
+    assert_eq!(quoted["prio"], "low", "{quoted}");
     srv.finish().await;
 }
 

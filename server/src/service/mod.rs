@@ -16,6 +16,7 @@ pub mod presence;
 mod profile;
 pub mod push;
 pub mod push_lanes;
+pub mod push_mentions;
 mod rate_limit;
 mod redis;
 pub mod registration;

@@ -13,7 +13,7 @@ use std::{
 use ruma::{
     Int, OwnedUserId, RoomId, UInt, UserId,
     power_levels::NotificationPowerLevels,
-    push::{Action, PushConditionPowerLevelsCtx, PushConditionRoomCtx, Ruleset},
+    push::{Action, FlattenedJson, PushConditionPowerLevelsCtx, PushConditionRoomCtx, Ruleset},
     room_version_rules::RoomPowerLevelsRules,
     serde::Raw,
 };
@@ -50,7 +50,10 @@ pub fn ruleset_of(user_id: &UserId, stored: Option<&str>) -> Ruleset {
     }
     stored
         .and_then(|json| serde_json::from_str::<Stored>(json).ok())
-        .map_or_else(|| Ruleset::server_default(user_id), |s| s.global)
+        .map_or_else(
+            || super::push_mentions::default_ruleset(user_id),
+            |s| s.global,
+        )
 }
 
 /// Most users whose parsed rules are kept; past it the cache starts again.
@@ -225,6 +228,9 @@ impl Services {
             event["state_key"] = json!(state_key);
         }
         let raw: Raw<Value> = Raw::new(&event).map_err(|e| Error::Internal(e.into()))?;
+        // Flattened once for every recipient.
+        let flat = FlattenedJson::from_raw(&raw);
+        let has_mentions = event["content"].get("m.mentions").is_some();
         for (user, rules, display_name, _) in recipients {
             let Ok(user_id) = UserId::parse(user.as_str()) else {
                 continue;
@@ -240,7 +246,8 @@ impl Services {
                 display_name.unwrap_or_else(|| user_id.localpart().to_owned()),
             );
             ctx.power_levels = power_levels.clone();
-            let actions = ruleset.get_actions(&raw, &ctx).await;
+            let actions =
+                super::push_mentions::actions_for(&ruleset, &flat, has_mentions, &ctx).await;
             if !actions.iter().any(Action::should_notify) {
                 continue;
             }
