@@ -403,7 +403,73 @@ async fn room_lifecycle_across_versions(backend: Backend) {
     );
 
     // Before version 12 the tombstone comes first and the new room's create event names it.
-    let v10 = create(&srv, &alice, json!({"room_version": "10"})).await;
+    // What members had set for the old room follows them; bans, aliases and `m.federate`
+    // follow the room.
+    let v10 = create(
+        &srv,
+        &alice,
+        json!({"room_version": "10", "preset": "public_chat", "room_alias_name": "tenner",
+               "creation_content": {"m.federate": false}}),
+    )
+    .await;
+    for (token, user) in [(&alice, "alice"), (&bob, "bob")] {
+        if user == "bob" {
+            let joined = srv
+                .post_json(
+                    &format!("/_matrix/client/v3/join/{v10}"),
+                    Some(token),
+                    &json!({}),
+                )
+                .await;
+            assert_eq!(joined.0, 200, "{:?}", joined.1);
+        }
+        let me = format!("@{user}:localhost");
+        let tagged = srv
+            .put_json(
+                &format!("/_matrix/client/v3/user/{me}/rooms/{v10}/tags/u.work"),
+                Some(token),
+                &json!({"order": 0.5}),
+            )
+            .await;
+        assert_eq!(tagged.0, 200, "{:?}", tagged.1);
+        let direct = srv
+            .put_json(
+                &format!("/_matrix/client/v3/user/{me}/account_data/m.direct"),
+                Some(token),
+                &json!({"@carol:localhost": [v10]}),
+            )
+            .await;
+        assert_eq!(direct.0, 200);
+        let rule = srv
+            .put_json(
+                &format!("/_matrix/client/v3/pushrules/global/room/{v10}"),
+                Some(token),
+                &json!({"actions": ["dont_notify"]}),
+            )
+            .await;
+        assert_eq!(rule.0, 200, "{:?}", rule.1);
+    }
+    let banned = srv
+        .post_json(
+            &r(&v10, "ban"),
+            Some(&alice),
+            &json!({"user_id": "@mallory:localhost", "reason": "spam"}),
+        )
+        .await;
+    assert_eq!(banned.0, 200, "{:?}", banned.1);
+    for (path, body) in [
+        (r(&v10, "upgrade"), json!({"new_version": "my_bad_version"})),
+        (
+            "/_matrix/client/v3/createRoom".to_owned(),
+            json!({"room_version": "my_bad_version"}),
+        ),
+    ] {
+        assert_error(
+            &srv.post_json(&path, Some(&alice), &body).await,
+            400,
+            "M_UNSUPPORTED_ROOM_VERSION",
+        );
+    }
     let upgraded = srv
         .post_json(
             &r(&v10, "upgrade"),
@@ -431,6 +497,76 @@ async fn room_lifecycle_across_versions(backend: Backend) {
         json!({"room_id": v10, "event_id": tombstone["event_id"]})
     );
     assert_eq!(create_event["room_version"], "11");
+    assert_eq!(create_event["m.federate"], false);
+    assert_eq!(
+        srv.get(&r(&v10, "state/m.room.canonical_alias/"), Some(&alice))
+            .await
+            .1,
+        json!({}),
+        "the old room names no alias"
+    );
+    assert_eq!(
+        srv.get(&r(v11, "state/m.room.canonical_alias/"), Some(&alice))
+            .await
+            .1["alias"],
+        "#tenner:localhost"
+    );
+    let ban = srv
+        .get(
+            &r(v11, "state/m.room.member/@mallory:localhost"),
+            Some(&alice),
+        )
+        .await
+        .1;
+    assert_eq!(ban, json!({"membership": "ban", "reason": "spam"}));
+    // The upgrader's settings moved at once; bob's when he joins the new room.
+    let settings = |token: &str, user: &str| {
+        let srv = &srv;
+        let token = token.to_owned();
+        let me = format!("@{user}:localhost");
+        async move {
+            let tags = srv
+                .get(
+                    &format!("/_matrix/client/v3/user/{me}/rooms/{v11}/tags"),
+                    Some(&token),
+                )
+                .await
+                .1;
+            let direct = srv
+                .get(
+                    &format!("/_matrix/client/v3/user/{me}/account_data/m.direct"),
+                    Some(&token),
+                )
+                .await
+                .1;
+            let rule = srv
+                .get(
+                    &format!("/_matrix/client/v3/pushrules/global/room/{v11}"),
+                    Some(&token),
+                )
+                .await
+                .0;
+            (
+                tags["tags"].get("u.work").is_some(),
+                direct["@carol:localhost"].clone(),
+                rule,
+            )
+        }
+    };
+    assert_eq!(
+        settings(&alice, "alice").await,
+        (true, json!([v10, v11]), 200)
+    );
+    assert_eq!(settings(&bob, "bob").await, (false, json!([v10]), 404));
+    let joined = srv
+        .post_json(
+            &format!("/_matrix/client/v3/join/{v11}"),
+            Some(&bob),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(joined.0, 200, "{:?}", joined.1);
+    assert_eq!(settings(&bob, "bob").await, (true, json!([v10, v11]), 200));
 
     // Knocking: carol knocks on a knock room, sees it as a knock in sync, gets invited, joins.
     let knock_room = create(

@@ -168,6 +168,24 @@ fn check_login_body(bytes: &[u8]) -> Result<()> {
     }
 }
 
+/// A room version this server does not have is 400 `M_UNSUPPORTED_ROOM_VERSION`, even one
+/// ruma's identifier type refuses to parse (`my_bad_version`), as Synapse answers.
+fn check_room_version(bytes: &[u8], key: &str) -> Result<()> {
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(bytes) else {
+        return Ok(());
+    };
+    match value.get(key).and_then(serde_json::Value::as_str) {
+        Some(version) if !crate::service::rooms::SUPPORTED_ROOM_VERSIONS.contains(&version) => {
+            Err(Error::new(
+                http::StatusCode::BAD_REQUEST,
+                ruma::api::error::ErrorKind::UnsupportedRoomVersion,
+                format!("Room version {version} is not supported here"),
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
 impl<T> FromRequest<Arc<Services>> for Ruma<T>
 where
     T: IncomingRequest + Send + 'static,
@@ -206,6 +224,12 @@ where
         ensure_json(&bytes)?;
         if TypeId::of::<T>() == TypeId::of::<ruma::api::client::session::login::v3::Request>() {
             check_login_body(&bytes)?;
+        }
+        if TypeId::of::<T>() == TypeId::of::<ruma::api::client::room::upgrade_room::v3::Request>() {
+            check_room_version(&bytes, "new_version")?;
+        }
+        if TypeId::of::<T>() == TypeId::of::<ruma::api::client::room::create_room::v3::Request>() {
+            check_room_version(&bytes, "room_version")?;
         }
         let bytes = with_legacy_uia_user(bytes);
         // An empty POST body is an empty object where every field is optional (matrix-nio

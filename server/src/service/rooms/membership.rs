@@ -64,13 +64,31 @@ impl Services {
         if let Some(via) = self.restricted_join_authoriser(room_id, user_id).await? {
             content["join_authorised_via_users_server"] = Value::from(via);
         }
-        self.append(
-            room_id,
-            user_id,
-            EventDraft::state("m.room.member", user_id.as_str(), content),
-            None,
-        )
-        .await
+        let joined = self
+            .append(
+                room_id,
+                user_id,
+                EventDraft::state("m.room.member", user_id.as_str(), content),
+                None,
+            )
+            .await?;
+        // Someone following an upgraded room keeps what they had set for the old one.
+        if let Some(old) = self
+            .state_content(room_id, "m.room.create", "")
+            .await?
+            .and_then(|c| {
+                c.get("predecessor")?
+                    .get("room_id")?
+                    .as_str()
+                    .map(str::to_owned)
+            })
+            .and_then(|old| RoomId::parse(old).ok())
+            && self.membership(&old, user_id).await?.is_some()
+            && let Err(error) = self.carry_user_state(&old, room_id, user_id).await
+        {
+            tracing::warn!(%room_id, %user_id, %error, "settings not carried from the old room");
+        }
+        Ok(joined)
     }
 
     /// Guests join only rooms whose `m.room.guest_access` is `can_join`: 403

@@ -1,7 +1,10 @@
 //! Room upgrades: a new room of the requested version with the old room's important state,
 //! a tombstone in the old room pointing at it, and the old room made read-only.
 
-use ruma::{OwnedEventId, OwnedRoomId, RoomId, UserId};
+use ruma::{
+    OwnedEventId, OwnedRoomId, RoomId, UserId,
+    push::{SimplePushRule, SimplePushRuleInit},
+};
 use serde_json::{Value, json};
 
 use super::{CreateRoom, EventDraft};
@@ -77,12 +80,15 @@ impl Services {
             "predecessor".to_owned(),
             json!({ "room_id": room_id, "event_id": predecessor_event }),
         );
-        if let Some(kind) = self
+        // The room's kind (a space stays a space) and whether it federates carry over.
+        let old_create = self
             .state_content(room_id, "m.room.create", "")
             .await?
-            .and_then(|c| c.get("type").cloned())
-        {
-            creation.insert("type".to_owned(), kind);
+            .unwrap_or_default();
+        for key in ["type", "m.federate"] {
+            if let Some(value) = old_create.get(key) {
+                creation.insert(key.to_owned(), value.clone());
+            }
         }
         let mut initial_state = Vec::new();
         for kind in CARRIED_STATE {
@@ -146,7 +152,34 @@ impl Services {
                 None,
             )
             .await?;
+            // The aliases are the new room's now: the old room names none (as Synapse).
+            if let Err(error) = self
+                .append(
+                    room_id,
+                    user_id,
+                    EventDraft::state("m.room.canonical_alias", "", json!({})),
+                    None,
+                )
+                .await
+            {
+                tracing::warn!(%room_id, %error, "old room's canonical alias left in place");
+            }
         }
+        // Whoever was banned stays banned.
+        for banned in self.store.room_members(room_id.as_str(), "ban").await? {
+            let content = self
+                .state_content(room_id, "m.room.member", &banned)
+                .await?
+                .unwrap_or_else(|| json!({"membership": "ban"}));
+            self.append(
+                &new_room,
+                user_id,
+                EventDraft::state("m.room.member", &banned, content),
+                None,
+            )
+            .await?;
+        }
+        self.carry_user_state(room_id, &new_room, user_id).await?;
         if chosen_id.is_none() {
             self.tombstone(room_id, user_id, &new_room).await?;
         }
@@ -175,6 +208,67 @@ impl Services {
                 .await?;
         }
         Ok(new_room)
+    }
+
+    /// What a user keeps of a room when they follow it into its replacement (the upgrader at
+    /// once, others when they join it), as Synapse: its tags, its place among their direct
+    /// chats (`m.direct`) and their push rule for it.
+    pub(crate) async fn carry_user_state(
+        &self,
+        old: &RoomId,
+        new: &RoomId,
+        user_id: &UserId,
+    ) -> Result<()> {
+        let tags = self.room_tags(user_id, old).await?;
+        if tags.as_object().is_some_and(|t| !t.is_empty())
+            && self
+                .room_tags(user_id, new)
+                .await?
+                .as_object()
+                .is_some_and(serde_json::Map::is_empty)
+        {
+            self.set_account_data(user_id, Some(new), "m.tag", json!({ "tags": tags }))
+                .await?;
+        }
+        if let Ok(mut direct) = self.account_data(user_id, None, "m.direct").await {
+            let mut changed = false;
+            for rooms in direct
+                .as_object_mut()
+                .into_iter()
+                .flat_map(|m| m.values_mut())
+            {
+                if let Some(list) = rooms.as_array_mut()
+                    && list.iter().any(|r| r == old.as_str())
+                    && !list.iter().any(|r| r == new.as_str())
+                {
+                    list.push(Value::from(new.as_str()));
+                    changed = true;
+                }
+            }
+            if changed {
+                self.set_account_data(user_id, None, "m.direct", direct)
+                    .await?;
+            }
+        }
+        let mut rules = self.push_rules(user_id).await?;
+        let copied = rules
+            .room
+            .iter()
+            .find(|rule| rule.rule_id == old)
+            .filter(|_| !rules.room.iter().any(|rule| rule.rule_id == new))
+            .map(|rule| {
+                SimplePushRule::from(SimplePushRuleInit {
+                    actions: rule.actions.clone(),
+                    default: false,
+                    enabled: rule.enabled,
+                    rule_id: new.to_owned(),
+                })
+            });
+        if let Some(rule) = copied {
+            rules.room.insert(rule);
+            self.set_push_rules(user_id, &rules).await?;
+        }
+        Ok(())
     }
 
     /// Sends the old room's tombstone pointing at its replacement.
