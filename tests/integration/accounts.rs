@@ -7,13 +7,14 @@ use matrix_sdk::ruma::{
     },
     api::error::ErrorKind,
 };
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::harness::{Backend, TestServer, assert_error, both_backends};
 
 both_backends!(
     sdk_register_login_and_manage_devices,
-    change_password_then_deactivate
+    change_password_then_deactivate,
+    uia_sessions_stay_with_their_operation_and_user,
 );
 
 fn password_auth(user: &str, password: &str, session: Option<String>) -> AuthData {
@@ -216,8 +217,8 @@ async fn change_password_then_deactivate(backend: Backend) {
             &json!({"auth": {"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "bob"}, "password": "second password"}}),
         )
         .await;
-    assert_eq!(attempt.0, 401);
-    assert_eq!(attempt.1["errcode"], "M_FORBIDDEN");
+    // Someone else's credentials are refused outright (403, as Synapse), not challenged.
+    assert_error(&attempt, 403, "M_FORBIDDEN");
     assert_eq!(
         srv.get("/_matrix/client/v3/account/whoami", Some(carol_token))
             .await
@@ -253,5 +254,81 @@ async fn change_password_then_deactivate(backend: Backend) {
         .get("/_matrix/client/v3/register/available?username=bob", None)
         .await;
     assert_error(&available, 400, "M_USER_IN_USE");
+    srv.finish().await;
+}
+
+/// A UIA session started to delete one device cannot delete another (403, nothing deleted);
+/// a wrong password of one's own is a fresh challenge saying what was completed.
+async fn uia_sessions_stay_with_their_operation_and_user(backend: Backend) {
+    let srv = TestServer::start(&backend).await;
+    srv.register("dora", "dora password").await;
+    let login = |device: &'static str| {
+        let srv = &srv;
+        async move {
+            let (status, body) = srv
+                .post_json(
+                    "/_matrix/client/v3/login",
+                    None,
+                    &json!({"type": "m.login.password", "device_id": device,
+                        "identifier": {"type": "m.id.user", "user": "dora"},
+                        "password": "dora password"}),
+                )
+                .await;
+            assert_eq!(status, 200, "{body}");
+            body["access_token"].as_str().expect("token").to_owned()
+        }
+    };
+    let token = login("MAIN").await;
+    login("FIRST").await;
+    login("SECOND").await;
+    let delete = |device: &str, auth: Value| {
+        let srv = &srv;
+        let token = token.clone();
+        let path = format!("/_matrix/client/v3/devices/{device}");
+        async move {
+            srv.request(
+                reqwest::Method::DELETE,
+                &path,
+                Some(&token),
+                Some(auth.to_string().into_bytes()),
+            )
+            .await
+        }
+    };
+    let challenge = delete("FIRST", json!({})).await;
+    assert_eq!(challenge.0, 401, "{:?}", challenge.1);
+    assert_eq!(challenge.1["completed"], json!([]), "{:?}", challenge.1);
+    let session = challenge.1["session"].as_str().expect("session").to_owned();
+    let password = |password: &str| {
+        json!({"auth": {"type": "m.login.password", "session": session, "password": password,
+            "identifier": {"type": "m.id.user", "user": "dora"}}})
+    };
+    assert_error(
+        &delete("SECOND", password("dora password")).await,
+        403,
+        "M_FORBIDDEN",
+    );
+    let ids = || async {
+        let (_, devices) = srv.get("/_matrix/client/v3/devices", Some(&token)).await;
+        devices["devices"]
+            .as_array()
+            .expect("devices")
+            .iter()
+            .map(|d| d["device_id"].as_str().expect("id").to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        ids().await.contains(&"SECOND".to_owned()),
+        "nothing deleted"
+    );
+    let wrong = delete("FIRST", password("not it")).await;
+    assert_eq!(wrong.0, 401, "{:?}", wrong.1);
+    assert_eq!(wrong.1["errcode"], "M_FORBIDDEN");
+    assert_eq!(wrong.1["completed"], json!([]));
+    let done = delete("FIRST", password("dora password")).await;
+    assert_eq!(done.0, 200, "{:?}", done.1);
+    let left = ids().await;
+    assert!(!left.contains(&"FIRST".to_owned()), "{left:?}");
+    assert!(left.contains(&"SECOND".to_owned()), "{left:?}");
     srv.finish().await;
 }

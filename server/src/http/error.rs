@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use http::StatusCode;
 use ruma::api::{
     OutgoingResponse,
-    client::uiaa::{UiaaInfo, UiaaResponse},
+    client::uiaa::UiaaInfo,
     error::{
         ErrorBody, ErrorKind, LimitExceededErrorData, RetryAfter, StandardErrorBody,
         UnknownTokenErrorData,
@@ -171,7 +171,15 @@ impl IntoResponse for Error {
                 return (status, axum::Json(serde_json::Value::Object(extra))).into_response();
             }
             Error::Uia(info) => {
-                UiaaResponse::AuthResponse(*info).try_into_http_response::<bytes::BytesMut>()
+                // `completed` is written even when empty (ruma leaves it out): Synapse sends
+                // it, and SyTest and some clients read it.
+                let mut body = serde_json::to_value(&*info).unwrap_or_default();
+                if let Some(object) = body.as_object_mut() {
+                    object
+                        .entry("completed")
+                        .or_insert_with(|| serde_json::json!([]));
+                }
+                return (StatusCode::UNAUTHORIZED, axum::Json(body)).into_response();
             }
             Error::Internal(err) => {
                 tracing::error!(error = %format!("{err:#}"), "internal error while handling a request");

@@ -82,8 +82,19 @@ impl Services {
         user_id: &UserId,
         auth: Option<&AuthData>,
     ) -> Result<()> {
+        self.reauthenticate_for(operation, "", user_id, auth).await
+    }
+
+    /// [`Services::reauthenticate`] for an operation on one thing (`scope`: a device id).
+    pub async fn reauthenticate_for(
+        &self,
+        operation: UiaOperation,
+        scope: &str,
+        user_id: &UserId,
+        auth: Option<&AuthData>,
+    ) -> Result<()> {
         let flows = self.account_flows(user_id).await?;
-        self.user_interactive_auth(operation, Some(user_id), flows, auth)
+        self.user_interactive_auth(operation, scope, Some(user_id), flows, auth)
             .await
             .map(drop)
     }
@@ -104,14 +115,23 @@ impl Services {
     ///
     /// `user` is the account the operation acts on (`None` for registration); password
     /// stages must prove that very account.
+    ///
+    /// `scope` names what exactly the operation acts on (the device to delete): a session
+    /// started for one thing cannot finish another, 403 `M_FORBIDDEN` as on Synapse.
     pub async fn user_interactive_auth(
         &self,
         operation: UiaOperation,
+        scope: &str,
         user: Option<&UserId>,
         flows: Vec<AuthFlow>,
         auth: Option<&AuthData>,
     ) -> Result<UiaOutcome> {
         let now = self.now_ms();
+        let operation_key = if scope.is_empty() {
+            operation.as_str().to_owned()
+        } else {
+            format!("{}:{scope}", operation.as_str())
+        };
         let challenge =
             |session: String, completed: Vec<AuthType>, auth_error: Option<StandardErrorBody>| {
                 let mut info = UiaaInfo::new(flows.clone());
@@ -127,7 +147,7 @@ impl Services {
             let session = secrets::random_alphanumeric(24);
             let expires = self.uia_expiry(now);
             self.store
-                .insert_uia_session(&session, operation.as_str(), user, expires)
+                .insert_uia_session(&session, &operation_key, user, expires)
                 .await?;
             Ok::<_, Error>(session)
         };
@@ -143,11 +163,11 @@ impl Services {
                 ));
             }
             Some(session) => {
-                let row = self.store.uia_session(session).await?.filter(|row| {
-                    row.expires_ms > now
-                        && row.operation == operation.as_str()
-                        && row.user_id.as_deref() == user
-                });
+                let row = self
+                    .store
+                    .uia_session(session)
+                    .await?
+                    .filter(|row| row.expires_ms > now);
                 let Some(row) = row else {
                     return Err(Error::new(
                         StatusCode::BAD_REQUEST,
@@ -155,6 +175,11 @@ impl Services {
                         "Unknown or expired UIA session",
                     ));
                 };
+                if row.operation != operation_key || row.user_id.as_deref() != user {
+                    return Err(Error::forbidden(
+                        "This authentication session was started for another operation",
+                    ));
+                }
                 (session.to_owned(), row.completed)
             }
             None => (open_session().await?, Vec::new()),
@@ -177,10 +202,9 @@ impl Services {
                 (Some(user), UserIdentifier::Matrix(id)) => {
                     let claimed = self.local_user_id(&id.user).ok();
                     if claimed.as_deref() != Some(user) {
-                        Err(StandardErrorBody::new(
-                            ErrorKind::Forbidden,
-                            "You can only authenticate as yourself".to_owned(),
-                        ))
+                        // Someone else's credentials (a stolen token's holder, say): refused
+                        // outright, as Synapse, without looking at that other password.
+                        return Err(Error::forbidden("You can only authenticate as yourself"));
                     } else {
                         match self.check_password(user, &p.password).await {
                             Ok(()) => Ok(Some(AuthType::Password)),

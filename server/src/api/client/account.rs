@@ -101,7 +101,7 @@ async fn register(
         }
     };
     let outcome = match services
-        .user_interactive_auth(UiaOperation::Register, None, flows, body.auth.as_ref())
+        .user_interactive_auth(UiaOperation::Register, "", None, flows, body.auth.as_ref())
         .await
     {
         Ok(outcome) => outcome,

@@ -151,8 +151,9 @@ async fn delete_device(
         return Err(Error::not_found("No such device"));
     }
     services
-        .reauthenticate(
+        .reauthenticate_for(
             UiaOperation::DeleteDevices,
+            req.body.device_id.as_str(),
             &req.auth.user_id,
             req.body.auth.as_ref(),
         )
