@@ -439,6 +439,78 @@ async fn legacy_endpoints_still_answer(backend: Backend) {
     );
     assert!(entry["messages"]["chunk"].as_array().expect("chunk").len() <= 5);
     let own = srv.get(&r("initialSync"), Some(&alice)).await;
+    // The v1 event shape: the sender also as `user_id` (clients key members by it).
+    let mine = own.1["state"]
+        .as_array()
+        .expect("state")
+        .iter()
+        .find(|e| e["type"] == "m.room.member" && e["state_key"] == "@alice:localhost")
+        .cloned()
+        .expect("own member event");
+    assert_eq!(mine["user_id"], "@alice:localhost", "{mine}");
+    // Room tags come as they are stored (no `room_id` added); push rules stay out of the
+    // account data (they have their own endpoint), and a receipt never moves back.
+    let tagged = srv
+        .put_json(
+            &format!("/_matrix/client/v3/user/@alice:localhost/rooms/{room}/tags/u.old"),
+            Some(&alice),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(tagged.0, 200);
+    let first = own.1["messages"]["chunk"][0]["event_id"]
+        .as_str()
+        .expect("an early event")
+        .to_owned();
+    for event in [again.1["event_id"].as_str().expect("id"), first.as_str()] {
+        let receipt = srv
+            .post_json(
+                &r(&format!("receipt/m.read/{event}")),
+                Some(&alice),
+                &json!({}),
+            )
+            .await;
+        assert_eq!(receipt.0, 200, "{:?}", receipt.1);
+    }
+    let initial = srv
+        .get("/_matrix/client/v3/initialSync?limit=6", Some(&alice))
+        .await;
+    assert!(
+        initial.1["account_data"]
+            .as_array()
+            .expect("account data")
+            .iter()
+            .all(|e| e["type"] != "m.push_rules"),
+        "{:?}",
+        initial.1["account_data"]
+    );
+    let entry = initial.1["rooms"]
+        .as_array()
+        .expect("rooms")
+        .iter()
+        .find(|e| e["room_id"] == room)
+        .expect("the room")
+        .clone();
+    let tags = entry["account_data"]
+        .as_array()
+        .expect("account data")
+        .iter()
+        .find(|e| e["type"] == "m.tag")
+        .cloned()
+        .expect("tags");
+    assert!(tags.get("room_id").is_none(), "{tags}");
+    let receipt = initial.1["receipts"]
+        .as_array()
+        .expect("receipts")
+        .iter()
+        .find(|e| e["room_id"] == room)
+        .cloned()
+        .expect("receipt");
+    assert!(
+        receipt["content"][again.1["event_id"].as_str().expect("id")]["m.read"]["@alice:localhost"]
+            .is_object(),
+        "the later receipt stays: {receipt}"
+    );
     assert_eq!(own.0, 200, "{:?}", own.1);
     assert_eq!(own.1["membership"], "join");
     assert!(

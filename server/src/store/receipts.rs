@@ -22,7 +22,8 @@ pub struct ReceiptRow {
 }
 
 impl Store {
-    /// Sets a receipt (replacing the user's previous one of that type and thread).
+    /// Sets a receipt, replacing the user's previous one of that type and thread unless that
+    /// one is for a later event: receipts only move forward (as Synapse).
     pub async fn set_receipt(&self, receipt: &ReceiptRow) -> Result<i64, sqlx::Error> {
         let _writer = self.writer().await;
         let mut tx = self.pool.begin().await?;
@@ -30,7 +31,9 @@ impl Store {
         sqlx::query(
             "INSERT INTO receipts (room_id, user_id, type, thread_id, event_id, ts, stream_id) \
              VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (room_id, user_id, type, thread_id) \
-             DO UPDATE SET event_id = excluded.event_id, ts = excluded.ts, stream_id = excluded.stream_id",
+             DO UPDATE SET event_id = excluded.event_id, ts = excluded.ts, stream_id = excluded.stream_id \
+             WHERE COALESCE((SELECT stream_ordering FROM events WHERE event_id = excluded.event_id), 0) \
+             >= COALESCE((SELECT stream_ordering FROM events WHERE event_id = receipts.event_id), 0)",
         )
         .bind(&receipt.room_id)
         .bind(&receipt.user_id)

@@ -66,9 +66,20 @@ fn events_of(section: &Value, room_id: Option<&str>) -> Vec<Value> {
             if let (Some(room_id), Some(object)) = (room_id, event.as_object_mut()) {
                 object.insert("room_id".to_owned(), Value::from(room_id));
             }
-            event
+            v1_event(event)
         })
         .collect()
+}
+
+/// An event as the pre-sync API gave it: the sender also as `user_id` (where SyTest and
+/// old clients read it, as Synapse still writes it).
+fn v1_event(mut event: Value) -> Value {
+    if let Some(object) = event.as_object_mut()
+        && let Some(sender) = object.get("sender").cloned()
+    {
+        object.entry("user_id").or_insert(sender);
+    }
+    event
 }
 
 /// Presence events in the legacy form: the user also in `content.user_id` (where the
@@ -78,6 +89,7 @@ fn legacy_presence(mut events: Vec<Value>) -> Vec<Value> {
         let sender = event.get("sender").cloned();
         if let (Some(sender), Some(content)) = (sender, event["content"].as_object_mut()) {
             content.insert("user_id".to_owned(), sender);
+            content.entry("status_msg").or_insert(Value::Null);
         }
     }
     events
@@ -156,7 +168,7 @@ async fn initial_sync(
             );
             entry.insert(
                 "account_data".to_owned(),
-                Value::from(events_of(&room["account_data"], Some(room_id))),
+                Value::from(events_of(&room["account_data"], None)),
             );
             let published = match RoomId::parse(room_id) {
                 Ok(id) => services.room_published(&id).await?,
@@ -180,7 +192,11 @@ async fn initial_sync(
         "end": response.next_batch,
         "rooms": listed,
         "presence": legacy_presence(events_of(&presence, None)),
-        "account_data": events_of(&account_data, None),
+        // As Synapse's: push rules have their own endpoint and are not repeated here.
+        "account_data": events_of(&account_data, None)
+            .into_iter()
+            .filter(|e| e["type"] != crate::service::push::PUSH_RULES_TYPE)
+            .collect::<Vec<_>>(),
         "receipts": receipts,
     })))
 }
@@ -198,7 +214,12 @@ async fn room_initial_sync(
     let params = query_params(uri.query());
     let limit = limit(&params)?;
     let user_id = &session.user_id;
-    let state = services.readable_state(&room_id, user_id).await?;
+    let state: Vec<Value> = services
+        .readable_state(&room_id, user_id)
+        .await?
+        .into_iter()
+        .map(v1_event)
+        .collect();
     let (chunk, start, end) = if limit == 0 {
         (Vec::new(), None, None)
     } else {
@@ -213,7 +234,7 @@ async fn room_initial_sync(
                 limit as u64,
             )
             .await?;
-        let mut chunk = page.events;
+        let mut chunk: Vec<Value> = page.events.into_iter().map(v1_event).collect();
         chunk.reverse();
         (chunk, page.end, Some(page.start))
     };

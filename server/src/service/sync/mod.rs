@@ -534,6 +534,9 @@ impl Services {
         }
         // Clients expect their push rules in the first sync, changed or not.
         if since.is_none()
+            && options
+                .account_data_filter
+                .allows_kind(super::push::PUSH_RULES_TYPE, None)
             && !response.account_data.events.iter().any(|e| {
                 e.get_field::<String>("type").ok().flatten().as_deref()
                     == Some(super::push::PUSH_RULES_TYPE)
