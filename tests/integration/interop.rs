@@ -656,6 +656,43 @@ async fn sync_filters_shape_every_section(backend: Backend) {
         &json!({"my_key": 1}),
     )
     .await;
+    // `timeline.limit: 0`: the room's state, no timeline; later events still bring the room
+    // back in an incremental sync, as a limited timeline.
+    let zero = json!({"room": {"state": {"types": ["m.room.name"]}, "timeline": {"limit": 0}}});
+    let zero: String = url::form_urlencoded::byte_serialize(zero.to_string().as_bytes()).collect();
+    let (status, bare) = srv
+        .get(
+            &format!("/_matrix/client/v3/sync?filter={zero}"),
+            Some(&alice),
+        )
+        .await;
+    assert_eq!(status, 200, "{bare}");
+    let joined = &bare["rooms"]["join"][room.as_str()];
+    assert_eq!(joined["timeline"]["events"], json!([]), "{joined}");
+    assert_eq!(joined["timeline"]["limited"], true, "{joined}");
+    let state = joined["state"]["events"].as_array().expect("state");
+    assert_eq!(state.len(), 1, "{state:?}");
+    assert_eq!(state[0]["type"], "m.room.name");
+    let since = bare["next_batch"].as_str().expect("token").to_owned();
+    srv.put_json(
+        &r("state/m.room.name"),
+        Some(&alice),
+        &json!({"name": "Renamed"}),
+    )
+    .await;
+    let (_, next) = srv
+        .get(
+            &format!("/_matrix/client/v3/sync?filter={zero}&since={since}&timeout=0"),
+            Some(&alice),
+        )
+        .await;
+    let joined = &next["rooms"]["join"][room.as_str()];
+    assert_eq!(joined["timeline"]["limited"], true, "{next}");
+    assert_eq!(
+        joined["state"]["events"][0]["content"]["name"], "Renamed",
+        "{next}"
+    );
+
     let filter = json!({
         "room": {
             "timeline": {"types": ["a.madeup.test.state"]},

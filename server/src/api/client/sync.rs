@@ -165,7 +165,9 @@ async fn sync_options(
     if let Some(limit) = room.timeline.limit {
         options.timeline_limit = usize::try_from(u64::from(limit))
             .unwrap_or(usize::MAX)
-            .clamp(1, 100);
+            // 0 is allowed: state without a timeline (SyTest, and clients that only want
+            // room lists).
+            .min(100);
     }
     if let LazyLoadOptions::Enabled {
         include_redundant_members,

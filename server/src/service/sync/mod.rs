@@ -708,7 +708,12 @@ impl Services {
         {
             ephemeral.push(to_raw(&receipts)?);
         }
-        if from.is_some() && events.is_empty() && ephemeral.is_empty() && !options.full_state {
+        if from.is_some()
+            && events.is_empty()
+            && !limited
+            && ephemeral.is_empty()
+            && !options.full_state
+        {
             return Ok(None);
         }
         let mut joined = JoinedRoom::new();
