@@ -22,6 +22,7 @@ both_backends!(
     joins_keep_the_content_they_carry,
     guests_upgrade_to_full_accounts,
     presence_reaches_new_room_mates,
+    rooms_joined_or_left_since_the_last_sync,
 );
 
 fn token(v: &Value) -> String {
@@ -1217,5 +1218,78 @@ async fn presence_reaches_new_room_mates(backend: Backend) {
         assert!(users.contains(&"@alice:localhost"), "{path}: {initial}");
         assert!(users.contains(&"@bob:localhost"), "{path}: {initial}");
     }
+    srv.finish().await;
+}
+
+/// A room joined since the last sync says its timeline is limited (it is not the room's
+/// history since then); a room joined and left since the last sync comes with all its state.
+async fn rooms_joined_or_left_since_the_last_sync(backend: Backend) {
+    let srv = TestServer::start(&backend).await;
+    let alice = token(&srv.register("alice", "pw alice 1").await);
+    let bob = token(&srv.register("bob", "pw bob 1").await);
+    let room = create_room(&srv, &alice, json!({"preset": "public_chat"})).await;
+    let r = |rest: &str| format!("/_matrix/client/v3/rooms/{room}/{rest}");
+    srv.put_json(
+        &r("state/a.madeup.test.state"),
+        Some(&alice),
+        &json!({"my_key": 1}),
+    )
+    .await;
+    srv.put_json(
+        &r("send/m.room.message/1"),
+        Some(&alice),
+        &json!({"body": "one"}),
+    )
+    .await;
+    let sync = |since: Option<&str>, filter: &Value| {
+        let srv = &srv;
+        let bob = bob.clone();
+        let filter: String =
+            url::form_urlencoded::byte_serialize(filter.to_string().as_bytes()).collect();
+        let since = since.map(|s| format!("&since={s}")).unwrap_or_default();
+        async move {
+            let (status, body) = srv
+                .get(
+                    &format!("/_matrix/client/v3/sync?timeout=0&filter={filter}{since}"),
+                    Some(&bob),
+                )
+                .await;
+            assert_eq!(status, 200, "{body}");
+            body
+        }
+    };
+    let plain = json!({});
+    let first = sync(None, &plain).await;
+    let since = first["next_batch"].as_str().expect("token").to_owned();
+    let join = |token: &str| {
+        let srv = &srv;
+        let path = format!("/_matrix/client/v3/join/{room}");
+        let token = token.to_owned();
+        async move { srv.post_json(&path, Some(&token), &json!({})).await.0 }
+    };
+    assert_eq!(join(&bob).await, 200);
+    let next = sync(Some(&since), &plain).await;
+    let joined = &next["rooms"]["join"][room.as_str()];
+    assert_eq!(joined["timeline"]["limited"], true, "{joined}");
+
+    // Left again, then joined and left within one batch: the whole state comes with it.
+    let left = srv.post_json(&r("leave"), Some(&bob), &json!({})).await;
+    assert_eq!(left.0, 200);
+    let quiet = json!({"room": {"timeline": {"types": []}, "state": {"types": ["a.madeup.test.state"]},
+        "include_leave": true}});
+    let before = sync(None, &quiet).await;
+    let since = before["next_batch"].as_str().expect("token").to_owned();
+    assert_eq!(join(&bob).await, 200);
+    assert_eq!(
+        srv.post_json(&r("leave"), Some(&bob), &json!({})).await.0,
+        200
+    );
+    let after = sync(Some(&since), &quiet).await;
+    let state = after["rooms"]["leave"][room.as_str()]["state"]["events"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(state.len(), 1, "{after}");
+    assert_eq!(state[0]["type"], "a.madeup.test.state");
     srv.finish().await;
 }

@@ -454,10 +454,15 @@ impl Services {
                     } else {
                         since.map(|s| s.events)
                     };
-                    if let Some(joined) = self
+                    if let Some(mut joined) = self
                         .joined_room(&room_id, user_id, device_id, from, next, options)
                         .await?
                     {
+                        // As Synapse: a room joined since the last sync says its timeline
+                        // is limited, so clients do not take it for the room's whole history.
+                        if since.is_some() && changed_since {
+                            joined.timeline.limited = true;
+                        }
                         response.rooms.join.insert(room_id, joined);
                     }
                 }
@@ -491,7 +496,14 @@ impl Services {
                         || since.is_none() && options.include_leave =>
                 {
                     let left = if self.visible_upto(&room_id, user_id).await?.is_some() {
-                        let from = since.map(|s| s.events);
+                        // Someone who joined and left since the last sync never had the
+                        // room's state: they get all of it, as of their leaving.
+                        let from = match since {
+                            Some(s) if self.joined_at(&room_id, user_id, s.events).await? => {
+                                Some(s.events)
+                            }
+                            _ => None,
+                        };
                         self.left_room(&room_id, user_id, device_id, from, member_stream, options)
                             .await?
                     } else {
@@ -814,6 +826,23 @@ impl Services {
             )
             .await?;
         Ok(left)
+    }
+
+    /// Whether the user was a joined member of the room at stream position `at`.
+    async fn joined_at(&self, room_id: &RoomId, user_id: &UserId, at: i64) -> Result<bool> {
+        let state = self.state_at(room_id, at).await?;
+        let Some(event_id) = state.get(&("m.room.member".to_owned(), user_id.to_string())) else {
+            return Ok(false);
+        };
+        let events = self.store.events(std::slice::from_ref(event_id)).await?;
+        Ok(events.first().is_some_and(|event| {
+            Pdu::from_stored(event).is_ok_and(|pdu| {
+                pdu.content_object()
+                    .get("membership")
+                    .and_then(Value::as_str)
+                    == Some("join")
+            })
+        }))
     }
 
     /// A left room the user never joined: only their own membership event.
