@@ -829,8 +829,11 @@ async fn user_directory_lists_only_people_one_may_find(backend: Backend) {
         !search(bob.clone()).await,
         "a private room's member is listed to strangers"
     );
-    // In a public room, anyone finds her.
+    // Nor does she find herself: only a public room lists her, to her as to anyone.
+    assert!(!search(carol.clone()).await);
+    // In a public room, anyone finds her; once she leaves it, strangers no longer do.
     let public = create_room(&srv, &alice, json!({"preset": "public_chat"})).await;
+    let r = |rest: &str| format!("/_matrix/client/v3/rooms/{public}/{rest}");
     srv.post_json(
         &format!("/_matrix/client/v3/join/{public}"),
         Some(&carol),
@@ -838,6 +841,22 @@ async fn user_directory_lists_only_people_one_may_find(backend: Backend) {
     )
     .await;
     assert!(search(bob.clone()).await);
+    assert!(search(carol.clone()).await);
+    // A room turned private stops listing her; made world-readable, it lists her again.
+    srv.put_json(&r("state/m.room.join_rules"), Some(&alice), &json!({"join_rule": "invite"}))
+        .await;
+    assert!(!search(bob.clone()).await);
+    srv.put_json(
+        &r("state/m.room.history_visibility"),
+        Some(&alice),
+        &json!({"history_visibility": "world_readable"}),
+    )
+    .await;
+    assert!(search(bob.clone()).await);
+    srv.put_json(&r("state/m.room.join_rules"), Some(&alice), &json!({"join_rule": "public"}))
+        .await;
+    srv.post_json(&r("leave"), Some(&carol), &json!({})).await;
+    assert!(!search(bob.clone()).await);
     srv.finish().await;
 }
 

@@ -175,7 +175,7 @@ impl Services {
     }
 
     /// Local users whose ID or display name contains `term` and whom `searcher` may find:
-    /// those sharing a room with them or in a public room (as Synapse's default):
+    /// others sharing a room with them, anyone in a public room (as Synapse's default):
     /// `(users, limited)`.
     pub async fn search_users(
         &self,
@@ -203,7 +203,9 @@ impl Services {
                 break;
             }
             let rooms = joined(self.store.user_rooms(&candidate.0).await?);
-            let mut visible = candidate.0 == searcher.as_str() || !own_rooms.is_disjoint(&rooms);
+            // Searchers find themselves only as others would, through a public room (as
+            // Synapse: sharing a private room with oneself does not count).
+            let mut visible = candidate.0 != searcher.as_str() && !own_rooms.is_disjoint(&rooms);
             for room in &rooms {
                 if visible {
                     break;
