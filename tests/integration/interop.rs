@@ -23,6 +23,7 @@ both_backends!(
     guests_upgrade_to_full_accounts,
     presence_reaches_new_room_mates,
     rooms_joined_or_left_since_the_last_sync,
+    world_readable_rooms_can_be_followed_without_joining,
 );
 
 fn token(v: &Value) -> String {
@@ -843,8 +844,12 @@ async fn user_directory_lists_only_people_one_may_find(backend: Backend) {
     assert!(search(bob.clone()).await);
     assert!(search(carol.clone()).await);
     // A room turned private stops listing her; made world-readable, it lists her again.
-    srv.put_json(&r("state/m.room.join_rules"), Some(&alice), &json!({"join_rule": "invite"}))
-        .await;
+    srv.put_json(
+        &r("state/m.room.join_rules"),
+        Some(&alice),
+        &json!({"join_rule": "invite"}),
+    )
+    .await;
     assert!(!search(bob.clone()).await);
     srv.put_json(
         &r("state/m.room.history_visibility"),
@@ -853,8 +858,12 @@ async fn user_directory_lists_only_people_one_may_find(backend: Backend) {
     )
     .await;
     assert!(search(bob.clone()).await);
-    srv.put_json(&r("state/m.room.join_rules"), Some(&alice), &json!({"join_rule": "public"}))
-        .await;
+    srv.put_json(
+        &r("state/m.room.join_rules"),
+        Some(&alice),
+        &json!({"join_rule": "public"}),
+    )
+    .await;
     srv.post_json(&r("leave"), Some(&carol), &json!({})).await;
     assert!(!search(bob.clone()).await);
     srv.finish().await;
@@ -1310,5 +1319,72 @@ async fn rooms_joined_or_left_since_the_last_sync(backend: Backend) {
         .unwrap_or_default();
     assert_eq!(state.len(), 1, "{after}");
     assert_eq!(state[0]["type"], "a.madeup.test.state");
+    srv.finish().await;
+}
+
+/// Peeking: `/events?room_id=` of a world-readable room follows it without joining, for
+/// users and guests, woken by the room's events; other rooms stay 403.
+async fn world_readable_rooms_can_be_followed_without_joining(backend: Backend) {
+    let srv = TestServer::start_with(&backend, |c| c.registration.guest_access = true).await;
+    let alice = token(&srv.register("alice", "pw alice 1").await);
+    let bob = token(&srv.register("bob", "pw bob 1").await);
+    let (_, guest) = srv
+        .post_json("/_matrix/client/v3/register?kind=guest", None, &json!({}))
+        .await;
+    let guest = token(&guest);
+    let room = create_room(
+        &srv,
+        &alice,
+        json!({"preset": "public_chat", "initial_state": [{"type": "m.room.history_visibility",
+            "content": {"history_visibility": "world_readable"}}]}),
+    )
+    .await;
+    let r = |rest: &str| format!("/_matrix/client/v3/rooms/{room}/{rest}");
+    for peeker in [&bob, &guest] {
+        // Where to start: the room's initialSync, which non-members may read here.
+        let (status, initial) = srv.get(&r("initialSync"), Some(peeker)).await;
+        assert_eq!(status, 200, "{initial}");
+        let from = initial["messages"]["end"].as_str().expect("end").to_owned();
+        let (status, caught_up) = srv
+            .get(
+                &format!("/_matrix/client/v3/events?room_id={room}&from={from}&timeout=0"),
+                Some(peeker),
+            )
+            .await;
+        assert_eq!(status, 200, "{caught_up}");
+        let from = caught_up["end"].as_str().expect("end").to_owned();
+        let path = format!("/_matrix/client/v3/events?room_id={room}&from={from}&timeout=10000");
+        let txn = format!("peek-{}", &peeker[peeker.len() - 6..]);
+        let (peeked, sent) = tokio::join!(srv.get(&path, Some(peeker)), async {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            srv.put_json(
+                &r(&format!("send/m.room.message/{txn}")),
+                Some(&alice),
+                &json!({"msgtype": "m.text", "body": "for all to see"}),
+            )
+            .await
+        });
+        assert_eq!(sent.0, 200);
+        assert_eq!(peeked.0, 200, "{:?}", peeked.1);
+        let chunk = peeked.1["chunk"].as_array().expect("chunk");
+        assert!(
+            chunk.iter().any(|e| e["event_id"] == sent.1["event_id"]),
+            "woken by the room's event: {chunk:?}"
+        );
+        assert_ne!(peeked.1["end"], json!(from));
+    }
+    // Not world-readable: 403 at once, for both.
+    let private = create_room(&srv, &alice, json!({"preset": "public_chat"})).await;
+    for peeker in [&bob, &guest] {
+        assert_error(
+            &srv.get(
+                &format!("/_matrix/client/v3/events?room_id={private}&timeout=30000"),
+                Some(peeker),
+            )
+            .await,
+            403,
+            "M_FORBIDDEN",
+        );
+    }
     srv.finish().await;
 }

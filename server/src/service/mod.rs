@@ -96,6 +96,8 @@ pub struct Services {
     pub push_lanes: Arc<push_lanes::PushLanes>,
     /// Parsed push rules of recent recipients.
     pub rulesets: push::RulesetCache,
+    /// Who peeks into which world-readable room here (woken with its members).
+    pub peekers: rooms::peek::Peekers,
 }
 
 impl Services {
@@ -165,6 +167,7 @@ impl Services {
             push_fetch,
             push_lanes: Arc::default(),
             rulesets: push::RulesetCache::default(),
+            peekers: rooms::peek::Peekers::default(),
         })
     }
 

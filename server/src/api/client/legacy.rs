@@ -32,6 +32,8 @@ const DEFAULT_LIMIT: usize = 10;
 const MAX_LIMIT: usize = 100;
 /// How long `GET /events` waits without `timeout` (Synapse's default).
 const DEFAULT_EVENTS_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest a peek waits (as a sync's longest wait).
+const MAX_EVENTS_TIMEOUT: Duration = Duration::from_secs(300);
 
 pub(super) fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
     ["r0", "v3"].iter().fold(router, |router, version| {
@@ -321,31 +323,13 @@ async fn events(
         return Err(Error::invalid_param("limit must be a non-negative number"));
     }
     let only_room = params.get("room_id").cloned();
-    match &only_room {
-        // Guests follow one room at a time, as on Synapse.
-        None if session.is_guest => {
-            return Err(Error::new(
-                http::StatusCode::FORBIDDEN,
-                ruma::api::error::ErrorKind::GuestAccessForbidden,
-                "Guests must name the room they follow (room_id)",
-            ));
-        }
-        // Following a room one is not in (peeking) is not supported yet: refused at once
-        // rather than waiting out the timeout for events that would never come.
-        Some(room) => {
-            let room_id = super::path_room_id(room)?;
-            if services
-                .membership(&room_id, &session.user_id)
-                .await?
-                .as_deref()
-                != Some("join")
-            {
-                return Err(Error::forbidden(format!(
-                    "Join {room_id} to follow its events"
-                )));
-            }
-        }
-        None => {}
+    // Guests follow one room at a time, as on Synapse.
+    if only_room.is_none() && session.is_guest {
+        return Err(Error::new(
+            http::StatusCode::FORBIDDEN,
+            ruma::api::error::ErrorKind::GuestAccessForbidden,
+            "Guests must name the room they follow (room_id)",
+        ));
     }
     let device = session.device_id.as_str();
     let from = match params.get("from") {
@@ -360,6 +344,36 @@ async fn events(
         Some(from) => SyncToken::parse(from)?,
         None => now_token(&services, &session.user_id, device).await?,
     };
+    // Following a room one is not in: peeking, for world-readable rooms (403 otherwise).
+    if let Some(room) = &only_room {
+        let room_id = super::path_room_id(room)?;
+        if services
+            .membership(&room_id, &session.user_id)
+            .await?
+            .as_deref()
+            != Some("join")
+        {
+            let (events, reached) = services
+                .peek(
+                    &room_id,
+                    &session.user_id,
+                    from.events,
+                    timeout.min(MAX_EVENTS_TIMEOUT),
+                    MAX_LIMIT as i64,
+                )
+                .await?;
+            let end = SyncToken {
+                events: reached,
+                to_device: 0,
+                ..from
+            };
+            return Ok(Json(json!({
+                "start": from.to_string(),
+                "end": end.to_string(),
+                "chunk": events.into_iter().map(v1_event).collect::<Vec<_>>(),
+            })));
+        }
+    }
     let since = SyncToken {
         to_device: 0,
         ..from

@@ -4,6 +4,7 @@ mod append;
 mod create;
 mod membership;
 pub mod pdu;
+pub mod peek;
 mod relations;
 pub mod summary;
 mod upgrade;
@@ -63,6 +64,7 @@ impl Services {
         if let Some(also) = also {
             members.push(also.to_owned());
         }
+        members.extend(self.peekers.of(room_id).iter().map(ToString::to_string));
         Ok(members
             .iter()
             .filter_map(|u| UserId::parse(u.as_str()).ok())

@@ -1,0 +1,129 @@
+//! Peeking: following a world-readable room's new events (`GET /events?room_id=`) without
+//! joining it, as Synapse allows guests and users to.
+
+use std::{
+    collections::HashMap,
+    sync::{Mutex, PoisonError},
+    time::Duration,
+};
+
+use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
+use serde_json::Value;
+
+use crate::{
+    http::error::{Error, Result},
+    service::Services,
+};
+
+/// How long a peek waits before looking again by itself: a peeker is woken by the events of
+/// this instance only, so events written by another instance are found by looking.
+const RECHECK: Duration = Duration::from_secs(2);
+
+/// Who is peeking into which room on this instance (the count is per user: several
+/// requests may peek at once).
+#[derive(Default)]
+pub struct Peekers {
+    rooms: Mutex<HashMap<OwnedRoomId, HashMap<OwnedUserId, usize>>>,
+}
+
+impl Peekers {
+    /// The users peeking into a room, to be woken with its members.
+    pub fn of(&self, room_id: &RoomId) -> Vec<OwnedUserId> {
+        self.rooms
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(room_id)
+            .map(|users| users.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    fn enter(&self, room_id: &RoomId, user_id: &UserId) {
+        let mut rooms = self.rooms.lock().unwrap_or_else(PoisonError::into_inner);
+        *rooms
+            .entry(room_id.to_owned())
+            .or_default()
+            .entry(user_id.to_owned())
+            .or_default() += 1;
+    }
+
+    fn leave(&self, room_id: &RoomId, user_id: &UserId) {
+        let mut rooms = self.rooms.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(users) = rooms.get_mut(room_id) {
+            if let Some(count) = users.get_mut(user_id) {
+                *count = count.saturating_sub(1);
+                if *count == 0 {
+                    users.remove(user_id);
+                }
+            }
+            if users.is_empty() {
+                rooms.remove(room_id);
+            }
+        }
+    }
+}
+
+/// Takes a peeker off the list when its request ends, however it ends.
+struct Peeking<'a> {
+    peekers: &'a Peekers,
+    room_id: &'a RoomId,
+    user_id: &'a UserId,
+}
+
+impl Drop for Peeking<'_> {
+    fn drop(&mut self) {
+        self.peekers.leave(self.room_id, self.user_id);
+    }
+}
+
+impl Services {
+    /// The events of a world-readable room after stream position `after`, waiting up to
+    /// `timeout` for some: `(events as clients see them, position reached)`. 403 for a room
+    /// that is not world-readable (join it to follow it).
+    pub async fn peek(
+        &self,
+        room_id: &RoomId,
+        user_id: &UserId,
+        after: i64,
+        timeout: Duration,
+        limit: i64,
+    ) -> Result<(Vec<Value>, i64)> {
+        if self.current_visibility(room_id).await? != "world_readable" {
+            return Err(Error::forbidden(format!(
+                "Join {room_id} to follow its events: its history is not world-readable"
+            )));
+        }
+        let _peeking = Peeking {
+            peekers: &self.peekers,
+            room_id,
+            user_id,
+        };
+        self.peekers.enter(room_id, user_id);
+        let deadline = tokio::time::Instant::now() + timeout;
+        let subscription = self.bus.subscribe(user_id);
+        loop {
+            let notified = subscription.waiter.notify.notified();
+            tokio::pin!(notified);
+            // Registered before reading, so an event written in between still wakes us.
+            notified.as_mut().enable();
+            let events = self
+                .store
+                .room_events(room_id.as_str(), after, i64::MAX, true, limit)
+                .await?;
+            if let Some(last) = events.last().map(|e| e.stream_ordering) {
+                let visible = self.visible_events(room_id, user_id, events).await?;
+                let events = self.client_events(&visible, None, false).await?;
+                return Ok((events, last));
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Ok((Vec::new(), after));
+            }
+            let wait = (deadline - now).min(RECHECK);
+            tokio::select! {
+                _ = notified => {}
+                _ = tokio::time::sleep(wait) => {}
+                _ = self.bus.closing() => return Ok((Vec::new(), after)),
+            }
+        }
+    }
+}
