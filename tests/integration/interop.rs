@@ -1246,6 +1246,40 @@ async fn presence_reaches_new_room_mates(backend: Backend) {
         assert!(users.contains(&"@alice:localhost"), "{path}: {initial}");
         assert!(users.contains(&"@bob:localhost"), "{path}: {initial}");
     }
+    // Carol never syncs: the room lists her offline; her own initialSync makes her online.
+    let carol = token(&srv.register("carol", "pw carol 1").await);
+    let joined = srv
+        .post_json(
+            &format!("/_matrix/client/v3/join/{room}"),
+            Some(&carol),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(joined.0, 200);
+    let presence_of = |body: &Value, who: &str| {
+        body["presence"]
+            .as_array()
+            .expect("presence")
+            .iter()
+            .find(|e| e["content"]["user_id"] == who)
+            .cloned()
+    };
+    let (_, room_view) = srv
+        .get(
+            &format!("/_matrix/client/v3/rooms/{room}/initialSync"),
+            Some(&bob),
+        )
+        .await;
+    assert_eq!(
+        presence_of(&room_view, "@carol:localhost").expect("carol")["content"]["presence"],
+        "offline"
+    );
+    let (_, own) = srv
+        .get("/_matrix/client/v3/initialSync", Some(&carol))
+        .await;
+    let mine = presence_of(&own, "@carol:localhost").expect("own presence");
+    assert_eq!(mine["content"]["presence"], "online", "{mine}");
+    assert!(mine["content"]["last_active_ago"].is_u64(), "{mine}");
     srv.finish().await;
 }
 

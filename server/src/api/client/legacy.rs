@@ -118,6 +118,10 @@ async fn initial_sync(
     uri: Uri,
 ) -> Result<Json<Value>> {
     let params = query_params(uri.query());
+    // The pre-sync API's way of being online, as Synapse counts it.
+    services
+        .set_presence(&session.user_id, "online", None)
+        .await?;
     let options = SyncOptions {
         timeline_limit: limit(&params)?.max(1),
         include_leave: params.get("archived").is_some_and(|a| a == "true"),
@@ -261,11 +265,16 @@ async fn room_initial_sync(
         .room_members(room_id.as_str(), "join")
         .await?
     {
-        if let Ok(member) = UserId::parse(member.as_str())
-            && let Some(state) = services.presence.get(&member)
-        {
-            presence.push(presence_event(&member, &state, now));
-        }
+        let Ok(member) = UserId::parse(member.as_str()) else {
+            continue;
+        };
+        // Members never seen online are offline (as Synapse lists them).
+        presence.push(match services.presence.get(&member) {
+            Some(state) => presence_event(&member, &state, now),
+            None => json!({
+                "type": "m.presence", "sender": member, "content": {"presence": "offline"},
+            }),
+        });
     }
     Ok(Json(json!({
         "room_id": room_id,
@@ -323,6 +332,9 @@ async fn events(
         return Err(Error::invalid_param("limit must be a non-negative number"));
     }
     let only_room = params.get("room_id").cloned();
+    services
+        .set_presence(&session.user_id, "online", None)
+        .await?;
     // Guests follow one room at a time, as on Synapse.
     if only_room.is_none() && session.is_guest {
         return Err(Error::new(
