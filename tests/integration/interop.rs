@@ -1353,6 +1353,41 @@ async fn rooms_joined_or_left_since_the_last_sync(backend: Backend) {
         .unwrap_or_default();
     assert_eq!(state.len(), 1, "{after}");
     assert_eq!(state[0]["type"], "a.madeup.test.state");
+
+    // History visible to joined members only: carol joins while bob is away; when bob comes
+    // back, her join (current state) is in his timeline although it was sent in his absence.
+    let carol = token(&srv.register("carol", "pw carol 1").await);
+    srv.put_json(
+        &r("state/m.room.history_visibility"),
+        Some(&alice),
+        &json!({"history_visibility": "joined"}),
+    )
+    .await;
+    let away = sync(None, &plain).await;
+    let since = away["next_batch"].as_str().expect("token").to_owned();
+    assert_eq!(join(&carol).await, 200);
+    srv.put_json(
+        &r("send/m.room.message/2"),
+        Some(&alice),
+        &json!({"body": "unseen"}),
+    )
+    .await;
+    assert_eq!(join(&bob).await, 200);
+    let back = sync(Some(&since), &plain).await;
+    let timeline = back["rooms"]["join"][room.as_str()]["timeline"]["events"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        timeline.iter().any(|e| e["type"] == "m.room.member"
+            && e["state_key"] == "@carol:localhost"
+            && e["content"]["membership"] == "join"),
+        "{timeline:?}"
+    );
+    assert!(
+        !timeline.iter().any(|e| e["content"]["body"] == "unseen"),
+        "history stays hidden: {timeline:?}"
+    );
     srv.finish().await;
 }
 

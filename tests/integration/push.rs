@@ -214,6 +214,12 @@ async fn push_gateway_gets_mentions_with_counts_until_rules_say_no(backend: Back
         .get("/_matrix/client/v3/notifications", Some(&bob))
         .await;
     let listed = listed["notifications"].as_array().expect("list").clone();
+    assert!(
+        listed
+            .iter()
+            .all(|n| n.as_object().is_some_and(|n| n.contains_key("profile_tag"))),
+        "every key Synapse writes: {listed:?}"
+    );
     let ids: Vec<&str> = listed
         .iter()
         .map(|n| n["event"]["event_id"].as_str().expect("id"))

@@ -136,6 +136,8 @@ async fn notifications(
             Some(json!({
                 "actions": serde_json::from_str::<Value>(&r.actions).unwrap_or_default(),
                 "event": event,
+                // Synapse writes it (null: pushers' profile tags are not used here).
+                "profile_tag": null,
                 "read": r.read,
                 "room_id": r.room_id,
                 "ts": r.ts,

@@ -699,7 +699,27 @@ impl Services {
         // room may reach back before the join, where the history visibility decides.
         let events = match from {
             Some(_) => events,
-            None => self.visible_events(room_id, user_id, events).await?,
+            None => {
+                // Events of the room's current state stay, whatever the history visibility
+                // (as Synapse): a member may read the current state anyway, and a timeline
+                // without a join the state shows confuses clients.
+                let current: HashSet<String> = self
+                    .store
+                    .current_state(room_id.as_str())
+                    .await?
+                    .into_values()
+                    .collect();
+                let kept: HashSet<String> = self
+                    .visible_events(room_id, user_id, events.clone())
+                    .await?
+                    .into_iter()
+                    .map(|e| e.event_id)
+                    .collect();
+                events
+                    .into_iter()
+                    .filter(|e| kept.contains(&e.event_id) || current.contains(&e.event_id))
+                    .collect()
+            }
         };
         let mut ephemeral = Vec::new();
         let (typing_serial, typing) = self.typing.in_room(room_id, self.now_ms());
