@@ -24,6 +24,7 @@ both_backends!(
     presence_reaches_new_room_mates,
     rooms_joined_or_left_since_the_last_sync,
     world_readable_rooms_can_be_followed_without_joining,
+    context_lazy_loads_members,
 );
 
 fn token(v: &Value) -> String {
@@ -1455,5 +1456,60 @@ async fn world_readable_rooms_can_be_followed_without_joining(backend: Backend) 
             "M_FORBIDDEN",
         );
     }
+    srv.finish().await;
+}
+
+/// `/context` with `lazy_load_members`: only the member events of the senders it returns.
+async fn context_lazy_loads_members(backend: Backend) {
+    let srv = TestServer::start(&backend).await;
+    let alice = token(&srv.register("alice", "pw alice 1").await);
+    let room = create_room(&srv, &alice, json!({"preset": "public_chat"})).await;
+    for who in ["bob", "carol"] {
+        let t = token(&srv.register(who, "pw other 1").await);
+        let joined = srv
+            .post_json(
+                &format!("/_matrix/client/v3/join/{room}"),
+                Some(&t),
+                &json!({}),
+            )
+            .await;
+        assert_eq!(joined.0, 200);
+    }
+    let (_, sent) = srv
+        .put_json(
+            &format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/c1"),
+            Some(&alice),
+            &json!({"msgtype": "m.text", "body": "context"}),
+        )
+        .await;
+    let event = sent["event_id"].as_str().expect("event id");
+    let members = |filter: Option<Value>| {
+        let srv = &srv;
+        let alice = alice.clone();
+        let mut path = format!("/_matrix/client/v3/rooms/{room}/context/{event}?limit=0");
+        if let Some(filter) = filter {
+            let encoded: String =
+                url::form_urlencoded::byte_serialize(filter.to_string().as_bytes()).collect();
+            path.push_str(&format!("&filter={encoded}"));
+        }
+        async move {
+            let (status, body) = srv.get(&path, Some(&alice)).await;
+            assert_eq!(status, 200, "{body}");
+            let mut keys: Vec<String> = body["state"]
+                .as_array()
+                .expect("state")
+                .iter()
+                .filter(|e| e["type"] == "m.room.member")
+                .map(|e| e["state_key"].as_str().expect("key").to_owned())
+                .collect();
+            keys.sort();
+            keys
+        }
+    };
+    assert_eq!(members(None).await.len(), 3);
+    assert_eq!(
+        members(Some(json!({"lazy_load_members": true}))).await,
+        ["@alice:localhost"]
+    );
     srv.finish().await;
 }

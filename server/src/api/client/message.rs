@@ -266,7 +266,23 @@ async fn context(
     response.event = Some(to_raw(&context.event)?);
     response.events_before = context.before.iter().map(to_raw).collect::<Result<_>>()?;
     response.events_after = context.after.iter().map(to_raw).collect::<Result<_>>()?;
-    response.state = context.state.iter().map(to_raw).collect::<Result<_>>()?;
+    // Lazy loading: only the member events of the events' senders (as Synapse).
+    let senders: std::collections::HashSet<&str> = std::iter::once(&context.event)
+        .chain(&context.before)
+        .chain(&context.after)
+        .filter_map(|e| e.get("sender").and_then(serde_json::Value::as_str))
+        .collect();
+    let lazy = !b.filter.lazy_load_options.is_disabled();
+    response.state = context
+        .state
+        .iter()
+        .filter(|e| {
+            !lazy
+                || e["type"] != "m.room.member"
+                || e["state_key"].as_str().is_some_and(|k| senders.contains(k))
+        })
+        .map(to_raw)
+        .collect::<Result<_>>()?;
     let _ = UInt::MIN;
     Ok(response)
 }
