@@ -673,6 +673,9 @@ async fn sync_filters_shape_every_section(backend: Backend) {
     let joined = &bare["rooms"]["join"][room.as_str()];
     assert_eq!(joined["timeline"]["events"], json!([]), "{joined}");
     assert_eq!(joined["timeline"]["limited"], true, "{joined}");
+    // Every section present even when empty (SyTest and client schemas look for them).
+    assert_eq!(joined["ephemeral"]["events"], json!([]), "{joined}");
+    assert!(joined["account_data"]["events"].is_array(), "{joined}");
     let state = joined["state"]["events"].as_array().expect("state");
     assert_eq!(state.len(), 1, "{state:?}");
     assert_eq!(state[0]["type"], "m.room.name");

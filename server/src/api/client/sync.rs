@@ -112,11 +112,17 @@ fn with_fields_clients_expect(value: &mut Value, knock: Option<Value>) {
     if let (Some(knock), Some(rooms)) = (knock, rooms.as_object_mut()) {
         rooms.insert("knock".to_owned(), knock);
     }
-    for section in ["join", "leave"] {
-        let Some(section) = rooms.get_mut(section).and_then(Value::as_object_mut) else {
+    for name in ["join", "leave"] {
+        let Some(section) = rooms.get_mut(name).and_then(Value::as_object_mut) else {
             continue;
         };
         for room in section.values_mut().filter_map(Value::as_object_mut) {
+            room.entry("account_data")
+                .or_insert_with(|| json!({"events": []}));
+            if name == "join" {
+                room.entry("ephemeral")
+                    .or_insert_with(|| json!({"events": []}));
+            }
             if !room.contains_key("state_after") {
                 room.entry("state").or_insert_with(|| json!({"events": []}));
             }
