@@ -673,6 +673,27 @@ async fn sync_filters_shape_every_section(backend: Backend) {
     let joined = &bare["rooms"]["join"][room.as_str()];
     assert_eq!(joined["timeline"]["events"], json!([]), "{joined}");
     assert_eq!(joined["timeline"]["limited"], true, "{joined}");
+    // `event_format: federation`: timeline events as PDUs, with their ids beside.
+    let pdus = json!({"event_format": "federation", "room": {"timeline": {"limit": 1}}});
+    let pdus: String = url::form_urlencoded::byte_serialize(pdus.to_string().as_bytes()).collect();
+    let (_, raw) = srv
+        .get(
+            &format!("/_matrix/client/v3/sync?filter={pdus}"),
+            Some(&alice),
+        )
+        .await;
+    let pdu = &raw["rooms"]["join"][room.as_str()]["timeline"]["events"][0];
+    for key in [
+        "event_id",
+        "room_id",
+        "prev_events",
+        "auth_events",
+        "depth",
+        "hashes",
+        "signatures",
+    ] {
+        assert!(pdu.get(key).is_some(), "{key} in {pdu}");
+    }
     // Every section present even when empty (SyTest and client schemas look for them).
     assert_eq!(joined["ephemeral"]["events"], json!([]), "{joined}");
     assert!(joined["account_data"]["events"].is_array(), "{joined}");

@@ -167,6 +167,8 @@ async fn sync_options(
         state_after: b.use_state_after,
         ..SyncOptions::default()
     };
+    options.federation_format =
+        filter.event_format == ruma::api::client::filter::EventFormat::Federation;
     let room = &filter.room;
     if let Some(limit) = room.timeline.limit {
         options.timeline_limit = usize::try_from(u64::from(limit))

@@ -165,6 +165,8 @@ pub struct SyncOptions {
     pub full_state: bool,
     /// `state_after` (MSC4222) instead of `state`.
     pub state_after: bool,
+    /// Timeline events as PDUs (`event_format: federation`).
+    pub federation_format: bool,
     /// Most timeline events per room.
     pub timeline_limit: usize,
     /// Only the members the timeline needs.
@@ -244,6 +246,7 @@ impl Default for SyncOptions {
             timeout: Duration::ZERO,
             full_state: false,
             state_after: false,
+            federation_format: false,
             timeline_limit: 10,
             lazy_load_members: false,
             include_redundant_members: false,
@@ -759,7 +762,7 @@ impl Services {
         joined.unread_notifications.notification_count = UInt::new(unread.max(0) as u64);
         joined.unread_notifications.highlight_count = UInt::new(highlights.max(0) as u64);
         joined.timeline = self
-            .timeline(&events, limited, (user_id, device_id))
+            .timeline(&events, limited, (user_id, device_id), options)
             .await?;
         joined.state = self
             .state_section(
@@ -832,7 +835,7 @@ impl Services {
         let events = self.visible_events(room_id, user_id, events).await?;
         let mut left = LeftRoom::new();
         left.timeline = self
-            .timeline(&events, limited, (user_id, device_id))
+            .timeline(&events, limited, (user_id, device_id), options)
             .await?;
         left.state = self
             .state_section(
@@ -882,7 +885,14 @@ impl Services {
                 .store
                 .events(std::slice::from_ref(&row.event_id))
                 .await?;
-            left.timeline = self.timeline(&events, false, (user_id, device_id)).await?;
+            left.timeline = self
+                .timeline(
+                    &events,
+                    false,
+                    (user_id, device_id),
+                    &SyncOptions::default(),
+                )
+                .await?;
         }
         Ok(left)
     }
@@ -945,6 +955,7 @@ impl Services {
         events: &[StoredEvent],
         limited: bool,
         viewer: (&UserId, &str),
+        options: &SyncOptions,
     ) -> Result<Timeline> {
         let mut timeline = Timeline::new();
         timeline.limited = limited;
@@ -952,7 +963,18 @@ impl Services {
             // A /messages token: paginate backwards from just before the first event.
             timeline.prev_batch = Some(format!("t{}", first.stream_ordering));
         }
+        let stored: HashMap<&str, &StoredEvent> =
+            events.iter().map(|e| (e.event_id.as_str(), e)).collect();
         for event in self.client_events(events, Some(viewer), true).await? {
+            let pdu = event
+                .get("event_id")
+                .and_then(Value::as_str)
+                .and_then(|id| stored.get(id))
+                .filter(|_| options.federation_format);
+            let event = match pdu {
+                Some(pdu) => federation_event(pdu, &event),
+                None => event,
+            };
             timeline.events.push(to_raw(&event)?);
         }
         Ok(timeline)
@@ -1165,4 +1187,19 @@ impl Services {
         }
         Ok(events)
     }
+}
+
+/// An event as servers exchange it (`event_format: federation`): the PDU as stored, with the
+/// ids and `unsigned` a client reads beside it.
+fn federation_event(stored: &StoredEvent, client: &Value) -> Value {
+    let Ok(Value::Object(mut pdu)) = serde_json::from_str::<Value>(&stored.json) else {
+        return client.clone();
+    };
+    pdu.insert("event_id".to_owned(), Value::from(stored.event_id.as_str()));
+    pdu.entry("room_id")
+        .or_insert_with(|| Value::from(stored.room_id.as_str()));
+    if let Some(unsigned) = client.get("unsigned") {
+        pdu.insert("unsigned".to_owned(), unsigned.clone());
+    }
+    Value::Object(pdu)
 }

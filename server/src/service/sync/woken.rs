@@ -58,6 +58,7 @@ impl Services {
             || !options.state_filter.is_empty()
             || options.full_state
             || options.include_redundant_members
+            || options.federation_format
         {
             return Ok(None);
         }
