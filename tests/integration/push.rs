@@ -121,6 +121,15 @@ async fn counts(srv: &TestServer, token: &str, room: &str) -> (u64, u64) {
     )
 }
 
+/// A server allowed to push to a fresh local gateway: `(gateway, its url, server)`.
+async fn server_with_gateway(backend: &Backend) -> (Arc<Gateway>, String, TestServer) {
+    let (gw, url) = gateway().await;
+    let host = url::Url::parse(&url).expect("url");
+    let allowed = format!("127.0.0.1:{}", host.port().expect("port"));
+    let srv = TestServer::start_with(backend, move |c| c.push.gateway_allow = vec![allowed]).await;
+    (gw, url, srv)
+}
+
 fn pusher(url: &str, pushkey: &str) -> Value {
     json!({
         "kind": "http", "app_id": "io.matrixon.test", "pushkey": pushkey,
@@ -130,10 +139,7 @@ fn pusher(url: &str, pushkey: &str) -> Value {
 }
 
 async fn push_gateway_gets_mentions_with_counts_until_rules_say_no(backend: Backend) {
-    let (gw, url) = gateway().await;
-    let host = url::Url::parse(&url).expect("url");
-    let allowed = format!("127.0.0.1:{}", host.port().expect("port"));
-    let srv = TestServer::start_with(&backend, move |c| c.push.gateway_allow = vec![allowed]).await;
+    let (gw, url, srv) = server_with_gateway(&backend).await;
     let alice = token(&srv.register("alice", "push password").await);
     let bob = token(&srv.register("bob", "push password").await);
     let (_, room) = srv
@@ -957,10 +963,7 @@ async fn old_notifications_go_and_unread_ones_still_count(backend: Backend) {
 /// What Synapse puts in a push that SyTest's and Sygnal's readers look for: the membership of a
 /// member event, and the room's canonical alias as its name when it has no name.
 async fn member_pushes_say_the_membership_and_aliases_name_rooms(backend: Backend) {
-    let (gw, url) = gateway().await;
-    let host = url::Url::parse(&url).expect("url");
-    let allowed = format!("127.0.0.1:{}", host.port().expect("port"));
-    let srv = TestServer::start_with(&backend, move |c| c.push.gateway_allow = vec![allowed]).await;
+    let (gw, url, srv) = server_with_gateway(&backend).await;
     let alice = token(&srv.register("alice", "push password").await);
     let bob = token(&srv.register("bob", "push password").await);
     let (status, _) = srv
