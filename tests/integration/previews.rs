@@ -6,7 +6,7 @@ use matrix_sdk::{
     Client,
     config::SyncSettings,
     room_preview::RoomPreview,
-    ruma::{OwnedRoomId, RoomId, RoomOrAliasId, room::JoinRuleSummary},
+    ruma::{OwnedRoomId, RoomAliasId, RoomId, RoomOrAliasId, room::JoinRuleSummary},
 };
 use serde_json::{Value, json};
 
@@ -17,6 +17,7 @@ both_backends!(
     rooms_preview_to_those_who_may_see_them,
     rooms_nobody_is_left_in_cannot_be_joined,
     a_declined_and_forgotten_invite_still_syncs_its_leave,
+    a_deleted_alias_no_longer_finds_or_names_the_room,
 );
 
 fn token(v: &Value) -> String {
@@ -401,5 +402,43 @@ async fn a_declined_and_forgotten_invite_still_syncs_its_leave(backend: Backend)
         initial["rooms"]["leave"].get(room.as_str()).is_none(),
         "{initial}"
     );
+    srv.finish().await;
+}
+
+/// matrix-sdk deletes an alias: it no longer resolves, and the room's canonical alias (what
+/// previews and the directory show) no longer names it.
+async fn a_deleted_alias_no_longer_finds_or_names_the_room(backend: Backend) {
+    let srv = TestServer::start(&backend).await;
+    let alice = sdk_login(&srv, "alice").await;
+    let bob = sdk_login(&srv, "bob").await;
+    let token = alice.access_token().expect("token");
+    let room = create(
+        &srv,
+        &token,
+        json!({"preset": "public_chat", "room_alias_name": "hall"}),
+    )
+    .await;
+    let alias = <&RoomAliasId>::try_from("#hall:localhost").expect("alias");
+    assert_eq!(
+        bob.resolve_room_alias(alias)
+            .await
+            .expect("resolves")
+            .room_id,
+        room
+    );
+    alice.remove_room_alias(alias).await.expect("alias removed");
+    assert!(bob.resolve_room_alias(alias).await.is_err());
+    let by_id = <&RoomOrAliasId>::from(&*room);
+    let preview = RoomPreview::from_room_summary(&bob, room.clone(), by_id, vec![])
+        .await
+        .expect("preview");
+    assert_eq!(preview.canonical_alias, None);
+    let (_, state) = srv
+        .get(
+            &format!("/_matrix/client/v3/rooms/{room}/state/m.room.canonical_alias"),
+            Some(&token),
+        )
+        .await;
+    assert!(state.get("alias").is_none(), "{state}");
     srv.finish().await;
 }
