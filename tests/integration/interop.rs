@@ -1466,7 +1466,46 @@ async fn world_readable_rooms_can_be_followed_without_joining(backend: Backend) 
             "woken by the room's event: {chunk:?}"
         );
         assert_ne!(peeked.1["end"], json!(from));
+        // The members' presence changes come through the peek too.
+        let from = peeked.1["end"].as_str().expect("end").to_owned();
+        let path = format!("/_matrix/client/v3/events?room_id={room}&from={from}&timeout=10000");
+        let status_msg = format!("busy {txn}");
+        let (peeked, set) = tokio::join!(srv.get(&path, Some(peeker)), async {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            srv.put_json(
+                "/_matrix/client/v3/presence/@alice:localhost/status",
+                Some(&alice),
+                &json!({"presence": "online", "status_msg": status_msg}),
+            )
+            .await
+        });
+        assert_eq!(set.0, 200, "{:?}", set.1);
+        let presence = peeked.1["chunk"]
+            .as_array()
+            .expect("chunk")
+            .iter()
+            .find(|e| e["type"] == "m.presence")
+            .cloned()
+            .unwrap_or_else(|| panic!("presence: {:?}", peeked.1));
+        assert_eq!(presence["content"]["user_id"], "@alice:localhost");
+        assert_eq!(presence["content"]["status_msg"], json!(status_msg));
     }
+    // Someone who left sees the room as it was: no presence of its members now.
+    let joined = srv
+        .post_json(
+            &format!("/_matrix/client/v3/join/{room}"),
+            Some(&bob),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(joined.0, 200);
+    assert_eq!(
+        srv.post_json(&r("leave"), Some(&bob), &json!({})).await.0,
+        200
+    );
+    let (status, departed) = srv.get(&r("initialSync"), Some(&bob)).await;
+    assert_eq!(status, 200, "{departed}");
+    assert_eq!(departed["presence"], json!([]), "{departed}");
     // Not world-readable: 403 at once, for both.
     let private = create_room(&srv, &alice, json!({"preset": "public_chat"})).await;
     for peeker in [&bob, &guest] {

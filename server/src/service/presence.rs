@@ -112,7 +112,15 @@ impl Services {
         }
         let now = self.now_ms();
         if self.presence.apply(user_id, state, status_msg, now) {
-            let peers = self.room_peers(user_id).await?;
+            let mut peers = self.room_peers(user_id).await?;
+            // Whoever peeks into one of the user's rooms hears of it too.
+            for room in self.joined_rooms(user_id).await? {
+                for peeker in self.peekers.of(&room) {
+                    if !peers.contains(&peeker) {
+                        peers.push(peeker);
+                    }
+                }
+            }
             let message = self.presence.get(user_id).and_then(|p| p.status_msg);
             self.bus
                 .presence_changed(user_id, (state, message.as_deref()), now, &peers);

@@ -260,11 +260,18 @@ async fn room_initial_sync(
     };
     let now = services.now_ms();
     let mut presence = Vec::new();
-    for member in services
-        .store
-        .room_members(room_id.as_str(), "join")
-        .await?
+    // Presence is for the room's members (and peekers of world-readable rooms); someone who
+    // left sees the room as it was, without its members' presence now.
+    let members = if membership.as_deref() == Some("leave") || membership.as_deref() == Some("ban")
     {
+        Vec::new()
+    } else {
+        services
+            .store
+            .room_members(room_id.as_str(), "join")
+            .await?
+    };
+    for member in members {
         let Ok(member) = UserId::parse(member.as_str()) else {
             continue;
         };
@@ -365,24 +372,27 @@ async fn events(
             .as_deref()
             != Some("join")
         {
-            let (events, reached) = services
+            let peeked = services
                 .peek(
                     &room_id,
                     &session.user_id,
-                    from.events,
+                    (from.events, from.presence),
                     timeout.min(MAX_EVENTS_TIMEOUT),
                     MAX_LIMIT as i64,
                 )
                 .await?;
             let end = SyncToken {
-                events: reached,
+                events: peeked.events_upto,
+                presence: peeked.presence_upto,
                 to_device: 0,
                 ..from
             };
+            let mut chunk: Vec<Value> = peeked.events.into_iter().map(v1_event).collect();
+            chunk.extend(legacy_presence(peeked.presence));
             return Ok(Json(json!({
                 "start": from.to_string(),
                 "end": end.to_string(),
-                "chunk": events.into_iter().map(v1_event).collect::<Vec<_>>(),
+                "chunk": chunk,
             })));
         }
     }

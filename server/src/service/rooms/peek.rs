@@ -75,18 +75,31 @@ impl Drop for Peeking<'_> {
     }
 }
 
+/// What a peek found: the room's new events, its members' presence changes (both as
+/// clients see them) and the positions reached in both streams.
+pub struct Peeked {
+    /// Room events after the starting position.
+    pub events: Vec<Value>,
+    /// `m.presence` events of the room's members that changed after the starting serial.
+    pub presence: Vec<Value>,
+    /// The room-event position reached.
+    pub events_upto: i64,
+    /// The presence serial reached.
+    pub presence_upto: i64,
+}
+
 impl Services {
-    /// The events of a world-readable room after stream position `after`, waiting up to
-    /// `timeout` for some: `(events as clients see them, position reached)`. 403 for a room
-    /// that is not world-readable (join it to follow it).
+    /// The events of a world-readable room after stream position `after` and its members'
+    /// presence changes after serial `after_presence`, waiting up to `timeout` for some. 403
+    /// for a room that is not world-readable (join it to follow it).
     pub async fn peek(
         &self,
         room_id: &RoomId,
         user_id: &UserId,
-        after: i64,
+        (after, after_presence): (i64, i64),
         timeout: Duration,
         limit: i64,
-    ) -> Result<(Vec<Value>, i64)> {
+    ) -> Result<Peeked> {
         if self.current_visibility(room_id).await? != "world_readable" {
             return Err(Error::forbidden(format!(
                 "Join {room_id} to follow its events: its history is not world-readable"
@@ -98,31 +111,52 @@ impl Services {
             user_id,
         };
         self.peekers.enter(room_id, user_id);
-        let deadline = tokio::time::Instant::now() + timeout;
+        let mut deadline = tokio::time::Instant::now() + timeout;
         let subscription = self.bus.subscribe(user_id);
         loop {
             let notified = subscription.waiter.notify.notified();
             tokio::pin!(notified);
             // Registered before reading, so an event written in between still wakes us.
             notified.as_mut().enable();
+            let presence_upto = self.presence.serial();
             let events = self
                 .store
                 .room_events(room_id.as_str(), after, i64::MAX, true, limit)
                 .await?;
-            if let Some(last) = events.last().map(|e| e.stream_ordering) {
-                let visible = self.visible_events(room_id, user_id, events).await?;
-                let events = self.client_events(&visible, None, false).await?;
-                return Ok((events, last));
+            let now_ms = self.now_ms();
+            let mut presence = Vec::new();
+            if presence_upto > after_presence {
+                for member in self.store.room_members(room_id.as_str(), "join").await? {
+                    let Ok(member) = UserId::parse(member.as_str()) else {
+                        continue;
+                    };
+                    if let Some(state) = self.presence.get(&member)
+                        && state.serial > after_presence
+                        && state.serial <= presence_upto
+                    {
+                        presence.push(crate::service::presence::presence_event(
+                            &member, &state, now_ms,
+                        ));
+                    }
+                }
             }
+            let events_upto = events.last().map_or(after, |e| e.stream_ordering);
             let now = tokio::time::Instant::now();
-            if now >= deadline {
-                return Ok((Vec::new(), after));
+            if !events.is_empty() || !presence.is_empty() || now >= deadline {
+                let visible = self.visible_events(room_id, user_id, events).await?;
+                return Ok(Peeked {
+                    events: self.client_events(&visible, None, false).await?,
+                    presence,
+                    events_upto,
+                    presence_upto: presence_upto.max(after_presence),
+                });
             }
             let wait = (deadline - now).min(RECHECK);
             tokio::select! {
                 _ = notified => {}
                 _ = tokio::time::sleep(wait) => {}
-                _ = self.bus.closing() => return Ok((Vec::new(), after)),
+                // Stopping: answer with what there is on the next pass.
+                _ = self.bus.closing() => deadline = tokio::time::Instant::now(),
             }
         }
     }
