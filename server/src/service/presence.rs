@@ -5,7 +5,7 @@ use std::{
     sync::{Mutex, PoisonError},
 };
 
-use ruma::{OwnedUserId, UserId};
+use ruma::{OwnedRoomId, OwnedUserId, UserId};
 use serde_json::{Value, json};
 
 use super::Services;
@@ -112,10 +112,11 @@ impl Services {
         }
         let now = self.now_ms();
         if self.presence.apply(user_id, state, status_msg, now) {
-            let mut peers = self.room_peers(user_id).await?;
+            let rooms = self.joined_rooms(user_id).await?;
+            let mut peers = self.peers_in(user_id, &rooms).await?;
             // Whoever peeks into one of the user's rooms hears of it too.
-            for room in self.joined_rooms(user_id).await? {
-                for peeker in self.peekers.of(&room) {
+            for room in &rooms {
+                for peeker in self.peekers.of(room) {
                     if !peers.contains(&peeker) {
                         peers.push(peeker);
                     }
@@ -130,8 +131,14 @@ impl Services {
 
     /// Everyone who shares a joined room with the user (the user included).
     pub async fn room_peers(&self, user_id: &UserId) -> Result<Vec<OwnedUserId>> {
+        let rooms = self.joined_rooms(user_id).await?;
+        self.peers_in(user_id, &rooms).await
+    }
+
+    /// [`Services::room_peers`] for rooms already read.
+    async fn peers_in(&self, user_id: &UserId, rooms: &[OwnedRoomId]) -> Result<Vec<OwnedUserId>> {
         let mut peers = vec![user_id.to_owned()];
-        for room in self.joined_rooms(user_id).await? {
+        for room in rooms {
             for member in self.store.room_members(room.as_str(), "join").await? {
                 if let Ok(member) = UserId::parse(member)
                     && !peers.contains(&member)

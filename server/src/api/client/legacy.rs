@@ -262,8 +262,7 @@ async fn room_initial_sync(
     let mut presence = Vec::new();
     // Presence is for the room's members (and peekers of world-readable rooms); someone who
     // left sees the room as it was, without its members' presence now.
-    let members = if membership.as_deref() == Some("leave") || membership.as_deref() == Some("ban")
-    {
+    let members = if matches!(membership.as_deref(), Some("leave" | "ban")) {
         Vec::new()
     } else {
         services

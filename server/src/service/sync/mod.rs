@@ -570,12 +570,19 @@ impl Services {
         // Whoever joined one of the user's rooms since the last sync (everyone, in a room the
         // user joined) is heard of once, changed or not, as on Synapse.
         let arrivals: HashSet<String> = match since {
-            Some(since) if presence > 0 => self
-                .store
-                .arrivals_since(user_id.as_str(), since.events, upto)
-                .await?
-                .into_iter()
-                .collect(),
+            // Only a sync that shows joined rooms can have new room mates, and only one that
+            // shows presence needs them: the query is skipped otherwise.
+            Some(since)
+                if presence > 0
+                    && !response.rooms.join.is_empty()
+                    && options.presence_filter.allows_kind("m.presence", None) =>
+            {
+                self.store
+                    .arrivals_since(user_id.as_str(), since.events, upto)
+                    .await?
+                    .into_iter()
+                    .collect()
+            }
             _ => HashSet::new(),
         };
         if presence > since_presence || !arrivals.is_empty() {
