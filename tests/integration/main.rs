@@ -30,6 +30,7 @@ mod rooms;
 mod scale_out;
 mod search;
 mod sessions;
+mod sliding_sync;
 mod sso;
 mod timeline;
 mod visibility;

@@ -16,6 +16,9 @@ pub const NOTIFICATION_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600)
 /// How long a vault seen delegating to a member is remembered (longer than the longest
 /// re-check interval, 30 days, so every sweep in between renews it).
 const VAULT_RETENTION: Duration = Duration::from_secs(31 * 24 * 3600);
+/// How long an unused sliding sync connection can still be continued (its client then starts
+/// a new one, as after any expired position).
+const SLIDING_CONNECTION_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 /// How often the clean-up runs.
 const EVERY: Duration = Duration::from_secs(3600);
 /// Rows deleted per statement, so that no pass holds a long write lock.
@@ -34,7 +37,8 @@ impl Services {
     }
 
     /// Removes what expires: unused nonces (unauthenticated endpoints hand them out), OpenID
-    /// tokens, and vaults not seen delegating for longer than any gate's re-check interval.
+    /// tokens, vaults not seen delegating for longer than any gate's re-check interval, and
+    /// sliding sync connections idle for a week.
     pub async fn prune_expired(&self) -> Result<u64> {
         let now = self.now_ms();
         let nonces =
@@ -43,7 +47,11 @@ impl Services {
             .store
             .prune_gate_vaults(now - VAULT_RETENTION.as_millis() as i64)
             .await?;
-        Ok(nonces + vaults)
+        let connections = self
+            .store
+            .prune_sliding_positions(now - SLIDING_CONNECTION_RETENTION.as_millis() as i64)
+            .await?;
+        Ok(nonces + vaults + connections)
     }
 }
 

@@ -98,6 +98,11 @@ impl Store {
                 .bind(device_id.as_str())
                 .execute(&mut *tx)
                 .await?;
+            sqlx::query("DELETE FROM sliding_sync_positions WHERE user_id = $1 AND device_id = $2")
+                .bind(user_id.as_str())
+                .bind(device_id.as_str())
+                .execute(&mut *tx)
+                .await?;
             // Signatures on the device go with it (a new device could reuse the ID).
             sqlx::query(
                 "DELETE FROM key_signatures WHERE target_user_id = $1 AND target_key_id = $2",
@@ -137,6 +142,11 @@ impl Store {
         .bind(keep.map_or("", DeviceId::as_str))
         .execute(&mut *tx)
         .await?;
+        sqlx::query("DELETE FROM sliding_sync_positions WHERE user_id = $1 AND device_id <> $2")
+            .bind(user_id.as_str())
+            .bind(keep.map_or("", DeviceId::as_str))
+            .execute(&mut *tx)
+            .await?;
         if deleted > 0 {
             super::keys::record_device_list_change(&mut tx, user_id.as_str()).await?;
         }

@@ -17,6 +17,7 @@ mod relations;
 mod rooms;
 mod search;
 mod session;
+mod sliding_sync;
 mod sync;
 mod threepid;
 mod voip;
@@ -37,6 +38,7 @@ pub fn routes() -> Router<Arc<Services>> {
     let router = message::routes(router);
     let router = rooms::routes(router);
     let router = sync::routes(router);
+    let router = sliding_sync::routes(router);
     let router = profile::routes(router);
     let router = ephemeral::routes(router);
     let router = relations::routes(router);

@@ -20,6 +20,7 @@ use serde_json::Value;
 mod counts;
 mod glob;
 mod recent;
+mod sliding;
 mod woken;
 
 pub use counts::CountBatches;

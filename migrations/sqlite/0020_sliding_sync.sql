@@ -1,0 +1,14 @@
+-- Simplified sliding sync (MSC4186) connections: what each position of a connection (a
+-- device's `conn_id`) has sent, so that another instance or a restart continues it. A
+-- connection keeps the position it was last asked from and the one it answered with (a lost
+-- answer is retried from the first); older positions go at once, idle ones after a week.
+CREATE TABLE sliding_sync_positions (
+    user_id    TEXT NOT NULL,
+    device_id  TEXT NOT NULL,
+    conn_id    TEXT NOT NULL,
+    pos        TEXT NOT NULL,
+    state      TEXT NOT NULL,
+    created_ts INTEGER NOT NULL,
+    PRIMARY KEY (user_id, device_id, conn_id, pos)
+);
+CREATE INDEX sliding_sync_positions_age ON sliding_sync_positions (created_ts);
