@@ -6,13 +6,18 @@
 
 use std::{net::TcpListener, path::PathBuf, process::Stdio, time::Duration};
 
+use futures_util::{StreamExt, pin_mut};
 use matrix_sdk::{
-    Client,
+    Client, RoomState,
     config::SyncSettings,
     room::MessagesOptions,
     ruma::{
         OwnedRoomId, api::client::room::create_room, events::room::message::RoomMessageEventContent,
     },
+};
+use matrix_sdk_ui::{
+    room_list_service::{RoomListItem, filters::new_filter_non_left},
+    sync_service::SyncService,
 };
 use serde_json::{Value, json};
 use tokio::process::{Child, Command};
@@ -372,4 +377,117 @@ async fn encrypted_chat_across_devices_cross_signing_and_backup() {
             "{body} not restored: {after:?}"
         );
     }
+}
+
+/// Waits up to 30 s for `done`.
+async fn eventually(what: &str, mut done: impl AsyncFnMut() -> bool) {
+    for _ in 0..300 {
+        if done().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("never happened: {what}");
+}
+
+/// Whether the client reads `body` (decrypted) in the room's history.
+async fn reads(client: &Client, room: &OwnedRoomId, body: &str) -> bool {
+    history(client, room)
+        .await
+        .iter()
+        .any(|(kind, text)| kind == "m.room.message" && text == body)
+}
+
+/// As Element X: matrix-sdk-ui's `SyncService` (its room list and encryption connections
+/// over simplified sliding sync, no `/sync` at all) for two users, an encrypted DM whose
+/// messages decrypt, a room list ordered by activity, and a client that stops and continues.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn element_x_style_sync_service_room_list_and_encrypted_dm() {
+    let srv = Server::start().await;
+    srv.register("alice").await;
+    srv.register("bob").await;
+    let alice = login(&srv, "alice").await;
+    let bob = login(&srv, "bob").await;
+    let alice_sync = SyncService::builder(alice.clone())
+        .build()
+        .await
+        .expect("alice's sync service");
+    let bob_sync = SyncService::builder(bob.clone())
+        .build()
+        .await
+        .expect("bob's sync service");
+    alice_sync.start().await;
+    bob_sync.start().await;
+
+    let mut request = create_room::v3::Request::new();
+    request.name = Some("Quiet".to_owned());
+    let quiet = alice.create_room(request).await.expect("create room");
+    let dm = alice
+        .create_dm(bob.user_id().expect("bob"))
+        .await
+        .expect("create DM");
+    let dm_id = dm.room_id().to_owned();
+    eventually("bob's room list shows the invite", async || {
+        bob.get_room(&dm_id)
+            .is_some_and(|r| r.state() == RoomState::Invited)
+    })
+    .await;
+    bob.join_room_by_id(&dm_id).await.expect("bob joins");
+    eventually("alice sees bob join", async || {
+        dm.joined_members_count() == 2
+    })
+    .await;
+    assert!(
+        dm.latest_encryption_state()
+            .await
+            .expect("state")
+            .is_encrypted()
+    );
+
+    send(&alice, &dm_id, "over sliding sync").await;
+    eventually("bob decrypts alice's message", async || {
+        reads(&bob, &dm_id, "over sliding sync").await
+    })
+    .await;
+    send(&bob, &dm_id, "and back").await;
+    eventually("alice decrypts bob's answer", async || {
+        reads(&alice, &dm_id, "and back").await
+    })
+    .await;
+
+    // Alice's room list, as Element X shows it: both rooms, the one with the chat first.
+    let room_list = alice_sync
+        .room_list_service()
+        .all_rooms()
+        .await
+        .expect("all rooms");
+    let (entries, controller) = room_list.entries_with_dynamic_adapters(50);
+    controller.set_filter(Box::new(new_filter_non_left()));
+    pin_mut!(entries);
+    let mut rooms: imbl::Vector<RoomListItem> = imbl::Vector::new();
+    let ordered = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(diffs) = entries.next().await {
+            for diff in diffs {
+                diff.apply(&mut rooms);
+            }
+            let ids: Vec<_> = rooms.iter().map(|r| r.room_id().to_owned()).collect();
+            if ids == [dm_id.clone(), quiet.room_id().to_owned()] {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(ordered, Ok(true), "the DM above the quiet room");
+
+    // Bob's client stops (as an app sent to the background) and continues.
+    bob_sync.stop().await;
+    send(&alice, &dm_id, "while you were away").await;
+    bob_sync.start().await;
+    eventually("bob reads what came while he was away", async || {
+        reads(&bob, &dm_id, "while you were away").await
+    })
+    .await;
+    alice_sync.stop().await;
+    bob_sync.stop().await;
 }
