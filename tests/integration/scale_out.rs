@@ -192,6 +192,78 @@ async fn two_instances_share_one_database_and_bus() {
 /// Two `matrixon` processes (the binary the test command builds), on one PostgreSQL and one
 /// Redis: each serves every request of this scenario, a sync waiting on one wakes for a send
 /// on the other, and concurrent sends through both give one history, seen alike by both.
+/// A sliding sync connection started on one instance continues on the other (its positions
+/// are in the shared database), and a long poll there wakes for a message sent on the first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sliding_sync_connection_moves_between_instances() {
+    let name = "a_sliding_sync_connection_moves_between_instances";
+    let (Some(redis), Some(backend)) = (redis_url(name), Backend::postgres(name)) else {
+        return;
+    };
+    let redis_for_a = redis.clone();
+    let a = TestServer::start_with(&backend, move |c| c.redis.url = Some(redis_for_a)).await;
+    let mut config = test_config(&a.db.url);
+    config.redis.url = Some(redis);
+    let b = Server::start_with_clock(config, Arc::new(TestClock::default()))
+        .await
+        .expect("second instance starts");
+    let b_base = b.base_url();
+    let token = |v: &Value| v["access_token"].as_str().expect("token").to_owned();
+    let alice = token(&a.register("alice", "pw alice 1").await);
+    let (_, room) = a
+        .post_json(
+            "/_matrix/client/v3/createRoom",
+            Some(&alice),
+            &json!({"name": "Shared"}),
+        )
+        .await;
+    let room_id = room["room_id"].as_str().expect("room").to_owned();
+    let path = "/_matrix/client/unstable/org.matrix.simplified_msc3575/sync";
+    let body =
+        json!({"conn_id": "main", "lists": {"all": {"ranges": [[0, 9]], "timeline_limit": 5}}});
+    let (status, first) = a
+        .post_json(&format!("{path}?timeout=0"), Some(&alice), &body)
+        .await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(first["rooms"][&room_id]["initial"], true);
+    let pos = first["pos"].as_str().expect("pos").to_owned();
+
+    let waiting = tokio::spawn({
+        let url = format!("{b_base}{path}?pos={pos}&timeout=20000");
+        let (alice, body) = (alice.clone(), body.clone());
+        async move {
+            reqwest::Client::new()
+                .post(url)
+                .bearer_auth(alice)
+                .json(&body)
+                .send()
+                .await
+                .expect("request")
+                .json::<Value>()
+                .await
+                .expect("json")
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, _) = a
+        .put_json(
+            &format!("/_matrix/client/v3/rooms/{room_id}/send/m.room.message/s1"),
+            Some(&alice),
+            &json!({"msgtype": "m.text", "body": "from A"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let next = tokio::time::timeout(Duration::from_secs(15), waiting)
+        .await
+        .expect("woken before its timeout")
+        .expect("task");
+    let room = &next["rooms"][&room_id];
+    assert!(room.get("initial").is_none(), "continued on B: {next}");
+    assert_eq!(room["timeline"][0]["content"]["body"], "from A", "{next}");
+    b.shutdown().await;
+    a.finish().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_server_processes_share_one_database_and_bus() {
     let name = "two_server_processes_share_one_database_and_bus";

@@ -22,6 +22,7 @@ both_backends!(
     a_long_poll_wakes_for_a_message,
     extensions_carry_to_device_receipts_typing_and_account_data,
     bad_sliding_sync_requests_are_refused,
+    list_filters_pick_rooms,
 );
 
 const PATH: &str = "/_matrix/client/unstable/org.matrix.simplified_msc3575/sync";
@@ -311,7 +312,7 @@ async fn positions_continue_and_changes_only(backend: Backend) {
     assert_eq!(idle["pos"], pos);
 
     // A message in the busy room: only that room, only the new event, not initial.
-    say(&srv, &bob, &busy, "news").await;
+    let news = say(&srv, &bob, &busy, "news").await;
     let next = sliding(&srv, &alice, Some(pos), 2).await;
     let rooms = next["rooms"].as_object().expect("rooms");
     assert_eq!(rooms.len(), 1, "{next}");
@@ -332,8 +333,22 @@ async fn positions_continue_and_changes_only(backend: Backend) {
     assert_eq!(room["initial"], true, "{wider}");
     assert_eq!(timeline_bodies(room), ["message 2", "message 3", "news"]);
 
+    // Read on another device: the room comes again for its counts alone.
+    let (status, _) = srv
+        .post_json(
+            &format!("/_matrix/client/v3/rooms/{busy}/receipt/m.read/{news}"),
+            Some(&alice),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let read = sliding(&srv, &alice, Some(wider["pos"].as_str().expect("pos")), 3).await;
+    let room = &read["rooms"][busy.as_str()];
+    assert_eq!(room["notification_count"], 0, "{read}");
+    assert!(room.get("timeline").is_none(), "{room}");
+
     // Leaving: the room comes once more with the leave, then the list no longer has it.
-    let wider_pos = wider["pos"].as_str().expect("pos").to_owned();
+    let wider_pos = read["pos"].as_str().expect("pos").to_owned();
     let (status, _) = srv
         .post_json(
             &format!("/_matrix/client/v3/rooms/{quiet}/leave"),
@@ -583,5 +598,94 @@ async fn bad_sliding_sync_requests_are_refused(backend: Backend) {
         .post_json(&format!("{PATH}?timeout=0"), None, &json!({}))
         .await;
     assert_error(&refused, 401, "M_MISSING_TOKEN");
+    srv.finish().await;
+}
+
+async fn list_filters_pick_rooms(backend: Backend) {
+    let srv = TestServer::start(&backend).await;
+    let alice = token(&srv.register("alice", "sliding password").await);
+    let bob = token(&srv.register("bob", "sliding password").await);
+    let plain = create(&srv, &alice, json!({"name": "Plain"})).await;
+    let secret = create(
+        &srv,
+        &alice,
+        json!({"name": "Secret", "initial_state": [{
+            "type": "m.room.encryption", "state_key": "",
+            "content": {"algorithm": "m.megolm.v1.aes-sha2"},
+        }]}),
+    )
+    .await;
+    let space = create(
+        &srv,
+        &alice,
+        json!({"name": "Space", "creation_content": {"type": "m.space"}}),
+    )
+    .await;
+    let (status, _) = srv
+        .put_json(
+            &format!("/_matrix/client/v3/rooms/{space}/state/m.space.child/{plain}"),
+            Some(&alice),
+            &json!({"via": ["localhost"]}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let dm = create(
+        &srv,
+        &bob,
+        json!({"is_direct": true, "invite": ["@alice:localhost"]}),
+    )
+    .await;
+    let (status, _) = srv
+        .put_json(
+            "/_matrix/client/v3/user/@alice:localhost/account_data/m.direct",
+            Some(&alice),
+            &json!({"@bob:localhost": [dm.as_str()]}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let lists = json!({
+        "dms": {"ranges": [[0, 9]], "timeline_limit": 1, "filters": {"is_dm": true}},
+        "invites": {"ranges": [[0, 9]], "timeline_limit": 1, "filters": {"is_invite": true}},
+        "encrypted": {"ranges": [[0, 9]], "timeline_limit": 1, "filters": {"is_encrypted": true}},
+        "spaces": {"ranges": [[0, 9]], "timeline_limit": 1, "filters": {"room_types": ["m.space"]}},
+        "not_spaces": {"ranges": [[0, 9]], "timeline_limit": 1, "filters": {"not_room_types": ["m.space"], "is_invite": false}},
+        "in_space": {"ranges": [[0, 9]], "timeline_limit": 1, "filters": {"spaces": [space.as_str()]}},
+    });
+    let (status, answer) = srv
+        .post_json(
+            &format!("{PATH}?timeout=0"),
+            Some(&alice),
+            &json!({"lists": lists}),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    let count = |list: &str| answer["lists"][list]["count"].as_u64();
+    assert_eq!(count("dms"), Some(1), "{answer}");
+    assert_eq!(count("invites"), Some(1));
+    assert_eq!(count("encrypted"), Some(1));
+    assert_eq!(count("spaces"), Some(1));
+    assert_eq!(count("not_spaces"), Some(2), "plain and secret");
+    assert_eq!(count("in_space"), Some(1), "the space's one child");
+    assert_eq!(answer["rooms"][dm.as_str()]["is_dm"], true, "{answer}");
+    assert!(answer["rooms"][dm.as_str()]["invite_state"].is_array());
+    assert_eq!(answer["rooms"][secret.as_str()]["name"], "Secret");
+    // A space one is not in does not say which of one's rooms are its children.
+    let (status, answer) = srv
+        .post_json(
+            &format!("{PATH}?timeout=0"),
+            Some(&bob),
+            &json!({"lists": {"in_space": {"ranges": [[0, 9]], "timeline_limit": 1, "filters": {"spaces": [space.as_str()]}}}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["lists"]["in_space"]["count"], 0);
+    let refused = srv
+        .post_json(
+            &format!("{PATH}?timeout=0"),
+            Some(&alice),
+            &json!({"lists": {"x": {"ranges": [[0, 9]], "timeline_limit": 1, "filters": {"spaces": ["not a room"]}}}}),
+        )
+        .await;
+    assert_error(&refused, 400, "M_BAD_JSON");
     srv.finish().await;
 }

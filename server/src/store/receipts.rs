@@ -78,6 +78,25 @@ impl Store {
             .collect()
     }
 
+    /// The rooms where the user's own receipts moved in `(after, upto]` (their unread
+    /// counts changed with them).
+    pub async fn rooms_read_by(
+        &self,
+        user_id: &str,
+        after: i64,
+        upto: i64,
+    ) -> Result<Vec<String>, sqlx::Error> {
+        sqlx::query_scalar(
+            "SELECT DISTINCT room_id FROM receipts \
+             WHERE stream_id > $2 AND stream_id <= $3 AND user_id = $1",
+        )
+        .bind(user_id)
+        .bind(after)
+        .bind(upto)
+        .fetch_all(&self.pool)
+        .await
+    }
+
     /// The latest receipt position.
     pub async fn max_receipt_stream(&self) -> Result<i64, sqlx::Error> {
         self.stream_position("receipts").await

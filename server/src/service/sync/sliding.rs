@@ -98,6 +98,7 @@ impl Services {
         user_id: &UserId,
         device_id: &str,
         request: v5::Request,
+        spaces: BTreeMap<String, Vec<OwnedRoomId>>,
     ) -> Result<v5::Response> {
         let conn_id = request.conn_id.clone().unwrap_or_default();
         if conn_id.len() > MAX_CONN_ID {
@@ -157,7 +158,7 @@ impl Services {
             let (mut response, state, news) = Box::pin(self.sliding_once(
                 user_id,
                 device_id,
-                &request,
+                (&request, &spaces),
                 previous.as_ref(),
                 to_device_since,
             ))
@@ -197,7 +198,7 @@ impl Services {
         &self,
         user_id: &UserId,
         device_id: &str,
-        request: &v5::Request,
+        (request, spaces): (&v5::Request, &BTreeMap<String, Vec<OwnedRoomId>>),
         previous: Option<&Connection>,
         to_device_since: i64,
     ) -> Result<(v5::Response, Connection, bool)> {
@@ -271,10 +272,29 @@ impl Services {
         let mut facts = RoomFacts::default();
         for (name, list) in &request.lists {
             let mut matching = Vec::new();
+            let children = match spaces.get(name) {
+                // Only the spaces the user is in say which rooms are theirs.
+                Some(spaces) => {
+                    let joined: Vec<OwnedRoomId> = spaces
+                        .iter()
+                        .filter(|space| {
+                            rooms
+                                .iter()
+                                .any(|r| r.room_id == space.as_str() && r.membership == "join")
+                        })
+                        .cloned()
+                        .collect();
+                    Some(self.space_children(&joined).await?)
+                }
+                None => None,
+            };
             for stamp in &sorted {
-                if self
-                    .passes(stamp, list.filters.as_ref(), &direct, &mut facts)
-                    .await?
+                if children
+                    .as_ref()
+                    .is_none_or(|c| c.contains(stamp.room_id.as_str()))
+                    && self
+                        .passes(stamp, list.filters.as_ref(), &direct, &mut facts)
+                        .await?
                 {
                     matching.push(*stamp);
                 }
@@ -329,6 +349,16 @@ impl Services {
                 }
             }
         }
+        // Rooms the user read elsewhere since: their unread counts are news.
+        let read: HashSet<String> = match since {
+            Some(since) if since.receipts < next.receipts => self
+                .store
+                .rooms_read_by(user_id.as_str(), since.receipts, next.receipts)
+                .await?
+                .into_iter()
+                .collect(),
+            _ => HashSet::new(),
+        };
         let ignored = self.ignored_users(user_id).await?;
         let timeline_filter = EventFilter {
             not_senders: ignored,
@@ -351,6 +381,7 @@ impl Services {
             if let Some((sent_upto, _)) = sent.filter(|_| !initial)
                 && stamp.latest.min(reached) <= *sent_upto
                 && stamp.member_stream <= *sent_upto
+                && !read.contains(*room)
             {
                 continue;
             }
@@ -362,6 +393,7 @@ impl Services {
                 from: sent_upto,
                 reached,
                 is_dm: direct.contains(*room),
+                read: read.contains(*room),
             };
             let room_response =
                 Box::pin(self.sliding_room(user_id, device_id, &entry, &timeline_filter)).await?;
@@ -602,6 +634,28 @@ impl Services {
         Ok(room_type)
     }
 
+    /// The rooms the spaces name as their children (`m.space.child` with a `via`).
+    async fn space_children(&self, spaces: &[OwnedRoomId]) -> Result<HashSet<String>> {
+        let mut children = HashSet::new();
+        for space in spaces {
+            let state = self.store.current_state(space.as_str()).await?;
+            let ids: Vec<String> = state
+                .iter()
+                .filter(|((kind, _), _)| kind == "m.space.child")
+                .map(|(_, id)| id.clone())
+                .collect();
+            for event in self.store.events(&ids).await? {
+                let via = serde_json::from_str::<Value>(&event.json)
+                    .ok()
+                    .and_then(|pdu| pdu["content"]["via"].as_array().map(|v| !v.is_empty()));
+                if let (Some(true), Some(child)) = (via, event.state_key) {
+                    children.insert(child);
+                }
+            }
+        }
+        Ok(children)
+    }
+
     /// The rooms `m.direct` names.
     async fn direct_rooms(&self, user_id: &UserId) -> Result<HashSet<String>> {
         let Some(content) = self
@@ -703,7 +757,7 @@ impl Services {
                         && e.state_key.as_deref().is_some_and(|k| speakers.contains(k)))
             });
         }
-        if entry.from.is_some() && events.is_empty() && required.is_empty() {
+        if entry.from.is_some() && events.is_empty() && required.is_empty() && !entry.read {
             return Ok(None);
         }
         for event in self
@@ -819,6 +873,8 @@ struct RoomEntry<'a> {
     /// How far it is sent: now, or the user's leave.
     reached: i64,
     is_dm: bool,
+    /// The user's own receipts moved (its unread counts are sent even without events).
+    read: bool,
 }
 
 /// Room facts that filters read, each once per request.
