@@ -1,8 +1,9 @@
 // Matrixon's wallet sign-in page. It finds the browser's wallets (EIP-6963, else
 // window.ethereum), has one sign a Sign-In with Ethereum message that the server builds
-// from its own parameters, and hands the signature back. Two modes, read from the URL:
+// from its own parameters, and hands the signature back. Three modes, read from the URL:
 //   /login/sso/redirect[/ethereum]?redirectUrl=…  log in, then return to the client
 //   /auth/<stage>/fallback/web?session=…          complete one step of user-interactive auth
+//   /oauth2/wallet?request=…&csrf=…               sign in on the OAuth authorize page
 // Nothing the page shows is inserted as HTML: every string goes through textContent.
 "use strict";
 
@@ -24,7 +25,9 @@ const query = new URLSearchParams(window.location.search);
 const fallback = window.location.pathname.match(/\/auth\/([^/]+)\/fallback\/web$/);
 const mode = fallback
   ? { kind: "auth", stage: decodeURIComponent(fallback[1]), session: query.get("session") }
-  : { kind: "login", redirectUrl: query.get("redirectUrl") };
+  : window.location.pathname === "/oauth2/wallet"
+    ? { kind: "oauth", request: query.get("request") || "", csrf: query.get("csrf") || "" }
+    : { kind: "login", redirectUrl: query.get("redirectUrl") };
 
 const wallets = new Map();
 let searching = true;
@@ -149,7 +152,16 @@ async function signIn(wallet) {
       params: [toHex(message), address],
     });
     show("Checking the signature…", "info");
-    if (mode.kind === "login") {
+    if (mode.kind === "oauth") {
+      const result = await api("POST", "/oauth/wallet", {
+        request: mode.request,
+        csrf: mode.csrf,
+        message,
+        signature,
+      });
+      show("Signed in. Continuing…", "ok");
+      window.location.assign(result.redirect_to);
+    } else if (mode.kind === "login") {
       const result = await api("POST", "/sso/login", {
         redirect_url: mode.redirectUrl,
         message,

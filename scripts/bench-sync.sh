@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Benchmarks of the rooms-and-sync issue, against a release server started here:
-#   idle long-polls (memory per waiting connection), fan-out latency, send throughput.
+#   idle long-polls (memory per waiting connection), fan-out latency, send throughput, and
+#   sliding sync (a user in many rooms: the first window, incremental wake-ups beside /sync).
 # Usage: scripts/bench-sync.sh [sqlite|postgres] [idle connections] [fan-out receivers...]
 #   BENCH_MEMBERS="1000 10000" sets the sizes of the large-room send runs (default 1000).
+#   BENCH_SLIDING_ROOMS sets the sliding sync user's room count (default 1000);
+#   BENCH_ONLY=sliding runs only the sliding sync measurements.
 #   postgres uses BENCH_POSTGRES_URL (not MATRIXON_…: the server refuses unknown MATRIXON_ keys) (default postgres://postgres@127.0.0.1:5432/test,
 #   whose tables are dropped first: use a scratch database).
 set -euo pipefail
@@ -37,12 +40,15 @@ load=(target/release/matrixon-load --server "http://127.0.0.1:$port" --metrics "
 echo "backend: $backend, $(nproc) cores"
 # Idle first, on the fresh server: after the fan-out runs, the idle syncs would reuse the
 # memory those freed and the per-connection figure would read near zero.
-"${load[@]}" idle --connections "$idle" --users 100 --pid "$pid"
-"${load[@]}" send --rooms 1 --messages 2000 --concurrency 16
-"${load[@]}" send --rooms 100 --messages 2000 --concurrency 16
-for m in ${BENCH_MEMBERS:-1000}; do
-  "${load[@]}" send --rooms 1 --messages 500 --concurrency 16 --members "$m"
-done
-for r in "${receivers[@]}"; do
-  "${load[@]}" fanout --receivers "$r" --users 100 --messages 5 --pid "$pid"
-done
+if [ "${BENCH_ONLY:-}" != sliding ]; then
+  "${load[@]}" idle --connections "$idle" --users 100 --pid "$pid"
+  "${load[@]}" send --rooms 1 --messages 2000 --concurrency 16
+  "${load[@]}" send --rooms 100 --messages 2000 --concurrency 16
+  for m in ${BENCH_MEMBERS:-1000}; do
+    "${load[@]}" send --rooms 1 --messages 500 --concurrency 16 --members "$m"
+  done
+  for r in "${receivers[@]}"; do
+    "${load[@]}" fanout --receivers "$r" --users 100 --messages 5 --pid "$pid"
+  done
+fi
+"${load[@]}" sliding --rooms "${BENCH_SLIDING_ROOMS:-1000}" --window 20 --requests 100 --pid "$pid"

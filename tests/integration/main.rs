@@ -23,6 +23,7 @@ mod http1;
 mod interop;
 mod media;
 mod names;
+mod oauth;
 mod previews;
 mod push;
 mod registration;

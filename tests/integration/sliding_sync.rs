@@ -555,6 +555,12 @@ async fn extensions_carry_to_device_receipts_typing_and_account_data(backend: Ba
 
 async fn bad_sliding_sync_requests_are_refused(backend: Backend) {
     let srv = TestServer::start(&backend).await;
+    let (status, versions) = srv.get("/_matrix/client/versions", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        versions["unstable_features"]["org.matrix.simplified_msc3575"], true,
+        "clients look for it here: {versions}"
+    );
     let alice_login = srv.register("alice", "sliding password").await;
     let alice = token(&alice_login);
     let other_device = token(&srv.login("alice", "sliding password").await);

@@ -73,6 +73,22 @@ enum Command {
         #[arg(long)]
         pid: Option<u32>,
     },
+    /// One user in many rooms: the first sliding sync window, and how fast an incremental
+    /// sliding sync (and, beside it, `/sync`) wakes for a message.
+    Sliding {
+        /// Rooms the user is in.
+        #[arg(long, default_value_t = 1000)]
+        rooms: usize,
+        /// Rooms in the window (the list's range).
+        #[arg(long, default_value_t = 20)]
+        window: usize,
+        /// Requests of each kind.
+        #[arg(long, default_value_t = 100)]
+        requests: usize,
+        /// The server's process id, to report its CPU time per request.
+        #[arg(long)]
+        pid: Option<u32>,
+    },
     /// Send throughput and latency.
     Send {
         /// Rooms to spread the messages over.
@@ -496,6 +512,175 @@ async fn send(
     Ok(())
 }
 
+const SLIDING_PATH: &str = "/_matrix/client/unstable/org.matrix.simplified_msc3575/sync";
+
+/// Element X's room list request (its `all_rooms` list, timeline of one, its required state).
+fn room_list_request(window: usize) -> Value {
+    json!({
+        "conn_id": "room-list",
+        "lists": {"all_rooms": {
+            "ranges": [[0, window.saturating_sub(1)]],
+            "timeline_limit": 1,
+            "required_state": [
+                ["m.room.name", ""], ["m.room.avatar", ""], ["m.room.encryption", ""],
+                ["m.room.member", "$LAZY"], ["m.room.member", "$ME"],
+                ["m.room.canonical_alias", ""], ["m.room.join_rules", ""], ["m.room.topic", ""],
+            ],
+        }},
+        "extensions": {"account_data": {"enabled": true}, "receipts": {"enabled": true},
+            "typing": {"enabled": true}},
+    })
+}
+
+/// CPU seconds of the server since `from`, per request, in milliseconds.
+fn cpu_per_request(pid: Option<u32>, from: Option<f64>, requests: usize) -> String {
+    match (pid, from) {
+        (Some(pid), Some(from)) => match cpu_seconds(&pid.to_string()) {
+            Ok(now) => format!(
+                ", server CPU {:.2} ms per request",
+                (now - from) * 1e3 / requests.max(1) as f64
+            ),
+            Err(_) => String::new(),
+        },
+        _ => String::new(),
+    }
+}
+
+async fn sliding(
+    load: Arc<Load>,
+    rooms: usize,
+    window: usize,
+    requests: usize,
+    pid: Option<u32>,
+) -> Result<()> {
+    let user = load.users("sliding", 1).await?.remove(0);
+    let mut room_ids = Vec::with_capacity(rooms);
+    for i in 0..rooms {
+        let room: Value = load
+            .post(
+                &user,
+                "/_matrix/client/v3/createRoom",
+                json!({"name": format!("room {i}")}),
+            )
+            .await?;
+        room_ids.push(room["room_id"].as_str().context("room")?.to_owned());
+    }
+    let cpu = || pid.and_then(|p| cpu_seconds(&p.to_string()).ok());
+    // The first window of a new connection, again and again.
+    let mut first = Vec::with_capacity(requests);
+    let started = cpu();
+    let mut pos = String::new();
+    for _ in 0..requests {
+        let t = Instant::now();
+        let answer = load
+            .post(
+                &user,
+                &format!("{SLIDING_PATH}?timeout=0"),
+                room_list_request(window),
+            )
+            .await?;
+        first.push(t.elapsed());
+        anyhow::ensure!(
+            answer["rooms"].as_object().map(|r| r.len()) == Some(window.min(rooms)),
+            "the window holds {window} rooms: {answer}"
+        );
+        pos = answer["pos"].as_str().context("pos")?.to_owned();
+    }
+    let label = format!("sliding sync, first {window}-room window of {rooms} rooms");
+    println!("{label}{}", cpu_per_request(pid, started, requests));
+    report(&label, first);
+
+    // Incremental: a long poll, then a message into a room of the window.
+    let mut woken = Vec::with_capacity(requests);
+    let started = cpu();
+    for n in 0..requests {
+        let waiting = {
+            let load = load.clone();
+            let (user, pos) = (user.clone(), pos.clone());
+            tokio::spawn(async move {
+                let answer = load
+                    .post(
+                        &user,
+                        &format!("{SLIDING_PATH}?pos={pos}&timeout=30000"),
+                        room_list_request(window),
+                    )
+                    .await?;
+                Ok::<_, anyhow::Error>((Instant::now(), answer))
+            })
+        };
+        load.wait_parked(1).await?;
+        let room = &room_ids[rooms - 1 - n % window.min(rooms)];
+        let sent = Instant::now();
+        let response = load
+            .client(0)
+            .put(format!(
+                "{}/_matrix/client/v3/rooms/{room}/send/m.room.message/w{n}",
+                load.server
+            ))
+            .bearer_auth(&user)
+            .json(&json!({"msgtype": "m.text", "body": format!("message {n}")}))
+            .send()
+            .await?;
+        anyhow::ensure!(
+            response.status().is_success(),
+            "send: {}",
+            response.status()
+        );
+        let (answered, answer) = waiting.await??;
+        woken.push(answered.saturating_duration_since(sent));
+        pos = answer["pos"].as_str().context("pos")?.to_owned();
+    }
+    let label = "sliding sync, incremental: send to answer";
+    println!("{label}{}", cpu_per_request(pid, started, requests));
+    report(label, woken);
+
+    // The same with `/sync`, for comparison.
+    let mut since = load.sync(0, &user, None, 0).await?["next_batch"]
+        .as_str()
+        .context("next_batch")?
+        .to_owned();
+    let mut woken = Vec::with_capacity(requests);
+    let started = cpu();
+    for n in 0..requests {
+        let waiting = {
+            let load = load.clone();
+            let (user, since) = (user.clone(), since.clone());
+            tokio::spawn(async move {
+                let answer = load.sync(0, &user, Some(&since), 30000).await?;
+                Ok::<_, anyhow::Error>((Instant::now(), answer))
+            })
+        };
+        load.wait_parked(1).await?;
+        let room = &room_ids[n % rooms];
+        let sent = Instant::now();
+        let response = load
+            .client(0)
+            .put(format!(
+                "{}/_matrix/client/v3/rooms/{room}/send/m.room.message/v{n}",
+                load.server
+            ))
+            .bearer_auth(&user)
+            .json(&json!({"msgtype": "m.text", "body": format!("message {n}")}))
+            .send()
+            .await?;
+        anyhow::ensure!(
+            response.status().is_success(),
+            "send: {}",
+            response.status()
+        );
+        let (answered, answer) = waiting.await??;
+        woken.push(answered.saturating_duration_since(sent));
+        since = answer["next_batch"]
+            .as_str()
+            .context("next_batch")?
+            .to_owned();
+    }
+    let label = "/sync, incremental: send to answer";
+    println!("{label}{}", cpu_per_request(pid, started, requests));
+    report(label, woken);
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let cli = Cli::parse();
@@ -539,5 +724,11 @@ async fn main() -> Result<()> {
             concurrency,
             members,
         } => send(load, rooms, messages, concurrency, members).await,
+        Command::Sliding {
+            rooms,
+            window,
+            requests,
+            pid,
+        } => sliding(load, rooms, window, requests, pid).await,
     }
 }

@@ -3,5 +3,6 @@
 pub mod admin;
 pub mod client;
 pub mod media;
+pub mod oauth;
 pub mod sso;
 pub mod wallet;

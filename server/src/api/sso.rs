@@ -122,7 +122,8 @@ async fn uia_fallback(
     Ok(page())
 }
 
-fn page() -> Response {
+/// The wallet page (its script reads its mode from the URL).
+pub(crate) fn page() -> Response {
     (
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),

@@ -28,6 +28,7 @@ pub fn router(services: Arc<Services>) -> Router {
         .merge(api::admin::routes())
         .merge(api::wallet::routes())
         .merge(api::sso::routes())
+        .merge(api::oauth::routes())
         .merge(api::media::routes())
         .route("/health", get(health))
         .fallback(|| async { Error::unrecognized() })

@@ -38,7 +38,8 @@ impl Services {
 
     /// Removes what expires: unused nonces (unauthenticated endpoints hand them out), OpenID
     /// tokens, vaults not seen delegating for longer than any gate's re-check interval, and
-    /// sliding sync connections idle for a week.
+    /// sliding sync connections idle for a week, and OAuth codes, browser sign-ins and spent
+    /// refresh tokens past their time.
     pub async fn prune_expired(&self) -> Result<u64> {
         let now = self.now_ms();
         let nonces =
@@ -51,7 +52,8 @@ impl Services {
             .store
             .prune_sliding_positions(now - SLIDING_CONNECTION_RETENTION.as_millis() as i64)
             .await?;
-        Ok(nonces + vaults + connections)
+        let oauth = self.store.prune_oauth(now).await?;
+        Ok(nonces + vaults + connections + oauth)
     }
 }
 

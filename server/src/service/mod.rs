@@ -11,6 +11,7 @@ pub mod keys;
 pub mod media;
 pub mod names;
 mod nonces;
+pub mod oauth;
 pub mod periodic;
 pub mod presence;
 mod profile;

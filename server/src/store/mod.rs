@@ -14,6 +14,7 @@ mod keys;
 mod media;
 mod names;
 mod nonces;
+pub mod oauth;
 mod openid;
 mod profiles;
 mod push;

@@ -212,18 +212,17 @@ impl Services {
         let mut attempts = 0;
         let (upto, stamps) = loop {
             let after = since.map_or(0, |s| s.events);
-            let before = self.store.room_stamps(user_id.as_str(), after).await?;
+            let stamps = self.store.room_stamps(user_id.as_str(), after).await?;
             let upto = self.store.max_stream_ordering().await?;
-            let again = self.store.room_stamps(user_id.as_str(), after).await?;
+            // The memberships again (without the stamps, which only order the list).
+            let again = self.store.sync_rooms(user_id.as_str(), Some(after)).await?;
             attempts += 1;
-            if before
+            if stamps
                 .iter()
-                .map(|s| (&s.room_id, &s.membership, s.member_stream))
-                .eq(again
-                    .iter()
-                    .map(|s| (&s.room_id, &s.membership, s.member_stream)))
+                .map(|s| (s.room_id.as_str(), s.membership.as_str(), s.member_stream))
+                .eq(again.iter().map(|(r, m, s)| (r.as_str(), m.as_str(), *s)))
             {
-                break (upto, again);
+                break (upto, stamps);
             }
             if attempts == 5 {
                 return Err(Error::new(

@@ -1,0 +1,482 @@
+//! The authorize pages: sign in (password, or a wallet on the existing SIWE page), then a
+//! consent screen naming the client. Forms carry the authorize request itself (re-checked at
+//! every step) and a CSRF token that must match the browser's cookie.
+
+use std::{net::SocketAddr, sync::Arc};
+
+use axum::{
+    Json, Router,
+    body::Bytes,
+    extract::{ConnectInfo, RawQuery, State},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::PREFIX;
+use crate::{
+    http::{error::Result, ruma::JsonBody},
+    service::{
+        Limit, Services,
+        oauth::{AuthorizeError, AuthorizeRequest, BROWSER_SESSION_LIFETIME},
+        secrets,
+    },
+};
+
+/// The browser's sign-in on these pages.
+const SESSION_COOKIE: &str = "matrixon_oauth_session";
+/// The double-submit CSRF token every form carries.
+const CSRF_COOKIE: &str = "matrixon_oauth_csrf";
+/// Pages load only the server's style sheet and are never framed.
+const PAGE_CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self' data:; \
+    base-uri 'none'; frame-ancestors 'none'";
+const STYLE: &str = "/_matrix/client/unstable/io.matrixon/sso/static/wallet.css";
+
+pub(super) fn routes() -> Router<Arc<Services>> {
+    Router::new()
+        .route(&format!("{PREFIX}/authorize"), get(authorize))
+        .route(&format!("{PREFIX}/login"), post(password_sign_in))
+        .route(&format!("{PREFIX}/consent"), post(consent))
+        .route(&format!("{PREFIX}/wallet"), get(wallet_page))
+        .route(
+            "/_matrix/client/unstable/io.matrixon/oauth/wallet",
+            post(wallet_sign_in),
+        )
+}
+
+/// Text made safe for HTML (element content and quoted attributes).
+fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| value)
+}
+
+/// A `Set-Cookie` value: HttpOnly, same-site, secure when the server is served over https.
+fn set_cookie(services: &Services, name: &str, value: &str, max_age_s: u64) -> Option<HeaderValue> {
+    let secure = if services.config.public_baseurl().starts_with("https://") {
+        "; Secure"
+    } else {
+        ""
+    };
+    HeaderValue::from_str(&format!(
+        "{name}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age_s}{secure}"
+    ))
+    .ok()
+}
+
+/// Whether the form's CSRF token is the browser's.
+fn csrf_ok(headers: &HeaderMap, submitted: &str) -> bool {
+    cookie(headers, CSRF_COOKIE).is_some_and(|expected| {
+        secrets::is_token_shaped(expected)
+            && expected.len() == submitted.len()
+            && expected
+                .bytes()
+                .zip(submitted.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
+    })
+}
+
+/// A page with the headers every one of them carries.
+fn page(status: StatusCode, title: &str, body: &str, cookies: Vec<HeaderValue>) -> Response {
+    let html = format!(
+        "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
+         <meta name=\"referrer\" content=\"no-referrer\">\n<title>{}</title>\n\
+         <link rel=\"stylesheet\" href=\"{STYLE}\">\n</head>\n<body>\n<main>\n{body}\n</main>\n\
+         </body>\n</html>\n",
+        escape(title)
+    );
+    let mut response = (status, html).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(PAGE_CSP),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    for cookie in cookies {
+        headers.append(header::SET_COOKIE, cookie);
+    }
+    response
+}
+
+fn error_page(message: &str) -> Response {
+    page(
+        StatusCode::BAD_REQUEST,
+        "Cannot sign in",
+        &format!(
+            "<h1>Cannot sign in</h1>\n<p class=\"error\">{}</p>\n\
+             <p>Go back to the app and start signing in again.</p>",
+            escape(message)
+        ),
+        Vec::new(),
+    )
+}
+
+fn see_other(location: &str, cookies: Vec<HeaderValue>) -> Response {
+    let mut response = StatusCode::SEE_OTHER.into_response();
+    if let Ok(location) = HeaderValue::from_str(location) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    for cookie in cookies {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    response
+}
+
+/// The browser's CSRF token, and the cookie that sets one when it has none yet.
+fn csrf_token(services: &Services, headers: &HeaderMap) -> (String, Vec<HeaderValue>) {
+    match cookie(headers, CSRF_COOKIE).filter(|t| secrets::is_token_shaped(t)) {
+        Some(token) => (token.to_owned(), Vec::new()),
+        None => {
+            let token = secrets::random_alphanumeric(32);
+            let set = set_cookie(
+                services,
+                CSRF_COOKIE,
+                &token,
+                BROWSER_SESSION_LIFETIME.as_secs(),
+            );
+            (token, set.into_iter().collect())
+        }
+    }
+}
+
+async fn checked(
+    services: &Services,
+    query: &str,
+) -> std::result::Result<AuthorizeRequest, Response> {
+    services
+        .authorize_request(query)
+        .await
+        .map_err(|e| match e {
+            AuthorizeError::Show(message) => error_page(&message),
+            AuthorizeError::Redirect(location) => see_other(&location, Vec::new()),
+        })
+}
+
+fn hidden(request: &str, csrf: &str) -> String {
+    format!(
+        "<input type=\"hidden\" name=\"request\" value=\"{}\">\n\
+         <input type=\"hidden\" name=\"csrf\" value=\"{}\">",
+        escape(request),
+        escape(csrf)
+    )
+}
+
+/// # `GET /oauth2/authorize`
+async fn authorize(
+    State(services): State<Arc<Services>>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let query = query.unwrap_or_default();
+    let request = match checked(&services, &query).await {
+        Ok(request) => request,
+        Err(response) => return response,
+    };
+    let (csrf, cookies) = csrf_token(&services, &headers);
+    let signed_in = match cookie(&headers, SESSION_COOKIE) {
+        Some(session) => services.browser_user(session).await.ok().flatten(),
+        None => None,
+    };
+    match signed_in {
+        Some(user_id) => consent_page(&request, &query, &csrf, user_id.as_str(), cookies),
+        None => sign_in_page(&services, &request, &query, &csrf, None, cookies),
+    }
+}
+
+fn sign_in_page(
+    services: &Services,
+    request: &AuthorizeRequest,
+    query: &str,
+    csrf: &str,
+    problem: Option<&str>,
+    cookies: Vec<HeaderValue>,
+) -> Response {
+    let client = escape(&request.client.display_name());
+    let server = escape(services.config.server_name.as_str());
+    let hint = request.login_hint.as_deref().unwrap_or_default();
+    let wallet_first = hint.starts_with("0x");
+    let username = hint
+        .strip_prefix('@')
+        .and_then(|h| h.split_once(':'))
+        .map_or(if wallet_first { "" } else { hint }, |(local, _)| local);
+    let wallet_url = format!(
+        "{PREFIX}/wallet?{}",
+        form_urlencoded::Serializer::new(String::new())
+            .append_pair("request", query)
+            .append_pair("csrf", csrf)
+            .finish()
+    );
+    let problem = problem
+        .map(|p| format!("<p class=\"error\" role=\"alert\">{}</p>\n", escape(p)))
+        .unwrap_or_default();
+    let body = format!(
+        "<header><h1>Sign in to {server}</h1></header>\n\
+         <p><strong>{client}</strong> wants to use your Matrix account.</p>\n{problem}\
+         <p class=\"actions\"><a id=\"wallet\" class=\"button\" href=\"{wallet}\">Continue with Ethereum wallet</a></p>\n\
+         <form method=\"post\" action=\"{PREFIX}/login\">\n{hidden}\n\
+         <p><label>Username <input name=\"username\" autocomplete=\"username\" value=\"{username}\" required></label></p>\n\
+         <p><label>Password <input type=\"password\" name=\"password\" autocomplete=\"current-password\" required></label></p>\n\
+         <p class=\"actions\"><button id=\"sign-in\" type=\"submit\" class=\"secondary\">Sign in with password</button></p>\n\
+         </form>",
+        wallet = escape(&wallet_url),
+        hidden = hidden(query, csrf),
+        username = escape(username),
+    );
+    page(
+        StatusCode::OK,
+        &format!("Sign in to {}", services.config.server_name),
+        &body,
+        cookies,
+    )
+}
+
+fn consent_page(
+    request: &AuthorizeRequest,
+    query: &str,
+    csrf: &str,
+    user_id: &str,
+    cookies: Vec<HeaderValue>,
+) -> Response {
+    let client = &request.client;
+    let mut links = String::new();
+    for (label, uri) in [
+        ("Privacy policy", &client.policy_uri),
+        ("Terms of service", &client.tos_uri),
+    ] {
+        if let Some(uri) = uri {
+            links.push_str(&format!(
+                "<a href=\"{}\" rel=\"noopener noreferrer\" target=\"_blank\">{label}</a> ",
+                escape(uri)
+            ));
+        }
+    }
+    let links = if links.is_empty() {
+        String::new()
+    } else {
+        format!("<p>{links}</p>\n")
+    };
+    let body = format!(
+        "<header><h1>Allow {name}?</h1></header>\n\
+         <p><strong id=\"client\">{name}</strong> (<span id=\"client-host\">{host}</span>) asks for full \
+         access to your Matrix account <strong id=\"account\">{user}</strong>, as a new session \
+         (device <code>{device}</code>). It will read and send messages as you.</p>\n{links}\
+         <p>Allow it only if you started signing in there.</p>\n\
+         <form method=\"post\" action=\"{PREFIX}/consent\">\n{hidden}\n\
+         <p class=\"actions\"><button id=\"allow\" type=\"submit\" name=\"decision\" value=\"allow\">Allow</button>\n\
+         <button id=\"deny\" type=\"submit\" name=\"decision\" value=\"deny\" class=\"secondary\">Deny</button></p>\n\
+         </form>",
+        name = escape(&client.display_name()),
+        host = escape(&client.host()),
+        user = escape(user_id),
+        device = escape(request.device_id.as_str()),
+        hidden = hidden(query, csrf),
+    );
+    page(
+        StatusCode::OK,
+        &format!("Allow {}?", client.display_name()),
+        &body,
+        cookies,
+    )
+}
+
+/// Reads a page's form (each key once).
+fn form_fields(body: &[u8]) -> Option<std::collections::HashMap<String, String>> {
+    let pairs: Vec<(String, String)> = form_urlencoded::parse(body).into_owned().collect();
+    let count = pairs.len();
+    let map: std::collections::HashMap<String, String> = pairs.into_iter().collect();
+    (map.len() == count).then_some(map)
+}
+
+/// # `POST /oauth2/login`
+async fn password_sign_in(
+    State(services): State<Arc<Services>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(fields) = form_fields(&body) else {
+        return error_page("The form was sent twice over itself.");
+    };
+    let field = |k: &str| fields.get(k).map(String::as_str).unwrap_or_default();
+    if !csrf_ok(&headers, field("csrf")) {
+        return error_page("This form expired. Start signing in again from the app.");
+    }
+    let query = field("request");
+    let request = match checked(&services, query).await {
+        Ok(request) => request,
+        Err(response) => return response,
+    };
+    let csrf = field("csrf");
+    let retry =
+        |problem: &str| sign_in_page(&services, &request, query, csrf, Some(problem), Vec::new());
+    if services
+        .rate_limit(Limit::LoginPerIp, &peer.ip().to_string())
+        .is_err()
+    {
+        return retry("Too many attempts. Wait a moment and try again.");
+    }
+    let Ok(user_id) = services.local_user_id(field("username")) else {
+        return retry("Invalid username or password.");
+    };
+    if services
+        .rate_limit(Limit::LoginPerAccount, user_id.as_str())
+        .is_err()
+    {
+        return retry("Too many attempts. Wait a moment and try again.");
+    }
+    if services
+        .check_password(&user_id, field("password"))
+        .await
+        .is_err()
+    {
+        return retry("Invalid username or password.");
+    }
+    signed_in(&services, &user_id, query).await
+}
+
+/// The browser is signed in: back to the authorize page, which now asks for consent.
+async fn signed_in(services: &Services, user_id: &ruma::UserId, query: &str) -> Response {
+    match services.sign_in_browser(user_id).await {
+        Ok(secret) => {
+            let cookie = set_cookie(
+                services,
+                SESSION_COOKIE,
+                &secret,
+                BROWSER_SESSION_LIFETIME.as_secs(),
+            );
+            see_other(
+                &format!("{PREFIX}/authorize?{query}"),
+                cookie.into_iter().collect(),
+            )
+        }
+        Err(error) => error_page(&error.description),
+    }
+}
+
+/// # `POST /oauth2/consent`
+async fn consent(
+    State(services): State<Arc<Services>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(fields) = form_fields(&body) else {
+        return error_page("The form was sent twice over itself.");
+    };
+    let field = |k: &str| fields.get(k).map(String::as_str).unwrap_or_default();
+    if !csrf_ok(&headers, field("csrf")) {
+        return error_page("This form expired. Start signing in again from the app.");
+    }
+    let request = match checked(&services, field("request")).await {
+        Ok(request) => request,
+        Err(response) => return response,
+    };
+    let user = match cookie(&headers, SESSION_COOKIE) {
+        Some(session) => services.browser_user(session).await.ok().flatten(),
+        None => None,
+    };
+    let Some(user_id) = user else {
+        return error_page("You are no longer signed in. Start signing in again from the app.");
+    };
+    match field("decision") {
+        "allow" => match services.approve_authorization(&request, &user_id).await {
+            Ok(location) => see_other(&location, Vec::new()),
+            Err(error) => error_page(&error.description),
+        },
+        "deny" => see_other(&services.deny_authorization(&request), Vec::new()),
+        _ => error_page("Choose Allow or Deny."),
+    }
+}
+
+/// # `GET /oauth2/wallet?request=…&csrf=…`: the wallet page, in its OAuth mode.
+async fn wallet_page(State(services): State<Arc<Services>>, RawQuery(query): RawQuery) -> Response {
+    let params = crate::http::ruma::query_params(query.as_deref());
+    let request = params
+        .get("request")
+        .map(String::as_str)
+        .unwrap_or_default();
+    if let Err(response) = checked(&services, request).await {
+        return response;
+    }
+    super::super::sso::page()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WalletSignIn {
+    request: String,
+    csrf: String,
+    message: String,
+    signature: String,
+}
+
+/// # `POST /_matrix/client/unstable/io.matrixon/oauth/wallet`: signs the browser in with a
+/// SIWE signature; the page then goes where the answer says.
+async fn wallet_sign_in(
+    State(services): State<Arc<Services>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<WalletSignIn>,
+) -> Result<Response> {
+    if !csrf_ok(&headers, &body.csrf) {
+        return Err(crate::http::error::Error::forbidden(
+            "This page expired: start signing in again from the app",
+        ));
+    }
+    services.rate_limit(Limit::LoginPerIp, &peer.ip().to_string())?;
+    if services.authorize_request(&body.request).await.is_err() {
+        return Err(crate::http::error::Error::invalid_param(
+            "The sign-in request is no longer valid: start again from the app",
+        ));
+    }
+    let user_id = services.siwe_login(&body.message, &body.signature).await?;
+    let secret = services
+        .sign_in_browser(&user_id)
+        .await
+        .map_err(|e| crate::http::error::Error::Internal(anyhow::anyhow!(e.description)))?;
+    let mut response = Json(json!({
+        "redirect_to": format!("{PREFIX}/authorize?{}", body.request),
+        "user_id": user_id,
+    }))
+    .into_response();
+    if let Some(cookie) = set_cookie(
+        &services,
+        SESSION_COOKIE,
+        &secret,
+        BROWSER_SESSION_LIFETIME.as_secs(),
+    ) {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    Ok(response)
+}

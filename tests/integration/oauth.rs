@@ -1,0 +1,722 @@
+//! The OAuth 2.0 API built into the server: discovery, dynamic client registration, the
+//! authorize pages (password here; the wallet in `oauth_wallet_sign_in_in_a_browser`), codes
+//! with PKCE, rotating refresh tokens, revocation — with matrix-sdk's own OAuth client and as
+//! raw HTTP, every refusal changing nothing.
+
+use matrix_sdk::{
+    Client, authentication::oauth::ClientRegistrationData, ruma::serde::Raw, utils::UrlOrQuery,
+};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::harness::{Backend, TestServer, both_backends};
+
+both_backends!(
+    discovery_and_client_registration,
+    password_sign_in_code_exchange_refresh_and_revocation,
+    matrix_sdk_logs_in_refreshes_and_logs_out_through_oauth,
+    authorize_refusals_change_nothing,
+);
+
+const PASSWORD: &str = "oauth password";
+const VERIFIER: &str = "a-perfectly-random-pkce-verifier-of-at-least-43-chars-0123456789";
+
+/// A browser stand-in: no redirects followed, cookies kept by hand.
+struct Browserish {
+    http: reqwest::Client,
+    cookies: Vec<(String, String)>,
+}
+
+impl Browserish {
+    fn new() -> Self {
+        Self {
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .expect("client"),
+            cookies: Vec::new(),
+        }
+    }
+
+    fn keep(&mut self, response: &reqwest::Response) {
+        for value in response.headers().get_all("set-cookie") {
+            let pair = value
+                .to_str()
+                .expect("cookie")
+                .split(';')
+                .next()
+                .expect("pair");
+            let (name, value) = pair.split_once('=').expect("name=value");
+            self.cookies.retain(|(n, _)| n != name);
+            self.cookies.push((name.to_owned(), value.to_owned()));
+        }
+    }
+
+    fn cookie_header(&self) -> String {
+        self.cookies
+            .iter()
+            .map(|(n, v)| format!("{n}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    /// `(status, Location, body)`.
+    async fn get(&mut self, url: &str) -> (u16, String, String) {
+        let response = self
+            .http
+            .get(url)
+            .header("cookie", self.cookie_header())
+            .send()
+            .await
+            .expect("get");
+        self.keep(&response);
+        let status = response.status().as_u16();
+        let location = location(&response);
+        (status, location, response.text().await.expect("body"))
+    }
+
+    async fn post_form(&mut self, url: &str, form: &[(&str, &str)]) -> (u16, String, String) {
+        let body: String = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(form.iter().copied())
+            .finish();
+        let response = self
+            .http
+            .post(url)
+            .header("cookie", self.cookie_header())
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await
+            .expect("post");
+        self.keep(&response);
+        let status = response.status().as_u16();
+        let location = location(&response);
+        (status, location, response.text().await.expect("body"))
+    }
+}
+
+fn location(response: &reqwest::Response) -> String {
+    response
+        .headers()
+        .get("location")
+        .and_then(|l| l.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// The value of the page's hidden `csrf` input.
+fn csrf_of(page: &str) -> String {
+    let marker = "name=\"csrf\" value=\"";
+    let start = page.find(marker).expect("a csrf field") + marker.len();
+    page[start..].split('"').next().expect("value").to_owned()
+}
+
+fn challenge(verifier: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
+}
+
+async fn register_client(srv: &TestServer, body: Value) -> (u16, Value) {
+    srv.post_json("/oauth2/registration", None, &body).await
+}
+
+async fn web_client(srv: &TestServer) -> String {
+    named_client(srv, "Test App").await
+}
+
+async fn named_client(srv: &TestServer, name: &str) -> String {
+    let (status, client) = register_client(
+        srv,
+        json!({
+            "client_name": name,
+            "client_uri": "https://app.example/",
+            "redirect_uris": ["https://app.example/callback"],
+            "grant_types": ["authorization_code", "refresh_token"],
+            "policy_uri": "https://app.example/policy",
+        }),
+    )
+    .await;
+    assert_eq!(status, 201, "{client}");
+    client["client_id"].as_str().expect("client id").to_owned()
+}
+
+fn authorize_query(client_id: &str, device: &str, state: &str) -> String {
+    url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("response_type", "code")
+        .append_pair("client_id", client_id)
+        .append_pair("redirect_uri", "https://app.example/callback")
+        .append_pair(
+            "scope",
+            &format!("urn:matrix:client:api:* urn:matrix:client:device:{device}"),
+        )
+        .append_pair("state", state)
+        .append_pair("code_challenge", &challenge(VERIFIER))
+        .append_pair("code_challenge_method", "S256")
+        .finish()
+}
+
+fn query_value(url: &str, key: &str) -> Option<String> {
+    url::Url::parse(url)
+        .ok()?
+        .query_pairs()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.into_owned())
+}
+
+async fn token_request(srv: &TestServer, form: &[(&str, &str)]) -> (u16, Value) {
+    let body: String = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(form.iter().copied())
+        .finish();
+    let response = srv
+        .http
+        .post(srv.url("/oauth2/token"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .await
+        .expect("token request");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn revoke(srv: &TestServer, client_id: &str, token: &str) -> u16 {
+    srv.http
+        .post(srv.url("/oauth2/revoke"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("client_id={client_id}&token={token}"))
+        .send()
+        .await
+        .expect("revoke")
+        .status()
+        .as_u16()
+}
+
+/// Signs `user` in with a password and approves: the code the client gets.
+async fn approve(srv: &TestServer, browser: &mut Browserish, query: &str, user: &str) -> String {
+    let (status, _, page) = browser
+        .get(&srv.url(&format!("/oauth2/authorize?{query}")))
+        .await;
+    assert_eq!(status, 200, "{page}");
+    assert!(
+        page.contains("Test App"),
+        "the page names the client: {page}"
+    );
+    let csrf = csrf_of(&page);
+    let (status, next, _) = browser
+        .post_form(
+            &srv.url("/oauth2/login"),
+            &[
+                ("request", query),
+                ("csrf", &csrf),
+                ("username", user),
+                ("password", PASSWORD),
+            ],
+        )
+        .await;
+    assert_eq!(status, 303);
+    let (status, _, consent) = browser.get(&srv.url(&next)).await;
+    assert_eq!(status, 200);
+    assert!(consent.contains(&format!("@{user}:localhost")), "{consent}");
+    assert!(
+        consent.contains("app.example"),
+        "the consent names the client's host"
+    );
+    let (status, back, _) = browser
+        .post_form(
+            &srv.url("/oauth2/consent"),
+            &[
+                ("request", query),
+                ("csrf", &csrf_of(&consent)),
+                ("decision", "allow"),
+            ],
+        )
+        .await;
+    assert_eq!(status, 303);
+    assert!(back.starts_with("https://app.example/callback?"), "{back}");
+    query_value(&back, "code").expect("a code")
+}
+
+async fn whoami(srv: &TestServer, token: &str) -> (u16, Value) {
+    srv.get("/_matrix/client/v3/account/whoami", Some(token))
+        .await
+}
+
+async fn discovery_and_client_registration(backend: Backend) {
+    let srv = TestServer::start(&backend).await;
+    for path in [
+        "/_matrix/client/v1/auth_metadata",
+        "/_matrix/client/unstable/org.matrix.msc2965/auth_metadata",
+    ] {
+        let (status, meta) = srv.get(path, None).await;
+        assert_eq!(status, 200, "{meta}");
+        let issuer = meta["issuer"].as_str().expect("issuer");
+        for key in [
+            "authorization_endpoint",
+            "token_endpoint",
+            "registration_endpoint",
+            "revocation_endpoint",
+        ] {
+            assert!(
+                meta[key].as_str().is_some_and(|u| u.starts_with(issuer)),
+                "{key}: {meta}"
+            );
+        }
+        assert_eq!(meta["code_challenge_methods_supported"], json!(["S256"]));
+        assert_eq!(meta["response_types_supported"], json!(["code"]));
+    }
+    let (status, issuer) = srv
+        .get(
+            "/_matrix/client/unstable/org.matrix.msc2965/auth_issuer",
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert!(issuer["issuer"].is_string());
+
+    let (status, client) = register_client(
+        &srv,
+        json!({
+            "client_name": "Native", "client_uri": "https://app.example/",
+            "application_type": "native",
+            "redirect_uris": ["http://127.0.0.1:1234/cb", "example.app:/cb"],
+        }),
+    )
+    .await;
+    assert_eq!(status, 201, "{client}");
+    assert!(client["client_id"].is_string());
+    assert_eq!(client["token_endpoint_auth_method"], "none");
+    for (body, error) in [
+        (
+            json!({"redirect_uris": ["https://a.example/cb"]}),
+            "invalid_client_metadata",
+        ),
+        (
+            json!({"client_uri": "https://app.example/", "redirect_uris": ["https://evil.example/cb"]}),
+            "invalid_redirect_uri",
+        ),
+        (
+            json!({"client_uri": "https://app.example/", "redirect_uris": ["https://app.example/cb"],
+                   "token_endpoint_auth_method": "client_secret_post"}),
+            "invalid_client_metadata",
+        ),
+    ] {
+        let (status, refused) = register_client(&srv, body).await;
+        assert_eq!(
+            (status, refused["error"].as_str()),
+            (400, Some(error)),
+            "{refused}"
+        );
+    }
+    let response = srv
+        .http
+        .post(srv.url("/oauth2/registration"))
+        .body("{not json")
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(response.status(), 400);
+    srv.finish().await;
+}
+
+async fn password_sign_in_code_exchange_refresh_and_revocation(backend: Backend) {
+    let srv = TestServer::start(&backend).await;
+    srv.register("alice", PASSWORD).await;
+    let client_id = web_client(&srv).await;
+    let other_client = web_client(&srv).await;
+    let mut browser = Browserish::new();
+    let query = authorize_query(&client_id, "OAUTHDEV1", "state-123");
+    let code = approve(&srv, &mut browser, &query, "alice").await;
+
+    // The code with the wrong verifier: refused, and the code is spent.
+    let wrong = "another-verifier-that-is-long-enough-to-be-valid-0123456789";
+    let (status, refused) = token_request(
+        &srv,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("client_id", &client_id),
+            ("redirect_uri", "https://app.example/callback"),
+            ("code_verifier", wrong),
+        ],
+    )
+    .await;
+    assert_eq!(
+        (status, refused["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{refused}"
+    );
+    let exchange = |code: String| {
+        let client_id = client_id.clone();
+        let srv = &srv;
+        async move {
+            token_request(
+                srv,
+                &[
+                    ("grant_type", "authorization_code"),
+                    ("code", &code),
+                    ("client_id", &client_id),
+                    ("redirect_uri", "https://app.example/callback"),
+                    ("code_verifier", VERIFIER),
+                ],
+            )
+            .await
+        }
+    };
+    let (status, refused) = exchange(code).await;
+    assert_eq!(
+        (status, refused["error"].as_str()),
+        (400, Some("invalid_grant"))
+    );
+
+    // A fresh code, exchanged properly.
+    let code = approve(&srv, &mut browser, &query, "alice").await;
+    let (status, tokens) = exchange(code.clone()).await;
+    assert_eq!(status, 200, "{tokens}");
+    assert_eq!(tokens["token_type"], "Bearer");
+    assert!(tokens["expires_in"].as_u64().is_some_and(|e| e > 0));
+    let access = tokens["access_token"].as_str().expect("access").to_owned();
+    let refresh = tokens["refresh_token"]
+        .as_str()
+        .expect("refresh")
+        .to_owned();
+    let (status, me) = whoami(&srv, &access).await;
+    assert_eq!(status, 200, "{me}");
+    assert_eq!(me["user_id"], "@alice:localhost");
+    assert_eq!(me["device_id"], "OAUTHDEV1", "the device the scope named");
+    // The same code again: refused.
+    let (status, _) = exchange(code).await;
+    assert_eq!(status, 400);
+    // Another client cannot refresh or revoke this session.
+    let (status, refused) = token_request(
+        &srv,
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &refresh),
+            ("client_id", &other_client),
+        ],
+    )
+    .await;
+    assert_eq!(
+        (status, refused["error"].as_str()),
+        (400, Some("invalid_grant"))
+    );
+    assert_eq!(revoke(&srv, &other_client, &access).await, 401);
+    assert_eq!(whoami(&srv, &access).await.0, 200, "still signed in");
+
+    // Refresh: new tokens, the old access token stops working.
+    let (status, renewed) = token_request(
+        &srv,
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &refresh),
+            ("client_id", &client_id),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{renewed}");
+    let access2 = renewed["access_token"].as_str().expect("access").to_owned();
+    assert_ne!(access2, access);
+    assert_eq!(whoami(&srv, &access).await.0, 401);
+    assert_eq!(whoami(&srv, &access2).await.1["device_id"], "OAUTHDEV1");
+    // The spent refresh token again: someone copied it. The session ends.
+    let (status, refused) = token_request(
+        &srv,
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &refresh),
+            ("client_id", &client_id),
+        ],
+    )
+    .await;
+    assert_eq!(
+        (status, refused["error"].as_str()),
+        (400, Some("invalid_grant"))
+    );
+    assert_eq!(
+        whoami(&srv, &access2).await.0,
+        401,
+        "a replay ends the session"
+    );
+
+    // A new session, revoked by its refresh token: gone with its device.
+    let code = approve(
+        &srv,
+        &mut browser,
+        &authorize_query(&client_id, "OAUTHDEV2", "s2"),
+        "alice",
+    )
+    .await;
+    let (_, tokens) = exchange(code).await;
+    let access3 = tokens["access_token"].as_str().expect("access").to_owned();
+    let refresh3 = tokens["refresh_token"]
+        .as_str()
+        .expect("refresh")
+        .to_owned();
+    assert_eq!(revoke(&srv, &client_id, &refresh3).await, 200);
+    assert_eq!(whoami(&srv, &access3).await.0, 401);
+    assert_eq!(
+        revoke(&srv, &client_id, "unknown-token").await,
+        200,
+        "RFC 7009: not an error"
+    );
+    let password_login = srv.login("alice", PASSWORD).await;
+    let token = password_login["access_token"].as_str().expect("token");
+    let (_, devices) = srv.get("/_matrix/client/v3/devices", Some(token)).await;
+    let ids: Vec<&str> = devices["devices"]
+        .as_array()
+        .expect("devices")
+        .iter()
+        .filter_map(|d| d["device_id"].as_str())
+        .collect();
+    assert!(
+        !ids.contains(&"OAUTHDEV2") && !ids.contains(&"OAUTHDEV1"),
+        "{devices}"
+    );
+    srv.finish().await;
+}
+
+async fn authorize_refusals_change_nothing(backend: Backend) {
+    let srv = TestServer::start(&backend).await;
+    srv.register("alice", PASSWORD).await;
+    let client_id = named_client(&srv, "<script>alert(1)</script>").await;
+    let mut browser = Browserish::new();
+    // An unknown client or a foreign redirect URI: a page says so; nobody is redirected.
+    let foreign = authorize_query(&client_id, "DEV", "s")
+        .replace("app.example%2Fcallback", "evil.example%2Fcallback");
+    for query in [authorize_query("nobody", "DEV", "s"), foreign] {
+        let (status, location, page) = browser
+            .get(&srv.url(&format!("/oauth2/authorize?{query}")))
+            .await;
+        assert_eq!((status, location.as_str()), (400, ""), "{page}");
+    }
+    // Without PKCE, or with another method: the client hears of it at its redirect URI.
+    for (from, to) in [
+        ("code_challenge_method=S256", "code_challenge_method=plain"),
+        ("response_type=code", "response_type=token"),
+    ] {
+        let query = authorize_query(&client_id, "DEV", "s").replace(from, to);
+        let (status, location, _) = browser
+            .get(&srv.url(&format!("/oauth2/authorize?{query}")))
+            .await;
+        assert_eq!(status, 303);
+        assert!(
+            location.starts_with("https://app.example/callback?"),
+            "{location}"
+        );
+        assert!(query_value(&location, "error").is_some());
+        assert_eq!(query_value(&location, "state").as_deref(), Some("s"));
+    }
+    let query =
+        authorize_query(&client_id, "DEV", "s").replace("urn%3Amatrix%3Aclient%3Aapi%3A*", "admin");
+    let (_, location, _) = browser
+        .get(&srv.url(&format!("/oauth2/authorize?{query}")))
+        .await;
+    assert_eq!(
+        query_value(&location, "error").as_deref(),
+        Some("invalid_scope")
+    );
+
+    let query = authorize_query(&client_id, "DEV", "s");
+    let (_, _, page) = browser
+        .get(&srv.url(&format!("/oauth2/authorize?{query}")))
+        .await;
+    let csrf = csrf_of(&page);
+    // A forged form (no matching CSRF cookie): refused.
+    let mut forger = Browserish::new();
+    let (status, location, _) = forger
+        .post_form(
+            &srv.url("/oauth2/login"),
+            &[
+                ("request", &query),
+                ("csrf", &csrf),
+                ("username", "alice"),
+                ("password", PASSWORD),
+            ],
+        )
+        .await;
+    assert_eq!((status, location.as_str()), (400, ""));
+    // A wrong password: the page again, with the reason, and no session.
+    let (status, _, page) = browser
+        .post_form(
+            &srv.url("/oauth2/login"),
+            &[
+                ("request", &query),
+                ("csrf", &csrf),
+                ("username", "alice"),
+                ("password", "wrong"),
+            ],
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert!(page.contains("Invalid username or password"), "{page}");
+    // Consent without being signed in: refused.
+    let (status, location, _) = browser
+        .post_form(
+            &srv.url("/oauth2/consent"),
+            &[("request", &query), ("csrf", &csrf), ("decision", "allow")],
+        )
+        .await;
+    assert_eq!((status, location.as_str()), (400, ""));
+    // Signed in, the user denies: the client hears access_denied, gets no code.
+    let (status, next, _) = browser
+        .post_form(
+            &srv.url("/oauth2/login"),
+            &[
+                ("request", &query),
+                ("csrf", &csrf),
+                ("username", "alice"),
+                ("password", PASSWORD),
+            ],
+        )
+        .await;
+    assert_eq!(status, 303);
+    let (_, _, consent) = browser.get(&srv.url(&next)).await;
+    // HTML in the client's name is shown as text.
+    assert!(!consent.contains("<script"), "{consent}");
+    assert!(
+        consent.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+        "{consent}"
+    );
+    let (status, back, _) = browser
+        .post_form(
+            &srv.url("/oauth2/consent"),
+            &[
+                ("request", &query),
+                ("csrf", &csrf_of(&consent)),
+                ("decision", "deny"),
+            ],
+        )
+        .await;
+    assert_eq!(status, 303);
+    assert_eq!(
+        query_value(&back, "error").as_deref(),
+        Some("access_denied")
+    );
+    assert!(query_value(&back, "code").is_none());
+    // Token requests that are not forms, or name no client: refused.
+    let response = srv
+        .http
+        .post(srv.url("/oauth2/token"))
+        .json(&json!({"grant_type": "authorization_code"}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(response.status(), 400);
+    let (status, refused) = token_request(
+        &srv,
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", "x"),
+            ("client_id", "nobody"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        (status, refused["error"].as_str()),
+        (401, Some("invalid_client"))
+    );
+    let (status, refused) = token_request(
+        &srv,
+        &[("grant_type", "password"), ("client_id", &client_id)],
+    )
+    .await;
+    assert_eq!(
+        (status, refused["error"].as_str()),
+        (400, Some("unauthorized_client")),
+        "{refused}"
+    );
+    srv.finish().await;
+}
+
+async fn matrix_sdk_logs_in_refreshes_and_logs_out_through_oauth(backend: Backend) {
+    let srv = TestServer::start(&backend).await;
+    srv.register("alice", PASSWORD).await;
+    let client = Client::builder()
+        .homeserver_url(&srv.base)
+        .handle_refresh_tokens()
+        .build()
+        .await
+        .expect("client");
+    let metadata: Raw<matrix_sdk::authentication::oauth::registration::ClientMetadata> =
+        Raw::from_json(
+            serde_json::value::to_raw_value(&json!({
+                "client_name": "Test App",
+                "client_uri": "https://app.example/",
+                "application_type": "native",
+                "redirect_uris": ["http://127.0.0.1:1/callback"],
+                "grant_types": ["authorization_code", "refresh_token"],
+                "token_endpoint_auth_method": "none",
+                "response_types": ["code"],
+            }))
+            .expect("raw"),
+        );
+    let data = client
+        .oauth()
+        .login(
+            url::Url::parse("http://127.0.0.1:1/callback").expect("url"),
+            None,
+            Some(ClientRegistrationData::new(metadata)),
+            None,
+        )
+        .build()
+        .await
+        .expect("an authorization URL");
+    // The browser: sign in with the password, allow.
+    let mut browser = Browserish::new();
+    let (status, _, page) = browser.get(data.url.as_str()).await;
+    assert_eq!(status, 200, "{page}");
+    let query = data.url.query().expect("query").to_owned();
+    let (_, next, _) = browser
+        .post_form(
+            &srv.url("/oauth2/login"),
+            &[
+                ("request", &query),
+                ("csrf", &csrf_of(&page)),
+                ("username", "alice"),
+                ("password", PASSWORD),
+            ],
+        )
+        .await;
+    let (_, _, consent) = browser.get(&srv.url(&next)).await;
+    let (status, back, _) = browser
+        .post_form(
+            &srv.url("/oauth2/consent"),
+            &[
+                ("request", &query),
+                ("csrf", &csrf_of(&consent)),
+                ("decision", "allow"),
+            ],
+        )
+        .await;
+    assert_eq!(status, 303);
+    client
+        .oauth()
+        .finish_login(UrlOrQuery::Url(url::Url::parse(&back).expect("url")))
+        .await
+        .expect("matrix-sdk finishes the login");
+    let me = client.whoami().await.expect("whoami");
+    assert_eq!(me.user_id.as_str(), "@alice:localhost");
+    let device = client.device_id().expect("device").to_owned();
+    assert_eq!(me.device_id.as_deref(), Some(&*device));
+    let before = client.access_token().expect("token");
+    client
+        .oauth()
+        .refresh_access_token()
+        .await
+        .expect("refresh");
+    let after = client.access_token().expect("token");
+    assert_ne!(before, after);
+    assert_eq!(whoami(&srv, &before).await.0, 401);
+    assert_eq!(whoami(&srv, &after).await.0, 200);
+    // matrix-sdk's `logout()` revokes only over https (its OAuth library refuses a plain-http
+    // revocation endpoint, and this test server is plain http): the same request by hand.
+    let client_id = client
+        .oauth()
+        .client_id()
+        .expect("registered")
+        .as_str()
+        .to_owned();
+    assert_eq!(revoke(&srv, &client_id, &after).await, 200);
+    assert_eq!(whoami(&srv, &after).await.0, 401, "revoked");
+    srv.finish().await;
+}
