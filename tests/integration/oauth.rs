@@ -9,7 +9,12 @@ use matrix_sdk::{
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::harness::{Backend, TestServer, both_backends};
+use crate::{
+    anvil::Key,
+    harness::{Backend, TestServer, both_backends},
+    sso::{INJECT_WALLET, READY, client_site, settle, sign_request},
+    webdriver::Browser,
+};
 
 both_backends!(
     discovery_and_client_registration,
@@ -718,5 +723,102 @@ async fn matrix_sdk_logs_in_refreshes_and_logs_out_through_oauth(backend: Backen
         .to_owned();
     assert_eq!(revoke(&srv, &client_id, &after).await, 200);
     assert_eq!(whoami(&srv, &after).await.0, 401, "revoked");
+    srv.finish().await;
+}
+
+/// The wallet way in, in a real browser: the authorize page's "Continue with Ethereum
+/// wallet", the SIWE page in its OAuth mode with an injected wallet, the consent screen, and
+/// the client's redirect URI with a code that gives the wallet's account a session.
+#[tokio::test]
+async fn oauth_wallet_sign_in_in_a_browser() {
+    let srv = TestServer::start(&Backend::Sqlite).await;
+    let site = client_site().await;
+    let redirect_uri = format!("{site}/callback");
+    let (status, client) = register_client(
+        &srv,
+        json!({
+            "client_name": "Wallet dApp", "client_uri": "https://dapp.example/",
+            "application_type": "native", "redirect_uris": [redirect_uri],
+        }),
+    )
+    .await;
+    assert_eq!(status, 201, "{client}");
+    let client_id = client["client_id"].as_str().expect("client id").to_owned();
+    let wallet = Key::new(71);
+    let user_id = format!("@{:#x}:localhost", wallet.address());
+    let query = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("response_type", "code")
+        .append_pair("client_id", &client_id)
+        .append_pair("redirect_uri", &redirect_uri)
+        .append_pair(
+            "scope",
+            "urn:matrix:client:api:* urn:matrix:client:device:WALLETDEV",
+        )
+        .append_pair("state", "wallet-state")
+        .append_pair("code_challenge", &challenge(VERIFIER))
+        .append_pair("code_challenge_method", "S256")
+        .append_pair("login_hint", &format!("{:#x}", wallet.address()))
+        .finish();
+    // The browser uses the public URL, whose host the SIWE message names.
+    let public = srv.base.replace("127.0.0.1", "localhost");
+    let browser = Browser::start().await;
+    browser
+        .goto(&format!("{public}/oauth2/authorize?{query}"))
+        .await;
+    browser.wait_text("h1", "Sign in to localhost").await;
+    browser.screenshot("oauth-sign-in").await;
+    browser.click("#wallet").await;
+    browser.wait_for("the wallet page's script", READY).await;
+    browser
+        .execute(
+            INJECT_WALLET,
+            vec![json!(wallet.address().to_checksum(None)), json!("0x1")],
+        )
+        .await;
+    browser.wait_text("#wallets", "Test Wallet").await;
+    browser.click("#wallets button").await;
+    let (id, text) = sign_request(&browser).await;
+    settle(&browser, id, &wallet, &text).await;
+    browser.wait_text("#account", &user_id).await;
+    browser.wait_text("#client", "Wallet dApp").await;
+    browser.wait_text("#client-host", "dapp.example").await;
+    browser.screenshot("oauth-consent").await;
+    browser.click("#allow").await;
+    let landed = browser
+        .wait_for(
+            "the client's redirect URI",
+            "return location.href.includes('code=') ? location.href : null;",
+        )
+        .await;
+    let landed = landed.as_str().expect("url").to_owned();
+    assert!(landed.starts_with(&redirect_uri), "{landed}");
+    assert_eq!(
+        query_value(&landed, "state").as_deref(),
+        Some("wallet-state")
+    );
+    let code = query_value(&landed, "code").expect("code");
+    let (status, tokens) = token_request(
+        &srv,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("client_id", &client_id),
+            ("redirect_uri", &redirect_uri),
+            ("code_verifier", VERIFIER),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{tokens}");
+    let (status, me) = whoami(&srv, tokens["access_token"].as_str().expect("token")).await;
+    assert_eq!(status, 200);
+    assert_eq!(me["user_id"], user_id.as_str());
+    assert_eq!(me["device_id"], "WALLETDEV");
+
+    // Signed in in this browser: the next authorization goes straight to the consent screen.
+    browser
+        .goto(&format!("{public}/oauth2/authorize?{query}"))
+        .await;
+    browser.wait_text("#account", &user_id).await;
+    browser.quit().await;
     srv.finish().await;
 }

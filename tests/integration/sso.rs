@@ -20,7 +20,7 @@ const SSO: &str = "/_matrix/client/unstable/io.matrixon/sso";
 /// An EIP-1193 wallet announced through EIP-6963, as a browser extension would after the
 /// page loaded. Accounts and chain are answered here; `personal_sign` requests queue up in
 /// `window.__wallet.requests` for the test to sign with its key and settle.
-const INJECT_WALLET: &str = r##"
+pub(crate) const INJECT_WALLET: &str = r##"
 const [address, chainId] = arguments;
 const wallet = {
   chainId, allowSwitch: false, rejectNext: false, requests: [], pending: new Map(), next: 0,
@@ -63,10 +63,10 @@ window.dispatchEvent(new CustomEvent("eip6963:announceProvider", { detail: Objec
 "##;
 
 /// True once the page listens for wallets.
-const READY: &str = "return document.querySelector('main')?.dataset.ready === 'true';";
+pub(crate) const READY: &str = "return document.querySelector('main')?.dataset.ready === 'true';";
 
 /// The client the browser returns to: any page under it answers, like a web client would.
-async fn client_site() -> String {
+pub(crate) async fn client_site() -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -83,7 +83,7 @@ fn encode(value: &str) -> String {
 }
 
 /// Waits for the page's `personal_sign` request and returns `(id, message text)`.
-async fn sign_request(browser: &Browser) -> (u64, String) {
+pub(crate) async fn sign_request(browser: &Browser) -> (u64, String) {
     let requests = browser
         .wait_for(
             "a personal_sign request",
@@ -99,7 +99,7 @@ async fn sign_request(browser: &Browser) -> (u64, String) {
     )
 }
 
-async fn settle(browser: &Browser, id: u64, key: &Key, text: &str) {
+pub(crate) async fn settle(browser: &Browser, id: u64, key: &Key, text: &str) {
     let signature = format!(
         "0x{}",
         alloy::primitives::hex::encode(key.personal_sign(text))

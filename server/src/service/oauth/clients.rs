@@ -311,7 +311,10 @@ mod tests {
 
     #[test]
     fn registrations_are_checked() {
-        assert_eq!(registers(json!({})).expect_err("refused"), "invalid_client_metadata");
+        assert_eq!(
+            registers(json!({})).expect_err("refused"),
+            "invalid_client_metadata"
+        );
         assert_eq!(
             registers(
                 json!({"client_uri": "ftp://x.example/", "redirect_uris": ["https://x.example/"]})

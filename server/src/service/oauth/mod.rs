@@ -645,7 +645,8 @@ mod tests {
     #[test]
     fn scopes_name_at_most_one_valid_device() {
         assert_eq!(
-            scope_device("urn:matrix:client:api:* urn:matrix:client:device:ABCDEF").expect("accepted"),
+            scope_device("urn:matrix:client:api:* urn:matrix:client:device:ABCDEF")
+                .expect("accepted"),
             Some("ABCDEF".to_owned())
         );
         assert_eq!(
@@ -653,7 +654,10 @@ mod tests {
                 .expect("accepted"),
             Some("x.y".to_owned())
         );
-        assert_eq!(scope_device("urn:matrix:client:api:*").expect("accepted"), None);
+        assert_eq!(
+            scope_device("urn:matrix:client:api:*").expect("accepted"),
+            None
+        );
         assert!(scope_device("urn:matrix:client:device:A urn:matrix:client:device:B").is_err());
         assert!(scope_device("urn:matrix:client:device:a/b").is_err());
         assert!(scope_device("urn:matrix:client:device:").is_err());
