@@ -38,3 +38,18 @@ CREATE TABLE oauth_spent_refresh_tokens (
     expires_ts BIGINT NOT NULL
 );
 CREATE INDEX oauth_spent_refresh_tokens_expiry ON oauth_spent_refresh_tokens (expires_ts);
+-- The device authorization grant (RFC 8628): a device shows the user code, the user approves it
+-- on the device page, the device polls with the device code (stored hashed).
+CREATE TABLE oauth_device_grants (
+    device_code_hash TEXT PRIMARY KEY,
+    user_code        TEXT NOT NULL UNIQUE,
+    client_id        TEXT NOT NULL,
+    scope            TEXT NOT NULL,
+    device_id        TEXT NOT NULL,
+    -- pending, approved or denied
+    status           TEXT NOT NULL,
+    user_id          TEXT,
+    last_poll_ts     BIGINT NOT NULL,
+    expires_ts       BIGINT NOT NULL
+);
+CREATE INDEX oauth_device_grants_expiry ON oauth_device_grants (expires_ts);

@@ -21,6 +21,7 @@ both_backends!(
     password_sign_in_code_exchange_refresh_and_revocation,
     matrix_sdk_logs_in_refreshes_and_logs_out_through_oauth,
     authorize_refusals_change_nothing,
+    device_authorization_grant,
 );
 
 const PASSWORD: &str = "oauth password";
@@ -820,5 +821,187 @@ async fn oauth_wallet_sign_in_in_a_browser() {
         .await;
     browser.wait_text("#account", &user_id).await;
     browser.quit().await;
+    srv.finish().await;
+}
+
+async fn device_authorization(srv: &TestServer, client_id: &str) -> (u16, Value) {
+    let response = srv
+        .http
+        .post(srv.url("/oauth2/device_authorization"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!(
+            "client_id={client_id}&scope=urn%3Amatrix%3Aclient%3Aapi%3A*"
+        ))
+        .send()
+        .await
+        .expect("device authorization");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn poll(srv: &TestServer, client_id: &str, device_code: &str) -> (u16, Value) {
+    token_request(
+        srv,
+        &[
+            ("grant_type", "urn:ietf:params:oauth:grant-type:device_code"),
+            ("device_code", device_code),
+            ("client_id", client_id),
+        ],
+    )
+    .await
+}
+
+/// The user answers a device's code in the browser: sign in with a password, then `decision`.
+async fn answer_device(
+    srv: &TestServer,
+    browser: &mut Browserish,
+    page_url: &str,
+    decision: &str,
+) -> String {
+    let (status, _, page) = browser.get(page_url).await;
+    assert_eq!(status, 200, "{page}");
+    let request = format!(
+        "user_code={}",
+        query_value(page_url, "user_code").expect("code")
+    );
+    let mut csrf = csrf_of(&page);
+    if page.contains("name=\"password\"") {
+        let (status, next, _) = browser
+            .post_form(
+                &srv.url("/oauth2/login"),
+                &[
+                    ("request", &request),
+                    ("csrf", &csrf),
+                    ("username", "alice"),
+                    ("password", PASSWORD),
+                ],
+            )
+            .await;
+        assert_eq!(status, 303);
+        let (_, _, consent) = browser.get(&srv.url(&next)).await;
+        assert!(consent.contains("TV App"), "{consent}");
+        csrf = csrf_of(&consent);
+    }
+    let (status, _, done) = browser
+        .post_form(
+            &srv.url("/oauth2/consent"),
+            &[
+                ("request", &request),
+                ("csrf", &csrf),
+                ("decision", decision),
+            ],
+        )
+        .await;
+    assert_eq!(status, 200, "{done}");
+    done
+}
+
+async fn device_authorization_grant(backend: Backend) {
+    let srv = TestServer::start(&backend).await;
+    srv.register("alice", PASSWORD).await;
+    let (status, client) = register_client(
+        &srv,
+        json!({
+            "client_name": "TV App", "client_uri": "https://tv.example/",
+            "grant_types": ["urn:ietf:params:oauth:grant-type:device_code", "refresh_token"],
+        }),
+    )
+    .await;
+    assert_eq!(status, 201, "{client}");
+    let client_id = client["client_id"].as_str().expect("client id").to_owned();
+    let (status, grant) = device_authorization(&srv, &client_id).await;
+    assert_eq!(status, 200, "{grant}");
+    assert_eq!(grant["interval"], 5);
+    let device_code = grant["device_code"]
+        .as_str()
+        .expect("device code")
+        .to_owned();
+    let complete = grant["verification_uri_complete"]
+        .as_str()
+        .expect("uri")
+        .to_owned();
+    assert!(complete.contains(grant["user_code"].as_str().expect("user code")));
+
+    // Before the user answers: pending, and slow down when polled too fast.
+    let (status, pending) = poll(&srv, &client_id, &device_code).await;
+    assert_eq!(
+        (status, pending["error"].as_str()),
+        (400, Some("authorization_pending"))
+    );
+    let (_, fast) = poll(&srv, &client_id, &device_code).await;
+    assert_eq!(fast["error"], "slow_down");
+    // Another client cannot poll it.
+    let other = web_client(&srv).await;
+    let (_, refused) = poll(&srv, &other, &device_code).await;
+    assert_eq!(refused["error"], "unauthorized_client", "{refused}");
+
+    // The user opens the link (the code typed in any case works too) and allows it.
+    let mut browser = Browserish::new();
+    let typed = complete.replace(
+        grant["user_code"].as_str().expect("code"),
+        &grant["user_code"].as_str().expect("code").to_lowercase(),
+    );
+    let done = answer_device(&srv, &mut browser, &typed, "allow").await;
+    assert!(done.contains("Device connected"), "{done}");
+    srv.clock.advance(std::time::Duration::from_secs(6));
+    let (status, tokens) = poll(&srv, &client_id, &device_code).await;
+    assert_eq!(status, 200, "{tokens}");
+    let (status, me) = whoami(&srv, tokens["access_token"].as_str().expect("token")).await;
+    assert_eq!(status, 200);
+    assert_eq!(me["user_id"], "@alice:localhost");
+    assert!(
+        tokens["scope"]
+            .as_str()
+            .is_some_and(|s| s.contains(&format!(
+                "urn:matrix:client:device:{}",
+                me["device_id"].as_str().unwrap_or("?")
+            )))
+    );
+    let (_, again) = poll(&srv, &client_id, &device_code).await;
+    assert_eq!(again["error"], "invalid_grant", "answered once");
+
+    // A second device: the user (still signed in in this browser) denies it.
+    let (_, grant) = device_authorization(&srv, &client_id).await;
+    let device_code = grant["device_code"]
+        .as_str()
+        .expect("device code")
+        .to_owned();
+    let done = answer_device(
+        &srv,
+        &mut browser,
+        grant["verification_uri_complete"].as_str().expect("uri"),
+        "deny",
+    )
+    .await;
+    assert!(done.contains("Request declined"), "{done}");
+    srv.clock.advance(std::time::Duration::from_secs(6));
+    let (_, denied) = poll(&srv, &client_id, &device_code).await;
+    assert_eq!(denied["error"], "access_denied");
+
+    // A third expires unanswered; its code no longer opens the page.
+    let (_, grant) = device_authorization(&srv, &client_id).await;
+    let device_code = grant["device_code"]
+        .as_str()
+        .expect("device code")
+        .to_owned();
+    srv.clock.advance(std::time::Duration::from_secs(601));
+    let (_, expired) = poll(&srv, &client_id, &device_code).await;
+    assert_eq!(expired["error"], "expired_token");
+    let (status, _, page) = browser
+        .get(grant["verification_uri_complete"].as_str().expect("uri"))
+        .await;
+    assert_eq!(status, 400);
+    assert!(page.contains("unknown, expired or already used"), "{page}");
+    let (status, _, page) = browser.get(&srv.url("/oauth2/device")).await;
+    assert_eq!(status, 200);
+    assert!(page.contains("name=\"user_code\""), "{page}");
+    // A client that did not register the grant cannot start one.
+    let (status, refused) = device_authorization(&srv, &other).await;
+    assert_eq!(
+        (status, refused["error"].as_str()),
+        (400, Some("unauthorized_client"))
+    );
+    let (_, refused) = poll(&srv, &client_id, "no-such-code").await;
+    assert_eq!(refused["error"], "invalid_grant");
     srv.finish().await;
 }

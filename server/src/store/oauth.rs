@@ -1,5 +1,5 @@
-//! The OAuth 2.0 API's records: clients, authorization codes, browser sign-ins, the client
-//! each session belongs to, and spent refresh tokens.
+//! The OAuth 2.0 API's records: clients, authorization codes, device grants, browser
+//! sign-ins, the client each session belongs to, and spent refresh tokens.
 
 use sqlx::Row;
 
@@ -24,7 +24,142 @@ pub struct OAuthCode {
     pub expires_ms: i64,
 }
 
+/// A device authorization grant (RFC 8628) as the device page and the token endpoint see it.
+#[derive(Clone, Debug)]
+pub struct DeviceGrant {
+    /// What the user types on the device page.
+    pub user_code: String,
+    /// The client that asked.
+    pub client_id: String,
+    /// The scope asked for (with its device scope).
+    pub scope: String,
+    /// The device the session will be.
+    pub device_id: String,
+    /// `pending`, `approved` or `denied`.
+    pub status: String,
+    /// Who approved or denied it.
+    pub user_id: Option<String>,
+    /// When the device last polled.
+    pub last_poll_ms: i64,
+    /// When it stops being accepted.
+    pub expires_ms: i64,
+}
+
+const DEVICE_GRANT_COLUMNS: &str =
+    "user_code, client_id, scope, device_id, status, user_id, last_poll_ts, expires_ts";
+
+fn device_grant(row: &sqlx::any::AnyRow) -> Result<DeviceGrant, sqlx::Error> {
+    Ok(DeviceGrant {
+        user_code: row.try_get(0)?,
+        client_id: row.try_get(1)?,
+        scope: row.try_get(2)?,
+        device_id: row.try_get(3)?,
+        status: row.try_get(4)?,
+        user_id: row.try_get(5)?,
+        last_poll_ms: row.try_get(6)?,
+        expires_ms: row.try_get(7)?,
+    })
+}
+
 impl Store {
+    /// Remembers a new device authorization grant (its device code hashed).
+    pub async fn insert_device_grant(
+        &self,
+        device_code_hash: &str,
+        grant: &DeviceGrant,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(&format!(
+            "INSERT INTO oauth_device_grants (device_code_hash, {DEVICE_GRANT_COLUMNS}) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+        ))
+        .bind(device_code_hash)
+        .bind(&grant.user_code)
+        .bind(&grant.client_id)
+        .bind(&grant.scope)
+        .bind(&grant.device_id)
+        .bind(&grant.status)
+        .bind(&grant.user_id)
+        .bind(grant.last_poll_ms)
+        .bind(grant.expires_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The grant a user code names, while it lasts.
+    pub async fn device_grant_by_user_code(
+        &self,
+        user_code: &str,
+        now_ms: i64,
+    ) -> Result<Option<DeviceGrant>, sqlx::Error> {
+        let row = sqlx::query(&format!(
+            "SELECT {DEVICE_GRANT_COLUMNS} FROM oauth_device_grants \
+             WHERE user_code = $1 AND expires_ts > $2"
+        ))
+        .bind(user_code)
+        .bind(now_ms)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(device_grant).transpose()
+    }
+
+    /// Approves or denies a pending grant; whether it was still pending.
+    pub async fn decide_device_grant(
+        &self,
+        user_code: &str,
+        status: &str,
+        user_id: &str,
+        now_ms: i64,
+    ) -> Result<bool, sqlx::Error> {
+        let done = sqlx::query(
+            "UPDATE oauth_device_grants SET status = $2, user_id = $3 \
+             WHERE user_code = $1 AND status = 'pending' AND expires_ts > $4",
+        )
+        .bind(user_code)
+        .bind(status)
+        .bind(user_id)
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// The grant a device polls with, recording this poll; an approved or denied grant is
+    /// taken (it answers once).
+    pub async fn poll_device_grant(
+        &self,
+        device_code_hash: &str,
+        now_ms: i64,
+    ) -> Result<Option<DeviceGrant>, sqlx::Error> {
+        let _writer = self.writer().await;
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(&format!(
+            "SELECT {DEVICE_GRANT_COLUMNS} FROM oauth_device_grants WHERE device_code_hash = $1"
+        ))
+        .bind(device_code_hash)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(grant) = row.as_ref().map(device_grant).transpose()? else {
+            return Ok(None);
+        };
+        if grant.status == "pending" {
+            sqlx::query(
+                "UPDATE oauth_device_grants SET last_poll_ts = $2 WHERE device_code_hash = $1",
+            )
+            .bind(device_code_hash)
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?;
+        } else {
+            sqlx::query("DELETE FROM oauth_device_grants WHERE device_code_hash = $1")
+                .bind(device_code_hash)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(Some(grant))
+    }
+
     /// Registers a client.
     pub async fn insert_oauth_client(
         &self,
@@ -226,6 +361,7 @@ impl Store {
             "oauth_codes",
             "oauth_browser_sessions",
             "oauth_spent_refresh_tokens",
+            "oauth_device_grants",
         ] {
             gone += sqlx::query(&format!("DELETE FROM {table} WHERE expires_ts <= $1"))
                 .bind(now_ms)

@@ -38,6 +38,10 @@ pub fn routes() -> Router<Arc<Services>> {
         .route(&format!("{PREFIX}/registration"), post(register))
         .route(&format!("{PREFIX}/token"), post(token))
         .route(&format!("{PREFIX}/revoke"), post(revoke))
+        .route(
+            &format!("{PREFIX}/device_authorization"),
+            post(device_authorization),
+        )
         .merge(pages::routes())
 }
 
@@ -70,9 +74,10 @@ async fn metadata(State(services): State<Arc<Services>>) -> Json<Value> {
         "token_endpoint": at(&format!("{PREFIX}/token")),
         "registration_endpoint": at(&format!("{PREFIX}/registration")),
         "revocation_endpoint": at(&format!("{PREFIX}/revoke")),
+        "device_authorization_endpoint": at(&format!("{PREFIX}/device_authorization")),
         "response_types_supported": ["code"],
         "response_modes_supported": ["query", "fragment"],
-        "grant_types_supported": ["authorization_code", "refresh_token"],
+        "grant_types_supported": ["authorization_code", "refresh_token", DEVICE_CODE_GRANT],
         "code_challenge_methods_supported": ["S256"],
         "token_endpoint_auth_methods_supported": ["none"],
         "revocation_endpoint_auth_methods_supported": ["none"],
@@ -129,15 +134,6 @@ async fn token(State(services): State<Arc<Services>>, headers: HeaderMap, body: 
         Ok(form) => form,
         Err(error) => return refusal(&error),
     };
-    if form
-        .iter()
-        .any(|(k, v)| k == "grant_type" && v == DEVICE_CODE_GRANT)
-    {
-        return refusal(&OAuthError::new(
-            "unsupported_grant_type",
-            "the device authorization grant is not available yet",
-        ));
-    }
     match services.oauth_token(&form).await {
         Ok(tokens) => no_store(Json(tokens.body()).into_response()),
         Err(error) => refusal(&error),
@@ -168,6 +164,29 @@ async fn revoke(
     }
     match services.revoke_oauth_token(client_id, token).await {
         Ok(()) => no_store(Json(json!({})).into_response()),
+        Err(error) => refusal(&error),
+    }
+}
+
+/// # `POST /oauth2/device_authorization` (RFC 8628 §3.1)
+async fn device_authorization(
+    State(services): State<Arc<Services>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let form = match form(&headers, &body) {
+        Ok(form) => form,
+        Err(error) => return refusal(&error),
+    };
+    let get = |key: &str| form.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
+    let Some(client_id) = get("client_id") else {
+        return refusal(&OAuthError::new("invalid_request", "client_id is required"));
+    };
+    match services
+        .start_device_grant(client_id, get("scope").unwrap_or_default())
+        .await
+    {
+        Ok(answer) => no_store(Json(answer).into_response()),
         Err(error) => refusal(&error),
     }
 }

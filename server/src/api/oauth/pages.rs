@@ -20,9 +20,10 @@ use crate::{
     http::{error::Result, ruma::JsonBody},
     service::{
         Limit, Services,
-        oauth::{AuthorizeError, AuthorizeRequest, BROWSER_SESSION_LIFETIME},
+        oauth::{AuthorizeError, AuthorizeRequest, BROWSER_SESSION_LIFETIME, OAuthClient},
         secrets,
     },
+    store::oauth::DeviceGrant,
 };
 
 /// The browser's sign-in on these pages.
@@ -40,6 +41,7 @@ pub(super) fn routes() -> Router<Arc<Services>> {
         .route(&format!("{PREFIX}/login"), post(password_sign_in))
         .route(&format!("{PREFIX}/consent"), post(consent))
         .route(&format!("{PREFIX}/wallet"), get(wallet_page))
+        .route(&format!("{PREFIX}/device"), get(device_page))
         .route(
             "/_matrix/client/unstable/io.matrixon/oauth/wallet",
             post(wallet_sign_in),
@@ -171,19 +173,98 @@ fn csrf_token(services: &Services, headers: &HeaderMap) -> (String, Vec<HeaderVa
     }
 }
 
-async fn checked(
-    services: &Services,
-    query: &str,
-) -> std::result::Result<AuthorizeRequest, Response> {
+/// What the pages are signing the user in for: a client's authorize request, or a device
+/// that showed a user code. Forms carry it as `request` (the authorize query, or
+/// `user_code=…`) and it is checked again at every step.
+enum Pending {
+    Authorize(Box<AuthorizeRequest>),
+    Device(Box<(DeviceGrant, OAuthClient)>),
+}
+
+impl Pending {
+    fn client(&self) -> &OAuthClient {
+        match self {
+            Self::Authorize(request) => &request.client,
+            Self::Device(grant) => &grant.1,
+        }
+    }
+
+    fn device_id(&self) -> &str {
+        match self {
+            Self::Authorize(request) => request.device_id.as_str(),
+            Self::Device(grant) => &grant.0.device_id,
+        }
+    }
+
+    fn login_hint(&self) -> Option<&str> {
+        match self {
+            Self::Authorize(request) => request.login_hint.as_deref(),
+            Self::Device(_) => None,
+        }
+    }
+
+    /// The page that continues it once the browser is signed in.
+    fn page(&self, request: &str) -> String {
+        match self {
+            Self::Authorize(_) => format!("{PREFIX}/authorize?{request}"),
+            Self::Device(_) => format!("{PREFIX}/device?{request}"),
+        }
+    }
+}
+
+fn device_request(user_code: &str) -> String {
+    form_urlencoded::Serializer::new(String::new())
+        .append_pair("user_code", user_code)
+        .finish()
+}
+
+async fn checked(services: &Services, request: &str) -> std::result::Result<Pending, Response> {
+    if request.starts_with("user_code=") {
+        let typed = crate::http::ruma::query_params(Some(request))
+            .remove("user_code")
+            .unwrap_or_default();
+        return match services.pending_device_grant(&typed).await {
+            Ok(Some(grant)) => Ok(Pending::Device(Box::new(grant))),
+            Ok(None) => Err(code_page(Some(
+                "That code is unknown, expired or already used. Check the code your device shows.",
+            ))),
+            Err(error) => Err(error_page(&error.description)),
+        };
+    }
     services
-        .authorize_request(query)
+        .authorize_request(request)
         .await
+        .map(|r| Pending::Authorize(Box::new(r)))
         .map_err(|e| match e {
             AuthorizeError::Show(message) => error_page(&message),
             AuthorizeError::Redirect(location) => see_other(&location, Vec::new()),
         })
 }
 
+/// The device page without a code: a form to type the one the device shows.
+fn code_page(problem: Option<&str>) -> Response {
+    let status = if problem.is_some() {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::OK
+    };
+    let problem = problem
+        .map(|p| format!("<p class=\"error\" role=\"alert\">{}</p>\n", escape(p)))
+        .unwrap_or_default();
+    page(
+        status,
+        "Connect a device",
+        &format!(
+            "<header><h1>Connect a device</h1></header>\n\
+             <p>Type the code your device shows.</p>\n{problem}\
+             <form method=\"get\" action=\"{PREFIX}/device\">\n\
+             <p><label>Code <input name=\"user_code\" autocomplete=\"off\" \
+             autocapitalize=\"characters\" required></label></p>\n\
+             <p class=\"actions\"><button id=\"continue\" type=\"submit\">Continue</button></p>\n</form>"
+        ),
+        Vec::new(),
+    )
+}
 fn hidden(request: &str, csrf: &str) -> String {
     format!(
         "<input type=\"hidden\" name=\"request\" value=\"{}\">\n\
@@ -200,32 +281,53 @@ async fn authorize(
     RawQuery(query): RawQuery,
 ) -> Response {
     let query = query.unwrap_or_default();
-    let request = match checked(&services, &query).await {
-        Ok(request) => request,
+    if query.starts_with("user_code=") {
+        return error_page("This is not an authorize request.");
+    }
+    continue_pending(&services, &headers, &query).await
+}
+
+/// # `GET /oauth2/device[?user_code=…]`
+async fn device_page(
+    State(services): State<Arc<Services>>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let params = crate::http::ruma::query_params(query.as_deref());
+    match params.get("user_code") {
+        None => code_page(None),
+        Some(code) => continue_pending(&services, &headers, &device_request(code)).await,
+    }
+}
+
+/// Sign-in when the browser is not signed in, else the consent screen.
+async fn continue_pending(services: &Services, headers: &HeaderMap, request: &str) -> Response {
+    let pending = match checked(services, request).await {
+        Ok(pending) => pending,
         Err(response) => return response,
     };
-    let (csrf, cookies) = csrf_token(&services, &headers);
-    let signed_in = match cookie(&headers, SESSION_COOKIE) {
+    let (csrf, cookies) = csrf_token(services, headers);
+    let signed_in = match cookie(headers, SESSION_COOKIE) {
         Some(session) => services.browser_user(session).await.ok().flatten(),
         None => None,
     };
     match signed_in {
-        Some(user_id) => consent_page(&request, &query, &csrf, user_id.as_str(), cookies),
-        None => sign_in_page(&services, &request, &query, &csrf, None, cookies),
+        Some(user_id) => consent_page(&pending, request, &csrf, user_id.as_str(), cookies),
+        None => sign_in_page(services, &pending, request, &csrf, None, cookies),
     }
 }
 
 fn sign_in_page(
     services: &Services,
-    request: &AuthorizeRequest,
+    request: &Pending,
     query: &str,
     csrf: &str,
     problem: Option<&str>,
     cookies: Vec<HeaderValue>,
 ) -> Response {
-    let client = escape(&request.client.display_name());
+    let client = escape(&request.client().display_name());
     let server = escape(services.config.server_name.as_str());
-    let hint = request.login_hint.as_deref().unwrap_or_default();
+    let hint = request.login_hint().unwrap_or_default();
     let wallet_first = hint.starts_with("0x");
     let username = hint
         .strip_prefix('@')
@@ -263,13 +365,13 @@ fn sign_in_page(
 }
 
 fn consent_page(
-    request: &AuthorizeRequest,
+    request: &Pending,
     query: &str,
     csrf: &str,
     user_id: &str,
     cookies: Vec<HeaderValue>,
 ) -> Response {
-    let client = &request.client;
+    let client = request.client();
     let mut links = String::new();
     for (label, uri) in [
         ("Privacy policy", &client.policy_uri),
@@ -300,7 +402,7 @@ fn consent_page(
         name = escape(&client.display_name()),
         host = escape(&client.host()),
         user = escape(user_id),
-        device = escape(request.device_id.as_str()),
+        device = escape(request.device_id()),
         hidden = hidden(query, csrf),
     );
     page(
@@ -308,6 +410,30 @@ fn consent_page(
         &format!("Allow {}?", client.display_name()),
         &body,
         cookies,
+    )
+}
+
+/// After the user answered a device's request.
+fn done_page(allowed: bool, client: &str) -> Response {
+    let (title, text) = if allowed {
+        (
+            "Device connected",
+            format!("{} is signed in. You can close this page.", escape(client)),
+        )
+    } else {
+        (
+            "Request declined",
+            format!(
+                "{} was not signed in. You can close this page.",
+                escape(client)
+            ),
+        )
+    };
+    page(
+        StatusCode::OK,
+        title,
+        &format!("<header><h1>{title}</h1></header>\n<p id=\"done\">{text}</p>"),
+        Vec::new(),
     )
 }
 
@@ -363,11 +489,11 @@ async fn password_sign_in(
     {
         return retry("Invalid username or password.");
     }
-    signed_in(&services, &user_id, query).await
+    signed_in(&services, &user_id, &request.page(query)).await
 }
 
-/// The browser is signed in: back to the authorize page, which now asks for consent.
-async fn signed_in(services: &Services, user_id: &ruma::UserId, query: &str) -> Response {
+/// The browser is signed in: back to the page, which now asks for consent.
+async fn signed_in(services: &Services, user_id: &ruma::UserId, next: &str) -> Response {
     match services.sign_in_browser(user_id).await {
         Ok(secret) => {
             let cookie = set_cookie(
@@ -376,10 +502,7 @@ async fn signed_in(services: &Services, user_id: &ruma::UserId, query: &str) -> 
                 &secret,
                 BROWSER_SESSION_LIFETIME.as_secs(),
             );
-            see_other(
-                &format!("{PREFIX}/authorize?{query}"),
-                cookie.into_iter().collect(),
-            )
+            see_other(next, cookie.into_iter().collect())
         }
         Err(error) => error_page(&error.description),
     }
@@ -409,13 +532,31 @@ async fn consent(
     let Some(user_id) = user else {
         return error_page("You are no longer signed in. Start signing in again from the app.");
     };
-    match field("decision") {
-        "allow" => match services.approve_authorization(&request, &user_id).await {
-            Ok(location) => see_other(&location, Vec::new()),
-            Err(error) => error_page(&error.description),
-        },
-        "deny" => see_other(&services.deny_authorization(&request), Vec::new()),
-        _ => error_page("Choose Allow or Deny."),
+    let allow = match field("decision") {
+        "allow" => true,
+        "deny" => false,
+        _ => return error_page("Choose Allow or Deny."),
+    };
+    match request {
+        Pending::Authorize(request) if allow => {
+            match services.approve_authorization(&request, &user_id).await {
+                Ok(location) => see_other(&location, Vec::new()),
+                Err(error) => error_page(&error.description),
+            }
+        }
+        Pending::Authorize(request) => {
+            see_other(&services.deny_authorization(&request), Vec::new())
+        }
+        Pending::Device(grant) => {
+            match services
+                .decide_device_grant(&grant.0.user_code, &user_id, allow)
+                .await
+            {
+                Ok(true) => done_page(allow, &grant.1.display_name()),
+                Ok(false) => code_page(Some("That code was already answered or has expired.")),
+                Err(error) => error_page(&error.description),
+            }
+        }
     }
 }
 
@@ -455,18 +596,18 @@ async fn wallet_sign_in(
         ));
     }
     services.rate_limit(Limit::LoginPerIp, &peer.ip().to_string())?;
-    if services.authorize_request(&body.request).await.is_err() {
+    let Ok(pending) = checked(&services, &body.request).await else {
         return Err(crate::http::error::Error::invalid_param(
             "The sign-in request is no longer valid: start again from the app",
         ));
-    }
+    };
     let user_id = services.siwe_login(&body.message, &body.signature).await?;
     let secret = services
         .sign_in_browser(&user_id)
         .await
         .map_err(|e| crate::http::error::Error::Internal(anyhow::anyhow!(e.description)))?;
     let mut response = Json(json!({
-        "redirect_to": format!("{PREFIX}/authorize?{}", body.request),
+        "redirect_to": pending.page(&body.request),
         "user_id": user_id,
     }))
     .into_response();

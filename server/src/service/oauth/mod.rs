@@ -12,6 +12,7 @@ use sha2::{Digest, Sha256};
 use url::Url;
 
 pub mod clients;
+pub mod device;
 
 pub use clients::OAuthClient;
 
@@ -480,6 +481,10 @@ impl Services {
                 .await
             }
             "refresh_token" => self.refresh_oauth(client_id, get("refresh_token")?).await,
+            DEVICE_CODE_GRANT => {
+                self.poll_device_grant((client_id, &client), get("device_code")?)
+                    .await
+            }
             other => Err(OAuthError::new(
                 "unsupported_grant_type",
                 format!("{other} is not a grant of this server"),
