@@ -727,45 +727,45 @@ async fn matrix_sdk_logs_in_refreshes_and_logs_out_through_oauth(backend: Backen
     srv.finish().await;
 }
 
-/// The wallet way in, in a real browser: the authorize page's "Continue with Ethereum
-/// wallet", the SIWE page in its OAuth mode with an injected wallet, the consent screen, and
-/// the client's redirect URI with a code that gives the wallet's account a session.
+/// The wallet way in, in a real browser, for matrix-sdk's own OAuth client: it registers
+/// itself and builds the authorize URL; the browser shows the authorize page, "Continue with
+/// Ethereum wallet" opens the SIWE page in its OAuth mode (an injected wallet signs), the
+/// consent screen names the client, and the client's redirect URI gets the code, which
+/// matrix-sdk exchanges for a session of the wallet's account.
 #[tokio::test]
 async fn oauth_wallet_sign_in_in_a_browser() {
     let srv = TestServer::start(&Backend::Sqlite).await;
     let site = client_site().await;
     let redirect_uri = format!("{site}/callback");
-    let (status, client) = register_client(
-        &srv,
-        json!({
-            "client_name": "Wallet dApp", "client_uri": "https://dapp.example/",
-            "application_type": "native", "redirect_uris": [redirect_uri],
-        }),
-    )
-    .await;
-    assert_eq!(status, 201, "{client}");
-    let client_id = client["client_id"].as_str().expect("client id").to_owned();
     let wallet = Key::new(71);
     let user_id = format!("@{:#x}:localhost", wallet.address());
-    let query = url::form_urlencoded::Serializer::new(String::new())
-        .append_pair("response_type", "code")
-        .append_pair("client_id", &client_id)
-        .append_pair("redirect_uri", &redirect_uri)
-        .append_pair(
-            "scope",
-            "urn:matrix:client:api:* urn:matrix:client:device:WALLETDEV",
-        )
-        .append_pair("state", "wallet-state")
-        .append_pair("code_challenge", &challenge(VERIFIER))
-        .append_pair("code_challenge_method", "S256")
-        .append_pair("login_hint", &format!("{:#x}", wallet.address()))
-        .finish();
     // The browser uses the public URL, whose host the SIWE message names.
     let public = srv.base.replace("127.0.0.1", "localhost");
+    let sdk = Client::builder()
+        .homeserver_url(&public)
+        .build()
+        .await
+        .expect("client");
+    let metadata: Raw<matrix_sdk::authentication::oauth::registration::ClientMetadata> =
+        Raw::from_json(
+            serde_json::value::to_raw_value(&json!({
+                "client_name": "Wallet dApp", "client_uri": "https://dapp.example/",
+                "application_type": "native", "redirect_uris": [redirect_uri],
+                "grant_types": ["authorization_code", "refresh_token"],
+                "token_endpoint_auth_method": "none", "response_types": ["code"],
+            }))
+            .expect("raw"),
+        );
+    let mut login = sdk.oauth().login(
+        url::Url::parse(&redirect_uri).expect("url"),
+        Some("WALLETDEV".into()),
+        Some(ClientRegistrationData::new(metadata)),
+        None,
+    );
+    login = login.login_hint(format!("{:#x}", wallet.address()));
+    let data = login.build().await.expect("an authorization URL");
     let browser = Browser::start().await;
-    browser
-        .goto(&format!("{public}/oauth2/authorize?{query}"))
-        .await;
+    browser.goto(data.url.as_str()).await;
     browser.wait_text("h1", "Sign in to localhost").await;
     browser.screenshot("oauth-sign-in").await;
     browser.click("#wallet").await;
@@ -793,32 +793,19 @@ async fn oauth_wallet_sign_in_in_a_browser() {
         .await;
     let landed = landed.as_str().expect("url").to_owned();
     assert!(landed.starts_with(&redirect_uri), "{landed}");
+    sdk.oauth()
+        .finish_login(UrlOrQuery::Url(url::Url::parse(&landed).expect("url")))
+        .await
+        .expect("matrix-sdk finishes the login");
+    let me = sdk.whoami().await.expect("whoami");
+    assert_eq!(me.user_id.as_str(), user_id);
     assert_eq!(
-        query_value(&landed, "state").as_deref(),
-        Some("wallet-state")
+        me.device_id.as_deref().map(|d| d.as_str()),
+        Some("WALLETDEV")
     );
-    let code = query_value(&landed, "code").expect("code");
-    let (status, tokens) = token_request(
-        &srv,
-        &[
-            ("grant_type", "authorization_code"),
-            ("code", &code),
-            ("client_id", &client_id),
-            ("redirect_uri", &redirect_uri),
-            ("code_verifier", VERIFIER),
-        ],
-    )
-    .await;
-    assert_eq!(status, 200, "{tokens}");
-    let (status, me) = whoami(&srv, tokens["access_token"].as_str().expect("token")).await;
-    assert_eq!(status, 200);
-    assert_eq!(me["user_id"], user_id.as_str());
-    assert_eq!(me["device_id"], "WALLETDEV");
 
     // Signed in in this browser: the next authorization goes straight to the consent screen.
-    browser
-        .goto(&format!("{public}/oauth2/authorize?{query}"))
-        .await;
+    browser.goto(data.url.as_str()).await;
     browser.wait_text("#account", &user_id).await;
     browser.quit().await;
     srv.finish().await;
