@@ -22,6 +22,7 @@ both_backends!(
     matrix_sdk_logs_in_refreshes_and_logs_out_through_oauth,
     authorize_refusals_change_nothing,
     device_authorization_grant,
+    registration_on_the_authorize_page,
 );
 
 const PASSWORD: &str = "oauth password";
@@ -991,4 +992,114 @@ async fn device_authorization_grant(backend: Backend) {
     let (_, refused) = poll(&srv, &client_id, "no-such-code").await;
     assert_eq!(refused["error"], "invalid_grant");
     srv.finish().await;
+}
+
+async fn registration_on_the_authorize_page(backend: Backend) {
+    let srv = TestServer::start(&backend).await;
+    srv.register("taken", PASSWORD).await;
+    let (_, meta) = srv.get("/_matrix/client/v1/auth_metadata", None).await;
+    assert_eq!(meta["prompt_values_supported"], json!(["create"]));
+    let client_id = web_client(&srv).await;
+    let mut browser = Browserish::new();
+    let query = format!(
+        "{}&prompt=create",
+        authorize_query(&client_id, "NEWDEV", "s")
+    );
+    let (status, _, page) = browser
+        .get(&srv.url(&format!("/oauth2/authorize?{query}")))
+        .await;
+    assert_eq!(status, 200);
+    assert!(page.contains("Create an account on localhost"), "{page}");
+    let csrf = csrf_of(&page);
+    let form = |user: &'static str| {
+        vec![
+            ("request".to_owned(), query.clone()),
+            ("csrf".to_owned(), csrf.clone()),
+            ("username".to_owned(), user.to_owned()),
+            ("password".to_owned(), PASSWORD.to_owned()),
+        ]
+    };
+    let register_url = srv.url("/oauth2/register");
+    // A name that is taken, or not a valid one: the form again, saying why.
+    let (status, _, page) = post_pairs(&mut browser, &register_url, form("taken")).await;
+    assert_eq!(status, 200);
+    assert!(page.contains("already taken"), "{page}");
+    let (_, _, page) = post_pairs(&mut browser, &register_url, form("no spaces allowed")).await;
+    assert!(page.contains("class=\"error\""), "{page}");
+    // A new name: the account exists, the browser is signed in, the consent names it.
+    let (status, next, _) = post_pairs(&mut browser, &register_url, form("newbie")).await;
+    assert_eq!(status, 303);
+    let (_, _, consent) = browser.get(&srv.url(&next)).await;
+    assert!(consent.contains("@newbie:localhost"), "{consent}");
+    let (_, back, _) = browser
+        .post_form(
+            &srv.url("/oauth2/consent"),
+            &[
+                ("request", &query),
+                ("csrf", &csrf_of(&consent)),
+                ("decision", "allow"),
+            ],
+        )
+        .await;
+    let code = query_value(&back, "code").expect("code");
+    let (status, tokens) = token_request(
+        &srv,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("client_id", &client_id),
+            ("redirect_uri", "https://app.example/callback"),
+            ("code_verifier", VERIFIER),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{tokens}");
+    let (_, me) = whoami(&srv, tokens["access_token"].as_str().expect("token")).await;
+    assert_eq!(me["user_id"], "@newbie:localhost");
+    // The new account signs in with its password elsewhere too.
+    assert!(srv.login("newbie", PASSWORD).await["access_token"].is_string());
+    srv.finish().await;
+
+    // With registration closed: no registration page, no account.
+    let srv = TestServer::start_with(&backend, |c| c.registration.open = false).await;
+    let (_, meta) = srv.get("/_matrix/client/v1/auth_metadata", None).await;
+    assert_eq!(meta["prompt_values_supported"], json!([]));
+    let client_id = web_client(&srv).await;
+    let mut browser = Browserish::new();
+    let query = format!(
+        "{}&prompt=create",
+        authorize_query(&client_id, "NEWDEV", "s")
+    );
+    let (_, _, page) = browser
+        .get(&srv.url(&format!("/oauth2/authorize?{query}")))
+        .await;
+    assert!(
+        page.contains("Sign in to localhost") && !page.contains("Create an account"),
+        "{page}"
+    );
+    let (status, _, _) = browser
+        .post_form(
+            &srv.url("/oauth2/register"),
+            &[
+                ("request", &query),
+                ("csrf", &csrf_of(&page)),
+                ("username", "sneaky"),
+                ("password", PASSWORD),
+            ],
+        )
+        .await;
+    assert_eq!(status, 400);
+    srv.finish().await;
+}
+
+async fn post_pairs(
+    browser: &mut Browserish,
+    url: &str,
+    pairs: Vec<(String, String)>,
+) -> (u16, String, String) {
+    let form: Vec<(&str, &str)> = pairs
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    browser.post_form(url, &form).await
 }

@@ -82,6 +82,11 @@ async fn metadata(State(services): State<Arc<Services>>) -> Json<Value> {
         "token_endpoint_auth_methods_supported": ["none"],
         "revocation_endpoint_auth_methods_supported": ["none"],
         "scopes_supported": ["urn:matrix:client:api:*", "urn:matrix:client:device:*"],
+        "prompt_values_supported": if services.config.registration.open {
+            json!(["create"])
+        } else {
+            json!([])
+        },
     }))
 }
 

@@ -40,6 +40,10 @@ pub(super) fn routes() -> Router<Arc<Services>> {
         .route(&format!("{PREFIX}/authorize"), get(authorize))
         .route(&format!("{PREFIX}/login"), post(password_sign_in))
         .route(&format!("{PREFIX}/consent"), post(consent))
+        .route(
+            &format!("{PREFIX}/register"),
+            get(registration_page).post(register),
+        )
         .route(&format!("{PREFIX}/wallet"), get(wallet_page))
         .route(&format!("{PREFIX}/device"), get(device_page))
         .route(
@@ -196,6 +200,11 @@ impl Pending {
         }
     }
 
+    /// Whether the client asked to open on registration (`prompt=create`).
+    fn create(&self) -> bool {
+        matches!(self, Self::Authorize(request) if request.create)
+    }
+
     fn login_hint(&self) -> Option<&str> {
         match self {
             Self::Authorize(request) => request.login_hint.as_deref(),
@@ -313,6 +322,9 @@ async fn continue_pending(services: &Services, headers: &HeaderMap, request: &st
     };
     match signed_in {
         Some(user_id) => consent_page(&pending, request, &csrf, user_id.as_str(), cookies),
+        None if pending.create() && services.config.registration.open => {
+            registration_form(services, &pending, request, &csrf, None, cookies)
+        }
         None => sign_in_page(services, &pending, request, &csrf, None, cookies),
     }
 }
@@ -351,8 +363,22 @@ fn sign_in_page(
          <p><label>Username <input name=\"username\" autocomplete=\"username\" value=\"{username}\" required></label></p>\n\
          <p><label>Password <input type=\"password\" name=\"password\" autocomplete=\"current-password\" required></label></p>\n\
          <p class=\"actions\"><button id=\"sign-in\" type=\"submit\" class=\"secondary\">Sign in with password</button></p>\n\
-         </form>",
+         </form>{register}",
         wallet = escape(&wallet_url),
+        register = if services.config.registration.open {
+            format!(
+                "\n<p>New here? <a id=\"register\" href=\"{}\">Create an account</a>, or \
+                 continue with a wallet (its first sign-in creates the account).</p>",
+                escape(&format!(
+                    "{PREFIX}/register?{}",
+                    form_urlencoded::Serializer::new(String::new())
+                        .append_pair("request", query)
+                        .finish()
+                ))
+            )
+        } else {
+            String::new()
+        },
         hidden = hidden(query, csrf),
         username = escape(username),
     );
@@ -505,6 +531,136 @@ async fn signed_in(services: &Services, user_id: &ruma::UserId, next: &str) -> R
             see_other(next, cookie.into_iter().collect())
         }
         Err(error) => error_page(&error.description),
+    }
+}
+
+/// The registration form (open registration only).
+fn registration_form(
+    services: &Services,
+    request: &Pending,
+    query: &str,
+    csrf: &str,
+    problem: Option<&str>,
+    cookies: Vec<HeaderValue>,
+) -> Response {
+    let client = escape(&request.client().display_name());
+    let server = escape(services.config.server_name.as_str());
+    let problem = problem
+        .map(|p| format!("<p class=\"error\" role=\"alert\">{}</p>\n", escape(p)))
+        .unwrap_or_default();
+    let token = if services.config.registration.tokens_required {
+        "<p><label>Registration token <input name=\"registration_token\" autocomplete=\"off\" required></label></p>\n"
+    } else {
+        ""
+    };
+    let body = format!(
+        "<header><h1>Create an account on {server}</h1></header>\n\
+         <p>Then <strong>{client}</strong> asks to use it.</p>\n{problem}\
+         <form method=\"post\" action=\"{PREFIX}/register\">\n{hidden}\n\
+         <p><label>Username <input name=\"username\" autocomplete=\"username\" required></label></p>\n\
+         <p><label>Password <input type=\"password\" name=\"password\" autocomplete=\"new-password\" required></label></p>\n\
+         {token}<p class=\"actions\"><button id=\"create\" type=\"submit\">Create account</button></p>\n</form>",
+        hidden = hidden(query, csrf),
+    );
+    page(
+        StatusCode::OK,
+        &format!("Create an account on {}", services.config.server_name),
+        &body,
+        cookies,
+    )
+}
+
+/// # `GET /oauth2/register?request=…`
+async fn registration_page(
+    State(services): State<Arc<Services>>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    if !services.config.registration.open {
+        return error_page("This server does not let new accounts register here.");
+    }
+    let params = crate::http::ruma::query_params(query.as_deref());
+    let request = params
+        .get("request")
+        .map(String::as_str)
+        .unwrap_or_default();
+    let pending = match checked(&services, request).await {
+        Ok(pending) => pending,
+        Err(response) => return response,
+    };
+    let (csrf, cookies) = csrf_token(&services, &headers);
+    registration_form(&services, &pending, request, &csrf, None, cookies)
+}
+
+/// # `POST /oauth2/register`: creates a password account, signs the browser in with it.
+async fn register(
+    State(services): State<Arc<Services>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if !services.config.registration.open {
+        return error_page("This server does not let new accounts register here.");
+    }
+    let Some(fields) = form_fields(&body) else {
+        return error_page("The form was sent twice over itself.");
+    };
+    let field = |k: &str| fields.get(k).map(String::as_str).unwrap_or_default();
+    if !csrf_ok(&headers, field("csrf")) {
+        return error_page("This form expired. Start signing in again from the app.");
+    }
+    let query = field("request");
+    let pending = match checked(&services, query).await {
+        Ok(pending) => pending,
+        Err(response) => return response,
+    };
+    let retry = |problem: &str| {
+        registration_form(
+            &services,
+            &pending,
+            query,
+            field("csrf"),
+            Some(problem),
+            Vec::new(),
+        )
+    };
+    if services
+        .rate_limit(Limit::RegisterPerIp, &peer.ip().to_string())
+        .is_err()
+    {
+        return retry("Too many attempts. Wait a moment and try again.");
+    }
+    let token = Some(field("registration_token")).filter(|t| !t.is_empty());
+    if services.config.registration.tokens_required && token.is_none() {
+        return retry("A registration token is needed.");
+    }
+    let created = services
+        .create_account(
+            field("username"),
+            Some(field("password").to_owned()),
+            false,
+            token.filter(|_| services.config.registration.tokens_required),
+        )
+        .await;
+    match created {
+        Ok(user_id) => {
+            tracing::info!(%user_id, "account created on the OAuth registration page");
+            signed_in(&services, &user_id, &pending.page(query)).await
+        }
+        Err(crate::http::error::Error::Internal(e)) => {
+            tracing::error!(error = %format!("{e:#}"), "OAuth registration failed");
+            error_page("The server failed to create the account; try again.")
+        }
+        Err(refused) => retry(&refused_reason(&refused)),
+    }
+}
+
+/// A Matrix error's message, for a page.
+fn refused_reason(error: &crate::http::error::Error) -> String {
+    match error {
+        crate::http::error::Error::Matrix { message, .. }
+        | crate::http::error::Error::Detailed { message, .. } => message.clone(),
+        _ => "The account could not be created.".to_owned(),
     }
 }
 
