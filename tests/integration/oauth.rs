@@ -23,6 +23,7 @@ both_backends!(
     authorize_refusals_change_nothing,
     device_authorization_grant,
     registration_on_the_authorize_page,
+    the_account_page_lists_and_ends_sessions,
 );
 
 const PASSWORD: &str = "oauth password";
@@ -1102,4 +1103,98 @@ async fn post_pairs(
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
     browser.post_form(url, &form).await
+}
+
+async fn the_account_page_lists_and_ends_sessions(backend: Backend) {
+    let srv = TestServer::start(&backend).await;
+    srv.register("alice", PASSWORD).await;
+    srv.register("bob", PASSWORD).await;
+    let phone = srv.login("alice", PASSWORD).await;
+    let laptop = srv.login("alice", PASSWORD).await;
+    let bobs = srv.login("bob", PASSWORD).await;
+    let phone_device = phone["device_id"].as_str().expect("device").to_owned();
+    let phone_token = phone["access_token"].as_str().expect("token").to_owned();
+    let laptop_token = laptop["access_token"].as_str().expect("token").to_owned();
+    let (_, meta) = srv.get("/_matrix/client/v1/auth_metadata", None).await;
+    let account_uri = meta["account_management_uri"]
+        .as_str()
+        .expect("account URI")
+        .to_owned();
+    assert!(
+        meta["account_management_actions_supported"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|x| x == "org.matrix.session_end"))
+    );
+
+    // As a client opens it (MSC4191): the action and the device in the query.
+    let mut browser = Browserish::new();
+    let link = format!("{account_uri}?action=org.matrix.session_end&device_id={phone_device}");
+    let (status, _, page) = browser.get(&link).await;
+    assert_eq!(status, 200);
+    assert!(page.contains("Sign in to manage your account"), "{page}");
+    let request = format!("account=1&action=org.matrix.session_end&device_id={phone_device}");
+    let (status, next, _) = browser
+        .post_form(
+            &srv.url("/oauth2/login"),
+            &[
+                ("request", &request),
+                ("csrf", &csrf_of(&page)),
+                ("username", "alice"),
+                ("password", PASSWORD),
+            ],
+        )
+        .await;
+    assert_eq!(status, 303, "{next}");
+    let (status, _, sessions) = browser.get(&srv.url(&next)).await;
+    assert_eq!(status, 200);
+    assert!(sessions.contains("@alice:localhost"), "{sessions}");
+    assert!(sessions.contains(&phone_device), "{sessions}");
+    assert!(
+        sessions.contains("Sign this session out?"),
+        "the chosen one is asked about"
+    );
+    assert!(
+        !sessions.contains(bobs["device_id"].as_str().expect("device")),
+        "only alice's"
+    );
+    let csrf = csrf_of(&sessions);
+    // Forged (no cookie) and foreign (bob's device) requests change nothing.
+    let mut forger = Browserish::new();
+    let (status, _, _) = forger
+        .post_form(
+            &srv.url("/oauth2/account"),
+            &[("csrf", &csrf), ("device_id", &phone_device)],
+        )
+        .await;
+    assert_eq!(status, 400);
+    let (status, _, _) = browser
+        .post_form(
+            &srv.url("/oauth2/account"),
+            &[
+                ("csrf", &csrf),
+                ("device_id", bobs["device_id"].as_str().expect("device")),
+            ],
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        whoami(&srv, bobs["access_token"].as_str().expect("token"))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(whoami(&srv, &phone_token).await.0, 200);
+    // Signing the phone out ends it; the laptop stays.
+    let (status, back, _) = browser
+        .post_form(
+            &srv.url("/oauth2/account"),
+            &[("csrf", &csrf), ("device_id", &phone_device)],
+        )
+        .await;
+    assert_eq!((status, back.as_str()), (303, "/oauth2/account"));
+    assert_eq!(whoami(&srv, &phone_token).await.0, 401);
+    assert_eq!(whoami(&srv, &laptop_token).await.0, 200);
+    let (_, _, sessions) = browser.get(&srv.url("/oauth2/account")).await;
+    assert!(!sessions.contains(&phone_device), "{sessions}");
+    srv.finish().await;
 }

@@ -82,6 +82,10 @@ async fn metadata(State(services): State<Arc<Services>>) -> Json<Value> {
         "token_endpoint_auth_methods_supported": ["none"],
         "revocation_endpoint_auth_methods_supported": ["none"],
         "scopes_supported": ["urn:matrix:client:api:*", "urn:matrix:client:device:*"],
+        "account_management_uri": at(&format!("{PREFIX}/account")),
+        "account_management_actions_supported": [
+            "org.matrix.sessions_list", "org.matrix.session_view", "org.matrix.session_end",
+        ],
         "prompt_values_supported": if services.config.registration.open {
             json!(["create"])
         } else {

@@ -46,6 +46,7 @@ pub(super) fn routes() -> Router<Arc<Services>> {
         )
         .route(&format!("{PREFIX}/wallet"), get(wallet_page))
         .route(&format!("{PREFIX}/device"), get(device_page))
+        .route(&format!("{PREFIX}/account"), get(account).post(end_session))
         .route(
             "/_matrix/client/unstable/io.matrixon/oauth/wallet",
             post(wallet_sign_in),
@@ -183,13 +184,16 @@ fn csrf_token(services: &Services, headers: &HeaderMap) -> (String, Vec<HeaderVa
 enum Pending {
     Authorize(Box<AuthorizeRequest>),
     Device(Box<(DeviceGrant, OAuthClient)>),
+    /// The account page (`account=1&action=…&device_id=…`).
+    Account,
 }
 
 impl Pending {
-    fn client(&self) -> &OAuthClient {
+    fn client(&self) -> Option<&OAuthClient> {
         match self {
-            Self::Authorize(request) => &request.client,
-            Self::Device(grant) => &grant.1,
+            Self::Authorize(request) => Some(&request.client),
+            Self::Device(grant) => Some(&grant.1),
+            Self::Account => None,
         }
     }
 
@@ -197,6 +201,7 @@ impl Pending {
         match self {
             Self::Authorize(request) => request.device_id.as_str(),
             Self::Device(grant) => &grant.0.device_id,
+            Self::Account => "",
         }
     }
 
@@ -208,7 +213,7 @@ impl Pending {
     fn login_hint(&self) -> Option<&str> {
         match self {
             Self::Authorize(request) => request.login_hint.as_deref(),
-            Self::Device(_) => None,
+            Self::Device(_) | Self::Account => None,
         }
     }
 
@@ -217,6 +222,7 @@ impl Pending {
         match self {
             Self::Authorize(_) => format!("{PREFIX}/authorize?{request}"),
             Self::Device(_) => format!("{PREFIX}/device?{request}"),
+            Self::Account => format!("{PREFIX}/account?{request}"),
         }
     }
 }
@@ -228,6 +234,9 @@ fn device_request(user_code: &str) -> String {
 }
 
 async fn checked(services: &Services, request: &str) -> std::result::Result<Pending, Response> {
+    if request == "account=1" || request.starts_with("account=1&") {
+        return Ok(Pending::Account);
+    }
     if request.starts_with("user_code=") {
         let typed = crate::http::ruma::query_params(Some(request))
             .remove("user_code")
@@ -337,7 +346,13 @@ fn sign_in_page(
     problem: Option<&str>,
     cookies: Vec<HeaderValue>,
 ) -> Response {
-    let client = escape(&request.client().display_name());
+    let purpose = match request.client() {
+        Some(client) => format!(
+            "<strong>{}</strong> wants to use your Matrix account.",
+            escape(&client.display_name())
+        ),
+        None => "Sign in to manage your account.".to_owned(),
+    };
     let server = escape(services.config.server_name.as_str());
     let hint = request.login_hint().unwrap_or_default();
     let wallet_first = hint.starts_with("0x");
@@ -357,7 +372,7 @@ fn sign_in_page(
         .unwrap_or_default();
     let body = format!(
         "<header><h1>Sign in to {server}</h1></header>\n\
-         <p><strong>{client}</strong> wants to use your Matrix account.</p>\n{problem}\
+         <p>{purpose}</p>\n{problem}\
          <p class=\"actions\"><a id=\"wallet\" class=\"button\" href=\"{wallet}\">Continue with Ethereum wallet</a></p>\n\
          <form method=\"post\" action=\"{PREFIX}/login\">\n{hidden}\n\
          <p><label>Username <input name=\"username\" autocomplete=\"username\" value=\"{username}\" required></label></p>\n\
@@ -397,7 +412,9 @@ fn consent_page(
     user_id: &str,
     cookies: Vec<HeaderValue>,
 ) -> Response {
-    let client = request.client();
+    let Some(client) = request.client() else {
+        return error_page("Nothing to approve here.");
+    };
     let mut links = String::new();
     for (label, uri) in [
         ("Privacy policy", &client.policy_uri),
@@ -437,6 +454,133 @@ fn consent_page(
         &body,
         cookies,
     )
+}
+
+/// The account page's request as the sign-in forms carry it (only the keys it reads).
+fn account_request(params: &std::collections::HashMap<String, String>) -> String {
+    let mut out = form_urlencoded::Serializer::new(String::new());
+    out.append_pair("account", "1");
+    for key in ["action", "device_id"] {
+        if let Some(value) = params.get(key).filter(|v| v.len() <= 255) {
+            out.append_pair(key, value);
+        }
+    }
+    out.finish()
+}
+
+/// # `GET /oauth2/account[?action=…&device_id=…]` (MSC4191's account management URL):
+/// the account's sessions, each with a way to end it.
+async fn account(
+    State(services): State<Arc<Services>>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let params = crate::http::ruma::query_params(query.as_deref());
+    let request = account_request(&params);
+    let (csrf, cookies) = csrf_token(&services, &headers);
+    let user = match cookie(&headers, SESSION_COOKIE) {
+        Some(session) => services.browser_user(session).await.ok().flatten(),
+        None => None,
+    };
+    let Some(user_id) = user else {
+        return sign_in_page(&services, &Pending::Account, &request, &csrf, None, cookies);
+    };
+    let devices = match services.store.devices(&user_id).await {
+        Ok(devices) => devices,
+        Err(_) => return error_page("The server could not list your sessions; try again."),
+    };
+    let chosen = params.get("device_id").map(String::as_str);
+    let ending = params.get("action").map(String::as_str) == Some("org.matrix.session_end");
+    let mut rows = String::new();
+    for device in &devices {
+        let id = device.device_id.as_str();
+        let seen = device
+            .last_seen_ms
+            .and_then(|ms| time::OffsetDateTime::from_unix_timestamp(ms / 1000).ok())
+            .map(|t| {
+                format!(
+                    "{:04}-{:02}-{:02} {:02}:{:02} UTC",
+                    t.year(),
+                    u8::from(t.month()),
+                    t.day(),
+                    t.hour(),
+                    t.minute()
+                )
+            })
+            .unwrap_or_else(|| "never".to_owned());
+        let class = if chosen == Some(id) {
+            " class=\"chosen\""
+        } else {
+            ""
+        };
+        let confirm = if chosen == Some(id) && ending {
+            "<p class=\"error\">Sign this session out?</p>"
+        } else {
+            ""
+        };
+        rows.push_str(&format!(
+            "<li{class} data-device=\"{id}\"><strong>{name}</strong> <code>{id}</code><br>\
+             Last seen {seen}{ip}\n{confirm}\
+             <form method=\"post\" action=\"{PREFIX}/account\">\
+             <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+             <input type=\"hidden\" name=\"device_id\" value=\"{id}\">\
+             <button type=\"submit\" class=\"secondary\">Sign out</button></form></li>\n",
+            id = escape(id),
+            name = escape(device.display_name.as_deref().unwrap_or("Unnamed session")),
+            ip = device
+                .last_seen_ip
+                .as_deref()
+                .map(|ip| format!(" from {}", escape(ip)))
+                .unwrap_or_default(),
+            csrf = escape(&csrf),
+        ));
+    }
+    let body = format!(
+        "<header><h1>Your sessions</h1></header>\n\
+         <p>Signed in as <strong id=\"account\">{user}</strong>. Signing a session out ends it \
+         and removes its encryption keys.</p>\n<ul id=\"sessions\">\n{rows}</ul>",
+        user = escape(user_id.as_str()),
+    );
+    page(StatusCode::OK, "Your sessions", &body, cookies)
+}
+
+/// # `POST /oauth2/account`: signs one of the account's sessions out.
+async fn end_session(
+    State(services): State<Arc<Services>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(fields) = form_fields(&body) else {
+        return error_page("The form was sent twice over itself.");
+    };
+    let field = |k: &str| fields.get(k).map(String::as_str).unwrap_or_default();
+    if !csrf_ok(&headers, field("csrf")) {
+        return error_page("This form expired. Open your sessions again.");
+    }
+    let user = match cookie(&headers, SESSION_COOKIE) {
+        Some(session) => services.browser_user(session).await.ok().flatten(),
+        None => None,
+    };
+    let Some(user_id) = user else {
+        return error_page("You are no longer signed in. Open your sessions again.");
+    };
+    let device = field("device_id");
+    let known = match services.store.devices(&user_id).await {
+        Ok(devices) => devices.iter().any(|d| d.device_id.as_str() == device),
+        Err(_) => return error_page("The server could not list your sessions; try again."),
+    };
+    if !known {
+        return error_page("That session is not one of yours, or has already ended.");
+    }
+    let ended = services
+        .store
+        .delete_devices(&user_id, &[ruma::OwnedDeviceId::from(device)])
+        .await;
+    if ended.is_err() || services.wake_device_watchers(&user_id).await.is_err() {
+        return error_page("The server could not end the session; try again.");
+    }
+    tracing::info!(%user_id, device, "session ended on the account page");
+    see_other(&format!("{PREFIX}/account"), Vec::new())
 }
 
 /// After the user answered a device's request.
@@ -543,7 +687,15 @@ fn registration_form(
     problem: Option<&str>,
     cookies: Vec<HeaderValue>,
 ) -> Response {
-    let client = escape(&request.client().display_name());
+    let then = request
+        .client()
+        .map(|c| {
+            format!(
+                "<p>Then <strong>{}</strong> asks to use it.</p>\n",
+                escape(&c.display_name())
+            )
+        })
+        .unwrap_or_default();
     let server = escape(services.config.server_name.as_str());
     let problem = problem
         .map(|p| format!("<p class=\"error\" role=\"alert\">{}</p>\n", escape(p)))
@@ -555,7 +707,7 @@ fn registration_form(
     };
     let body = format!(
         "<header><h1>Create an account on {server}</h1></header>\n\
-         <p>Then <strong>{client}</strong> asks to use it.</p>\n{problem}\
+         {then}{problem}\
          <form method=\"post\" action=\"{PREFIX}/register\">\n{hidden}\n\
          <p><label>Username <input name=\"username\" autocomplete=\"username\" required></label></p>\n\
          <p><label>Password <input type=\"password\" name=\"password\" autocomplete=\"new-password\" required></label></p>\n\
@@ -703,6 +855,7 @@ async fn consent(
         Pending::Authorize(request) => {
             see_other(&services.deny_authorization(&request), Vec::new())
         }
+        Pending::Account => error_page("Nothing to approve here."),
         Pending::Device(grant) => {
             match services
                 .decide_device_grant(&grant.0.user_code, &user_id, allow)
