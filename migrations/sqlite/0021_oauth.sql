@@ -53,3 +53,9 @@ CREATE TABLE oauth_device_grants (
     expires_ts       INTEGER NOT NULL
 );
 CREATE INDEX oauth_device_grants_expiry ON oauth_device_grants (expires_ts);
+-- A cross-signing reset the user approved on the account page (MSC4312's m.oauth stage):
+-- the next replacement of the cross-signing keys within ten minutes needs no other proof.
+CREATE TABLE oauth_cross_signing_resets (
+    user_id    TEXT PRIMARY KEY,
+    expires_ts INTEGER NOT NULL
+);

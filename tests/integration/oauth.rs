@@ -24,6 +24,7 @@ both_backends!(
     device_authorization_grant,
     registration_on_the_authorize_page,
     the_account_page_lists_and_ends_sessions,
+    a_cross_signing_reset_is_approved_on_the_account_page,
 );
 
 const PASSWORD: &str = "oauth password";
@@ -1196,5 +1197,110 @@ async fn the_account_page_lists_and_ends_sessions(backend: Backend) {
     assert_eq!(whoami(&srv, &laptop_token).await.0, 200);
     let (_, _, sessions) = browser.get(&srv.url("/oauth2/account")).await;
     assert!(!sessions.contains(&phone_device), "{sessions}");
+    srv.finish().await;
+}
+
+fn master_key(id: &str) -> Value {
+    json!({"master_key": {"user_id": "@alice:localhost", "usage": ["master"],
+                          "keys": {format!("ed25519:{id}"): id}}})
+}
+
+async fn a_cross_signing_reset_is_approved_on_the_account_page(backend: Backend) {
+    let srv = TestServer::start(&backend).await;
+    srv.register("alice", PASSWORD).await;
+    let login = srv.login("alice", PASSWORD).await;
+    let token = login["access_token"].as_str().expect("token").to_owned();
+    let upload = |body: Value| {
+        let token = token.clone();
+        let srv = &srv;
+        async move {
+            srv.post_json(
+                "/_matrix/client/v3/keys/device_signing/upload",
+                Some(&token),
+                &body,
+            )
+            .await
+        }
+    };
+    // The first keys need nothing; replacing them asks for UIA, m.oauth among the ways.
+    assert_eq!(upload(master_key("Zmlyc3Q")).await.0, 200);
+    let (status, challenge) = upload(master_key("c2Vjb25k")).await;
+    assert_eq!(status, 401, "{challenge}");
+    assert!(
+        challenge["flows"]
+            .as_array()
+            .is_some_and(|f| f.iter().any(|f| f["stages"] == json!(["m.oauth"]))),
+        "{challenge}"
+    );
+    let url = challenge["params"]["m.oauth"]["url"]
+        .as_str()
+        .expect("approval URL")
+        .to_owned();
+    assert!(
+        url.ends_with("/oauth2/account?action=org.matrix.cross_signing_reset"),
+        "{url}"
+    );
+    // Saying "m.oauth" before approving does not pass.
+    let mut early = master_key("c2Vjb25k");
+    early["auth"] = json!({"type": "m.oauth", "session": challenge["session"]});
+    let (status, refused) = upload(early.clone()).await;
+    assert_eq!(status, 401);
+    assert_eq!(refused["errcode"], "M_FORBIDDEN", "{refused}");
+
+    // The user opens the link, signs in, and allows the reset.
+    let mut browser = Browserish::new();
+    let (_, _, page) = browser.get(&url).await;
+    let request = "account=1&action=org.matrix.cross_signing_reset";
+    let (status, next, _) = browser
+        .post_form(
+            &srv.url("/oauth2/login"),
+            &[
+                ("request", request),
+                ("csrf", &csrf_of(&page)),
+                ("username", "alice"),
+                ("password", PASSWORD),
+            ],
+        )
+        .await;
+    assert_eq!(status, 303);
+    let (_, _, account) = browser.get(&srv.url(&next)).await;
+    assert!(account.contains("Reset your identity?"), "{account}");
+    let (status, _, done) = browser
+        .post_form(
+            &srv.url("/oauth2/account"),
+            &[("csrf", &csrf_of(&account)), ("reset", "allow")],
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert!(done.contains("Reset approved"), "{done}");
+    // The client's retry (as matrix-sdk polls) goes through, once.
+    let (status, answer) = upload(early).await;
+    assert_eq!(status, 200, "{answer}");
+    let (_, keys) = srv
+        .post_json(
+            "/_matrix/client/v3/keys/query",
+            Some(&token),
+            &json!({"device_keys": {"@alice:localhost": []}}),
+        )
+        .await;
+    assert!(
+        keys["master_keys"]["@alice:localhost"]["keys"]["ed25519:c2Vjb25k"].is_string(),
+        "{keys}"
+    );
+    assert_eq!(
+        upload(master_key("dGhpcmQ")).await.0,
+        401,
+        "the approval was used up"
+    );
+    // An approval that is not used expires after ten minutes.
+    let (_, _, account) = browser.get(&url).await;
+    browser
+        .post_form(
+            &srv.url("/oauth2/account"),
+            &[("csrf", &csrf_of(&account)), ("reset", "allow")],
+        )
+        .await;
+    srv.clock.advance(std::time::Duration::from_secs(601));
+    assert_eq!(upload(master_key("dGhpcmQ")).await.0, 401, "expired");
     srv.finish().await;
 }

@@ -432,8 +432,25 @@ impl Services {
             return Ok(());
         }
         if stored.contains_key("master") {
-            self.reauthenticate(UiaOperation::ReplaceCrossSigning, user_id, auth)
+            // Approved on the account page (MSC4312's m.oauth stage): no other proof, once.
+            let approved = self
+                .store
+                .take_cross_signing_reset(user_id.as_str(), self.now_ms())
                 .await?;
+            if !approved {
+                let mut flows = self.account_flows(user_id).await?;
+                flows.push(ruma::api::client::uiaa::AuthFlow::new(vec![
+                    ruma::api::client::uiaa::AuthType::OAuth,
+                ]));
+                self.user_interactive_auth(
+                    UiaOperation::ReplaceCrossSigning,
+                    "",
+                    Some(user_id),
+                    flows,
+                    auth,
+                )
+                .await?;
+            }
         }
         let new_master = parsed.iter().any(|(t, key, _)| {
             t == "master"

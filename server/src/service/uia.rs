@@ -99,6 +99,15 @@ impl Services {
             .map(drop)
     }
 
+    /// Where the user approves a cross-signing reset (the account page, MSC4312).
+    pub fn cross_signing_reset_url(&self) -> String {
+        format!(
+            "{}{}/account?action=org.matrix.cross_signing_reset",
+            self.config.public_baseurl().trim_end_matches('/'),
+            crate::api::oauth::PREFIX
+        )
+    }
+
     /// The flows registration offers; `None` when registration is closed.
     pub fn registration_flows(&self) -> Option<Vec<AuthFlow>> {
         let registration = &self.config.registration;
@@ -132,13 +141,21 @@ impl Services {
         } else {
             format!("{}:{scope}", operation.as_str())
         };
+        let offered_oauth = flows
+            .iter()
+            .any(|flow| flow.stages.contains(&AuthType::OAuth));
         let challenge =
             |session: String, completed: Vec<AuthType>, auth_error: Option<StandardErrorBody>| {
                 let mut info = UiaaInfo::new(flows.clone());
                 info.session = Some(session);
-                // None of our stages has parameters, but clients' schemas (matrix-nio) and
-                // SyTest want the object, as Synapse sends it.
-                info.params = serde_json::value::RawValue::from_string("{}".to_owned()).ok();
+                // Only m.oauth has parameters (where to approve), but clients' schemas
+                // (matrix-nio) and SyTest want the object, as Synapse sends it.
+                let params = if offered_oauth {
+                    serde_json::json!({"m.oauth": {"url": self.cross_signing_reset_url()}})
+                } else {
+                    serde_json::json!({})
+                };
+                info.params = serde_json::value::to_raw_value(&params).ok();
                 info.completed = completed;
                 info.auth_error = auth_error;
                 Error::Uia(Box::new(info))
@@ -222,6 +239,24 @@ impl Services {
                 )),
             },
             AuthData::Dummy(_) if offered(&AuthType::Dummy) => Ok(Some(AuthType::Dummy)),
+            // Approved on the account page: the operation checks (and takes) the approval
+            // itself before it asks for UIA, so here it is only ever still missing.
+            oauth if oauth.auth_type() == Some(AuthType::OAuth) && offered(&AuthType::OAuth) => {
+                match user {
+                    Some(user)
+                        if self
+                            .store
+                            .cross_signing_reset_allowed(user.as_str(), now)
+                            .await? =>
+                    {
+                        Ok(Some(AuthType::OAuth))
+                    }
+                    _ => Err(StandardErrorBody::new(
+                        ErrorKind::Forbidden,
+                        "Not approved yet: open the link to approve the reset".to_owned(),
+                    )),
+                }
+            }
             AuthData::RegistrationToken(t) if offered(&AuthType::RegistrationToken) => {
                 match self.store.registration_token(&t.token).await? {
                     Some(row) if row.usable(now) => {

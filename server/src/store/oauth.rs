@@ -354,6 +354,55 @@ impl Store {
             .transpose()
     }
 
+    /// Lets the user's next cross-signing key replacement through until `expires_ms`.
+    pub async fn allow_cross_signing_reset(
+        &self,
+        user_id: &str,
+        expires_ms: i64,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO oauth_cross_signing_resets (user_id, expires_ts) VALUES ($1, $2) \
+             ON CONFLICT (user_id) DO UPDATE SET expires_ts = $2",
+        )
+        .bind(user_id)
+        .bind(expires_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Takes the user's approval of a cross-signing reset, if one is still valid.
+    pub async fn take_cross_signing_reset(
+        &self,
+        user_id: &str,
+        now_ms: i64,
+    ) -> Result<bool, sqlx::Error> {
+        let taken = sqlx::query(
+            "DELETE FROM oauth_cross_signing_resets WHERE user_id = $1 AND expires_ts > $2",
+        )
+        .bind(user_id)
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(taken.rows_affected() == 1)
+    }
+
+    /// Whether the user approved a cross-signing reset that is still valid.
+    pub async fn cross_signing_reset_allowed(
+        &self,
+        user_id: &str,
+        now_ms: i64,
+    ) -> Result<bool, sqlx::Error> {
+        let found: Option<i64> = sqlx::query_scalar(
+            "SELECT expires_ts FROM oauth_cross_signing_resets WHERE user_id = $1 AND expires_ts > $2",
+        )
+        .bind(user_id)
+        .bind(now_ms)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(found.is_some())
+    }
+
     /// Forgets expired codes, browser sign-ins and spent refresh tokens.
     pub async fn prune_oauth(&self, now_ms: i64) -> Result<u64, sqlx::Error> {
         let mut gone = 0;
@@ -362,6 +411,7 @@ impl Store {
             "oauth_browser_sessions",
             "oauth_spent_refresh_tokens",
             "oauth_device_grants",
+            "oauth_cross_signing_resets",
         ] {
             gone += sqlx::query(&format!("DELETE FROM {table} WHERE expires_ts <= $1"))
                 .bind(now_ms)

@@ -85,6 +85,7 @@ async fn metadata(State(services): State<Arc<Services>>) -> Json<Value> {
         "account_management_uri": at(&format!("{PREFIX}/account")),
         "account_management_actions_supported": [
             "org.matrix.sessions_list", "org.matrix.session_view", "org.matrix.session_end",
+            "org.matrix.cross_signing_reset",
         ],
         "prompt_values_supported": if services.config.registration.open {
             json!(["create"])

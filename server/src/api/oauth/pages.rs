@@ -26,6 +26,8 @@ use crate::{
     store::oauth::DeviceGrant,
 };
 
+/// How long an approved cross-signing reset waits for the client.
+const CROSS_SIGNING_RESET_WINDOW_MS: i64 = 10 * 60 * 1000;
 /// The browser's sign-in on these pages.
 const SESSION_COOKIE: &str = "matrixon_oauth_session";
 /// The double-submit CSRF token every form carries.
@@ -535,8 +537,26 @@ async fn account(
             csrf = escape(&csrf),
         ));
     }
+    let reset = if params.get("action").map(String::as_str)
+        == Some("org.matrix.cross_signing_reset")
+    {
+        format!(
+            "<section id=\"reset\"><h2>Reset your identity?</h2>\n\
+             <p>An app asks to replace your cross-signing keys. Your other sessions and the \
+             people you talk to will have to verify you again, and messages only your old \
+             identity could read may be lost. Allow it only if you started the reset.</p>\n\
+             <form method=\"post\" action=\"{PREFIX}/account\">\
+             <input type=\"hidden\" name=\"csrf\" value=\"{}\">\
+             <input type=\"hidden\" name=\"reset\" value=\"allow\">\
+             <p class=\"actions\"><button id=\"allow-reset\" type=\"submit\">Allow the reset for 10 minutes</button></p>\
+             </form></section>\n",
+            escape(&csrf)
+        )
+    } else {
+        String::new()
+    };
     let body = format!(
-        "<header><h1>Your sessions</h1></header>\n\
+        "<header><h1>Your sessions</h1></header>\n{reset}\
          <p>Signed in as <strong id=\"account\">{user}</strong>. Signing a session out ends it \
          and removes its encryption keys.</p>\n<ul id=\"sessions\">\n{rows}</ul>",
         user = escape(user_id.as_str()),
@@ -564,6 +584,27 @@ async fn end_session(
     let Some(user_id) = user else {
         return error_page("You are no longer signed in. Open your sessions again.");
     };
+    if field("reset") == "allow" {
+        let expires = services
+            .now_ms()
+            .saturating_add(CROSS_SIGNING_RESET_WINDOW_MS);
+        if services
+            .store
+            .allow_cross_signing_reset(user_id.as_str(), expires)
+            .await
+            .is_err()
+        {
+            return error_page("The server could not record the approval; try again.");
+        }
+        tracing::info!(%user_id, "cross-signing reset approved on the account page");
+        return page(
+            StatusCode::OK,
+            "Reset approved",
+            "<header><h1>Reset approved</h1></header>\n<p id=\"done\">Return to your app: it \
+             can replace your cross-signing keys in the next 10 minutes.</p>",
+            Vec::new(),
+        );
+    }
     let device = field("device_id");
     let known = match services.store.devices(&user_id).await {
         Ok(devices) => devices.iter().any(|d| d.device_id.as_str() == device),
