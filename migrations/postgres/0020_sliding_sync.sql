@@ -12,3 +12,13 @@ CREATE TABLE sliding_sync_positions (
     PRIMARY KEY (user_id, device_id, conn_id, pos)
 );
 CREATE INDEX sliding_sync_positions_age ON sliding_sync_positions (created_ts);
+
+-- Each room's latest event and latest message-like event (what moves it up a room list),
+-- kept by every append so that ordering a user's rooms reads one row per room.
+ALTER TABLE rooms ADD COLUMN latest_stream BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE rooms ADD COLUMN bump_stream BIGINT;
+UPDATE rooms SET latest_stream = COALESCE(
+    (SELECT MAX(e.stream_ordering) FROM events e WHERE e.room_id = rooms.room_id), 0);
+UPDATE rooms SET bump_stream = (SELECT MAX(e.stream_ordering) FROM events e
+    WHERE e.room_id = rooms.room_id AND e.type IN ('m.room.create', 'm.room.message',
+    'm.room.encrypted', 'm.sticker', 'm.call.invite', 'm.poll.start', 'm.beacon_info'));

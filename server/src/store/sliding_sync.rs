@@ -20,32 +20,40 @@ pub struct RoomStamp {
 }
 
 /// Event types that move a room up the list (Synapse's defaults): messages and the like,
-/// not state changes or reactions.
-const BUMP_TYPES: &str = "'m.room.create', 'm.room.message', 'm.room.encrypted', 'm.sticker', \
-     'm.call.invite', 'm.poll.start', 'm.beacon_info'";
+/// not state changes or reactions. Migration 0020 backfills with the same list.
+const BUMP_TYPES: [&str; 7] = [
+    "m.room.create",
+    "m.room.message",
+    "m.room.encrypted",
+    "m.sticker",
+    "m.call.invite",
+    "m.poll.start",
+    "m.beacon_info",
+];
+
+/// Whether an event of this type moves its room up room lists.
+pub(super) fn is_bump_type(kind: &str) -> bool {
+    BUMP_TYPES.contains(&kind)
+}
 
 impl Store {
     /// The user's rooms (those forgotten after leaving since `since` too), each with the
-    /// positions lists sort and compare by; one query, each room read through its index.
+    /// positions lists sort and compare by (kept on the room's row by every append).
     pub async fn room_stamps(
         &self,
         user_id: &str,
         since: i64,
     ) -> Result<Vec<RoomStamp>, sqlx::Error> {
-        let sql = format!(
-            "SELECT m.room_id, m.membership, m.membership_since, \
-             (SELECT MAX(e.stream_ordering) FROM events e WHERE e.room_id = m.room_id), \
-             (SELECT e.stream_ordering FROM events e WHERE e.room_id = m.room_id \
-              AND e.type IN ({BUMP_TYPES}) ORDER BY e.stream_ordering DESC LIMIT 1) \
-             FROM memberships m \
+        let rows = sqlx::query(
+            "SELECT m.room_id, m.membership, m.membership_since, r.latest_stream, r.bump_stream \
+             FROM memberships m LEFT JOIN rooms r ON r.room_id = m.room_id \
              WHERE m.user_id = $1 AND (m.forgotten = 0 OR m.membership_since > $2) \
-             ORDER BY m.room_id"
-        );
-        let rows = sqlx::query(&sql)
-            .bind(user_id)
-            .bind(since)
-            .fetch_all(&self.pool)
-            .await?;
+             ORDER BY m.room_id",
+        )
+        .bind(user_id)
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter()
             .map(|row| {
                 Ok(RoomStamp {
