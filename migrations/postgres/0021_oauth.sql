@@ -35,6 +35,7 @@ CREATE TABLE oauth_spent_refresh_tokens (
     token_hash TEXT PRIMARY KEY,
     user_id    TEXT NOT NULL,
     device_id  TEXT NOT NULL,
+    spent_ts   BIGINT NOT NULL,
     expires_ts BIGINT NOT NULL
 );
 CREATE INDEX oauth_spent_refresh_tokens_expiry ON oauth_spent_refresh_tokens (expires_ts);

@@ -409,7 +409,7 @@ async fn password_sign_in_code_exchange_refresh_and_revocation(backend: Backend)
         (status, refused["error"].as_str()),
         (400, Some("invalid_grant"))
     );
-    assert_eq!(revoke(&srv, &other_client, &access).await, 401);
+    assert_eq!(revoke(&srv, &other_client, &access).await, 400);
     assert_eq!(whoami(&srv, &access).await.0, 200, "still signed in");
 
     // Refresh: new tokens, the old access token stops working.
@@ -427,7 +427,38 @@ async fn password_sign_in_code_exchange_refresh_and_revocation(backend: Backend)
     assert_ne!(access2, access);
     assert_eq!(whoami(&srv, &access).await.0, 401);
     assert_eq!(whoami(&srv, &access2).await.1["device_id"], "OAUTHDEV1");
-    // The spent refresh token again: someone copied it. The session ends.
+    // The legacy /refresh does not take an OAuth session's token (replays are caught only at
+    // the token endpoint).
+    let legacy = srv
+        .post_json(
+            "/_matrix/client/v3/refresh",
+            None,
+            &json!({"refresh_token": renewed["refresh_token"]}),
+        )
+        .await;
+    assert_eq!(legacy.0, 401, "{}", legacy.1);
+    // The spent refresh token again at once: a client whose answer was lost. Refused, but the
+    // session stays.
+    let (status, refused) = token_request(
+        &srv,
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &refresh),
+            ("client_id", &client_id),
+        ],
+    )
+    .await;
+    assert_eq!(
+        (status, refused["error"].as_str()),
+        (400, Some("invalid_grant"))
+    );
+    assert_eq!(
+        whoami(&srv, &access2).await.0,
+        200,
+        "a quick retry is not a theft"
+    );
+    // Later, the spent refresh token again: someone copied it. The session ends.
+    srv.clock.advance(std::time::Duration::from_secs(31));
     let (status, refused) = token_request(
         &srv,
         &[
@@ -445,6 +476,33 @@ async fn password_sign_in_code_exchange_refresh_and_revocation(backend: Backend)
         whoami(&srv, &access2).await.0,
         401,
         "a replay ends the session"
+    );
+
+    // A client cannot name one of alice's other devices (it would take its place).
+    let phone = srv.login("alice", PASSWORD).await;
+    let phone_device = phone["device_id"].as_str().expect("device").to_owned();
+    let taking = authorize_query(&client_id, &phone_device, "x");
+    let (status, _, consent) = browser
+        .get(&srv.url(&format!("/oauth2/authorize?{taking}")))
+        .await;
+    assert_eq!(status, 200, "{consent}");
+    let (status, location, refused) = browser
+        .post_form(
+            &srv.url("/oauth2/consent"),
+            &[
+                ("request", &taking),
+                ("csrf", &csrf_of(&consent)),
+                ("decision", "allow"),
+            ],
+        )
+        .await;
+    assert_eq!((status, location.as_str()), (400, ""), "{refused}");
+    assert!(refused.contains("another session"), "{refused}");
+    assert_eq!(
+        whoami(&srv, phone["access_token"].as_str().expect("token"))
+            .await
+            .0,
+        200
     );
 
     // A new session, revoked by its refresh token: gone with its device.
@@ -498,32 +556,30 @@ async fn authorize_refusals_change_nothing(backend: Backend) {
             .await;
         assert_eq!((status, location.as_str()), (400, ""), "{page}");
     }
-    // Without PKCE, or with another method: the client hears of it at its redirect URI.
-    for (from, to) in [
-        ("code_challenge_method=S256", "code_challenge_method=plain"),
-        ("response_type=code", "response_type=token"),
+    // Without PKCE, with another method, another response type, an unknown scope or
+    // prompt=login: the page says why. Nobody is sent anywhere before signing in (anyone can
+    // register a client: redirecting errors would make the server an open redirect).
+    for (from, to, error) in [
+        (
+            "code_challenge_method=S256",
+            "code_challenge_method=plain",
+            "invalid_request",
+        ),
+        (
+            "response_type=code",
+            "response_type=token",
+            "unsupported_response_type",
+        ),
+        ("urn%3Amatrix%3Aclient%3Aapi%3A*", "admin", "invalid_scope"),
+        ("state=s", "state=s&prompt=login", "invalid_request"),
     ] {
         let query = authorize_query(&client_id, "DEV", "s").replace(from, to);
-        let (status, location, _) = browser
+        let (status, location, page) = browser
             .get(&srv.url(&format!("/oauth2/authorize?{query}")))
             .await;
-        assert_eq!(status, 303);
-        assert!(
-            location.starts_with("https://app.example/callback?"),
-            "{location}"
-        );
-        assert!(query_value(&location, "error").is_some());
-        assert_eq!(query_value(&location, "state").as_deref(), Some("s"));
+        assert_eq!((status, location.as_str()), (400, ""), "{to}");
+        assert!(page.contains(error), "{page}");
     }
-    let query =
-        authorize_query(&client_id, "DEV", "s").replace("urn%3Amatrix%3Aclient%3Aapi%3A*", "admin");
-    let (_, location, _) = browser
-        .get(&srv.url(&format!("/oauth2/authorize?{query}")))
-        .await;
-    assert_eq!(
-        query_value(&location, "error").as_deref(),
-        Some("invalid_scope")
-    );
 
     let query = authorize_query(&client_id, "DEV", "s");
     let (_, _, page) = browser
@@ -631,7 +687,7 @@ async fn authorize_refusals_change_nothing(backend: Backend) {
     .await;
     assert_eq!(
         (status, refused["error"].as_str()),
-        (400, Some("unauthorized_client")),
+        (400, Some("unsupported_grant_type")),
         "{refused}"
     );
     srv.finish().await;

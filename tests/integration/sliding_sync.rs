@@ -363,8 +363,59 @@ async fn positions_continue_and_changes_only(backend: Backend) {
         .cloned();
     let last = timeline.and_then(|t| t.last().cloned()).unwrap_or_default();
     assert_eq!(last["content"]["membership"], "leave", "{left}");
+    let left_room = &left["rooms"][quiet.as_str()];
+    assert!(
+        left_room.get("joined_count").is_none(),
+        "not for someone who left: {left_room}"
+    );
     let after = sliding(&srv, &alice, Some(left["pos"].as_str().expect("pos")), 3).await;
     assert_eq!(after["lists"]["all"]["count"], 1, "{after}");
+
+    // Rejoining a room whose history only members see: it comes whole, without what was
+    // said while alice was away.
+    let (status, _) = srv
+        .put_json(
+            &format!("/_matrix/client/v3/rooms/{busy}/state/m.room.history_visibility/"),
+            Some(&alice),
+            &json!({"history_visibility": "joined"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let after = sliding(&srv, &alice, Some(after["pos"].as_str().expect("pos")), 3).await;
+    let after_pos = after["pos"].as_str().expect("pos").to_owned();
+    let (status, _) = srv
+        .post_json(
+            &format!("/_matrix/client/v3/rooms/{busy}/leave"),
+            Some(&alice),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let gone = sliding(&srv, &alice, Some(&after_pos), 3).await;
+    say(&srv, &bob, &busy, "while alice is away").await;
+    let (status, _) = srv
+        .post_json(
+            &format!("/_matrix/client/v3/rooms/{busy}/invite"),
+            Some(&bob),
+            &json!({"user_id": "@alice:localhost"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    srv.post_json(
+        &format!("/_matrix/client/v3/join/{busy}"),
+        Some(&alice),
+        &json!({}),
+    )
+    .await;
+    let back = sliding(&srv, &alice, Some(gone["pos"].as_str().expect("pos")), 3).await;
+    let room = &back["rooms"][busy.as_str()];
+    assert_eq!(room["initial"], true, "{back}");
+    assert!(
+        !timeline_bodies(room)
+            .iter()
+            .any(|b| b == "while alice is away"),
+        "{room}"
+    );
     srv.finish().await;
 }
 
@@ -594,6 +645,11 @@ async fn bad_sliding_sync_requests_are_refused(backend: Backend) {
     body["lists"]["all"]["ranges"] = json!("everything");
     let refused = srv.post_json(&path, Some(&alice), &body).await;
     assert_error(&refused, 400, "M_BAD_JSON");
+    // Thousands of ranges: capped, not obeyed.
+    let (path, mut body) = list_request(None, 5);
+    body["lists"]["all"]["ranges"] = json!(vec![[0, 9999]; 5000]);
+    let (status, capped) = srv.post_json(&path, Some(&alice), &body).await;
+    assert_eq!(status, 200, "{capped}");
     // A huge range and timeline limit are capped, not obeyed.
     let (path, mut body) = list_request(None, 5);
     body["lists"]["all"]["ranges"] = json!([[0, u32::MAX]]);

@@ -98,11 +98,21 @@ impl Store {
                 .bind(device_id.as_str())
                 .execute(&mut *tx)
                 .await?;
-            sqlx::query("DELETE FROM sliding_sync_positions WHERE user_id = $1 AND device_id = $2")
+            // Its sliding sync connections and OAuth records go too (a later device with the
+            // same ID is another session).
+            for table in [
+                "sliding_sync_positions",
+                "oauth_sessions",
+                "oauth_spent_refresh_tokens",
+            ] {
+                sqlx::query(&format!(
+                    "DELETE FROM {table} WHERE user_id = $1 AND device_id = $2"
+                ))
                 .bind(user_id.as_str())
                 .bind(device_id.as_str())
                 .execute(&mut *tx)
                 .await?;
+            }
             // Signatures on the device go with it (a new device could reuse the ID).
             sqlx::query(
                 "DELETE FROM key_signatures WHERE target_user_id = $1 AND target_key_id = $2",
@@ -142,11 +152,19 @@ impl Store {
         .bind(keep.map_or("", DeviceId::as_str))
         .execute(&mut *tx)
         .await?;
-        sqlx::query("DELETE FROM sliding_sync_positions WHERE user_id = $1 AND device_id <> $2")
+        for table in [
+            "sliding_sync_positions",
+            "oauth_sessions",
+            "oauth_spent_refresh_tokens",
+        ] {
+            sqlx::query(&format!(
+                "DELETE FROM {table} WHERE user_id = $1 AND device_id <> $2"
+            ))
             .bind(user_id.as_str())
             .bind(keep.map_or("", DeviceId::as_str))
             .execute(&mut *tx)
             .await?;
+        }
         if deleted > 0 {
             super::keys::record_device_list_change(&mut tx, user_id.as_str()).await?;
         }

@@ -151,10 +151,17 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         } else {
-            sqlx::query("DELETE FROM oauth_device_grants WHERE device_code_hash = $1")
-                .bind(device_code_hash)
-                .execute(&mut *tx)
-                .await?;
+            // Answered once: of two polls at the same moment only one takes it.
+            let taken = sqlx::query(
+                "DELETE FROM oauth_device_grants WHERE device_code_hash = $1 AND status <> 'pending'",
+            )
+            .bind(device_code_hash)
+            .execute(&mut *tx)
+            .await?;
+            if taken.rows_affected() != 1 {
+                tx.rollback().await?;
+                return Ok(None);
+            }
         }
         tx.commit().await?;
         Ok(Some(grant))
@@ -319,24 +326,43 @@ impl Store {
             .transpose()
     }
 
-    /// Remembers a refresh token that was exchanged, so that its replay is recognised.
+    /// Remembers a refresh token that was exchanged at `now_ms`, for `retention_ms`, so that
+    /// its replay is recognised.
     pub async fn spend_refresh_token(
         &self,
         token_hash: &str,
         (user_id, device_id): (&str, &str),
-        expires_ms: i64,
+        (now_ms, retention_ms): (i64, i64),
     ) -> Result<(), sqlx::Error> {
         sqlx::query(
-            "INSERT INTO oauth_spent_refresh_tokens (token_hash, user_id, device_id, expires_ts) \
-             VALUES ($1, $2, $3, $4) ON CONFLICT (token_hash) DO NOTHING",
+            "INSERT INTO oauth_spent_refresh_tokens \
+             (token_hash, user_id, device_id, spent_ts, expires_ts) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (token_hash) DO NOTHING",
         )
         .bind(token_hash)
         .bind(user_id)
         .bind(device_id)
-        .bind(expires_ms)
+        .bind(now_ms)
+        .bind(now_ms.saturating_add(retention_ms))
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    /// The session a spent refresh token belonged to, and when it was spent.
+    pub async fn spent_refresh_token_at(
+        &self,
+        token_hash: &str,
+    ) -> Result<Option<(String, String, i64)>, sqlx::Error> {
+        let row = sqlx::query(
+            "SELECT user_id, device_id, spent_ts FROM oauth_spent_refresh_tokens \
+             WHERE token_hash = $1",
+        )
+        .bind(token_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?)))
+            .transpose()
     }
 
     /// The session a spent refresh token belonged to.

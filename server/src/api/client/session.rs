@@ -145,6 +145,14 @@ async fn refresh(
     services: Arc<Services>,
     req: Ruma<refresh_token::v3::Request>,
 ) -> Result<refresh_token::v3::Response> {
+    // OAuth sessions refresh at the token endpoint, where a replayed token is caught.
+    if services
+        .is_oauth_refresh_token(&req.body.refresh_token)
+        .await
+        .map_err(|e| Error::Internal(anyhow::anyhow!(e.description)))?
+    {
+        return Err(Error::unknown_token(false));
+    }
     let session = services.refresh(&req.body.refresh_token).await?;
     let mut response = refresh_token::v3::Response::new(session.access_token);
     response.refresh_token = session.refresh_token;

@@ -1,12 +1,12 @@
 //! The OAuth 2.0 API's endpoints: discovery, client registration, the token and revocation
 //! endpoints (JSON for clients), and the authorize pages (HTML for people, in `pages`).
 
-use std::sync::Arc;
+use std::{net::SocketAddr, sync::Arc};
 
 use axum::{
     Json, Router,
     body::Bytes,
-    extract::State,
+    extract::{ConnectInfo, State},
     http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
     routing::{get, post},
@@ -14,7 +14,7 @@ use axum::{
 use serde_json::{Value, json};
 
 use crate::service::{
-    Services,
+    Limit, Services,
     oauth::{DEVICE_CODE_GRANT, OAuthError},
 };
 
@@ -22,6 +22,8 @@ mod pages;
 
 /// Where the OAuth endpoints live (beside, not under, the Client-Server API).
 pub const PREFIX: &str = "/oauth2";
+/// Most parameters one form may carry (every OAuth request needs a handful).
+const MAX_FORM_FIELDS: usize = 32;
 
 /// Every OAuth route.
 pub fn routes() -> Router<Arc<Services>> {
@@ -49,10 +51,22 @@ pub fn routes() -> Router<Arc<Services>> {
 fn refusal(error: &OAuthError) -> Response {
     let status = match error.error {
         "invalid_client" => StatusCode::UNAUTHORIZED,
+        "slow_down" if error.description.starts_with("too many") => StatusCode::TOO_MANY_REQUESTS,
         "server_error" => StatusCode::INTERNAL_SERVER_ERROR,
         _ => StatusCode::BAD_REQUEST,
     };
     no_store((status, Json(error.body())).into_response())
+}
+
+/// 429 with an OAuth body.
+fn too_many() -> Response {
+    no_store(
+        (
+            StatusCode::TOO_MANY_REQUESTS,
+            Json(json!({"error": "slow_down", "error_description": "too many requests; wait a moment"})),
+        )
+            .into_response(),
+    )
 }
 
 /// Token answers must not be cached (RFC 6749 §5.1).
@@ -101,7 +115,17 @@ async fn issuer(State(services): State<Arc<Services>>) -> Json<Value> {
 }
 
 /// # `POST /oauth2/registration` (RFC 7591)
-async fn register(State(services): State<Arc<Services>>, body: Bytes) -> Response {
+async fn register(
+    State(services): State<Arc<Services>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    body: Bytes,
+) -> Response {
+    if services
+        .rate_limit(Limit::RegisterPerIp, &peer.ip().to_string())
+        .is_err()
+    {
+        return too_many();
+    }
     let Ok(body) = serde_json::from_slice::<Value>(&body) else {
         return refusal(&OAuthError::new(
             "invalid_client_metadata",
@@ -126,14 +150,19 @@ fn form(headers: &HeaderMap, body: &[u8]) -> Result<Vec<(String, String)>, OAuth
             "the body must be application/x-www-form-urlencoded",
         ));
     }
-    let pairs: Vec<(String, String)> = form_urlencoded::parse(body).into_owned().collect();
-    for (i, (key, _)) in pairs.iter().enumerate() {
-        if pairs[..i].iter().any(|(k, _)| k == key) {
+    let mut pairs = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for (key, value) in form_urlencoded::parse(body) {
+        if pairs.len() == MAX_FORM_FIELDS {
+            return Err(OAuthError::new("invalid_request", "too many parameters"));
+        }
+        if !seen.insert(key.clone()) {
             return Err(OAuthError::new(
                 "invalid_request",
                 format!("{key} appears twice"),
             ));
         }
+        pairs.push((key.into_owned(), value.into_owned()));
     }
     Ok(pairs)
 }
@@ -181,9 +210,16 @@ async fn revoke(
 /// # `POST /oauth2/device_authorization` (RFC 8628 §3.1)
 async fn device_authorization(
     State(services): State<Arc<Services>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    if services
+        .rate_limit(Limit::LoginPerIp, &peer.ip().to_string())
+        .is_err()
+    {
+        return too_many();
+    }
     let form = match form(&headers, &body) {
         Ok(form) => form,
         Err(error) => return refusal(&error),

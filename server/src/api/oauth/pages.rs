@@ -255,10 +255,7 @@ async fn checked(services: &Services, request: &str) -> std::result::Result<Pend
         .authorize_request(request)
         .await
         .map(|r| Pending::Authorize(Box::new(r)))
-        .map_err(|e| match e {
-            AuthorizeError::Show(message) => error_page(&message),
-            AuthorizeError::Redirect(location) => see_other(&location, Vec::new()),
-        })
+        .map_err(|AuthorizeError::Show(message)| error_page(&message))
 }
 
 /// The device page without a code: a form to type the one the device shows.
@@ -650,10 +647,13 @@ fn done_page(allowed: bool, client: &str) -> Response {
 
 /// Reads a page's form (each key once).
 fn form_fields(body: &[u8]) -> Option<std::collections::HashMap<String, String>> {
-    let pairs: Vec<(String, String)> = form_urlencoded::parse(body).into_owned().collect();
-    let count = pairs.len();
-    let map: std::collections::HashMap<String, String> = pairs.into_iter().collect();
-    (map.len() == count).then_some(map)
+    let mut map = std::collections::HashMap::new();
+    for (key, value) in form_urlencoded::parse(body) {
+        if map.len() == 16 || map.insert(key.into_owned(), value.into_owned()).is_some() {
+            return None;
+        }
+    }
+    Some(map)
 }
 
 /// # `POST /oauth2/login`

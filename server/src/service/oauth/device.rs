@@ -191,7 +191,9 @@ impl Services {
                     .ok_or_else(|| {
                         OAuthError::new("server_error", "an approved grant names no user")
                     })?;
-                self.ensure_active(&user_id).await?;
+                self.ensure_active(&user_id)
+                    .await
+                    .map_err(|_| OAuthError::new("invalid_grant", "the account is not active"))?;
                 self.issue_oauth_session(
                     &user_id,
                     grant.device_id.into(),

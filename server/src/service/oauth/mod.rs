@@ -28,6 +28,8 @@ const CODE_LIFETIME: Duration = Duration::from_secs(600);
 pub const BROWSER_SESSION_LIFETIME: Duration = Duration::from_secs(3600);
 /// How long a spent refresh token is remembered (a replay within it ends the session).
 const SPENT_REFRESH_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
+/// A spent refresh token presented again this soon is taken for a lost answer, not a theft.
+const REPLAY_GRACE_MS: i64 = 30_000;
 
 /// The API scope: full access to the account (stable and MSC2967 spellings).
 const API_SCOPES: [&str; 2] = [
@@ -108,14 +110,13 @@ pub struct AuthorizeRequest {
     pub login_hint: Option<String>,
 }
 
-/// Why an authorize request cannot go on: either nothing may be sent to the redirect URI
-/// (an unknown client or redirect URI: the page says so) or the client hears of it there.
+/// Why an authorize request cannot go on, shown on the page. The browser is never sent to
+/// the client with an error before the user has done anything: anyone can register a client,
+/// so that would make the server an open redirect (RFC 9700 §4.11.2).
 #[derive(Debug)]
 pub enum AuthorizeError {
-    /// Shown on the page; the browser is not sent anywhere.
+    /// Shown on the page.
     Show(String),
-    /// Sent to the client's redirect URI.
-    Redirect(String),
 }
 
 /// The scope's device, when it names one (stable or unstable spelling).
@@ -287,11 +288,9 @@ impl Services {
         let state = get("state").map_err(|_| show("state appears twice"))?;
         let fragment = get("response_mode").ok().flatten().as_deref() == Some("fragment");
         let refuse = |error: &str, description: &str| {
-            let mut params = vec![("error", error), ("error_description", description)];
-            if let Some(state) = &state {
-                params.push(("state", state.as_str()));
-            }
-            AuthorizeError::Redirect(redirect_with(&redirect_uri, fragment, &params))
+            AuthorizeError::Show(format!(
+                "The app's request cannot be answered: {description} ({error})."
+            ))
         };
         let single = |key: &str| {
             get(key).map_err(|k| refuse("invalid_request", &format!("{k} appears twice")))
@@ -352,14 +351,12 @@ impl Services {
             }
         };
         let prompt = single("prompt")?.unwrap_or_default();
+        // The consent screen is always shown; a fresh sign-in (`login`) is not offered.
         if prompt
             .split(' ')
-            .any(|p| !matches!(p, "" | "create" | "login" | "consent"))
+            .any(|p| !matches!(p, "" | "create" | "consent"))
         {
-            return Err(refuse(
-                "invalid_request",
-                "prompt may be create, login or consent",
-            ));
+            return Err(refuse("invalid_request", "prompt may be create or consent"));
         }
         let login_hint = single("login_hint")?.filter(|h| h.len() <= 255);
         let create = prompt.split(' ').any(|p| p == "create");
@@ -383,6 +380,8 @@ impl Services {
         request: &AuthorizeRequest,
         user_id: &UserId,
     ) -> Result<String, OAuthError> {
+        self.check_device_free(user_id, request.device_id.as_str(), &request.client_id)
+            .await?;
         let code = secrets::random_alphanumeric(40);
         let lifetime = i64::try_from(CODE_LIFETIME.as_millis()).unwrap_or(i64::MAX);
         self.store
@@ -408,6 +407,31 @@ impl Services {
             request.fragment,
             &params,
         ))
+    }
+
+    /// A client may name a device that is new, or one of its own sessions: never one of the
+    /// user's other devices (it would take over that device's place and messages).
+    pub async fn check_device_free(
+        &self,
+        user_id: &UserId,
+        device_id: &str,
+        client_id: &str,
+    ) -> Result<(), OAuthError> {
+        let device = OwnedDeviceId::from(device_id);
+        if self.store.device(user_id, &device).await?.is_none() {
+            return Ok(());
+        }
+        match self
+            .store
+            .oauth_session(user_id.as_str(), device_id)
+            .await?
+        {
+            Some((owner, _)) if owner == client_id => Ok(()),
+            _ => Err(OAuthError::new(
+                "invalid_request",
+                format!("device {device_id} is another session of this account"),
+            )),
+        }
     }
 
     /// The user declined: where the browser tells the client so.
@@ -436,6 +460,12 @@ impl Services {
             .await?
             .ok_or_else(|| OAuthError::new("invalid_client", "unknown client"))?;
         let grant = get("grant_type")?;
+        if !["authorization_code", "refresh_token", DEVICE_CODE_GRANT].contains(&grant) {
+            return Err(OAuthError::new(
+                "unsupported_grant_type",
+                format!("{grant} is not a grant of this server"),
+            ));
+        }
         if !client.grant_types.iter().any(|g| g == grant) {
             return Err(OAuthError::new(
                 "unauthorized_client",
@@ -471,7 +501,9 @@ impl Services {
                 }
                 let user_id = UserId::parse(grant.user_id.as_str())
                     .map_err(|_| OAuthError::new("server_error", "a stored user ID is invalid"))?;
-                self.ensure_active(&user_id).await?;
+                self.ensure_active(&user_id)
+                    .await
+                    .map_err(|_| OAuthError::new("invalid_grant", "the account is not active"))?;
                 self.issue_oauth_session(
                     &user_id,
                     grant.device_id.into(),
@@ -492,6 +524,23 @@ impl Services {
         }
     }
 
+    /// Whether a refresh token belongs to a session issued through OAuth (those refresh at
+    /// the token endpoint only, where replays are caught).
+    pub async fn is_oauth_refresh_token(&self, token: &str) -> Result<bool, OAuthError> {
+        if !token_shaped(token) {
+            return Ok(false);
+        }
+        let hash = secrets::hash_token(token);
+        let session = match self.store.refresh_token_session(&hash).await? {
+            Some(session) => Some(session),
+            None => self.store.spent_refresh_token(&hash).await?,
+        };
+        Ok(match session {
+            Some((user, device)) => self.store.oauth_session(&user, &device).await?.is_some(),
+            None => false,
+        })
+    }
+
     /// A new session on `device_id` for the client (the device's earlier tokens stop working).
     async fn issue_oauth_session(
         &self,
@@ -500,9 +549,14 @@ impl Services {
         (client_id, client): (&str, &OAuthClient),
         scope: &str,
     ) -> Result<Tokens, OAuthError> {
+        self.check_device_free(user_id, device_id.as_str(), client_id)
+            .await
+            .map_err(|e| OAuthError::new("invalid_grant", e.description))?;
         let name = client.display_name();
+        // Refresh tokens only for clients that registered the grant (others could not use them).
+        let refreshable = client.grant_types.iter().any(|g| g == "refresh_token");
         let issued = self
-            .start_session(user_id, Some(device_id.clone()), Some(&name), true)
+            .start_session(user_id, Some(device_id.clone()), Some(&name), refreshable)
             .await?;
         self.store
             .set_oauth_session((user_id.as_str(), device_id.as_str()), client_id, scope)
@@ -524,11 +578,15 @@ impl Services {
         }
         let hash = secrets::hash_token(token);
         let Some((user, device)) = self.store.refresh_token_session(&hash).await? else {
-            if let Some((user, device)) = self.store.spent_refresh_token(&hash).await?
+            if let Some((user, device, spent_ms)) = self.store.spent_refresh_token_at(&hash).await?
                 && let Ok(user_id) = UserId::parse(user.as_str())
             {
-                tracing::warn!(%user_id, device, "a spent refresh token was replayed: session ended");
-                self.end_session(&user_id, &device).await?;
+                // A retry right after the rotation is a client whose answer was lost, not a
+                // thief: refused (it signs in again) but the session and its keys stay.
+                if self.now_ms().saturating_sub(spent_ms) > REPLAY_GRACE_MS {
+                    tracing::warn!(%user_id, device, "a spent refresh token was replayed: session ended");
+                    self.end_session(&user_id, &device).await?;
+                }
             }
             return Err(bad());
         };
@@ -541,11 +599,7 @@ impl Services {
         let issued = self.refresh(token).await.map_err(|_| bad())?;
         let retention = i64::try_from(SPENT_REFRESH_RETENTION.as_millis()).unwrap_or(i64::MAX);
         self.store
-            .spend_refresh_token(
-                &hash,
-                (&user, &device),
-                self.now_ms().saturating_add(retention),
-            )
+            .spend_refresh_token(&hash, (&user, &device), (self.now_ms(), retention))
             .await?;
         Ok(Tokens {
             access_token: issued.access_token,
@@ -574,7 +628,7 @@ impl Services {
             Some((owner, _)) if owner == client_id => {}
             _ => {
                 return Err(OAuthError::new(
-                    "invalid_client",
+                    "unauthorized_client",
                     "this token was not issued to this client",
                 ));
             }

@@ -36,6 +36,10 @@ const MAX_LISTS: usize = 20;
 const MAX_CONNECTIONS: usize = 20;
 /// Longest `conn_id` accepted.
 const MAX_CONN_ID: usize = 64;
+/// Most ranges one list may have.
+const MAX_RANGES: usize = 10;
+/// Most room subscriptions one request may have.
+const MAX_SUBSCRIPTIONS: usize = 100;
 
 /// What a connection has sent, as of one of its positions.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -307,7 +311,9 @@ impl Services {
                 name.clone(),
                 list_count(UInt::new(count).unwrap_or_default()),
             );
-            for (start, end) in &list.ranges {
+            // Each room once per list, however the ranges overlap; at most MAX_RANGES ranges.
+            let mut listed: HashSet<&str> = HashSet::new();
+            for (start, end) in list.ranges.iter().take(MAX_RANGES) {
                 let start = usize::try_from(u64::from(*start)).unwrap_or(usize::MAX);
                 let end = usize::try_from(u64::from(*end)).unwrap_or(usize::MAX);
                 for stamp in matching
@@ -320,6 +326,9 @@ impl Services {
                     {
                         break;
                     }
+                    if !listed.insert(stamp.room_id.as_str()) {
+                        continue;
+                    }
                     configs.entry(&stamp.room_id).or_default().widen(
                         list.room_details.timeline_limit,
                         &list.room_details.required_state,
@@ -330,9 +339,12 @@ impl Services {
         }
         let by_id: HashMap<&str, &RoomStamp> =
             rooms.iter().map(|s| (s.room_id.as_str(), s)).collect();
-        for (room_id, subscription) in &request.room_subscriptions {
-            // Only rooms the user is in (or was, until this answer) can be subscribed to.
-            if let Some(stamp) = by_id.get(room_id.as_str()) {
+        for (room_id, subscription) in request.room_subscriptions.iter().take(MAX_SUBSCRIPTIONS) {
+            // Only rooms the user is in (or was, until this answer) can be subscribed to, and
+            // they count against the rooms one answer sends.
+            if let Some(stamp) = by_id.get(room_id.as_str())
+                && (configs.len() < MAX_ROOMS_PER_ANSWER || configs.contains_key(room_id.as_str()))
+            {
                 configs
                     .entry(&stamp.room_id)
                     .or_default()
@@ -372,7 +384,11 @@ impl Services {
             };
             let config_key = config.key();
             let sent = previous.and_then(|p| p.rooms.get(*room));
-            let initial = sent.is_none_or(|(_, key)| *key != config_key);
+            // A room whose membership changed since it was sent (a rejoin, an accepted
+            // invite) comes whole, through the history visibility rules: continuing it from
+            // the old position would show what was sent while the user was not in it.
+            let initial =
+                sent.is_none_or(|(upto, key)| *key != config_key || stamp.member_stream > *upto);
             let reached = match stamp.membership.as_str() {
                 "join" | "invite" => upto,
                 _ => stamp.member_stream,
@@ -405,7 +421,12 @@ impl Services {
             }
         }
 
-        let sent_rooms: Vec<&str> = configs.keys().copied().collect();
+        // Extensions speak of joined rooms only (a room left is not theirs to watch).
+        let sent_rooms: Vec<&str> = configs
+            .keys()
+            .copied()
+            .filter(|r| by_id.get(r).is_some_and(|s| s.membership == "join"))
+            .collect();
         let extensions = &request.extensions;
         let ext = &mut response.extensions;
         if extensions.to_device.enabled == Some(true) {
@@ -788,6 +809,12 @@ impl Services {
         if state_changed {
             self.describe_room(&mut room, room_id, user_id, &state)
                 .await?;
+            if entry.stamp.membership != "join" {
+                // Who is in the room now is not for someone who left.
+                room.joined_count = None;
+                room.invited_count = None;
+                room.heroes = None;
+            }
         }
         Ok(Some(room))
     }
