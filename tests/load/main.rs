@@ -512,6 +512,26 @@ async fn send(
     Ok(())
 }
 
+/// Sends one text message (transaction `txn`) and checks it was accepted.
+async fn send_text(load: &Load, user: &str, room: &str, txn: &str) -> Result<()> {
+    let response = load
+        .client(0)
+        .put(format!(
+            "{}/_matrix/client/v3/rooms/{room}/send/m.room.message/{txn}",
+            load.server
+        ))
+        .bearer_auth(user)
+        .json(&json!({"msgtype": "m.text", "body": format!("message {txn}")}))
+        .send()
+        .await?;
+    anyhow::ensure!(
+        response.status().is_success(),
+        "send: {}",
+        response.status()
+    );
+    Ok(())
+}
+
 const SLIDING_PATH: &str = "/_matrix/client/unstable/org.matrix.simplified_msc3575/sync";
 
 /// Element X's room list request (its `all_rooms` list, timeline of one, its required state).
@@ -611,21 +631,7 @@ async fn sliding(
         load.wait_parked(1).await?;
         let room = &room_ids[rooms - 1 - n % window.min(rooms)];
         let sent = Instant::now();
-        let response = load
-            .client(0)
-            .put(format!(
-                "{}/_matrix/client/v3/rooms/{room}/send/m.room.message/w{n}",
-                load.server
-            ))
-            .bearer_auth(&user)
-            .json(&json!({"msgtype": "m.text", "body": format!("message {n}")}))
-            .send()
-            .await?;
-        anyhow::ensure!(
-            response.status().is_success(),
-            "send: {}",
-            response.status()
-        );
+        send_text(&load, &user, room, &format!("w{n}")).await?;
         let (answered, answer) = waiting.await??;
         woken.push(answered.saturating_duration_since(sent));
         pos = answer["pos"].as_str().context("pos")?.to_owned();
@@ -653,21 +659,7 @@ async fn sliding(
         load.wait_parked(1).await?;
         let room = &room_ids[n % rooms];
         let sent = Instant::now();
-        let response = load
-            .client(0)
-            .put(format!(
-                "{}/_matrix/client/v3/rooms/{room}/send/m.room.message/v{n}",
-                load.server
-            ))
-            .bearer_auth(&user)
-            .json(&json!({"msgtype": "m.text", "body": format!("message {n}")}))
-            .send()
-            .await?;
-        anyhow::ensure!(
-            response.status().is_success(),
-            "send: {}",
-            response.status()
-        );
+        send_text(&load, &user, room, &format!("v{n}")).await?;
         let (answered, answer) = waiting.await??;
         woken.push(answered.saturating_duration_since(sent));
         since = answer["next_batch"]

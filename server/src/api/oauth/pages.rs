@@ -95,6 +95,12 @@ fn set_cookie(services: &Services, name: &str, value: &str, max_age_s: u64) -> O
     .ok()
 }
 
+/// Who the browser is signed in as on these pages, if anyone.
+async fn browser_session(headers: &HeaderMap, services: &Services) -> Option<ruma::OwnedUserId> {
+    let session = cookie(headers, SESSION_COOKIE)?;
+    services.browser_user(session).await.ok().flatten()
+}
+
 /// Whether the form's CSRF token is the browser's.
 fn csrf_ok(headers: &HeaderMap, submitted: &str) -> bool {
     cookie(headers, CSRF_COOKIE).is_some_and(|expected| {
@@ -324,10 +330,7 @@ async fn continue_pending(services: &Services, headers: &HeaderMap, request: &st
         Err(response) => return response,
     };
     let (csrf, cookies) = csrf_token(services, headers);
-    let signed_in = match cookie(headers, SESSION_COOKIE) {
-        Some(session) => services.browser_user(session).await.ok().flatten(),
-        None => None,
-    };
+    let signed_in = browser_session(headers, services).await;
     match signed_in {
         Some(user_id) => consent_page(&pending, request, &csrf, user_id.as_str(), cookies),
         None if pending.create() && services.config.registration.open => {
@@ -477,10 +480,7 @@ async fn account(
     let params = crate::http::ruma::query_params(query.as_deref());
     let request = account_request(&params);
     let (csrf, cookies) = csrf_token(&services, &headers);
-    let user = match cookie(&headers, SESSION_COOKIE) {
-        Some(session) => services.browser_user(session).await.ok().flatten(),
-        None => None,
-    };
+    let user = browser_session(&headers, &services).await;
     let Some(user_id) = user else {
         return sign_in_page(&services, &Pending::Account, &request, &csrf, None, cookies);
     };
@@ -574,10 +574,7 @@ async fn end_session(
     if !csrf_ok(&headers, field("csrf")) {
         return error_page("This form expired. Open your sessions again.");
     }
-    let user = match cookie(&headers, SESSION_COOKIE) {
-        Some(session) => services.browser_user(session).await.ok().flatten(),
-        None => None,
-    };
+    let user = browser_session(&headers, &services).await;
     let Some(user_id) = user else {
         return error_page("You are no longer signed in. Open your sessions again.");
     };
@@ -874,10 +871,7 @@ async fn consent(
         Ok(request) => request,
         Err(response) => return response,
     };
-    let user = match cookie(&headers, SESSION_COOKIE) {
-        Some(session) => services.browser_user(session).await.ok().flatten(),
-        None => None,
-    };
+    let user = browser_session(&headers, &services).await;
     let Some(user_id) = user else {
         return error_page("You are no longer signed in. Start signing in again from the app.");
     };

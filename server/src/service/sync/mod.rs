@@ -265,6 +265,15 @@ impl Default for SyncOptions {
     }
 }
 
+/// A device's one-time-key counts, unused fallback key types, and the device-list changes
+/// since its last sync.
+#[derive(Default)]
+struct EncryptionState {
+    one_time_keys: std::collections::BTreeMap<ruma::OneTimeKeyAlgorithm, UInt>,
+    fallback_keys: Vec<ruma::OneTimeKeyAlgorithm>,
+    device_lists: ruma::api::client::sync::sync_events::DeviceLists,
+}
+
 /// Counts a sync as waiting while it lives (a dropped request included).
 struct Parked<'a>(&'a prometheus::IntGauge);
 
@@ -415,8 +424,14 @@ impl Services {
         let receipts = self.store.max_receipt_stream().await?;
         let device_lists = self.store.max_device_list_stream().await?;
         let since = options.since;
-        let (to_device_events, to_device) =
-            self.to_device_section(user_id, device_id, since).await?;
+        let (to_device_events, to_device) = self
+            .to_device_section(
+                user_id,
+                device_id,
+                since.map_or(0, |s| s.to_device),
+                TO_DEVICE_PER_SYNC,
+            )
+            .await?;
         let next = SyncToken {
             events: upto,
             account_data: account_data_upto,
@@ -619,23 +634,18 @@ impl Services {
         Ok((response, base))
     }
 
-    /// The to-device messages after `since` (those before were acknowledged) with the
-    /// position reached.
+    /// At most `limit` to-device messages after `acknowledged` (those before were
+    /// acknowledged), with the position reached.
     async fn to_device_section(
         &self,
         user_id: &UserId,
         device_id: &str,
-        since: Option<SyncToken>,
+        acknowledged: i64,
+        limit: i64,
     ) -> Result<(Vec<Raw<ruma::events::AnyToDeviceEvent>>, i64)> {
-        let acknowledged = since.map_or(0, |s| s.to_device);
         let rows = self
             .store
-            .to_device_after(
-                user_id.as_str(),
-                device_id,
-                acknowledged,
-                TO_DEVICE_PER_SYNC,
-            )
+            .to_device_after(user_id.as_str(), device_id, acknowledged, limit)
             .await?;
         let reached = rows.last().map_or(acknowledged, |r| r.stream_id);
         let mut events = Vec::with_capacity(rows.len());
@@ -657,20 +667,37 @@ impl Services {
         since: Option<SyncToken>,
         next: SyncToken,
     ) -> Result<()> {
+        let keys = self
+            .encryption_state(user_id, device_id, since, next)
+            .await?;
+        response.device_one_time_keys_count = keys.one_time_keys;
+        response.device_unused_fallback_key_types = Some(keys.fallback_keys);
+        response.device_lists = keys.device_lists;
+        Ok(())
+    }
+
+    /// What `/sync` and sliding sync's `e2ee` extension tell a device about keys.
+    async fn encryption_state(
+        &self,
+        user_id: &UserId,
+        device_id: &str,
+        since: Option<SyncToken>,
+        next: SyncToken,
+    ) -> Result<EncryptionState> {
+        let mut state = EncryptionState::default();
         for (algorithm, count) in self.one_time_key_counts(user_id, device_id).await? {
-            response.device_one_time_keys_count.insert(
+            state.one_time_keys.insert(
                 algorithm.as_str().into(),
                 UInt::try_from(count).unwrap_or_default(),
             );
         }
-        response.device_unused_fallback_key_types = Some(
-            self.store
-                .unused_fallback_key_types(user_id.as_str(), device_id)
-                .await?
-                .iter()
-                .map(|a| a.as_str().into())
-                .collect(),
-        );
+        state.fallback_keys = self
+            .store
+            .unused_fallback_key_types(user_id.as_str(), device_id)
+            .await?
+            .iter()
+            .map(|a| a.as_str().into())
+            .collect();
         if let Some(since) = since {
             let delta = self
                 .device_list_delta(
@@ -679,10 +706,10 @@ impl Services {
                     (since.device_lists, next.device_lists),
                 )
                 .await?;
-            response.device_lists.changed = delta.changed.into_iter().collect();
-            response.device_lists.left = delta.left.into_iter().collect();
+            state.device_lists.changed = delta.changed.into_iter().collect();
+            state.device_lists.left = delta.left.into_iter().collect();
         }
-        Ok(())
+        Ok(state)
     }
 
     /// One joined room: the timeline after `from` (or its latest events), the state the

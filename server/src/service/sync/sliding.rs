@@ -437,18 +437,9 @@ impl Services {
                     i64::try_from(u64::from(l)).unwrap_or(1)
                 })
                 .clamp(1, TO_DEVICE_PER_SYNC);
-            let rows = self
-                .store
-                .to_device_after(user_id.as_str(), device_id, to_device_since, limit)
+            let (events, reached) = self
+                .to_device_section(user_id, device_id, to_device_since, limit)
                 .await?;
-            let reached = rows.last().map_or(to_device_since, |r| r.stream_id);
-            let mut events = Vec::with_capacity(rows.len());
-            for row in rows {
-                let content: Value = serde_json::from_str(&row.content).unwrap_or_default();
-                events.push(to_raw(&serde_json::json!({
-                    "type": row.kind, "sender": row.sender, "content": content,
-                }))?);
-            }
             news |= !events.is_empty();
             let mut to_device = response::ToDevice::default();
             to_device.next_batch = reached.to_string();
@@ -456,32 +447,13 @@ impl Services {
             ext.to_device = Some(to_device);
         }
         if extensions.e2ee.enabled == Some(true) {
-            for (algorithm, count) in self.one_time_key_counts(user_id, device_id).await? {
-                ext.e2ee.device_one_time_keys_count.insert(
-                    algorithm.as_str().into(),
-                    UInt::try_from(count).unwrap_or_default(),
-                );
-            }
-            ext.e2ee.device_unused_fallback_key_types = Some(
-                self.store
-                    .unused_fallback_key_types(user_id.as_str(), device_id)
-                    .await?
-                    .iter()
-                    .map(|a| a.as_str().into())
-                    .collect(),
-            );
-            if let Some(since) = since {
-                let delta = self
-                    .device_list_delta(
-                        user_id,
-                        (since.events, next.events),
-                        (since.device_lists, next.device_lists),
-                    )
-                    .await?;
-                news |= !delta.changed.is_empty() || !delta.left.is_empty();
-                ext.e2ee.device_lists.changed = delta.changed.into_iter().collect();
-                ext.e2ee.device_lists.left = delta.left.into_iter().collect();
-            }
+            let keys = self
+                .encryption_state(user_id, device_id, since, next)
+                .await?;
+            news |= !keys.device_lists.changed.is_empty() || !keys.device_lists.left.is_empty();
+            ext.e2ee.device_one_time_keys_count = keys.one_time_keys;
+            ext.e2ee.device_unused_fallback_key_types = Some(keys.fallback_keys);
+            ext.e2ee.device_lists = keys.device_lists;
         }
         if extensions.account_data.enabled == Some(true) {
             let rooms = scoped_rooms(
