@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 use crate::harness::{Backend, TestServer, assert_error, both_backends};
 
 both_backends!(
+    the_default_room_version_is_configurable,
     every_stable_room_version_creates_joins_and_redacts,
     discovery_announces_what_exists,
     responses_have_the_fields_client_schemas_require,
@@ -1573,6 +1574,40 @@ async fn context_lazy_loads_members(backend: Backend) {
     assert_eq!(
         members(Some(json!({"lazy_load_members": true}))).await,
         ["@alice:localhost"]
+    );
+    srv.finish().await;
+}
+
+/// `default_room_version` (Synapse's key): rooms created without a version get it, and
+/// `/capabilities` announces it.
+async fn the_default_room_version_is_configurable(backend: Backend) {
+    let srv = TestServer::start_with(&backend, |c| c.default_room_version = "10".to_owned()).await;
+    let token = srv.register("alice", "version password").await["access_token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    let (_, caps) = srv
+        .get("/_matrix/client/v3/capabilities", Some(&token))
+        .await;
+    assert_eq!(
+        caps["capabilities"]["m.room_versions"]["default"], "10",
+        "{caps}"
+    );
+    let (status, room) = srv
+        .post_json("/_matrix/client/v3/createRoom", Some(&token), &json!({}))
+        .await;
+    assert_eq!(status, 200, "{room}");
+    let room_id = room["room_id"].as_str().expect("room");
+    let (_, create) = srv
+        .get(
+            &format!("/_matrix/client/v3/rooms/{room_id}/state/m.room.create/"),
+            Some(&token),
+        )
+        .await;
+    assert_eq!(create["room_version"], "10", "{create}");
+    assert_eq!(
+        create["creator"], "@alice:localhost",
+        "version 10 names its creator"
     );
     srv.finish().await;
 }

@@ -26,6 +26,8 @@ pub struct Config {
     pub federation_address: Option<String>,
     /// Largest accepted request body in bytes.
     pub max_request_bytes: usize,
+    /// The version of rooms created without one.
+    pub default_room_version: String,
     /// Logging.
     pub log: LogConfig,
     /// Storage backend.
@@ -362,6 +364,14 @@ impl Config {
         if self.max_request_bytes < 1024 {
             return bad("max_request_bytes", "must be at least 1024");
         }
+        if !crate::service::rooms::SUPPORTED_ROOM_VERSIONS
+            .contains(&self.default_room_version.as_str())
+        {
+            return bad(
+                "default_room_version",
+                "must be a room version from 1 to 12",
+            );
+        }
         if matches!(&self.registration.shared_secret, Some(s) if s.is_empty()) {
             return bad(
                 "registration.shared_secret",
@@ -609,6 +619,18 @@ mod tests {
         assert_eq!(config.federation_address(), "matrix.example.org:443");
         assert_eq!(config.chains["eip155:1"].rpc.len(), 2);
         assert_eq!(config.chains["eip155:1"].max_rps, Some(20));
+    }
+
+    #[test]
+    fn the_default_room_version_must_be_one_the_server_has() {
+        for bad in ["13", "", "org.example.custom"] {
+            let toml = format!("default_room_version = \"{bad}\"\n");
+            let err = Config::from_toml_with_env(&toml, no_env()).expect_err("refused");
+            assert!(err.to_string().contains("default_room_version"), "{err}");
+        }
+        let config =
+            Config::from_toml_with_env("default_room_version = \"10\"\n", no_env()).expect("valid");
+        assert_eq!(config.default_room_version, "10");
     }
 
     #[test]

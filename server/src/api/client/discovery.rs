@@ -15,10 +15,7 @@ use crate::{
         error::Result,
         ruma::{RouterExt, Ruma},
     },
-    service::{
-        Services,
-        rooms::{DEFAULT_ROOM_VERSION, SUPPORTED_ROOM_VERSIONS},
-    },
+    service::{Services, rooms::SUPPORTED_ROOM_VERSIONS},
 };
 
 /// Spec versions announced in `/versions`: those whose mandatory parts all exist here
@@ -73,7 +70,10 @@ async fn well_known_server(
 ///
 /// Written out by hand: ruma leaves out capabilities at their default value, and SyTest and
 /// some clients look for `m.change_password` and the profile capabilities by name.
-async fn capabilities(Authenticated(_): Authenticated) -> Json<Value> {
+async fn capabilities(
+    axum::extract::State(services): axum::extract::State<Arc<Services>>,
+    Authenticated(_): Authenticated,
+) -> Json<Value> {
     // Without `m.room_versions` clients take the spec's default (version 1) and warn that
     // rooms are unstable.
     let available: serde_json::Map<String, Value> = SUPPORTED_ROOM_VERSIONS
@@ -83,7 +83,10 @@ async fn capabilities(Authenticated(_): Authenticated) -> Json<Value> {
     Json(json!({
         "capabilities": {
             "m.change_password": { "enabled": true },
-            "m.room_versions": { "default": DEFAULT_ROOM_VERSION, "available": available },
+            "m.room_versions": {
+                "default": services.config.default_room_version,
+                "available": available,
+            },
             "m.set_displayname": { "enabled": true },
             "m.set_avatar_url": { "enabled": true },
             "m.3pid_changes": { "enabled": false },

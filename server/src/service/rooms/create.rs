@@ -4,7 +4,7 @@
 use ruma::{OwnedRoomAliasId, OwnedRoomId, OwnedUserId, RoomAliasId, RoomId, UserId};
 use serde_json::{Map, Value, json};
 
-use super::{DEFAULT_ROOM_VERSION, EventDraft, version_rules};
+use super::{EventDraft, version_rules};
 use crate::{
     http::error::{Error, Result},
     service::{Services, gate::GATE_EVENT_TYPE, secrets},
@@ -57,7 +57,7 @@ impl Services {
         let version = request
             .room_version
             .clone()
-            .unwrap_or_else(|| DEFAULT_ROOM_VERSION.to_owned());
+            .unwrap_or_else(|| self.config.default_room_version.clone());
         let (_, rules) = version_rules(&version)?;
         let alias = match &request.alias_localpart {
             Some(localpart) => {

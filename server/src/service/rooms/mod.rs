@@ -28,9 +28,6 @@ use crate::{
     store::StoredEvent,
 };
 
-/// The room version of rooms created without one.
-pub const DEFAULT_ROOM_VERSION: &str = "11";
-
 /// Room versions this server can create and join: every stable one.
 pub const SUPPORTED_ROOM_VERSIONS: [&str; 12] = [
     "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12",
