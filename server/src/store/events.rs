@@ -249,29 +249,36 @@ impl Store {
             serde_json::to_string(built_on).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
         let extremities = serde_json::to_string(&[event.event_id])
             .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-        let stream: i64 =
-            sqlx::query_scalar("SELECT COALESCE(MAX(stream_ordering), 0) + 1 FROM events")
-                .fetch_one(&mut *tx)
-                .await?;
-        // The room's latest event, and its latest that moves it up room lists (sliding sync).
-        let bumps = super::sliding_sync::is_bump_type(event.kind);
+        // Writing first: on SQLite a transaction that read before writing cannot take the
+        // write lock once another connection has committed (SQLITE_BUSY_SNAPSHOT).
         let moved = sqlx::query(
-            "UPDATE rooms SET extremities = $1, depth = $2, latest_stream = $5, \
-             bump_stream = CASE WHEN $6 THEN $5 ELSE bump_stream END \
-             WHERE room_id = $3 AND extremities = $4",
+            "UPDATE rooms SET extremities = $1, depth = $2 WHERE room_id = $3 AND extremities = $4",
         )
         .bind(extremities)
         .bind(event.depth)
         .bind(event.room_id)
         .bind(built_on)
-        .bind(stream)
-        .bind(bumps)
         .execute(&mut *tx)
         .await?;
         if moved.rows_affected() != 1 {
             tx.rollback().await?;
             return Ok(None);
         }
+        let stream: i64 =
+            sqlx::query_scalar("SELECT COALESCE(MAX(stream_ordering), 0) + 1 FROM events")
+                .fetch_one(&mut *tx)
+                .await?;
+        // The room's latest event, and its latest that moves it up room lists (sliding sync).
+        let bumps = super::sliding_sync::is_bump_type(event.kind);
+        sqlx::query(
+            "UPDATE rooms SET latest_stream = $1, \
+             bump_stream = CASE WHEN $2 THEN $1 ELSE bump_stream END WHERE room_id = $3",
+        )
+        .bind(stream)
+        .bind(bumps)
+        .bind(event.room_id)
+        .execute(&mut *tx)
+        .await?;
         let (relates_to, rel_type) = event.relation.unzip();
         let (txn_device, txn_id) = event.txn.unzip();
         sqlx::query(

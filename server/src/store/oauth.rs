@@ -125,45 +125,37 @@ impl Store {
     }
 
     /// The grant a device polls with, recording this poll; an approved or denied grant is
-    /// taken (it answers once).
+    /// taken (it answers once: of two polls at the same moment only one gets it).
     pub async fn poll_device_grant(
         &self,
         device_code_hash: &str,
         now_ms: i64,
     ) -> Result<Option<DeviceGrant>, sqlx::Error> {
         let _writer = self.writer().await;
-        let mut tx = self.pool.begin().await?;
+        let answered = sqlx::query(&format!(
+            "DELETE FROM oauth_device_grants WHERE device_code_hash = $1 AND status <> 'pending' \
+             RETURNING {DEVICE_GRANT_COLUMNS}"
+        ))
+        .bind(device_code_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        if let Some(row) = answered {
+            return device_grant(&row).map(Some);
+        }
         let row = sqlx::query(&format!(
             "SELECT {DEVICE_GRANT_COLUMNS} FROM oauth_device_grants WHERE device_code_hash = $1"
         ))
         .bind(device_code_hash)
-        .fetch_optional(&mut *tx)
+        .fetch_optional(&self.pool)
         .await?;
         let Some(grant) = row.as_ref().map(device_grant).transpose()? else {
             return Ok(None);
         };
-        if grant.status == "pending" {
-            sqlx::query(
-                "UPDATE oauth_device_grants SET last_poll_ts = $2 WHERE device_code_hash = $1",
-            )
+        sqlx::query("UPDATE oauth_device_grants SET last_poll_ts = $2 WHERE device_code_hash = $1")
             .bind(device_code_hash)
             .bind(now_ms)
-            .execute(&mut *tx)
+            .execute(&self.pool)
             .await?;
-        } else {
-            // Answered once: of two polls at the same moment only one takes it.
-            let taken = sqlx::query(
-                "DELETE FROM oauth_device_grants WHERE device_code_hash = $1 AND status <> 'pending'",
-            )
-            .bind(device_code_hash)
-            .execute(&mut *tx)
-            .await?;
-            if taken.rows_affected() != 1 {
-                tx.rollback().await?;
-                return Ok(None);
-            }
-        }
-        tx.commit().await?;
         Ok(Some(grant))
     }
 
