@@ -17,6 +17,7 @@ use crate::{
 };
 
 both_backends!(
+    matrix_sdk_logs_out_over_https,
     discovery_and_client_registration,
     password_sign_in_code_exchange_refresh_and_revocation,
     matrix_sdk_logs_in_refreshes_and_logs_out_through_oauth,
@@ -38,11 +39,17 @@ struct Browserish {
 
 impl Browserish {
     fn new() -> Self {
+        Self::trusting(None)
+    }
+
+    /// One that also trusts `ca` (the test CA of `tests/fixtures/tls`).
+    fn trusting(ca: Option<reqwest::Certificate>) -> Self {
+        let mut builder = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none());
+        if let Some(ca) = ca {
+            builder = builder.add_root_certificate(ca);
+        }
         Self {
-            http: reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .expect("client"),
+            http: builder.build().expect("client"),
             cookies: Vec::new(),
         }
     }
@@ -1358,5 +1365,137 @@ async fn a_cross_signing_reset_is_approved_on_the_account_page(backend: Backend)
         .await;
     srv.clock.advance(std::time::Duration::from_secs(601));
     assert_eq!(upload(master_key("dGhpcmQ")).await.0, 401, "expired");
+    srv.finish().await;
+}
+
+/// A TLS front for the test server on `listener` (as a reverse proxy terminating TLS would
+/// be): the certificate for `localhost` from the test CA in `tests/fixtures/tls`.
+fn tls_front(listener: tokio::net::TcpListener, backend: std::net::SocketAddr) {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+    let certs: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(include_bytes!("../fixtures/tls/server.pem"))
+            .collect::<Result<_, _>>()
+            .expect("certificate");
+    let key =
+        PrivateKeyDer::from_pem_slice(include_bytes!("../fixtures/tls/server.key")).expect("key");
+    let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .expect("config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(socket).await else {
+                    return;
+                };
+                let Ok(mut plain) = tokio::net::TcpStream::connect(backend).await else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+            });
+        }
+    });
+}
+
+/// matrix-sdk's whole OAuth life cycle against the server behind TLS (its OAuth library
+/// revokes only over https): log in, refresh, and `logout()`, which revokes the session.
+async fn matrix_sdk_logs_out_over_https(backend: Backend) {
+    let front = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let public = format!(
+        "https://localhost:{}/",
+        front.local_addr().expect("addr").port()
+    );
+    let base = public.clone();
+    let srv = TestServer::start_with(&backend, move |c| c.public_baseurl = Some(base)).await;
+    let backend_addr: std::net::SocketAddr = srv
+        .base
+        .trim_start_matches("http://")
+        .parse()
+        .expect("the server's address");
+    tls_front(front, backend_addr);
+    srv.register("alice", PASSWORD).await;
+    let ca = reqwest::Certificate::from_pem(include_bytes!("../fixtures/tls/ca.pem")).expect("ca");
+    let client = Client::builder()
+        .homeserver_url(&public)
+        .add_root_certificates(vec![ca.clone()])
+        .handle_refresh_tokens()
+        .build()
+        .await
+        .expect("client");
+    let metadata: Raw<matrix_sdk::authentication::oauth::registration::ClientMetadata> =
+        Raw::from_json(
+            serde_json::value::to_raw_value(&json!({
+                "client_name": "Test App", "client_uri": "https://app.example/",
+                "application_type": "native", "redirect_uris": ["http://127.0.0.1:1/callback"],
+                "grant_types": ["authorization_code", "refresh_token"],
+                "token_endpoint_auth_method": "none", "response_types": ["code"],
+            }))
+            .expect("raw"),
+        );
+    let data = client
+        .oauth()
+        .login(
+            url::Url::parse("http://127.0.0.1:1/callback").expect("url"),
+            None,
+            Some(ClientRegistrationData::new(metadata)),
+            None,
+        )
+        .build()
+        .await
+        .expect("an authorization URL");
+    assert!(data.url.as_str().starts_with(&public), "{}", data.url);
+    let mut browser = Browserish::trusting(Some(ca));
+    let (status, _, page) = browser.get(data.url.as_str()).await;
+    assert_eq!(status, 200, "{page}");
+    let query = data.url.query().expect("query").to_owned();
+    let at = |path: &str| format!("{}{path}", public.trim_end_matches('/'));
+    let (_, next, _) = browser
+        .post_form(
+            &at("/oauth2/login"),
+            &[
+                ("request", &query),
+                ("csrf", &csrf_of(&page)),
+                ("username", "alice"),
+                ("password", PASSWORD),
+            ],
+        )
+        .await;
+    let (_, _, consent) = browser.get(&at(&next)).await;
+    let (_, back, _) = browser
+        .post_form(
+            &at("/oauth2/consent"),
+            &[
+                ("request", &query),
+                ("csrf", &csrf_of(&consent)),
+                ("decision", "allow"),
+            ],
+        )
+        .await;
+    client
+        .oauth()
+        .finish_login(UrlOrQuery::Url(url::Url::parse(&back).expect("url")))
+        .await
+        .expect("matrix-sdk finishes the login");
+    client
+        .oauth()
+        .refresh_access_token()
+        .await
+        .expect("refresh");
+    let token = client.access_token().expect("token");
+    assert_eq!(whoami(&srv, &token).await.0, 200);
+    client
+        .oauth()
+        .logout()
+        .await
+        .expect("matrix-sdk's logout revokes");
+    assert_eq!(whoami(&srv, &token).await.0, 401, "revoked");
     srv.finish().await;
 }
