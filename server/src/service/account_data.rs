@@ -38,6 +38,14 @@ impl Services {
         Ok(())
     }
 
+    /// A global account-data entry as sync reads it: `null` when never set (or unreadable).
+    pub(super) async fn global_account_data(&self, user_id: &UserId, kind: &str) -> Result<Value> {
+        let content = self.store.account_data(user_id.as_str(), "", kind).await?;
+        Ok(content
+            .and_then(|c| serde_json::from_str(&c).ok())
+            .unwrap_or_default())
+    }
+
     /// An account-data entry: 404 `M_NOT_FOUND` when never set.
     pub async fn account_data(
         &self,

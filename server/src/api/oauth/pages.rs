@@ -567,13 +567,15 @@ async fn end_session(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let Some(fields) = form_fields(&body) else {
-        return error_page("The form was sent twice over itself.");
+    let fields = match csrf_checked_form(
+        &headers,
+        &body,
+        "This form expired. Open your sessions again.",
+    ) {
+        Ok(fields) => fields,
+        Err(refused) => return error_page(refused),
     };
     let field = |k: &str| fields.get(k).map(String::as_str).unwrap_or_default();
-    if !csrf_ok(&headers, field("csrf")) {
-        return error_page("This form expired. Open your sessions again.");
-    }
     let user = browser_session(&headers, &services).await;
     let Some(user_id) = user else {
         return error_page("You are no longer signed in. Open your sessions again.");
@@ -642,6 +644,21 @@ fn done_page(allowed: bool, client: &str) -> Response {
     )
 }
 
+/// A page's form whose CSRF token is the browser's; else what the error page says
+/// (`expired` for a token that does not match).
+fn csrf_checked_form<'a>(
+    headers: &HeaderMap,
+    body: &[u8],
+    expired: &'a str,
+) -> std::result::Result<std::collections::HashMap<String, String>, &'a str> {
+    let fields = form_fields(body).ok_or("The form was sent twice over itself.")?;
+    let token = fields.get("csrf").map(String::as_str).unwrap_or_default();
+    if !csrf_ok(headers, token) {
+        return Err(expired);
+    }
+    Ok(fields)
+}
+
 /// Reads a page's form (each key once).
 fn form_fields(body: &[u8]) -> Option<std::collections::HashMap<String, String>> {
     let mut map = std::collections::HashMap::new();
@@ -660,13 +677,15 @@ async fn password_sign_in(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let Some(fields) = form_fields(&body) else {
-        return error_page("The form was sent twice over itself.");
+    let fields = match csrf_checked_form(
+        &headers,
+        &body,
+        "This form expired. Start signing in again from the app.",
+    ) {
+        Ok(fields) => fields,
+        Err(refused) => return error_page(refused),
     };
     let field = |k: &str| fields.get(k).map(String::as_str).unwrap_or_default();
-    if !csrf_ok(&headers, field("csrf")) {
-        return error_page("This form expired. Start signing in again from the app.");
-    }
     let query = field("request");
     let request = match checked(&services, query).await {
         Ok(request) => request,
@@ -792,13 +811,15 @@ async fn register(
     if !services.config.registration.open {
         return error_page("This server does not let new accounts register here.");
     }
-    let Some(fields) = form_fields(&body) else {
-        return error_page("The form was sent twice over itself.");
+    let fields = match csrf_checked_form(
+        &headers,
+        &body,
+        "This form expired. Start signing in again from the app.",
+    ) {
+        Ok(fields) => fields,
+        Err(refused) => return error_page(refused),
     };
     let field = |k: &str| fields.get(k).map(String::as_str).unwrap_or_default();
-    if !csrf_ok(&headers, field("csrf")) {
-        return error_page("This form expired. Start signing in again from the app.");
-    }
     let query = field("request");
     let pending = match checked(&services, query).await {
         Ok(pending) => pending,
@@ -860,13 +881,15 @@ async fn consent(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let Some(fields) = form_fields(&body) else {
-        return error_page("The form was sent twice over itself.");
+    let fields = match csrf_checked_form(
+        &headers,
+        &body,
+        "This form expired. Start signing in again from the app.",
+    ) {
+        Ok(fields) => fields,
+        Err(refused) => return error_page(refused),
     };
     let field = |k: &str| fields.get(k).map(String::as_str).unwrap_or_default();
-    if !csrf_ok(&headers, field("csrf")) {
-        return error_page("This form expired. Start signing in again from the app.");
-    }
     let request = match checked(&services, field("request")).await {
         Ok(request) => request,
         Err(response) => return response,

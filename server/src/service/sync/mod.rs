@@ -1155,14 +1155,9 @@ impl Services {
 
     /// The users `user_id` ignores (`m.ignored_user_list` account data).
     async fn ignored_users(&self, user_id: &UserId) -> Result<HashSet<String>> {
-        let Some(content) = self
-            .store
-            .account_data(user_id.as_str(), "", "m.ignored_user_list")
-            .await?
-        else {
-            return Ok(HashSet::new());
-        };
-        let content: Value = serde_json::from_str(&content).unwrap_or_default();
+        let content = self
+            .global_account_data(user_id, "m.ignored_user_list")
+            .await?;
         Ok(content
             .get("ignored_users")
             .and_then(Value::as_object)

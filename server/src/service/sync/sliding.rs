@@ -650,14 +650,7 @@ impl Services {
 
     /// The rooms `m.direct` names.
     async fn direct_rooms(&self, user_id: &UserId) -> Result<HashSet<String>> {
-        let Some(content) = self
-            .store
-            .account_data(user_id.as_str(), "", "m.direct")
-            .await?
-        else {
-            return Ok(HashSet::new());
-        };
-        let content: Value = serde_json::from_str(&content).unwrap_or_default();
+        let content = self.global_account_data(user_id, "m.direct").await?;
         Ok(content
             .as_object()
             .into_iter()
