@@ -8,6 +8,7 @@
 # Anything the tests need beyond cargo is installed here, pinned: anvil (a local Ethereum
 # node), solc-js, matrix-js-sdk and a Node 22 to run it, from the npm registry, into
 # tools/node_modules (see tools/package.json); matrix-nio from PyPI into tools/venv;
+# Synapse, the federation tests' peer, from PyPI into tools/synapse-venv;
 # and Debian's chromium + chromium-driver for the wallet page (MATRIXON_CHROMIUM and
 # MATRIXON_CHROMEDRIVER point the tests at another browser and driver instead).
 set -euo pipefail
@@ -27,6 +28,16 @@ if ! cmp -s tests/clients/requirements.txt "$venv_stamp" 2>/dev/null; then
   python3 -m venv tools/venv
   tools/venv/bin/pip install --quiet --disable-pip-version-check -r tests/clients/requirements.txt
   cp tests/clients/requirements.txt "$venv_stamp"
+fi
+# Synapse (and what it needs, each pinned), the federation tests' peer, in its own virtualenv.
+synapse_stamp=tools/synapse-venv/.installed-from-requirements
+if ! cmp -s tests/federation/synapse-requirements.txt "$synapse_stamp" 2>/dev/null; then
+  echo "Installing pinned Synapse into tools/synapse-venv"
+  rm -rf tools/synapse-venv
+  python3 -m venv tools/synapse-venv
+  tools/synapse-venv/bin/pip install --quiet --disable-pip-version-check \
+    -r tests/federation/synapse-requirements.txt
+  cp tests/federation/synapse-requirements.txt "$synapse_stamp"
 fi
 export MATRIXON_ANVIL="${MATRIXON_ANVIL:-$PWD/tools/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil}"
 "$MATRIXON_ANVIL" --version | head -n 1

@@ -3,13 +3,14 @@
 use std::{net::SocketAddr, sync::Arc};
 
 use anyhow::Context;
+use futures_util::FutureExt;
 use tokio::{net::TcpListener, sync::watch, task::JoinSet};
 
 use crate::{
     clock::{Clock, SystemClock},
     config::Config,
     http,
-    serve::serve,
+    serve::{Certificates, serve, serve_tls},
     service::Services,
     store::Store,
 };
@@ -20,6 +21,8 @@ pub struct Server {
     pub addrs: Vec<SocketAddr>,
     /// The bound metrics address, when metrics are on.
     pub metrics_addr: Option<SocketAddr>,
+    /// The bound TLS (federation) address, when one is configured.
+    pub federation_addr: Option<SocketAddr>,
     /// The services, for operators' commands and tests that need the same view of the data.
     pub services: Arc<Services>,
     stop: watch::Sender<bool>,
@@ -77,6 +80,27 @@ impl Server {
             services.clone(),
             stopped.clone(),
         ));
+        let federation_addr = match &services.config.federation {
+            federation @ crate::config::FederationConfig {
+                enabled: true,
+                listen: Some(addr),
+                tls_certificate: Some(certificate),
+                tls_private_key: Some(private_key),
+                ..
+            } => {
+                let certificates = Certificates::load(certificate, private_key)?;
+                let tls = certificates.server_config()?;
+                let listener = TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding the federation listener to {addr}"))?;
+                let bound = listener.local_addr()?;
+                tasks.spawn(serve_tls(listener, tls, app.clone(), stopped.clone()));
+                tasks.spawn(reload_on_hangup(certificates, stopped.clone()));
+                tracing::debug!(listen = ?federation.listen, "federation TLS listener");
+                Some(bound)
+            }
+            _ => None,
+        };
         let metrics_addr = match services.config.metrics.listen {
             Some(addr) => {
                 let listener = TcpListener::bind(addr)
@@ -96,12 +120,14 @@ impl Server {
             server_name = %services.config.server_name,
             listen = ?addrs,
             metrics = ?metrics_addr,
+            federation = ?federation_addr,
             database = ?services.store.backend(),
             "matrixon is ready"
         );
         Ok(Self {
             addrs,
             metrics_addr,
+            federation_addr,
             services,
             stop,
             tasks,
@@ -129,6 +155,23 @@ impl Server {
         }
         self.services.store.close().await;
         tracing::info!("matrixon stopped");
+    }
+}
+
+/// Re-reads the TLS certificate and key whenever the process gets SIGHUP.
+async fn reload_on_hangup(
+    certificates: std::sync::Arc<Certificates>,
+    mut stopped: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            received = hangups.recv() => match received {
+                Some(()) => certificates.reload(),
+                None => return Ok(()),
+            },
+            _ = stopped.wait_for(|stop| *stop).map(drop) => return Ok(()),
+        }
     }
 }
 

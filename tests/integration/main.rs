@@ -5,6 +5,7 @@
 
 mod anvil;
 mod harness;
+mod synapse;
 mod webdriver;
 
 mod accounts;
@@ -16,6 +17,7 @@ mod discovery;
 mod e2ee;
 mod errors;
 mod examples;
+mod federation;
 mod gate;
 mod gate_attacks;
 mod hardening;

@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod client;
+pub mod federation;
 pub mod media;
 pub mod oauth;
 pub mod sso;

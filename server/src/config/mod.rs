@@ -56,6 +56,8 @@ pub struct Config {
     pub push: PushConfig,
     /// TURN credentials for calls.
     pub voip: VoipConfig,
+    /// Talking to other Matrix servers.
+    pub federation: FederationConfig,
     /// EVM chains by CAIP-2 id (`eip155:1`), with their JSON-RPC providers.
     #[serde(default)]
     pub chains: BTreeMap<String, ChainConfig>,
@@ -154,6 +156,28 @@ pub struct MediaConfig {
 pub struct PushConfig {
     /// `host` or `host:port` push gateways that may be private or plain http.
     pub gateway_allow: Vec<String>,
+}
+
+/// Federation settings.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FederationConfig {
+    /// Whether other servers are talked to (and answered) at all.
+    pub enabled: bool,
+    /// A TLS listener (port 8448 by convention) serving federation and the client API.
+    pub listen: Option<SocketAddr>,
+    /// PEM certificate chain for that listener (re-read on SIGHUP).
+    pub tls_certificate: Option<String>,
+    /// PEM private key for that listener (re-read on SIGHUP).
+    pub tls_private_key: Option<String>,
+    /// A PEM file of certificate authorities trusted for other servers besides the system's.
+    pub extra_ca_file: Option<String>,
+    /// CIDR ranges other servers may be on although private, loopback or link-local.
+    pub ip_range_allow: Vec<String>,
+    /// Servers asked for other servers' keys when those cannot be fetched directly.
+    pub trusted_key_servers: Vec<OwnedServerName>,
+    /// Per-request time limit for requests to other servers, in milliseconds.
+    pub request_timeout_ms: u64,
 }
 
 /// VoIP settings.
@@ -410,6 +434,23 @@ impl Config {
                     "must be a turn:, turns: or stun: URI",
                 );
             }
+        }
+        let federation = &self.federation;
+        if federation.listen.is_some()
+            && (federation.tls_certificate.is_none() || federation.tls_private_key.is_none())
+        {
+            return bad(
+                "federation.listen",
+                "needs federation.tls_certificate and federation.tls_private_key",
+            );
+        }
+        for (i, range) in federation.ip_range_allow.iter().enumerate() {
+            if let Err(why) = crate::service::federation::IpRange::parse(range) {
+                return bad(&format!("federation.ip_range_allow[{i}]"), &why);
+            }
+        }
+        if federation.request_timeout_ms == 0 {
+            return bad("federation.request_timeout_ms", "must be at least 1");
         }
         if self.voip.turn_ttl_s == 0 {
             return bad("voip.turn_ttl_s", "must be at least 1 second");

@@ -2,14 +2,33 @@
 
 use std::future::Future;
 
+use bytes::Bytes;
 use http::request::Parts;
-use ruma::api::auth_scheme::{
-    AccessToken, AccessTokenOptional, AppserviceTokenOptional, AuthScheme, NoAccessToken,
-    NoAuthentication,
+use ruma::{
+    OwnedServerName,
+    api::{
+        auth_scheme::{
+            AccessToken, AccessTokenOptional, AppserviceTokenOptional, AuthScheme, NoAccessToken,
+            NoAuthentication,
+        },
+        federation::authentication::ServerSignatures,
+    },
 };
 
 use super::error::{Error, Result};
 use crate::service::{Services, Session};
+
+/// What a request offers to authenticate itself.
+pub struct Credentials<'a> {
+    /// Its bearer token.
+    pub token: Option<&'a str>,
+    /// The peer address.
+    pub ip: Option<String>,
+    /// Its head.
+    pub parts: &'a Parts,
+    /// Its body (read before authenticating only when the scheme signs it).
+    pub body: &'a Bytes,
+}
 
 /// Maps a ruma authentication scheme to the identity its handlers receive.
 ///
@@ -20,11 +39,13 @@ pub trait Authenticate: AuthScheme {
     /// What the handler receives.
     type Identity: Send + 'static;
 
+    /// Whether the body is covered by the credentials, and so read before checking them.
+    const SIGNS_BODY: bool = false;
+
     /// Checks the request's credentials.
     fn authenticate(
         services: &Services,
-        token: Option<&str>,
-        ip: Option<String>,
+        credentials: Credentials<'_>,
     ) -> impl Future<Output = Result<Self::Identity>> + Send;
 
     /// Whether the caller is a guest (whose requests are limited to what guests may do).
@@ -36,13 +57,9 @@ pub trait Authenticate: AuthScheme {
 impl Authenticate for AccessToken {
     type Identity = Session;
 
-    async fn authenticate(
-        services: &Services,
-        token: Option<&str>,
-        ip: Option<String>,
-    ) -> Result<Session> {
-        match token {
-            Some(token) => services.authenticate(token, ip).await,
+    async fn authenticate(services: &Services, credentials: Credentials<'_>) -> Result<Session> {
+        match credentials.token {
+            Some(token) => services.authenticate(token, credentials.ip).await,
             None => Err(Error::missing_token()),
         }
     }
@@ -57,11 +74,10 @@ impl Authenticate for AccessTokenOptional {
 
     async fn authenticate(
         services: &Services,
-        token: Option<&str>,
-        ip: Option<String>,
+        credentials: Credentials<'_>,
     ) -> Result<Option<Session>> {
-        match token {
-            Some(token) => services.authenticate(token, ip).await.map(Some),
+        match credentials.token {
+            Some(token) => services.authenticate(token, credentials.ip).await.map(Some),
             None => Ok(None),
         }
     }
@@ -76,7 +92,7 @@ macro_rules! anonymous {
         impl Authenticate for $scheme {
             type Identity = ();
 
-            async fn authenticate(_: &Services, _: Option<&str>, _: Option<String>) -> Result<()> {
+            async fn authenticate(_: &Services, _: Credentials<'_>) -> Result<()> {
                 Ok(())
             }
         }
@@ -86,6 +102,22 @@ macro_rules! anonymous {
 // Application services are not supported yet, so their optional token on /login and
 // /register is ignored like any other.
 anonymous!(NoAuthentication, NoAccessToken, AppserviceTokenOptional);
+
+impl Authenticate for ServerSignatures {
+    /// The server that signed the request.
+    type Identity = OwnedServerName;
+
+    const SIGNS_BODY: bool = true;
+
+    async fn authenticate(
+        services: &Services,
+        credentials: Credentials<'_>,
+    ) -> Result<OwnedServerName> {
+        Ok(services
+            .verify_federation_request(credentials.parts, credentials.body)
+            .await?)
+    }
+}
 
 /// The bearer token of a request: an `Authorization: Bearer` header, else the `access_token`
 /// query parameter (deprecated by the spec but still sent by some clients).
@@ -124,7 +156,13 @@ impl axum::extract::FromRequestParts<std::sync::Arc<Services>> for Authenticated
     ) -> Result<Self> {
         let ip = super::ruma::client_ip(parts);
         let token = access_token(parts);
-        let session = AccessToken::authenticate(services, token.as_deref(), ip).await?;
+        let credentials = Credentials {
+            token: token.as_deref(),
+            ip,
+            parts,
+            body: &Bytes::new(),
+        };
+        let session = AccessToken::authenticate(services, credentials).await?;
         if session.is_guest {
             super::guests::ensure_guest_may(&parts.method, parts.uri.path())?;
         }

@@ -23,8 +23,14 @@ use crate::{api, service::Services};
 
 /// The whole client-facing application.
 pub fn router(services: Arc<Services>) -> Router {
+    let federation = if services.config.federation.enabled {
+        api::federation::routes()
+    } else {
+        Router::new()
+    };
     Router::new()
         .merge(api::client::routes())
+        .merge(federation)
         .merge(api::admin::routes())
         .merge(api::wallet::routes())
         .merge(api::sso::routes())

@@ -28,7 +28,7 @@ use ruma::api::{
 };
 
 use super::{
-    auth::{Authenticate, access_token},
+    auth::{Authenticate, Credentials, access_token},
     error::{Error, Result},
 };
 use crate::service::Services;
@@ -209,19 +209,32 @@ where
         }
         let client_ip = client_ip(&parts);
         let token = access_token(&parts);
+        let signs_body = <T::Authentication as Authenticate>::SIGNS_BODY;
+        let mut bytes = Bytes::new();
+        let mut body = Some(body);
+        if signs_body && let Some(body) = body.take() {
+            bytes = Box::pin(read_body(&parts, body, services.config.max_request_bytes)).await?;
+            ensure_json(&bytes)?;
+        }
         // Boxed, as the other awaits of a request: a handler's future is as large as its
         // largest step, and a waiting sync keeps its future for as long as it waits.
         let auth = Box::pin(<T::Authentication as Authenticate>::authenticate(
             services,
-            token.as_deref(),
-            client_ip.clone(),
+            Credentials {
+                token: token.as_deref(),
+                ip: client_ip.clone(),
+                parts: &parts,
+                body: &bytes,
+            },
         ))
         .await?;
         if <T::Authentication as Authenticate>::is_guest(&auth) {
             super::guests::ensure_guest_may(&parts.method, parts.uri.path())?;
         }
-        let bytes = Box::pin(read_body(&parts, body, services.config.max_request_bytes)).await?;
-        ensure_json(&bytes)?;
+        if let Some(body) = body {
+            bytes = Box::pin(read_body(&parts, body, services.config.max_request_bytes)).await?;
+            ensure_json(&bytes)?;
+        }
         if TypeId::of::<T>() == TypeId::of::<ruma::api::client::session::login::v3::Request>() {
             check_login_body(&bytes)?;
         }

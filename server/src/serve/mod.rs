@@ -8,6 +8,9 @@ mod h2c;
 mod request;
 mod response;
 mod stall;
+mod tls;
+
+pub use tls::{Certificates, serve_tls};
 
 use std::time::Duration;
 

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use base64::Engine;
 use ruma::{
-    OwnedUserId, UserId,
+    OwnedUserId, ServerName, UserId,
     signatures::{
         SigningKeyAlgorithm, to_canonical_json_string_for_signing, verify_canonical_json_bytes,
     },
@@ -254,21 +254,28 @@ impl Services {
 
     /// `POST /keys/query` for local users: device keys (with later signatures and display
     /// names) and cross-signing keys; user-signing keys only for the requester's own.
+    ///
+    /// `requester` is `None` when another server asks (`/user/keys/query`): then only local
+    /// users are answered, and never with user-signing keys. A local requester's remote
+    /// users are asked of their servers, each within [`REMOTE_KEYS_TIMEOUT`].
     pub async fn query_keys(
         &self,
-        requester: &UserId,
+        requester: Option<&UserId>,
         wanted: &BTreeMap<OwnedUserId, Vec<String>>,
     ) -> Result<Value> {
         let mut response = json!({
             "device_keys": {}, "master_keys": {}, "self_signing_keys": {},
             "user_signing_keys": {}, "failures": {},
         });
+        let mut remote: BTreeMap<&ServerName, Map<String, Value>> = BTreeMap::new();
         for (user_id, devices) in wanted {
             if user_id.server_name() != self.config.server_name.as_str() {
-                response["failures"][user_id.server_name().as_str()] = json!({
-                    "status": 503,
-                    "message": "This server does not federate yet",
-                });
+                if requester.is_some() {
+                    remote
+                        .entry(user_id.server_name())
+                        .or_default()
+                        .insert(user_id.to_string(), json!(devices));
+                }
                 continue;
             }
             let signatures = self.store.key_signatures(user_id.as_str()).await?;
@@ -295,7 +302,7 @@ impl Services {
             }
             response["device_keys"][user_id.as_str()] = Value::Object(by_device);
             for (key_type, json) in self.store.cross_signing_keys(user_id.as_str()).await? {
-                if key_type == "user_signing" && user_id != requester {
+                if key_type == "user_signing" && requester != Some(&**user_id) {
                     continue;
                 }
                 let Ok(mut key) = object(&json) else { continue };
@@ -308,29 +315,68 @@ impl Services {
                     .filter(|s| {
                         s.target_key_id == public
                             && (s.signer_user_id == user_id.as_str()
-                                || s.signer_user_id == requester.as_str())
+                                || requester.is_some_and(|r| s.signer_user_id == r.as_str()))
                     })
                     .collect();
                 merge_signatures(&mut key, &extra);
                 response[format!("{key_type}_keys")][user_id.as_str()] = Value::Object(key);
             }
         }
+        let asked = remote.into_iter().map(|(server, users)| async move {
+            let body = json!({ "device_keys": users });
+            let answer = self
+                .federation_json(
+                    server,
+                    http::Method::POST,
+                    "/_matrix/federation/v1/user/keys/query",
+                    Some(&body),
+                    REMOTE_KEYS_TIMEOUT,
+                )
+                .await;
+            (server, answer)
+        });
+        for (server, answer) in futures_util::future::join_all(asked).await {
+            match answer {
+                Ok(answer) => {
+                    for section in ["device_keys", "master_keys", "self_signing_keys"] {
+                        if let Some(Value::Object(users)) = answer.get(section) {
+                            for (user, keys) in users {
+                                // Only the users that server is responsible for.
+                                if UserId::parse(user.as_str())
+                                    .is_ok_and(|u| u.server_name() == server)
+                                {
+                                    response[section][user.as_str()] = keys.clone();
+                                }
+                            }
+                        }
+                    }
+                }
+                Err(error) => {
+                    response["failures"][server.as_str()] = remote_failure(&error);
+                }
+            }
+        }
         Ok(response)
     }
 
     /// `POST /keys/claim`: a one-time key per requested device, else its fallback key.
+    /// `local_requester` is false when another server asks: only local users are answered.
     pub async fn claim_keys(
         &self,
         wanted: &BTreeMap<OwnedUserId, BTreeMap<String, String>>,
+        local_requester: bool,
     ) -> Result<Value> {
         let mut response = json!({ "one_time_keys": {}, "failures": {} });
         let mut owners = Vec::new();
+        let mut remote: BTreeMap<&ServerName, Map<String, Value>> = BTreeMap::new();
         for (user_id, devices) in wanted {
             if user_id.server_name() != self.config.server_name.as_str() {
-                response["failures"][user_id.server_name().as_str()] = json!({
-                    "status": 503,
-                    "message": "This server does not federate yet",
-                });
+                if local_requester {
+                    remote
+                        .entry(user_id.server_name())
+                        .or_default()
+                        .insert(user_id.to_string(), json!(devices));
+                }
                 continue;
             }
             let mut claimed = Map::new();
@@ -351,6 +397,34 @@ impl Services {
         }
         // Their waiting syncs answer with key counts from before the claim: re-read them.
         self.bus.wake(owners.iter().map(|u| &***u));
+        let asked = remote.into_iter().map(|(server, users)| async move {
+            let body = json!({ "one_time_keys": users });
+            let answer = self
+                .federation_json(
+                    server,
+                    http::Method::POST,
+                    "/_matrix/federation/v1/user/keys/claim",
+                    Some(&body),
+                    REMOTE_KEYS_TIMEOUT,
+                )
+                .await;
+            (server, answer)
+        });
+        for (server, answer) in futures_util::future::join_all(asked).await {
+            match answer {
+                Ok(answer) => {
+                    if let Some(Value::Object(users)) = answer.get("one_time_keys") {
+                        for (user, keys) in users {
+                            if UserId::parse(user.as_str()).is_ok_and(|u| u.server_name() == server)
+                            {
+                                response["one_time_keys"][user.as_str()] = keys.clone();
+                            }
+                        }
+                    }
+                }
+                Err(error) => response["failures"][server.as_str()] = remote_failure(&error),
+            }
+        }
         Ok(response)
     }
 
@@ -685,4 +759,18 @@ impl Services {
         }
         Ok(delta)
     }
+}
+
+/// How long a remote server is waited for in a key query or claim.
+pub const REMOTE_KEYS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A `failures` entry for a server that could not be asked.
+fn remote_failure(error: &crate::service::federation::FederationError) -> Value {
+    use crate::service::federation::FederationError;
+    let status = match error {
+        FederationError::Remote { status, .. } => status.as_u16(),
+        FederationError::Disabled => 403,
+        _ => 503,
+    };
+    json!({ "status": status, "message": error.to_string() })
 }

@@ -5,6 +5,7 @@ mod accounts;
 pub mod backup;
 pub mod directory;
 pub mod ephemeral;
+pub mod federation;
 pub mod gate;
 pub mod housekeeping;
 pub mod keys;
@@ -99,6 +100,8 @@ pub struct Services {
     pub rulesets: push::RulesetCache,
     /// Who peeks into which world-readable room here (woken with its members).
     pub peekers: rooms::peek::Peekers,
+    /// Other servers: where they are, their keys, the HTTP clients that reach them.
+    pub federation: federation::Federation,
 }
 
 impl Services {
@@ -135,6 +138,7 @@ impl Services {
             extra_roots: fetch.extra_roots.clone(),
         };
         let name_cache = names::NameCache::new(redis, config.server_name.as_str());
+        let federation = federation::Federation::new(&config.federation)?;
         let typing = Arc::new(ephemeral::Typing::default());
         let presence = Arc::new(presence::Presence::default());
         let bus = match &config.redis.url {
@@ -169,6 +173,7 @@ impl Services {
             push_lanes: Arc::default(),
             rulesets: push::RulesetCache::default(),
             peekers: rooms::peek::Peekers::default(),
+            federation,
         })
     }
 

@@ -11,8 +11,30 @@ use ruma::{OwnedMxcUri, UserId};
 const MAX_DISPLAYNAME: usize = 256;
 
 impl Services {
-    /// `(displayname, avatar_url)` of a local user: 404 `M_NOT_FOUND` for unknown users.
+    /// `(displayname, avatar_url)` of a user, asking their server over federation when they
+    /// are not local: 404 `M_NOT_FOUND` for unknown users.
     pub async fn profile(&self, user_id: &UserId) -> Result<(Option<String>, Option<String>)> {
+        if user_id.server_name() != self.config.server_name && self.config.federation.enabled {
+            let request = ruma::api::federation::query::get_profile_information::v1::Request::new(
+                user_id.to_owned(),
+            );
+            let answer = self.send_federation(user_id.server_name(), request).await?;
+            let text = |field: &str| {
+                answer
+                    .get(field)
+                    .and_then(|v| v.as_str())
+                    .map(str::to_owned)
+            };
+            return Ok((text("displayname"), text("avatar_url")));
+        }
+        self.local_profile(user_id).await
+    }
+
+    /// `(displayname, avatar_url)` of a local user: 404 `M_NOT_FOUND` for unknown users.
+    pub async fn local_profile(
+        &self,
+        user_id: &UserId,
+    ) -> Result<(Option<String>, Option<String>)> {
         if user_id.server_name() != self.config.server_name
             || self.store.user(user_id).await?.is_none()
         {

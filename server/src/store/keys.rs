@@ -379,6 +379,17 @@ impl Store {
         tx.commit().await
     }
 
+    /// The latest device-list position of one user (0 when it never changed): the
+    /// `stream_id` other servers follow that user's device list by.
+    pub async fn device_list_stream_id(&self, user_id: &str) -> Result<i64, sqlx::Error> {
+        sqlx::query_scalar(
+            "SELECT COALESCE(MAX(stream_id), 0) FROM device_list_changes WHERE user_id = $1",
+        )
+        .bind(user_id)
+        .fetch_one(&self.pool)
+        .await
+    }
+
     /// The latest device-list position.
     pub async fn max_device_list_stream(&self) -> Result<i64, sqlx::Error> {
         self.stream_position("device_lists").await

@@ -48,6 +48,7 @@ pub use profiles::ProfileField;
 pub use push::{NotificationRow, PushAction, PusherRow};
 pub use receipts::ReceiptRow;
 pub use registration_tokens::RegistrationTokenRow;
+pub use server_keys::RemoteKey;
 pub use sliding_sync::RoomStamp;
 pub use to_device::ToDeviceRow;
 pub use tokens::{AccessTokenRow, NewTokens, RefreshedTokens};

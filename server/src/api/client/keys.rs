@@ -97,7 +97,9 @@ async fn query_keys(
             )
         })
         .collect();
-    let answer = services.query_keys(&req.auth.user_id, &wanted).await?;
+    let answer = services
+        .query_keys(Some(&req.auth.user_id), &wanted)
+        .await?;
     let mut response = get_keys::v3::Response::new();
     response.failures = field(&answer, "failures")?;
     response.device_keys = field(&answer, "device_keys")?;
@@ -126,7 +128,7 @@ async fn claim_keys(
             )
         })
         .collect();
-    let answer = services.claim_keys(&wanted).await?;
+    let answer = services.claim_keys(&wanted, true).await?;
     let mut response = claim_keys::v3::Response::new(field(&answer, "one_time_keys")?);
     response.failures = field(&answer, "failures")?;
     Ok(response)

@@ -1,0 +1,84 @@
+//! Server keys: this server's own, and other servers' as a notary.
+
+use std::sync::Arc;
+
+use axum::Router;
+use ruma::{
+    CanonicalJsonObject, MilliSecondsSinceUnixEpoch,
+    api::federation::discovery::{
+        get_remote_server_keys, get_remote_server_keys_batch, get_server_keys,
+    },
+    serde::Raw,
+};
+
+use crate::{
+    http::{
+        error::{Error, Result},
+        ruma::{RouterExt, Ruma},
+    },
+    service::Services,
+};
+
+/// Most servers one notary query may ask about.
+const MAX_QUERIED_SERVERS: usize = 50;
+
+pub(super) fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
+    router
+        .ruma::<get_server_keys::v2::Request, _, _>(server_keys)
+        .ruma::<get_remote_server_keys::v2::Request, _, _>(query_one)
+        .ruma::<get_remote_server_keys_batch::v2::Request, _, _>(query_batch)
+}
+
+fn raw<T>(document: &CanonicalJsonObject) -> Result<Raw<T>> {
+    serde_json::value::to_raw_value(document)
+        .map(Raw::from_json)
+        .map_err(|e| Error::Internal(e.into()))
+}
+
+/// # `GET /_matrix/key/v2/server`
+async fn server_keys(
+    services: Arc<Services>,
+    _: Ruma<get_server_keys::v2::Request>,
+) -> Result<get_server_keys::v2::Response> {
+    let document = services.own_key_document()?;
+    Ok(get_server_keys::v2::Response::new(raw(&document)?))
+}
+
+/// # `GET /_matrix/key/v2/query/{serverName}`
+async fn query_one(
+    services: Arc<Services>,
+    req: Ruma<get_remote_server_keys::v2::Request>,
+) -> Result<get_remote_server_keys::v2::Response> {
+    let minimum = i64::from(req.body.minimum_valid_until_ts.get());
+    let documents = services
+        .notary_documents(&req.body.server_name, minimum)
+        .await;
+    Ok(get_remote_server_keys::v2::Response::new(
+        documents.iter().map(raw).collect::<Result<_>>()?,
+    ))
+}
+
+/// # `POST /_matrix/key/v2/query`
+async fn query_batch(
+    services: Arc<Services>,
+    req: Ruma<get_remote_server_keys_batch::v2::Request>,
+) -> Result<get_remote_server_keys_batch::v2::Response> {
+    if req.body.server_keys.len() > MAX_QUERIED_SERVERS {
+        return Err(Error::bad_request(format!(
+            "At most {MAX_QUERIED_SERVERS} servers per query"
+        )));
+    }
+    let mut documents = Vec::new();
+    for (server, keys) in &req.body.server_keys {
+        let minimum = keys
+            .values()
+            .filter_map(|criteria| criteria.minimum_valid_until_ts)
+            .map(|ts: MilliSecondsSinceUnixEpoch| i64::from(ts.get()))
+            .max()
+            .unwrap_or(0);
+        for document in services.notary_documents(server, minimum).await {
+            documents.push(raw(&document)?);
+        }
+    }
+    Ok(get_remote_server_keys_batch::v2::Response::new(documents))
+}

@@ -1,0 +1,18 @@
+//! The Server-Server API: what other servers ask of this one. Mounted only when
+//! `federation.enabled` is set.
+
+mod keys;
+mod query;
+
+use std::sync::Arc;
+
+use axum::Router;
+
+use crate::service::Services;
+
+/// Every federation and key route.
+pub fn routes() -> Router<Arc<Services>> {
+    let router = Router::new();
+    let router = keys::routes(router);
+    query::routes(router)
+}

@@ -1,0 +1,430 @@
+//! Federation: two Matrixon servers on loopback (each with a TLS listener and an IP-literal
+//! server name), and Matrixon with a real Synapse, asking each other for keys, profiles,
+//! aliases and end-to-end keys; and requests that are unsigned or wrongly signed.
+
+use std::{net::TcpListener, path::Path};
+
+use matrixon::config::Config;
+use ruma::{
+    CanonicalJsonObject, OwnedServerName, ServerName,
+    api::federation::authentication::XMatrix,
+    serde::Base64,
+    signatures::{Ed25519KeyPair, PublicKeyMap, PublicKeySet},
+};
+use serde_json::{Value, json};
+
+use crate::{
+    harness::{Backend, TestServer, both_backends},
+    synapse::Synapse,
+};
+
+/// A port nothing listens on now (taken for a server name before the server binds it).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+fn fixture(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/tls")
+        .join(name)
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// Makes `config` a federating server named `127.0.0.1:port` with its TLS listener there,
+/// trusting the test CA and allowed to reach loopback.
+fn federating(config: &mut Config, port: u16) {
+    config.server_name = format!("127.0.0.1:{port}").try_into().expect("server name");
+    config.federation.enabled = true;
+    config.federation.listen = Some(format!("127.0.0.1:{port}").parse().expect("addr"));
+    config.federation.tls_certificate = Some(fixture("server.pem"));
+    config.federation.tls_private_key = Some(fixture("server.key"));
+    config.federation.extra_ca_file = Some(fixture("ca.pem"));
+    config.federation.ip_range_allow = vec!["127.0.0.0/8".to_owned()];
+    config.federation.request_timeout_ms = 10_000;
+}
+
+async fn federating_server(backend: &Backend) -> TestServer {
+    let port = free_port();
+    TestServer::start_with(backend, |config| federating(config, port)).await
+}
+
+/// An HTTPS client trusting the test CA (for the TLS listeners).
+fn https_client() -> reqwest::Client {
+    let ca = reqwest::Certificate::from_pem(include_bytes!("../fixtures/tls/ca.pem")).expect("ca");
+    reqwest::Client::builder()
+        .add_root_certificate(ca)
+        .build()
+        .expect("https client")
+}
+
+/// Registers `localpart` with a display name; its user id and access token.
+async fn user(server: &TestServer, localpart: &str, name: &str) -> (String, String) {
+    let registered = server.register(localpart, "a long password").await;
+    let user_id = registered["user_id"].as_str().expect("user id").to_owned();
+    let token = registered["access_token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    let path = format!("/_matrix/client/v3/profile/{user_id}/displayname");
+    let set = server
+        .put_json(&path, Some(&token), &json!({ "displayname": name }))
+        .await;
+    assert_eq!(set.0, 200, "{:?}", set.1);
+    (user_id, token)
+}
+
+fn server_name(server: &TestServer) -> OwnedServerName {
+    server
+        .server
+        .as_ref()
+        .expect("running")
+        .services
+        .config
+        .server_name
+        .clone()
+}
+
+/// Checks a key document's self-signature with the keys it lists.
+fn assert_self_signed(document: &Value, server: &str) {
+    let object: CanonicalJsonObject = serde_json::from_value(document.clone()).expect("canonical");
+    let mut keys = PublicKeySet::new();
+    for (id, key) in document["verify_keys"].as_object().expect("verify_keys") {
+        keys.insert(
+            id.clone(),
+            Base64::parse(key["key"].as_str().expect("key")).expect("base64"),
+        );
+    }
+    let mut own = object.clone();
+    if let Some(ruma::CanonicalJsonValue::Object(signatures)) = own.get_mut("signatures") {
+        signatures.retain(|name, _| name == server);
+    }
+    ruma::signatures::verify_json(&PublicKeyMap::from([(server.to_owned(), keys)]), &own)
+        .expect("the key document verifies with its own key");
+}
+
+/// A request to `server`'s federation API signed as `origin` with `key` (perhaps not
+/// `origin`'s real key), for `destination`.
+async fn signed_request(
+    server: &TestServer,
+    path: &str,
+    origin: &str,
+    destination: &str,
+    key: &Ed25519KeyPair,
+) -> (u16, Value) {
+    let request = ruma::exports::http::Request::get(path)
+        .body(Vec::<u8>::new())
+        .expect("request");
+    let origin: OwnedServerName = origin.try_into().expect("origin");
+    let destination: OwnedServerName = destination.try_into().expect("destination");
+    let header = XMatrix::try_from_http_request(
+        &request,
+        ruma::api::federation::authentication::ServerSignaturesInput::new(origin, destination, key),
+    )
+    .expect("signed");
+    let header = ruma::exports::http::HeaderValue::from(&header);
+    let response = server
+        .http
+        .get(server.url(path))
+        .header("authorization", header.to_str().expect("ascii"))
+        .send()
+        .await
+        .expect("sent");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+fn key_pair() -> Ed25519KeyPair {
+    let der = Ed25519KeyPair::generate();
+    Ed25519KeyPair::from_der(&der, "forged".to_owned()).expect("key pair")
+}
+
+async fn two_matrixon_servers_federate_keys_profiles_and_queries(backend: Backend) {
+    let a = federating_server(&backend).await;
+    let b = federating_server(&backend).await;
+    let (a_name, b_name) = (server_name(&a), server_name(&b));
+    let (alice, alice_token) = user(&a, "alice", "Alice on A").await;
+    let (bob, bob_token) = user(&b, "bob", "Bob on B").await;
+
+    // Each server's key document, over its TLS listener, signed by the key it lists.
+    let https = https_client();
+    let keys: Value = https
+        .get(format!("https://{a_name}/_matrix/key/v2/server"))
+        .send()
+        .await
+        .expect("keys over TLS")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(keys["server_name"], a_name.as_str());
+    assert_self_signed(&keys, a_name.as_str());
+    let version: Value = https
+        .get(format!("https://{b_name}/_matrix/federation/v1/version"))
+        .send()
+        .await
+        .expect("version over TLS")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(version["server"]["name"], "Matrixon");
+
+    // Profiles both ways: each request signed by its origin, checked with a fetched key.
+    let (status, profile) = a
+        .get(
+            &format!("/_matrix/client/v3/profile/{bob}"),
+            Some(&alice_token),
+        )
+        .await;
+    assert_eq!(status, 200, "{profile}");
+    assert_eq!(profile["displayname"], "Bob on B");
+    let (status, profile) = b
+        .get(
+            &format!("/_matrix/client/v3/profile/{alice}/displayname"),
+            Some(&bob_token),
+        )
+        .await;
+    assert_eq!(status, 200, "{profile}");
+    assert_eq!(profile["displayname"], "Alice on A");
+    let (status, missing) = a
+        .get(
+            &format!("/_matrix/client/v3/profile/@nobody:{b_name}"),
+            Some(&alice_token),
+        )
+        .await;
+    assert_eq!(
+        (status, &missing["errcode"]),
+        (404, &json!("M_NOT_FOUND")),
+        "{missing}"
+    );
+
+    // End-to-end keys of a remote user: answered through federation, no failures; an
+    // unreachable server is listed in failures, not a 5xx.
+    let query = json!({ "device_keys": { bob.clone(): [], "@x:127.0.0.1:1": [] } });
+    let (status, answer) = a
+        .post_json("/_matrix/client/v3/keys/query", Some(&alice_token), &query)
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer["device_keys"][&bob].is_object(), "{answer}");
+    assert!(
+        answer["failures"].get(b_name.as_str()).is_none(),
+        "{answer}"
+    );
+    assert!(
+        answer["failures"]["127.0.0.1:1"]["status"].is_number(),
+        "{answer}"
+    );
+    let claim = json!({ "one_time_keys": { bob.clone(): { "NODEVICE": "signed_curve25519" } } });
+    let (status, claimed) = a
+        .post_json("/_matrix/client/v3/keys/claim", Some(&alice_token), &claim)
+        .await;
+    assert_eq!(status, 200, "{claimed}");
+    assert!(
+        claimed["failures"].as_object().is_none_or(|f| f.is_empty()),
+        "{claimed}"
+    );
+
+    // A notary answer: B's keys as A fetched them, signed by B and by A.
+    let (status, notarised) = a
+        .post_json(
+            "/_matrix/key/v2/query",
+            None,
+            &json!({ "server_keys": { b_name.as_str(): {} } }),
+        )
+        .await;
+    assert_eq!(status, 200, "{notarised}");
+    let document = &notarised["server_keys"][0];
+    assert_eq!(document["server_name"], b_name.as_str(), "{notarised}");
+    assert_self_signed(document, b_name.as_str());
+    assert!(
+        document["signatures"][a_name.as_str()].is_object(),
+        "{notarised}"
+    );
+
+    // Requests that are unsigned, signed with a key that is not the origin's, or signed for
+    // another destination: 401, nothing answered.
+    let path = format!("/_matrix/federation/v1/query/profile?user_id={alice}");
+    let (status, body) = a.get(&path, None).await;
+    assert_eq!(
+        (status, &body["errcode"]),
+        (401, &json!("M_UNAUTHORIZED")),
+        "{body}"
+    );
+    let forged = key_pair();
+    let (status, body) = signed_request(&a, &path, b_name.as_str(), a_name.as_str(), &forged).await;
+    assert_eq!(
+        (status, &body["errcode"]),
+        (401, &json!("M_UNAUTHORIZED")),
+        "{body}"
+    );
+    assert!(body.get("displayname").is_none());
+    let (status, body) =
+        signed_request(&a, &path, b_name.as_str(), "elsewhere.example", &forged).await;
+    assert_eq!(
+        (status, &body["errcode"]),
+        (401, &json!("M_UNAUTHORIZED")),
+        "{body}"
+    );
+    // An origin that does not exist cannot have its key fetched.
+    let (status, body) = signed_request(&a, &path, "127.0.0.1:1", a_name.as_str(), &forged).await;
+    assert_eq!(
+        (status, &body["errcode"]),
+        (401, &json!("M_UNAUTHORIZED")),
+        "{body}"
+    );
+    // A malformed header.
+    let response = a
+        .http
+        .get(a.url(&path))
+        .header("authorization", "X-Matrix origin=")
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status().as_u16(), 401);
+
+    a.finish().await;
+    b.finish().await;
+}
+
+both_backends!(
+    two_matrixon_servers_federate_keys_profiles_and_queries,
+    federation_is_off_unless_enabled,
+);
+
+async fn federation_is_off_unless_enabled(backend: Backend) {
+    let server = TestServer::start(&backend).await;
+    let (status, body) = server.get("/_matrix/key/v2/server", None).await;
+    assert_eq!(
+        (status, &body["errcode"]),
+        (404, &json!("M_UNRECOGNIZED")),
+        "{body}"
+    );
+    let (user_id, token) = user(&server, "carol", "Carol").await;
+    let (status, body) = server
+        .get(
+            "/_matrix/client/v3/profile/@dave:elsewhere.example",
+            Some(&token),
+        )
+        .await;
+    assert_eq!(status, 404, "{body}");
+    let query = json!({ "device_keys": { "@dave:elsewhere.example": [] } });
+    let (status, answer) = server
+        .post_json("/_matrix/client/v3/keys/query", Some(&token), &query)
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        answer["failures"]["elsewhere.example"]["status"], 403,
+        "{answer}"
+    );
+    let _ = user_id;
+    server.finish().await;
+}
+
+/// Matrixon and Synapse (from PyPI) fetch each other's keys and answer each other's signed
+/// queries: profiles and end-to-end keys, both ways; matrix-sdk reads a Synapse profile
+/// through Matrixon.
+#[tokio::test(flavor = "multi_thread")]
+async fn matrixon_and_synapse_query_each_other() {
+    let Some(synapse) = Synapse::start().await else {
+        return;
+    };
+    let matrixon = federating_server(&Backend::Sqlite).await;
+    let m_name = server_name(&matrixon);
+    let (alice, alice_token) = user(&matrixon, "alice", "Alice on Matrixon").await;
+    let (bob, bob_token) = synapse.register("bob").await;
+    let (status, body) = synapse
+        .request(
+            reqwest::Method::PUT,
+            &format!("/_matrix/client/v3/profile/{bob}/displayname"),
+            Some(&bob_token),
+            Some(&json!({ "displayname": "Bob on Synapse" })),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+
+    // Synapse asks Matrixon (Matrixon checks Synapse's signature with Synapse's fetched key).
+    let (status, profile) = synapse
+        .request(
+            reqwest::Method::GET,
+            &format!("/_matrix/client/v3/profile/{alice}"),
+            Some(&bob_token),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{profile}\n{}", synapse.log_tail());
+    assert_eq!(profile["displayname"], "Alice on Matrixon");
+
+    // Matrixon asks Synapse (Synapse checks Matrixon's signature with Matrixon's key).
+    let (status, profile) = matrixon
+        .get(
+            &format!("/_matrix/client/v3/profile/{bob}"),
+            Some(&alice_token),
+        )
+        .await;
+    assert_eq!(status, 200, "{profile}\n{}", synapse.log_tail());
+    assert_eq!(profile["displayname"], "Bob on Synapse");
+
+    // matrix-sdk, logged in on Matrixon, reads the Synapse user's profile.
+    let client = matrixon.client().await;
+    client
+        .matrix_auth()
+        .login_username("alice", "a long password")
+        .send()
+        .await
+        .expect("matrix-sdk login");
+    let bob_id = ruma::UserId::parse(bob.as_str()).expect("user id");
+    let fetched = client
+        .account()
+        .fetch_user_profile_of(&bob_id)
+        .await
+        .expect("matrix-sdk reads a remote profile");
+    assert_eq!(
+        fetched.get("displayname").and_then(|v| v.as_str()),
+        Some("Bob on Synapse")
+    );
+
+    // End-to-end key queries both ways, without failures.
+    let (status, answer) = synapse
+        .request(
+            reqwest::Method::POST,
+            "/_matrix/client/v3/keys/query",
+            Some(&bob_token),
+            Some(&json!({ "device_keys": { alice.clone(): [] } })),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(
+        answer["failures"].as_object().is_none_or(|f| f.is_empty()),
+        "{answer}"
+    );
+    let (status, answer) = matrixon
+        .post_json(
+            "/_matrix/client/v3/keys/query",
+            Some(&alice_token),
+            &json!({ "device_keys": { bob.clone(): [] } }),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(
+        answer["failures"]
+            .get(synapse.server_name.as_str())
+            .is_none(),
+        "{answer}"
+    );
+
+    // Matrixon as a notary for Synapse's keys.
+    let (status, notarised) = matrixon
+        .post_json(
+            "/_matrix/key/v2/query",
+            None,
+            &json!({ "server_keys": { synapse.server_name.as_str(): {} } }),
+        )
+        .await;
+    assert_eq!(status, 200, "{notarised}");
+    assert_self_signed(&notarised["server_keys"][0], &synapse.server_name);
+    assert!(notarised["server_keys"][0]["signatures"][m_name.as_str()].is_object());
+    let _ = ServerName::parse(synapse.server_name.as_str()).expect("Synapse's name parses");
+    matrixon.finish().await;
+}
