@@ -76,6 +76,10 @@ impl Server {
             services.clone(),
             stopped.clone(),
         ));
+        tasks.spawn(crate::service::federation::run_sender(
+            services.clone(),
+            stopped.clone(),
+        ));
         tasks.spawn(crate::service::housekeeping::run_background(
             services.clone(),
             stopped.clone(),

@@ -428,3 +428,107 @@ async fn matrixon_and_synapse_query_each_other() {
     let _ = ServerName::parse(synapse.server_name.as_str()).expect("Synapse's name parses");
     matrixon.finish().await;
 }
+
+/// Polls `/messages` (newest first) until a message with `body` shows up; the events read.
+async fn wait_for_message(
+    mut read: impl AsyncFnMut() -> (u16, Value),
+    body: &str,
+) -> Option<Value> {
+    for _ in 0..100 {
+        let (status, page) = read().await;
+        if status == 200
+            && let Some(found) = page["chunk"]
+                .as_array()
+                .and_then(|events| events.iter().find(|e| e["content"]["body"] == body))
+        {
+            return Some(found.clone());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    None
+}
+
+/// A Synapse user joins a Matrixon room by its alias (directory query, make_join, send_join),
+/// then messages go both ways through transactions.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_synapse_user_joins_a_matrixon_room_and_they_talk() {
+    let Some(synapse) = Synapse::start().await else {
+        return;
+    };
+    let matrixon = federating_server(&Backend::Sqlite).await;
+    let m_name = server_name(&matrixon);
+    let (_alice, alice_token) = user(&matrixon, "alice", "Alice on Matrixon").await;
+    let (bob, bob_token) = synapse.register("bob").await;
+    let (status, created) = matrixon
+        .post_json(
+            "/_matrix/client/v3/createRoom",
+            Some(&alice_token),
+            &json!({ "preset": "public_chat", "room_alias_name": "lobby", "name": "Lobby" }),
+        )
+        .await;
+    assert_eq!(status, 200, "{created}");
+    let room_id = created["room_id"].as_str().expect("room id").to_owned();
+    let alias = format!("#lobby:{m_name}");
+
+    let (status, joined) = synapse
+        .request(
+            reqwest::Method::POST,
+            &format!("/_matrix/client/v3/join/{}", alias.replace('#', "%23")),
+            Some(&bob_token),
+            Some(&json!({})),
+        )
+        .await;
+    assert_eq!(status, 200, "{joined}\n{}", synapse.log_tail());
+    assert_eq!(joined["room_id"], room_id.as_str());
+    let (status, members) = matrixon
+        .get(
+            &format!("/_matrix/client/v3/rooms/{room_id}/joined_members"),
+            Some(&alice_token),
+        )
+        .await;
+    assert_eq!(status, 200, "{members}");
+    assert!(members["joined"].get(&bob).is_some(), "{members}");
+
+    // Synapse → Matrixon.
+    let (status, sent) = synapse
+        .request(
+            reqwest::Method::PUT,
+            &format!("/_matrix/client/v3/rooms/{room_id}/send/m.room.message/b1"),
+            Some(&bob_token),
+            Some(&json!({ "msgtype": "m.text", "body": "hello from Synapse" })),
+        )
+        .await;
+    assert_eq!(status, 200, "{sent}");
+    let messages = format!("/_matrix/client/v3/rooms/{room_id}/messages?dir=b&limit=20");
+    let seen = wait_for_message(
+        async || matrixon.get(&messages, Some(&alice_token)).await,
+        "hello from Synapse",
+    )
+    .await;
+    assert!(
+        seen.is_some_and(|e| e["sender"] == bob.as_str()),
+        "{}",
+        synapse.log_tail()
+    );
+
+    // Matrixon → Synapse.
+    let (status, sent) = matrixon
+        .put_json(
+            &format!("/_matrix/client/v3/rooms/{room_id}/send/m.room.message/a1"),
+            Some(&alice_token),
+            &json!({ "msgtype": "m.text", "body": "hello from Matrixon" }),
+        )
+        .await;
+    assert_eq!(status, 200, "{sent}");
+    let seen = wait_for_message(
+        async || {
+            synapse
+                .request(reqwest::Method::GET, &messages, Some(&bob_token), None)
+                .await
+        },
+        "hello from Matrixon",
+    )
+    .await;
+    assert!(seen.is_some(), "{}", synapse.log_tail());
+    matrixon.finish().await;
+}

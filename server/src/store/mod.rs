@@ -8,6 +8,7 @@ mod aliases;
 mod backup;
 mod devices;
 mod events;
+mod federation;
 mod filters;
 mod gates;
 mod keys;

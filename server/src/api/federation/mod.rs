@@ -3,6 +3,7 @@
 
 mod keys;
 mod query;
+mod rooms;
 
 use std::sync::Arc;
 
@@ -14,5 +15,6 @@ use crate::service::Services;
 pub fn routes() -> Router<Arc<Services>> {
     let router = Router::new();
     let router = keys::routes(router);
+    let router = rooms::routes(router);
     query::routes(router)
 }

@@ -2,9 +2,12 @@
 //! the signatures on what they send.
 
 mod client;
+mod joins;
 mod keys;
+mod pdu;
 mod ranges;
 mod resolve;
+mod transactions;
 
 use std::time::Duration;
 
@@ -20,8 +23,10 @@ use ruma::{
     signatures::PublicKeyMap,
 };
 
+pub use joins::JoinedState;
 pub use ranges::IpRange;
 pub use resolve::{DEFAULT_PORT, Destination};
+pub use transactions::{MAX_EDUS, MAX_PDUS, run_sender};
 
 use crate::{config::FederationConfig, service::Services};
 
@@ -67,6 +72,8 @@ pub struct Federation {
     resolver: resolve::Resolver,
     keys: keys::KeyCache,
     timeout: Duration,
+    /// Woken when events are queued for other servers.
+    outbox_wake: tokio::sync::Notify,
 }
 
 impl Federation {
@@ -92,6 +99,7 @@ impl Federation {
             resolver: resolve::Resolver::new(),
             keys: keys::KeyCache::default(),
             timeout: Duration::from_millis(config.request_timeout_ms),
+            outbox_wake: tokio::sync::Notify::new(),
         })
     }
 }

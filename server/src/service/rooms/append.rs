@@ -530,6 +530,8 @@ impl Services {
         let target = membership.and(pdu.state_key.as_deref());
         self.wake_room_for_event(&pdu.room_id, target, stream_ordering)
             .await?;
+        self.queue_for_federation(&pdu.room_id, pdu.event_id.as_str(), &pdu.sender, target)
+            .await?;
         self.deliver_push(pdu, push_actions).await;
         if redacted_target.is_some() {
             // Redacting the gate event empties it: the room is no longer gated.
@@ -579,5 +581,121 @@ impl Prepared {
             fetch_state,
         )
         .map_err(forbidden)
+    }
+}
+
+impl Services {
+    /// Appends an event another server made, already checked for its id, signatures and
+    /// hashes, on top of the room's current state: it must pass the authorization rules both
+    /// against its own auth events and against the current state (so that nothing a remote
+    /// server claims lets it past what this server knows). The event's id.
+    pub(crate) async fn append_remote(
+        &self,
+        room_id: &RoomId,
+        event_id: &EventId,
+        json: &str,
+    ) -> Result<OwnedEventId> {
+        if self.store.event(event_id.as_str()).await?.is_some() {
+            return Ok(event_id.to_owned());
+        }
+        let pdu = Pdu::from_json(event_id.to_owned(), room_id, json)
+            .map_err(|e| Error::bad_json(format!("The event is malformed: {e}")))?;
+        let draft = EventDraft {
+            kind: pdu.kind.clone(),
+            content: Value::Object(pdu.content_object()),
+            state_key: pdu.state_key.clone(),
+            redacts: pdu.redacts.clone(),
+            target_must_be: None,
+        };
+        let push_actions = self.push_actions(room_id, &pdu.sender, &draft).await;
+        let _guard = self.room_locks.lock(room_id).await;
+        for _ in 0..MAX_APPEND_ATTEMPTS {
+            let room = self
+                .store
+                .room(room_id.as_str())
+                .await?
+                .ok_or_else(|| Error::not_found("Unknown room"))?;
+            let (_, rules) = version_rules(&room.version)?;
+            let pdu = Pdu::from_json(event_id.to_owned(), room_id, json).map_err(internal)?;
+            let state = self.store.state_of_group(room.state_group).await?;
+            let auth_types = state_res::auth_types_for_event(
+                &pdu.kind,
+                &pdu.sender,
+                pdu.state_key.as_deref(),
+                &pdu.content,
+                &rules.authorization,
+            )
+            .map_err(|e| Error::bad_json(format!("Invalid content: {e}")))?;
+            let mut wanted: Vec<String> = pdu.auth_events.iter().map(ToString::to_string).collect();
+            wanted.extend(
+                auth_types
+                    .iter()
+                    .chain([&(StateEventType::RoomCreate, String::new())])
+                    .filter_map(|(kind, key)| state.get(&(kind.to_string(), key.clone())).cloned()),
+            );
+            let loaded: HashMap<OwnedEventId, Pdu> = self
+                .store
+                .events(&wanted)
+                .await?
+                .iter()
+                .filter(|stored| stored.room_id == room_id.as_str())
+                .map(|stored| Pdu::from_stored(stored).map(|pdu| (pdu.event_id.clone(), pdu)))
+                .collect::<Result<_, _>>()
+                .map_err(Error::Internal)?;
+            if let Some(missing) = pdu.auth_events.iter().find(|id| !loaded.contains_key(*id)) {
+                return Err(Error::forbidden(format!(
+                    "The event's auth event {missing} is not known here"
+                )));
+            }
+            let depth = room.depth.saturating_add(1);
+            let now = i64::from(pdu.origin_server_ts.get());
+            let prepared = Prepared {
+                redacts: pdu.redacts.clone(),
+                pdu,
+                json: json.to_owned(),
+                rules,
+                state,
+                loaded,
+                depth,
+                now,
+            };
+            prepared.authorize()?;
+            if let Some(event_id) = self.commit(prepared, &room, None, &push_actions).await? {
+                return Ok(event_id);
+            }
+        }
+        Err(Error::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::Unknown,
+            "The room is too busy right now; try again",
+        ))
+    }
+}
+
+impl Services {
+    /// A join event for `user_id` (of another server) built on the room's current state, not
+    /// signed: the template `make_join` hands out. 403 when the user may not join.
+    pub(crate) async fn join_template(
+        &self,
+        room_id: &RoomId,
+        user_id: &UserId,
+    ) -> Result<(String, CanonicalJsonObject)> {
+        let room = self
+            .store
+            .room(room_id.as_str())
+            .await?
+            .ok_or_else(|| Error::not_found(format!("No room {room_id} here")))?;
+        let draft = EventDraft::state(
+            "m.room.member",
+            user_id.as_str(),
+            serde_json::json!({ "membership": "join" }),
+        );
+        let prepared = self.prepare(room_id, &room, user_id, &draft).await?;
+        prepared.authorize()?;
+        let mut template: CanonicalJsonObject =
+            serde_json::from_str(&prepared.json).map_err(internal)?;
+        template.remove("hashes");
+        template.remove("signatures");
+        Ok((room.version, template))
     }
 }

@@ -1,0 +1,93 @@
+//! Checking a PDU another server sent: its size, its id (the reference hash), the signatures
+//! of the servers that must sign it, and its content hash (an event whose content does not
+//! match is kept redacted, as the spec says).
+
+use ruma::{
+    CanonicalJsonObject, CanonicalJsonValue, EventId, OwnedEventId, ServerName,
+    signatures::{self, PublicKeyMap, Verified},
+};
+use serde_json::value::RawValue as RawJsonValue;
+
+use super::FederationError;
+use crate::service::{Services, rooms::version_rules};
+
+/// Largest PDU the spec allows.
+const MAX_PDU_BYTES: usize = 65_535;
+
+/// A PDU that passed the checks: its id and its JSON as it will be stored.
+pub struct CheckedPdu {
+    /// `$…`, computed here (never taken from the sender).
+    pub event_id: OwnedEventId,
+    /// The event (redacted when its content hash did not match).
+    pub json: String,
+    /// The object the JSON holds.
+    pub object: CanonicalJsonObject,
+}
+
+fn bad(why: impl Into<String>) -> FederationError {
+    FederationError::Unauthorized(why.into())
+}
+
+impl Services {
+    /// Checks `raw` as a PDU of a room of `room_version`.
+    pub async fn checked_pdu(
+        &self,
+        room_version: &str,
+        raw: &RawJsonValue,
+    ) -> Result<CheckedPdu, FederationError> {
+        if raw.get().len() > MAX_PDU_BYTES {
+            return Err(bad(format!(
+                "The event is larger than {MAX_PDU_BYTES} bytes"
+            )));
+        }
+        let (_, rules) =
+            version_rules(room_version).map_err(|e| FederationError::Internal(e.to_string()))?;
+        let mut object: CanonicalJsonObject = serde_json::from_str(raw.get())
+            .map_err(|e| bad(format!("The event is not canonical JSON: {e}")))?;
+        // Fields the sender may not set for us.
+        object.remove("unsigned");
+        object.remove("event_id");
+        let reference = signatures::reference_hash(&object, &rules)
+            .map_err(|e| bad(format!("The event cannot be hashed: {e}")))?;
+        let event_id = EventId::parse(format!("${reference}"))
+            .map_err(|e| FederationError::Internal(e.to_string()))?;
+        let servers =
+            signatures::required_server_signatures_to_verify_event(&object, &rules.signatures)
+                .map_err(|e| bad(format!("The event names no server to check: {e}")))?;
+        let at = match object.get("origin_server_ts") {
+            Some(CanonicalJsonValue::Integer(ts)) => i64::from(*ts),
+            _ => return Err(bad("The event has no origin_server_ts")),
+        };
+        let mut keys = PublicKeyMap::new();
+        for server in servers {
+            let key_ids: Vec<String> = match object.get("signatures") {
+                Some(CanonicalJsonValue::Object(all)) => match all.get(server.as_str()) {
+                    Some(CanonicalJsonValue::Object(by_key)) => by_key.keys().cloned().collect(),
+                    _ => Vec::new(),
+                },
+                _ => Vec::new(),
+            };
+            if key_ids.is_empty() {
+                return Err(bad(format!("The event is not signed by {server}")));
+            }
+            let ids: Vec<&str> = key_ids.iter().map(String::as_str).collect();
+            let server: &ServerName = &server;
+            let found = self.server_keys_for(server, &ids, at).await?;
+            keys.insert(server.to_string(), found);
+        }
+        let verified = signatures::verify_event(&keys, &object, &rules)
+            .map_err(|e| bad(format!("The event's signatures do not verify: {e}")))?;
+        if verified == Verified::Signatures {
+            tracing::info!(%event_id, "an event's content hash does not match: kept redacted");
+            object = ruma::canonical_json::redact(object, &rules.redaction, None)
+                .map_err(|e| bad(format!("The event cannot be redacted: {e}")))?;
+        }
+        let json =
+            serde_json::to_string(&object).map_err(|e| FederationError::Internal(e.to_string()))?;
+        Ok(CheckedPdu {
+            event_id,
+            json,
+            object,
+        })
+    }
+}

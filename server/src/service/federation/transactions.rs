@@ -1,0 +1,235 @@
+//! Transactions: events other servers push to this one (`PUT /send/{txnId}`), and the queue
+//! that pushes this server's events to the others, one transaction in flight per destination,
+//! backing off (capped) from a destination that fails, and surviving restarts.
+
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use ruma::{OwnedEventId, RoomId, ServerName, UserId};
+use serde_json::{Value, value::RawValue as RawJsonValue};
+use tokio::sync::watch;
+
+use super::FederationError;
+use crate::{http::error::Result, service::Services};
+
+/// Most PDUs one transaction may carry, both ways.
+pub const MAX_PDUS: usize = 50;
+/// Most EDUs one transaction may carry.
+pub const MAX_EDUS: usize = 100;
+/// Longest back-off from a failing destination.
+const MAX_BACKOFF_MS: i64 = 3_600_000;
+/// How often the queue is looked at without being woken (other instances' events, retries).
+const POLL: Duration = Duration::from_secs(1);
+/// Most destinations sent to at once.
+const DESTINATIONS_AT_ONCE: i64 = 32;
+
+#[derive(serde::Deserialize)]
+struct RoomOf {
+    room_id: Option<String>,
+    sender: Option<String>,
+}
+
+impl Services {
+    /// Takes the PDUs of a transaction from `origin`, each on its own: a bad one is refused
+    /// with its reason and the rest still processed. `(event id, error)` per PDU.
+    pub async fn receive_transaction(
+        &self,
+        origin: &ServerName,
+        pdus: &[Box<RawJsonValue>],
+    ) -> BTreeMap<OwnedEventId, Result<(), String>> {
+        let mut results = BTreeMap::new();
+        for raw in pdus {
+            match self.receive_pdu(origin, raw).await {
+                Ok((event_id, outcome)) => {
+                    results.insert(event_id, outcome);
+                }
+                Err(why) => tracing::info!(%origin, %why, "dropped a PDU without an id"),
+            }
+        }
+        results
+    }
+
+    /// One PDU: `Err` only when not even its id can be known.
+    async fn receive_pdu(
+        &self,
+        origin: &ServerName,
+        raw: &RawJsonValue,
+    ) -> Result<(OwnedEventId, Result<(), String>), String> {
+        let header: RoomOf = serde_json::from_str(raw.get()).map_err(|e| e.to_string())?;
+        let room_id = header
+            .room_id
+            .as_deref()
+            .and_then(|r| RoomId::parse(r).ok())
+            .ok_or("the event names no room")?;
+        let room = self
+            .store
+            .room(room_id.as_str())
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("no room {room_id} here"))?;
+        let checked = self
+            .checked_pdu(&room.version, raw)
+            .await
+            .map_err(|e| e.to_string())?;
+        let event_id = checked.event_id.clone();
+        // A server may only push events into rooms it is in (or its own user's join).
+        let sender_server = header
+            .sender
+            .as_deref()
+            .and_then(|s| UserId::parse(s).ok())
+            .map(|u| u.server_name().to_owned());
+        let in_room = match self.servers_in_room(&room_id).await {
+            Ok(servers) => servers.iter().any(|s| s == origin),
+            Err(e) => return Ok((event_id, Err(e.to_string()))),
+        };
+        if !in_room && sender_server.as_deref() != Some(origin) {
+            return Ok((event_id, Err(format!("{origin} is not in {room_id}"))));
+        }
+        let outcome = self
+            .append_remote(&room_id, &checked.event_id, &checked.json)
+            .await
+            .map(drop)
+            .map_err(|e| e.to_string());
+        if let Err(why) = &outcome {
+            tracing::info!(%origin, %event_id, %why, "refused a PDU");
+        }
+        Ok((event_id, outcome))
+    }
+
+    /// Queues an event just appended for every other server in its room (and a remote
+    /// member event's target), except the server it came from.
+    pub(crate) async fn queue_for_federation(
+        &self,
+        room_id: &RoomId,
+        event_id: &str,
+        sender: &UserId,
+        target: Option<&str>,
+    ) -> Result<()> {
+        if !self.config.federation.enabled {
+            return Ok(());
+        }
+        let mut servers: Vec<String> = self
+            .servers_in_room(room_id)
+            .await?
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        if let Some(target) = target.and_then(|t| UserId::parse(t).ok())
+            && target.server_name() != self.config.server_name
+        {
+            servers.push(target.server_name().to_string());
+        }
+        servers.retain(|s| s.as_str() != sender.server_name().as_str());
+        servers.sort();
+        servers.dedup();
+        self.store
+            .queue_for_servers(event_id, &servers, self.now_ms())
+            .await?;
+        if !servers.is_empty() {
+            self.federation.outbox_wake.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Sends what is queued for `destination`, a transaction at a time, until nothing is
+    /// left or it fails (then it backs off).
+    async fn drain_destination(&self, destination: &str) -> Result<(), FederationError> {
+        let server = ServerName::parse(destination)
+            .map_err(|e| FederationError::Internal(format!("queued for {destination}: {e}")))?;
+        loop {
+            let queued = self.store.queued_for(destination, MAX_PDUS as i64).await?;
+            let (Some((first, _)), Some((last, _))) = (queued.first(), queued.last()) else {
+                return Ok(());
+            };
+            let (first, last) = (*first, *last);
+            let ids: Vec<String> = queued.iter().map(|(_, id)| id.clone()).collect();
+            let mut events = self.store.events(&ids).await?;
+            events.sort_by_key(|e| e.stream_ordering);
+            let pdus: Vec<Value> = events
+                .iter()
+                .filter_map(|e| serde_json::from_str(&e.json).ok())
+                .collect();
+            let body = serde_json::json!({
+                "origin": self.config.server_name.as_str(),
+                "origin_server_ts": self.now_ms(),
+                "pdus": pdus,
+                "edus": [],
+            });
+            // The same queue range is the same transaction id, so a retry is recognised.
+            let path = format!("/_matrix/federation/v1/send/{first}-{last}");
+            let sent = self
+                .federation_json(
+                    &server,
+                    http::Method::PUT,
+                    &path,
+                    Some(&body),
+                    self.federation.timeout,
+                )
+                .await;
+            match sent {
+                Ok(_) => self.store.sent_to(destination, last).await?,
+                Err(error) => {
+                    let failures = self
+                        .store
+                        .send_failed(destination, |failures| {
+                            let backoff = 1_000_i64
+                                .saturating_mul(1 << failures.clamp(0, 12))
+                                .min(MAX_BACKOFF_MS);
+                            self.now_ms().saturating_add(backoff)
+                        })
+                        .await?;
+                    tracing::info!(%destination, failures, %error, "sending to a server failed: backing off");
+                    return Err(error);
+                }
+            }
+        }
+    }
+}
+
+/// The sender: wakes when events are queued (or every second), sends to every due
+/// destination, one transaction in flight per destination.
+pub async fn run_sender(
+    services: Arc<Services>,
+    mut stopped: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    if !services.config.federation.enabled {
+        return Ok(());
+    }
+    let mut in_flight: tokio::task::JoinSet<String> = tokio::task::JoinSet::new();
+    let mut busy = std::collections::HashSet::new();
+    loop {
+        tokio::select! {
+            () = services.federation.outbox_wake.notified() => {}
+            () = tokio::time::sleep(POLL) => {}
+            Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
+                if let Ok(destination) = done {
+                    busy.remove(&destination);
+                }
+                continue;
+            }
+            _ = stopped.wait_for(|stop| *stop) => break,
+        }
+        let due = match services
+            .store
+            .due_destinations(services.now_ms(), DESTINATIONS_AT_ONCE)
+            .await
+        {
+            Ok(due) => due,
+            Err(error) => {
+                tracing::warn!(%error, "reading the federation queue failed");
+                continue;
+            }
+        };
+        for destination in due {
+            if !busy.insert(destination.clone()) {
+                continue;
+            }
+            let services = services.clone();
+            in_flight.spawn(async move {
+                let _ = services.drain_destination(&destination).await;
+                destination
+            });
+        }
+    }
+    in_flight.abort_all();
+    Ok(())
+}

@@ -1,0 +1,116 @@
+//! The federation outbox: events queued per destination server, and each destination's
+//! back-off.
+
+use sqlx::Row;
+
+use super::Store;
+
+impl Store {
+    /// Queues `event_id` for each of `destinations`.
+    pub async fn queue_for_servers(
+        &self,
+        event_id: &str,
+        destinations: &[String],
+        now_ms: i64,
+    ) -> Result<(), sqlx::Error> {
+        if destinations.is_empty() {
+            return Ok(());
+        }
+        let _writer = self.writer().await;
+        let mut tx = self.pool.begin().await?;
+        for destination in destinations {
+            sqlx::query(
+                "INSERT INTO federation_outbox (destination, event_id, created_ts) VALUES ($1, $2, $3)",
+            )
+            .bind(destination)
+            .bind(event_id)
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await
+    }
+
+    /// Destinations with queued events that are not backing off at `now_ms`.
+    pub async fn due_destinations(
+        &self,
+        now_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<String>, sqlx::Error> {
+        sqlx::query_scalar(
+            "SELECT DISTINCT o.destination FROM federation_outbox o \
+             LEFT JOIN federation_destinations d ON d.destination = o.destination \
+             WHERE d.retry_at IS NULL OR d.retry_at <= $1 LIMIT $2",
+        )
+        .bind(now_ms)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// The oldest queued events for `destination`: `(queue id, event id)`.
+    pub async fn queued_for(
+        &self,
+        destination: &str,
+        limit: i64,
+    ) -> Result<Vec<(i64, String)>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT id, event_id FROM federation_outbox WHERE destination = $1 ORDER BY id LIMIT $2",
+        )
+        .bind(destination)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+            .collect()
+    }
+
+    /// Removes what `destination` acknowledged (queue ids up to `upto`) and ends its back-off.
+    pub async fn sent_to(&self, destination: &str, upto: i64) -> Result<(), sqlx::Error> {
+        let _writer = self.writer().await;
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM federation_outbox WHERE destination = $1 AND id <= $2")
+            .bind(destination)
+            .bind(upto)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM federation_destinations WHERE destination = $1")
+            .bind(destination)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await
+    }
+
+    /// Records a failed send: the destination is not tried again before `retry_at`; the
+    /// number of failures in a row so far.
+    pub async fn send_failed(
+        &self,
+        destination: &str,
+        retry_at: impl Fn(i64) -> i64,
+    ) -> Result<i64, sqlx::Error> {
+        let _writer = self.writer().await;
+        let mut tx = self.pool.begin().await?;
+        // Written first: a SQLite transaction that read first could not take the write lock.
+        sqlx::query(
+            "INSERT INTO federation_destinations (destination, failures, retry_at) VALUES ($1, 1, 0) \
+             ON CONFLICT (destination) DO UPDATE SET failures = federation_destinations.failures + 1",
+        )
+        .bind(destination)
+        .execute(&mut *tx)
+        .await?;
+        let failures: i64 = sqlx::query_scalar(
+            "SELECT failures FROM federation_destinations WHERE destination = $1",
+        )
+        .bind(destination)
+        .fetch_one(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE federation_destinations SET retry_at = $1 WHERE destination = $2")
+            .bind(retry_at(failures))
+            .bind(destination)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(failures)
+    }
+}
