@@ -115,9 +115,34 @@ async fn signed_request(
     destination: &str,
     key: &Ed25519KeyPair,
 ) -> (u16, Value) {
-    let request = ruma::exports::http::Request::get(path)
-        .body(Vec::<u8>::new())
-        .expect("request");
+    signed_send(
+        server,
+        reqwest::Method::GET,
+        path,
+        None,
+        origin,
+        destination,
+        key,
+    )
+    .await
+}
+
+/// Like [`signed_request`], with any method and a JSON body.
+async fn signed_send(
+    server: &TestServer,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<&Value>,
+    origin: &str,
+    destination: &str,
+    key: &Ed25519KeyPair,
+) -> (u16, Value) {
+    let bytes = body
+        .map(|b| serde_json::to_vec(b).expect("json"))
+        .unwrap_or_default();
+    let mut request = ruma::exports::http::Request::new(bytes.clone());
+    *request.method_mut() = method.as_str().parse().expect("method");
+    *request.uri_mut() = path.parse().expect("path");
     let origin: OwnedServerName = origin.try_into().expect("origin");
     let destination: OwnedServerName = destination.try_into().expect("destination");
     let header = XMatrix::try_from_http_request(
@@ -126,13 +151,16 @@ async fn signed_request(
     )
     .expect("signed");
     let header = ruma::exports::http::HeaderValue::from(&header);
-    let response = server
+    let mut outgoing = server
         .http
-        .get(server.url(path))
-        .header("authorization", header.to_str().expect("ascii"))
-        .send()
-        .await
-        .expect("sent");
+        .request(method, server.url(path))
+        .header("authorization", header.to_str().expect("ascii"));
+    if body.is_some() {
+        outgoing = outgoing
+            .header("content-type", "application/json")
+            .body(bytes);
+    }
+    let response = outgoing.send().await.expect("sent");
     let status = response.status().as_u16();
     (status, response.json().await.unwrap_or(Value::Null))
 }
@@ -291,6 +319,7 @@ async fn two_matrixon_servers_federate_keys_profiles_and_queries(backend: Backen
 both_backends!(
     two_matrixon_servers_federate_keys_profiles_and_queries,
     federation_is_off_unless_enabled,
+    bad_events_over_federation_are_refused_and_not_stored,
 );
 
 async fn federation_is_off_unless_enabled(backend: Backend) {
@@ -531,4 +560,231 @@ async fn a_synapse_user_joins_a_matrixon_room_and_they_talk() {
     .await;
     assert!(seen.is_some(), "{}", synapse.log_tail());
     matrixon.finish().await;
+}
+
+/// `object` hashed and signed as `server` with `key`; its event id (room version 11).
+fn signed_event(object: &mut CanonicalJsonObject, server: &str, key: &Ed25519KeyPair) -> String {
+    let rules = ruma::room_version_rules::RoomVersionRules::V11;
+    object.remove("signatures");
+    object.remove("hashes");
+    ruma::signatures::hash_and_sign_event(server, key, object, &rules.redaction).expect("signed");
+    format!(
+        "${}",
+        ruma::signatures::reference_hash(object, &rules).expect("hash")
+    )
+}
+
+/// Server B (a real Matrixon, whose key A fetches) pushes events into a room on A: a proper
+/// join and message are taken; a forged signature, a third server's unsigned user, an unknown
+/// room, a tampered content (kept redacted), an oversized or misattributed transaction are
+/// refused, and nothing refused is stored.
+async fn bad_events_over_federation_are_refused_and_not_stored(backend: Backend) {
+    let a = federating_server(&backend).await;
+    let b = federating_server(&backend).await;
+    let (a_name, b_name) = (server_name(&a).to_string(), server_name(&b).to_string());
+    let b_key = &b.server.as_ref().expect("running").services.signing_key;
+    let (_, alice_token) = user(&a, "alice", "Alice").await;
+    let (status, created) = a
+        .post_json(
+            "/_matrix/client/v3/createRoom",
+            Some(&alice_token),
+            &json!({ "preset": "public_chat", "room_version": "11" }),
+        )
+        .await;
+    assert_eq!(status, 200, "{created}");
+    let room_id = created["room_id"].as_str().expect("room").to_owned();
+    let mallory = format!("@mallory:{b_name}");
+
+    // A join as B would make it: template from make_join, signed by B.
+    let (status, template) = signed_request(
+        &a,
+        &format!("/_matrix/federation/v1/make_join/{room_id}/{mallory}?ver=10&ver=11"),
+        &b_name,
+        &a_name,
+        b_key,
+    )
+    .await;
+    assert_eq!(status, 200, "{template}");
+    assert_eq!(template["room_version"], "11");
+    let mut join: CanonicalJsonObject =
+        serde_json::from_value(template["event"].clone()).expect("template");
+    join.insert(
+        "origin_server_ts".to_owned(),
+        ruma::CanonicalJsonValue::Integer(ruma::Int::try_from(now_ms()).expect("now")),
+    );
+    let join_id = signed_event(&mut join, &b_name, b_key);
+    // Not B's users: make_join refuses.
+    let (status, _) = signed_request(
+        &a,
+        &format!("/_matrix/federation/v1/make_join/{room_id}/@eve:elsewhere.example?ver=11"),
+        &b_name,
+        &a_name,
+        b_key,
+    )
+    .await;
+    assert_eq!(status, 403);
+    let (status, answer) = signed_send(
+        &a,
+        reqwest::Method::PUT,
+        &format!("/_matrix/federation/v2/send_join/{room_id}/{join_id}"),
+        Some(&serde_json::to_value(&join).expect("json")),
+        &b_name,
+        &a_name,
+        b_key,
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(
+        answer["auth_chain"]
+            .as_array()
+            .is_some_and(|c| !c.is_empty()),
+        "{answer}"
+    );
+    assert!(
+        answer["state"].as_array().is_some_and(|s| s.len() >= 4),
+        "{answer}"
+    );
+
+    // Messages from mallory, built on the join.
+    let (_, state) = a
+        .get(
+            &format!("/_matrix/client/v3/rooms/{room_id}/state"),
+            Some(&alice_token),
+        )
+        .await;
+    let id_of = |kind: &str, key: &str| {
+        state
+            .as_array()
+            .and_then(|events| {
+                events
+                    .iter()
+                    .find(|e| e["type"] == kind && e["state_key"] == key)
+            })
+            .and_then(|e| e["event_id"].as_str())
+            .expect("state event")
+            .to_owned()
+    };
+    let auth = json!([
+        id_of("m.room.create", ""),
+        id_of("m.room.power_levels", ""),
+        join_id
+    ]);
+    let message = |body: &str, sender: &str| -> CanonicalJsonObject {
+        serde_json::from_value(json!({
+            "type": "m.room.message", "room_id": room_id, "sender": sender,
+            "content": { "msgtype": "m.text", "body": body },
+            "origin_server_ts": now_ms(),
+            "depth": 100, "prev_events": [join_id], "auth_events": auth,
+        }))
+        .expect("event")
+    };
+    let mut good = message("a proper message", &mallory);
+    let good_id = signed_event(&mut good, &b_name, b_key);
+    let forged_key = key_pair();
+    let mut forged = message("forged", &mallory);
+    let forged_id = signed_event(&mut forged, &b_name, &forged_key);
+    let mut third = message("from a third server", "@eve:elsewhere.example");
+    let third_id = signed_event(&mut third, &b_name, b_key);
+    let mut tampered = message("signed text", &mallory);
+    let tampered_id = signed_event(&mut tampered, &b_name, b_key);
+    tampered.insert(
+        "content".to_owned(),
+        serde_json::from_value(json!({ "msgtype": "m.text", "body": "tampered text" }))
+            .expect("content"),
+    );
+    let mut elsewhere = message("unknown room", &mallory);
+    elsewhere.insert(
+        "room_id".to_owned(),
+        ruma::CanonicalJsonValue::String(format!("!nowhere:{a_name}")),
+    );
+    let elsewhere_id = signed_event(&mut elsewhere, &b_name, b_key);
+    let pdus: Vec<Value> = [&good, &forged, &third, &tampered, &elsewhere]
+        .iter()
+        .map(|e| serde_json::to_value(e).expect("json"))
+        .collect();
+    let transaction = json!({ "origin": b_name, "origin_server_ts": 1, "pdus": pdus, "edus": [] });
+    let (status, results) = signed_send(
+        &a,
+        reqwest::Method::PUT,
+        "/_matrix/federation/v1/send/t1",
+        Some(&transaction),
+        &b_name,
+        &a_name,
+        b_key,
+    )
+    .await;
+    assert_eq!(status, 200, "{results}");
+    let outcome = |id: &str| results["pdus"][id].clone();
+    assert_eq!(outcome(&good_id), json!({}), "{results}");
+    assert_eq!(outcome(&tampered_id), json!({}), "{results}");
+    for refused in [&forged_id, &third_id] {
+        assert!(
+            outcome(refused)["error"].is_string(),
+            "{refused}: {results}"
+        );
+    }
+    // (An event of an unknown room has no version to compute its id by: dropped.)
+    assert_ne!(outcome(&elsewhere_id), json!({}), "{results}");
+    let event = |id: String| {
+        let a = &a;
+        let token = alice_token.clone();
+        let room_id = room_id.clone();
+        async move {
+            a.get(
+                &format!("/_matrix/client/v3/rooms/{room_id}/event/{id}"),
+                Some(&token),
+            )
+            .await
+        }
+    };
+    let (status, stored) = event(good_id.clone()).await;
+    assert_eq!(
+        (status, &stored["content"]["body"]),
+        (200, &json!("a proper message")),
+        "{stored}"
+    );
+    let (status, stored) = event(tampered_id.clone()).await;
+    assert_eq!(status, 200, "{stored}");
+    assert!(
+        stored["content"].get("body").is_none(),
+        "kept redacted: {stored}"
+    );
+    for refused in [forged_id, third_id] {
+        let (status, _) = event(refused).await;
+        assert_eq!(status, 404, "a refused event is not stored");
+    }
+
+    // Whole transactions refused: too many PDUs, or an origin other than the signer.
+    let many: Vec<Value> = (0..51)
+        .map(|_| serde_json::to_value(&good).expect("json"))
+        .collect();
+    let (status, body) = signed_send(
+        &a,
+        reqwest::Method::PUT,
+        "/_matrix/federation/v1/send/t2",
+        Some(&json!({ "origin": b_name, "origin_server_ts": 1, "pdus": many })),
+        &b_name,
+        &a_name,
+        b_key,
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = signed_send(
+        &a,
+        reqwest::Method::PUT,
+        "/_matrix/federation/v1/send/t3",
+        Some(&json!({ "origin": "elsewhere.example", "origin_server_ts": 1, "pdus": [] })),
+        &b_name,
+        &a_name,
+        b_key,
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    a.finish().await;
+    b.finish().await;
+}
+
+fn now_ms() -> i64 {
+    use matrixon::clock::Clock;
+    matrixon::clock::SystemClock.now_ms()
 }

@@ -28,6 +28,17 @@ fn bad(why: impl Into<String>) -> FederationError {
     FederationError::Unauthorized(why.into())
 }
 
+/// The id a PDU of a room of `room_version` has (its reference hash), before any other check.
+pub fn event_id_of(room_version: &str, raw: &RawJsonValue) -> Result<OwnedEventId, String> {
+    let (_, rules) = version_rules(room_version).map_err(|e| e.to_string())?;
+    let mut object: CanonicalJsonObject =
+        serde_json::from_str(raw.get()).map_err(|e| format!("not canonical JSON: {e}"))?;
+    object.remove("unsigned");
+    object.remove("event_id");
+    let reference = signatures::reference_hash(&object, &rules).map_err(|e| e.to_string())?;
+    EventId::parse(format!("${reference}")).map_err(|e| e.to_string())
+}
+
 impl Services {
     /// Checks `raw` as a PDU of a room of `room_version`.
     pub async fn checked_pdu(

@@ -66,11 +66,14 @@ impl Services {
             .await
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("no room {room_id} here"))?;
-        let checked = self
-            .checked_pdu(&room.version, raw)
-            .await
-            .map_err(|e| e.to_string())?;
-        let event_id = checked.event_id.clone();
+        let event_id = super::pdu::event_id_of(&room.version, raw)?;
+        let checked = match self.checked_pdu(&room.version, raw).await {
+            Ok(checked) => checked,
+            Err(error) => {
+                tracing::info!(%origin, %event_id, %error, "refused a PDU");
+                return Ok((event_id, Err(error.to_string())));
+            }
+        };
         // A server may only push events into rooms it is in (or its own user's join).
         let sender_server = header
             .sender
