@@ -322,40 +322,14 @@ impl Services {
                 response[format!("{key_type}_keys")][user_id.as_str()] = Value::Object(key);
             }
         }
-        let asked = remote.into_iter().map(|(server, users)| async move {
-            let body = json!({ "device_keys": users });
-            let answer = self
-                .federation_json(
-                    server,
-                    http::Method::POST,
-                    "/_matrix/federation/v1/user/keys/query",
-                    Some(&body),
-                    REMOTE_KEYS_TIMEOUT,
-                )
-                .await;
-            (server, answer)
-        });
-        for (server, answer) in futures_util::future::join_all(asked).await {
-            match answer {
-                Ok(answer) => {
-                    for section in ["device_keys", "master_keys", "self_signing_keys"] {
-                        if let Some(Value::Object(users)) = answer.get(section) {
-                            for (user, keys) in users {
-                                // Only the users that server is responsible for.
-                                if UserId::parse(user.as_str())
-                                    .is_ok_and(|u| u.server_name() == server)
-                                {
-                                    response[section][user.as_str()] = keys.clone();
-                                }
-                            }
-                        }
-                    }
-                }
-                Err(error) => {
-                    response["failures"][server.as_str()] = remote_failure(&error);
-                }
-            }
-        }
+        self.ask_remote_keys(
+            remote,
+            "device_keys",
+            "/_matrix/federation/v1/user/keys/query",
+            &["device_keys", "master_keys", "self_signing_keys"],
+            &mut response,
+        )
+        .await;
         Ok(response)
     }
 
@@ -397,34 +371,14 @@ impl Services {
         }
         // Their waiting syncs answer with key counts from before the claim: re-read them.
         self.bus.wake(owners.iter().map(|u| &***u));
-        let asked = remote.into_iter().map(|(server, users)| async move {
-            let body = json!({ "one_time_keys": users });
-            let answer = self
-                .federation_json(
-                    server,
-                    http::Method::POST,
-                    "/_matrix/federation/v1/user/keys/claim",
-                    Some(&body),
-                    REMOTE_KEYS_TIMEOUT,
-                )
-                .await;
-            (server, answer)
-        });
-        for (server, answer) in futures_util::future::join_all(asked).await {
-            match answer {
-                Ok(answer) => {
-                    if let Some(Value::Object(users)) = answer.get("one_time_keys") {
-                        for (user, keys) in users {
-                            if UserId::parse(user.as_str()).is_ok_and(|u| u.server_name() == server)
-                            {
-                                response["one_time_keys"][user.as_str()] = keys.clone();
-                            }
-                        }
-                    }
-                }
-                Err(error) => response["failures"][server.as_str()] = remote_failure(&error),
-            }
-        }
+        self.ask_remote_keys(
+            remote,
+            "one_time_keys",
+            "/_matrix/federation/v1/user/keys/claim",
+            &["one_time_keys"],
+            &mut response,
+        )
+        .await;
         Ok(response)
     }
 
@@ -758,6 +712,54 @@ impl Services {
             }
         }
         Ok(delta)
+    }
+}
+
+impl Services {
+    /// Asks each server of `remote` (its users, as the body's `field`) at `path`, all at once
+    /// and each within [`REMOTE_KEYS_TIMEOUT`], and copies the answers' `sections` into
+    /// `response` — only for users of the server that answered; a server that could not be
+    /// asked is listed in `failures`.
+    async fn ask_remote_keys(
+        &self,
+        remote: BTreeMap<&ServerName, Map<String, Value>>,
+        field: &str,
+        path: &str,
+        sections: &[&str],
+        response: &mut Value,
+    ) {
+        let asked = remote.into_iter().map(|(server, users)| async move {
+            let body = json!({ field: users });
+            let answer = self
+                .federation_json(
+                    server,
+                    http::Method::POST,
+                    path,
+                    Some(&body),
+                    REMOTE_KEYS_TIMEOUT,
+                )
+                .await;
+            (server, answer)
+        });
+        for (server, answer) in futures_util::future::join_all(asked).await {
+            let answer = match answer {
+                Ok(answer) => answer,
+                Err(error) => {
+                    response["failures"][server.as_str()] = remote_failure(&error);
+                    continue;
+                }
+            };
+            for section in sections {
+                let Some(Value::Object(users)) = answer.get(*section) else {
+                    continue;
+                };
+                for (user, keys) in users {
+                    if UserId::parse(user.as_str()).is_ok_and(|u| u.server_name() == server) {
+                        response[*section][user.as_str()] = keys.clone();
+                    }
+                }
+            }
+        }
     }
 }
 

@@ -122,6 +122,12 @@ impl Services {
             ));
         }
         self.append_remote(room_id, event_id, &checked.json).await?;
+        // The joining server learns the room from this answer; the room's other servers
+        // learn of the join from this one, as its resident server.
+        if let Some(sender) = &sender {
+            self.queue_for_federation(room_id, event_id.as_str(), sender, None)
+                .await?;
+        }
         self.joined_state(room_id, event_id).await
     }
 

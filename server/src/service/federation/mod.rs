@@ -17,7 +17,6 @@ use ruma::{
     OwnedServerName, ServerName,
     api::{
         IncomingResponse, OutgoingRequest,
-        auth_scheme::NoAuthentication,
         federation::authentication::{ServerSignatures, ServerSignaturesInput, XMatrix},
     },
     signatures::PublicKeyMap,
@@ -205,28 +204,6 @@ impl Services {
             .await?;
         let response = http::Response::new(body_bytes);
         T::IncomingResponse::try_from_http_response(response)
-            .map_err(|e| FederationError::BadResponse(format!("{server}: {e}")))
-    }
-
-    /// Sends an unauthenticated typed request (key and version endpoints) to `server`.
-    pub async fn send_federation_unsigned<T>(
-        &self,
-        server: &ServerName,
-        request: T,
-    ) -> Result<T::IncomingResponse, FederationError>
-    where
-        T: OutgoingRequest<
-                Authentication = NoAuthentication,
-                PathBuilder = ruma::api::path_builder::SinglePath,
-            >,
-    {
-        let http_request = request
-            .try_into_http_request::<Vec<u8>>("https://placeholder.invalid", (), ())
-            .map_err(|e| FederationError::Internal(e.to_string()))?;
-        let body = self
-            .federation_raw(server, http_request, false, MAX_RESPONSE_BYTES)
-            .await?;
-        T::IncomingResponse::try_from_http_response(http::Response::new(body))
             .map_err(|e| FederationError::BadResponse(format!("{server}: {e}")))
     }
 

@@ -530,8 +530,11 @@ impl Services {
         let target = membership.and(pdu.state_key.as_deref());
         self.wake_room_for_event(&pdu.room_id, target, stream_ordering)
             .await?;
-        self.queue_for_federation(&pdu.room_id, pdu.event_id.as_str(), &pdu.sender, target)
-            .await?;
+        // Each server sends its own users' events; other servers' arrive from them.
+        if pdu.sender.server_name() == self.config.server_name {
+            self.queue_for_federation(&pdu.room_id, pdu.event_id.as_str(), &pdu.sender, target)
+                .await?;
+        }
         self.deliver_push(pdu, push_actions).await;
         if redacted_target.is_some() {
             // Redacting the gate event empties it: the room is no longer gated.
