@@ -788,3 +788,148 @@ fn now_ms() -> i64 {
     use matrixon::clock::Clock;
     matrixon::clock::SystemClock.now_ms()
 }
+
+/// A Matrixon user joins rooms that live on Synapse — a version 12 room by alias through
+/// matrix-sdk, a version 10 room by id with `via` over raw HTTP — and messages go both ways.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_matrixon_user_joins_synapse_rooms_and_they_talk() {
+    let Some(synapse) = Synapse::start().await else {
+        return;
+    };
+    let matrixon = federating_server(&Backend::Sqlite).await;
+    let (alice, alice_token) = user(&matrixon, "alice", "Alice on Matrixon").await;
+    let (bob, bob_token) = synapse.register("bob").await;
+    let create = |body: Value| {
+        let synapse = &synapse;
+        let token = bob_token.clone();
+        async move {
+            let (status, created) = synapse
+                .request(
+                    reqwest::Method::POST,
+                    "/_matrix/client/v3/createRoom",
+                    Some(&token),
+                    Some(&body),
+                )
+                .await;
+            assert_eq!(status, 200, "{created}");
+            created["room_id"].as_str().expect("room id").to_owned()
+        }
+    };
+    let v12 = create(
+        json!({ "preset": "public_chat", "room_alias_name": "synroom", "name": "On Synapse" }),
+    )
+    .await;
+    let v10 = create(json!({ "preset": "public_chat", "room_version": "10" })).await;
+    let (status, _) = synapse
+        .request(
+            reqwest::Method::PUT,
+            &format!("/_matrix/client/v3/rooms/{v12}/send/m.room.message/before"),
+            Some(&bob_token),
+            Some(&json!({ "msgtype": "m.text", "body": "said before the join" })),
+        )
+        .await;
+    assert_eq!(status, 200);
+
+    // By alias, through matrix-sdk (the alias is resolved over federation).
+    let client = matrixon.client().await;
+    client
+        .matrix_auth()
+        .login_username("alice", "a long password")
+        .send()
+        .await
+        .expect("matrix-sdk login");
+    let alias =
+        ruma::RoomOrAliasId::parse(format!("#synroom:{}", synapse.server_name)).expect("alias");
+    let room = client
+        .join_room_by_id_or_alias(&alias, &[])
+        .await
+        .expect("matrix-sdk joins a room on Synapse");
+    assert_eq!(room.room_id().as_str(), v12);
+
+    // By id with via, over raw HTTP.
+    let (status, joined) = matrixon
+        .post_json(
+            &format!("/_matrix/client/v3/join/{v10}?via={}", synapse.server_name),
+            Some(&alice_token),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{joined}");
+
+    for room_id in [&v12, &v10] {
+        let (status, members) = synapse
+            .request(
+                reqwest::Method::GET,
+                &format!("/_matrix/client/v3/rooms/{room_id}/joined_members"),
+                Some(&bob_token),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{members}");
+        assert!(
+            members["joined"].get(&alice).is_some(),
+            "{members}\n{}",
+            synapse.log_tail()
+        );
+        let (status, state) = matrixon
+            .get(
+                &format!("/_matrix/client/v3/rooms/{room_id}/state/m.room.create"),
+                Some(&alice_token),
+            )
+            .await;
+        assert_eq!(status, 200, "the room's state is here: {state}");
+
+        let body = format!("alice in {room_id}");
+        let (status, sent) = matrixon
+            .put_json(
+                &format!(
+                    "/_matrix/client/v3/rooms/{room_id}/send/m.room.message/{}",
+                    room_id.len()
+                ),
+                Some(&alice_token),
+                &json!({ "msgtype": "m.text", "body": body }),
+            )
+            .await;
+        assert_eq!(status, 200, "{sent}");
+        let messages = format!("/_matrix/client/v3/rooms/{room_id}/messages?dir=b&limit=20");
+        let seen = wait_for_message(
+            async || {
+                synapse
+                    .request(reqwest::Method::GET, &messages, Some(&bob_token), None)
+                    .await
+            },
+            &body,
+        )
+        .await;
+        assert!(
+            seen.is_some(),
+            "Synapse got alice's message\n{}",
+            synapse.log_tail()
+        );
+
+        let reply = format!("bob in {room_id}");
+        let (status, _) = synapse
+            .request(
+                reqwest::Method::PUT,
+                &format!(
+                    "/_matrix/client/v3/rooms/{room_id}/send/m.room.message/r{}",
+                    room_id.len()
+                ),
+                Some(&bob_token),
+                Some(&json!({ "msgtype": "m.text", "body": reply })),
+            )
+            .await;
+        assert_eq!(status, 200);
+        let seen = wait_for_message(
+            async || matrixon.get(&messages, Some(&alice_token)).await,
+            &reply,
+        )
+        .await;
+        assert!(
+            seen.is_some_and(|e| e["sender"] == bob.as_str()),
+            "{}",
+            synapse.log_tail()
+        );
+    }
+    matrixon.finish().await;
+}

@@ -1081,7 +1081,7 @@ async fn benchmark() {
             .await
             .expect("link");
         services
-            .join(&room_id, &user, serde_json::Map::new())
+            .join(&room_id, &user, serde_json::Map::new(), &[])
             .await
             .expect("join");
     }

@@ -77,6 +77,7 @@ async fn join_by_id(
             &room_id,
             &req.auth.user_id,
             custom_member_content(&req.raw_body),
+            &[],
         )
         .await?;
     Ok(join_room_by_id::v3::Response::new(room_id))
@@ -87,12 +88,15 @@ async fn join_by_id_or_alias(
     services: Arc<Services>,
     req: Ruma<join_room_by_id_or_alias::v3::Request>,
 ) -> Result<join_room_by_id_or_alias::v3::Response> {
-    let room_id = super::resolve_room(&services, &req.body.room_id_or_alias).await?;
+    let (room_id, mut via) =
+        super::resolve_room_and_servers(&services, &req.body.room_id_or_alias).await?;
+    via.extend(req.body.via.iter().cloned());
     services
         .join(
             &room_id,
             &req.auth.user_id,
             custom_member_content(&req.raw_body),
+            &via,
         )
         .await?;
     Ok(join_room_by_id_or_alias::v3::Response::new(room_id))

@@ -84,6 +84,29 @@ async fn resolve_room(
     }
 }
 
+/// A room id, or the room an alias names here or on its own server (asked over federation),
+/// with the servers that said they are in it.
+async fn resolve_room_and_servers(
+    services: &Services,
+    room: &ruma::RoomOrAliasId,
+) -> crate::http::error::Result<(ruma::OwnedRoomId, Vec<ruma::OwnedServerName>)> {
+    let alias = match <&ruma::RoomId>::try_from(room) {
+        Ok(room_id) => return Ok((room_id.to_owned(), Vec::new())),
+        Err(alias) => alias,
+    };
+    if alias.server_name() == services.config.server_name || !services.config.federation.enabled {
+        return resolve_room(services, room)
+            .await
+            .map(|id| (id, Vec::new()));
+    }
+    let request =
+        ruma::api::federation::query::get_room_information::v1::Request::new(alias.to_owned());
+    let answer = services
+        .send_federation(alias.server_name(), request)
+        .await?;
+    Ok((answer.room_id, answer.servers))
+}
+
 /// A user id from a hand-routed path: 400 `M_INVALID_PARAM` when it is not one.
 fn path_user_id(raw: &str) -> crate::http::error::Result<ruma::OwnedUserId> {
     ruma::UserId::parse(raw)

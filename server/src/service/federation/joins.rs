@@ -1,11 +1,13 @@
-//! Other servers' users joining this server's rooms: `make_join` hands out a template built
-//! on the current state, `send_join` takes the signed event back, appends it after the
-//! authorization rules, and answers with the room's state and auth chain.
+//! Joins across servers. As a room's server: `make_join` hands out a template built on the
+//! current state, `send_join` takes the signed event back, appends it after the authorization
+//! rules, and answers with the room's state and auth chain. As the joining user's server:
+//! the same two requests the other way, and the answer's events checked and stored.
 
 use std::collections::HashSet;
 
 use ruma::{
-    CanonicalJsonValue, EventId, OwnedServerName, RoomId, ServerName, UserId, api::error::ErrorKind,
+    CanonicalJsonObject, CanonicalJsonValue, EventId, OwnedEventId, OwnedServerName, RoomId,
+    ServerName, UserId, api::error::ErrorKind,
 };
 use serde_json::value::RawValue as RawJsonValue;
 
@@ -205,4 +207,221 @@ fn auth_events_of(json: &str) -> Vec<String> {
     serde_json::from_str::<AuthEvents>(json)
         .map(|a| a.auth_events)
         .unwrap_or_default()
+}
+
+/// Most state and auth-chain events a remote join takes in (bigger rooms are refused).
+const MAX_JOIN_EVENTS: usize = 20_000;
+
+#[derive(serde::Deserialize)]
+struct MakeJoin {
+    room_version: Option<String>,
+    event: CanonicalJsonObject,
+}
+
+#[derive(serde::Deserialize)]
+struct SendJoin {
+    #[serde(default)]
+    state: Vec<Box<RawJsonValue>>,
+    #[serde(default)]
+    auth_chain: Vec<Box<RawJsonValue>>,
+}
+
+impl Services {
+    /// Joins `user_id` to a room this server is not in, through the first of `via` (and the
+    /// room id's server) that lets it: `make_join`, the event signed here, `send_join`, then
+    /// the room's state and auth chain checked and stored, and the join appended on top.
+    pub async fn join_remote(
+        &self,
+        room_id: &RoomId,
+        user_id: &UserId,
+        custom: serde_json::Map<String, serde_json::Value>,
+        via: &[OwnedServerName],
+    ) -> Result<OwnedEventId> {
+        let mut candidates: Vec<OwnedServerName> = via.to_vec();
+        if let Some(server) = room_id.server_name() {
+            candidates.push(server.to_owned());
+        }
+        candidates.retain(|s| *s != self.config.server_name);
+        candidates.dedup();
+        if candidates.is_empty() {
+            return Err(Error::not_found(format!(
+                "No room {room_id} here, and no server to join it through (add ?via=)"
+            )));
+        }
+        let mut last = Error::not_found(format!("No server would let {user_id} join {room_id}"));
+        for server in candidates.iter().take(5) {
+            match self.join_through(server, room_id, user_id, &custom).await {
+                Ok(event_id) => return Ok(event_id),
+                Err(error) => {
+                    tracing::info!(%room_id, %server, %error, "joining through a server failed");
+                    last = error;
+                }
+            }
+        }
+        Err(last)
+    }
+
+    async fn join_through(
+        &self,
+        server: &ServerName,
+        room_id: &RoomId,
+        user_id: &UserId,
+        custom: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<OwnedEventId> {
+        let versions: String = crate::service::rooms::SUPPORTED_ROOM_VERSIONS
+            .iter()
+            .map(|v| format!("ver={v}"))
+            .collect::<Vec<_>>()
+            .join("&");
+        let path = format!(
+            "/_matrix/federation/v1/make_join/{}/{}?{versions}",
+            percent(room_id.as_str()),
+            percent(user_id.as_str()),
+        );
+        let timeout = self.federation.timeout;
+        let answer = self
+            .federation_json(server, http::Method::GET, &path, None, timeout)
+            .await?;
+        let made: MakeJoin = serde_json::from_value(answer)
+            .map_err(|e| Error::bad_request(format!("{server}'s make_join answer: {e}")))?;
+        let version = made.room_version.unwrap_or_else(|| "1".to_owned());
+        let (_, rules) = crate::service::rooms::version_rules(&version)?;
+        let mut event = made.event;
+        // The template must be this user's join to this room.
+        let text = |event: &CanonicalJsonObject, key: &str| match event.get(key) {
+            Some(CanonicalJsonValue::String(s)) => Some(s.clone()),
+            _ => None,
+        };
+        if text(&event, "type").as_deref() != Some("m.room.member")
+            || text(&event, "state_key").as_deref() != Some(user_id.as_str())
+            || text(&event, "sender").as_deref() != Some(user_id.as_str())
+            || text(&event, "room_id").is_some_and(|r| r != room_id.as_str())
+        {
+            return Err(Error::bad_request(format!(
+                "{server} offered a join that is not {user_id}'s to {room_id}"
+            )));
+        }
+        let mut content = serde_json::Value::Object(custom.clone());
+        if let (Some(content), serde_json::Value::Object(own)) = (
+            content.as_object_mut(),
+            self.member_content(user_id, "join").await?,
+        ) {
+            content.extend(own);
+        }
+        if let Some(CanonicalJsonValue::Object(template)) = event.get("content")
+            && let Some(via) = template.get("join_authorised_via_users_server")
+            && let Some(object) = content.as_object_mut()
+        {
+            object.insert(
+                "join_authorised_via_users_server".to_owned(),
+                serde_json::to_value(via).unwrap_or_default(),
+            );
+        }
+        event.insert(
+            "content".to_owned(),
+            serde_json::from_value(content).map_err(|e| Error::Internal(e.into()))?,
+        );
+        event.insert(
+            "origin_server_ts".to_owned(),
+            CanonicalJsonValue::Integer(
+                ruma::Int::try_from(self.now_ms()).map_err(|e| Error::Internal(e.into()))?,
+            ),
+        );
+        event.remove("event_id");
+        event.remove("hashes");
+        event.remove("signatures");
+        ruma::signatures::hash_and_sign_event(
+            self.config.server_name.as_str(),
+            &self.signing_key,
+            &mut event,
+            &rules.redaction,
+        )
+        .map_err(|e| Error::Internal(e.into()))?;
+        let event_id = EventId::parse(format!(
+            "${}",
+            ruma::signatures::reference_hash(&event, &rules)
+                .map_err(|e| Error::Internal(e.into()))?
+        ))
+        .map_err(|e| Error::Internal(e.into()))?;
+        let body = serde_json::to_value(&event).map_err(|e| Error::Internal(e.into()))?;
+        let path = format!(
+            "/_matrix/federation/v2/send_join/{}/{}",
+            percent(room_id.as_str()),
+            percent(event_id.as_str()),
+        );
+        let answer = self
+            .federation_json(server, http::Method::PUT, &path, Some(&body), timeout)
+            .await?;
+        let joined: SendJoin = serde_json::from_value(answer)
+            .map_err(|e| Error::bad_request(format!("{server}'s send_join answer: {e}")))?;
+        if joined.state.len() + joined.auth_chain.len() > MAX_JOIN_EVENTS {
+            return Err(Error::forbidden(format!(
+                "{room_id} has more than {MAX_JOIN_EVENTS} state and auth events: too large to join here yet"
+            )));
+        }
+        self.import_joined_room(room_id, &version, &joined).await?;
+        let json = serde_json::to_string(&event).map_err(|e| Error::Internal(e.into()))?;
+        self.append_remote(room_id, &event_id, &json).await
+    }
+
+    /// Checks every event of a `send_join` answer and stores the room: auth chain first, then
+    /// the state, each in depth order.
+    async fn import_joined_room(
+        &self,
+        room_id: &RoomId,
+        version: &str,
+        joined: &SendJoin,
+    ) -> Result<()> {
+        let mut checked = Vec::new();
+        let mut state_ids = HashSet::new();
+        let mut seen = HashSet::new();
+        for (is_state, raw) in joined
+            .state
+            .iter()
+            .map(|r| (true, r))
+            .chain(joined.auth_chain.iter().map(|r| (false, r)))
+        {
+            let pdu = self.checked_pdu(version, raw).await.map_err(|e| {
+                Error::forbidden(format!("The room's state does not check out: {e}"))
+            })?;
+            if !seen.insert(pdu.event_id.clone()) {
+                continue;
+            }
+            if is_state {
+                state_ids.insert(pdu.event_id.clone());
+            }
+            let depth = match pdu.object.get("depth") {
+                Some(CanonicalJsonValue::Integer(d)) => i64::from(*d),
+                _ => 0,
+            };
+            checked.push((depth, pdu));
+        }
+        let create = checked
+            .iter()
+            .find(|(_, pdu)| matches!(pdu.object.get("type"), Some(CanonicalJsonValue::String(t)) if t == "m.room.create"))
+            .ok_or_else(|| Error::forbidden("The room's state has no create event"))?;
+        let creator = match create.1.object.get("sender") {
+            Some(CanonicalJsonValue::String(s)) => s.clone(),
+            _ => String::new(),
+        };
+        if self.store.room(room_id.as_str()).await?.is_none() {
+            self.store
+                .insert_room(room_id.as_str(), version, &creator, self.now_ms())
+                .await?;
+        }
+        // Superseded auth events first, the current state last, so that it ends up current.
+        checked.sort_by_key(|(depth, pdu)| (state_ids.contains(&pdu.event_id), *depth));
+        for (_, pdu) in &checked {
+            self.import_remote_event(room_id, &pdu.event_id, &pdu.json)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// A path segment, percent-encoded.
+fn percent(segment: &str) -> String {
+    url::form_urlencoded::byte_serialize(segment.as_bytes())
+        .collect::<String>()
+        .replace('+', "%20")
 }

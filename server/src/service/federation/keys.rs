@@ -32,9 +32,22 @@ const ATTEMPTS_KEPT: usize = 10_000;
 pub struct KeyCache {
     documents: Mutex<HashMap<String, (CanonicalJsonObject, i64)>>,
     attempts: Mutex<HashMap<String, std::time::Instant>>,
+    /// One fetch per server at a time: others wait for it rather than find nothing.
+    fetching: Mutex<HashMap<String, std::sync::Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl KeyCache {
+    /// The lock held while `server`'s keys are fetched.
+    fn fetch_lock(&self, server: &str) -> std::sync::Arc<tokio::sync::Mutex<()>> {
+        let Ok(mut fetching) = self.fetching.lock() else {
+            return std::sync::Arc::default();
+        };
+        if fetching.len() >= ATTEMPTS_KEPT {
+            fetching.retain(|_, lock| std::sync::Arc::strong_count(lock) > 1);
+        }
+        fetching.entry(server.to_owned()).or_default().clone()
+    }
+
     /// Whether `server`'s keys may be fetched now (not tried within [`REFETCH_AFTER`]).
     fn may_fetch(&self, server: &str) -> bool {
         let Ok(mut attempts) = self.attempts.lock() else {
@@ -189,10 +202,21 @@ impl Services {
         if !found.is_empty() {
             return Ok(found);
         }
+        // A fetch already under way (another request, another event) is waited for.
+        let lock = self.federation.keys.fetch_lock(server.as_str());
+        let _fetching = lock.lock().await;
+        let found = usable(&self.store.remote_server_keys(server.as_str()).await?);
+        if !found.is_empty() {
+            return Ok(found);
+        }
+        let mut why = "it was asked less than a minute ago".to_owned();
         if self.federation.keys.may_fetch(server.as_str()) {
             match self.fetch_server_keys(server).await {
-                Ok(()) => {}
-                Err(error) => tracing::info!(%server, %error, "could not fetch server keys"),
+                Ok(()) => why = "it does not list them".to_owned(),
+                Err(error) => {
+                    tracing::info!(%server, %error, "could not fetch server keys");
+                    why = error.to_string();
+                }
             }
             let found = usable(&self.store.remote_server_keys(server.as_str()).await?);
             if !found.is_empty() {
@@ -200,7 +224,7 @@ impl Services {
             }
         }
         Err(FederationError::Unauthorized(format!(
-            "no valid key {key_ids:?} of {server} is known"
+            "no valid key {key_ids:?} of {server} is known ({why})"
         )))
     }
 

@@ -702,3 +702,87 @@ impl Services {
         Ok((room.version, template))
     }
 }
+
+impl Services {
+    /// Stores an event of a room joined through another server (its state or auth chain, as
+    /// `send_join` answered, already checked for id and signatures) on top of what was
+    /// imported before it, after the authorization rules that need only its auth events.
+    pub(crate) async fn import_remote_event(
+        &self,
+        room_id: &RoomId,
+        event_id: &EventId,
+        json: &str,
+    ) -> Result<()> {
+        if self.store.event(event_id.as_str()).await?.is_some() {
+            return Ok(());
+        }
+        let _guard = self.room_locks.lock(room_id).await;
+        for _ in 0..MAX_APPEND_ATTEMPTS {
+            let room = self
+                .store
+                .room(room_id.as_str())
+                .await?
+                .ok_or_else(|| Error::not_found("Unknown room"))?;
+            let (_, rules) = version_rules(&room.version)?;
+            let pdu = Pdu::from_json(event_id.to_owned(), room_id, json)
+                .map_err(|e| Error::bad_json(format!("The event is malformed: {e}")))?;
+            let wanted: Vec<String> = pdu.auth_events.iter().map(ToString::to_string).collect();
+            let mut loaded: HashMap<OwnedEventId, Pdu> = HashMap::new();
+            for stored in self.store.events(&wanted).await? {
+                if stored.room_id == room_id.as_str() {
+                    let auth = Pdu::from_stored(&stored).map_err(Error::Internal)?;
+                    loaded.insert(auth.event_id.clone(), auth);
+                }
+            }
+            // The create event of a version 12 room is not among its auth events.
+            if rules.authorization.room_create_event_id_as_room_id
+                && let Some(create) = self
+                    .store
+                    .current_state_event(room_id.as_str(), "m.room.create", "")
+                    .await?
+            {
+                let create = Pdu::from_stored(&create).map_err(Error::Internal)?;
+                loaded.insert(create.event_id.clone(), create);
+            }
+            state_res::check_state_independent_auth_rules(&rules.authorization, &pdu, |id| {
+                loaded.get(id)
+            })
+            .map_err(|why| Error::forbidden(format!("{event_id} is not allowed: {why}")))?;
+            let kind = pdu.kind.to_string();
+            let content = pdu.content_object();
+            let membership = (pdu.kind == TimelineEventType::RoomMember)
+                .then(|| content.get("membership").and_then(Value::as_str))
+                .flatten();
+            let appended = self
+                .store
+                .append_event(
+                    &NewEvent {
+                        event_id: event_id.as_str(),
+                        room_id: room_id.as_str(),
+                        sender: pdu.sender.as_str(),
+                        kind: &kind,
+                        state_key: pdu.state_key.as_deref(),
+                        depth: room.depth.saturating_add(1),
+                        origin_server_ts: i64::from(pdu.origin_server_ts.get()),
+                        json,
+                        membership,
+                        relation: None,
+                        redaction: None,
+                        txn: None,
+                        state_before: room.state_group,
+                        push_actions: &[],
+                    },
+                    &room.extremities,
+                )
+                .await?;
+            if appended.is_some() {
+                return Ok(());
+            }
+        }
+        Err(Error::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::Unknown,
+            "The room is too busy right now; try again",
+        ))
+    }
+}

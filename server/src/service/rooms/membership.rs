@@ -36,15 +36,50 @@ pub enum MembershipChange {
 impl Services {
     /// Joins `user_id` to the room, with `custom` keys (a `reason`, say) in the member event
     /// beside those the server sets; the join event's id.
+    ///
+    /// A room this server is not in is joined through another server: one of `via`, or the
+    /// room id's own.
     pub async fn join(
         &self,
         room_id: &RoomId,
         user_id: &UserId,
         custom: serde_json::Map<String, Value>,
+        via: &[ruma::OwnedServerName],
     ) -> Result<OwnedEventId> {
-        if self.store.room(room_id.as_str()).await?.is_none() {
+        let known = self.store.room(room_id.as_str()).await?.is_some();
+        let resident = known && self.store.has_member_with(room_id.as_str(), "join").await?;
+        let local_resident = resident
+            && self
+                .store
+                .room_members(room_id.as_str(), "join")
+                .await?
+                .iter()
+                .any(|m| {
+                    UserId::parse(m.as_str())
+                        .is_ok_and(|m| m.server_name() == self.config.server_name)
+                });
+        if self.config.federation.enabled && !local_resident {
+            let mut via = via.to_vec();
+            if known {
+                // Servers whose users are still in the room can let this one back in.
+                via.extend(self.servers_in_room(room_id).await?);
+            }
+            if !via.is_empty()
+                || room_id
+                    .server_name()
+                    .is_some_and(|s| s != self.config.server_name)
+            {
+                if self.is_guest(user_id).await? {
+                    return Err(Error::forbidden(
+                        "Guests cannot join rooms on other servers",
+                    ));
+                }
+                return self.join_remote(room_id, user_id, custom, &via).await;
+            }
+        }
+        if !known {
             return Err(Error::not_found(format!(
-                "No room {room_id} on this server (joining over federation is not available yet)"
+                "No room {room_id} on this server"
             )));
         }
         if !self.store.has_member_with(room_id.as_str(), "join").await? {

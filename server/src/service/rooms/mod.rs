@@ -153,7 +153,7 @@ impl Services {
     }
 
     /// The member event content a user joins with: membership plus their profile.
-    pub(super) async fn member_content(&self, user_id: &UserId, membership: &str) -> Result<Value> {
+    pub(crate) async fn member_content(&self, user_id: &UserId, membership: &str) -> Result<Value> {
         let (displayname, avatar_url) = self.store.profile(user_id.as_str()).await?;
         let mut content = serde_json::json!({ "membership": membership });
         if membership == "join" || membership == "invite" {
