@@ -933,3 +933,121 @@ async fn a_matrixon_user_joins_synapse_rooms_and_they_talk() {
     }
     matrixon.finish().await;
 }
+
+/// A Matrixon user invites a Synapse user (countersigned by Synapse), who sees the invite,
+/// joins and leaves again; a room created with a remote invite does the same.
+#[tokio::test(flavor = "multi_thread")]
+async fn invites_and_leaves_cross_to_synapse() {
+    let Some(synapse) = Synapse::start().await else {
+        return;
+    };
+    let matrixon = federating_server(&Backend::Sqlite).await;
+    let (_alice, alice_token) = user(&matrixon, "alice", "Alice on Matrixon").await;
+    let (bob, bob_token) = synapse.register("bob").await;
+    let (status, created) = matrixon
+        .post_json(
+            "/_matrix/client/v3/createRoom",
+            Some(&alice_token),
+            &json!({ "preset": "private_chat", "name": "Invite only" }),
+        )
+        .await;
+    assert_eq!(status, 200, "{created}");
+    let room_id = created["room_id"].as_str().expect("room").to_owned();
+    let (status, invited) = matrixon
+        .post_json(
+            &format!("/_matrix/client/v3/rooms/{room_id}/invite"),
+            Some(&alice_token),
+            &json!({ "user_id": bob }),
+        )
+        .await;
+    assert_eq!(status, 200, "{invited}\n{}", synapse.log_tail());
+    let membership = |token: String, room: String| {
+        let matrixon = &matrixon;
+        let bob = bob.clone();
+        async move {
+            matrixon
+                .get(
+                    &format!("/_matrix/client/v3/rooms/{room}/state/m.room.member/{bob}"),
+                    Some(&token),
+                )
+                .await
+        }
+    };
+    let (status, member) = membership(alice_token.clone(), room_id.clone()).await;
+    assert_eq!(
+        (status, &member["membership"]),
+        (200, &json!("invite")),
+        "{member}"
+    );
+
+    // Synapse shows the invite; bob accepts it (make_join and send_join to Matrixon).
+    let mut seen = false;
+    for _ in 0..50 {
+        let (_, sync) = synapse
+            .request(
+                reqwest::Method::GET,
+                "/_matrix/client/v3/sync?timeout=0",
+                Some(&bob_token),
+                None,
+            )
+            .await;
+        if sync["rooms"]["invite"].get(&room_id).is_some() {
+            seen = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert!(seen, "the invite reached bob\n{}", synapse.log_tail());
+    let (status, joined) = synapse
+        .request(
+            reqwest::Method::POST,
+            &format!("/_matrix/client/v3/rooms/{room_id}/join"),
+            Some(&bob_token),
+            Some(&json!({})),
+        )
+        .await;
+    assert_eq!(status, 200, "{joined}\n{}", synapse.log_tail());
+    let (_, member) = membership(alice_token.clone(), room_id.clone()).await;
+    assert_eq!(member["membership"], "join", "{member}");
+
+    // Bob leaves: the leave arrives in a transaction.
+    let (status, _) = synapse
+        .request(
+            reqwest::Method::POST,
+            &format!("/_matrix/client/v3/rooms/{room_id}/leave"),
+            Some(&bob_token),
+            Some(&json!({})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let mut left = false;
+    for _ in 0..50 {
+        let (_, member) = membership(alice_token.clone(), room_id.clone()).await;
+        if member["membership"] == "leave" {
+            left = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert!(left, "bob's leave reached Matrixon\n{}", synapse.log_tail());
+
+    // createRoom with a remote invitee.
+    let (status, created) = matrixon
+        .post_json(
+            "/_matrix/client/v3/createRoom",
+            Some(&alice_token),
+            &json!({ "preset": "trusted_private_chat", "is_direct": true, "invite": [bob] }),
+        )
+        .await;
+    assert_eq!(status, 200, "{created}");
+    let direct = created["room_id"].as_str().expect("room").to_owned();
+    let (_, member) = membership(alice_token.clone(), direct).await;
+    assert_eq!(
+        member["membership"],
+        "invite",
+        "{member}\n{}",
+        synapse.log_tail()
+    );
+    assert_eq!(member["is_direct"], true, "{member}");
+    matrixon.finish().await;
+}

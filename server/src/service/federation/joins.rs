@@ -133,14 +133,18 @@ impl Services {
         self.joined_state(room_id, event_id).await
     }
 
-    /// The room's current state without `join` (the state it joined), and its auth chain.
+    /// The room's state before `join` (which holds what let it in: an invite, say), and its
+    /// auth chain.
     async fn joined_state(&self, room_id: &RoomId, join: &EventId) -> Result<JoinedState> {
+        let event =
+            self.store.event(join.as_str()).await?.ok_or_else(|| {
+                Error::Internal(anyhow::anyhow!("the join just appended is gone"))
+            })?;
         let state_ids: Vec<String> = self
             .store
-            .current_state(room_id.as_str())
+            .state_of_group(event.state_before)
             .await?
             .into_values()
-            .filter(|id| id != join.as_str())
             .collect();
         let state = self.store.events(&state_ids).await?;
         let mut seen: HashSet<String> = HashSet::new();
@@ -152,10 +156,6 @@ impl Services {
             next = found.iter().flat_map(|e| auth_events_of(&e.json)).collect();
             chain.extend(found.into_iter().filter(|e| e.room_id == room_id.as_str()));
         }
-        let event =
-            self.store.event(join.as_str()).await?.ok_or_else(|| {
-                Error::Internal(anyhow::anyhow!("the join just appended is gone"))
-            })?;
         let mut servers: Vec<String> = self
             .store
             .room_members(room_id.as_str(), "join")
@@ -420,7 +420,7 @@ impl Services {
 }
 
 /// A path segment, percent-encoded.
-fn percent(segment: &str) -> String {
+pub(super) fn percent(segment: &str) -> String {
     url::form_urlencoded::byte_serialize(segment.as_bytes())
         .collect::<String>()
         .replace('+', "%20")

@@ -2,6 +2,7 @@
 //! the signatures on what they send.
 
 mod client;
+mod invites;
 mod joins;
 mod keys;
 mod pdu;

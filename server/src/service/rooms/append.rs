@@ -786,3 +786,24 @@ impl Services {
         ))
     }
 }
+
+impl Services {
+    /// An event made and signed here on the room's current state and checked against the
+    /// authorization rules, not stored: `(room version, event id, JSON)`. For events another
+    /// server must countersign before they are appended (invites of its users).
+    pub(crate) async fn signed_unstored(
+        &self,
+        room_id: &RoomId,
+        sender: &UserId,
+        draft: &EventDraft,
+    ) -> Result<(String, OwnedEventId, String)> {
+        let room = self
+            .store
+            .room(room_id.as_str())
+            .await?
+            .ok_or_else(|| Error::not_found(format!("No room {room_id} here")))?;
+        let prepared = self.prepare(room_id, &room, sender, draft).await?;
+        prepared.authorize()?;
+        Ok((room.version, prepared.pdu.event_id.clone(), prepared.json))
+    }
+}

@@ -76,7 +76,9 @@ impl Services {
             }
             None => None,
         };
-        for user in &request.invite {
+        for user in request.invite.iter().filter(|u| {
+            u.server_name() == self.config.server_name || !self.config.federation.enabled
+        }) {
             self.ensure_local_user_exists(user).await?;
         }
         let preset = request.preset.clone().unwrap_or_else(|| {
@@ -261,6 +263,17 @@ impl Services {
             .await?;
         }
         for user in &request.invite {
+            if user.server_name() != self.config.server_name {
+                let mut content = json!({ "membership": "invite" });
+                if request.is_direct {
+                    content["is_direct"] = Value::Bool(true);
+                }
+                // The room exists by now: a server that cannot be reached leaves it uninvited.
+                if let Err(error) = self.invite_remote(&room_id, creator, user, content).await {
+                    tracing::info!(%room_id, %user, %error, "inviting a remote user failed");
+                }
+                continue;
+            }
             let mut content = self.member_content(user, "invite").await?;
             if request.is_direct {
                 content["is_direct"] = Value::Bool(true);
@@ -295,11 +308,12 @@ impl Services {
         Ok(room_id)
     }
 
-    /// 404 `M_NOT_FOUND` unless `user_id` is a local account (remote users need federation).
+    /// 404 `M_NOT_FOUND` unless `user_id` is a local account (403 for a remote user while
+    /// federation is off).
     pub(super) async fn ensure_local_user_exists(&self, user_id: &UserId) -> Result<()> {
         if user_id.server_name() != self.config.server_name {
             return Err(Error::forbidden(format!(
-                "{user_id} is on another server; federation is not available yet"
+                "{user_id} is on another server, and federation is off here"
             )));
         }
         if self.store.user(user_id).await?.is_none() {

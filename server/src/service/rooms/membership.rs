@@ -193,6 +193,13 @@ impl Services {
                 "No room {room_id} on this server"
             )));
         }
+        if change == MembershipChange::Invite && target.server_name() != self.config.server_name {
+            let mut content = json!({ "membership": "invite" });
+            if let Some(reason) = reason {
+                content["reason"] = Value::from(reason);
+            }
+            return self.invite_remote(room_id, sender, target, content).await;
+        }
         let mut content = match change {
             MembershipChange::Invite => {
                 self.ensure_local_user_exists(target).await?;

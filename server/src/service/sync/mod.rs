@@ -1181,7 +1181,11 @@ impl Services {
     /// What an invited or knocking user may see: a few state events, stripped, their own
     /// membership event and the inviter's (as Synapse: clients show who invited from it, and
     /// matrix-sdk imports the inviter's shared room keys, MSC4268, only when it is there).
-    async fn stripped_state<T>(&self, room_id: &RoomId, user_id: &UserId) -> Result<Vec<Raw<T>>> {
+    pub(crate) async fn stripped_state<T>(
+        &self,
+        room_id: &RoomId,
+        user_id: &UserId,
+    ) -> Result<Vec<Raw<T>>> {
         let mut events = Vec::new();
         let mut inviter = None;
         for (kind, key) in [
