@@ -559,6 +559,108 @@ async fn a_synapse_user_joins_a_matrixon_room_and_they_talk() {
     )
     .await;
     assert!(seen.is_some(), "{}", synapse.log_tail());
+    let alice_message = seen
+        .and_then(|e| e["event_id"].as_str().map(str::to_owned))
+        .expect("id");
+
+    // Typing and read receipts, both ways, as EDUs.
+    let (status, _) = synapse
+        .request(
+            reqwest::Method::PUT,
+            &format!("/_matrix/client/v3/rooms/{room_id}/typing/{bob}"),
+            Some(&bob_token),
+            Some(&json!({ "typing": true, "timeout": 20000 })),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, _) = synapse
+        .request(
+            reqwest::Method::POST,
+            &format!("/_matrix/client/v3/rooms/{room_id}/receipt/m.read/{alice_message}"),
+            Some(&bob_token),
+            Some(&json!({})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let ephemeral_has = |sync: &Value, kind: &str, user: &str| {
+        sync["rooms"]["join"][&room_id]["ephemeral"]["events"]
+            .as_array()
+            .is_some_and(|events| {
+                events
+                    .iter()
+                    .any(|e| e["type"] == kind && e.to_string().contains(user))
+            })
+    };
+    let (mut typing_seen, mut receipt_seen) = (false, false);
+    for _ in 0..50 {
+        let (_, sync) = matrixon
+            .get("/_matrix/client/v3/sync?timeout=0", Some(&alice_token))
+            .await;
+        typing_seen |= ephemeral_has(&sync, "m.typing", &bob);
+        receipt_seen |= ephemeral_has(&sync, "m.receipt", &bob);
+        if typing_seen && receipt_seen {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert!(
+        typing_seen && receipt_seen,
+        "typing {typing_seen}, receipt {receipt_seen}\n{}",
+        synapse.log_tail()
+    );
+
+    let alice = matrixon
+        .get("/_matrix/client/v3/account/whoami", Some(&alice_token))
+        .await
+        .1["user_id"]
+        .as_str()
+        .expect("alice")
+        .to_owned();
+    let bob_message = wait_for_message(
+        async || matrixon.get(&messages, Some(&alice_token)).await,
+        "hello from Synapse",
+    )
+    .await
+    .and_then(|e| e["event_id"].as_str().map(str::to_owned))
+    .expect("bob's message");
+    let (status, _) = matrixon
+        .put_json(
+            &format!("/_matrix/client/v3/rooms/{room_id}/typing/{alice}"),
+            Some(&alice_token),
+            &json!({ "typing": true, "timeout": 20000 }),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, _) = matrixon
+        .post_json(
+            &format!("/_matrix/client/v3/rooms/{room_id}/receipt/m.read/{bob_message}"),
+            Some(&alice_token),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (mut typing_seen, mut receipt_seen) = (false, false);
+    for _ in 0..50 {
+        let (_, sync) = synapse
+            .request(
+                reqwest::Method::GET,
+                "/_matrix/client/v3/sync?timeout=0",
+                Some(&bob_token),
+                None,
+            )
+            .await;
+        typing_seen |= ephemeral_has(&sync, "m.typing", &alice);
+        receipt_seen |= ephemeral_has(&sync, "m.receipt", &alice);
+        if typing_seen && receipt_seen {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert!(
+        typing_seen && receipt_seen,
+        "on Synapse: typing {typing_seen}, receipt {receipt_seen}\n{}",
+        synapse.log_tail()
+    );
     matrixon.finish().await;
 }
 

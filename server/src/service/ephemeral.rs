@@ -115,6 +115,13 @@ impl Services {
             .collect();
         self.bus
             .typing_changed(room_id, user_id, (until, now), &members);
+        if user_id.server_name() == self.config.server_name {
+            let edu = json!({
+                "edu_type": "m.typing",
+                "content": { "room_id": room_id, "user_id": user_id, "typing": until.is_some() },
+            });
+            self.send_edu_to_room(room_id, edu).await?;
+        }
         Ok(())
     }
 
@@ -174,6 +181,19 @@ impl Services {
             .await?;
         if unread_before > 0 {
             self.push_badge(user_id).await;
+        }
+        if kind == "m.read" && user_id.server_name() == self.config.server_name {
+            let mut data = json!({ "ts": self.now_ms() });
+            if let Some(thread) = thread_id {
+                data["thread_id"] = Value::from(thread);
+            }
+            let edu = json!({
+                "edu_type": "m.receipt",
+                "content": { room_id.as_str(): { "m.read": { user_id.as_str(): {
+                    "event_ids": [event_id], "data": data,
+                } } } },
+            });
+            self.send_edu_to_room(room_id, edu).await?;
         }
         if kind == "m.read" {
             self.wake_room(room_id).await

@@ -48,6 +48,17 @@ impl Store {
         .await
     }
 
+    /// Whether `destination` is backing off at `now_ms`.
+    pub async fn backing_off(&self, destination: &str, now_ms: i64) -> Result<bool, sqlx::Error> {
+        let retry_at: Option<i64> = sqlx::query_scalar(
+            "SELECT retry_at FROM federation_destinations WHERE destination = $1",
+        )
+        .bind(destination)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(retry_at.is_some_and(|at| at > now_ms))
+    }
+
     /// The oldest queued events for `destination`: `(queue id, event id)`.
     pub async fn queued_for(
         &self,

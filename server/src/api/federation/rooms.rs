@@ -81,5 +81,6 @@ async fn send_transaction(
     let results = services
         .receive_transaction(&req.auth, &req.body.pdus)
         .await;
+    services.receive_edus(&req.auth, &req.body.edus).await;
     Ok(send_transaction_message::v1::Response::new(results))
 }

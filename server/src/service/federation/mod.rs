@@ -74,6 +74,41 @@ pub struct Federation {
     timeout: Duration,
     /// Woken when events are queued for other servers.
     outbox_wake: tokio::sync::Notify,
+    /// EDUs waiting for their destination's next transaction (kept in memory only).
+    edus: std::sync::Mutex<std::collections::HashMap<String, Vec<serde_json::Value>>>,
+}
+
+impl Federation {
+    /// Queues `edu` for `destination`, the oldest dropped past [`MAX_EDUS`].
+    pub(crate) fn queue_edu(&self, destination: &str, edu: serde_json::Value) {
+        if let Ok(mut edus) = self.edus.lock() {
+            if edus.len() >= 10_000 && !edus.contains_key(destination) {
+                return;
+            }
+            let queue = edus.entry(destination.to_owned()).or_default();
+            if queue.len() >= MAX_EDUS {
+                queue.remove(0);
+            }
+            queue.push(edu);
+        }
+    }
+
+    /// The EDUs queued for `destination`, taken.
+    pub(crate) fn take_edus(&self, destination: &str) -> Vec<serde_json::Value> {
+        self.edus
+            .lock()
+            .ok()
+            .and_then(|mut edus| edus.remove(destination))
+            .unwrap_or_default()
+    }
+
+    /// Destinations with EDUs waiting.
+    pub(crate) fn edu_destinations(&self) -> Vec<String> {
+        self.edus
+            .lock()
+            .map(|edus| edus.keys().cloned().collect())
+            .unwrap_or_default()
+    }
 }
 
 impl Federation {
@@ -100,6 +135,7 @@ impl Federation {
             keys: keys::KeyCache::default(),
             timeout: Duration::from_millis(config.request_timeout_ms),
             outbox_wake: tokio::sync::Notify::new(),
+            edus: std::sync::Mutex::default(),
         })
     }
 }

@@ -19,6 +19,8 @@ pub const MAX_EDUS: usize = 100;
 const MAX_BACKOFF_MS: i64 = 3_600_000;
 /// How often the queue is looked at without being woken (other instances' events, retries).
 const POLL: Duration = Duration::from_secs(1);
+/// How long another server's user is shown typing without being told again.
+const REMOTE_TYPING: Duration = Duration::from_secs(30);
 /// Most destinations sent to at once.
 const DESTINATIONS_AT_ONCE: i64 = 32;
 
@@ -98,6 +100,104 @@ impl Services {
         Ok((event_id, outcome))
     }
 
+    /// Applies the EDUs of a transaction from `origin`: typing and read receipts of its own
+    /// users in rooms they are joined to here; anything else (or anything wrong) is ignored.
+    pub async fn receive_edus(
+        &self,
+        origin: &ServerName,
+        edus: &[ruma::serde::Raw<ruma::api::federation::transactions::edu::Edu>],
+    ) {
+        for raw in edus {
+            let Ok(edu) = serde_json::from_str::<Value>(raw.json().get()) else {
+                continue;
+            };
+            let content = &edu["content"];
+            match edu["edu_type"].as_str() {
+                Some("m.typing") => {
+                    let (Some(room), Some(user)) = (
+                        content["room_id"]
+                            .as_str()
+                            .and_then(|r| RoomId::parse(r).ok()),
+                        content["user_id"]
+                            .as_str()
+                            .and_then(|u| UserId::parse(u).ok()),
+                    ) else {
+                        continue;
+                    };
+                    if user.server_name() != origin {
+                        continue;
+                    }
+                    let timeout = (content["typing"] == true).then_some(REMOTE_TYPING);
+                    if let Err(error) = self.set_typing(&room, &user, timeout).await {
+                        tracing::debug!(%origin, %error, "ignored a typing EDU");
+                    }
+                }
+                Some("m.receipt") => {
+                    let Some(rooms) = content.as_object() else {
+                        continue;
+                    };
+                    for (room, kinds) in rooms.iter().take(MAX_EDUS) {
+                        let Ok(room) = RoomId::parse(room.as_str()) else {
+                            continue;
+                        };
+                        let Some(readers) = kinds["m.read"].as_object() else {
+                            continue;
+                        };
+                        for (user, receipt) in readers.iter().take(MAX_EDUS) {
+                            let Ok(user) = UserId::parse(user.as_str()) else {
+                                continue;
+                            };
+                            if user.server_name() != origin {
+                                continue;
+                            }
+                            let Some(event_id) = receipt["event_ids"]
+                                .as_array()
+                                .and_then(|ids| ids.last())
+                                .and_then(Value::as_str)
+                                .and_then(|id| ruma::EventId::parse(id).ok())
+                            else {
+                                continue;
+                            };
+                            let thread = receipt["data"]["thread_id"]
+                                .as_str()
+                                .filter(|t| *t != "main");
+                            if let Err(error) = self
+                                .set_receipt(
+                                    &room,
+                                    &user,
+                                    crate::service::ephemeral::ReceiptKind::Read,
+                                    &event_id,
+                                    thread,
+                                )
+                                .await
+                            {
+                                tracing::debug!(%origin, %error, "ignored a receipt EDU");
+                            }
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Sends an EDU about `room_id` to its other servers (best effort: not kept over a
+    /// restart, dropped for a server that is backing off).
+    pub(crate) async fn send_edu_to_room(&self, room_id: &RoomId, edu: Value) -> Result<()> {
+        if !self.config.federation.enabled {
+            return Ok(());
+        }
+        let servers = self.servers_in_room(room_id).await?;
+        if servers.is_empty() {
+            return Ok(());
+        }
+        for server in servers {
+            self.federation.queue_edu(server.as_str(), edu.clone());
+        }
+        self.federation.outbox_wake.notify_one();
+        Ok(())
+    }
+
     /// Queues an event just appended for every other server in its room (and a remote
     /// member event's target), except the server it came from.
     pub(crate) async fn queue_for_federation(
@@ -140,10 +240,14 @@ impl Services {
             .map_err(|e| FederationError::Internal(format!("queued for {destination}: {e}")))?;
         loop {
             let queued = self.store.queued_for(destination, MAX_PDUS as i64).await?;
-            let (Some((first, _)), Some((last, _))) = (queued.first(), queued.last()) else {
+            let edus = self.federation.take_edus(destination);
+            if queued.is_empty() && edus.is_empty() {
                 return Ok(());
-            };
-            let (first, last) = (*first, *last);
+            }
+            let range = queued
+                .first()
+                .zip(queued.last())
+                .map(|((f, _), (l, _))| (*f, *l));
             let ids: Vec<String> = queued.iter().map(|(_, id)| id.clone()).collect();
             let mut events = self.store.events(&ids).await?;
             events.sort_by_key(|e| e.stream_ordering);
@@ -155,10 +259,18 @@ impl Services {
                 "origin": self.config.server_name.as_str(),
                 "origin_server_ts": self.now_ms(),
                 "pdus": pdus,
-                "edus": [],
+                "edus": edus,
             });
+            let txn_id = match range {
+                Some((first, last)) => format!("{first}-{last}"),
+                None => format!(
+                    "e{}-{}",
+                    self.now_ms(),
+                    crate::service::secrets::random_alphanumeric(6)
+                ),
+            };
             // The same queue range is the same transaction id, so a retry is recognised.
-            let path = format!("/_matrix/federation/v1/send/{first}-{last}");
+            let path = format!("/_matrix/federation/v1/send/{txn_id}");
             let sent = self
                 .federation_json(
                     &server,
@@ -169,7 +281,11 @@ impl Services {
                 )
                 .await;
             match sent {
-                Ok(_) => self.store.sent_to(destination, last).await?,
+                Ok(_) => {
+                    if let Some((_, last)) = range {
+                        self.store.sent_to(destination, last).await?;
+                    }
+                }
                 Err(error) => {
                     let failures = self
                         .store
@@ -216,7 +332,22 @@ pub async fn run_sender(
             .due_destinations(services.now_ms(), DESTINATIONS_AT_ONCE)
             .await
         {
-            Ok(due) => due,
+            Ok(mut due) => {
+                for destination in services.federation.edu_destinations() {
+                    // EDUs for a server that is backing off are dropped, not held.
+                    if services
+                        .store
+                        .backing_off(&destination, services.now_ms())
+                        .await
+                        .unwrap_or(true)
+                    {
+                        services.federation.take_edus(&destination);
+                    } else {
+                        due.push(destination);
+                    }
+                }
+                due
+            }
             Err(error) => {
                 tracing::warn!(%error, "reading the federation queue failed");
                 continue;
