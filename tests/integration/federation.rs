@@ -1153,3 +1153,106 @@ async fn invites_and_leaves_cross_to_synapse() {
     assert_eq!(member["is_direct"], true, "{member}");
     matrixon.finish().await;
 }
+
+/// A Synapse user invites a Matrixon user (Matrixon countersigns), who sees the invite with the
+/// room's name and accepts it; a second invite is rejected (make_leave, send_leave).
+#[tokio::test(flavor = "multi_thread")]
+async fn invites_from_synapse_are_shown_accepted_and_rejected() {
+    let Some(synapse) = Synapse::start().await else {
+        return;
+    };
+    let matrixon = federating_server(&Backend::Sqlite).await;
+    let (alice, alice_token) = user(&matrixon, "alice", "Alice on Matrixon").await;
+    let (_bob, bob_token) = synapse.register("bob").await;
+    let mut rooms = Vec::new();
+    for name in ["Accept me", "Reject me"] {
+        let (status, created) = synapse
+            .request(
+                reqwest::Method::POST,
+                "/_matrix/client/v3/createRoom",
+                Some(&bob_token),
+                Some(&json!({ "preset": "private_chat", "name": name, "invite": [alice] })),
+            )
+            .await;
+        assert_eq!(status, 200, "{created}\n{}", synapse.log_tail());
+        rooms.push(created["room_id"].as_str().expect("room").to_owned());
+    }
+    let (accept, reject) = (&rooms[0], &rooms[1]);
+    let mut invited = Value::Null;
+    for _ in 0..50 {
+        let (_, sync) = matrixon
+            .get("/_matrix/client/v3/sync?timeout=0", Some(&alice_token))
+            .await;
+        if sync["rooms"]["invite"].get(accept).is_some()
+            && sync["rooms"]["invite"].get(reject).is_some()
+        {
+            invited = sync;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let shown = invited["rooms"]["invite"][accept]["invite_state"]["events"].to_string();
+    assert!(
+        shown.contains("Accept me"),
+        "the invite shows the room's name: {invited}\n{}",
+        synapse.log_tail()
+    );
+
+    let (status, joined) = matrixon
+        .post_json(
+            &format!("/_matrix/client/v3/rooms/{accept}/join"),
+            Some(&alice_token),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{joined}\n{}", synapse.log_tail());
+    let (status, rejected) = matrixon
+        .post_json(
+            &format!("/_matrix/client/v3/rooms/{reject}/leave"),
+            Some(&alice_token),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{rejected}\n{}", synapse.log_tail());
+
+    let membership_on_synapse = |room: String| {
+        let synapse = &synapse;
+        let token = bob_token.clone();
+        let alice = alice.clone();
+        async move {
+            synapse
+                .request(
+                    reqwest::Method::GET,
+                    &format!("/_matrix/client/v3/rooms/{room}/state/m.room.member/{alice}"),
+                    Some(&token),
+                    None,
+                )
+                .await
+                .1["membership"]
+                .clone()
+        }
+    };
+    let mut outcome = (Value::Null, Value::Null);
+    for _ in 0..50 {
+        outcome = (
+            membership_on_synapse(accept.clone()).await,
+            membership_on_synapse(reject.clone()).await,
+        );
+        if outcome == (json!("join"), json!("leave")) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        outcome,
+        (json!("join"), json!("leave")),
+        "{}",
+        synapse.log_tail()
+    );
+    let (_, sync) = matrixon
+        .get("/_matrix/client/v3/sync?timeout=0", Some(&alice_token))
+        .await;
+    assert!(sync["rooms"]["join"].get(accept).is_some(), "{sync}");
+    assert!(sync["rooms"]["invite"].get(reject).is_none(), "{sync}");
+    matrixon.finish().await;
+}

@@ -125,3 +125,45 @@ impl Store {
         Ok(failures)
     }
 }
+
+impl Store {
+    /// Keeps what an inviting server showed of a room this server is not in.
+    pub async fn set_remote_invite_state(
+        &self,
+        room_id: &str,
+        user_id: &str,
+        stripped: &str,
+        inviter_server: &str,
+    ) -> Result<(), sqlx::Error> {
+        let _writer = self.writer().await;
+        sqlx::query(
+            "INSERT INTO remote_invite_state (room_id, user_id, stripped, inviter_server) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (room_id, user_id) DO UPDATE SET \
+             stripped = excluded.stripped, inviter_server = excluded.inviter_server",
+        )
+        .bind(room_id)
+        .bind(user_id)
+        .bind(stripped)
+        .bind(inviter_server)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// `(stripped state JSON, inviting server)` of a remote invite.
+    pub async fn remote_invite_state(
+        &self,
+        room_id: &str,
+        user_id: &str,
+    ) -> Result<Option<(String, String)>, sqlx::Error> {
+        let row = sqlx::query(
+            "SELECT stripped, inviter_server FROM remote_invite_state WHERE room_id = $1 AND user_id = $2",
+        )
+        .bind(room_id)
+        .bind(user_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+            .transpose()
+    }
+}

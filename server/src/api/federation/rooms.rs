@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use ruma::api::federation::{
-    membership::{create_join_event, prepare_join_event},
+    membership::{RawStrippedState, create_invite, create_join_event, prepare_join_event},
     transactions::send_transaction_message,
 };
 
@@ -24,6 +24,7 @@ pub(super) fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .ruma::<prepare_join_event::v1::Request, _, _>(make_join)
         .ruma::<create_join_event::v2::Request, _, _>(send_join)
         .ruma::<send_transaction_message::v1::Request, _, _>(send_transaction)
+        .ruma::<create_invite::v2::Request, _, _>(invite)
 }
 
 /// # `GET /_matrix/federation/v1/make_join/{roomId}/{userId}`
@@ -83,4 +84,40 @@ async fn send_transaction(
         .await;
     services.receive_edus(&req.auth, &req.body.edus).await;
     Ok(send_transaction_message::v1::Response::new(results))
+}
+
+/// # `PUT /_matrix/federation/v2/invite/{roomId}/{eventId}`
+async fn invite(
+    services: Arc<Services>,
+    req: Ruma<create_invite::v2::Request>,
+) -> Result<create_invite::v2::Response> {
+    let b = &req.body;
+    let stripped: Vec<serde_json::Value> = b
+        .invite_room_state
+        .iter()
+        .filter_map(|state| {
+            #[allow(
+                deprecated,
+                reason = "servers before Matrix 1.16 still send stripped events"
+            )]
+            let json = match state {
+                RawStrippedState::Stripped(raw) => raw.json().get(),
+                RawStrippedState::Pdu(raw) => raw.get(),
+                _ => return None,
+            };
+            serde_json::from_str(json).ok()
+        })
+        .collect();
+    let signed = services
+        .receive_invite(
+            &req.auth,
+            &b.room_id,
+            &b.event_id,
+            b.room_version.as_str(),
+            &b.event,
+            &stripped,
+        )
+        .await?;
+    let event = serde_json::value::to_raw_value(&signed).map_err(|e| Error::Internal(e.into()))?;
+    Ok(create_invite::v2::Response::new(event))
 }

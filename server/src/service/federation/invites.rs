@@ -1,7 +1,7 @@
 //! Inviting another server's users: the invite is made and checked here, countersigned by the
 //! invitee's server (`PUT /_matrix/federation/v2/invite`), then appended and sent on.
 
-use ruma::{CanonicalJsonValue, OwnedEventId, RoomId, UserId};
+use ruma::{CanonicalJsonValue, OwnedEventId, RoomId, ServerName, UserId};
 use serde_json::{Value, json};
 
 use crate::{
@@ -106,5 +106,201 @@ fn signature_ids<'a>(object: &'a ruma::CanonicalJsonObject, server: &str) -> Vec
             _ => Vec::new(),
         },
         _ => Vec::new(),
+    }
+}
+
+impl Services {
+    /// # `PUT /_matrix/federation/v2/invite`: `origin` invites one of this server's users.
+    /// The invite is checked, signed here too, and kept (with what `origin` showed of the room
+    /// when this server is not in it); the countersigned event.
+    pub async fn receive_invite(
+        &self,
+        origin: &ServerName,
+        room_id: &RoomId,
+        event_id: &ruma::EventId,
+        room_version: &str,
+        event: &serde_json::value::RawValue,
+        stripped: &[Value],
+    ) -> Result<Value> {
+        let (_, rules) = crate::service::rooms::version_rules(room_version).map_err(|_| {
+            Error::new(
+                http::StatusCode::BAD_REQUEST,
+                ruma::api::error::ErrorKind::IncompatibleRoomVersion(
+                    ruma::api::error::IncompatibleRoomVersionErrorData::new(
+                        ruma::RoomVersionId::V1,
+                    ),
+                ),
+                format!("Room version {room_version} is not supported here"),
+            )
+        })?;
+        let checked = self
+            .checked_pdu(room_version, event)
+            .await
+            .map_err(|e| Error::forbidden(format!("The invite does not check out: {e}")))?;
+        if checked.event_id != event_id {
+            return Err(Error::bad_request(format!(
+                "The invite's id is {}, not {event_id}",
+                checked.event_id
+            )));
+        }
+        let text = |key: &str| match checked.object.get(key) {
+            Some(CanonicalJsonValue::String(s)) => Some(s.clone()),
+            _ => None,
+        };
+        let membership = match checked.object.get("content") {
+            Some(CanonicalJsonValue::Object(c)) => match c.get("membership") {
+                Some(CanonicalJsonValue::String(m)) => Some(m.clone()),
+                _ => None,
+            },
+            _ => None,
+        };
+        let sender = text("sender").and_then(|s| UserId::parse(s).ok());
+        let invitee = text("state_key").and_then(|s| UserId::parse(s).ok());
+        let (Some(sender), Some(invitee)) = (sender, invitee) else {
+            return Err(Error::bad_request("The invite has no sender or invitee"));
+        };
+        if text("type").as_deref() != Some("m.room.member")
+            || membership.as_deref() != Some("invite")
+            || sender.server_name() != origin
+            || text("room_id").is_some_and(|r| r != room_id.as_str())
+        {
+            return Err(Error::bad_request(
+                "This is not an invite from the origin's user to this room",
+            ));
+        }
+        if invitee.server_name() != self.config.server_name {
+            return Err(Error::bad_request(format!(
+                "{invitee} is not a user of this server"
+            )));
+        }
+        match self.store.user(&invitee).await? {
+            Some(user) if !user.deactivated => {}
+            _ => return Err(Error::not_found(format!("No user {invitee} here"))),
+        }
+        let mut object = checked.object;
+        ruma::signatures::sign_event(
+            self.config.server_name.as_str(),
+            &self.signing_key,
+            &mut object,
+            &rules.redaction,
+        )
+        .map_err(|e| Error::Internal(e.into()))?;
+        let json = serde_json::to_string(&object).map_err(|e| Error::Internal(e.into()))?;
+        let resident = self.store.room(room_id.as_str()).await?.is_some()
+            && self
+                .store
+                .current_state_event(room_id.as_str(), "m.room.create", "")
+                .await?
+                .is_some();
+        if resident {
+            self.append_remote(room_id, event_id, &json).await?;
+        } else {
+            let shown: Vec<Value> = stripped
+                .iter()
+                .take(50)
+                .filter_map(|e| {
+                    let mut kept = serde_json::Map::new();
+                    for key in ["type", "state_key", "content", "sender"] {
+                        kept.insert(key.to_owned(), e.get(key)?.clone());
+                    }
+                    Some(Value::Object(kept))
+                })
+                .collect();
+            let shown = serde_json::to_string(&shown).map_err(|e| Error::Internal(e.into()))?;
+            self.store
+                .set_remote_invite_state(
+                    room_id.as_str(),
+                    invitee.as_str(),
+                    &shown,
+                    origin.as_str(),
+                )
+                .await?;
+            self.store_invite_outlier(room_id, room_version, event_id, &sender, &invitee, &json)
+                .await?;
+        }
+        serde_json::from_str(&json).map_err(|e| Error::Internal(e.into()))
+    }
+}
+
+impl Services {
+    /// Rejects an invite to a room this server is not in: `make_leave` and `send_leave`
+    /// through the inviting server, then the leave kept like the invite was.
+    pub async fn reject_remote_invite(
+        &self,
+        room_id: &RoomId,
+        user_id: &UserId,
+    ) -> Result<OwnedEventId> {
+        let Some((_, inviter)) = self
+            .store
+            .remote_invite_state(room_id.as_str(), user_id.as_str())
+            .await?
+        else {
+            return Err(Error::forbidden(format!(
+                "You are not invited to {room_id}"
+            )));
+        };
+        let server =
+            ruma::OwnedServerName::try_from(inviter).map_err(|e| Error::Internal(e.into()))?;
+        let path = format!(
+            "/_matrix/federation/v1/make_leave/{}/{}",
+            super::joins::percent(room_id.as_str()),
+            super::joins::percent(user_id.as_str()),
+        );
+        let timeout = self.federation.timeout;
+        let made = self
+            .federation_json(&server, http::Method::GET, &path, None, timeout)
+            .await?;
+        let version = made["room_version"].as_str().unwrap_or("1").to_owned();
+        let (_, rules) = crate::service::rooms::version_rules(&version)?;
+        let mut event: ruma::CanonicalJsonObject = serde_json::from_value(made["event"].clone())
+            .map_err(|e| Error::bad_request(format!("{server}'s make_leave answer: {e}")))?;
+        let is = |key: &str, want: &str| matches!(event.get(key), Some(CanonicalJsonValue::String(s)) if s == want);
+        if !is("type", "m.room.member")
+            || !is("state_key", user_id.as_str())
+            || !is("sender", user_id.as_str())
+        {
+            return Err(Error::bad_request(format!(
+                "{server} offered a leave that is not {user_id}'s"
+            )));
+        }
+        event.insert(
+            "content".to_owned(),
+            serde_json::from_value(json!({ "membership": "leave" }))
+                .map_err(|e| Error::Internal(e.into()))?,
+        );
+        event.insert(
+            "origin_server_ts".to_owned(),
+            CanonicalJsonValue::Integer(
+                ruma::Int::try_from(self.now_ms()).map_err(|e| Error::Internal(e.into()))?,
+            ),
+        );
+        for key in ["event_id", "hashes", "signatures"] {
+            event.remove(key);
+        }
+        ruma::signatures::hash_and_sign_event(
+            self.config.server_name.as_str(),
+            &self.signing_key,
+            &mut event,
+            &rules.redaction,
+        )
+        .map_err(|e| Error::Internal(e.into()))?;
+        let event_id = ruma::EventId::parse(format!(
+            "${}",
+            ruma::signatures::reference_hash(&event, &rules)
+                .map_err(|e| Error::Internal(e.into()))?
+        ))
+        .map_err(|e| Error::Internal(e.into()))?;
+        let path = format!(
+            "/_matrix/federation/v2/send_leave/{}/{}",
+            super::joins::percent(room_id.as_str()),
+            super::joins::percent(event_id.as_str()),
+        );
+        let body = serde_json::to_value(&event).map_err(|e| Error::Internal(e.into()))?;
+        self.federation_json(&server, http::Method::PUT, &path, Some(&body), timeout)
+            .await?;
+        let json = serde_json::to_string(&event).map_err(|e| Error::Internal(e.into()))?;
+        self.store_invite_outlier(room_id, &version, &event_id, user_id, user_id, &json)
+            .await?;
+        Ok(event_id)
     }
 }

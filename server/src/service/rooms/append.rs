@@ -807,3 +807,75 @@ impl Services {
         Ok((room.version, prepared.pdu.event_id.clone(), prepared.json))
     }
 }
+
+impl Services {
+    /// Keeps an invite (or the leave that rejects it) to a room this server is not in, with
+    /// none of the room's other events: the room row is made when missing, and the member
+    /// event stored as the room's only state, so that sync shows it to the invitee.
+    pub(crate) async fn store_invite_outlier(
+        &self,
+        room_id: &RoomId,
+        room_version: &str,
+        event_id: &EventId,
+        sender: &UserId,
+        target: &UserId,
+        json: &str,
+    ) -> Result<()> {
+        if self.store.event(event_id.as_str()).await?.is_some() {
+            return Ok(());
+        }
+        if self.store.room(room_id.as_str()).await?.is_none() {
+            self.store
+                .insert_room(
+                    room_id.as_str(),
+                    room_version,
+                    sender.as_str(),
+                    self.now_ms(),
+                )
+                .await?;
+        }
+        let pdu = Pdu::from_json(event_id.to_owned(), room_id, json).map_err(internal)?;
+        let content = pdu.content_object();
+        let membership = content.get("membership").and_then(Value::as_str);
+        let _guard = self.room_locks.lock(room_id).await;
+        for _ in 0..MAX_APPEND_ATTEMPTS {
+            let room = self
+                .store
+                .room(room_id.as_str())
+                .await?
+                .ok_or_else(|| Error::not_found("Unknown room"))?;
+            let appended = self
+                .store
+                .append_event(
+                    &NewEvent {
+                        event_id: event_id.as_str(),
+                        room_id: room_id.as_str(),
+                        sender: sender.as_str(),
+                        kind: "m.room.member",
+                        state_key: Some(target.as_str()),
+                        depth: room.depth.saturating_add(1),
+                        origin_server_ts: i64::from(pdu.origin_server_ts.get()),
+                        json,
+                        membership,
+                        relation: None,
+                        redaction: None,
+                        txn: None,
+                        state_before: room.state_group,
+                        push_actions: &[],
+                    },
+                    &room.extremities,
+                )
+                .await?;
+            if let Some(position) = appended {
+                self.wake_room_for_event(room_id, Some(target.as_str()), position)
+                    .await?;
+                return Ok(());
+            }
+        }
+        Err(Error::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::Unknown,
+            "The room is too busy right now; try again",
+        ))
+    }
+}

@@ -61,8 +61,17 @@ impl Services {
         if self.config.federation.enabled && !local_resident {
             let mut via = via.to_vec();
             if known {
-                // Servers whose users are still in the room can let this one back in.
+                // Servers whose users are still in the room can let this one back in, and
+                // the server that invited this user.
                 via.extend(self.servers_in_room(room_id).await?);
+                if let Some((_, inviter)) = self
+                    .store
+                    .remote_invite_state(room_id.as_str(), user_id.as_str())
+                    .await?
+                    && let Ok(inviter) = ruma::OwnedServerName::try_from(inviter)
+                {
+                    via.insert(0, inviter);
+                }
             }
             if !via.is_empty()
                 || room_id
@@ -199,6 +208,18 @@ impl Services {
                 content["reason"] = Value::from(reason);
             }
             return self.invite_remote(room_id, sender, target, content).await;
+        }
+        // An invite to a room this server is not in is rejected through the inviting server.
+        if change == MembershipChange::Leave
+            && sender == target
+            && self.membership(room_id, target).await?.as_deref() == Some("invite")
+            && self
+                .store
+                .current_state_event(room_id.as_str(), "m.room.create", "")
+                .await?
+                .is_none()
+        {
+            return self.reject_remote_invite(room_id, target).await;
         }
         let mut content = match change {
             MembershipChange::Invite => {

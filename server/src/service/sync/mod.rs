@@ -1187,6 +1187,31 @@ impl Services {
         user_id: &UserId,
     ) -> Result<Vec<Raw<T>>> {
         let mut events = Vec::new();
+        // A room this server is not in: what the inviting server showed, and the invite.
+        if let Some((shown, _)) = self
+            .store
+            .remote_invite_state(room_id.as_str(), user_id.as_str())
+            .await?
+            && self
+                .store
+                .current_state_event(room_id.as_str(), "m.room.create", "")
+                .await?
+                .is_none()
+        {
+            let shown: Vec<Value> = serde_json::from_str(&shown).unwrap_or_default();
+            for event in shown {
+                events.push(to_raw(&event)?);
+            }
+            if let Some(stored) = self
+                .store
+                .current_state_event(room_id.as_str(), "m.room.member", user_id.as_str())
+                .await?
+            {
+                let pdu = Pdu::from_stored(&stored).map_err(Error::Internal)?;
+                events.push(to_raw(&pdu.to_stripped())?);
+            }
+            return Ok(events);
+        }
         let mut inviter = None;
         for (kind, key) in [
             ("m.room.create", ""),
