@@ -498,6 +498,17 @@ async fn a_synapse_user_joins_a_matrixon_room_and_they_talk() {
     assert_eq!(status, 200, "{created}");
     let room_id = created["room_id"].as_str().expect("room id").to_owned();
     let alias = format!("#lobby:{m_name}");
+    // History from before the join, which Synapse fetches by backfill when bob scrolls back.
+    for n in 0..30 {
+        let (status, _) = matrixon
+            .put_json(
+                &format!("/_matrix/client/v3/rooms/{room_id}/send/m.room.message/early{n}"),
+                Some(&alice_token),
+                &json!({ "msgtype": "m.text", "body": format!("early {n}") }),
+            )
+            .await;
+        assert_eq!(status, 200);
+    }
 
     let (status, joined) = synapse
         .request(
@@ -562,6 +573,21 @@ async fn a_synapse_user_joins_a_matrixon_room_and_they_talk() {
     let alice_message = seen
         .and_then(|e| e["event_id"].as_str().map(str::to_owned))
         .expect("id");
+    let history = format!("/_matrix/client/v3/rooms/{room_id}/messages?dir=b&limit=100");
+    let earliest = wait_for_message(
+        async || {
+            synapse
+                .request(reqwest::Method::GET, &history, Some(&bob_token), None)
+                .await
+        },
+        "early 0",
+    )
+    .await;
+    assert!(
+        earliest.is_some(),
+        "Synapse backfilled the history\n{}",
+        synapse.log_tail()
+    );
 
     // Typing and read receipts, both ways, as EDUs.
     let (status, _) = synapse
@@ -697,6 +723,29 @@ async fn bad_events_over_federation_are_refused_and_not_stored(backend: Backend)
     let room_id = created["room_id"].as_str().expect("room").to_owned();
     let mallory = format!("@mallory:{b_name}");
 
+    // Not in the room yet: its history is not B's to read.
+    let create_id = a
+        .get(
+            &format!("/_matrix/client/v3/rooms/{room_id}/state"),
+            Some(&alice_token),
+        )
+        .await
+        .1
+        .as_array()
+        .and_then(|events| events.iter().find(|e| e["type"] == "m.room.create"))
+        .and_then(|e| e["event_id"].as_str())
+        .expect("create event")
+        .to_owned();
+    let (status, _) = signed_request(
+        &a,
+        &format!("/_matrix/federation/v1/event/{create_id}"),
+        &b_name,
+        &a_name,
+        b_key,
+    )
+    .await;
+    assert_eq!(status, 403);
+
     // A join as B would make it: template from make_join, signed by B.
     let (status, template) = signed_request(
         &a,
@@ -745,6 +794,73 @@ async fn bad_events_over_federation_are_refused_and_not_stored(backend: Backend)
     assert!(
         answer["state"].as_array().is_some_and(|s| s.len() >= 4),
         "{answer}"
+    );
+
+    // In the room now: single events, the state at an event, auth chains, history.
+    let (status, event) = signed_request(
+        &a,
+        &format!("/_matrix/federation/v1/event/{create_id}"),
+        &b_name,
+        &a_name,
+        b_key,
+    )
+    .await;
+    assert_eq!(status, 200, "{event}");
+    assert_eq!(event["pdus"][0]["type"], "m.room.create", "{event}");
+    let (status, ids) = signed_request(
+        &a,
+        &format!("/_matrix/federation/v1/state_ids/{room_id}?event_id={join_id}"),
+        &b_name,
+        &a_name,
+        b_key,
+    )
+    .await;
+    assert_eq!(status, 200, "{ids}");
+    assert!(
+        ids["pdu_ids"]
+            .as_array()
+            .is_some_and(|p| p.iter().any(|id| id == &json!(create_id))),
+        "{ids}"
+    );
+    let (status, auth) = signed_request(
+        &a,
+        &format!("/_matrix/federation/v1/event_auth/{room_id}/{join_id}"),
+        &b_name,
+        &a_name,
+        b_key,
+    )
+    .await;
+    assert_eq!(status, 200, "{auth}");
+    assert!(
+        auth["auth_chain"].as_array().is_some_and(|c| !c.is_empty()),
+        "{auth}"
+    );
+    let (status, back) = signed_request(
+        &a,
+        &format!("/_matrix/federation/v1/backfill/{room_id}?v={join_id}&limit=3"),
+        &b_name,
+        &a_name,
+        b_key,
+    )
+    .await;
+    assert_eq!(status, 200, "{back}");
+    assert_eq!(back["pdus"].as_array().map(Vec::len), Some(3), "{back}");
+    let (status, missing) = signed_send(
+        &a,
+        reqwest::Method::POST,
+        &format!("/_matrix/federation/v1/get_missing_events/{room_id}"),
+        Some(&json!({ "earliest_events": [create_id], "latest_events": [join_id], "limit": 5 })),
+        &b_name,
+        &a_name,
+        b_key,
+    )
+    .await;
+    assert_eq!(status, 200, "{missing}");
+    assert!(
+        missing["events"]
+            .as_array()
+            .is_some_and(|e| !e.is_empty() && e.len() <= 5),
+        "{missing}"
     );
 
     // Messages from mallory, built on the join.

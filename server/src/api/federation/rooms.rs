@@ -3,9 +3,15 @@
 use std::sync::Arc;
 
 use axum::Router;
-use ruma::api::federation::{
-    membership::{RawStrippedState, create_invite, create_join_event, prepare_join_event},
-    transactions::send_transaction_message,
+use ruma::{
+    MilliSecondsSinceUnixEpoch,
+    api::federation::{
+        authorization::get_event_authorization,
+        backfill::get_backfill,
+        event::{get_event, get_missing_events, get_room_state, get_room_state_ids},
+        membership::{RawStrippedState, create_invite, create_join_event, prepare_join_event},
+        transactions::send_transaction_message,
+    },
 };
 
 use crate::{
@@ -15,7 +21,7 @@ use crate::{
     },
     service::{
         Services,
-        federation::{MAX_EDUS, MAX_PDUS},
+        federation::{MAX_EDUS, MAX_PDUS, Walk, raw_pdu},
     },
 };
 
@@ -25,6 +31,12 @@ pub(super) fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .ruma::<create_join_event::v2::Request, _, _>(send_join)
         .ruma::<send_transaction_message::v1::Request, _, _>(send_transaction)
         .ruma::<create_invite::v2::Request, _, _>(invite)
+        .ruma::<get_event::v1::Request, _, _>(event)
+        .ruma::<get_room_state_ids::v1::Request, _, _>(state_ids)
+        .ruma::<get_room_state::v1::Request, _, _>(state)
+        .ruma::<get_event_authorization::v1::Request, _, _>(event_auth)
+        .ruma::<get_backfill::v1::Request, _, _>(backfill)
+        .ruma::<get_missing_events::v1::Request, _, _>(missing_events)
 }
 
 /// # `GET /_matrix/federation/v1/make_join/{roomId}/{userId}`
@@ -120,4 +132,123 @@ async fn invite(
         .await?;
     let event = serde_json::value::to_raw_value(&signed).map_err(|e| Error::Internal(e.into()))?;
     Ok(create_invite::v2::Response::new(event))
+}
+
+/// # `GET /_matrix/federation/v1/event/{eventId}`
+async fn event(
+    services: Arc<Services>,
+    req: Ruma<get_event::v1::Request>,
+) -> Result<get_event::v1::Response> {
+    let event = services
+        .federation_event(&req.auth, &req.body.event_id)
+        .await?;
+    Ok(get_event::v1::Response::new(
+        services.config.server_name.clone(),
+        MilliSecondsSinceUnixEpoch::now(),
+        raw_pdu(event)?,
+    ))
+}
+
+/// # `GET /_matrix/federation/v1/state_ids/{roomId}`
+async fn state_ids(
+    services: Arc<Services>,
+    req: Ruma<get_room_state_ids::v1::Request>,
+) -> Result<get_room_state_ids::v1::Response> {
+    let (state, chain) = services
+        .state_at_event(&req.auth, &req.body.room_id, &req.body.event_id)
+        .await?;
+    let ids = |events: Vec<crate::store::StoredEvent>| {
+        events
+            .into_iter()
+            .filter_map(|e| ruma::EventId::parse(e.event_id).ok())
+            .collect()
+    };
+    Ok(get_room_state_ids::v1::Response::new(
+        ids(chain),
+        ids(state),
+    ))
+}
+
+/// # `GET /_matrix/federation/v1/state/{roomId}`
+async fn state(
+    services: Arc<Services>,
+    req: Ruma<get_room_state::v1::Request>,
+) -> Result<get_room_state::v1::Response> {
+    let (state, chain) = services
+        .state_at_event(&req.auth, &req.body.room_id, &req.body.event_id)
+        .await?;
+    Ok(get_room_state::v1::Response::new(
+        chain.into_iter().map(raw_pdu).collect::<Result<_>>()?,
+        state.into_iter().map(raw_pdu).collect::<Result<_>>()?,
+    ))
+}
+
+/// # `GET /_matrix/federation/v1/event_auth/{roomId}/{eventId}`
+async fn event_auth(
+    services: Arc<Services>,
+    req: Ruma<get_event_authorization::v1::Request>,
+) -> Result<get_event_authorization::v1::Response> {
+    let chain = services
+        .event_auth_chain(&req.auth, &req.body.room_id, &req.body.event_id)
+        .await?;
+    Ok(get_event_authorization::v1::Response::new(
+        chain.into_iter().map(raw_pdu).collect::<Result<_>>()?,
+    ))
+}
+
+/// # `GET /_matrix/federation/v1/backfill/{roomId}`
+async fn backfill(
+    services: Arc<Services>,
+    req: Ruma<get_backfill::v1::Request>,
+) -> Result<get_backfill::v1::Response> {
+    let from: Vec<String> = req.body.v.iter().map(ToString::to_string).collect();
+    let limit = usize::try_from(u64::from(req.body.limit)).unwrap_or(usize::MAX);
+    let events = services
+        .walk_back(
+            &req.auth,
+            &req.body.room_id,
+            Walk {
+                from: &from,
+                stop: &[],
+                include_start: true,
+                min_depth: 0,
+                limit,
+            },
+        )
+        .await?;
+    Ok(get_backfill::v1::Response::new(
+        services.config.server_name.clone(),
+        MilliSecondsSinceUnixEpoch::now(),
+        events.into_iter().map(raw_pdu).collect::<Result<_>>()?,
+    ))
+}
+
+/// # `POST /_matrix/federation/v1/get_missing_events/{roomId}`
+async fn missing_events(
+    services: Arc<Services>,
+    req: Ruma<get_missing_events::v1::Request>,
+) -> Result<get_missing_events::v1::Response> {
+    let b = &req.body;
+    let from: Vec<String> = b.latest_events.iter().map(ToString::to_string).collect();
+    let stop: Vec<String> = b.earliest_events.iter().map(ToString::to_string).collect();
+    let limit = usize::try_from(u64::from(b.limit)).unwrap_or(usize::MAX);
+    let min_depth = i64::try_from(u64::from(b.min_depth)).unwrap_or(i64::MAX);
+    let mut events = services
+        .walk_back(
+            &req.auth,
+            &b.room_id,
+            Walk {
+                from: &from,
+                stop: &stop,
+                include_start: false,
+                min_depth,
+                limit,
+            },
+        )
+        .await?;
+    // Oldest first, as Synapse answers.
+    events.reverse();
+    Ok(get_missing_events::v1::Response::new(
+        events.into_iter().map(raw_pdu).collect::<Result<_>>()?,
+    ))
 }

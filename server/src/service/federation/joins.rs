@@ -147,15 +147,7 @@ impl Services {
             .into_values()
             .collect();
         let state = self.store.events(&state_ids).await?;
-        let mut seen: HashSet<String> = HashSet::new();
-        let mut chain = Vec::new();
-        let mut next: Vec<String> = state.iter().flat_map(|e| auth_events_of(&e.json)).collect();
-        while !next.is_empty() && chain.len() < MAX_AUTH_CHAIN {
-            next.retain(|id| seen.insert(id.clone()));
-            let found = self.store.events(&next).await?;
-            next = found.iter().flat_map(|e| auth_events_of(&e.json)).collect();
-            chain.extend(found.into_iter().filter(|e| e.room_id == room_id.as_str()));
-        }
+        let chain = self.auth_chain(room_id, &state).await?;
         let mut servers: Vec<String> = self
             .store
             .room_members(room_id.as_str(), "join")
@@ -178,6 +170,27 @@ impl Services {
             event: raw(event.json)?,
             servers,
         })
+    }
+
+    /// Every auth event of `events`, transitively (at most [`MAX_AUTH_CHAIN`]), in `room_id`.
+    pub(crate) async fn auth_chain(
+        &self,
+        room_id: &RoomId,
+        events: &[crate::store::StoredEvent],
+    ) -> Result<Vec<crate::store::StoredEvent>> {
+        let mut seen: HashSet<String> = HashSet::new();
+        let mut chain = Vec::new();
+        let mut next: Vec<String> = events
+            .iter()
+            .flat_map(|e| auth_events_of(&e.json))
+            .collect();
+        while !next.is_empty() && chain.len() < MAX_AUTH_CHAIN {
+            next.retain(|id| seen.insert(id.clone()));
+            let found = self.store.events(&next).await?;
+            next = found.iter().flat_map(|e| auth_events_of(&e.json)).collect();
+            chain.extend(found.into_iter().filter(|e| e.room_id == room_id.as_str()));
+        }
+        Ok(chain)
     }
 
     /// The other servers with members joined to `room_id` (who must get its new events).

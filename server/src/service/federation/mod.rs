@@ -2,6 +2,7 @@
 //! the signatures on what they send.
 
 mod client;
+mod history;
 mod invites;
 mod joins;
 mod keys;
@@ -23,6 +24,7 @@ use ruma::{
     signatures::PublicKeyMap,
 };
 
+pub use history::{Walk, raw_pdu};
 pub use joins::JoinedState;
 pub use ranges::IpRange;
 pub use resolve::{DEFAULT_PORT, Destination};
