@@ -143,26 +143,20 @@ impl Services {
                 checked.event_id
             )));
         }
-        let text = |key: &str| match checked.object.get(key) {
-            Some(CanonicalJsonValue::String(s)) => Some(s.clone()),
-            _ => None,
+        let Some(super::pdu::Member {
+            sender: Some(sender),
+            target: Some(invitee),
+            membership,
+            room_id: named_room,
+        }) = super::pdu::member_of(&checked.object)
+        else {
+            return Err(Error::bad_request(
+                "The invite is not a member event with a sender and an invitee",
+            ));
         };
-        let membership = match checked.object.get("content") {
-            Some(CanonicalJsonValue::Object(c)) => match c.get("membership") {
-                Some(CanonicalJsonValue::String(m)) => Some(m.clone()),
-                _ => None,
-            },
-            _ => None,
-        };
-        let sender = text("sender").and_then(|s| UserId::parse(s).ok());
-        let invitee = text("state_key").and_then(|s| UserId::parse(s).ok());
-        let (Some(sender), Some(invitee)) = (sender, invitee) else {
-            return Err(Error::bad_request("The invite has no sender or invitee"));
-        };
-        if text("type").as_deref() != Some("m.room.member")
-            || membership.as_deref() != Some("invite")
+        if membership.as_deref() != Some("invite")
             || sender.server_name() != origin
-            || text("room_id").is_some_and(|r| r != room_id.as_str())
+            || named_room.is_some_and(|r| r != room_id.as_str())
         {
             return Err(Error::bad_request(
                 "This is not an invite from the origin's user to this room",
@@ -268,28 +262,7 @@ impl Services {
             serde_json::from_value(json!({ "membership": "leave" }))
                 .map_err(|e| Error::Internal(e.into()))?,
         );
-        event.insert(
-            "origin_server_ts".to_owned(),
-            CanonicalJsonValue::Integer(
-                ruma::Int::try_from(self.now_ms()).map_err(|e| Error::Internal(e.into()))?,
-            ),
-        );
-        for key in ["event_id", "hashes", "signatures"] {
-            event.remove(key);
-        }
-        ruma::signatures::hash_and_sign_event(
-            self.config.server_name.as_str(),
-            &self.signing_key,
-            &mut event,
-            &rules.redaction,
-        )
-        .map_err(|e| Error::Internal(e.into()))?;
-        let event_id = ruma::EventId::parse(format!(
-            "${}",
-            ruma::signatures::reference_hash(&event, &rules)
-                .map_err(|e| Error::Internal(e.into()))?
-        ))
-        .map_err(|e| Error::Internal(e.into()))?;
+        let event_id = self.sign_template(&mut event, &rules)?;
         let path = format!(
             "/_matrix/federation/v2/send_leave/{}/{}",
             super::joins::percent(room_id.as_str()),

@@ -101,24 +101,15 @@ impl Services {
                 checked.event_id
             )));
         }
-        let field = |name: &str| match checked.object.get(name) {
-            Some(CanonicalJsonValue::String(s)) => Some(s.as_str()),
-            _ => None,
-        };
-        let membership = match checked.object.get("content") {
-            Some(CanonicalJsonValue::Object(content)) => match content.get("membership") {
-                Some(CanonicalJsonValue::String(m)) => Some(m.as_str()),
-                _ => None,
-            },
-            _ => None,
-        };
-        let sender = field("sender").and_then(|s| UserId::parse(s).ok());
-        if field("type") != Some("m.room.member")
-            || membership != Some("join")
-            || field("state_key") != field("sender")
-            || sender.as_ref().is_none_or(|s| s.server_name() != origin)
-            || field("room_id").is_some_and(|r| r != room_id.as_str())
-        {
+        let member = super::pdu::member_of(&checked.object);
+        let sender = member.as_ref().and_then(|m| m.sender.clone());
+        let is_own_join = member.as_ref().is_some_and(|m| {
+            m.membership.as_deref() == Some("join")
+                && m.target.is_some()
+                && m.target == m.sender
+                && m.room_id.as_deref().is_none_or(|r| r == room_id.as_str())
+        });
+        if !is_own_join || sender.as_ref().is_none_or(|s| s.server_name() != origin) {
             return Err(Error::bad_request(
                 "send_join takes the join of one of the origin's users to this room",
             ));
@@ -334,28 +325,7 @@ impl Services {
             "content".to_owned(),
             serde_json::from_value(content).map_err(|e| Error::Internal(e.into()))?,
         );
-        event.insert(
-            "origin_server_ts".to_owned(),
-            CanonicalJsonValue::Integer(
-                ruma::Int::try_from(self.now_ms()).map_err(|e| Error::Internal(e.into()))?,
-            ),
-        );
-        event.remove("event_id");
-        event.remove("hashes");
-        event.remove("signatures");
-        ruma::signatures::hash_and_sign_event(
-            self.config.server_name.as_str(),
-            &self.signing_key,
-            &mut event,
-            &rules.redaction,
-        )
-        .map_err(|e| Error::Internal(e.into()))?;
-        let event_id = EventId::parse(format!(
-            "${}",
-            ruma::signatures::reference_hash(&event, &rules)
-                .map_err(|e| Error::Internal(e.into()))?
-        ))
-        .map_err(|e| Error::Internal(e.into()))?;
+        let event_id = self.sign_template(&mut event, &rules)?;
         let body = serde_json::to_value(&event).map_err(|e| Error::Internal(e.into()))?;
         let path = format!(
             "/_matrix/federation/v2/send_join/{}/{}",
@@ -429,6 +399,36 @@ impl Services {
                 .await?;
         }
         Ok(())
+    }
+}
+
+impl Services {
+    /// Finishes a `make_join`/`make_leave` template as this server's event: timestamped now,
+    /// hashed and signed here; its id.
+    pub(super) fn sign_template(
+        &self,
+        event: &mut CanonicalJsonObject,
+        rules: &ruma::room_version_rules::RoomVersionRules,
+    ) -> Result<OwnedEventId> {
+        let internal = |e: ruma::signatures::JsonError| Error::Internal(e.into());
+        event.insert(
+            "origin_server_ts".to_owned(),
+            CanonicalJsonValue::Integer(
+                ruma::Int::try_from(self.now_ms()).map_err(|e| Error::Internal(e.into()))?,
+            ),
+        );
+        for key in ["event_id", "hashes", "signatures", "unsigned"] {
+            event.remove(key);
+        }
+        ruma::signatures::hash_and_sign_event(
+            self.config.server_name.as_str(),
+            &self.signing_key,
+            event,
+            &rules.redaction,
+        )
+        .map_err(internal)?;
+        let reference = ruma::signatures::reference_hash(event, rules).map_err(internal)?;
+        EventId::parse(format!("${reference}")).map_err(|e| Error::Internal(e.into()))
     }
 }
 

@@ -39,6 +39,39 @@ pub fn event_id_of(room_version: &str, raw: &RawJsonValue) -> Result<OwnedEventI
     EventId::parse(format!("${reference}")).map_err(|e| e.to_string())
 }
 
+/// The fields of a member event that say whose membership it is and what.
+pub struct Member {
+    /// `sender`.
+    pub sender: Option<ruma::OwnedUserId>,
+    /// `state_key`, as a user id.
+    pub target: Option<ruma::OwnedUserId>,
+    /// `content.membership`.
+    pub membership: Option<String>,
+    /// `room_id` (absent from a version 12 create event only).
+    pub room_id: Option<String>,
+}
+
+/// The member fields of `object`, or `None` when it is not an `m.room.member` event.
+pub fn member_of(object: &CanonicalJsonObject) -> Option<Member> {
+    let text = |value: Option<&CanonicalJsonValue>| match value {
+        Some(CanonicalJsonValue::String(s)) => Some(s.clone()),
+        _ => None,
+    };
+    if text(object.get("type")).as_deref() != Some("m.room.member") {
+        return None;
+    }
+    let membership = match object.get("content") {
+        Some(CanonicalJsonValue::Object(content)) => text(content.get("membership")),
+        _ => None,
+    };
+    Some(Member {
+        sender: text(object.get("sender")).and_then(|s| ruma::UserId::parse(s).ok()),
+        target: text(object.get("state_key")).and_then(|s| ruma::UserId::parse(s).ok()),
+        membership,
+        room_id: text(object.get("room_id")),
+    })
+}
+
 impl Services {
     /// Checks `raw` as a PDU of a room of `room_version`.
     pub async fn checked_pdu(

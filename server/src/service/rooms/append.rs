@@ -716,6 +716,47 @@ impl Services {
         if self.store.event(event_id.as_str()).await?.is_some() {
             return Ok(());
         }
+        let room = self
+            .store
+            .room(room_id.as_str())
+            .await?
+            .ok_or_else(|| Error::not_found("Unknown room"))?;
+        let (_, rules) = version_rules(&room.version)?;
+        let pdu = Pdu::from_json(event_id.to_owned(), room_id, json)
+            .map_err(|e| Error::bad_json(format!("The event is malformed: {e}")))?;
+        let wanted: Vec<String> = pdu.auth_events.iter().map(ToString::to_string).collect();
+        let mut loaded: HashMap<OwnedEventId, Pdu> = HashMap::new();
+        for stored in self.store.events(&wanted).await? {
+            if stored.room_id == room_id.as_str() {
+                let auth = Pdu::from_stored(&stored).map_err(Error::Internal)?;
+                loaded.insert(auth.event_id.clone(), auth);
+            }
+        }
+        // The create event of a version 12 room is not among its auth events.
+        if rules.authorization.room_create_event_id_as_room_id
+            && let Some(create) = self
+                .store
+                .current_state_event(room_id.as_str(), "m.room.create", "")
+                .await?
+        {
+            let create = Pdu::from_stored(&create).map_err(Error::Internal)?;
+            loaded.insert(create.event_id.clone(), create);
+        }
+        state_res::check_state_independent_auth_rules(&rules.authorization, &pdu, |id| {
+            loaded.get(id)
+        })
+        .map_err(|why| Error::forbidden(format!("{event_id} is not allowed: {why}")))?;
+        self.append_outlier(room_id, &pdu, json).await.map(drop)
+    }
+
+    /// Stores a remote event on top of the room's state without the checks against that
+    /// state (its callers checked what can be checked); its stream position.
+    async fn append_outlier(&self, room_id: &RoomId, pdu: &Pdu, json: &str) -> Result<i64> {
+        let kind = pdu.kind.to_string();
+        let content = pdu.content_object();
+        let membership = (pdu.kind == TimelineEventType::RoomMember)
+            .then(|| content.get("membership").and_then(Value::as_str))
+            .flatten();
         let _guard = self.room_locks.lock(room_id).await;
         for _ in 0..MAX_APPEND_ATTEMPTS {
             let room = self
@@ -723,41 +764,11 @@ impl Services {
                 .room(room_id.as_str())
                 .await?
                 .ok_or_else(|| Error::not_found("Unknown room"))?;
-            let (_, rules) = version_rules(&room.version)?;
-            let pdu = Pdu::from_json(event_id.to_owned(), room_id, json)
-                .map_err(|e| Error::bad_json(format!("The event is malformed: {e}")))?;
-            let wanted: Vec<String> = pdu.auth_events.iter().map(ToString::to_string).collect();
-            let mut loaded: HashMap<OwnedEventId, Pdu> = HashMap::new();
-            for stored in self.store.events(&wanted).await? {
-                if stored.room_id == room_id.as_str() {
-                    let auth = Pdu::from_stored(&stored).map_err(Error::Internal)?;
-                    loaded.insert(auth.event_id.clone(), auth);
-                }
-            }
-            // The create event of a version 12 room is not among its auth events.
-            if rules.authorization.room_create_event_id_as_room_id
-                && let Some(create) = self
-                    .store
-                    .current_state_event(room_id.as_str(), "m.room.create", "")
-                    .await?
-            {
-                let create = Pdu::from_stored(&create).map_err(Error::Internal)?;
-                loaded.insert(create.event_id.clone(), create);
-            }
-            state_res::check_state_independent_auth_rules(&rules.authorization, &pdu, |id| {
-                loaded.get(id)
-            })
-            .map_err(|why| Error::forbidden(format!("{event_id} is not allowed: {why}")))?;
-            let kind = pdu.kind.to_string();
-            let content = pdu.content_object();
-            let membership = (pdu.kind == TimelineEventType::RoomMember)
-                .then(|| content.get("membership").and_then(Value::as_str))
-                .flatten();
             let appended = self
                 .store
                 .append_event(
                     &NewEvent {
-                        event_id: event_id.as_str(),
+                        event_id: pdu.event_id.as_str(),
                         room_id: room_id.as_str(),
                         sender: pdu.sender.as_str(),
                         kind: &kind,
@@ -775,8 +786,8 @@ impl Services {
                     &room.extremities,
                 )
                 .await?;
-            if appended.is_some() {
-                return Ok(());
+            if let Some(position) = appended {
+                return Ok(position);
             }
         }
         Err(Error::new(
@@ -835,47 +846,16 @@ impl Services {
                 .await?;
         }
         let pdu = Pdu::from_json(event_id.to_owned(), room_id, json).map_err(internal)?;
-        let content = pdu.content_object();
-        let membership = content.get("membership").and_then(Value::as_str);
-        let _guard = self.room_locks.lock(room_id).await;
-        for _ in 0..MAX_APPEND_ATTEMPTS {
-            let room = self
-                .store
-                .room(room_id.as_str())
-                .await?
-                .ok_or_else(|| Error::not_found("Unknown room"))?;
-            let appended = self
-                .store
-                .append_event(
-                    &NewEvent {
-                        event_id: event_id.as_str(),
-                        room_id: room_id.as_str(),
-                        sender: sender.as_str(),
-                        kind: "m.room.member",
-                        state_key: Some(target.as_str()),
-                        depth: room.depth.saturating_add(1),
-                        origin_server_ts: i64::from(pdu.origin_server_ts.get()),
-                        json,
-                        membership,
-                        relation: None,
-                        redaction: None,
-                        txn: None,
-                        state_before: room.state_group,
-                        push_actions: &[],
-                    },
-                    &room.extremities,
-                )
-                .await?;
-            if let Some(position) = appended {
-                self.wake_room_for_event(room_id, Some(target.as_str()), position)
-                    .await?;
-                return Ok(());
-            }
+        if pdu.kind != TimelineEventType::RoomMember
+            || pdu.sender != sender
+            || pdu.state_key.as_deref() != Some(target.as_str())
+        {
+            return Err(Error::bad_request(
+                "Only a member event is kept without its room",
+            ));
         }
-        Err(Error::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            ErrorKind::Unknown,
-            "The room is too busy right now; try again",
-        ))
+        let position = self.append_outlier(room_id, &pdu, json).await?;
+        self.wake_room_for_event(room_id, Some(target.as_str()), position)
+            .await
     }
 }
