@@ -722,6 +722,10 @@ async fn bad_events_over_federation_are_refused_and_not_stored(backend: Backend)
     assert_eq!(status, 200, "{created}");
     let room_id = created["room_id"].as_str().expect("room").to_owned();
     let mallory = format!("@mallory:{b_name}");
+    let as_b = async |path: &str| signed_request(&a, path, &b_name, &a_name, b_key).await;
+    let send_as_b = async |method: reqwest::Method, path: &str, body: &Value| {
+        signed_send(&a, method, path, Some(body), &b_name, &a_name, b_key).await
+    };
 
     // Not in the room yet: its history is not B's to read.
     let create_id = a
@@ -736,24 +740,13 @@ async fn bad_events_over_federation_are_refused_and_not_stored(backend: Backend)
         .and_then(|e| e["event_id"].as_str())
         .expect("create event")
         .to_owned();
-    let (status, _) = signed_request(
-        &a,
-        &format!("/_matrix/federation/v1/event/{create_id}"),
-        &b_name,
-        &a_name,
-        b_key,
-    )
-    .await;
+    let (status, _) = as_b(&format!("/_matrix/federation/v1/event/{create_id}")).await;
     assert_eq!(status, 403);
 
     // A join as B would make it: template from make_join, signed by B.
-    let (status, template) = signed_request(
-        &a,
-        &format!("/_matrix/federation/v1/make_join/{room_id}/{mallory}?ver=10&ver=11"),
-        &b_name,
-        &a_name,
-        b_key,
-    )
+    let (status, template) = as_b(&format!(
+        "/_matrix/federation/v1/make_join/{room_id}/{mallory}?ver=10&ver=11"
+    ))
     .await;
     assert_eq!(status, 200, "{template}");
     assert_eq!(template["room_version"], "11");
@@ -765,23 +758,15 @@ async fn bad_events_over_federation_are_refused_and_not_stored(backend: Backend)
     );
     let join_id = signed_event(&mut join, &b_name, b_key);
     // Not B's users: make_join refuses.
-    let (status, _) = signed_request(
-        &a,
-        &format!("/_matrix/federation/v1/make_join/{room_id}/@eve:elsewhere.example?ver=11"),
-        &b_name,
-        &a_name,
-        b_key,
-    )
+    let (status, _) = as_b(&format!(
+        "/_matrix/federation/v1/make_join/{room_id}/@eve:elsewhere.example?ver=11"
+    ))
     .await;
     assert_eq!(status, 403);
-    let (status, answer) = signed_send(
-        &a,
+    let (status, answer) = send_as_b(
         reqwest::Method::PUT,
         &format!("/_matrix/federation/v2/send_join/{room_id}/{join_id}"),
-        Some(&serde_json::to_value(&join).expect("json")),
-        &b_name,
-        &a_name,
-        b_key,
+        &serde_json::to_value(&join).expect("json"),
     )
     .await;
     assert_eq!(status, 200, "{answer}");
@@ -797,23 +782,12 @@ async fn bad_events_over_federation_are_refused_and_not_stored(backend: Backend)
     );
 
     // In the room now: single events, the state at an event, auth chains, history.
-    let (status, event) = signed_request(
-        &a,
-        &format!("/_matrix/federation/v1/event/{create_id}"),
-        &b_name,
-        &a_name,
-        b_key,
-    )
-    .await;
+    let (status, event) = as_b(&format!("/_matrix/federation/v1/event/{create_id}")).await;
     assert_eq!(status, 200, "{event}");
     assert_eq!(event["pdus"][0]["type"], "m.room.create", "{event}");
-    let (status, ids) = signed_request(
-        &a,
-        &format!("/_matrix/federation/v1/state_ids/{room_id}?event_id={join_id}"),
-        &b_name,
-        &a_name,
-        b_key,
-    )
+    let (status, ids) = as_b(&format!(
+        "/_matrix/federation/v1/state_ids/{room_id}?event_id={join_id}"
+    ))
     .await;
     assert_eq!(status, 200, "{ids}");
     assert!(
@@ -822,37 +796,25 @@ async fn bad_events_over_federation_are_refused_and_not_stored(backend: Backend)
             .is_some_and(|p| p.iter().any(|id| id == &json!(create_id))),
         "{ids}"
     );
-    let (status, auth) = signed_request(
-        &a,
-        &format!("/_matrix/federation/v1/event_auth/{room_id}/{join_id}"),
-        &b_name,
-        &a_name,
-        b_key,
-    )
+    let (status, auth) = as_b(&format!(
+        "/_matrix/federation/v1/event_auth/{room_id}/{join_id}"
+    ))
     .await;
     assert_eq!(status, 200, "{auth}");
     assert!(
         auth["auth_chain"].as_array().is_some_and(|c| !c.is_empty()),
         "{auth}"
     );
-    let (status, back) = signed_request(
-        &a,
-        &format!("/_matrix/federation/v1/backfill/{room_id}?v={join_id}&limit=3"),
-        &b_name,
-        &a_name,
-        b_key,
-    )
+    let (status, back) = as_b(&format!(
+        "/_matrix/federation/v1/backfill/{room_id}?v={join_id}&limit=3"
+    ))
     .await;
     assert_eq!(status, 200, "{back}");
     assert_eq!(back["pdus"].as_array().map(Vec::len), Some(3), "{back}");
-    let (status, missing) = signed_send(
-        &a,
+    let (status, missing) = send_as_b(
         reqwest::Method::POST,
         &format!("/_matrix/federation/v1/get_missing_events/{room_id}"),
-        Some(&json!({ "earliest_events": [create_id], "latest_events": [join_id], "limit": 5 })),
-        &b_name,
-        &a_name,
-        b_key,
+        &json!({ "earliest_events": [create_id], "latest_events": [join_id], "limit": 5 }),
     )
     .await;
     assert_eq!(status, 200, "{missing}");
@@ -921,14 +883,10 @@ async fn bad_events_over_federation_are_refused_and_not_stored(backend: Backend)
         .map(|e| serde_json::to_value(e).expect("json"))
         .collect();
     let transaction = json!({ "origin": b_name, "origin_server_ts": 1, "pdus": pdus, "edus": [] });
-    let (status, results) = signed_send(
-        &a,
+    let (status, results) = send_as_b(
         reqwest::Method::PUT,
         "/_matrix/federation/v1/send/t1",
-        Some(&transaction),
-        &b_name,
-        &a_name,
-        b_key,
+        &transaction,
     )
     .await;
     assert_eq!(status, 200, "{results}");
@@ -976,25 +934,17 @@ async fn bad_events_over_federation_are_refused_and_not_stored(backend: Backend)
     let many: Vec<Value> = (0..51)
         .map(|_| serde_json::to_value(&good).expect("json"))
         .collect();
-    let (status, body) = signed_send(
-        &a,
+    let (status, body) = send_as_b(
         reqwest::Method::PUT,
         "/_matrix/federation/v1/send/t2",
-        Some(&json!({ "origin": b_name, "origin_server_ts": 1, "pdus": many })),
-        &b_name,
-        &a_name,
-        b_key,
+        &json!({ "origin": b_name, "origin_server_ts": 1, "pdus": many }),
     )
     .await;
     assert_eq!(status, 400, "{body}");
-    let (status, body) = signed_send(
-        &a,
+    let (status, body) = send_as_b(
         reqwest::Method::PUT,
         "/_matrix/federation/v1/send/t3",
-        Some(&json!({ "origin": "elsewhere.example", "origin_server_ts": 1, "pdus": [] })),
-        &b_name,
-        &a_name,
-        b_key,
+        &json!({ "origin": "elsewhere.example", "origin_server_ts": 1, "pdus": [] }),
     )
     .await;
     assert_eq!(status, 403, "{body}");

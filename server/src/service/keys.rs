@@ -763,6 +763,35 @@ impl Services {
     }
 }
 
+/// A key query's users and devices as the services take them (client and federation
+/// requests name them with the same types).
+pub fn wanted_devices<D: std::fmt::Display>(
+    asked: &BTreeMap<OwnedUserId, Vec<D>>,
+) -> BTreeMap<OwnedUserId, Vec<String>> {
+    asked
+        .iter()
+        .map(|(user, devices)| {
+            (
+                user.clone(),
+                devices.iter().map(ToString::to_string).collect(),
+            )
+        })
+        .collect()
+}
+
+/// A key claim's users, devices and algorithms as the services take them.
+pub fn wanted_claims<D: std::fmt::Display, A: std::fmt::Display>(
+    asked: &BTreeMap<OwnedUserId, BTreeMap<D, A>>,
+) -> BTreeMap<OwnedUserId, BTreeMap<String, String>> {
+    asked
+        .iter()
+        .map(|(user, devices)| {
+            let devices = devices.iter().map(|(d, a)| (d.to_string(), a.to_string()));
+            (user.clone(), devices.collect())
+        })
+        .collect()
+}
+
 /// How long a remote server is waited for in a key query or claim.
 pub const REMOTE_KEYS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 

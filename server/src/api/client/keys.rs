@@ -5,7 +5,7 @@ use std::{collections::BTreeMap, sync::Arc};
 
 use axum::Router;
 use ruma::{
-    OwnedUserId, UInt,
+    UInt,
     api::client::{
         keys::{
             claim_keys, get_key_changes, get_keys, upload_keys, upload_signatures,
@@ -86,17 +86,7 @@ async fn query_keys(
     services: Arc<Services>,
     req: Ruma<get_keys::v3::Request>,
 ) -> Result<get_keys::v3::Response> {
-    let wanted: BTreeMap<OwnedUserId, Vec<String>> = req
-        .body
-        .device_keys
-        .iter()
-        .map(|(user, devices)| {
-            (
-                user.clone(),
-                devices.iter().map(|d| d.to_string()).collect(),
-            )
-        })
-        .collect();
+    let wanted = crate::service::keys::wanted_devices(&req.body.device_keys);
     let answer = services
         .query_keys(Some(&req.auth.user_id), &wanted)
         .await?;
@@ -114,20 +104,7 @@ async fn claim_keys(
     services: Arc<Services>,
     req: Ruma<claim_keys::v3::Request>,
 ) -> Result<claim_keys::v3::Response> {
-    let wanted = req
-        .body
-        .one_time_keys
-        .iter()
-        .map(|(user, devices)| {
-            (
-                user.clone(),
-                devices
-                    .iter()
-                    .map(|(d, a)| (d.to_string(), a.to_string()))
-                    .collect(),
-            )
-        })
-        .collect();
+    let wanted = crate::service::keys::wanted_claims(&req.body.one_time_keys);
     let answer = services.claim_keys(&wanted, true).await?;
     let mut response = claim_keys::v3::Response::new(field(&answer, "one_time_keys")?);
     response.failures = field(&answer, "failures")?;

@@ -151,17 +151,7 @@ async fn query_keys(
             "At most {MAX_KEY_USERS} users per query"
         )));
     }
-    let wanted = req
-        .body
-        .device_keys
-        .iter()
-        .map(|(user, devices)| {
-            (
-                user.clone(),
-                devices.iter().map(|d| d.to_string()).collect(),
-            )
-        })
-        .collect();
+    let wanted = crate::service::keys::wanted_devices(&req.body.device_keys);
     let answer = services.query_keys(None, &wanted).await?;
     fn field<T: serde::de::DeserializeOwned>(answer: &Value, name: &str) -> Result<T> {
         serde_json::from_value(answer[name].clone()).map_err(|e| Error::Internal(e.into()))
@@ -182,20 +172,7 @@ async fn claim(
             "At most {MAX_KEY_USERS} users per claim"
         )));
     }
-    let wanted = req
-        .body
-        .one_time_keys
-        .iter()
-        .map(|(user, devices)| {
-            (
-                user.clone(),
-                devices
-                    .iter()
-                    .map(|(d, a)| (d.to_string(), a.to_string()))
-                    .collect(),
-            )
-        })
-        .collect();
+    let wanted = crate::service::keys::wanted_claims(&req.body.one_time_keys);
     let answer = services.claim_keys(&wanted, false).await?;
     let one_time_keys = serde_json::from_value(answer["one_time_keys"].clone())
         .map_err(|e| Error::Internal(e.into()))?;
