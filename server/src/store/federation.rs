@@ -150,6 +150,20 @@ impl Store {
         Ok(())
     }
 
+    /// Corrects the version of a room this server holds no create event of.
+    pub async fn set_room_version(&self, room_id: &str, version: &str) -> Result<(), sqlx::Error> {
+        let _writer = self.writer().await;
+        sqlx::query(
+            "UPDATE rooms SET room_version = $1 WHERE room_id = $2 AND NOT EXISTS \
+             (SELECT 1 FROM current_state WHERE room_id = $2 AND type = 'm.room.create')",
+        )
+        .bind(version)
+        .bind(room_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     /// `(stripped state JSON, inviting server)` of a remote invite.
     pub async fn remote_invite_state(
         &self,

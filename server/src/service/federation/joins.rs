@@ -391,6 +391,12 @@ impl Services {
             self.store
                 .insert_room(room_id.as_str(), version, &creator, self.now_ms())
                 .await?;
+        } else {
+            // A room known only from an invite took the inviter's word for its version; the
+            // server it is joined through has the room.
+            self.store
+                .set_room_version(room_id.as_str(), version)
+                .await?;
         }
         // Superseded auth events first, the current state last, so that it ends up current.
         checked.sort_by_key(|(depth, pdu)| (state_ids.contains(&pdu.event_id), *depth));

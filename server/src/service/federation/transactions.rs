@@ -69,14 +69,8 @@ impl Services {
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("no room {room_id} here"))?;
         let event_id = super::pdu::event_id_of(&room.version, raw)?;
-        let checked = match self.checked_pdu(&room.version, raw).await {
-            Ok(checked) => checked,
-            Err(error) => {
-                tracing::info!(%origin, %event_id, %error, "refused a PDU");
-                return Ok((event_id, Err(error.to_string())));
-            }
-        };
-        // A server may only push events into rooms it is in (or its own user's join).
+        // A server may only push events into rooms it is in (or its own user's join): asked
+        // first, so that events for other rooms cost no key fetches.
         let sender_server = header
             .sender
             .as_deref()
@@ -89,6 +83,13 @@ impl Services {
         if !in_room && sender_server.as_deref() != Some(origin) {
             return Ok((event_id, Err(format!("{origin} is not in {room_id}"))));
         }
+        let checked = match self.checked_pdu(&room.version, raw).await {
+            Ok(checked) => checked,
+            Err(error) => {
+                tracing::info!(%origin, %event_id, %error, "refused a PDU");
+                return Ok((event_id, Err(error.to_string())));
+            }
+        };
         let outcome = self
             .append_remote(&room_id, &checked.event_id, &checked.json)
             .await
