@@ -47,8 +47,11 @@ impl Services {
         via: &[ruma::OwnedServerName],
     ) -> Result<OwnedEventId> {
         let known = self.store.room(room_id.as_str()).await?.is_some();
-        let resident = known && self.store.has_member_with(room_id.as_str(), "join").await?;
-        let local_resident = resident
+        // Only a federating server reads the member list here (to see whether it is in the
+        // room itself); without federation a join costs what it did before.
+        let local_resident = self.config.federation.enabled
+            && known
+            && self.store.has_member_with(room_id.as_str(), "join").await?
             && self
                 .store
                 .room_members(room_id.as_str(), "join")
