@@ -3,7 +3,8 @@
 // from its own parameters, and hands the signature back. Three modes, read from the URL:
 //   /login/sso/redirect[/ethereum]?redirectUrl=…  log in, then return to the client
 //   /auth/<stage>/fallback/web?session=…          complete one step of user-interactive auth
-//   /oauth2/wallet?request=…&csrf=…               sign in on the OAuth authorize page
+//   /oauth2/wallet?request=…&csrf=…               sign in on the OAuth authorize page (or,
+//                                                 from the account page, link one more wallet)
 // Nothing the page shows is inserted as HTML: every string goes through textContent.
 "use strict";
 
@@ -159,7 +160,7 @@ async function signIn(wallet) {
         message,
         signature,
       });
-      show("Signed in. Continuing…", "ok");
+      show(result.linked ? "Wallet linked. Continuing…" : "Signed in. Continuing…", "ok");
       window.location.assign(result.redirect_to);
     } else if (mode.kind === "login") {
       const result = await api("POST", "/sso/login", {

@@ -25,10 +25,13 @@ both_backends!(
     device_authorization_grant,
     registration_on_the_authorize_page,
     the_account_page_lists_and_ends_sessions,
+    the_account_page_keeps_profile_wallets_and_deactivation,
     a_cross_signing_reset_is_approved_on_the_account_page,
 );
 
 const PASSWORD: &str = "oauth password";
+/// Where the wallet page posts its signature.
+const WALLET_SIGN_IN: &str = "/_matrix/client/unstable/io.matrixon/oauth/wallet";
 const VERIFIER: &str = "a-perfectly-random-pkce-verifier-of-at-least-43-chars-0123456789";
 
 /// A browser stand-in: no redirects followed, cookies kept by hand.
@@ -85,6 +88,27 @@ impl Browserish {
             .send()
             .await
             .expect("get");
+        self.keep(&response);
+        let status = response.status().as_u16();
+        let location = location(&response);
+        (status, location, response.text().await.expect("body"))
+    }
+
+    /// A JSON POST to `path` of `srv` with the browser's cookies (what the wallet page sends).
+    async fn post_json(
+        &mut self,
+        path: &str,
+        srv: &TestServer,
+        body: &Value,
+    ) -> (u16, String, String) {
+        let response = self
+            .http
+            .post(srv.url(path))
+            .header("cookie", self.cookie_header())
+            .json(body)
+            .send()
+            .await
+            .expect("post");
         self.keep(&response);
         let status = response.status().as_u16();
         let location = location(&response);
@@ -149,6 +173,7 @@ async fn named_client(srv: &TestServer, name: &str) -> String {
             "redirect_uris": ["https://app.example/callback"],
             "grant_types": ["authorization_code", "refresh_token"],
             "policy_uri": "https://app.example/policy",
+            "logo_uri": "https://app.example/logo.png",
         }),
     )
     .await;
@@ -230,8 +255,29 @@ async fn approve(srv: &TestServer, browser: &mut Browserish, query: &str, user: 
         )
         .await;
     assert_eq!(status, 303);
+    // The consent screen shows the client's logo, which its policy lets load from there only.
+    let csp = browser
+        .http
+        .get(srv.url(&next))
+        .header("cookie", browser.cookie_header())
+        .send()
+        .await
+        .expect("consent")
+        .headers()
+        .get("content-security-policy")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        csp.contains("img-src 'self' data: https://app.example;"),
+        "{csp}"
+    );
     let (status, _, consent) = browser.get(&srv.url(&next)).await;
     assert_eq!(status, 200);
+    assert!(
+        consent.contains("id=\"client-logo\" src=\"https://app.example/logo.png\""),
+        "{consent}"
+    );
     assert!(consent.contains(&format!("@{user}:localhost")), "{consent}");
     assert!(
         consent.contains("app.example"),
@@ -873,6 +919,27 @@ async fn oauth_wallet_sign_in_in_a_browser() {
     // Signed in in this browser: the next authorization goes straight to the consent screen.
     browser.goto(data.url.as_str()).await;
     browser.wait_text("#account", &user_id).await;
+
+    // The account page links a second wallet through the same wallet page.
+    let second = Key::new(72);
+    let second_address = format!("{:#x}", second.address());
+    browser.goto(&format!("{public}/oauth2/account")).await;
+    browser.wait_text("#account", &user_id).await;
+    browser.click("#link-wallet").await;
+    browser.wait_for("the wallet page's script", READY).await;
+    browser
+        .execute(
+            INJECT_WALLET,
+            vec![json!(second.address().to_checksum(None)), json!("0x1")],
+        )
+        .await;
+    browser.wait_text("#wallets", "Test Wallet").await;
+    browser.click("#wallets button").await;
+    let (id, text) = sign_request(&browser).await;
+    settle(&browser, id, &second, &text).await;
+    browser.wait_text("#linked-wallets", &second_address).await;
+    browser.wait_text("#account", &user_id).await;
+    browser.screenshot("oauth-account-wallets").await;
     browser.quit().await;
     srv.finish().await;
 }
@@ -1260,6 +1327,207 @@ async fn the_account_page_lists_and_ends_sessions(backend: Backend) {
     assert_eq!(whoami(&srv, &laptop_token).await.0, 200);
     let (_, _, sessions) = browser.get(&srv.url("/oauth2/account")).await;
     assert!(!sessions.contains(&phone_device), "{sessions}");
+    srv.finish().await;
+}
+
+/// A browser signed in to alice's account page with her password; the page it lands on.
+async fn account_page_signed_in(srv: &TestServer, browser: &mut Browserish, query: &str) -> String {
+    let (_, _, page) = browser
+        .get(&srv.url(&format!("/oauth2/account{query}")))
+        .await;
+    assert!(page.contains("Sign in to manage your account"), "{page}");
+    let request = format!("account=1{}", query.replacen('?', "&", 1));
+    let (status, next, _) = browser
+        .post_form(
+            &srv.url("/oauth2/login"),
+            &[
+                ("request", &request),
+                ("csrf", &csrf_of(&page)),
+                ("username", "alice"),
+                ("password", PASSWORD),
+            ],
+        )
+        .await;
+    assert_eq!(status, 303, "{next}");
+    let (status, _, page) = browser.get(&srv.url(&next)).await;
+    assert_eq!(status, 200, "{page}");
+    page
+}
+
+/// The account page's other actions (MSC4191 and spec v1.15): the display name, wallets
+/// linked by a SIWE signature and unlinked, and deactivation, which asks for a sign-in of the
+/// last ten minutes and the account's own ID typed out. Forged and wrong requests change
+/// nothing.
+async fn the_account_page_keeps_profile_wallets_and_deactivation(backend: Backend) {
+    let srv = TestServer::start(&backend).await;
+    srv.register("alice", PASSWORD).await;
+    let session = srv.login("alice", PASSWORD).await;
+    let token = session["access_token"].as_str().expect("token").to_owned();
+    let (_, meta) = srv.get("/_matrix/client/v1/auth_metadata", None).await;
+    let actions = meta["account_management_actions_supported"].clone();
+    for action in [
+        "org.matrix.profile",
+        "org.matrix.devices_list",
+        "org.matrix.device_delete",
+        "org.matrix.account_deactivate",
+        "org.matrix.session_end",
+    ] {
+        assert!(
+            actions
+                .as_array()
+                .is_some_and(|a| a.iter().any(|x| x == action)),
+            "{action} in {actions}"
+        );
+    }
+    let mut browser = Browserish::new();
+    let page = account_page_signed_in(&srv, &mut browser, "?action=org.matrix.profile").await;
+    assert!(page.contains("id=\"displayname\""), "{page}");
+    let csrf = csrf_of(&page);
+    let account = srv.url("/oauth2/account");
+    let displayname = || async {
+        srv.get(
+            "/_matrix/client/v3/profile/@alice:localhost/displayname",
+            None,
+        )
+        .await
+        .1["displayname"]
+            .clone()
+    };
+
+    // The display name: saved; one with a control character refused, the old one kept.
+    let (status, back, _) = browser
+        .post_form(
+            &account,
+            &[("csrf", &csrf), ("displayname", "Alice Liddell")],
+        )
+        .await;
+    assert_eq!((status, back.as_str()), (303, "/oauth2/account"));
+    assert_eq!(displayname().await, "Alice Liddell");
+    let (status, _, page) = browser
+        .post_form(&account, &[("csrf", &csrf), ("displayname", "Alice\u{7}")])
+        .await;
+    assert_eq!(status, 400, "{page}");
+    assert_eq!(displayname().await, "Alice Liddell");
+    let (status, _, _) = Browserish::new()
+        .post_form(&account, &[("csrf", &csrf), ("displayname", "Forged")])
+        .await;
+    assert_eq!(status, 400, "no cookie, no change");
+    assert_eq!(displayname().await, "Alice Liddell");
+
+    // A wallet linked from the page's wallet sign-in, in its link mode.
+    let key = Key::new(81);
+    let address = format!("{:#x}", key.address());
+    let (text, signature) = crate::wallet::signed_message(&srv, &key).await;
+    let link = |csrf: String| {
+        json!({
+            "request": "account=1&action=io.matrixon.wallet_link",
+            "csrf": csrf, "message": text.clone(), "signature": signature.clone(),
+        })
+    };
+    // A browser signed in to nobody links nothing (and spends no nonce).
+    let mut stranger = Browserish::new();
+    let (_, _, strangers) = stranger.get(&account).await;
+    let (status, _, body) = stranger
+        .post_json(WALLET_SIGN_IN, &srv, &link(csrf_of(&strangers)))
+        .await;
+    assert_eq!(status, 403, "{body}");
+    let (status, _, body) = browser
+        .post_json(WALLET_SIGN_IN, &srv, &link(csrf.clone()))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let answer: Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(answer["linked"], address.as_str());
+    assert_eq!(answer["redirect_to"], "/oauth2/account");
+    let (_, _, page) = browser.get(&account).await;
+    assert!(
+        page.contains(&format!("data-wallet=\"{address}\"")),
+        "{page}"
+    );
+    // The wallet now signs in to alice's account.
+    let (again, signed) = crate::wallet::signed_message(&srv, &key).await;
+    let (status, login) = srv
+        .post_json(
+            "/_matrix/client/v3/login",
+            None,
+            &json!({"type": "io.matrixon.login.siwe", "message": again, "signature": signed}),
+        )
+        .await;
+    assert_eq!(
+        (status, login["user_id"].as_str()),
+        (200, Some("@alice:localhost"))
+    );
+    // Unlinked: an unknown address is refused, the linked one goes.
+    let (status, _, _) = browser
+        .post_form(
+            &account,
+            &[
+                ("csrf", &csrf),
+                ("unlink", "0x0000000000000000000000000000000000000001"),
+            ],
+        )
+        .await;
+    assert_eq!(status, 400);
+    let (status, _, _) = browser
+        .post_form(&account, &[("csrf", &csrf), ("unlink", &address)])
+        .await;
+    assert_eq!(status, 303);
+    let (_, _, page) = browser.get(&account).await;
+    assert!(!page.contains(&address), "{page}");
+
+    // Deactivation: the page offers it; the ID must be typed out.
+    assert!(
+        page.contains("action=org.matrix.account_deactivate"),
+        "{page}"
+    );
+    let (_, _, page) = browser
+        .get(&srv.url("/oauth2/account?action=org.matrix.account_deactivate"))
+        .await;
+    assert!(page.contains("Deactivate your account?"), "{page}");
+    let (status, _, _) = browser
+        .post_form(
+            &account,
+            &[("csrf", &csrf), ("deactivate", "@bob:localhost")],
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(whoami(&srv, &token).await.0, 200);
+    // Eleven minutes later the sign-in is too old to deactivate with (the page asks again).
+    srv.clock.advance(std::time::Duration::from_secs(11 * 60));
+    let (_, _, page) = browser
+        .get(&srv.url("/oauth2/account?action=org.matrix.account_deactivate"))
+        .await;
+    assert!(page.contains("Sign in to manage your account"), "{page}");
+    let (status, _, _) = browser
+        .post_form(
+            &account,
+            &[("csrf", &csrf), ("deactivate", "@alice:localhost")],
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(whoami(&srv, &token).await.0, 200);
+    // Signed in again: deactivated for good.
+    let page =
+        account_page_signed_in(&srv, &mut browser, "?action=org.matrix.account_deactivate").await;
+    let (status, _, done) = browser
+        .post_form(
+            &account,
+            &[
+                ("csrf", &csrf_of(&page)),
+                ("deactivate", "@alice:localhost"),
+            ],
+        )
+        .await;
+    assert_eq!(status, 200, "{done}");
+    assert!(done.contains("Account deactivated"), "{done}");
+    assert_eq!(whoami(&srv, &token).await.0, 401);
+    let (status, _) = srv
+        .post_json(
+            "/_matrix/client/v3/login",
+            None,
+            &json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "alice"}, "password": PASSWORD}),
+        )
+        .await;
+    assert_eq!(status, 403);
     srv.finish().await;
 }
 

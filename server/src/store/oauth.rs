@@ -251,14 +251,15 @@ impl Store {
         Ok(())
     }
 
-    /// The user a browser signed in as, while that sign-in lasts.
+    /// The user a browser signed in as and when that sign-in ends, while it lasts.
     pub async fn oauth_browser_user(
         &self,
         session_hash: &str,
         now_ms: i64,
-    ) -> Result<Option<String>, sqlx::Error> {
-        sqlx::query_scalar(
-            "SELECT user_id FROM oauth_browser_sessions WHERE session_hash = $1 AND expires_ts > $2",
+    ) -> Result<Option<(String, i64)>, sqlx::Error> {
+        sqlx::query_as(
+            "SELECT user_id, expires_ts FROM oauth_browser_sessions \
+             WHERE session_hash = $1 AND expires_ts > $2",
         )
         .bind(session_hash)
         .bind(now_ms)

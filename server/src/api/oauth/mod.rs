@@ -18,6 +18,7 @@ use crate::service::{
     oauth::{DEVICE_CODE_GRANT, OAuthError},
 };
 
+mod account;
 mod pages;
 
 /// Where the OAuth endpoints live (beside, not under, the Client-Server API).
@@ -97,10 +98,7 @@ async fn metadata(State(services): State<Arc<Services>>) -> Json<Value> {
         "revocation_endpoint_auth_methods_supported": ["none"],
         "scopes_supported": ["urn:matrix:client:api:*", "urn:matrix:client:device:*"],
         "account_management_uri": at(&format!("{PREFIX}/account")),
-        "account_management_actions_supported": [
-            "org.matrix.sessions_list", "org.matrix.session_view", "org.matrix.session_end",
-            "org.matrix.cross_signing_reset",
-        ],
+        "account_management_actions_supported": account::ACTIONS,
         "prompt_values_supported": if services.config.registration.open {
             json!(["create"])
         } else {

@@ -26,8 +26,6 @@ use crate::{
     store::oauth::DeviceGrant,
 };
 
-/// How long an approved cross-signing reset waits for the client.
-const CROSS_SIGNING_RESET_WINDOW_MS: i64 = 10 * 60 * 1000;
 /// The browser's sign-in on these pages.
 const SESSION_COOKIE: &str = "matrixon_oauth_session";
 /// The double-submit CSRF token every form carries.
@@ -48,7 +46,7 @@ pub(super) fn routes() -> Router<Arc<Services>> {
         )
         .route(&format!("{PREFIX}/wallet"), get(wallet_page))
         .route(&format!("{PREFIX}/device"), get(device_page))
-        .route(&format!("{PREFIX}/account"), get(account).post(end_session))
+        .merge(super::account::routes())
         .route(
             "/_matrix/client/unstable/io.matrixon/oauth/wallet",
             post(wallet_sign_in),
@@ -56,7 +54,7 @@ pub(super) fn routes() -> Router<Arc<Services>> {
 }
 
 /// Text made safe for HTML (element content and quoted attributes).
-fn escape(text: &str) -> String {
+pub(super) fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
@@ -96,13 +94,26 @@ fn set_cookie(services: &Services, name: &str, value: &str, max_age_s: u64) -> O
 }
 
 /// Who the browser is signed in as on these pages, if anyone.
-async fn browser_session(headers: &HeaderMap, services: &Services) -> Option<ruma::OwnedUserId> {
+pub(super) async fn browser_session(
+    headers: &HeaderMap,
+    services: &Services,
+) -> Option<ruma::OwnedUserId> {
+    browser_sign_in(headers, services)
+        .await
+        .map(|(user, _)| user)
+}
+
+/// The browser's signed-in user and when it signed in.
+pub(super) async fn browser_sign_in(
+    headers: &HeaderMap,
+    services: &Services,
+) -> Option<(ruma::OwnedUserId, i64)> {
     let session = cookie(headers, SESSION_COOKIE)?;
     services.browser_user(session).await.ok().flatten()
 }
 
 /// Whether the form's CSRF token is the browser's.
-fn csrf_ok(headers: &HeaderMap, submitted: &str) -> bool {
+pub(super) fn csrf_ok(headers: &HeaderMap, submitted: &str) -> bool {
     cookie(headers, CSRF_COOKIE).is_some_and(|expected| {
         secrets::is_token_shaped(expected)
             && expected.len() == submitted.len()
@@ -115,7 +126,12 @@ fn csrf_ok(headers: &HeaderMap, submitted: &str) -> bool {
 }
 
 /// A page with the headers every one of them carries.
-fn page(status: StatusCode, title: &str, body: &str, cookies: Vec<HeaderValue>) -> Response {
+pub(super) fn page(
+    status: StatusCode,
+    title: &str,
+    body: &str,
+    cookies: Vec<HeaderValue>,
+) -> Response {
     let html = format!(
         "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
@@ -142,7 +158,7 @@ fn page(status: StatusCode, title: &str, body: &str, cookies: Vec<HeaderValue>) 
     response
 }
 
-fn error_page(message: &str) -> Response {
+pub(super) fn error_page(message: &str) -> Response {
     page(
         StatusCode::BAD_REQUEST,
         "Cannot sign in",
@@ -155,7 +171,7 @@ fn error_page(message: &str) -> Response {
     )
 }
 
-fn see_other(location: &str, cookies: Vec<HeaderValue>) -> Response {
+pub(super) fn see_other(location: &str, cookies: Vec<HeaderValue>) -> Response {
     let mut response = StatusCode::SEE_OTHER.into_response();
     if let Ok(location) = HeaderValue::from_str(location) {
         response.headers_mut().insert(header::LOCATION, location);
@@ -170,7 +186,7 @@ fn see_other(location: &str, cookies: Vec<HeaderValue>) -> Response {
 }
 
 /// The browser's CSRF token, and the cookie that sets one when it has none yet.
-fn csrf_token(services: &Services, headers: &HeaderMap) -> (String, Vec<HeaderValue>) {
+pub(super) fn csrf_token(services: &Services, headers: &HeaderMap) -> (String, Vec<HeaderValue>) {
     match cookie(headers, CSRF_COOKIE).filter(|t| secrets::is_token_shaped(t)) {
         Some(token) => (token.to_owned(), Vec::new()),
         None => {
@@ -189,7 +205,7 @@ fn csrf_token(services: &Services, headers: &HeaderMap) -> (String, Vec<HeaderVa
 /// What the pages are signing the user in for: a client's authorize request, or a device
 /// that showed a user code. Forms carry it as `request` (the authorize query, or
 /// `user_code=…`) and it is checked again at every step.
-enum Pending {
+pub(super) enum Pending {
     Authorize(Box<AuthorizeRequest>),
     Device(Box<(DeviceGrant, OAuthClient)>),
     /// The account page (`account=1&action=…&device_id=…`).
@@ -340,7 +356,7 @@ async fn continue_pending(services: &Services, headers: &HeaderMap, request: &st
     }
 }
 
-fn sign_in_page(
+pub(super) fn sign_in_page(
     services: &Services,
     request: &Pending,
     query: &str,
@@ -434,8 +450,21 @@ fn consent_page(
     } else {
         format!("<p>{links}</p>\n")
     };
+    // The logo is on the client's own host (registration checks it), so showing it tells
+    // that host nothing the sign-in does not.
+    let logo = client
+        .logo_uri
+        .as_deref()
+        .map(|uri| {
+            format!(
+                "<img id=\"client-logo\" src=\"{}\" alt=\"\" width=\"64\" height=\"64\" \
+                 referrerpolicy=\"no-referrer\">\n",
+                escape(uri)
+            )
+        })
+        .unwrap_or_default();
     let body = format!(
-        "<header><h1>Allow {name}?</h1></header>\n\
+        "<header>{logo}<h1>Allow {name}?</h1></header>\n\
          <p><strong id=\"client\">{name}</strong> (<span id=\"client-host\">{host}</span>) asks for full \
          access to your Matrix account <strong id=\"account\">{user}</strong>, as a new session \
          (device <code>{device}</code>). It will read and send messages as you.</p>\n{links}\
@@ -450,174 +479,27 @@ fn consent_page(
         device = escape(request.device_id()),
         hidden = hidden(query, csrf),
     );
-    page(
+    let mut response = page(
         StatusCode::OK,
         &format!("Allow {}?", client.display_name()),
         &body,
         cookies,
-    )
-}
-
-/// The account page's request as the sign-in forms carry it (only the keys it reads).
-fn account_request(params: &std::collections::HashMap<String, String>) -> String {
-    let mut out = form_urlencoded::Serializer::new(String::new());
-    out.append_pair("account", "1");
-    for key in ["action", "device_id"] {
-        if let Some(value) = params.get(key).filter(|v| v.len() <= 255) {
-            out.append_pair(key, value);
-        }
-    }
-    out.finish()
-}
-
-/// # `GET /oauth2/account[?action=…&device_id=…]` (MSC4191's account management URL):
-/// the account's sessions, each with a way to end it.
-async fn account(
-    State(services): State<Arc<Services>>,
-    headers: HeaderMap,
-    RawQuery(query): RawQuery,
-) -> Response {
-    let params = crate::http::ruma::query_params(query.as_deref());
-    let request = account_request(&params);
-    let (csrf, cookies) = csrf_token(&services, &headers);
-    let user = browser_session(&headers, &services).await;
-    let Some(user_id) = user else {
-        return sign_in_page(&services, &Pending::Account, &request, &csrf, None, cookies);
-    };
-    let devices = match services.store.devices(&user_id).await {
-        Ok(devices) => devices,
-        Err(_) => return error_page("The server could not list your sessions; try again."),
-    };
-    let chosen = params.get("device_id").map(String::as_str);
-    let ending = params.get("action").map(String::as_str) == Some("org.matrix.session_end");
-    let mut rows = String::new();
-    for device in &devices {
-        let id = device.device_id.as_str();
-        let seen = device
-            .last_seen_ms
-            .and_then(|ms| time::OffsetDateTime::from_unix_timestamp(ms / 1000).ok())
-            .map(|t| {
-                format!(
-                    "{:04}-{:02}-{:02} {:02}:{:02} UTC",
-                    t.year(),
-                    u8::from(t.month()),
-                    t.day(),
-                    t.hour(),
-                    t.minute()
-                )
-            })
-            .unwrap_or_else(|| "never".to_owned());
-        let class = if chosen == Some(id) {
-            " class=\"chosen\""
-        } else {
-            ""
-        };
-        let confirm = if chosen == Some(id) && ending {
-            "<p class=\"error\">Sign this session out?</p>"
-        } else {
-            ""
-        };
-        rows.push_str(&format!(
-            "<li{class} data-device=\"{id}\"><strong>{name}</strong> <code>{id}</code><br>\
-             Last seen {seen}{ip}\n{confirm}\
-             <form method=\"post\" action=\"{PREFIX}/account\">\
-             <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
-             <input type=\"hidden\" name=\"device_id\" value=\"{id}\">\
-             <button type=\"submit\" class=\"secondary\">Sign out</button></form></li>\n",
-            id = escape(id),
-            name = escape(device.display_name.as_deref().unwrap_or("Unnamed session")),
-            ip = device
-                .last_seen_ip
-                .as_deref()
-                .map(|ip| format!(" from {}", escape(ip)))
-                .unwrap_or_default(),
-            csrf = escape(&csrf),
-        ));
-    }
-    let reset = if params.get("action").map(String::as_str)
-        == Some("org.matrix.cross_signing_reset")
-    {
-        format!(
-            "<section id=\"reset\"><h2>Reset your identity?</h2>\n\
-             <p>An app asks to replace your cross-signing keys. Your other sessions and the \
-             people you talk to will have to verify you again, and messages only your old \
-             identity could read may be lost. Allow it only if you started the reset.</p>\n\
-             <form method=\"post\" action=\"{PREFIX}/account\">\
-             <input type=\"hidden\" name=\"csrf\" value=\"{}\">\
-             <input type=\"hidden\" name=\"reset\" value=\"allow\">\
-             <p class=\"actions\"><button id=\"allow-reset\" type=\"submit\">Allow the reset for 10 minutes</button></p>\
-             </form></section>\n",
-            escape(&csrf)
-        )
-    } else {
-        String::new()
-    };
-    let body = format!(
-        "<header><h1>Your sessions</h1></header>\n{reset}\
-         <p>Signed in as <strong id=\"account\">{user}</strong>. Signing a session out ends it \
-         and removes its encryption keys.</p>\n<ul id=\"sessions\">\n{rows}</ul>",
-        user = escape(user_id.as_str()),
     );
-    page(StatusCode::OK, "Your sessions", &body, cookies)
-}
-
-/// # `POST /oauth2/account`: signs one of the account's sessions out.
-async fn end_session(
-    State(services): State<Arc<Services>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let fields = match csrf_checked_form(
-        &headers,
-        &body,
-        "This form expired. Open your sessions again.",
-    ) {
-        Ok(fields) => fields,
-        Err(refused) => return error_page(refused),
-    };
-    let field = |k: &str| fields.get(k).map(String::as_str).unwrap_or_default();
-    let user = browser_session(&headers, &services).await;
-    let Some(user_id) = user else {
-        return error_page("You are no longer signed in. Open your sessions again.");
-    };
-    if field("reset") == "allow" {
-        let expires = services
-            .now_ms()
-            .saturating_add(CROSS_SIGNING_RESET_WINDOW_MS);
-        if services
-            .store
-            .allow_cross_signing_reset(user_id.as_str(), expires)
-            .await
-            .is_err()
-        {
-            return error_page("The server could not record the approval; try again.");
-        }
-        tracing::info!(%user_id, "cross-signing reset approved on the account page");
-        return page(
-            StatusCode::OK,
-            "Reset approved",
-            "<header><h1>Reset approved</h1></header>\n<p id=\"done\">Return to your app: it \
-             can replace your cross-signing keys in the next 10 minutes.</p>",
-            Vec::new(),
-        );
+    if let Some(origin) = client
+        .logo_uri
+        .as_deref()
+        .and_then(|uri| url::Url::parse(uri).ok())
+        .map(|uri| uri.origin().ascii_serialization())
+        && let Ok(csp) = HeaderValue::from_str(&PAGE_CSP.replace(
+            "img-src 'self' data:",
+            &format!("img-src 'self' data: {origin}"),
+        ))
+    {
+        response
+            .headers_mut()
+            .insert(header::CONTENT_SECURITY_POLICY, csp);
     }
-    let device = field("device_id");
-    let known = match services.store.devices(&user_id).await {
-        Ok(devices) => devices.iter().any(|d| d.device_id.as_str() == device),
-        Err(_) => return error_page("The server could not list your sessions; try again."),
-    };
-    if !known {
-        return error_page("That session is not one of yours, or has already ended.");
-    }
-    let ended = services
-        .store
-        .delete_devices(&user_id, &[ruma::OwnedDeviceId::from(device)])
-        .await;
-    if ended.is_err() || services.wake_device_watchers(&user_id).await.is_err() {
-        return error_page("The server could not end the session; try again.");
-    }
-    tracing::info!(%user_id, device, "session ended on the account page");
-    see_other(&format!("{PREFIX}/account"), Vec::new())
+    response
 }
 
 /// After the user answered a device's request.
@@ -646,7 +528,7 @@ fn done_page(allowed: bool, client: &str) -> Response {
 
 /// A page's form whose CSRF token is the browser's; else what the error page says
 /// (`expired` for a token that does not match).
-fn csrf_checked_form<'a>(
+pub(super) fn csrf_checked_form<'a>(
     headers: &HeaderMap,
     body: &[u8],
     expired: &'a str,
@@ -862,16 +744,20 @@ async fn register(
             tracing::error!(error = %format!("{e:#}"), "OAuth registration failed");
             error_page("The server failed to create the account; try again.")
         }
-        Err(refused) => retry(&refused_reason(&refused)),
+        Err(refused) => retry(&refused_reason(
+            &refused,
+            "The account could not be created.",
+        )),
     }
 }
 
 /// A Matrix error's message, for a page.
-fn refused_reason(error: &crate::http::error::Error) -> String {
+/// What a refused change says on a page: the error's own message, else `fallback`.
+pub(super) fn refused_reason(error: &crate::http::error::Error, fallback: &str) -> String {
     match error {
         crate::http::error::Error::Matrix { message, .. }
         | crate::http::error::Error::Detailed { message, .. } => message.clone(),
-        _ => "The account could not be created.".to_owned(),
+        _ => fallback.to_owned(),
     }
 }
 
@@ -968,6 +854,27 @@ async fn wallet_sign_in(
             "The sign-in request is no longer valid: start again from the app",
         ));
     };
+    if matches!(pending, Pending::Account)
+        && super::account::requested_action(&body.request).as_deref()
+            == Some(super::account::LINK_WALLET)
+    {
+        // Linking one more wallet to the account this browser is signed in to.
+        let Some(user_id) = browser_session(&headers, &services).await else {
+            return Err(crate::http::error::Error::forbidden(
+                "You are no longer signed in: open your account page again",
+            ));
+        };
+        let address = services
+            .link_wallet(&user_id, &body.message, &body.signature)
+            .await?;
+        tracing::info!(%user_id, address, "wallet linked on the account page");
+        return Ok(Json(json!({
+            "redirect_to": format!("{PREFIX}/account"),
+            "user_id": user_id,
+            "linked": address,
+        }))
+        .into_response());
+    }
     let user_id = services.siwe_login(&body.message, &body.signature).await?;
     let secret = services
         .sign_in_browser(&user_id)

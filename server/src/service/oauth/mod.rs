@@ -662,11 +662,12 @@ impl Services {
         Ok(secret)
     }
 
-    /// The user a browser's cookie says it signed in as.
+    /// The user a browser's cookie says it signed in as, and when it signed in (the account
+    /// page asks for a recent sign-in before it deactivates an account).
     pub async fn browser_user(
         &self,
         cookie: &str,
-    ) -> Result<Option<ruma::OwnedUserId>, OAuthError> {
+    ) -> Result<Option<(ruma::OwnedUserId, i64)>, OAuthError> {
         if !secrets::is_token_shaped(cookie) {
             return Ok(None);
         }
@@ -674,14 +675,16 @@ impl Services {
             .store
             .oauth_browser_user(&secrets::hash_token(cookie), self.now_ms())
             .await?;
-        let Some(user_id) = user.and_then(|u| UserId::parse(u).ok()) else {
+        let Some((user_id, expires)) = user.and_then(|(u, e)| Some((UserId::parse(u).ok()?, e)))
+        else {
             return Ok(None);
         };
+        let lifetime = i64::try_from(BROWSER_SESSION_LIFETIME.as_millis()).unwrap_or(i64::MAX);
         Ok(self
             .ensure_active(&user_id)
             .await
             .is_ok()
-            .then_some(user_id))
+            .then_some((user_id, expires.saturating_sub(lifetime))))
     }
 }
 
