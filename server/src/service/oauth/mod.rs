@@ -626,6 +626,19 @@ impl Services {
         // Only the client the session was issued to may end it this way.
         match self.store.oauth_session(&user, &device).await? {
             Some((owner, _)) if owner == client_id => {}
+            // Ended meanwhile (a client revoking its access and refresh tokens at once, as
+            // matrix-js-sdk's `logout` does): revoked already, which is what was asked.
+            None if match UserId::parse(user.as_str()) {
+                Ok(user_id) => self
+                    .store
+                    .device(&user_id, device.as_str().into())
+                    .await?
+                    .is_none(),
+                Err(_) => false,
+            } =>
+            {
+                return Ok(());
+            }
             _ => {
                 return Err(OAuthError::new(
                     "unauthorized_client",
