@@ -27,6 +27,7 @@ both_backends!(
     the_account_page_lists_and_ends_sessions,
     the_account_page_keeps_profile_wallets_and_deactivation,
     a_cross_signing_reset_is_approved_on_the_account_page,
+    rendezvous_sessions_take_turns_and_refuse_bad_writes,
 );
 
 const PASSWORD: &str = "oauth password";
@@ -1765,5 +1766,191 @@ async fn matrix_sdk_logs_out_over_https(backend: Backend) {
         .await
         .expect("matrix-sdk's logout revokes");
     assert_eq!(whoami(&srv, &token).await.0, 401, "revoked");
+    srv.finish().await;
+}
+
+const RENDEZVOUS: &str = "/_matrix/client/unstable/org.matrix.msc4108/rendezvous";
+
+/// The MSC4108 rendezvous that QR login runs over (matrix-sdk's whole flow is in
+/// `tests/e2ee`): sessions created, read with ETags (304 while unchanged, exactly
+/// `text/plain`), written in turns (`If-Match`), shared by a second instance on the same
+/// database, deleted and expiring; wrong writes refused and changing nothing.
+async fn rendezvous_sessions_take_turns_and_refuse_bad_writes(backend: Backend) {
+    let srv = TestServer::start(&backend).await;
+    let other = matrixon::Server::start_with_clock(
+        crate::harness::test_config(&srv.db.url),
+        srv.clock.clone(),
+    )
+    .await
+    .expect("a second instance");
+    let http = reqwest::Client::new();
+    let send = |method: reqwest::Method,
+                url: String,
+                headers: Vec<(&'static str, String)>,
+                body: &'static str| {
+        let mut request = http.request(method, url).body(body);
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        async move { request.send().await.expect("request") }
+    };
+    let text = || ("content-type", "text/plain".to_owned());
+    let header = |r: &reqwest::Response, name: &str| {
+        r.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let errcode =
+        |body: &str| serde_json::from_str::<Value>(body).unwrap_or_default()["errcode"].clone();
+
+    // Created: 201 with the session's URL and its headers.
+    let created = send(reqwest::Method::POST, srv.url(RENDEZVOUS), vec![text()], "").await;
+    assert_eq!(created.status().as_u16(), 201);
+    let etag = header(&created, "etag");
+    assert!(etag.starts_with('"') && etag.len() > 2, "{etag}");
+    assert!(
+        !header(&created, "expires").is_empty() && !header(&created, "last-modified").is_empty()
+    );
+    assert_eq!(header(&created, "cache-control"), "no-store, no-transform");
+    let url = created.json::<Value>().await.expect("json")["url"]
+        .as_str()
+        .expect("url")
+        .to_owned();
+    assert!(
+        url.starts_with(&format!(
+            "{}{RENDEZVOUS}/",
+            srv.base.replace("127.0.0.1", "localhost")
+        )),
+        "{url}"
+    );
+    let path = url.split_once(RENDEZVOUS).expect("path").1.to_owned();
+    let at = |base: &str| format!("{base}{RENDEZVOUS}{path}");
+
+    // Unchanged: 304 with the same ETag; changed by a write on the other instance: 200, text.
+    let unchanged = send(
+        reqwest::Method::GET,
+        at(&srv.base),
+        vec![("if-none-match", etag.clone())],
+        "",
+    )
+    .await;
+    assert_eq!(unchanged.status().as_u16(), 304);
+    assert_eq!(header(&unchanged, "etag"), etag);
+    let written = send(
+        reqwest::Method::PUT,
+        at(&other.base_url()),
+        vec![text(), ("if-match", etag.clone())],
+        "hello from the new device",
+    )
+    .await;
+    assert_eq!(written.status().as_u16(), 202);
+    let second = header(&written, "etag");
+    assert!(!second.is_empty() && second != etag);
+    let read = send(
+        reqwest::Method::GET,
+        at(&srv.base),
+        vec![("if-none-match", etag.clone())],
+        "",
+    )
+    .await;
+    assert_eq!(read.status().as_u16(), 200);
+    assert_eq!(header(&read, "content-type"), "text/plain");
+    assert_eq!(header(&read, "etag"), second);
+    assert_eq!(
+        read.text().await.expect("body"),
+        "hello from the new device"
+    );
+
+    // Refused writes change nothing: a stale ETag (412, M_CONCURRENT_WRITE), none, another
+    // type, too large, an unknown session.
+    let stale = send(
+        reqwest::Method::PUT,
+        at(&srv.base),
+        vec![text(), ("if-match", etag.clone())],
+        "late",
+    )
+    .await;
+    assert_eq!(stale.status().as_u16(), 412);
+    let body: Value = stale.json().await.expect("json");
+    assert_eq!(
+        body["org.matrix.msc4108.errcode"], "M_CONCURRENT_WRITE",
+        "{body}"
+    );
+    let unconditional = send(reqwest::Method::PUT, at(&srv.base), vec![text()], "blind").await;
+    assert_eq!(unconditional.status().as_u16(), 400);
+    let json_body = send(
+        reqwest::Method::PUT,
+        at(&srv.base),
+        vec![
+            ("content-type", "application/json".to_owned()),
+            ("if-match", second.clone()),
+        ],
+        "{}",
+    )
+    .await;
+    assert_eq!(json_body.status().as_u16(), 400);
+    assert_eq!(
+        errcode(&json_body.text().await.expect("body")),
+        "M_INVALID_PARAM"
+    );
+    let huge: &'static str = Box::leak("x".repeat(4097).into_boxed_str());
+    let too_large = send(
+        reqwest::Method::PUT,
+        at(&srv.base),
+        vec![text(), ("if-match", second.clone())],
+        huge,
+    )
+    .await;
+    assert_eq!(too_large.status().as_u16(), 413);
+    let unknown = send(
+        reqwest::Method::GET,
+        format!("{}{RENDEZVOUS}/nosuchsession", srv.base),
+        vec![],
+        "",
+    )
+    .await;
+    assert_eq!(unknown.status().as_u16(), 404);
+    assert_eq!(errcode(&unknown.text().await.expect("body")), "M_NOT_FOUND");
+    let still = send(reqwest::Method::GET, at(&srv.base), vec![], "").await;
+    assert_eq!(header(&still, "etag"), second);
+    assert_eq!(
+        still.text().await.expect("body"),
+        "hello from the new device"
+    );
+    let not_text = send(
+        reqwest::Method::POST,
+        srv.url(RENDEZVOUS),
+        vec![("content-type", "application/json".to_owned())],
+        "{}",
+    )
+    .await;
+    assert_eq!(not_text.status().as_u16(), 400);
+
+    // Deleted: gone on both instances.
+    let deleted = send(reqwest::Method::DELETE, at(&other.base_url()), vec![], "").await;
+    assert_eq!(deleted.status().as_u16(), 204);
+    let after = send(reqwest::Method::GET, at(&srv.base), vec![], "").await;
+    assert_eq!(after.status().as_u16(), 404);
+
+    // A session lives five minutes from its creation, whatever is written.
+    let created = send(reqwest::Method::POST, srv.url(RENDEZVOUS), vec![text()], "").await;
+    let url = created.json::<Value>().await.expect("json")["url"]
+        .as_str()
+        .expect("url")
+        .to_owned();
+    let path = url.split_once(RENDEZVOUS).expect("path").1.to_owned();
+    srv.clock
+        .advance(std::time::Duration::from_secs(5 * 60 + 1));
+    let expired = send(
+        reqwest::Method::GET,
+        format!("{}{RENDEZVOUS}{path}", srv.base),
+        vec![],
+        "",
+    )
+    .await;
+    assert_eq!(expired.status().as_u16(), 404);
+    other.shutdown().await;
     srv.finish().await;
 }

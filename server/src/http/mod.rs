@@ -65,7 +65,11 @@ fn cors() -> CorsLayer {
             HeaderName::from_static("x-requested-with"),
             header::CONTENT_TYPE,
             header::AUTHORIZATION,
+            // MSC4108 rendezvous writes and polls are conditional.
+            header::IF_MATCH,
+            header::IF_NONE_MATCH,
         ])
+        .expose_headers([header::ETAG])
 }
 
 /// # `GET /health`

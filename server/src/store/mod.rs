@@ -21,6 +21,7 @@ mod profiles;
 mod push;
 mod receipts;
 mod registration_tokens;
+pub mod rendezvous;
 mod server_keys;
 mod sliding_sync;
 mod streams;

@@ -60,6 +60,11 @@ impl Server {
             .env("MATRIXON_REGISTRATION_OPEN", "true")
             .env("MATRIXON_RATE_LIMITS_ENABLED", "false")
             .env("MATRIXON_LOG_LEVEL", "\"warn\"")
+            // The OAuth endpoints and rendezvous URLs are built from it.
+            .env(
+                "MATRIXON_PUBLIC_BASEURL",
+                format!("\"http://127.0.0.1:{port}/\""),
+            )
             .stdout(Stdio::null())
             .kill_on_drop(true)
             .spawn()
@@ -490,4 +495,391 @@ async fn element_x_style_sync_service_room_list_and_encrypted_dm() {
     .await;
     alice_sync.stop().await;
     bob_sync.stop().await;
+}
+
+/// What a person does on the device page a granting device opens: signs in with the password
+/// and allows (or denies) the new device. `(status, page)` of the answer.
+async fn answer_device_page(srv: &Server, page_url: &url::Url, decision: &str) -> (u16, String) {
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let mut cookies: Vec<String> = Vec::new();
+    async fn call(
+        http: &reqwest::Client,
+        cookies: &mut Vec<String>,
+        request: reqwest::RequestBuilder,
+    ) -> (u16, String, String) {
+        let _ = http;
+        let response = request
+            .header("cookie", cookies.join("; "))
+            .send()
+            .await
+            .expect("request");
+        for value in response.headers().get_all("set-cookie") {
+            let pair = value
+                .to_str()
+                .expect("cookie")
+                .split(';')
+                .next()
+                .expect("pair");
+            let name = pair.split('=').next().expect("name").to_owned();
+            cookies.retain(|c| !c.starts_with(&format!("{name}=")));
+            cookies.push(pair.to_owned());
+        }
+        let status = response.status().as_u16();
+        let location = response
+            .headers()
+            .get("location")
+            .and_then(|l| l.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        (status, location, response.text().await.expect("body"))
+    }
+    let csrf_of = |page: &str| {
+        let marker = "name=\"csrf\" value=\"";
+        let start = page.find(marker).expect("a csrf field") + marker.len();
+        page[start..].split('"').next().expect("value").to_owned()
+    };
+    let form = |pairs: &[(&str, &str)]| {
+        url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(pairs.iter().copied())
+            .finish()
+    };
+    let user_code = page_url
+        .query_pairs()
+        .find(|(k, _)| k == "user_code")
+        .map(|(_, v)| v.into_owned())
+        .expect("the device page names the user code");
+    let request = format!("user_code={user_code}");
+    let (status, _, page) = call(&http, &mut cookies, http.get(page_url.as_str())).await;
+    assert_eq!(status, 200, "{page}");
+    let (status, next, _) = call(
+        &http,
+        &mut cookies,
+        http.post(format!("{}/oauth2/login", srv.base))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form(&[
+                ("request", &request),
+                ("csrf", &csrf_of(&page)),
+                ("username", "alice"),
+                ("password", PASSWORD),
+            ])),
+    )
+    .await;
+    assert_eq!(status, 303, "the password sign-in");
+    let (_, _, consent) = call(&http, &mut cookies, http.get(format!("{}{next}", srv.base))).await;
+    assert!(consent.contains("QR App"), "{consent}");
+    let (status, _, done) = call(
+        &http,
+        &mut cookies,
+        http.post(format!("{}/oauth2/consent", srv.base))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form(&[
+                ("request", &request),
+                ("csrf", &csrf_of(&consent)),
+                ("decision", decision),
+            ])),
+    )
+    .await;
+    (status, done)
+}
+
+fn qr_registration() -> matrix_sdk::authentication::oauth::ClientRegistrationData {
+    let metadata = json!({
+        "client_name": "QR App", "client_uri": "https://qr.example/",
+        "application_type": "native", "token_endpoint_auth_method": "none",
+        "grant_types": ["urn:ietf:params:oauth:grant-type:device_code", "refresh_token"],
+    });
+    matrix_sdk::authentication::oauth::ClientRegistrationData::new(
+        matrix_sdk::ruma::serde::Raw::from_json(
+            serde_json::value::to_raw_value(&metadata).expect("raw"),
+        ),
+    )
+}
+
+/// The new device must end up as alice's, cross-signed, with her identity's secrets.
+async fn check_new_device(old: &Client, new: &Client) {
+    let user_id = old.user_id().expect("alice").to_owned();
+    assert_eq!(new.user_id(), Some(user_id.as_ref()));
+    let status = new
+        .encryption()
+        .cross_signing_status()
+        .await
+        .expect("status");
+    assert!(
+        status.is_complete(),
+        "the secrets came over the channel: {status:?}"
+    );
+    let device_id = new.device_id().expect("device").to_owned();
+    eventually(
+        "the granting device sees the new one cross-signed",
+        async || {
+            sync(old).await;
+            old.encryption()
+                .get_device(&user_id, &device_id)
+                .await
+                .ok()
+                .flatten()
+                .is_some_and(|d| d.is_cross_signed_by_owner())
+        },
+    )
+    .await;
+}
+
+use matrix_sdk::authentication::oauth::qrcode::{
+    GeneratedQrProgress, GrantLoginProgress, LoginProgress, QRCodeGrantLoginError,
+    QRCodeLoginError, QrCodeData, QrProgress,
+};
+use tokio::sync::oneshot;
+
+/// The signed-in device grants a login by showing a QR code: it hands the code over, takes
+/// the check code the new device shows, and hands over the device page to approve on.
+async fn grant_by_showing(
+    old: &Client,
+    qr_tx: oneshot::Sender<QrCodeData>,
+    code_rx: oneshot::Receiver<u8>,
+    uri_tx: oneshot::Sender<url::Url>,
+) -> Result<(), QRCodeGrantLoginError> {
+    use std::future::IntoFuture;
+    let oauth = old.oauth();
+    let grant = oauth.grant_login_with_qr_code().generate();
+    let mut progress = grant.subscribe_to_progress();
+    let done = grant.into_future();
+    tokio::pin!(done);
+    let (mut qr_tx, mut code_rx, mut uri_tx) = (Some(qr_tx), Some(code_rx), Some(uri_tx));
+    loop {
+        tokio::select! {
+            result = &mut done => return result,
+            Some(step) = progress.next() => match step {
+                GrantLoginProgress::EstablishingSecureChannel(GeneratedQrProgress::QrReady(qr)) => {
+                    if let Some(tx) = qr_tx.take() {
+                        tx.send(qr).expect("qr");
+                    }
+                }
+                GrantLoginProgress::EstablishingSecureChannel(GeneratedQrProgress::QrScanned(sender)) => {
+                    let code = code_rx.take().expect("once").await.expect("check code");
+                    sender.send(code).await.expect("check code sent");
+                }
+                GrantLoginProgress::WaitingForAuth { verification_uri } => {
+                    if let Some(tx) = uri_tx.take() {
+                        tx.send(verification_uri).expect("uri");
+                    }
+                }
+                _ => {}
+            },
+        }
+    }
+}
+
+/// The signed-in device grants a login by scanning the new device's QR code.
+async fn grant_by_scanning(
+    old: &Client,
+    qr_rx: oneshot::Receiver<QrCodeData>,
+    code_tx: oneshot::Sender<u8>,
+    uri_tx: oneshot::Sender<url::Url>,
+) -> Result<(), QRCodeGrantLoginError> {
+    use std::future::IntoFuture;
+    // As a camera reads it.
+    let qr = QrCodeData::from_bytes(&qr_rx.await.expect("qr").to_bytes()).expect("decodes");
+    let oauth = old.oauth();
+    let grant = oauth.grant_login_with_qr_code().scan(&qr);
+    let mut progress = grant.subscribe_to_progress();
+    let done = grant.into_future();
+    tokio::pin!(done);
+    let (mut code_tx, mut uri_tx) = (Some(code_tx), Some(uri_tx));
+    loop {
+        tokio::select! {
+            result = &mut done => return result,
+            Some(step) = progress.next() => match step {
+                GrantLoginProgress::EstablishingSecureChannel(QrProgress { check_code }) => {
+                    if let Some(tx) = code_tx.take() {
+                        tx.send(check_code.to_digit()).expect("code");
+                    }
+                }
+                GrantLoginProgress::WaitingForAuth { verification_uri } => {
+                    if let Some(tx) = uri_tx.take() {
+                        tx.send(verification_uri).expect("uri");
+                    }
+                }
+                _ => {}
+            },
+        }
+    }
+}
+
+/// The new device logs in by scanning the signed-in device's QR code.
+async fn login_by_scanning(
+    new: &Client,
+    qr_rx: oneshot::Receiver<QrCodeData>,
+    code_tx: oneshot::Sender<u8>,
+) -> Result<(), QRCodeLoginError> {
+    use std::future::IntoFuture;
+    let qr = QrCodeData::from_bytes(&qr_rx.await.expect("qr").to_bytes()).expect("decodes");
+    let registration = qr_registration();
+    let oauth = new.oauth();
+    let login = oauth.login_with_qr_code(Some(&registration)).scan(&qr);
+    let mut progress = login.subscribe_to_progress();
+    let done = login.into_future();
+    tokio::pin!(done);
+    let mut code_tx = Some(code_tx);
+    loop {
+        tokio::select! {
+            result = &mut done => return result,
+            Some(step) = progress.next() => {
+                if let LoginProgress::EstablishingSecureChannel(QrProgress { check_code }) = step
+                    && let Some(tx) = code_tx.take()
+                {
+                    tx.send(check_code.to_digit()).expect("code");
+                }
+            }
+        }
+    }
+}
+
+/// The new device logs in by showing a QR code for the signed-in one to scan.
+async fn login_by_showing(
+    new: &Client,
+    qr_tx: oneshot::Sender<QrCodeData>,
+    code_rx: oneshot::Receiver<u8>,
+) -> Result<(), QRCodeLoginError> {
+    use std::future::IntoFuture;
+    let registration = qr_registration();
+    let oauth = new.oauth();
+    let login = oauth.login_with_qr_code(Some(&registration)).generate();
+    let mut progress = login.subscribe_to_progress();
+    let done = login.into_future();
+    tokio::pin!(done);
+    let (mut qr_tx, mut code_rx) = (Some(qr_tx), Some(code_rx));
+    loop {
+        tokio::select! {
+            result = &mut done => return result,
+            Some(step) = progress.next() => match step {
+                LoginProgress::EstablishingSecureChannel(GeneratedQrProgress::QrReady(qr)) => {
+                    if let Some(tx) = qr_tx.take() {
+                        tx.send(qr).expect("qr");
+                    }
+                }
+                LoginProgress::EstablishingSecureChannel(GeneratedQrProgress::QrScanned(sender)) => {
+                    let code = code_rx.take().expect("once").await.expect("check code");
+                    sender.send(code).await.expect("check code sent");
+                }
+                _ => {}
+            },
+        }
+    }
+}
+
+/// Approves (or denies) on the device page once the granting device names it.
+async fn approve(srv: &Server, uri_rx: oneshot::Receiver<url::Url>, decision: &str) {
+    let uri = uri_rx.await.expect("the device page's address");
+    let (status, done) = answer_device_page(srv, &uri, decision).await;
+    assert_eq!(status, 200, "{done}");
+}
+
+/// QR code login (MSC4108 rendezvous + the OAuth device authorization grant), as Element X
+/// signs a phone in from a signed-in device: matrix-sdk on both sides, both ways round (the
+/// signed-in device shows the code, then the new one does); the person approves on the
+/// device page the granting device opens; the new device gets alice's cross-signing secrets
+/// over the end-to-end encrypted channel. A denial leaves no new session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qr_code_login_signs_a_new_device_in_with_its_secrets() {
+    let srv = Server::start().await;
+    srv.register("alice").await;
+    let old = login(&srv, "alice").await;
+    sync(&old).await;
+    old.encryption()
+        .bootstrap_cross_signing(None)
+        .await
+        .expect("cross-signing bootstrap");
+    let versions: Value = srv
+        .http
+        .get(format!("{}/_matrix/client/versions", srv.base))
+        .send()
+        .await
+        .expect("versions")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        versions["unstable_features"]["org.matrix.msc4108"], true,
+        "Element X offers QR login only when the server announces it"
+    );
+    let limit = Duration::from_secs(120);
+
+    // 1. The signed-in device shows the QR code; the new one scans it.
+    let new = srv.client().await;
+    let (qr_tx, qr_rx) = oneshot::channel();
+    let (code_tx, code_rx) = oneshot::channel();
+    let (uri_tx, uri_rx) = oneshot::channel();
+    let (granted, logged_in, ()) = tokio::time::timeout(limit, async {
+        tokio::join!(
+            grant_by_showing(&old, qr_tx, code_rx, uri_tx),
+            login_by_scanning(&new, qr_rx, code_tx),
+            approve(&srv, uri_rx, "allow"),
+        )
+    })
+    .await
+    .expect("the QR login finishes");
+    granted.expect("the signed-in device granted the login");
+    logged_in.expect("the new device logged in");
+    check_new_device(&old, &new).await;
+
+    // 2. The new device shows the QR code; the signed-in one scans it.
+    let newer = srv.client().await;
+    let (qr_tx, qr_rx) = oneshot::channel();
+    let (code_tx, code_rx) = oneshot::channel();
+    let (uri_tx, uri_rx) = oneshot::channel();
+    let (logged_in, granted, ()) = tokio::time::timeout(limit, async {
+        tokio::join!(
+            login_by_showing(&newer, qr_tx, code_rx),
+            grant_by_scanning(&old, qr_rx, code_tx, uri_tx),
+            approve(&srv, uri_rx, "allow"),
+        )
+    })
+    .await
+    .expect("the QR login finishes");
+    granted.expect("the signed-in device granted the login");
+    logged_in.expect("the new device logged in");
+    check_new_device(&old, &newer).await;
+
+    // 3. Denied on the device page: the new device gets no session.
+    let refused = srv.client().await;
+    let (qr_tx, qr_rx) = oneshot::channel();
+    let (code_tx, code_rx) = oneshot::channel();
+    let (uri_tx, uri_rx) = oneshot::channel();
+    let (_, denied, ()) = tokio::time::timeout(limit, async {
+        tokio::join!(
+            // The granting side fails too, one way or another, once the new device gives up.
+            tokio::time::timeout(
+                Duration::from_secs(60),
+                grant_by_showing(&old, qr_tx, code_rx, uri_tx)
+            ),
+            login_by_scanning(&refused, qr_rx, code_tx),
+            approve(&srv, uri_rx, "deny"),
+        )
+    })
+    .await
+    .expect("the denied QR login ends");
+    let denied = denied.expect_err("a denied login fails");
+    assert!(
+        matches!(denied, QRCodeLoginError::OAuth(_)),
+        "denied by the authorization server: {denied:?}"
+    );
+    assert!(
+        refused.user_id().is_none(),
+        "no session for a denied device"
+    );
+    let (_, devices) = srv
+        .get(
+            "/_matrix/client/v3/devices",
+            old.access_token().expect("token").as_str(),
+        )
+        .await;
+    assert_eq!(
+        devices["devices"].as_array().map(Vec::len),
+        Some(4),
+        "alice's devices: registration's, the password login's and the two QR logins', \
+         not the denied one: {devices}"
+    );
 }

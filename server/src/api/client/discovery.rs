@@ -45,6 +45,8 @@ async fn versions(
     response.unstable_features = BTreeMap::from([
         ("org.matrix.msc2918.refresh_token".to_owned(), true),
         ("org.matrix.simplified_msc3575".to_owned(), true),
+        // QR code login: the rendezvous, with the OAuth device authorization grant.
+        ("org.matrix.msc4108".to_owned(), true),
     ]);
     Ok(response)
 }

@@ -14,6 +14,7 @@ mod profile;
 mod push;
 mod push_rules;
 mod relations;
+mod rendezvous;
 mod rooms;
 mod search;
 mod session;
@@ -51,6 +52,7 @@ pub fn routes() -> Router<Arc<Services>> {
     let router = push_rules::routes(router);
     let router = legacy::routes(router);
     let router = threepid::routes(router);
+    let router = rendezvous::routes(router);
     device::routes(router)
 }
 

@@ -130,15 +130,17 @@ fn scope_device(scope: &str) -> Result<Option<String>, OAuthError> {
                     "more than one device scope",
                 ));
             }
+            // Scope tokens may hold any of these (RFC 6749 §3.3 allows more): matrix-sdk's
+            // QR login names a device by its Curve25519 key in base64, with '+' and '/'.
             let valid = !id.is_empty()
                 && id.len() <= 255
                 && id
                     .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b));
+                    .all(|b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/".contains(&b));
             if !valid {
                 return Err(OAuthError::new(
                     "invalid_scope",
-                    "a device ID is 1 to 255 letters, digits, '-', '.', '_' or '~'",
+                    "a device ID is 1 to 255 letters, digits and -._~!$&'()*+,;=:@/",
                 ));
             }
             device = Some(id.to_owned());
@@ -734,7 +736,19 @@ mod tests {
             None
         );
         assert!(scope_device("urn:matrix:client:device:A urn:matrix:client:device:B").is_err());
-        assert!(scope_device("urn:matrix:client:device:a/b").is_err());
+        // matrix-sdk's QR login: the device's Curve25519 key, base64 with '+' and '/'.
+        assert_eq!(
+            scope_device("urn:matrix:client:device:q+7Rx/Lz0aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456")
+                .expect("accepted")
+                .as_deref(),
+            Some("q+7Rx/Lz0aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456")
+        );
+        for bad in ["a\"b", "a\\b", "a<b", "é", "a%2Fb"] {
+            assert!(
+                scope_device(&format!("urn:matrix:client:device:{bad}")).is_err(),
+                "{bad}"
+            );
+        }
         assert!(scope_device("urn:matrix:client:device:").is_err());
         assert!(scope_device("admin").is_err());
     }
