@@ -242,6 +242,18 @@ async function main() {
       if (!reactionKeys(b2).includes("👍")) throw new Error("reaction missing");
       if (!room2.findEventById(oopsId).isRedacted()) throw new Error("redacted event not redacted");
     });
+    // A space with the chat room in it, read back through the SDK's hierarchy call (a DAO's
+    // rooms, as Element lists them).
+    await run("a space lists its rooms (getRoomHierarchy)", async () => {
+      const { room_id: spaceId } = await a.createRoom({ preset: "private_chat", name: "DAO", creation_content: { type: "m.space" } });
+      await a.sendStateEvent(spaceId, "m.space.child", { via: [a.getDomain()], suggested: true }, roomId);
+      const { rooms } = await a.getRoomHierarchy(spaceId, 10, 2, false);
+      const listed = rooms.map((r) => r.room_id);
+      if (listed[0] !== spaceId || !listed.includes(roomId)) throw new Error(`hierarchy ${JSON.stringify(listed)}`);
+      const child = rooms.find((r) => r.room_id === roomId);
+      if (child.name !== roomName || child.num_joined_members !== 2) throw new Error(`child ${JSON.stringify(child)}`);
+      if (rooms[0].room_type !== "m.space" || rooms[0].children_state.length !== 1) throw new Error(`space ${JSON.stringify(rooms[0])}`);
+    });
     await run("synced only the way asked", () => {
       const expected = SLIDING ? syncs.plain === 0 && syncs.sliding > 0 : syncs.sliding === 0 && syncs.plain > 0;
       if (!expected) throw new Error(`/sync requests ${syncs.plain}, sliding sync requests ${syncs.sliding}`);

@@ -34,6 +34,7 @@ mod scale_out;
 mod search;
 mod sessions;
 mod sliding_sync;
+mod spaces_and_reports;
 mod sso;
 mod timeline;
 mod visibility;

@@ -304,6 +304,8 @@ pub struct RateLimitsConfig {
     pub lookups_per_user: Bucket,
     /// Chain reads per user that gate dry runs may spend.
     pub chain_reads_per_user: Bucket,
+    /// Reports of events, rooms and users per user.
+    pub reports_per_user: Bucket,
 }
 
 /// One token bucket's shape.
@@ -510,6 +512,10 @@ impl Config {
             (
                 "rate_limits.chain_reads_per_user",
                 self.rate_limits.chain_reads_per_user,
+            ),
+            (
+                "rate_limits.reports_per_user",
+                self.rate_limits.reports_per_user,
             ),
         ] {
             if !(bucket.per_second.is_finite() && bucket.per_second > 0.0) || bucket.burst == 0 {

@@ -22,6 +22,7 @@ pub mod push_mentions;
 mod rate_limit;
 mod redis;
 pub mod registration;
+mod reports;
 pub mod rooms;
 pub mod search;
 pub mod secrets;

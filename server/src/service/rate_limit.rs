@@ -17,6 +17,8 @@ pub enum Limit {
     LookupsPerUser,
     /// Chain reads one user's gate dry runs may spend.
     ChainReadsPerUser,
+    /// Reports one user sends.
+    ReportsPerUser,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -51,6 +53,7 @@ impl RateLimiter {
             Limit::RegisterPerIp => self.config.register_per_ip,
             Limit::LookupsPerUser => self.config.lookups_per_user,
             Limit::ChainReadsPerUser => self.config.chain_reads_per_user,
+            Limit::ReportsPerUser => self.config.reports_per_user,
         }
     }
 
@@ -120,6 +123,7 @@ mod tests {
             login_per_account: bucket,
             register_per_ip: bucket,
             lookups_per_user: bucket,
+            reports_per_user: bucket,
             chain_reads_per_user: Bucket {
                 per_second: 10.0,
                 burst: 100,

@@ -472,6 +472,27 @@ impl Store {
             .collect()
     }
 
+    /// The room's current state events of one type (its space children, say), at most
+    /// `limit` of them.
+    pub async fn current_state_of_type(
+        &self,
+        room_id: &str,
+        kind: &str,
+        limit: i64,
+    ) -> Result<Vec<StoredEvent>, sqlx::Error> {
+        let rows = sqlx::query(&format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE event_id IN \
+             (SELECT event_id FROM current_state WHERE room_id = $1 AND type = $2 \
+             ORDER BY state_key LIMIT $3)"
+        ))
+        .bind(room_id)
+        .bind(kind)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(event_row).collect()
+    }
+
     /// One piece of the room's current state.
     pub async fn current_state_event(
         &self,

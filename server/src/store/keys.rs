@@ -103,10 +103,20 @@ impl Store {
     ) -> Result<Option<String>, sqlx::Error> {
         let _writer = self.writer().await;
         let mut tx = self.pool.begin().await?;
+        // This upload's place in the device's order of uploads (claims follow it).
+        let upload: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(MAX(upload_seq), 0) + 1 FROM one_time_keys \
+             WHERE user_id = $1 AND device_id = $2",
+        )
+        .bind(user_id)
+        .bind(device_id)
+        .fetch_one(&mut *tx)
+        .await?;
         for (algorithm, key_id, json) in keys {
             let inserted = sqlx::query(
-                "INSERT INTO one_time_keys (user_id, device_id, algorithm, key_id, key_json) \
-                 SELECT $1, $2, $3, $4, $5 WHERE EXISTS \
+                "INSERT INTO one_time_keys \
+                 (user_id, device_id, algorithm, key_id, key_json, upload_seq) \
+                 SELECT $1, $2, $3, $4, $5, $6 WHERE EXISTS \
                  (SELECT 1 FROM devices WHERE user_id = $1 AND device_id = $2) \
                  ON CONFLICT (user_id, device_id, algorithm, key_id) DO NOTHING",
             )
@@ -115,6 +125,7 @@ impl Store {
             .bind(algorithm)
             .bind(key_id)
             .bind(json)
+            .bind(upload)
             .execute(&mut *tx)
             .await?
             .rows_affected();
@@ -221,7 +232,7 @@ impl Store {
                 "DELETE FROM one_time_keys WHERE user_id = $1 AND device_id = $2 \
                  AND algorithm = $3 AND key_id = (SELECT key_id FROM one_time_keys \
                  WHERE user_id = $1 AND device_id = $2 AND algorithm = $3 \
-                 ORDER BY key_id LIMIT 1) RETURNING key_id, key_json",
+                 ORDER BY upload_seq, key_id LIMIT 1) RETURNING key_id, key_json",
             )
             .bind(user_id)
             .bind(device_id)

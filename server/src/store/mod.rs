@@ -22,6 +22,7 @@ mod push;
 mod receipts;
 mod registration_tokens;
 pub mod rendezvous;
+pub mod reports;
 mod server_keys;
 mod sliding_sync;
 mod streams;

@@ -1,6 +1,7 @@
 //! Synapse-compatible admin endpoints that existing tooling relies on.
 
 mod register;
+mod reports;
 
 use std::sync::Arc;
 
@@ -10,8 +11,13 @@ use crate::service::Services;
 
 /// Every admin route.
 pub fn routes() -> Router<Arc<Services>> {
-    Router::new().route(
-        "/_synapse/admin/v1/register",
-        get(register::nonce).post(register::register),
-    )
+    Router::new()
+        .route(
+            "/_synapse/admin/v1/register",
+            get(register::nonce).post(register::register),
+        )
+        .route(
+            "/_synapse/admin/v1/event_reports",
+            get(reports::event_reports),
+        )
 }

@@ -15,10 +15,12 @@ mod push;
 mod push_rules;
 mod relations;
 mod rendezvous;
+mod report;
 mod rooms;
 mod search;
 mod session;
 mod sliding_sync;
+mod space;
 mod sync;
 mod threepid;
 mod voip;
@@ -53,6 +55,8 @@ pub fn routes() -> Router<Arc<Services>> {
     let router = legacy::routes(router);
     let router = threepid::routes(router);
     let router = rendezvous::routes(router);
+    let router = report::routes(router);
+    let router = space::routes(router);
     device::routes(router)
 }
 

@@ -2,6 +2,7 @@
 
 mod append;
 mod create;
+pub mod hierarchy;
 mod membership;
 pub mod pdu;
 pub mod peek;
