@@ -23,6 +23,7 @@ both_backends!(
     extensions_carry_to_device_receipts_typing_and_account_data,
     bad_sliding_sync_requests_are_refused,
     list_filters_pick_rooms,
+    woken_long_polls_read_the_log_unless_the_rooms_change,
 );
 
 const PATH: &str = "/_matrix/client/unstable/org.matrix.simplified_msc3575/sync";
@@ -749,5 +750,154 @@ async fn list_filters_pick_rooms(backend: Backend) {
         )
         .await;
     assert_error(&refused, 400, "M_BAD_JSON");
+    srv.finish().await;
+}
+
+/// A long poll from `pos` with `body`, answered when something wakes it.
+fn long_poll(
+    srv: &TestServer,
+    token: &str,
+    pos: &str,
+    body: Value,
+) -> tokio::task::JoinHandle<Value> {
+    let url = srv.url(&format!("{PATH}?pos={pos}&timeout=30000"));
+    let token = token.to_owned();
+    tokio::spawn(async move {
+        reqwest::Client::new()
+            .post(url)
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .expect("request")
+            .json()
+            .await
+            .expect("json")
+    })
+}
+
+/// How many woken long polls were answered each way (`log` or `full`).
+async fn woken(srv: &TestServer, answer: &str) -> u64 {
+    let metrics = srv.metrics().await;
+    let line = format!("matrixon_sync_woken_total{{answer=\"{answer}\"}} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&line))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// A long poll woken by messages alone is moved on from the shared log of recent events (no
+/// re-read of the user's rooms, as a woken `/sync`); one woken by a change to the user's own
+/// rooms (an invite) or to what the filters read (encryption turned on) reads them again —
+/// and each answer is what a fresh connection would have been told.
+async fn woken_long_polls_read_the_log_unless_the_rooms_change(backend: Backend) {
+    let srv = TestServer::start(&backend).await;
+    let alice = token(&srv.register("alice", "sliding password").await);
+    let bob = token(&srv.register("bob", "sliding password").await);
+    let room = create(
+        &srv,
+        &alice,
+        json!({"name": "Plain", "invite": ["@bob:localhost"]}),
+    )
+    .await;
+    srv.post_json(
+        &format!("/_matrix/client/v3/join/{room}"),
+        Some(&bob),
+        &json!({}),
+    )
+    .await;
+    let lists = json!({
+        "conn_id": "woken",
+        "lists": {
+            "all": {"ranges": [[0, 9]], "timeline_limit": 5, "required_state": [["m.room.name", ""]]},
+            "encrypted": {"ranges": [[0, 9]], "timeline_limit": 1, "required_state": [],
+                "filters": {"is_encrypted": true}},
+        },
+    });
+    let (status, first) = srv
+        .post_json(&format!("{PATH}?timeout=0"), Some(&alice), &lists)
+        .await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(first["lists"]["encrypted"]["count"], 0, "{first}");
+    let mut pos = first["pos"].as_str().expect("pos").to_owned();
+    let settle = || tokio::time::sleep(Duration::from_millis(400));
+
+    // A message: from the log.
+    let waiting = long_poll(&srv, &alice, &pos, lists.clone());
+    settle().await;
+    say(&srv, &bob, &room, "one").await;
+    let answer = waiting.await.expect("task");
+    assert_eq!(
+        timeline_bodies(&answer["rooms"][room.as_str()]),
+        ["one"],
+        "{answer}"
+    );
+    assert_eq!(
+        (woken(&srv, "log").await, woken(&srv, "full").await),
+        (1, 0)
+    );
+    pos = answer["pos"].as_str().expect("pos").to_owned();
+
+    // An invite to another room: alice's rooms changed, so they are read again.
+    let other = create(&srv, &bob, json!({"name": "Bob's"})).await;
+    let waiting = long_poll(&srv, &alice, &pos, lists.clone());
+    settle().await;
+    srv.post_json(
+        &format!("/_matrix/client/v3/rooms/{other}/invite"),
+        Some(&bob),
+        &json!({"user_id": "@alice:localhost"}),
+    )
+    .await;
+    let answer = waiting.await.expect("task");
+    assert_eq!(answer["lists"]["all"]["count"], 2, "{answer}");
+    assert!(
+        answer["rooms"][other.as_str()]["invite_state"].is_array(),
+        "{answer}"
+    );
+    assert_eq!(woken(&srv, "full").await, 1);
+    pos = answer["pos"].as_str().expect("pos").to_owned();
+
+    // Encryption turned on: the encrypted list now holds the room.
+    let waiting = long_poll(&srv, &alice, &pos, lists.clone());
+    settle().await;
+    let (status, _) = srv
+        .put_json(
+            &format!("/_matrix/client/v3/rooms/{room}/state/m.room.encryption/"),
+            Some(&alice),
+            &json!({"algorithm": "m.megolm.v1.aes-sha2"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let answer = waiting.await.expect("task");
+    assert_eq!(answer["lists"]["encrypted"]["count"], 1, "{answer}");
+    assert_eq!(woken(&srv, "full").await, 2);
+    pos = answer["pos"].as_str().expect("pos").to_owned();
+
+    // Messages again: from the log, in order, across two wake-ups of one poll or two polls.
+    for body in ["two", "three"] {
+        let waiting = long_poll(&srv, &alice, &pos, lists.clone());
+        settle().await;
+        say(&srv, &bob, &room, body).await;
+        let answer = waiting.await.expect("task");
+        assert_eq!(
+            timeline_bodies(&answer["rooms"][room.as_str()]),
+            [body],
+            "{answer}"
+        );
+        pos = answer["pos"].as_str().expect("pos").to_owned();
+    }
+    assert_eq!(woken(&srv, "log").await, 3);
+    // What the connection was told matches a fresh one: the room order by activity.
+    let (_, fresh) = srv
+        .post_json(
+            &format!("{PATH}?timeout=0"),
+            Some(&alice),
+            &json!({
+                "conn_id": "fresh", "lists": {"all": {"ranges": [[0, 9]], "timeline_limit": 1}},
+            }),
+        )
+        .await;
+    assert_eq!(fresh["lists"]["all"]["count"], 2);
     srv.finish().await;
 }

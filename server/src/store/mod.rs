@@ -52,7 +52,7 @@ pub use push::{NotificationRow, PushAction, PusherRow};
 pub use receipts::ReceiptRow;
 pub use registration_tokens::RegistrationTokenRow;
 pub use server_keys::RemoteKey;
-pub use sliding_sync::RoomStamp;
+pub use sliding_sync::{RoomStamp, is_bump_type};
 pub use to_device::ToDeviceRow;
 pub use tokens::{AccessTokenRow, NewTokens, RefreshedTokens};
 pub use uia::UiaSessionRow;

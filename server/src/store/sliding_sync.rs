@@ -32,11 +32,53 @@ const BUMP_TYPES: [&str; 7] = [
 ];
 
 /// Whether an event of this type moves its room up room lists.
-pub(super) fn is_bump_type(kind: &str) -> bool {
+pub fn is_bump_type(kind: &str) -> bool {
     BUMP_TYPES.contains(&kind)
 }
 
 impl Store {
+    /// The user's rooms (any membership) with an `m.room.encryption` state event.
+    pub async fn encrypted_rooms_of(
+        &self,
+        user_id: &str,
+    ) -> Result<std::collections::HashSet<String>, sqlx::Error> {
+        sqlx::query_scalar(
+            "SELECT c.room_id FROM current_state c JOIN memberships m ON m.room_id = c.room_id \
+             WHERE m.user_id = $1 AND c.type = 'm.room.encryption' AND c.state_key = ''",
+        )
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await
+        .map(|rooms| rooms.into_iter().collect())
+    }
+
+    /// The user's rooms whose create event names a type, with it.
+    pub async fn room_types_of(
+        &self,
+        user_id: &str,
+    ) -> Result<std::collections::HashMap<String, String>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT c.room_id, e.json FROM current_state c \
+             JOIN memberships m ON m.room_id = c.room_id \
+             JOIN events e ON e.event_id = c.event_id \
+             WHERE m.user_id = $1 AND c.type = 'm.room.create' AND c.state_key = ''",
+        )
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut types = std::collections::HashMap::new();
+        for row in &rows {
+            let json: String = row.try_get(1)?;
+            let kind = serde_json::from_str::<serde_json::Value>(&json)
+                .ok()
+                .and_then(|pdu| pdu["content"]["type"].as_str().map(str::to_owned));
+            if let Some(kind) = kind {
+                types.insert(row.try_get(0)?, kind);
+            }
+        }
+        Ok(types)
+    }
+
     /// The user's rooms (those forgotten after leaving since `since` too), each with the
     /// positions lists sort and compare by (kept on the room's row by every append).
     pub async fn room_stamps(

@@ -155,18 +155,29 @@ impl Services {
         let subscription = self.bus.subscribe(user_id);
         let timeout = request.timeout.unwrap_or(MAX_TIMEOUT).min(MAX_TIMEOUT);
         let deadline = tokio::time::Instant::now() + timeout;
+        // What the last pass read, for the next one when only room events happen between.
+        let mut snapshot: Option<Snapshot> = None;
         loop {
             let notified = subscription.waiter.notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
+            let woken = snapshot.is_some();
             let (mut response, state, news) = Box::pin(self.sliding_once(
                 user_id,
                 device_id,
                 (&request, &spaces),
-                previous.as_ref(),
-                to_device_since,
+                (previous.as_ref(), to_device_since),
+                (&mut snapshot, subscription.changes()),
             ))
             .await?;
+            if woken {
+                let answer = if snapshot.as_ref().is_some_and(|s| s.from_log) {
+                    "log"
+                } else {
+                    "full"
+                };
+                self.metrics.sync_woken.with_label_values(&[answer]).inc();
+            }
             response.txn_id = request.txn_id.clone();
             if news || previous.is_none() {
                 let pos = secrets::random_alphanumeric(12);
@@ -203,8 +214,8 @@ impl Services {
         user_id: &UserId,
         device_id: &str,
         (request, spaces): (&v5::Request, &BTreeMap<String, Vec<OwnedRoomId>>),
-        previous: Option<&Connection>,
-        to_device_since: i64,
+        (previous, to_device_since): (Option<&Connection>, i64),
+        (cache, changes): (&mut Option<Snapshot>, u64),
     ) -> Result<(v5::Response, Connection, bool)> {
         let since = previous
             .map(|c| SyncToken::parse(&c.token))
@@ -212,43 +223,26 @@ impl Services {
             .map_err(|_| unknown_pos())?;
         let typing = self.typing.serial();
         let presence = self.presence.serial();
-        // Memberships and the stream position as one snapshot, as `/sync` reads them.
-        let mut attempts = 0;
-        let (upto, stamps) = loop {
-            let after = since.map_or(0, |s| s.events);
-            let stamps = self.store.room_stamps(user_id.as_str(), after).await?;
-            let upto = self.store.max_stream_ordering().await?;
-            // The memberships again (without the stamps, which only order the list).
-            let again = self.store.sync_rooms(user_id.as_str(), Some(after)).await?;
-            attempts += 1;
-            if stamps
-                .iter()
-                .map(|s| (s.room_id.as_str(), s.membership.as_str(), s.member_stream))
-                .eq(again.iter().map(|(r, m, s)| (r.as_str(), m.as_str(), *s)))
-            {
-                break (upto, stamps);
-            }
-            if attempts == 5 {
-                return Err(Error::new(
-                    http::StatusCode::SERVICE_UNAVAILABLE,
-                    ruma::api::error::ErrorKind::Unknown,
-                    "Your rooms are changing too fast to sync; try again",
-                ));
-            }
+        // Woken by room events alone: the last pass's reads, moved on by the shared log.
+        let advanced = match cache.take() {
+            Some(last) if last.changes == changes => self.advanced(user_id, last).await?,
+            _ => None,
         };
-        let next = SyncToken {
-            events: upto,
-            account_data: self.store.max_account_data_stream().await?,
-            receipts: self.store.max_receipt_stream().await?,
-            typing,
-            presence,
-            to_device: 0,
-            device_lists: self.store.max_device_list_stream().await?,
+        let mut snapshot = match advanced {
+            Some(snapshot) => snapshot,
+            None => self.snapshot(user_id, since, changes).await?,
         };
+        snapshot.next.typing = typing;
+        snapshot.next.presence = presence;
+        let next = snapshot.next;
+        let upto = next.events;
+        let direct = &snapshot.direct;
+        let facts = &mut snapshot.facts;
         // The rooms lists may show: current ones, and those left since the last answer
         // (once, so the client hears of the leave).
-        let rooms: Vec<RoomStamp> = stamps
-            .into_iter()
+        let rooms: Vec<&RoomStamp> = snapshot
+            .stamps
+            .iter()
             .filter(|s| s.member_stream <= upto)
             .filter(|s| match s.membership.as_str() {
                 "join" | "invite" => true,
@@ -256,8 +250,7 @@ impl Services {
                 _ => false,
             })
             .collect();
-        let direct = self.direct_rooms(user_id).await?;
-        let mut sorted: Vec<&RoomStamp> = rooms.iter().collect();
+        let mut sorted: Vec<&RoomStamp> = rooms.clone();
         sorted.sort_by(|a, b| {
             bump_stamp(b)
                 .cmp(&bump_stamp(a))
@@ -272,7 +265,6 @@ impl Services {
         let mut news = false;
         let mut configs: BTreeMap<&str, RoomConfig> = BTreeMap::new();
         let mut in_list: HashMap<&str, Vec<&str>> = HashMap::new();
-        let mut facts = RoomFacts::default();
         for (name, list) in &request.lists {
             let mut matching = Vec::new();
             let children = match spaces.get(name) {
@@ -296,7 +288,7 @@ impl Services {
                     .as_ref()
                     .is_none_or(|c| c.contains(stamp.room_id.as_str()))
                     && self
-                        .passes(stamp, list.filters.as_ref(), &direct, &mut facts)
+                        .passes(user_id, stamp, list.filters.as_ref(), direct, facts)
                         .await?
                 {
                     matching.push(*stamp);
@@ -338,7 +330,7 @@ impl Services {
             }
         }
         let by_id: HashMap<&str, &RoomStamp> =
-            rooms.iter().map(|s| (s.room_id.as_str(), s)).collect();
+            rooms.iter().map(|s| (s.room_id.as_str(), *s)).collect();
         for (room_id, subscription) in request.room_subscriptions.iter().take(MAX_SUBSCRIPTIONS) {
             // Only rooms the user is in (or was, until this answer) can be subscribed to, and
             // they count against the rooms one answer sends.
@@ -370,9 +362,8 @@ impl Services {
                 .collect(),
             _ => HashSet::new(),
         };
-        let ignored = self.ignored_users(user_id).await?;
         let timeline_filter = EventFilter {
-            not_senders: ignored,
+            not_senders: snapshot.ignored.clone(),
             ..EventFilter::default()
         };
         for (room, config) in &configs {
@@ -553,12 +544,118 @@ impl Services {
                 }
             }
         }
+        *cache = Some(snapshot);
         Ok((response, state, news))
+    }
+
+    /// Memberships and the stream position as one snapshot, as `/sync` reads them, with the
+    /// rest a pass reads before it looks at rooms; `changes` is the user's change counter read
+    /// before.
+    async fn snapshot(
+        &self,
+        user_id: &UserId,
+        since: Option<SyncToken>,
+        changes: u64,
+    ) -> Result<Snapshot> {
+        let mut attempts = 0;
+        let (upto, stamps) = loop {
+            let after = since.map_or(0, |s| s.events);
+            let stamps = self.store.room_stamps(user_id.as_str(), after).await?;
+            let upto = self.store.max_stream_ordering().await?;
+            // The memberships again (without the stamps, which only order the list).
+            let again = self.store.sync_rooms(user_id.as_str(), Some(after)).await?;
+            attempts += 1;
+            if stamps
+                .iter()
+                .map(|s| (s.room_id.as_str(), s.membership.as_str(), s.member_stream))
+                .eq(again.iter().map(|(r, m, s)| (r.as_str(), m.as_str(), *s)))
+            {
+                break (upto, stamps);
+            }
+            if attempts == 5 {
+                return Err(Error::new(
+                    http::StatusCode::SERVICE_UNAVAILABLE,
+                    ruma::api::error::ErrorKind::Unknown,
+                    "Your rooms are changing too fast to sync; try again",
+                ));
+            }
+        };
+        let next = SyncToken {
+            events: upto,
+            account_data: self.store.max_account_data_stream().await?,
+            receipts: self.store.max_receipt_stream().await?,
+            typing: 0,
+            presence: 0,
+            to_device: 0,
+            device_lists: self.store.max_device_list_stream().await?,
+        };
+        let index = stamps
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.room_id.clone(), i))
+            .collect();
+        Ok(Snapshot {
+            changes,
+            from_log: false,
+            next,
+            stamps,
+            index,
+            direct: self.direct_rooms(user_id).await?,
+            ignored: self.ignored_users(user_id).await?,
+            facts: RoomFacts::default(),
+        })
+    }
+
+    /// The last pass's snapshot moved on to the newest events, when nothing but room events
+    /// happened since and none of them changes the user's rooms or what the filters read:
+    /// each room's latest and list-moving positions come from the shared log, as a woken
+    /// `/sync` takes its events from it. `None` when the log cannot say (the whole read).
+    async fn advanced(&self, user_id: &UserId, mut last: Snapshot) -> Result<Option<Snapshot>> {
+        let window = self
+            .recent
+            .current(&self.store, self.bus.events_position())
+            .await?;
+        let Some(new) = window.after(last.next.events) else {
+            return Ok(None);
+        };
+        for recent in new {
+            let event = &recent.stored;
+            let Some(&at) = last.index.get(&event.room_id) else {
+                // A room the user has no membership in (an invite or a join would be a
+                // member event of theirs, which comes with a change of its own below).
+                if event.kind == "m.room.member"
+                    && event.state_key.as_deref() == Some(user_id.as_str())
+                {
+                    return Ok(None);
+                }
+                continue;
+            };
+            let reshapes = event.state_key.is_some()
+                && (event.state_key.as_deref() == Some(user_id.as_str())
+                    || matches!(
+                        event.kind.as_str(),
+                        "m.room.create" | "m.room.encryption" | "m.space.child"
+                    ));
+            if reshapes {
+                return Ok(None);
+            }
+            let Some(stamp) = last.stamps.get_mut(at) else {
+                return Ok(None);
+            };
+            stamp.latest = stamp.latest.max(event.stream_ordering);
+            if crate::store::is_bump_type(&event.kind) {
+                stamp.bump = Some(event.stream_ordering);
+            }
+        }
+        last.next.events = window.high;
+        last.from_log = true;
+        Ok(Some(last))
     }
 
     /// Whether a room passes a list's filters.
     async fn passes(
         &self,
+        user_id: &UserId,
         stamp: &RoomStamp,
         filters: Option<&request::ListFilters>,
         direct: &HashSet<String>,
@@ -578,15 +675,19 @@ impl Services {
             return Ok(false);
         }
         if let Some(is_encrypted) = filters.is_encrypted
-            && self.is_encrypted(&stamp.room_id, facts).await? != is_encrypted
+            && facts
+                .encrypted(self, user_id)
+                .await?
+                .contains(&stamp.room_id)
+                != is_encrypted
         {
             return Ok(false);
         }
         if !filters.room_types.is_empty() || !filters.not_room_types.is_empty() {
-            let room_type = self.room_type(&stamp.room_id, facts).await?;
+            let room_type = facts.room_types(self, user_id).await?.get(&stamp.room_id);
             let matches = |filter: &RoomTypeFilter| match filter {
                 RoomTypeFilter::Default => room_type.is_none(),
-                other => room_type.as_deref() == Some(other.as_str().unwrap_or_default()),
+                other => room_type.map(String::as_str) == Some(other.as_str().unwrap_or_default()),
             };
             if !filters.room_types.is_empty() && !filters.room_types.iter().any(matches) {
                 return Ok(false);
@@ -596,34 +697,6 @@ impl Services {
             }
         }
         Ok(true)
-    }
-
-    async fn is_encrypted(&self, room: &str, facts: &mut RoomFacts) -> Result<bool> {
-        if let Some(known) = facts.encrypted.get(room) {
-            return Ok(*known);
-        }
-        let encrypted = self
-            .store
-            .current_state_event(room, "m.room.encryption", "")
-            .await?
-            .is_some();
-        facts.encrypted.insert(room.to_owned(), encrypted);
-        Ok(encrypted)
-    }
-
-    async fn room_type(&self, room: &str, facts: &mut RoomFacts) -> Result<Option<String>> {
-        if let Some(known) = facts.room_type.get(room) {
-            return Ok(known.clone());
-        }
-        let room_type = match RoomId::parse(room) {
-            Ok(room_id) => self
-                .state_content(&room_id, "m.room.create", "")
-                .await?
-                .and_then(|c| c.get("type").and_then(Value::as_str).map(str::to_owned)),
-            Err(_) => None,
-        };
-        facts.room_type.insert(room.to_owned(), room_type.clone());
-        Ok(room_type)
     }
 
     /// The rooms the spaces name as their children (`m.space.child` with a `via`).
@@ -868,11 +941,59 @@ struct RoomEntry<'a> {
     read: bool,
 }
 
-/// Room facts that filters read, each once per request.
-#[derive(Default)]
+/// Room facts that filters read: for all the user's rooms in one query each, the first time
+/// a filter asks, then kept while only room events happen (an event that changes them sends
+/// the next pass back to the database).
+#[derive(Clone, Default)]
 struct RoomFacts {
-    encrypted: HashMap<String, bool>,
-    room_type: HashMap<String, Option<String>>,
+    encrypted: Option<HashSet<String>>,
+    room_types: Option<HashMap<String, String>>,
+}
+
+impl RoomFacts {
+    /// The user's encrypted rooms.
+    async fn encrypted(
+        &mut self,
+        services: &Services,
+        user_id: &UserId,
+    ) -> Result<&HashSet<String>> {
+        if self.encrypted.is_none() {
+            self.encrypted = Some(services.store.encrypted_rooms_of(user_id.as_str()).await?);
+        }
+        Ok(self.encrypted.get_or_insert_default())
+    }
+
+    /// The user's rooms that have a type (`m.space`, …), with it.
+    async fn room_types(
+        &mut self,
+        services: &Services,
+        user_id: &UserId,
+    ) -> Result<&HashMap<String, String>> {
+        if self.room_types.is_none() {
+            self.room_types = Some(services.store.room_types_of(user_id.as_str()).await?);
+        }
+        Ok(self.room_types.get_or_insert_default())
+    }
+}
+
+/// What a pass read before it looked at rooms, kept for the next pass of the same request.
+struct Snapshot {
+    /// The user's change counter before it was read: a pass with the same count sees only
+    /// room events since.
+    changes: u64,
+    /// Whether it was last moved on by the shared log rather than read.
+    from_log: bool,
+    /// The positions it reached (typing and presence are read afresh each pass).
+    next: SyncToken,
+    /// The user's rooms.
+    stamps: Vec<RoomStamp>,
+    /// Where each room is in `stamps`.
+    index: HashMap<String, usize>,
+    /// The rooms `m.direct` names.
+    direct: HashSet<String>,
+    /// The users the user ignores.
+    ignored: HashSet<String>,
+    facts: RoomFacts,
 }
 
 /// The room's place in lists: its latest message-like event or the user's joining,
