@@ -61,8 +61,21 @@ impl Anvil {
         Self::start_with_chain_id(CHAIN_ID).await
     }
 
-    /// Starts a fresh chain with the given EIP-155 id.
+    /// Starts a fresh chain with the given EIP-155 id, with Multicall3 at its canonical address.
     pub async fn start_with_chain_id(chain_id: u64) -> Self {
+        let anvil = Self::start_without_multicall3(chain_id).await;
+        let code = artifact("Multicall3")["deployedBytecode"].clone();
+        anvil
+            .rpc(
+                "anvil_setCode",
+                json!([matrixon_chain::rpc::MULTICALL3.to_string(), code]),
+            )
+            .await;
+        anvil
+    }
+
+    /// Starts a fresh chain as a developer gets one: no Multicall3 anywhere.
+    pub async fn start_without_multicall3(chain_id: u64) -> Self {
         let binary = std::env::var("MATRIXON_ANVIL").unwrap_or_else(|_| {
             format!(
                 "{}/../tools/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil",
@@ -103,13 +116,6 @@ impl Anvil {
         };
         for _ in 0..200 {
             if anvil.try_rpc("eth_chainId", json!([])).await.is_some() {
-                let code = artifact("Multicall3")["deployedBytecode"].clone();
-                anvil
-                    .rpc(
-                        "anvil_setCode",
-                        json!([matrixon_chain::rpc::MULTICALL3.to_string(), code]),
-                    )
-                    .await;
                 return anvil;
             }
             tokio::time::sleep(Duration::from_millis(25)).await;

@@ -32,6 +32,7 @@ fn chains(rpc: Vec<String>, timeout_ms: u64) -> Chains {
             name: Some("anvil".to_owned()),
             timeout_ms,
             max_rps: None,
+            multicall: None,
         },
     )]);
     Chains::new(&config).expect("valid chain config")
@@ -123,6 +124,7 @@ async fn bad_chain_configuration_is_named() {
                 name: None,
                 timeout_ms: 1000,
                 max_rps: None,
+                multicall: None,
             },
         )])
     };
@@ -225,9 +227,10 @@ fn expectations(nonce: &str) -> Expectations<'_> {
     }
 }
 
+/// On a fresh chain as a developer gets it (no Multicall3): contract-account logins need none.
 #[tokio::test]
 async fn siwe_with_contract_accounts_on_a_real_chain() {
-    let anvil = Anvil::start().await;
+    let anvil = Anvil::start_without_multicall3(CHAIN_ID).await;
     let chains = chains(vec![anvil.url.clone()], 5_000);
     let owner = Key::new(11);
     let stranger = Key::new(12);
@@ -360,36 +363,40 @@ async fn server_reads_chains_from_its_config_and_exports_provider_metrics() {
                 name: None,
                 timeout_ms: 2_000,
                 max_rps: None,
+                multicall: None,
             },
         )]);
     })
     .await;
     let services = &srv.server.as_ref().expect("running").services;
-    services
-        .chains
-        .get(CHAIN_ID)
-        .expect("configured")
-        .pin()
-        .await
-        .expect("block number");
+    let chain = services.chains.get(CHAIN_ID).expect("configured");
+    // The start-up probe asks once where Multicall3 is (waited for here, never asked twice),
+    // then a read: two requests, each first refused by the closed port.
+    assert_eq!(
+        chain.multicall_mode().await,
+        Ok(matrixon_chain::rpc::MulticallMode::Deployed(
+            matrixon_chain::rpc::MULTICALL3
+        ))
+    );
+    chain.pin().await.expect("block number");
     let text = srv.metrics().await;
     let chain = format!("eip155:{CHAIN_ID}");
     assert!(
         text.contains(&format!(
-            r#"matrixon_rpc_requests_total{{chain="{chain}",provider="0:127.0.0.1:1"}} 1"#
+            r#"matrixon_rpc_requests_total{{chain="{chain}",provider="0:127.0.0.1:1"}} 2"#
         )),
         "{text}"
     );
     assert!(
         text.contains(&format!(
-            r#"matrixon_rpc_errors_total{{chain="{chain}",provider="0:127.0.0.1:1"}} 1"#
+            r#"matrixon_rpc_errors_total{{chain="{chain}",provider="0:127.0.0.1:1"}} 2"#
         )),
         "{text}"
     );
     let port = anvil.url.rsplit(':').next().expect("port");
     assert!(
         text.contains(&format!(
-            r#"matrixon_rpc_requests_total{{chain="{chain}",provider="1:127.0.0.1:{port}"}} 1"#
+            r#"matrixon_rpc_requests_total{{chain="{chain}",provider="1:127.0.0.1:{port}"}} 2"#
         )),
         "{text}"
     );
@@ -410,6 +417,7 @@ async fn request_rate_cap_holds_back_requests() {
             name: None,
             timeout_ms: 300,
             max_rps: Some(2),
+            multicall: None,
         },
     )]);
     let chains = Chains::new(&config).expect("config");

@@ -47,6 +47,7 @@ pub(crate) fn chain_config(url: &str) -> ChainConfig {
         name: None,
         timeout_ms: 2_000,
         max_rps: None,
+        multicall: None,
     }
 }
 
@@ -935,6 +936,10 @@ async fn a_cold_verdict_is_one_round_trip_per_chain() {
     }
     let rule = matrixon_chain::gate::Rule::parse(&json!({"all": leaves}), &|_| true).expect("rule");
     let options = 500;
+    // As the server does at start: each chain is asked once where its Multicall3 is.
+    for chain in chains.iter() {
+        chain.multicall_mode().await.expect("probed");
+    }
     let before = (
         proxy_one.methods.lock().expect("lock").len(),
         proxy_two.methods.lock().expect("lock").len(),
@@ -1112,5 +1117,154 @@ async fn benchmark() {
         );
         assert!(sent <= bound, "{sent} requests");
     }
+    srv.finish().await;
+}
+
+/// Any EVM chain: a fresh dev chain without Multicall3 is read through the deployless
+/// multicall (one `eth_call` per batch, pinned to one block), and a chain whose Multicall3
+/// lives elsewhere through the configured `multicall` address; verdicts are the same as on a
+/// chain with it, and a gated room's door works on such a chain as a new user would try it.
+#[tokio::test]
+async fn gates_read_any_evm_chain_with_or_without_multicall3() {
+    let bare = Anvil::start_without_multicall3(CHAIN_ID).await;
+    let elsewhere = Anvil::start_without_multicall3(31338).await;
+    let moved = Address::repeat_byte(0x3c);
+    elsewhere
+        .rpc(
+            "anvil_setCode",
+            json!([
+                moved.to_string(),
+                crate::anvil::artifact("Multicall3")["deployedBytecode"]
+            ]),
+        )
+        .await;
+    let (proxy_bare, proxy_moved) = (
+        Proxy::start(&bare.url).await,
+        Proxy::start(&elsewhere.url).await,
+    );
+    let (token_bare, token_moved) = (
+        deploy(&bare, "TestERC20").await,
+        deploy(&elsewhere, "TestERC20").await,
+    );
+    let holder = Key::new(131).address();
+    let outsider = Key::new(132).address();
+    for (anvil, token) in [(&bare, token_bare), (&elsewhere, token_moved)] {
+        anvil
+            .transact(
+                token,
+                &ITest::mint_0Call {
+                    to: holder,
+                    amountOrId: U256::from(10),
+                }
+                .abi_encode(),
+            )
+            .await;
+        set_balance(anvil, holder, ETH).await;
+    }
+    let mut moved_config = chain_config(&proxy_moved.url);
+    moved_config.multicall = Some(moved);
+    let config = [
+        (format!("eip155:{CHAIN_ID}"), chain_config(&proxy_bare.url)),
+        ("eip155:31338".to_owned(), moved_config),
+    ]
+    .into_iter()
+    .collect();
+    let chains = Chains::new(&config).expect("chains");
+    assert_eq!(
+        chains.get(CHAIN_ID).expect("bare").multicall_mode().await,
+        Ok(matrixon_chain::rpc::MulticallMode::Deployless)
+    );
+    assert_eq!(
+        chains.get(31338).expect("moved").multicall_mode().await,
+        Ok(matrixon_chain::rpc::MulticallMode::Deployed(moved))
+    );
+    let rule = json!({"all": [
+        {"erc20": {"chain": format!("eip155:{CHAIN_ID}"), "contract": token_bare.to_string(), "min": "5"}},
+        {"native": {"chain": format!("eip155:{CHAIN_ID}"), "min": "1000"}},
+        {"erc20": {"chain": "eip155:31338", "contract": token_moved.to_string(), "min": "5"}},
+        {"native": {"chain": "eip155:31338", "min": "1000"}},
+    ]});
+    let rule = matrixon_chain::gate::Rule::parse(&rule, &|_| true).expect("rule");
+    let before = (
+        proxy_bare.methods.lock().expect("lock").len(),
+        proxy_moved.methods.lock().expect("lock").len(),
+    );
+    let verdicts = matrixon_chain::gate::evaluate(
+        &chains,
+        &rule,
+        &[(holder, Scope::Own), (outsider, Scope::Own)],
+        500,
+    )
+    .await
+    .expect("verdicts");
+    assert!(
+        verdicts[0].pass,
+        "the holder holds everything: {verdicts:?}"
+    );
+    assert!(!verdicts[1].pass);
+    assert!(verdicts[1].leaves.iter().all(|l| !l.pass), "{verdicts:?}");
+    let sent_bare: Vec<String> = proxy_bare.methods.lock().expect("lock")[before.0..].to_vec();
+    let sent_moved: Vec<String> = proxy_moved.methods.lock().expect("lock")[before.1..].to_vec();
+    assert_eq!(
+        sent_bare,
+        ["eth_call"],
+        "one request to the chain without Multicall3"
+    );
+    assert_eq!(
+        sent_moved,
+        ["eth_call"],
+        "one request to the chain with Multicall3 elsewhere"
+    );
+
+    // A sweep in batches of 500 calls, all at one pinned block: ⌈1,002 / 500⌉ = 3 requests
+    // through Multicall3; without it each batch goes in parts of 100 calls, whose answers fit
+    // the 24 KiB a contract creation may return (EIP-170): 5 + 5 + 1 requests.
+    let addresses: Vec<(Address, Scope)> = (0..500u64)
+        .map(|i| {
+            (
+                Address::left_padding_from(&(i + 1).to_be_bytes()),
+                Scope::Own,
+            )
+        })
+        .chain([(holder, Scope::Own)])
+        .collect();
+    let before = (proxy_bare.count("eth_call"), proxy_moved.count("eth_call"));
+    let verdicts = matrixon_chain::gate::evaluate(&chains, &rule, &addresses, 500)
+        .await
+        .expect("sweep");
+    assert!(verdicts.last().expect("holder").pass);
+    assert!(verdicts[..500].iter().all(|v| !v.pass));
+    assert_eq!(
+        proxy_bare.count("eth_call") - before.0,
+        11,
+        "1,002 calls, deployless"
+    );
+    assert_eq!(
+        proxy_moved.count("eth_call") - before.1,
+        3,
+        "1,002 calls through Multicall3"
+    );
+    let blocks: std::collections::BTreeSet<_> = verdicts.iter().map(|v| v.blocks.clone()).collect();
+    assert_eq!(
+        blocks.len(),
+        1,
+        "every batch of a chain read the same block"
+    );
+
+    // The door of a gated room on the bare chain, through the server.
+    let srv =
+        TestServer::start_with(&Backend::Sqlite, gated_config(&[(&caip2(), &bare.url)])).await;
+    let owner = srv.register("owner", "gate password").await["access_token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    let room = create_room(&srv, &owner, json!({"preset": "public_chat"})).await;
+    let gate = json!({"rule": {"erc20": {"chain": caip2(), "contract": token_bare.to_string(), "min": "5"}}});
+    let (status, body) = set_gate(&srv, &owner, &room, &gate).await;
+    assert_eq!(status, 200, "{body}");
+    let verdict = check(&srv, &owner, &gate["rule"], holder).await;
+    assert_eq!(verdict["pass"], true, "{verdict}");
+    let verdict = check(&srv, &owner, &gate["rule"], outsider).await;
+    assert_eq!(verdict["pass"], false, "{verdict}");
     srv.finish().await;
 }

@@ -87,6 +87,7 @@ fn chains(anvil: &Anvil) -> Chains {
             name: None,
             timeout_ms: 2_000,
             max_rps: None,
+            multicall: None,
         },
     )]
     .into_iter()
@@ -426,6 +427,7 @@ async fn names_resolve_to_users_become_profiles_and_invite() {
                 name: None,
                 timeout_ms: 2_000,
                 max_rps: None,
+                multicall: None,
             },
         );
         config.names.ens_chain = format!("eip155:{CHAIN_ID}");
@@ -931,6 +933,7 @@ async fn name_lookups_are_cached_in_redis_when_configured() {
                 name: None,
                 timeout_ms: 1_000,
                 max_rps: None,
+                multicall: None,
             },
         );
         config.names.ens_chain = format!("eip155:{CHAIN_ID}");

@@ -505,15 +505,35 @@ async fn typing_receipts_and_profiles(backend: Backend) {
         404,
         "M_NOT_FOUND",
     );
-    assert_error(
-        &srv.put_json(
+    // Any avatar URL is taken, as Synapse takes it (clients load only mxc:// ones), up to
+    // 1,000 bytes and without control characters.
+    let (status, _) = srv
+        .put_json(
             "/_matrix/client/v3/profile/@bob:localhost/avatar_url",
             Some(&bob),
-            &json!({"avatar_url": "https://not-mxc"}),
+            &json!({"avatar_url": "https://not-mxc.example/bob.png"}),
         )
-        .await,
-        400,
-        "M_BAD_JSON",
-    );
+        .await;
+    assert_eq!(status, 200);
+    let (_, profile) = srv
+        .get("/_matrix/client/v3/profile/@bob:localhost", Some(&alice))
+        .await;
+    assert_eq!(profile["avatar_url"], "https://not-mxc.example/bob.png");
+    for bad in ["x".repeat(1001), "mxc://a/b\u{0}".to_owned()] {
+        assert_error(
+            &srv.put_json(
+                "/_matrix/client/v3/profile/@bob:localhost/avatar_url",
+                Some(&bob),
+                &json!({ "avatar_url": bad }),
+            )
+            .await,
+            400,
+            "M_BAD_JSON",
+        );
+    }
+    let (_, profile) = srv
+        .get("/_matrix/client/v3/profile/@bob:localhost", Some(&alice))
+        .await;
+    assert_eq!(profile["avatar_url"], "https://not-mxc.example/bob.png");
     srv.finish().await;
 }

@@ -288,6 +288,7 @@ async fn contract_wallets_sign_in_through_the_chain() {
                 name: None,
                 timeout_ms: 5_000,
                 max_rps: None,
+                multicall: None,
             },
         )]);
     })
@@ -328,6 +329,7 @@ async fn contract_wallets_sign_in_through_the_chain() {
                 name: None,
                 timeout_ms: 500,
                 max_rps: None,
+                multicall: None,
             },
         )]);
     })

@@ -1,10 +1,17 @@
 //! JSON-RPC access to EVM chains: a registry keyed by CAIP-2 id, failover between providers,
-//! reads pinned to one block, and Multicall3 batches.
+//! reads pinned to one block, and Multicall3 batches — through Multicall3 where the chain has
+//! it (at its canonical address or the one configured), else through a deployless multicall
+//! (one `eth_call` carrying the creation code of `contracts/src/DeploylessMulticall.sol`), so
+//! that any EVM chain, a fresh dev chain included, is read in one round trip per batch.
 
 mod signatures;
 mod transport;
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
 
 use alloy::{
     eips::BlockId,
@@ -31,6 +38,35 @@ sol! {
         function aggregate3(Call3[] calldata calls) external payable returns (Result[] memory returnData);
         function getBlockNumber() external view returns (uint256 blockNumber);
     }
+
+    /// The deployless multicall's constructor arguments and answer.
+    interface IDeploylessMulticall {
+        function construct(address multicall, IMulticall3.Call3[] calls) external;
+        function answer() external returns (uint256 blockNumber, IMulticall3.Result[] results);
+    }
+}
+
+/// Creation code of the deployless multicall (`contracts/src/DeploylessMulticall.sol`).
+fn deployless_code() -> Result<&'static Bytes, ChainError> {
+    static CODE: OnceLock<Option<Bytes>> = OnceLock::new();
+    CODE.get_or_init(|| {
+        let artifact: serde_json::Value = serde_json::from_str(include_str!(
+            "../../../contracts/out/DeploylessMulticall.json"
+        ))
+        .ok()?;
+        artifact["bytecode"].as_str()?.parse().ok()
+    })
+    .as_ref()
+    .ok_or_else(|| ChainError::Refused("the deployless multicall is not built in".to_owned()))
+}
+
+/// How a chain's batches are read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MulticallMode {
+    /// Through Multicall3 at this address.
+    Deployed(Address),
+    /// Through the deployless multicall (the chain has no Multicall3 where it was looked for).
+    Deployless,
 }
 
 /// One `[chains."eip155:<id>"]` entry.
@@ -48,6 +84,10 @@ pub struct ChainConfig {
     /// Requests per second sent to each provider, at most.
     #[serde(default)]
     pub max_rps: Option<u32>,
+    /// Where Multicall3 lives on this chain, when not at its canonical address; a chain
+    /// without it at all is read through a deployless multicall.
+    #[serde(default)]
+    pub multicall: Option<Address>,
 }
 
 fn default_timeout_ms() -> u64 {
@@ -98,7 +138,17 @@ pub struct Chain {
     pub name: String,
     provider: RootProvider,
     transport: FailoverTransport,
+    /// Where Multicall3 is looked for.
+    multicall_at: Address,
+    /// Found out at the first read (or the start-up probe), then kept.
+    mode: Arc<tokio::sync::OnceCell<MulticallMode>>,
 }
+
+/// Largest creation code (with its arguments) a node runs (EIP-3860).
+const MAX_INITCODE: usize = 49_152;
+/// Most calls in one deployless multicall: their answers must fit the 24 KiB a contract
+/// creation may return (EIP-170); 100 balances take 16 KiB.
+const DEPLOYLESS_CALLS: usize = 100;
 
 /// Most Multicall3 batches of one chain in flight at once.
 const BATCHES_IN_FLIGHT: usize = 4;
@@ -150,6 +200,8 @@ impl Chains {
                     name,
                     provider,
                     transport,
+                    multicall_at: entry.multicall.unwrap_or(MULTICALL3),
+                    mode: Arc::default(),
                 },
             );
         }
@@ -170,6 +222,26 @@ impl Chains {
 }
 
 impl Chain {
+    /// How this chain's batches are read: asks the chain for Multicall3's code the first time
+    /// (an unanswered ask is asked again next time), then keeps the answer.
+    pub async fn multicall_mode(&self) -> Result<MulticallMode, ChainError> {
+        self.mode
+            .get_or_try_init(|| async {
+                let code = self
+                    .provider
+                    .get_code_at(self.multicall_at)
+                    .block_id(BlockId::latest())
+                    .await?;
+                Ok(if code.is_empty() {
+                    MulticallMode::Deployless
+                } else {
+                    MulticallMode::Deployed(self.multicall_at)
+                })
+            })
+            .await
+            .copied()
+    }
+
     /// The latest block number: pin a check to it so all its reads agree.
     pub async fn pin(&self) -> Result<u64, ChainError> {
         Ok(self.provider.get_block_number().await?)
@@ -298,21 +370,30 @@ impl Chain {
         if calls.is_empty() {
             return Ok(Vec::new());
         }
-        let batch = IMulticall3::aggregate3Call {
-            calls: calls
-                .iter()
-                .map(|(target, data)| IMulticall3::Call3 {
-                    target: *target,
-                    allowFailure: true,
-                    callData: data.clone(),
-                })
-                .collect(),
+        let mode = self.multicall_mode().await?;
+        // Callers name Multicall3's own views (balances, the block) by its canonical address.
+        let to_multicall = |target: Address| match mode {
+            MulticallMode::Deployed(at) if target == MULTICALL3 => at,
+            _ => target,
         };
-        let raw = self
-            .call(Some(MULTICALL3), batch.abi_encode().into(), block)
-            .await?;
-        let results = IMulticall3::aggregate3Call::abi_decode_returns(&raw)
-            .map_err(|e| ChainError::Refused(format!("undecodable Multicall3 answer: {e}")))?;
+        let batch: Vec<IMulticall3::Call3> = calls
+            .iter()
+            .map(|(target, data)| IMulticall3::Call3 {
+                target: to_multicall(*target),
+                allowFailure: true,
+                callData: data.clone(),
+            })
+            .collect();
+        let results = match mode {
+            MulticallMode::Deployed(at) => {
+                let call = IMulticall3::aggregate3Call { calls: batch };
+                let raw = self.call(Some(at), call.abi_encode().into(), block).await?;
+                IMulticall3::aggregate3Call::abi_decode_returns(&raw).map_err(|e| {
+                    ChainError::Refused(format!("undecodable Multicall3 answer: {e}"))
+                })?
+            }
+            MulticallMode::Deployless => self.deployless(batch, block).await?,
+        };
         if results.len() != calls.len() {
             return Err(ChainError::Refused(
                 "Multicall3 returned the wrong number of results".to_owned(),
@@ -325,6 +406,78 @@ impl Chain {
                 data: r.returnData,
             })
             .collect())
+    }
+
+    /// A batch through the deployless multicall, all at one block (pinned first when it takes
+    /// several calls). Nodes apply contract-creation limits to calls too: at most 48 KiB of
+    /// code and arguments (EIP-3860) and 24 KiB of answer (EIP-170, the "deployed code"), so a
+    /// batch goes in parts of at most [`DEPLOYLESS_CALLS`] calls within the first limit, and a
+    /// part whose answer is still too large (long return data) is halved and asked again.
+    async fn deployless(
+        &self,
+        batch: Vec<IMulticall3::Call3>,
+        block: Option<u64>,
+    ) -> Result<Vec<IMulticall3::Result>, ChainError> {
+        let code = deployless_code()?;
+        let room = MAX_INITCODE.saturating_sub(code.len()).saturating_sub(256);
+        // Each call takes five words besides its padded data.
+        let size = |call: &IMulticall3::Call3| 160 + call.callData.len().div_ceil(32) * 32;
+        let mut parts: Vec<Vec<IMulticall3::Call3>> = vec![Vec::new()];
+        let mut used = 0;
+        for call in batch {
+            let cost = size(&call);
+            if parts.last().is_some_and(|p| {
+                !p.is_empty() && (used + cost > room || p.len() >= DEPLOYLESS_CALLS)
+            }) {
+                parts.push(Vec::new());
+                used = 0;
+            }
+            used += cost;
+            if let Some(part) = parts.last_mut() {
+                part.push(call);
+            }
+        }
+        let mut block = match (block, parts.len()) {
+            (None, n) if n > 1 => Some(self.pin().await?),
+            (block, _) => block,
+        };
+        let mut results = Vec::new();
+        // Parts in order: a halved part's halves go next, first half first.
+        let mut pending: Vec<Vec<IMulticall3::Call3>> = parts.into_iter().rev().collect();
+        while let Some(mut calls) = pending.pop() {
+            let arguments = IDeploylessMulticall::constructCall {
+                multicall: MULTICALL3,
+                calls: calls.clone(),
+            }
+            .abi_encode();
+            let mut data = code.to_vec();
+            // The constructor's arguments follow the code, without a selector.
+            data.extend_from_slice(arguments.get(4..).unwrap_or_default());
+            match self.call(None, data.into(), block).await {
+                Ok(raw) => {
+                    let answer = IDeploylessMulticall::answerCall::abi_decode_returns(&raw)
+                        .map_err(|e| {
+                            ChainError::Refused(format!(
+                                "undecodable deployless multicall answer: {e}"
+                            ))
+                        })?;
+                    results.extend(answer.results);
+                }
+                Err(ChainError::Refused(message))
+                    if calls.len() > 1 && message.to_ascii_lowercase().contains("size") =>
+                {
+                    if block.is_none() {
+                        // Nothing was read yet (this was the only part): pin the halves.
+                        block = Some(self.pin().await?);
+                    }
+                    let second = calls.split_off(calls.len() / 2);
+                    pending.push(second);
+                    pending.push(calls);
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(results)
     }
 
     /// Logs of one contract in blocks `from..=to` with topic 0 in `events` and topic 1

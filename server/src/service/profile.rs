@@ -9,6 +9,8 @@ use ruma::{OwnedMxcUri, UserId};
 
 /// Longest display name accepted.
 const MAX_DISPLAYNAME: usize = 256;
+/// Longest avatar URL taken (Synapse's limit).
+const MAX_AVATAR_URL: usize = 1000;
 
 impl Services {
     /// `(displayname, avatar_url)` of a user, asking their server over federation when they
@@ -62,12 +64,15 @@ impl Services {
         self.propagate_profile(user_id).await
     }
 
-    /// Sets the user's avatar (`None` clears it) and updates their rooms.
+    /// Sets the user's avatar (`None` clears it) and updates their rooms. Any URL up to
+    /// 1,000 bytes is taken, as Synapse takes it (clients show only `mxc://` ones).
     pub async fn set_avatar_url(&self, user_id: &UserId, url: Option<&OwnedMxcUri>) -> Result<()> {
         if let Some(url) = url
-            && !url.is_valid()
+            && (url.as_str().len() > MAX_AVATAR_URL || url.as_str().chars().any(char::is_control))
         {
-            return Err(Error::bad_json(format!("{url} is not an mxc:// URI")));
+            return Err(Error::bad_json(format!(
+                "An avatar URL has at most {MAX_AVATAR_URL} bytes and no control characters"
+            )));
         }
         self.store
             .set_profile_field(

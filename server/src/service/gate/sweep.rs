@@ -36,6 +36,29 @@ pub async fn run(
     ));
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Each chain is asked at start how its batches are read, so that the log says what each
+    // chain lacks or that it could not be asked before anyone's check needs it.
+    for chain in services.chains.iter() {
+        let chain = chain.clone();
+        tokio::spawn(async move {
+            match chain.multicall_mode().await {
+                Ok(matrixon_chain::rpc::MulticallMode::Deployed(at)) => {
+                    tracing::info!(chain = %chain.name, %at, "chain reads go through Multicall3");
+                }
+                Ok(matrixon_chain::rpc::MulticallMode::Deployless) => tracing::info!(
+                    chain = %chain.name,
+                    "the chain has no Multicall3 where it was looked for: reads go through a \
+                     deployless multicall (set chains.<id>.multicall if it lives elsewhere)"
+                ),
+                Err(e) => tracing::warn!(
+                    chain = %chain.name,
+                    error = %e,
+                    "no provider of the chain answered at start: gate checks on it answer 503 \
+                     until one does"
+                ),
+            }
+        });
+    }
     // Per chain: the last block whose logs were read, and the span asked at once.
     let mut cursors: HashMap<u64, (u64, u64)> = HashMap::new();
     loop {
