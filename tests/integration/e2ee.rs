@@ -12,6 +12,7 @@ both_backends!(
     key_endpoints_keep_their_promises,
     to_device_messages_arrive_exactly_once,
     key_backup_keeps_the_better_key,
+    private_key_changes_are_told_only_to_their_owner,
 );
 
 const PASSWORD: &str = "e2ee password";
@@ -590,5 +591,161 @@ async fn key_backup_keeps_the_better_key(backend: Backend) {
         .await;
     assert_eq!(status, 200);
     assert_error(&srv.get(&path(&v1), token).await, 404, "M_NOT_FOUND");
+    srv.finish().await;
+}
+
+/// A cross-signing key pair whose key ID is `ed25519:<its public key>`, and that ID.
+fn signing_key() -> (ruma::signatures::Ed25519KeyPair, String) {
+    use base64::Engine;
+    let der = ruma::signatures::Ed25519KeyPair::generate();
+    let probe = ruma::signatures::Ed25519KeyPair::from_der(&der, "x".to_owned()).expect("pair");
+    let public = base64::engine::general_purpose::STANDARD_NO_PAD.encode(probe.public_key());
+    let pair = ruma::signatures::Ed25519KeyPair::from_der(&der, public.clone()).expect("pair");
+    (pair, public)
+}
+
+/// A cross-signing key of `user` for `usage`, signed by `signer` (as `signer_user`) if given.
+fn cross_key(
+    user: &str,
+    usage: &str,
+    public: &str,
+    signer: Option<(&str, &ruma::signatures::Ed25519KeyPair)>,
+) -> Value {
+    let key =
+        json!({"user_id": user, "usage": [usage], "keys": {format!("ed25519:{public}"): public}});
+    match signer {
+        None => key,
+        Some((signer_user, pair)) => {
+            let mut object: ruma::CanonicalJsonObject =
+                serde_json::from_value(key).expect("canonical");
+            ruma::signatures::sign_json(signer_user, pair, &mut object).expect("signed");
+            serde_json::to_value(object).expect("json")
+        }
+    }
+}
+
+fn changed(sync: &Value) -> Vec<String> {
+    sync["device_lists"]["changed"]
+        .as_array()
+        .map(|c| {
+            c.iter()
+                .filter_map(|u| u.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A new user-signing key is its owner's business, and so is a signature made with it on
+/// another user's key: device-list changes tell only that user (as the spec keeps both
+/// private, and as `/keys/query` already does), while a new master or self-signing key is
+/// told to everyone who shares a room.
+async fn private_key_changes_are_told_only_to_their_owner(backend: Backend) {
+    let srv = TestServer::start(&backend).await;
+    for user in ["alice", "bob", "carol"] {
+        srv.register(user, PASSWORD).await;
+    }
+    let (alice, bob, carol) = (
+        device(&srv, "alice").await,
+        device(&srv, "bob").await,
+        device(&srv, "carol").await,
+    );
+    let (_, room) = srv
+        .post_json(
+            "/_matrix/client/v3/createRoom",
+            Some(&alice.token),
+            &json!({"preset": "public_chat"}),
+        )
+        .await;
+    let room = room["room_id"].as_str().expect("room").to_owned();
+    for joiner in [&bob, &carol] {
+        srv.post_json(
+            &format!("/_matrix/client/v3/join/{room}"),
+            Some(&joiner.token),
+            &json!({}),
+        )
+        .await;
+    }
+    let upload = "/_matrix/client/v3/keys/device_signing/upload";
+    let (master, master_public) = signing_key();
+    let (_, self_public) = signing_key();
+    let (user_signing, user_signing_public) = signing_key();
+    let alice_id = "@alice:localhost";
+    let (status, body) = srv
+        .post_json(
+            upload,
+            Some(&alice.token),
+            &json!({
+                "master_key": cross_key(alice_id, "master", &master_public, None),
+                "self_signing_key": cross_key(alice_id, "self_signing", &self_public, Some((alice_id, &master))),
+            }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let tokens = |syncs: &[&Value]| -> Vec<String> {
+        syncs.iter().map(|s| first_token(s).to_owned()).collect()
+    };
+    let (a, b, c) = (
+        raw_sync(&srv, &alice.token, None).await,
+        raw_sync(&srv, &bob.token, None).await,
+        raw_sync(&srv, &carol.token, None).await,
+    );
+    let since = tokens(&[&a, &b, &c]);
+
+    // A user-signing key alone: alice hears of it, bob does not.
+    let (status, body) = srv
+        .post_with_password_uia(
+            upload,
+            &alice.token,
+            json!({"user_signing_key": cross_key(alice_id, "user_signing", &user_signing_public, Some((alice_id, &master)))}),
+            "alice",
+            PASSWORD,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let a = raw_sync(&srv, &alice.token, Some(&since[0])).await;
+    let b = raw_sync(&srv, &bob.token, Some(&since[1])).await;
+    assert!(changed(&a).contains(&alice_id.to_owned()), "{a}");
+    assert!(!changed(&b).contains(&alice_id.to_owned()), "{b}");
+
+    // Bob's master key: everyone in the room hears of it.
+    let (_, bob_master_public) = signing_key();
+    let bob_master_key = cross_key("@bob:localhost", "master", &bob_master_public, None);
+    let (status, body) = srv
+        .post_json(
+            upload,
+            Some(&bob.token),
+            &json!({"master_key": bob_master_key}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let a = raw_sync(&srv, &alice.token, Some(first_token(&a))).await;
+    let b = raw_sync(&srv, &bob.token, Some(first_token(&b))).await;
+    let c = raw_sync(&srv, &carol.token, Some(&since[2])).await;
+    assert!(changed(&a).contains(&"@bob:localhost".to_owned()), "{a}");
+    assert!(changed(&c).contains(&"@bob:localhost".to_owned()), "{c}");
+    let since = tokens(&[&a, &b, &c]);
+
+    // Alice signs bob's master key with her user-signing key: only she is told.
+    let mut signed: ruma::CanonicalJsonObject =
+        serde_json::from_value(bob_master_key.clone()).expect("canonical");
+    ruma::signatures::sign_json(alice_id, &user_signing, &mut signed).expect("signed");
+    let (status, body) = srv
+        .post_json(
+            "/_matrix/client/v3/keys/signatures/upload",
+            Some(&alice.token),
+            &json!({"@bob:localhost": {bob_master_public.clone(): signed}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body["failures"].as_object().is_none_or(|f| f.is_empty()),
+        "the signature is good: {body}"
+    );
+    let a = raw_sync(&srv, &alice.token, Some(&since[0])).await;
+    let b = raw_sync(&srv, &bob.token, Some(&since[1])).await;
+    let c = raw_sync(&srv, &carol.token, Some(&since[2])).await;
+    assert!(changed(&a).contains(&"@bob:localhost".to_owned()), "{a}");
+    assert!(!changed(&b).contains(&"@bob:localhost".to_owned()), "{b}");
+    assert!(!changed(&c).contains(&"@bob:localhost".to_owned()), "{c}");
     srv.finish().await;
 }

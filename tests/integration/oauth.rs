@@ -882,17 +882,7 @@ async fn oauth_wallet_sign_in_in_a_browser() {
     browser.wait_text("h1", "Sign in to localhost").await;
     browser.screenshot("oauth-sign-in").await;
     browser.click("#wallet").await;
-    browser.wait_for("the wallet page's script", READY).await;
-    browser
-        .execute(
-            INJECT_WALLET,
-            vec![json!(wallet.address().to_checksum(None)), json!("0x1")],
-        )
-        .await;
-    browser.wait_text("#wallets", "Test Wallet").await;
-    browser.click("#wallets button").await;
-    let (id, text) = sign_request(&browser).await;
-    settle(&browser, id, &wallet, &text).await;
+    sign_on_the_wallet_page(&browser, &wallet).await;
     browser.wait_text("#account", &user_id).await;
     browser.wait_text("#client", "Wallet dApp").await;
     browser.wait_text("#client-host", "dapp.example").await;
@@ -927,22 +917,27 @@ async fn oauth_wallet_sign_in_in_a_browser() {
     browser.goto(&format!("{public}/oauth2/account")).await;
     browser.wait_text("#account", &user_id).await;
     browser.click("#link-wallet").await;
-    browser.wait_for("the wallet page's script", READY).await;
-    browser
-        .execute(
-            INJECT_WALLET,
-            vec![json!(second.address().to_checksum(None)), json!("0x1")],
-        )
-        .await;
-    browser.wait_text("#wallets", "Test Wallet").await;
-    browser.click("#wallets button").await;
-    let (id, text) = sign_request(&browser).await;
-    settle(&browser, id, &second, &text).await;
+    sign_on_the_wallet_page(&browser, &second).await;
     browser.wait_text("#linked-wallets", &second_address).await;
     browser.wait_text("#account", &user_id).await;
     browser.screenshot("oauth-account-wallets").await;
     browser.quit().await;
     srv.finish().await;
+}
+
+/// On the wallet page (its OAuth mode): an injected wallet of `key` is found, chosen and signs.
+async fn sign_on_the_wallet_page(browser: &Browser, key: &Key) {
+    browser.wait_for("the wallet page's script", READY).await;
+    browser
+        .execute(
+            INJECT_WALLET,
+            vec![json!(key.address().to_checksum(None)), json!("0x1")],
+        )
+        .await;
+    browser.wait_text("#wallets", "Test Wallet").await;
+    browser.click("#wallets button").await;
+    let (id, text) = sign_request(browser).await;
+    settle(browser, id, key, &text).await;
 }
 
 async fn device_authorization(srv: &TestServer, client_id: &str) -> (u16, Value) {

@@ -10,12 +10,24 @@ pub(super) async fn record_device_list_change(
     tx: &mut Transaction<'static, Any>,
     user_id: &str,
 ) -> Result<i64, sqlx::Error> {
+    record_key_change(tx, user_id, None).await
+}
+
+/// A change of `user_id`'s keys that only `only_for` is told of when given.
+async fn record_key_change(
+    tx: &mut Transaction<'static, Any>,
+    user_id: &str,
+    only_for: Option<&str>,
+) -> Result<i64, sqlx::Error> {
     let position = Store::next_position(tx, "device_lists").await?;
-    sqlx::query("INSERT INTO device_list_changes (stream_id, user_id) VALUES ($1, $2)")
-        .bind(position)
-        .bind(user_id)
-        .execute(&mut **tx)
-        .await?;
+    sqlx::query(
+        "INSERT INTO device_list_changes (stream_id, user_id, only_for) VALUES ($1, $2, $3)",
+    )
+    .bind(position)
+    .bind(user_id)
+    .bind(only_for)
+    .execute(&mut **tx)
+    .await?;
     Ok(position)
 }
 
@@ -321,7 +333,9 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
-        record_device_list_change(&mut tx, user_id).await?;
+        // A user-signing key alone is its owner's business (others never see it).
+        let private = !new_master && keys.iter().all(|(key_type, _)| key_type == "user_signing");
+        record_key_change(&mut tx, user_id, private.then_some(user_id)).await?;
         tx.commit().await
     }
 
@@ -332,7 +346,9 @@ impl Store {
         }
         let _writer = self.writer().await;
         let mut tx = self.pool.begin().await?;
-        let mut changed: Vec<&str> = Vec::new();
+        // Whose keys changed, and who alone is told (a signature on another user's key is
+        // the signer's: others do not see it).
+        let mut changed: Vec<(&str, Option<&str>)> = Vec::new();
         for s in signatures {
             sqlx::query(
                 "INSERT INTO key_signatures (target_user_id, target_key_id, signer_user_id, \
@@ -347,12 +363,15 @@ impl Store {
             .bind(&s.signature)
             .execute(&mut *tx)
             .await?;
-            if !changed.contains(&s.target_user_id.as_str()) {
-                changed.push(&s.target_user_id);
+            let only_for =
+                (s.signer_user_id != s.target_user_id).then_some(s.signer_user_id.as_str());
+            let change = (s.target_user_id.as_str(), only_for);
+            if !changed.contains(&change) {
+                changed.push(change);
             }
         }
-        for user in changed {
-            record_device_list_change(&mut tx, user).await?;
+        for (user, only_for) in changed {
+            record_key_change(&mut tx, user, only_for).await?;
         }
         tx.commit().await
     }
@@ -394,7 +413,8 @@ impl Store {
     /// `stream_id` other servers follow that user's device list by.
     pub async fn device_list_stream_id(&self, user_id: &str) -> Result<i64, sqlx::Error> {
         sqlx::query_scalar(
-            "SELECT COALESCE(MAX(stream_id), 0) FROM device_list_changes WHERE user_id = $1",
+            "SELECT COALESCE(MAX(stream_id), 0) FROM device_list_changes \
+             WHERE user_id = $1 AND only_for IS NULL",
         )
         .bind(user_id)
         .fetch_one(&self.pool)
@@ -416,7 +436,8 @@ impl Store {
     ) -> Result<Vec<String>, sqlx::Error> {
         sqlx::query_scalar(
             "SELECT DISTINCT c.user_id FROM device_list_changes c \
-             WHERE c.stream_id > $2 AND c.stream_id <= $3 AND (c.user_id = $1 OR EXISTS ( \
+             WHERE c.stream_id > $2 AND c.stream_id <= $3 \
+             AND (c.only_for IS NULL OR c.only_for = $1) AND (c.user_id = $1 OR EXISTS ( \
              SELECT 1 FROM memberships a JOIN memberships b ON a.room_id = b.room_id \
              WHERE a.user_id = $1 AND a.membership = 'join' \
              AND b.user_id = c.user_id AND b.membership = 'join')) ORDER BY c.user_id",
