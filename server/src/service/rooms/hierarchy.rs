@@ -37,8 +37,9 @@ pub struct HierarchyRequest<'a> {
 }
 
 /// A child a space names, in the order the spec gives.
-struct Child {
-    room_id: OwnedRoomId,
+pub struct Child {
+    /// The child room.
+    pub room_id: OwnedRoomId,
     order: Option<String>,
     ts: i64,
     event: Value,
@@ -110,7 +111,7 @@ impl Services {
 
     /// The space's children with a `via` (the only ones that count), ordered as the spec
     /// says: by a valid `order`, then by when they were added, then by room ID.
-    async fn space_children_of(
+    pub async fn space_children_of(
         &self,
         room_id: &RoomId,
         suggested_only: bool,

@@ -703,19 +703,8 @@ impl Services {
     async fn space_children(&self, spaces: &[OwnedRoomId]) -> Result<HashSet<String>> {
         let mut children = HashSet::new();
         for space in spaces {
-            let state = self.store.current_state(space.as_str()).await?;
-            let ids: Vec<String> = state
-                .iter()
-                .filter(|((kind, _), _)| kind == "m.space.child")
-                .map(|(_, id)| id.clone())
-                .collect();
-            for event in self.store.events(&ids).await? {
-                let via = serde_json::from_str::<Value>(&event.json)
-                    .ok()
-                    .and_then(|pdu| pdu["content"]["via"].as_array().map(|v| !v.is_empty()));
-                if let (Some(true), Some(child)) = (via, event.state_key) {
-                    children.insert(child);
-                }
+            for child in self.space_children_of(space, false).await? {
+                children.insert(child.room_id.to_string());
             }
         }
         Ok(children)
