@@ -14,8 +14,8 @@
 // failure it prints the step, the error (HTTP status, errcode) and the last requests.
 
 import * as sdk from "../../tools/node_modules/matrix-js-sdk/lib/index.js";
-import { logger } from "../../tools/node_modules/matrix-js-sdk/lib/logger.js";
 import { SlidingSync } from "../../tools/node_modules/matrix-js-sdk/lib/sliding-sync.js";
+import { begin, fail, ok, quietLogger, recordingFetch as recording, run } from "./steps.mjs";
 
 const { createClient, ClientEvent, RoomEvent, RoomStateEvent, RoomMemberEvent, MatrixError } = sdk;
 const BASE = (process.argv[2] || "http://127.0.0.1:18118").replace(/\/$/, "");
@@ -23,59 +23,19 @@ const SLIDING = process.argv.includes("--sliding");
 const PASSWORD = "js-sdk-password-1";
 const TAG = Math.random().toString(36).slice(2, 8);
 const WAIT_MS = 20000;
-// The SDK logs chattily; keep only its errors (its RTC sessions log debug on their own loggers).
-logger.setLevel("error");
-console.debug = () => {};
-const quietLogger = {
-  trace() {}, debug() {}, info() {}, warn() {},
-  error: (...args) => console.log("  [sdk error]", ...args.map((a) => a?.message ?? a)),
-  getChild: () => quietLogger,
-};
-
-// Records recent requests (and non-2xx answers) so a failure can say what was sent.
-const recent = [];
+// Counts which sync each request used; failures show the recent requests (tokens hidden).
 const syncs = { plain: 0, sliding: 0 };
+const recorded = recording(fetch, (s) => String(s).replace(/access_token=[^&]+/, "access_token=…"));
 async function recordingFetch(input, init = {}) {
-  const entry = { method: init.method || "GET", url: String(input).replace(/access_token=[^&]+/, "access_token=…") };
-  if (/\/_matrix\/client\/(v3|r0)\/sync/.test(entry.url)) syncs.plain++;
-  if (entry.url.includes("/unstable/org.matrix.simplified_msc3575/sync")) syncs.sliding++;
-  if (typeof init.body === "string") entry.body = init.body.slice(0, 500);
-  recent.push(entry);
-  if (recent.length > 8) recent.shift();
-  const res = await fetch(input, init);
-  entry.status = res.status;
-  if (!res.ok) entry.response = (await res.clone().text()).slice(0, 500);
-  return res;
-}
-
-let step = "start";
-function ok(name) {
-  console.log(`ok   ${name}`);
-}
-function fail(err) {
-  console.log(`FAIL ${step}: ${err?.message ?? err}`);
-  if (err instanceof MatrixError) {
-    console.log(`  MatrixError httpStatus=${err.httpStatus} errcode=${err.errcode} url=${err.url}`);
-    console.log(`  data=${JSON.stringify(err.data)}`);
-  } else if (err?.stack) {
-    console.log(err.stack.split("\n").slice(1, 6).join("\n"));
-  }
-  console.log("  recent requests:");
-  for (const r of recent) console.log(`    ${JSON.stringify(r)}`);
-  process.exit(1);
-}
-
-// Runs fn as a named step.
-async function run(name, fn) {
-  step = name;
-  const out = await fn();
-  ok(name);
-  return out;
+  const url = String(input);
+  if (/\/_matrix\/client\/(v3|r0)\/sync/.test(url)) syncs.plain++;
+  if (url.includes("/unstable/org.matrix.simplified_msc3575/sync")) syncs.sliding++;
+  return recorded(input, init);
 }
 
 // Resolves once check() is true, re-checking on each of the emitter's events.
 function waitUntil(name, emitter, events, check) {
-  step = name;
+  begin(name);
   return new Promise((resolve, reject) => {
     const recheck = () => {
       let done;

@@ -18,6 +18,7 @@
 
 import * as sdk from "../../tools/node_modules/matrix-js-sdk/lib/index.js";
 import { logger } from "../../tools/node_modules/matrix-js-sdk/lib/logger.js";
+import { fail, quietLogger, recordingFetch, run, silentLogger } from "./steps.mjs";
 
 const { createClient, MatrixError, OAuth2, OAuth2HTTPError } = sdk;
 const BASE = (process.argv[2] || "http://127.0.0.1:18118").replace(/\/$/, "");
@@ -28,61 +29,10 @@ const CLIENT_NAME = `js-sdk OAuth ${TAG}`;
 const CLIENT_URI = "https://app.example/";
 const REDIRECT_URI = "https://app.example/callback";
 const DEVICE_ID = `JSSDK${TAG.toUpperCase()}`;
-// The SDK logs chattily; keep only its errors.
-logger.setLevel("error");
-console.debug = () => {};
-const quietLogger = {
-  trace() {}, debug() {}, info() {}, warn() {},
-  error: (...args) => console.log("  [sdk error]", ...args.map((a) => a?.message ?? a)),
-  getChild: () => quietLogger,
-};
-// For requests that are meant to be refused (the SDK logs those as errors).
-const silentLogger = { trace() {}, debug() {}, info() {}, warn() {}, error() {}, getChild: () => silentLogger };
-
 // Records recent requests (and non-2xx answers) so a failure can say what was sent. The SDK's
 // OAuth helpers call globalThis.fetch (not a client's fetchFn), so that is what is wrapped.
-const realFetch = globalThis.fetch;
-const recent = [];
 const redact = (s) => String(s).replace(/(access_token|refresh_token|code|code_verifier|password|csrf)=[^&"]+/g, "$1=…");
-async function recordingFetch(input, init = {}) {
-  const entry = { method: init.method || "GET", url: redact(input) };
-  if (init.body !== undefined && init.body !== null) entry.body = redact(init.body).slice(0, 500);
-  recent.push(entry);
-  if (recent.length > 8) recent.shift();
-  const res = await realFetch(input, init);
-  entry.status = res.status;
-  if (res.status >= 400) entry.response = redact(await res.clone().text()).slice(0, 500);
-  return res;
-}
-globalThis.fetch = recordingFetch;
-
-let step = "start";
-function ok(name) {
-  console.log(`ok   ${name}`);
-}
-function fail(err) {
-  console.log(`FAIL ${step}: ${err?.message ?? err}`);
-  if (err instanceof MatrixError) {
-    console.log(`  MatrixError httpStatus=${err.httpStatus} errcode=${err.errcode} url=${err.url}`);
-    console.log(`  data=${JSON.stringify(err.data)}`);
-  } else if (err instanceof OAuth2HTTPError) {
-    console.log(`  OAuth2HTTPError httpStatus=${err.httpStatus} error=${err.error} description=${err.error_description}`);
-  } else if (err?.cause) {
-    console.log(`  cause: ${err.cause?.message ?? err.cause}`);
-  }
-  if (err?.stack) console.log(err.stack.split("\n").slice(1, 6).join("\n"));
-  console.log("  recent requests:");
-  for (const r of recent) console.log(`    ${JSON.stringify(r)}`);
-  process.exit(1);
-}
-
-// Runs fn as a named step.
-async function run(name, fn) {
-  step = name;
-  const out = await fn();
-  ok(name);
-  return out;
-}
+globalThis.fetch = recordingFetch(globalThis.fetch, redact);
 
 function expect(cond, message) {
   if (!cond) throw new Error(message);

@@ -1255,25 +1255,13 @@ async fn the_account_page_lists_and_ends_sessions(backend: Backend) {
 
     // As a client opens it (MSC4191): the action and the device in the query.
     let mut browser = Browserish::new();
-    let link = format!("{account_uri}?action=org.matrix.session_end&device_id={phone_device}");
-    let (status, _, page) = browser.get(&link).await;
-    assert_eq!(status, 200);
-    assert!(page.contains("Sign in to manage your account"), "{page}");
-    let request = format!("account=1&action=org.matrix.session_end&device_id={phone_device}");
-    let (status, next, _) = browser
-        .post_form(
-            &srv.url("/oauth2/login"),
-            &[
-                ("request", &request),
-                ("csrf", &csrf_of(&page)),
-                ("username", "alice"),
-                ("password", PASSWORD),
-            ],
-        )
-        .await;
-    assert_eq!(status, 303, "{next}");
-    let (status, _, sessions) = browser.get(&srv.url(&next)).await;
-    assert_eq!(status, 200);
+    let sessions = account_page_signed_in(
+        &srv,
+        &mut browser,
+        &account_uri,
+        &format!("?action=org.matrix.session_end&device_id={phone_device}"),
+    )
+    .await;
     assert!(sessions.contains("@alice:localhost"), "{sessions}");
     assert!(sessions.contains(&phone_device), "{sessions}");
     assert!(
@@ -1326,11 +1314,16 @@ async fn the_account_page_lists_and_ends_sessions(backend: Backend) {
     srv.finish().await;
 }
 
-/// A browser signed in to alice's account page with her password; the page it lands on.
-async fn account_page_signed_in(srv: &TestServer, browser: &mut Browserish, query: &str) -> String {
-    let (_, _, page) = browser
-        .get(&srv.url(&format!("/oauth2/account{query}")))
-        .await;
+/// A browser that opens the account page at `account_uri` with `query` (as a client links
+/// to it), signs in as alice with her password; the page it lands on.
+async fn account_page_signed_in(
+    srv: &TestServer,
+    browser: &mut Browserish,
+    account_uri: &str,
+    query: &str,
+) -> String {
+    let (status, _, page) = browser.get(&format!("{account_uri}{query}")).await;
+    assert_eq!(status, 200, "{page}");
     assert!(page.contains("Sign in to manage your account"), "{page}");
     let request = format!("account=1{}", query.replacen('?', "&", 1));
     let (status, next, _) = browser
@@ -1376,7 +1369,13 @@ async fn the_account_page_keeps_profile_wallets_and_deactivation(backend: Backen
         );
     }
     let mut browser = Browserish::new();
-    let page = account_page_signed_in(&srv, &mut browser, "?action=org.matrix.profile").await;
+    let page = account_page_signed_in(
+        &srv,
+        &mut browser,
+        &srv.url("/oauth2/account"),
+        "?action=org.matrix.profile",
+    )
+    .await;
     assert!(page.contains("id=\"displayname\""), "{page}");
     let csrf = csrf_of(&page);
     let account = srv.url("/oauth2/account");
@@ -1502,8 +1501,13 @@ async fn the_account_page_keeps_profile_wallets_and_deactivation(backend: Backen
     assert_eq!(status, 400);
     assert_eq!(whoami(&srv, &token).await.0, 200);
     // Signed in again: deactivated for good.
-    let page =
-        account_page_signed_in(&srv, &mut browser, "?action=org.matrix.account_deactivate").await;
+    let page = account_page_signed_in(
+        &srv,
+        &mut browser,
+        &srv.url("/oauth2/account"),
+        "?action=org.matrix.account_deactivate",
+    )
+    .await;
     let (status, _, done) = browser
         .post_form(
             &account,

@@ -63,11 +63,12 @@ impl Services {
         };
         let limit = request.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
         let max_depth = request.max_depth.unwrap_or(MAX_DEPTH).min(MAX_DEPTH);
-        if self.room_summary(root, Some(user_id)).await.is_err() {
+        let Ok((root_summary, _)) = self.room_summary(root, Some(user_id)).await else {
             return Err(Error::forbidden(
                 "You may not see this space: join it, or ask for one that is public",
             ));
-        }
+        };
+        let mut root_summary = Some(root_summary);
         let mut rooms = Vec::new();
         let mut seen: HashSet<OwnedRoomId> = HashSet::new();
         let mut stack: Vec<(OwnedRoomId, usize)> = vec![(root.to_owned(), 0)];
@@ -81,8 +82,12 @@ impl Services {
             }
             // A room the asker may not preview (or this server does not know) is left out,
             // and so is what is below it.
-            let Ok((summary, _)) = self.room_summary(&room_id, Some(user_id)).await else {
-                continue;
+            let summary = match root_summary.take() {
+                Some(summary) => summary,
+                None => match self.room_summary(&room_id, Some(user_id)).await {
+                    Ok((summary, _)) => summary,
+                    Err(_) => continue,
+                },
             };
             walked += 1;
             let children = self
