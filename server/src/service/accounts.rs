@@ -313,11 +313,13 @@ impl Services {
     }
 
     /// Deactivates an account for good: no password, devices, tokens, pushers or wallets,
-    /// and out of every room (invites rejected, knocks withdrawn), as Synapse does.
+    /// no addresses bound on identity servers, and out of every room (invites rejected, knocks withdrawn), as Synapse does.
     pub async fn deactivate(&self, user_id: &UserId) -> Result<()> {
         let wallets = self.store.wallets(user_id).await?;
         self.store.deactivate_user(user_id).await?;
         self.wake_device_watchers(user_id).await?;
+        // Its addresses no longer lead anyone to it.
+        self.identity_unbind_all(user_id).await?;
         // Its verdicts go; no re-check is needed, the account leaves every room below.
         for (address, _) in &wallets {
             if let Ok(address) = address.parse() {

@@ -8,6 +8,7 @@ pub mod ephemeral;
 pub mod federation;
 pub mod gate;
 pub mod housekeeping;
+pub mod identity;
 pub mod keys;
 pub mod media;
 pub mod names;

@@ -26,6 +26,7 @@ pub mod reports;
 mod server_keys;
 mod sliding_sync;
 mod streams;
+mod threepids;
 mod to_device;
 mod tokens;
 mod uia;

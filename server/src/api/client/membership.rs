@@ -107,18 +107,22 @@ async fn invite(
     services: Arc<Services>,
     req: Ruma<invite_user::v3::Request>,
 ) -> Result<invite_user::v3::Response> {
-    let invite_user::v3::InvitationRecipient::UserId(recipient) = &req.body.recipient else {
-        return Err(Error::forbidden(
-            "Invites by e-mail or phone (third-party ids) are not supported",
-        ));
+    let (invitee, reason) = match &req.body.recipient {
+        invite_user::v3::InvitationRecipient::UserId(recipient) => {
+            (recipient.user_id.clone(), recipient.reason.as_deref())
+        }
+        invite_user::v3::InvitationRecipient::ThirdPartyId(by_address) => {
+            (services.third_party_invitee(by_address).await?, None)
+        }
+        _ => return Err(Error::bad_json("An invite needs a user_id or a 3PID")),
     };
     services
         .change_membership(
             &req.body.room_id,
             &req.auth.user_id,
-            &recipient.user_id,
+            &invitee,
             MembershipChange::Invite,
-            recipient.reason.as_deref(),
+            reason,
         )
         .await?;
     Ok(invite_user::v3::Response::new())

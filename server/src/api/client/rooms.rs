@@ -69,13 +69,22 @@ async fn create(
             .ok_or_else(|| Error::bad_json("initial_state events need a content object"))?;
         initial_state.push((kind.to_owned(), state_key.to_owned(), content));
     }
+    // Addresses are looked up before anything is created, so one that is not bound
+    // changes nothing.
+    let mut invite = b.invite.clone();
+    for by_address in &b.invite_3pid {
+        let invitee = services.third_party_invitee(by_address).await?;
+        if !invite.contains(&invitee) {
+            invite.push(invitee);
+        }
+    }
     let request = CreateRoom {
         preset: b.preset.as_ref().map(|p| p.as_str().to_owned()),
         public: b.visibility == ruma::api::client::room::Visibility::Public,
         alias_localpart: b.room_alias_name.clone(),
         name: b.name.clone(),
         topic: b.topic.clone(),
-        invite: b.invite.clone(),
+        invite,
         creation_content: match &b.creation_content {
             Some(raw) => object(raw, "creation_content")?,
             None => Map::new(),

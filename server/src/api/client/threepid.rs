@@ -1,7 +1,8 @@
 //! What widgets and settings pages ask about identities outside Matrix: OpenID tokens
 //! (Element Call, Jitsi and integration managers prove who the user is with them), the
-//! user's third-party ids (none: e-mail and phone need an identity server, which this
-//! server does not support yet) and third-party protocols (no bridges announce any here).
+//! user's third-party ids on identity servers (binding and unbinding; this server keeps no
+//! addresses of its own, since it sends no e-mail or SMS) and third-party protocols (no
+//! bridges announce any here).
 
 use std::{sync::Arc, time::Duration};
 
@@ -18,9 +19,9 @@ use crate::{
     http::{
         auth::Authenticated,
         error::{Error, Result},
-        ruma::query_params,
+        ruma::{JsonBody, query_params},
     },
-    service::{Services, secrets},
+    service::{Services, identity::ThreePid, secrets},
 };
 
 /// How long an OpenID token can be exchanged for the user's id (as Synapse).
@@ -39,10 +40,7 @@ pub(super) fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
                 get(threepids).post(refuse_threepid),
             )
             .route(&format!("{prefix}/account/3pid/add"), post(refuse_threepid))
-            .route(
-                &format!("{prefix}/account/3pid/bind"),
-                post(refuse_threepid),
-            )
+            .route(&format!("{prefix}/account/3pid/bind"), post(bind))
             .route(
                 &format!("{prefix}/account/3pid/email/requestToken"),
                 post(refuse_threepid),
@@ -51,20 +49,18 @@ pub(super) fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
                 &format!("{prefix}/account/3pid/msisdn/requestToken"),
                 post(refuse_threepid),
             )
-            .route(
-                &format!("{prefix}/account/3pid/delete"),
-                post(nothing_bound),
-            )
-            .route(
-                &format!("{prefix}/account/3pid/unbind"),
-                post(nothing_bound),
-            )
+            .route(&format!("{prefix}/account/3pid/delete"), post(unbind))
+            .route(&format!("{prefix}/account/3pid/unbind"), post(unbind))
             .route(&format!("{prefix}/thirdparty/protocols"), get(protocols))
     });
-    router.route(
+    // Where bind and unbind lived before v1.1 (SyTest still calls them there).
+    router
+        .route("/_matrix/client/unstable/account/3pid/bind", post(bind))
+        .route("/_matrix/client/unstable/account/3pid/unbind", post(unbind))
+        .route(
         "/_matrix/federation/v1/openid/userinfo",
-        get(openid_userinfo),
-    )
+            get(openid_userinfo),
+        )
 }
 
 /// # `POST /_matrix/client/v3/user/{userId}/openid/request_token`
@@ -120,21 +116,62 @@ async fn threepids(Authenticated(_): Authenticated) -> Json<Value> {
     Json(json!({ "threepids": [] }))
 }
 
-/// # `POST /_matrix/client/v3/account/3pid/add` (and `bind`, `…/requestToken`)
+/// # `POST /_matrix/client/v3/account/3pid/add` (and `…/requestToken`)
 async fn refuse_threepid(Authenticated(_): Authenticated) -> Error {
     Error::new(
         StatusCode::FORBIDDEN,
         ErrorKind::ThreepidDenied,
-        "E-mail addresses and phone numbers cannot be added here: they need an identity \
-         server, which this server does not support yet",
+        "E-mail addresses and phone numbers cannot be added to accounts here (this server \
+         sends no e-mail or SMS); validate one with an identity server and bind it there \
+         with /account/3pid/bind",
     )
+}
+
+/// A required string field of a request body.
+fn field<'a>(body: &'a Value, name: &str) -> Result<&'a str> {
+    match body.get(name) {
+        Some(Value::String(value)) => Ok(value),
+        None | Some(Value::Null) => Err(Error::missing_param(format!("{name} is required"))),
+        Some(_) => Err(Error::invalid_param(format!("{name} must be a string"))),
+    }
+}
+
+/// # `POST /_matrix/client/v3/account/3pid/bind`
+///
+/// Binds an address the identity server validated (session `sid`) to the user there.
+async fn bind(
+    State(services): State<Arc<Services>>,
+    Authenticated(session): Authenticated,
+    JsonBody(body): JsonBody<Value>,
+) -> Result<Json<Value>> {
+    let (id_server, token) = (field(&body, "id_server")?, field(&body, "id_access_token")?);
+    let (sid, secret) = (field(&body, "sid")?, field(&body, "client_secret")?);
+    services
+        .identity_bind(&session.user_id, id_server, token, sid, secret)
+        .await?;
+    Ok(Json(json!({})))
 }
 
 /// # `POST /_matrix/client/v3/account/3pid/delete` (and `unbind`)
 ///
-/// Nothing is ever bound, so there is nothing to remove.
-async fn nothing_bound(Authenticated(_): Authenticated) -> Json<Value> {
-    Json(json!({ "id_server_unbind_result": "no-support" }))
+/// The account holds no addresses of its own, so both unbind: on `id_server`, or on every
+/// server the address was bound on through this server.
+async fn unbind(
+    State(services): State<Arc<Services>>,
+    Authenticated(session): Authenticated,
+    JsonBody(body): JsonBody<Value>,
+) -> Result<Json<Value>> {
+    let pid = ThreePid::new(field(&body, "medium")?, field(&body, "address")?)?;
+    let id_server = match body.get("id_server") {
+        None | Some(Value::Null) => None,
+        Some(_) => Some(field(&body, "id_server")?),
+    };
+    let done = services
+        .identity_unbind(&session.user_id, id_server, &pid)
+        .await?;
+    Ok(Json(json!({
+        "id_server_unbind_result": if done { "success" } else { "no-support" }
+    })))
 }
 
 /// # `GET /_matrix/client/v3/thirdparty/protocols`

@@ -81,6 +81,49 @@ pub struct Federation {
 }
 
 impl Federation {
+    /// Sends `request` (a path-only URI) over HTTPS to `server` taken literally — its host
+    /// and port (443 when none), no delegation — under the address rules: the answer (any
+    /// status), at most `max_bytes`. For servers that are not homeservers (identity servers).
+    pub(crate) async fn https_direct(
+        &self,
+        server: &ServerName,
+        request: http::Request<Vec<u8>>,
+        timeout: Duration,
+        max_bytes: usize,
+    ) -> Result<http::Response<Vec<u8>>, String> {
+        let host = server.host().trim_start_matches('[').trim_end_matches(']');
+        let port = server.port().unwrap_or(443);
+        let addrs = self
+            .http
+            .checked_addresses(host, port)
+            .await
+            .map_err(|refused| refused.0)?;
+        let destination = resolve::Destination {
+            tls_name: host.to_owned(),
+            port,
+            host_header: server.to_string(),
+            addrs,
+        };
+        let (mut parts, body) = request.into_parts();
+        let path = parts
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_owned();
+        parts.uri = format!("{}{path}", destination.base_url())
+            .parse()
+            .map_err(|e: http::uri::InvalidUri| e.to_string())?;
+        self.http
+            .send(
+                &destination,
+                http::Request::from_parts(parts, body),
+                timeout,
+                max_bytes,
+            )
+            .await
+            .map_err(|refused| refused.0)
+    }
+
     /// Queues `edu` for `destination`, the oldest dropped past [`MAX_EDUS`].
     pub(crate) fn queue_edu(&self, destination: &str, edu: serde_json::Value) {
         if let Ok(mut edus) = self.edus.lock() {
