@@ -8,7 +8,8 @@
 # Anything the tests need beyond cargo is installed here, pinned: anvil (a local Ethereum
 # node), solc-js, matrix-js-sdk and a Node 22 to run it, from the npm registry, into
 # tools/node_modules (see tools/package.json); matrix-nio from PyPI into tools/venv;
-# Synapse, the federation tests' peer, from PyPI into tools/synapse-venv;
+# Synapse, the federation tests' peer, from PyPI into tools/synapse-venv; Sydent, the identity
+# tests' identity server, from PyPI into tools/sydent-venv;
 # and Debian's chromium + chromium-driver for the wallet page (MATRIXON_CHROMIUM and
 # MATRIXON_CHROMEDRIVER point the tests at another browser and driver instead).
 set -euo pipefail
@@ -38,6 +39,16 @@ if ! cmp -s tests/federation/synapse-requirements.txt "$synapse_stamp" 2>/dev/nu
   tools/synapse-venv/bin/pip install --quiet --disable-pip-version-check \
     -r tests/federation/synapse-requirements.txt
   cp tests/federation/synapse-requirements.txt "$synapse_stamp"
+fi
+# Sydent (and what it needs, each pinned), the identity tests' identity server, likewise.
+sydent_stamp=tools/sydent-venv/.installed-from-requirements
+if ! cmp -s tests/identity/sydent-requirements.txt "$sydent_stamp" 2>/dev/null; then
+  echo "Installing pinned Sydent into tools/sydent-venv"
+  rm -rf tools/sydent-venv
+  python3 -m venv tools/sydent-venv
+  tools/sydent-venv/bin/pip install --quiet --disable-pip-version-check \
+    -r tests/identity/sydent-requirements.txt
+  cp tests/identity/sydent-requirements.txt "$sydent_stamp"
 fi
 export MATRIXON_ANVIL="${MATRIXON_ANVIL:-$PWD/tools/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil}"
 "$MATRIXON_ANVIL" --version | head -n 1

@@ -47,7 +47,8 @@ fn federating(config: &mut Config, port: u16) {
     config.federation.request_timeout_ms = 10_000;
 }
 
-async fn federating_server(backend: &Backend) -> TestServer {
+/// A federating test server on a free port.
+pub(crate) async fn federating_server(backend: &Backend) -> TestServer {
     let port = free_port();
     TestServer::start_with(backend, |config| federating(config, port)).await
 }

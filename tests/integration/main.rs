@@ -6,6 +6,8 @@
 mod anvil;
 mod harness;
 mod synapse;
+mod sydent;
+mod tls;
 mod webdriver;
 
 mod accounts;
@@ -22,6 +24,7 @@ mod gate;
 mod gate_attacks;
 mod hardening;
 mod http1;
+mod identity;
 mod interop;
 mod media;
 mod names;

@@ -791,23 +791,8 @@ async fn names_resolve_to_users_become_profiles_and_invite() {
 /// An HTTPS server (certificate for `localhost`/127.0.0.1 from the test CA in
 /// `tests/fixtures/tls`) answering every GET with `document`; its port and request count.
 async fn https_document(document: serde_json::Value) -> (u16, Arc<AtomicUsize>) {
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let certs: Vec<CertificateDer<'static>> =
-        CertificateDer::pem_slice_iter(include_bytes!("../fixtures/tls/server.pem"))
-            .collect::<Result<_, _>>()
-            .expect("certificate");
-    let key =
-        PrivateKeyDer::from_pem_slice(include_bytes!("../fixtures/tls/server.key")).expect("key");
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("versions")
-    .with_no_client_auth()
-    .with_single_cert(certs, key)
-    .expect("config");
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let acceptor = crate::tls::acceptor();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");

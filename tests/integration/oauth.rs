@@ -1636,41 +1636,6 @@ async fn a_cross_signing_reset_is_approved_on_the_account_page(backend: Backend)
     srv.finish().await;
 }
 
-/// A TLS front for the test server on `listener` (as a reverse proxy terminating TLS would
-/// be): the certificate for `localhost` from the test CA in `tests/fixtures/tls`.
-fn tls_front(listener: tokio::net::TcpListener, backend: std::net::SocketAddr) {
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
-    let certs: Vec<CertificateDer<'static>> =
-        CertificateDer::pem_slice_iter(include_bytes!("../fixtures/tls/server.pem"))
-            .collect::<Result<_, _>>()
-            .expect("certificate");
-    let key =
-        PrivateKeyDer::from_pem_slice(include_bytes!("../fixtures/tls/server.key")).expect("key");
-    let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("versions")
-    .with_no_client_auth()
-    .with_single_cert(certs, key)
-    .expect("config");
-    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
-    tokio::spawn(async move {
-        while let Ok((socket, _)) = listener.accept().await {
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let Ok(mut tls) = acceptor.accept(socket).await else {
-                    return;
-                };
-                let Ok(mut plain) = tokio::net::TcpStream::connect(backend).await else {
-                    return;
-                };
-                let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
-            });
-        }
-    });
-}
-
 /// matrix-sdk's whole OAuth life cycle against the server behind TLS (its OAuth library
 /// revokes only over https): log in, refresh, and `logout()`, which revokes the session.
 async fn matrix_sdk_logs_out_over_https(backend: Backend) {
@@ -1688,7 +1653,7 @@ async fn matrix_sdk_logs_out_over_https(backend: Backend) {
         .trim_start_matches("http://")
         .parse()
         .expect("the server's address");
-    tls_front(front, backend_addr);
+    crate::tls::front(front, backend_addr);
     srv.register("alice", PASSWORD).await;
     let ca = reqwest::Certificate::from_pem(include_bytes!("../fixtures/tls/ca.pem")).expect("ca");
     let client = Client::builder()

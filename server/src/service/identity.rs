@@ -11,10 +11,7 @@ use base64::Engine;
 use http::StatusCode;
 use ruma::{
     OwnedUserId, ServerName, UserId,
-    api::{
-        error::ErrorKind,
-        federation::authentication::{ServerSignaturesInput, XMatrix},
-    },
+    api::error::ErrorKind,
 };
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -110,18 +107,8 @@ impl Services {
             .body(bytes)
             .map_err(|e| Error::Internal(e.into()))?;
         if signed {
-            let authorization = XMatrix::try_from_http_request(
-                &request,
-                ServerSignaturesInput::new(
-                    self.config.server_name.clone(),
-                    id_server.to_owned(),
-                    &self.signing_key,
-                ),
-            )
-            .map_err(|e| Error::Internal(anyhow::anyhow!("signing an unbind: {e}")))?;
-            request
-                .headers_mut()
-                .insert(http::header::AUTHORIZATION, (&authorization).into());
+            let authorization = self.identity_server_authorization(id_server, path, body)?;
+            request.headers_mut().insert(http::header::AUTHORIZATION, authorization);
         }
         let response = self
             .federation
@@ -132,6 +119,45 @@ impl Services {
             status: response.status(),
             body: serde_json::from_slice(response.body()).unwrap_or(Value::Null),
         })
+    }
+
+    /// The `X-Matrix` header of a request to an identity server, as Synapse signs them and
+    /// Sydent checks them: the signed object names the identity server as `destination_is`
+    /// (not `destination`), and the header carries no destination.
+    fn identity_server_authorization(
+        &self,
+        id_server: &ServerName,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<http::HeaderValue> {
+        let internal = |e: &dyn std::fmt::Display| Error::Internal(anyhow::anyhow!("signing: {e}"));
+        let mut signed = json!({
+            "method": "POST",
+            "uri": path,
+            "origin": self.config.server_name,
+            "destination_is": id_server,
+        });
+        if let Some(content) = body {
+            signed["content"] = content.clone();
+        }
+        let mut object: ruma::CanonicalJsonObject =
+            serde_json::from_value(signed).map_err(|e| internal(&e))?;
+        let origin = self.config.server_name.as_str();
+        ruma::signatures::sign_json(origin, &self.signing_key, &mut object)
+            .map_err(|e| internal(&e))?;
+        let key_id = format!("ed25519:{}", self.signing_key.version());
+        let signature = object
+            .get("signatures")
+            .and_then(|s| s.as_object())
+            .and_then(|s| s.get(origin))
+            .and_then(|s| s.as_object())
+            .and_then(|s| s.get(&key_id))
+            .and_then(|s| s.as_str())
+            .ok_or_else(|| internal(&"no signature made"))?;
+        http::HeaderValue::from_str(&format!(
+            "X-Matrix origin=\"{origin}\",key=\"{key_id}\",sig=\"{signature}\""
+        ))
+        .map_err(|e| internal(&e))
     }
 
     /// The request builder for `method` with the user's identity-server `token`.

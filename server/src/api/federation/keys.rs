@@ -25,6 +25,11 @@ const MAX_QUERIED_SERVERS: usize = 50;
 pub(super) fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
     router
         .ruma::<get_server_keys::v2::Request, _, _>(server_keys)
+        // With a trailing slash, as Sydent (and old Synapse) ask for it.
+        .route(
+            "/_matrix/key/v2/server/",
+            axum::routing::get(server_keys_slash),
+        )
         .ruma::<get_remote_server_keys::v2::Request, _, _>(query_one)
         .ruma::<get_remote_server_keys_batch::v2::Request, _, _>(query_batch)
 }
@@ -42,6 +47,13 @@ async fn server_keys(
 ) -> Result<get_server_keys::v2::Response> {
     let document = services.own_key_document()?;
     Ok(get_server_keys::v2::Response::new(raw(&document)?))
+}
+
+/// # `GET /_matrix/key/v2/server/`
+async fn server_keys_slash(
+    axum::extract::State(services): axum::extract::State<Arc<Services>>,
+) -> Result<axum::Json<CanonicalJsonObject>> {
+    Ok(axum::Json(services.own_key_document()?))
 }
 
 /// # `GET /_matrix/key/v2/query/{serverName}`
