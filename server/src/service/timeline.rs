@@ -4,7 +4,11 @@
 use ruma::{DeviceId, EventId, OwnedEventId, RoomId, UserId};
 use serde_json::Value;
 
-use super::{Services, rooms::EventDraft, sync::SyncToken};
+use super::{
+    Services,
+    rooms::EventDraft,
+    sync::{EventFilter, SyncToken},
+};
 use crate::{
     http::error::{Error, Result},
     store::StoredEvent,
@@ -26,6 +30,23 @@ pub struct Page {
     pub events: Vec<Value>,
     /// State the client needs for the events (none without lazy loading).
     pub state: Vec<Value>,
+}
+
+/// What a client asks `/messages` for.
+#[derive(Clone, Copy, Debug)]
+pub struct PageQuery<'a> {
+    /// The token to start at; the end of the room (backwards) or its start when `None`.
+    pub from: Option<&'a str>,
+    /// The token to stop at.
+    pub to: Option<&'a str>,
+    /// Newest first.
+    pub backward: bool,
+    /// Most events returned.
+    pub limit: u64,
+    /// Which events to return (`types`, `senders` and their negations).
+    pub filter: &'a EventFilter,
+    /// Whether to add the senders' member events (`lazy_load_members`).
+    pub lazy_members: bool,
 }
 
 /// An event with the events around it.
@@ -219,13 +240,17 @@ impl Services {
     pub async fn messages(
         &self,
         room_id: &RoomId,
-        user_id: &UserId,
-        device_id: &DeviceId,
-        from: Option<&str>,
-        to: Option<&str>,
-        backward: bool,
-        limit: u64,
+        (user_id, device_id): (&UserId, &DeviceId),
+        query: &PageQuery<'_>,
     ) -> Result<Page> {
+        let PageQuery {
+            from,
+            to,
+            backward,
+            limit,
+            filter,
+            lazy_members,
+        } = *query;
         let mut reader = self.reader(room_id, user_id).await?;
         let Some(upto) = reader.upto().await? else {
             return Err(Error::forbidden(format!(
@@ -282,6 +307,7 @@ impl Services {
                 cursor = next_cursor(last);
             }
             let mut visible = reader.visible(page).await?;
+            visible.retain(|e| filter.allows(e));
             if visible.len() > want {
                 // The page holds more than the client asked for: continue after the last one
                 // returned.
@@ -296,14 +322,38 @@ impl Services {
         // As Synapse: a page with events always says where the next one starts (clients
         // that follow the newest events need it); only an empty page ends the history.
         let end = (more || !events.is_empty()).then(|| token(cursor));
+        let state = match (lazy_members, events.first()) {
+            (true, Some(first)) => self.senders_members(&events, first.state_before).await?,
+            _ => Vec::new(),
+        };
         Ok(Page {
             start: token(from),
             end,
             events: self
                 .client_events(&events, Some((user_id, device_id.as_str())), false)
                 .await?,
-            state: Vec::new(),
+            state: self
+                .client_events(&state, Some((user_id, device_id.as_str())), false)
+                .await?,
         })
+    }
+
+    /// Lazy loading for a page: the member events of its events' senders, as the state
+    /// before its first event has them (as Synapse).
+    async fn senders_members(
+        &self,
+        events: &[StoredEvent],
+        state_group: Option<i64>,
+    ) -> Result<Vec<StoredEvent>> {
+        let state = self.store.state_of_group(state_group).await?;
+        let senders: std::collections::BTreeSet<&str> =
+            events.iter().map(|e| e.sender.as_str()).collect();
+        let ids: Vec<String> = senders
+            .into_iter()
+            .filter_map(|sender| state.get(&("m.room.member".to_owned(), sender.to_owned())))
+            .cloned()
+            .collect();
+        Ok(self.store.events(&ids).await?)
     }
 
     /// One event, if the user may see it; 404 otherwise (as if it did not exist).

@@ -22,7 +22,8 @@ use crate::{
     service::{
         Services,
         presence::presence_event,
-        sync::{SyncOptions, SyncToken},
+        sync::{EventFilter, SyncOptions, SyncToken},
+        timeline::PageQuery,
     },
 };
 
@@ -229,16 +230,17 @@ async fn room_initial_sync(
     let (chunk, start, end) = if limit == 0 {
         (Vec::new(), None, None)
     } else {
+        let everything = EventFilter::default();
+        let query = PageQuery {
+            from: None,
+            to: None,
+            backward: true,
+            limit: limit as u64,
+            filter: &everything,
+            lazy_members: false,
+        };
         let page = services
-            .messages(
-                &room_id,
-                user_id,
-                &session.device_id,
-                None,
-                None,
-                true,
-                limit as u64,
-            )
+            .messages(&room_id, (user_id, &session.device_id), &query)
             .await?;
         let mut chunk: Vec<Value> = page.events.into_iter().map(v1_event).collect();
         chunk.reverse();
@@ -375,18 +377,17 @@ async fn events(
                 .peek(
                     &room_id,
                     &session.user_id,
-                    (from.events, from.presence),
+                    &from,
                     timeout.min(MAX_EVENTS_TIMEOUT),
                     MAX_LIMIT as i64,
                 )
                 .await?;
             let end = SyncToken {
-                events: peeked.events_upto,
-                presence: peeked.presence_upto,
                 to_device: 0,
-                ..from
+                ..peeked.upto
             };
             let mut chunk: Vec<Value> = peeked.events.into_iter().map(v1_event).collect();
+            chunk.extend(peeked.ephemeral);
             chunk.extend(legacy_presence(peeked.presence));
             return Ok(Json(json!({
                 "start": from.to_string(),

@@ -29,7 +29,7 @@ use crate::{
         error::{Error, Result},
         ruma::{JsonBody, RouterExt, Ruma, to_raw},
     },
-    service::{Services, rooms::EventDraft},
+    service::{Services, rooms::EventDraft, timeline::PageQuery},
 };
 
 pub(super) fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
@@ -208,16 +208,17 @@ async fn messages(
 ) -> Result<get_message_events::v3::Response> {
     let b = &req.body;
     let limit = u64::from(b.limit).clamp(1, MAX_PAGE);
+    let filter = super::sync::event_filter(&b.filter);
+    let query = PageQuery {
+        from: b.from.as_deref(),
+        to: b.to.as_deref(),
+        backward: b.dir == Direction::Backward,
+        limit,
+        filter: &filter,
+        lazy_members: !b.filter.lazy_load_options.is_disabled(),
+    };
     let page = services
-        .messages(
-            &b.room_id,
-            &req.auth.user_id,
-            &req.auth.device_id,
-            b.from.as_deref(),
-            b.to.as_deref(),
-            b.dir == Direction::Backward,
-            limit,
-        )
+        .messages(&b.room_id, (&req.auth.user_id, &req.auth.device_id), &query)
         .await?;
     let mut response = get_message_events::v3::Response::new();
     response.start = page.start;

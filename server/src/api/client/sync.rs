@@ -216,7 +216,7 @@ fn filter_of(filter: &ruma::api::client::filter::Filter) -> EventFilter {
 }
 
 /// [`filter_of`] for a room event filter.
-fn event_filter(filter: &ruma::api::client::filter::RoomEventFilter) -> EventFilter {
+pub(super) fn event_filter(filter: &ruma::api::client::filter::RoomEventFilter) -> EventFilter {
     event_filter_from(
         &filter.types,
         &filter.not_types,

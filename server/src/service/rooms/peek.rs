@@ -8,11 +8,11 @@ use std::{
 };
 
 use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::{
     http::error::{Error, Result},
-    service::Services,
+    service::{Services, sync::SyncToken},
 };
 
 /// How long a peek waits before looking again by itself: a peeker is woken by the events of
@@ -75,31 +75,33 @@ impl Drop for Peeking<'_> {
     }
 }
 
-/// What a peek found: the room's new events, its members' presence changes (both as
-/// clients see them) and the positions reached in both streams.
+/// What a peek found: the room's new events, its receipts and typing (`m.receipt`,
+/// `m.typing`, with `room_id`), its members' presence changes, all as clients see them, and
+/// the position reached in each stream.
 pub struct Peeked {
     /// Room events after the starting position.
     pub events: Vec<Value>,
+    /// The room's new receipts and its typing users when they changed.
+    pub ephemeral: Vec<Value>,
     /// `m.presence` events of the room's members that changed after the starting serial.
     pub presence: Vec<Value>,
-    /// The room-event position reached.
-    pub events_upto: i64,
-    /// The presence serial reached.
-    pub presence_upto: i64,
+    /// The positions reached (events, receipts, typing, presence).
+    pub upto: SyncToken,
 }
 
 impl Services {
-    /// The events of a world-readable room after stream position `after` and its members'
-    /// presence changes after serial `after_presence`, waiting up to `timeout` for some. 403
-    /// for a room that is not world-readable (join it to follow it).
+    /// What changed in a world-readable room after `from` (its events, receipts and typing,
+    /// its members' presence), waiting up to `timeout` for something. 403 for a room that
+    /// is not world-readable (join it to follow it).
     pub async fn peek(
         &self,
         room_id: &RoomId,
         user_id: &UserId,
-        (after, after_presence): (i64, i64),
+        from: &SyncToken,
         timeout: Duration,
         limit: i64,
     ) -> Result<Peeked> {
+        let (after, after_presence) = (from.events, from.presence);
         if self.current_visibility(room_id).await? != "world_readable" {
             return Err(Error::forbidden(format!(
                 "Join {room_id} to follow its events: its history is not world-readable"
@@ -141,14 +143,40 @@ impl Services {
                 }
             }
             let events_upto = events.last().map_or(after, |e| e.stream_ordering);
+            let mut ephemeral = Vec::new();
+            let receipts_upto = self.store.max_receipt_stream().await?.max(from.receipts);
+            if receipts_upto > from.receipts
+                && let Some(mut receipts) = self
+                    .receipt_event(room_id, user_id, from.receipts, receipts_upto)
+                    .await?
+            {
+                receipts["room_id"] = Value::from(room_id.as_str());
+                ephemeral.push(receipts);
+            }
+            let typing_upto = self.typing.serial().max(from.typing);
+            let (typed_at, typing) = self.typing.in_room(room_id, now_ms);
+            if typed_at > from.typing && typed_at <= typing_upto {
+                ephemeral.push(json!({
+                    "type": "m.typing",
+                    "room_id": room_id,
+                    "content": { "user_ids": typing },
+                }));
+            }
             let now = tokio::time::Instant::now();
-            if !events.is_empty() || !presence.is_empty() || now >= deadline {
+            if !events.is_empty() || !presence.is_empty() || !ephemeral.is_empty() || now >= deadline
+            {
                 let visible = self.visible_events(room_id, user_id, events).await?;
                 return Ok(Peeked {
                     events: self.client_events(&visible, None, false).await?,
+                    ephemeral,
                     presence,
-                    events_upto,
-                    presence_upto: presence_upto.max(after_presence),
+                    upto: SyncToken {
+                        events: events_upto,
+                        receipts: receipts_upto,
+                        typing: typing_upto,
+                        presence: presence_upto.max(after_presence),
+                        ..*from
+                    },
                 });
             }
             let wait = (deadline - now).min(RECHECK);

@@ -725,40 +725,60 @@ impl Services {
     ) -> Result<Option<JoinedRoom>> {
         let upto = next.events;
         let since = options.since.filter(|_| from.is_some()).unwrap_or_default();
-        let (events, limited) = self
-            .timeline_window(
-                room_id,
-                from.unwrap_or(0),
-                upto,
-                (options.timeline_limit, &options.timeline_filter),
-            )
+        let window = (options.timeline_limit, &options.timeline_filter);
+        let (mut events, mut limited) = self
+            .timeline_window(room_id, from.unwrap_or(0), upto, window)
             .await?;
         // An incremental timeline of a room joined before `from` is all visible; a whole
-        // room may reach back before the join, where the history visibility decides.
-        let events = match from {
-            Some(_) => events,
-            None => {
-                // Events of the room's current state stay, whatever the history visibility
-                // (as Synapse): a member may read the current state anyway, and a timeline
-                // without a join the state shows confuses clients.
-                let current: HashSet<String> = self
-                    .store
-                    .current_state(room_id.as_str())
-                    .await?
-                    .into_values()
-                    .collect();
-                let kept: HashSet<String> = self
-                    .visible_events(room_id, user_id, events.clone())
-                    .await?
-                    .into_iter()
-                    .map(|e| e.event_id)
-                    .collect();
-                events
-                    .into_iter()
-                    .filter(|e| kept.contains(&e.event_id) || current.contains(&e.event_id))
-                    .collect()
+        // room may reach back before the join, where the history visibility decides. What
+        // it hides is made up from earlier pages, a few at most (as Synapse), so that a
+        // rejoin after a busy absence still shows the state changes of that time.
+        if from.is_none() {
+            // Events of the room's current state stay, whatever the history visibility
+            // (as Synapse): a member may read the current state anyway, and a timeline
+            // without a join the state shows confuses clients.
+            let current: HashSet<String> = self
+                .store
+                .current_state(room_id.as_str())
+                .await?
+                .into_values()
+                .collect();
+            let mut kept = self
+                .visible_or_current(room_id, user_id, events.clone(), &current)
+                .await?;
+            let mut pages = 0;
+            let page_size = options.timeline_limit.saturating_mul(2).max(10);
+            while limited && kept.len() < options.timeline_limit && pages < 5 {
+                let Some(oldest) = events.first().map(|e| e.stream_ordering) else {
+                    break;
+                };
+                let (page, more) = self
+                    .timeline_window(
+                        room_id,
+                        0,
+                        oldest.saturating_sub(1),
+                        (page_size, &options.timeline_filter),
+                    )
+                    .await?;
+                if page.is_empty() {
+                    limited = false;
+                    break;
+                }
+                let mut earlier = self
+                    .visible_or_current(room_id, user_id, page.clone(), &current)
+                    .await?;
+                earlier.append(&mut kept);
+                kept = earlier;
+                events = page;
+                limited = more;
+                pages += 1;
             }
-        };
+            if kept.len() > options.timeline_limit {
+                kept.drain(..kept.len() - options.timeline_limit);
+                limited = true;
+            }
+            events = kept;
+        }
         let mut ephemeral = Vec::new();
         let (typing_serial, typing) = self.typing.in_room(room_id, self.now_ms());
         let ephemeral_filter = &options.ephemeral_filter;
@@ -799,6 +819,12 @@ impl Services {
         joined.timeline = self
             .timeline(&events, limited, (user_id, device_id), options)
             .await?;
+        if from.is_none() && !limited && !events.is_empty() {
+            // A whole room that fits: Synapse hands out the sync's own position, so paging
+            // back returns the timeline again rather than nothing (SyTest and clients written
+            // against Synapse expect a page there).
+            joined.timeline.prev_batch = Some(format!("t{}", upto.saturating_add(1)));
+        }
         joined.state = self
             .state_section(
                 room_id,
@@ -847,6 +873,27 @@ impl Services {
             .filter_map(|u| UserId::parse(u.as_str()).ok())
             .collect();
         Ok(Some(joined))
+    }
+
+    /// The events of `events` the user may see, or that are part of the room's `current`
+    /// state.
+    async fn visible_or_current(
+        &self,
+        room_id: &RoomId,
+        user_id: &UserId,
+        events: Vec<StoredEvent>,
+        current: &HashSet<String>,
+    ) -> Result<Vec<StoredEvent>> {
+        let kept: HashSet<String> = self
+            .visible_events(room_id, user_id, events.clone())
+            .await?
+            .into_iter()
+            .map(|e| e.event_id)
+            .collect();
+        Ok(events
+            .into_iter()
+            .filter(|e| kept.contains(&e.event_id) || current.contains(&e.event_id))
+            .collect())
     }
 
     /// A room the user left or was removed from: its events up to the leave.
@@ -1081,11 +1128,15 @@ impl Services {
             Some(from) if !options.full_state => self.state_at(room_id, from).await?,
             _ => StateMap::new(),
         };
+        // full_state starts afresh, like an initial sync.
+        let continued = from.filter(|_| !options.full_state);
+        // The timeline's senders, and on a fresh start the user (so it knows it is in the
+        // room; later syncs need not repeat that, as Synapse).
         let needed_members: Option<HashSet<&str>> = options.lazy_load_members.then(|| {
             timeline
                 .iter()
                 .map(|e| e.sender.as_str())
-                .chain(std::iter::once(user_id.as_str()))
+                .chain(continued.is_none().then_some(user_id.as_str()))
                 .collect()
         });
         let in_timeline: HashSet<&str> = if options.state_after {
@@ -1097,8 +1148,6 @@ impl Services {
         // yet (all of them on an initial sync or with include_redundant_members), whether or
         // not they changed since `from`.
         let lazy_key = format!("{user_id}|{device_id}|{room_id}");
-        // full_state starts afresh, like an initial sync.
-        let continued = from.filter(|_| !options.full_state);
         let sent = match (&needed_members, continued) {
             (Some(_), Some(from)) if !options.include_redundant_members => {
                 self.lazy_members.sent(&lazy_key, from)
@@ -1111,28 +1160,39 @@ impl Services {
                     .as_ref()
                     .is_some_and(|m| m.contains(state_key))
         };
+        // A gap hides membership changes the client cannot infer from the timeline: in a
+        // gapped incremental sync every change since `from` is sent, members included (as
+        // Synapse: lazy loading applies to the rest only).
+        let gapped = continued.is_some() && limited;
+        let changed = |kind: &String, state_key: &String, id: &String| {
+            baseline.get(&(kind.clone(), state_key.clone())) != Some(id)
+        };
         let wanted: Vec<String> = target
             .iter()
             .filter(|((kind, state_key), id)| {
                 if is_needed_member(kind, state_key) {
                     sent.get(state_key.as_str()) != Some(*id)
                 } else {
-                    baseline.get(&(kind.clone(), state_key.clone())) != Some(*id)
+                    changed(kind, state_key, id)
                 }
             })
             .filter(|(_, id)| !in_timeline.contains(id.as_str()))
-            .filter(|((kind, state_key), _)| {
+            .filter(|((kind, state_key), id)| {
                 kind != "m.room.member"
                     || needed_members
                         .as_ref()
                         .is_none_or(|m| m.contains(state_key.as_str()))
+                    || (gapped && changed(kind, state_key, id))
             })
             .map(|(_, id)| id.clone())
             .collect();
         if needed_members.is_some() {
             let delivered = target
                 .iter()
-                .filter(|((kind, state_key), _)| is_needed_member(kind, state_key))
+                .filter(|((kind, state_key), id)| {
+                    is_needed_member(kind, state_key)
+                        || (kind == "m.room.member" && gapped && changed(kind, state_key, id))
+                })
                 .map(|((_, state_key), id)| (state_key.clone(), id.clone()));
             self.lazy_members
                 .record(&lazy_key, delivered, continued, upto);
