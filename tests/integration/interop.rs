@@ -26,6 +26,7 @@ both_backends!(
     rooms_joined_or_left_since_the_last_sync,
     world_readable_rooms_can_be_followed_without_joining,
     context_lazy_loads_members,
+    gaps_and_absences_do_not_hide_membership,
 );
 
 fn token(v: &Value) -> String {
@@ -1490,6 +1491,50 @@ async fn world_readable_rooms_can_be_followed_without_joining(backend: Backend) 
             .unwrap_or_else(|| panic!("presence: {:?}", peeked.1));
         assert_eq!(presence["content"]["user_id"], "@alice:localhost");
         assert_eq!(presence["content"]["status_msg"], json!(status_msg));
+        // And its receipts and typing, each once.
+        let message = sent.1["event_id"].as_str().expect("event id").to_owned();
+        let mut end = peeked.1["end"].as_str().expect("end").to_owned();
+        for kind in ["m.receipt", "m.typing"] {
+            let from = end.clone();
+            let path =
+                format!("/_matrix/client/v3/events?room_id={room}&from={from}&timeout=10000");
+            let (next, changed) = tokio::join!(srv.get(&path, Some(peeker)), async {
+                tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+                if kind == "m.receipt" {
+                    srv.post_json(&r(&format!("receipt/m.read/{message}")), Some(&alice), &json!({}))
+                        .await
+                } else {
+                    srv.put_json(
+                        &r("typing/@alice:localhost"),
+                        Some(&alice),
+                        &json!({"typing": true, "timeout": 30000}),
+                    )
+                    .await
+                }
+            });
+            assert_eq!(changed.0, 200, "{:?}", changed.1);
+            let found: Vec<&Value> = next.1["chunk"]
+                .as_array()
+                .expect("chunk")
+                .iter()
+                .filter(|e| e["type"] == kind)
+                .collect();
+            assert_eq!(found.len(), 1, "{kind}: {:?}", next.1);
+            assert_eq!(found[0]["room_id"], json!(room));
+            if kind == "m.receipt" {
+                assert!(found[0]["content"][&message]["m.read"]["@alice:localhost"].is_object());
+            } else {
+                assert_eq!(found[0]["content"]["user_ids"], json!(["@alice:localhost"]));
+            }
+            end = next.1["end"].as_str().expect("end").to_owned();
+            let path = format!("/_matrix/client/v3/events?room_id={room}&from={end}&timeout=0");
+            let (_, again) = srv.get(&path, Some(peeker)).await;
+            assert_eq!(again["chunk"], json!([]), "told once: {again}");
+        }
+        let stopped = srv
+            .put_json(&r("typing/@alice:localhost"), Some(&alice), &json!({"typing": false}))
+            .await;
+        assert_eq!(stopped.0, 200);
     }
     // Someone who left sees the room as it was: no presence of its members now.
     let joined = srv
@@ -1575,6 +1620,61 @@ async fn context_lazy_loads_members(backend: Backend) {
         members(Some(json!({"lazy_load_members": true}))).await,
         ["@alice:localhost"]
     );
+
+    // /messages applies its filter, and lazy loading adds the senders' members (as the
+    // state before the page's first event has them).
+    let page = |filter: Value| {
+        let encoded: String =
+            url::form_urlencoded::byte_serialize(filter.to_string().as_bytes()).collect();
+        let path = format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&filter={encoded}");
+        let (srv, alice) = (&srv, alice.clone());
+        async move {
+            let (status, body) = srv.get(&path, Some(&alice)).await;
+            assert_eq!(status, 200, "{body}");
+            body
+        }
+    };
+    let messages = page(json!({"types": ["m.room.message"], "lazy_load_members": true})).await;
+    let chunk = messages["chunk"].as_array().expect("chunk");
+    assert_eq!(chunk.len(), 1, "only the message: {messages}");
+    let state = messages["state"].as_array().expect("state");
+    assert_eq!(state.len(), 1, "{messages}");
+    assert_eq!(state[0]["state_key"], "@alice:localhost");
+    assert_eq!(state[0]["content"]["membership"], "join");
+    let members_only = page(json!({"types": ["m.room.member"], "not_senders": ["@bob:localhost"]})).await;
+    let joined: Vec<&str> = members_only["chunk"]
+        .as_array()
+        .expect("chunk")
+        .iter()
+        .map(|e| e["state_key"].as_str().expect("key"))
+        .collect();
+    assert_eq!(joined, ["@carol:localhost", "@alice:localhost"]);
+    assert!(members_only.get("state").is_none_or(|s| s.as_array().is_some_and(Vec::is_empty)));
+
+    // A whole room in an initial sync pages back from the sync's position (as Synapse):
+    // the page is the timeline again, and the next one is the end.
+    let (_, synced) = srv.get("/_matrix/client/v3/sync", Some(&alice)).await;
+    let timeline = &synced["rooms"]["join"][&room]["timeline"];
+    assert_eq!(timeline["limited"], false, "{timeline}");
+    let prev = timeline["prev_batch"].as_str().expect("prev_batch");
+    let path = format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&from={prev}&limit=50");
+    let (_, back) = srv.get(&path, Some(&alice)).await;
+    let ids = |events: &Value| -> Vec<String> {
+        let mut ids: Vec<String> = events
+            .as_array()
+            .expect("events")
+            .iter()
+            .map(|e| e["event_id"].as_str().expect("id").to_owned())
+            .collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(ids(&back["chunk"]), ids(&timeline["events"]));
+    let end = back["end"].as_str().expect("a page with events says where to go on");
+    let path = format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&from={end}");
+    let (_, last) = srv.get(&path, Some(&alice)).await;
+    assert_eq!(last["chunk"], json!([]));
+    assert!(last.get("end").is_none(), "{last}");
     srv.finish().await;
 }
 
@@ -1608,6 +1708,149 @@ async fn the_default_room_version_is_configurable(backend: Backend) {
     assert_eq!(
         create["creator"], "@alice:localhost",
         "version 10 names its creator"
+    );
+    srv.finish().await;
+}
+
+/// What a gap or an absence would hide is still shown: a gapped lazy-loading sync carries
+/// every membership change of the gap (not only the timeline's senders'), later syncs do
+/// not repeat the user's own member event, and a rejoin after a busy absence reads further
+/// back for the state changes the history visibility lets through (as Synapse).
+async fn gaps_and_absences_do_not_hide_membership(backend: Backend) {
+    let srv = TestServer::start(&backend).await;
+    let alice = token(&srv.register("alice", "pw alice 1").await);
+    let users: Vec<String> = {
+        let mut users = Vec::new();
+        for who in ["bob", "carol", "dave"] {
+            users.push(token(&srv.register(who, "pw other 1").await));
+        }
+        users
+    };
+    let (bob, carol, dave) = (&users[0], &users[1], &users[2]);
+    let room = create_room(&srv, &alice, json!({"preset": "public_chat"})).await;
+    let r = |rest: &str| format!("/_matrix/client/v3/rooms/{room}/{rest}");
+    let join = |t: &str| {
+        let (srv, path, t) = (&srv, format!("/_matrix/client/v3/join/{room}"), t.to_owned());
+        async move { assert_eq!(srv.post_json(&path, Some(&t), &json!({})).await.0, 200) }
+    };
+    let sent = std::sync::atomic::AtomicUsize::new(0);
+    let say = |t: &str, n: usize| {
+        let (srv, t, sent) = (&srv, t.to_owned(), &sent);
+        let base = r("send/m.room.message");
+        async move {
+            for _ in 0..n {
+                let txn = format!("t{}", sent.fetch_add(1, std::sync::atomic::Ordering::SeqCst));
+                let sent = srv
+                    .put_json(&format!("{base}/{txn}"), Some(&t), &json!({"msgtype": "m.text", "body": "filler"}))
+                    .await;
+                assert_eq!(sent.0, 200);
+            }
+        }
+    };
+    join(bob).await;
+    join(carol).await;
+    // The first sync's timeline is bob's: carol's join is not in it.
+    say(bob, 5).await;
+    let filter = json!({"room": {"state": {"lazy_load_members": true}, "timeline": {"limit": 5}}});
+    let filter: String = url::form_urlencoded::byte_serialize(filter.to_string().as_bytes()).collect();
+    let sync = |since: Option<&str>| {
+        let path = match since {
+            Some(since) => format!("/_matrix/client/v3/sync?filter={filter}&since={since}"),
+            None => format!("/_matrix/client/v3/sync?filter={filter}"),
+        };
+        let (srv, alice) = (&srv, alice.clone());
+        async move {
+            let (status, body) = srv.get(&path, Some(&alice)).await;
+            assert_eq!(status, 200, "{body}");
+            body
+        }
+    };
+    let members = |body: &Value| -> Vec<String> {
+        let mut keys: Vec<String> = body["rooms"]["join"][&room]["state"]["events"]
+            .as_array()
+            .map(|events| {
+                events
+                    .iter()
+                    .filter(|e| e["type"] == "m.room.member")
+                    .map(|e| e["state_key"].as_str().expect("key").to_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        keys.sort();
+        keys
+    };
+    let first = sync(None).await;
+    assert_eq!(members(&first), ["@alice:localhost", "@bob:localhost"], "{first}");
+    let since = first["next_batch"].as_str().expect("next_batch").to_owned();
+    // dave joins and says nothing; carol talks past the timeline's limit.
+    join(dave).await;
+    say(carol, 8).await;
+    let gapped = sync(Some(&since)).await;
+    assert_eq!(gapped["rooms"]["join"][&room]["timeline"]["limited"], true);
+    assert_eq!(members(&gapped), ["@carol:localhost", "@dave:localhost"], "{gapped}");
+    // Not gapped: dave speaks, and alice's own member event is not sent again; neither is
+    // dave's, which this client has.
+    let since = gapped["next_batch"].as_str().expect("next_batch").to_owned();
+    say(dave, 1).await;
+    let quiet = sync(Some(&since)).await;
+    assert_eq!(quiet["rooms"]["join"][&room]["timeline"]["limited"], false);
+    assert_eq!(members(&quiet), Vec::<String>::new(), "{quiet}");
+    // Asked for redundant members: the senders' again, still not alice's own.
+    let since = quiet["next_batch"].as_str().expect("next_batch").to_owned();
+    say(dave, 1).await;
+    let redundant = json!({"room": {"state": {"lazy_load_members": true,
+        "include_redundant_members": true}, "timeline": {"limit": 5}}});
+    let redundant: String =
+        url::form_urlencoded::byte_serialize(redundant.to_string().as_bytes()).collect();
+    let (_, again) = srv
+        .get(&format!("/_matrix/client/v3/sync?filter={redundant}&since={since}"), Some(&alice))
+        .await;
+    assert_eq!(members(&again), ["@dave:localhost"], "{again}");
+
+    // bob leaves a members-only room, dave joins it while bob is away and the room is busy;
+    // bob's rejoin still shows dave's join.
+    let private = create_room(&srv, &alice, json!({"preset": "public_chat", "initial_state": [
+        {"type": "m.room.history_visibility", "content": {"history_visibility": "joined"}}]}))
+    .await;
+    let p = |rest: &str| format!("/_matrix/client/v3/rooms/{private}/{rest}");
+    let join_private = |t: &str| {
+        let (srv, path, t) = (&srv, format!("/_matrix/client/v3/join/{private}"), t.to_owned());
+        async move { assert_eq!(srv.post_json(&path, Some(&t), &json!({})).await.0, 200) }
+    };
+    join_private(bob).await;
+    let (_, bob_first) = srv.get("/_matrix/client/v3/sync", Some(bob)).await;
+    let bob_since = bob_first["next_batch"].as_str().expect("next_batch").to_owned();
+    assert_eq!(srv.post_json(&p("leave"), Some(bob), &json!({})).await.0, 200);
+    join_private(dave).await;
+    for i in 0..25 {
+        let sent = srv
+            .put_json(
+                &p(&format!("send/m.room.message/busy{i}")),
+                Some(&alice),
+                &json!({"msgtype": "m.text", "body": "while bob is away"}),
+            )
+            .await;
+        assert_eq!(sent.0, 200);
+    }
+    join_private(bob).await;
+    let small = json!({"room": {"timeline": {"limit": 10}}});
+    let small: String = url::form_urlencoded::byte_serialize(small.to_string().as_bytes()).collect();
+    let (_, rejoined) = srv
+        .get(&format!("/_matrix/client/v3/sync?filter={small}&since={bob_since}"), Some(bob))
+        .await;
+    let timeline = rejoined["rooms"]["join"][&private]["timeline"]["events"]
+        .as_array()
+        .expect("timeline")
+        .clone();
+    assert!(
+        timeline.iter().any(|e| e["type"] == "m.room.member"
+            && e["state_key"] == "@dave:localhost"
+            && e["content"]["membership"] == "join"),
+        "dave's join: {timeline:?}"
+    );
+    assert!(
+        !timeline.iter().any(|e| e["content"]["body"] == "while bob is away"),
+        "messages of the absence stay hidden"
     );
     srv.finish().await;
 }
