@@ -176,10 +176,11 @@ async function main() {
     });
     await waitUntil("b sees all 30", b, [RoomEvent.Timeline], () => bulk.every((id) => hasEvent(b, roomId, id)));
 
-    // A fresh client for b with a short initial sync must scroll back to the room's start.
+    // A fresh client for b with a short initial sync must scroll back to the room's start,
+    // lazy-loading members (its /messages calls carry a lazy_load_members filter).
     const b2 = newClient({ userId: b.getUserId(), accessToken: b.getAccessToken(), deviceId: b.getDeviceId() });
     clients.push(b2);
-    await start("b2", b2, { initialSyncLimit: 5 });
+    await start("b2", b2, { initialSyncLimit: 5, lazyLoadMembers: true });
     const room2 = b2.getRoom(roomId);
     await run("b2 scrollback to the room's start", async () => {
       if (!room2) throw new Error("room missing from b2's model");
@@ -201,6 +202,8 @@ async function main() {
       if (editedBody(b2) !== "hello b (edited)") throw new Error(`hello body ${editedBody(b2)}`);
       if (!reactionKeys(b2).includes("👍")) throw new Error("reaction missing");
       if (!room2.findEventById(oopsId).isRedacted()) throw new Error("redacted event not redacted");
+      const sender = room2.findEventById(helloId)?.sender;
+      if (sender?.userId !== a.getUserId() || sender?.membership !== "join") throw new Error(`hello's sender ${sender?.userId} ${sender?.membership}`);
     });
     // A space with the chat room in it, read back through the SDK's hierarchy call (a DAO's
     // rooms, as Element lists them).

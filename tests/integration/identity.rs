@@ -79,7 +79,10 @@ async fn user(srv: &TestServer, localpart: &str) -> (String, String) {
     let registered = srv.register(localpart, "a long password").await;
     (
         registered["user_id"].as_str().expect("user id").to_owned(),
-        registered["access_token"].as_str().expect("token").to_owned(),
+        registered["access_token"]
+            .as_str()
+            .expect("token")
+            .to_owned(),
     )
 }
 
@@ -104,7 +107,11 @@ async fn addresses_bound_on_sydent_are_invited_and_unbound(backend: Backend) {
     let (srv_ref, alice_auth) = (&srv, alice_token.as_str());
     let bind = |body: Value| async move {
         srv_ref
-            .post_json("/_matrix/client/v3/account/3pid/bind", Some(alice_auth), &body)
+            .post_json(
+                "/_matrix/client/v3/account/3pid/bind",
+                Some(alice_auth),
+                &body,
+            )
             .await
     };
     let good = json!({
@@ -128,11 +135,18 @@ async fn addresses_bound_on_sydent_are_invited_and_unbound(backend: Backend) {
     // Bound: Sydent maps the address to alice.
     let (status, body) = bind(good.clone()).await;
     assert_eq!((status, &body), (200, &json!({})));
-    assert_eq!(lookup(&sydent, &bob_is, email).await.as_deref(), Some(alice.as_str()));
+    assert_eq!(
+        lookup(&sydent, &bob_is, email).await.as_deref(),
+        Some(alice.as_str())
+    );
 
     // bob invites the address (in another case: e-mail addresses are case-insensitive).
     let (status, room) = srv
-        .post_json("/_matrix/client/v3/createRoom", Some(&bob_token), &json!({}))
+        .post_json(
+            "/_matrix/client/v3/createRoom",
+            Some(&bob_token),
+            &json!({}),
+        )
         .await;
     assert_eq!(status, 200, "{room}");
     let room = room["room_id"].as_str().expect("room id").to_owned();
@@ -144,16 +158,28 @@ async fn addresses_bound_on_sydent_are_invited_and_unbound(backend: Backend) {
     };
     let path = format!("/_matrix/client/v3/rooms/{room}/invite");
     let unbound = srv
-        .post_json(&path, Some(&bob_token), &invite("nobody@example.org", &bob_is))
+        .post_json(
+            &path,
+            Some(&bob_token),
+            &invite("nobody@example.org", &bob_is),
+        )
         .await;
     assert_error(&unbound, 404, "M_THREEPID_NOT_FOUND");
     let bad_token = srv
         .post_json(&path, Some(&bob_token), &invite(email, "not a token"))
         .await;
     assert_error(&bad_token, 403, "M_FORBIDDEN");
-    assert_error(&membership(&srv, &bob_token, &room, &alice).await, 404, "M_NOT_FOUND");
+    assert_error(
+        &membership(&srv, &bob_token, &room, &alice).await,
+        404,
+        "M_NOT_FOUND",
+    );
     let (status, body) = srv
-        .post_json(&path, Some(&bob_token), &invite("Alice@Example.org", &bob_is))
+        .post_json(
+            &path,
+            Some(&bob_token),
+            &invite("Alice@Example.org", &bob_is),
+        )
         .await;
     assert_eq!(status, 200, "{body}");
     let (_, member) = membership(&srv, &bob_token, &room, &alice).await;
@@ -214,7 +240,10 @@ async fn addresses_bound_on_sydent_are_invited_and_unbound(backend: Backend) {
         "id_server": sydent.name, "id_access_token": alice_is, "sid": sid, "client_secret": secret,
     });
     assert_eq!(bind(again).await.0, 200);
-    assert_eq!(lookup(&sydent, &bob_is, email).await.as_deref(), Some(alice.as_str()));
+    assert_eq!(
+        lookup(&sydent, &bob_is, email).await.as_deref(),
+        Some(alice.as_str())
+    );
     let (status, body) = srv
         .post_with_password_uia(
             "/_matrix/client/v3/account/deactivate",

@@ -1501,8 +1501,12 @@ async fn world_readable_rooms_can_be_followed_without_joining(backend: Backend) 
             let (next, changed) = tokio::join!(srv.get(&path, Some(peeker)), async {
                 tokio::time::sleep(std::time::Duration::from_millis(300)).await;
                 if kind == "m.receipt" {
-                    srv.post_json(&r(&format!("receipt/m.read/{message}")), Some(&alice), &json!({}))
-                        .await
+                    srv.post_json(
+                        &r(&format!("receipt/m.read/{message}")),
+                        Some(&alice),
+                        &json!({}),
+                    )
+                    .await
                 } else {
                     srv.put_json(
                         &r("typing/@alice:localhost"),
@@ -1532,7 +1536,11 @@ async fn world_readable_rooms_can_be_followed_without_joining(backend: Backend) 
             assert_eq!(again["chunk"], json!([]), "told once: {again}");
         }
         let stopped = srv
-            .put_json(&r("typing/@alice:localhost"), Some(&alice), &json!({"typing": false}))
+            .put_json(
+                &r("typing/@alice:localhost"),
+                Some(&alice),
+                &json!({"typing": false}),
+            )
             .await;
         assert_eq!(stopped.0, 200);
     }
@@ -1641,7 +1649,8 @@ async fn context_lazy_loads_members(backend: Backend) {
     assert_eq!(state.len(), 1, "{messages}");
     assert_eq!(state[0]["state_key"], "@alice:localhost");
     assert_eq!(state[0]["content"]["membership"], "join");
-    let members_only = page(json!({"types": ["m.room.member"], "not_senders": ["@bob:localhost"]})).await;
+    let members_only =
+        page(json!({"types": ["m.room.member"], "not_senders": ["@bob:localhost"]})).await;
     let joined: Vec<&str> = members_only["chunk"]
         .as_array()
         .expect("chunk")
@@ -1649,7 +1658,11 @@ async fn context_lazy_loads_members(backend: Backend) {
         .map(|e| e["state_key"].as_str().expect("key"))
         .collect();
     assert_eq!(joined, ["@carol:localhost", "@alice:localhost"]);
-    assert!(members_only.get("state").is_none_or(|s| s.as_array().is_some_and(Vec::is_empty)));
+    assert!(
+        members_only
+            .get("state")
+            .is_none_or(|s| s.as_array().is_some_and(Vec::is_empty))
+    );
 
     // A whole room in an initial sync pages back from the sync's position (as Synapse):
     // the page is the timeline again, and the next one is the end.
@@ -1670,7 +1683,9 @@ async fn context_lazy_loads_members(backend: Backend) {
         ids
     };
     assert_eq!(ids(&back["chunk"]), ids(&timeline["events"]));
-    let end = back["end"].as_str().expect("a page with events says where to go on");
+    let end = back["end"]
+        .as_str()
+        .expect("a page with events says where to go on");
     let path = format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&from={end}");
     let (_, last) = srv.get(&path, Some(&alice)).await;
     assert_eq!(last["chunk"], json!([]));
@@ -1730,7 +1745,11 @@ async fn gaps_and_absences_do_not_hide_membership(backend: Backend) {
     let room = create_room(&srv, &alice, json!({"preset": "public_chat"})).await;
     let r = |rest: &str| format!("/_matrix/client/v3/rooms/{room}/{rest}");
     let join = |t: &str| {
-        let (srv, path, t) = (&srv, format!("/_matrix/client/v3/join/{room}"), t.to_owned());
+        let (srv, path, t) = (
+            &srv,
+            format!("/_matrix/client/v3/join/{room}"),
+            t.to_owned(),
+        );
         async move { assert_eq!(srv.post_json(&path, Some(&t), &json!({})).await.0, 200) }
     };
     let sent = std::sync::atomic::AtomicUsize::new(0);
@@ -1739,9 +1758,16 @@ async fn gaps_and_absences_do_not_hide_membership(backend: Backend) {
         let base = r("send/m.room.message");
         async move {
             for _ in 0..n {
-                let txn = format!("t{}", sent.fetch_add(1, std::sync::atomic::Ordering::SeqCst));
+                let txn = format!(
+                    "t{}",
+                    sent.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+                );
                 let sent = srv
-                    .put_json(&format!("{base}/{txn}"), Some(&t), &json!({"msgtype": "m.text", "body": "filler"}))
+                    .put_json(
+                        &format!("{base}/{txn}"),
+                        Some(&t),
+                        &json!({"msgtype": "m.text", "body": "filler"}),
+                    )
                     .await;
                 assert_eq!(sent.0, 200);
             }
@@ -1752,7 +1778,8 @@ async fn gaps_and_absences_do_not_hide_membership(backend: Backend) {
     // The first sync's timeline is bob's: carol's join is not in it.
     say(bob, 5).await;
     let filter = json!({"room": {"state": {"lazy_load_members": true}, "timeline": {"limit": 5}}});
-    let filter: String = url::form_urlencoded::byte_serialize(filter.to_string().as_bytes()).collect();
+    let filter: String =
+        url::form_urlencoded::byte_serialize(filter.to_string().as_bytes()).collect();
     let sync = |since: Option<&str>| {
         let path = match since {
             Some(since) => format!("/_matrix/client/v3/sync?filter={filter}&since={since}"),
@@ -1780,17 +1807,28 @@ async fn gaps_and_absences_do_not_hide_membership(backend: Backend) {
         keys
     };
     let first = sync(None).await;
-    assert_eq!(members(&first), ["@alice:localhost", "@bob:localhost"], "{first}");
+    assert_eq!(
+        members(&first),
+        ["@alice:localhost", "@bob:localhost"],
+        "{first}"
+    );
     let since = first["next_batch"].as_str().expect("next_batch").to_owned();
     // dave joins and says nothing; carol talks past the timeline's limit.
     join(dave).await;
     say(carol, 8).await;
     let gapped = sync(Some(&since)).await;
     assert_eq!(gapped["rooms"]["join"][&room]["timeline"]["limited"], true);
-    assert_eq!(members(&gapped), ["@carol:localhost", "@dave:localhost"], "{gapped}");
+    assert_eq!(
+        members(&gapped),
+        ["@carol:localhost", "@dave:localhost"],
+        "{gapped}"
+    );
     // Not gapped: dave speaks, and alice's own member event is not sent again; neither is
     // dave's, which this client has.
-    let since = gapped["next_batch"].as_str().expect("next_batch").to_owned();
+    let since = gapped["next_batch"]
+        .as_str()
+        .expect("next_batch")
+        .to_owned();
     say(dave, 1).await;
     let quiet = sync(Some(&since)).await;
     assert_eq!(quiet["rooms"]["join"][&room]["timeline"]["limited"], false);
@@ -1803,24 +1841,41 @@ async fn gaps_and_absences_do_not_hide_membership(backend: Backend) {
     let redundant: String =
         url::form_urlencoded::byte_serialize(redundant.to_string().as_bytes()).collect();
     let (_, again) = srv
-        .get(&format!("/_matrix/client/v3/sync?filter={redundant}&since={since}"), Some(&alice))
+        .get(
+            &format!("/_matrix/client/v3/sync?filter={redundant}&since={since}"),
+            Some(&alice),
+        )
         .await;
     assert_eq!(members(&again), ["@dave:localhost"], "{again}");
 
     // bob leaves a members-only room, dave joins it while bob is away and the room is busy;
     // bob's rejoin still shows dave's join.
-    let private = create_room(&srv, &alice, json!({"preset": "public_chat", "initial_state": [
-        {"type": "m.room.history_visibility", "content": {"history_visibility": "joined"}}]}))
+    let private = create_room(
+        &srv,
+        &alice,
+        json!({"preset": "public_chat", "initial_state": [
+        {"type": "m.room.history_visibility", "content": {"history_visibility": "joined"}}]}),
+    )
     .await;
     let p = |rest: &str| format!("/_matrix/client/v3/rooms/{private}/{rest}");
     let join_private = |t: &str| {
-        let (srv, path, t) = (&srv, format!("/_matrix/client/v3/join/{private}"), t.to_owned());
+        let (srv, path, t) = (
+            &srv,
+            format!("/_matrix/client/v3/join/{private}"),
+            t.to_owned(),
+        );
         async move { assert_eq!(srv.post_json(&path, Some(&t), &json!({})).await.0, 200) }
     };
     join_private(bob).await;
     let (_, bob_first) = srv.get("/_matrix/client/v3/sync", Some(bob)).await;
-    let bob_since = bob_first["next_batch"].as_str().expect("next_batch").to_owned();
-    assert_eq!(srv.post_json(&p("leave"), Some(bob), &json!({})).await.0, 200);
+    let bob_since = bob_first["next_batch"]
+        .as_str()
+        .expect("next_batch")
+        .to_owned();
+    assert_eq!(
+        srv.post_json(&p("leave"), Some(bob), &json!({})).await.0,
+        200
+    );
     join_private(dave).await;
     for i in 0..25 {
         let sent = srv
@@ -1834,9 +1889,13 @@ async fn gaps_and_absences_do_not_hide_membership(backend: Backend) {
     }
     join_private(bob).await;
     let small = json!({"room": {"timeline": {"limit": 10}}});
-    let small: String = url::form_urlencoded::byte_serialize(small.to_string().as_bytes()).collect();
+    let small: String =
+        url::form_urlencoded::byte_serialize(small.to_string().as_bytes()).collect();
     let (_, rejoined) = srv
-        .get(&format!("/_matrix/client/v3/sync?filter={small}&since={bob_since}"), Some(bob))
+        .get(
+            &format!("/_matrix/client/v3/sync?filter={small}&since={bob_since}"),
+            Some(bob),
+        )
         .await;
     let timeline = rejoined["rooms"]["join"][&private]["timeline"]["events"]
         .as_array()
@@ -1849,7 +1908,9 @@ async fn gaps_and_absences_do_not_hide_membership(backend: Backend) {
         "dave's join: {timeline:?}"
     );
     assert!(
-        !timeline.iter().any(|e| e["content"]["body"] == "while bob is away"),
+        !timeline
+            .iter()
+            .any(|e| e["content"]["body"] == "while bob is away"),
         "messages of the absence stay hidden"
     );
     srv.finish().await;

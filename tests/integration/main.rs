@@ -5,8 +5,8 @@
 
 mod anvil;
 mod harness;
-mod synapse;
 mod sydent;
+mod synapse;
 mod tls;
 mod webdriver;
 

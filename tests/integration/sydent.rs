@@ -225,7 +225,12 @@ impl Sydent {
     }
 
     /// A request to Sydent's API with `token` as Bearer: status and JSON body.
-    pub async fn post(&self, path: &str, token: Option<&str>, body: &serde_json::Value) -> (u16, serde_json::Value) {
+    pub async fn post(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        body: &serde_json::Value,
+    ) -> (u16, serde_json::Value) {
         let mut request = reqwest::Client::new()
             .post(format!("{}{path}", self.url))
             .json(body);

@@ -9,10 +9,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use http::StatusCode;
-use ruma::{
-    OwnedUserId, ServerName, UserId,
-    api::error::ErrorKind,
-};
+use ruma::{OwnedUserId, ServerName, UserId, api::error::ErrorKind};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
@@ -108,7 +105,9 @@ impl Services {
             .map_err(|e| Error::Internal(e.into()))?;
         if signed {
             let authorization = self.identity_server_authorization(id_server, path, body)?;
-            request.headers_mut().insert(http::header::AUTHORIZATION, authorization);
+            request
+                .headers_mut()
+                .insert(http::header::AUTHORIZATION, authorization);
         }
         let response = self
             .federation

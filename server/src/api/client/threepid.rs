@@ -58,7 +58,7 @@ pub(super) fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .route("/_matrix/client/unstable/account/3pid/bind", post(bind))
         .route("/_matrix/client/unstable/account/3pid/unbind", post(unbind))
         .route(
-        "/_matrix/federation/v1/openid/userinfo",
+            "/_matrix/federation/v1/openid/userinfo",
             get(openid_userinfo),
         )
 }

@@ -163,7 +163,10 @@ impl Services {
                 }));
             }
             let now = tokio::time::Instant::now();
-            if !events.is_empty() || !presence.is_empty() || !ephemeral.is_empty() || now >= deadline
+            if !events.is_empty()
+                || !presence.is_empty()
+                || !ephemeral.is_empty()
+                || now >= deadline
             {
                 let visible = self.visible_events(room_id, user_id, events).await?;
                 return Ok(Peeked {
