@@ -764,6 +764,46 @@ async fn bad_events_over_federation_are_refused_and_not_stored(backend: Backend)
     ))
     .await;
     assert_eq!(status, 403);
+    // Leaves and knocks refuse what is not theirs, and change nothing.
+    let (status, _) = as_b(&format!(
+        "/_matrix/federation/v1/make_leave/{room_id}/@eve:elsewhere.example"
+    ))
+    .await;
+    assert_eq!(status, 403, "not B's user");
+    let (status, body) = as_b(&format!(
+        "/_matrix/federation/v1/make_knock/{room_id}/{mallory}?ver=1&ver=2"
+    ))
+    .await;
+    assert_eq!(
+        (status, &body["errcode"]),
+        (400, &json!("M_INCOMPATIBLE_ROOM_VERSION"))
+    );
+    let (status, _) = as_b(&format!(
+        "/_matrix/federation/v1/make_knock/{room_id}/{mallory}?ver=11"
+    ))
+    .await;
+    assert_eq!(status, 403, "a public room takes joins, not knocks");
+    let (status, body) = send_as_b(
+        reqwest::Method::PUT,
+        &format!("/_matrix/federation/v2/send_leave/{room_id}/{join_id}"),
+        &serde_json::to_value(&join).expect("json"),
+    )
+    .await;
+    assert_eq!(status, 400, "a join is no leave: {body}");
+    let (status, body) = send_as_b(
+        reqwest::Method::PUT,
+        &format!("/_matrix/federation/v1/send_knock/{room_id}/{join_id}"),
+        &serde_json::to_value(&join).expect("json"),
+    )
+    .await;
+    assert_eq!(status, 400, "a join is no knock: {body}");
+    let (_, member) = a
+        .get(
+            &format!("/_matrix/client/v3/rooms/{room_id}/state/m.room.member/{mallory}"),
+            Some(&alice_token),
+        )
+        .await;
+    assert_eq!(member["errcode"], "M_NOT_FOUND", "{member}");
     let (status, answer) = send_as_b(
         reqwest::Method::PUT,
         &format!("/_matrix/federation/v2/send_join/{room_id}/{join_id}"),
@@ -1321,5 +1361,227 @@ async fn invites_from_synapse_are_shown_accepted_and_rejected() {
         .await;
     assert!(sync["rooms"]["join"].get(accept).is_some(), "{sync}");
     assert!(sync["rooms"]["invite"].get(reject).is_none(), "{sync}");
+    matrixon.finish().await;
+}
+
+/// Polls `check` on the answer of `get` until it holds (10 s at most).
+async fn eventually<F, Fut>(
+    what: &str,
+    mut get: F,
+    check: impl Fn(&(u16, Value)) -> bool,
+) -> (u16, Value)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = (u16, Value)>,
+{
+    let mut last = (0, Value::Null);
+    for _ in 0..50 {
+        last = get().await;
+        if check(&last) {
+            return last;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    panic!("{what}: {:?}", last);
+}
+
+/// Leaves and knocks across servers, both ways with Synapse. Matrixon as the room's server:
+/// a Synapse user rejects an invite (make_leave, send_leave to Matrixon), knocks
+/// (make_knock, send_knock) and is let in. (Synapse withdraws knocks only locally, so that
+/// way is not asked.) Matrixon as the knocker's server: a Matrixon user knocks on a Synapse
+/// room, sees it among knocked rooms with its name, withdraws (through Synapse), knocks
+/// again, is invited and joins.
+#[tokio::test(flavor = "multi_thread")]
+async fn knocks_and_rejections_cross_to_synapse() {
+    let Some(synapse) = Synapse::start().await else {
+        return;
+    };
+    let matrixon = federating_server(&Backend::Sqlite).await;
+    let matrixon_name = server_name(&matrixon);
+    let (alice, alice_token) = user(&matrixon, "alice", "Alice on Matrixon").await;
+    let (bob, bob_token) = synapse.register("bob").await;
+    let on_synapse = |method: reqwest::Method, path: String, body: Option<Value>| {
+        let (synapse, token) = (&synapse, bob_token.clone());
+        async move {
+            synapse
+                .request(method, &path, Some(&token), body.as_ref())
+                .await
+        }
+    };
+    let member_here = |room: String, who: String| {
+        let (matrixon, token) = (&matrixon, alice_token.clone());
+        async move {
+            matrixon
+                .get(
+                    &format!("/_matrix/client/v3/rooms/{room}/state/m.room.member/{who}"),
+                    Some(&token),
+                )
+                .await
+                .1
+        }
+    };
+
+    // An invite bob rejects: his server is not in the room, so it asks Matrixon.
+    let (_, created) = matrixon
+        .post_json(
+            "/_matrix/client/v3/createRoom",
+            Some(&alice_token),
+            &json!({ "preset": "private_chat", "invite": [bob] }),
+        )
+        .await;
+    let invited_room = created["room_id"].as_str().expect("room").to_owned();
+    eventually(
+        "bob sees the invite",
+        || {
+            on_synapse(
+                reqwest::Method::GET,
+                "/_matrix/client/v3/sync?timeout=0".into(),
+                None,
+            )
+        },
+        |sync| sync.1["rooms"]["invite"].get(&invited_room).is_some(),
+    )
+    .await;
+    let (status, body) = on_synapse(
+        reqwest::Method::POST,
+        format!("/_matrix/client/v3/rooms/{invited_room}/leave"),
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}\n{}", synapse.log_tail());
+    let member = member_here(invited_room.clone(), bob.clone()).await;
+    assert_eq!(member["membership"], "leave", "{member}");
+
+    // A knock room on Matrixon: bob knocks, withdraws, knocks again, and alice lets him in.
+    let (_, created) = matrixon
+        .post_json(
+            "/_matrix/client/v3/createRoom",
+            Some(&alice_token),
+            &json!({ "preset": "private_chat", "name": "Knock here", "initial_state": [
+                {"type": "m.room.join_rules", "content": {"join_rule": "knock"}}] }),
+        )
+        .await;
+    let knock_room = created["room_id"].as_str().expect("room").to_owned();
+    let knock = |reason: &str| {
+        on_synapse(
+            reqwest::Method::POST,
+            format!("/_matrix/client/v3/knock/{knock_room}?server_name={matrixon_name}"),
+            Some(json!({ "reason": reason })),
+        )
+    };
+    let (status, body) = knock("let me in").await;
+    assert_eq!(status, 200, "{body}\n{}", synapse.log_tail());
+    let member = member_here(knock_room.clone(), bob.clone()).await;
+    assert_eq!(
+        (&member["membership"], &member["reason"]),
+        (&json!("knock"), &json!("let me in"))
+    );
+    let (status, body) = matrixon
+        .post_json(
+            &format!("/_matrix/client/v3/rooms/{knock_room}/invite"),
+            Some(&alice_token),
+            &json!({ "user_id": bob }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = on_synapse(
+        reqwest::Method::POST,
+        format!("/_matrix/client/v3/join/{knock_room}?server_name={matrixon_name}"),
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}\n{}", synapse.log_tail());
+    assert_eq!(
+        member_here(knock_room.clone(), bob.clone()).await["membership"],
+        "join"
+    );
+
+    // Matrixon as the knocker's server, on a Synapse room.
+    let (_, created) = on_synapse(
+        reqwest::Method::POST,
+        "/_matrix/client/v3/createRoom".into(),
+        Some(
+            json!({ "preset": "private_chat", "name": "Synapse knock room",
+            "room_version": "10", "initial_state": [
+            {"type": "m.room.join_rules", "content": {"join_rule": "knock"}}] }),
+        ),
+    )
+    .await;
+    let remote = created["room_id"].as_str().expect("room").to_owned();
+    let synapse_name = synapse.server_name.clone();
+    let knock_remote = |reason: &'static str| {
+        let (matrixon, token, path) = (
+            &matrixon,
+            alice_token.clone(),
+            format!("/_matrix/client/v3/knock/{remote}?via={synapse_name}"),
+        );
+        async move {
+            matrixon
+                .post_json(&path, Some(&token), &json!({ "reason": reason }))
+                .await
+        }
+    };
+    let (status, body) = knock_remote("hello from Matrixon").await;
+    assert_eq!(status, 200, "{body}\n{}", synapse.log_tail());
+    let member_there = || {
+        on_synapse(
+            reqwest::Method::GET,
+            format!("/_matrix/client/v3/rooms/{remote}/state/m.room.member/{alice}"),
+            None,
+        )
+    };
+    let (_, member) = member_there().await;
+    assert_eq!(member["membership"], "knock", "{member}");
+    let (_, sync) = matrixon
+        .get("/_matrix/client/v3/sync", Some(&alice_token))
+        .await;
+    let knocked = &sync["rooms"]["knock"][&remote]["knock_state"]["events"];
+    assert!(
+        knocked.as_array().is_some_and(|events| events
+            .iter()
+            .any(|e| e["type"] == "m.room.name" && e["content"]["name"] == "Synapse knock room")),
+        "{sync}"
+    );
+    // Withdrawn through Synapse, then again, then let in.
+    let (status, body) = matrixon
+        .post_json(
+            &format!("/_matrix/client/v3/rooms/{remote}/leave"),
+            Some(&alice_token),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}\n{}", synapse.log_tail());
+    eventually("the withdrawal reached Synapse", member_there, |m| {
+        m.1["membership"] == "leave"
+    })
+    .await;
+    assert_eq!(knock_remote("once more").await.0, 200);
+    let (status, body) = on_synapse(
+        reqwest::Method::POST,
+        format!("/_matrix/client/v3/rooms/{remote}/invite"),
+        Some(json!({ "user_id": alice })),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}\n{}", synapse.log_tail());
+    let mut joined = (0, Value::Null);
+    for _ in 0..50 {
+        joined = matrixon
+            .post_json(
+                &format!("/_matrix/client/v3/join/{remote}?via={synapse_name}"),
+                Some(&alice_token),
+                &json!({}),
+            )
+            .await;
+        if joined.0 == 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(joined.0, 200, "{:?}\n{}", joined.1, synapse.log_tail());
+    eventually("alice joined on Synapse", member_there, |m| {
+        m.1["membership"] == "join"
+    })
+    .await;
+    let _ = bob_token;
     matrixon.finish().await;
 }

@@ -230,17 +230,17 @@ async fn knock(
     services: Arc<Services>,
     req: Ruma<knock_room::v3::Request>,
 ) -> Result<knock_room::v3::Response> {
-    let room_id = super::resolve_room(&services, &req.body.room_id_or_alias).await?;
-    let user = &req.auth.user_id;
-    change(
-        &services,
-        &room_id,
-        user,
-        user,
-        MembershipChange::Knock,
-        req.body.reason.as_deref(),
-    )
-    .await?;
+    let (room_id, mut via) =
+        super::resolve_room_and_servers(&services, &req.body.room_id_or_alias).await?;
+    via.extend(req.body.via.iter().cloned());
+    services
+        .knock(
+            &room_id,
+            &req.auth.user_id,
+            req.body.reason.as_deref(),
+            &via,
+        )
+        .await?;
     Ok(knock_room::v3::Response::new(room_id))
 }
 

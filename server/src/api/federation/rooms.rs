@@ -9,7 +9,10 @@ use ruma::{
         authorization::get_event_authorization,
         backfill::get_backfill,
         event::{get_event, get_missing_events, get_room_state, get_room_state_ids},
-        membership::{RawStrippedState, create_invite, create_join_event, prepare_join_event},
+        membership::{
+            RawStrippedState, create_invite, create_join_event, create_knock_event,
+            create_leave_event, prepare_join_event, prepare_knock_event, prepare_leave_event,
+        },
         transactions::send_transaction_message,
     },
 };
@@ -29,6 +32,10 @@ pub(super) fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
     router
         .ruma::<prepare_join_event::v1::Request, _, _>(make_join)
         .ruma::<create_join_event::v2::Request, _, _>(send_join)
+        .ruma::<prepare_leave_event::v1::Request, _, _>(make_leave)
+        .ruma::<create_leave_event::v2::Request, _, _>(send_leave)
+        .ruma::<prepare_knock_event::v1::Request, _, _>(make_knock)
+        .ruma::<create_knock_event::v1::Request, _, _>(send_knock)
         .ruma::<send_transaction_message::v1::Request, _, _>(send_transaction)
         .ruma::<create_invite::v2::Request, _, _>(invite)
         .ruma::<get_event::v1::Request, _, _>(event)
@@ -45,13 +52,12 @@ async fn make_join(
     req: Ruma<prepare_join_event::v1::Request>,
 ) -> Result<prepare_join_event::v1::Response> {
     let versions: Vec<String> = req.body.ver.iter().map(ToString::to_string).collect();
-    let (version, template) = services
+    let made = services
         .make_join(&req.auth, &req.body.room_id, &req.body.user_id, &versions)
         .await?;
-    let event =
-        serde_json::value::to_raw_value(&template).map_err(|e| Error::Internal(e.into()))?;
+    let (version, event) = template(made)?;
     let mut response = prepare_join_event::v1::Response::new(event);
-    response.room_version = Some(crate::service::rooms::version_rules(&version)?.0);
+    response.room_version = Some(version);
     Ok(response)
 }
 
@@ -74,6 +80,69 @@ async fn send_join(
     state.event = Some(joined.event);
     state.servers_in_room = Some(joined.servers);
     Ok(create_join_event::v2::Response::new(state))
+}
+
+/// The template as a raw event and its room version.
+fn template(
+    (version, template): (String, ruma::CanonicalJsonValue),
+) -> Result<(ruma::RoomVersionId, Box<serde_json::value::RawValue>)> {
+    let event =
+        serde_json::value::to_raw_value(&template).map_err(|e| Error::Internal(e.into()))?;
+    Ok((crate::service::rooms::version_rules(&version)?.0, event))
+}
+
+/// # `GET /_matrix/federation/v1/make_leave/{roomId}/{userId}`
+async fn make_leave(
+    services: Arc<Services>,
+    req: Ruma<prepare_leave_event::v1::Request>,
+) -> Result<prepare_leave_event::v1::Response> {
+    let b = &req.body;
+    let made = services
+        .make_membership(&req.auth, &b.room_id, &b.user_id, "leave", None)
+        .await?;
+    let (version, event) = template(made)?;
+    Ok(prepare_leave_event::v1::Response::new(Some(version), event))
+}
+
+/// # `PUT /_matrix/federation/v2/send_leave/{roomId}/{eventId}`
+async fn send_leave(
+    services: Arc<Services>,
+    req: Ruma<create_leave_event::v2::Request>,
+) -> Result<create_leave_event::v2::Response> {
+    let b = &req.body;
+    services
+        .send_membership(&req.auth, &b.room_id, &b.event_id, &b.pdu, "leave")
+        .await?;
+    Ok(create_leave_event::v2::Response::new())
+}
+
+/// # `GET /_matrix/federation/v1/make_knock/{roomId}/{userId}`
+async fn make_knock(
+    services: Arc<Services>,
+    req: Ruma<prepare_knock_event::v1::Request>,
+) -> Result<prepare_knock_event::v1::Response> {
+    let b = &req.body;
+    let versions: Vec<String> = b.ver.iter().map(ToString::to_string).collect();
+    let made = services
+        .make_membership(&req.auth, &b.room_id, &b.user_id, "knock", Some(&versions))
+        .await?;
+    let (version, event) = template(made)?;
+    Ok(prepare_knock_event::v1::Response::new(version, event))
+}
+
+/// # `PUT /_matrix/federation/v1/send_knock/{roomId}/{eventId}`
+async fn send_knock(
+    services: Arc<Services>,
+    req: Ruma<create_knock_event::v1::Request>,
+) -> Result<create_knock_event::v1::Response> {
+    let b = &req.body;
+    services
+        .send_membership(&req.auth, &b.room_id, &b.event_id, &b.pdu, "knock")
+        .await?;
+    let shown = services.knock_room_state(&b.room_id).await?;
+    Ok(create_knock_event::v1::Response::new(
+        shown.into_iter().map(RawStrippedState::Pdu).collect(),
+    ))
 }
 
 /// # `PUT /_matrix/federation/v1/send/{txnId}`

@@ -217,8 +217,9 @@ impl Services {
 }
 
 impl Services {
-    /// Rejects an invite to a room this server is not in: `make_leave` and `send_leave`
-    /// through the inviting server, then the leave kept like the invite was.
+    /// Rejects an invite to (or withdraws a knock on) a room this server is not in:
+    /// `make_leave` and `send_leave` through the server it came from, then the leave kept
+    /// like the invite or knock was.
     pub async fn reject_remote_invite(
         &self,
         room_id: &RoomId,
@@ -230,7 +231,7 @@ impl Services {
             .await?
         else {
             return Err(Error::forbidden(format!(
-                "You are not invited to {room_id}"
+                "You are not invited to {room_id}, nor knocking on it"
             )));
         };
         let server =

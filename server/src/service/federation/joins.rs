@@ -74,7 +74,7 @@ impl Services {
                 "This room is token-gated: only users of its server can be admitted",
             ));
         }
-        let (version, template) = self.join_template(room_id, user_id).await?;
+        let (version, template) = self.membership_template(room_id, user_id, "join").await?;
         Ok((version, CanonicalJsonValue::Object(template)))
     }
 
@@ -86,41 +86,14 @@ impl Services {
         event_id: &EventId,
         pdu: &RawJsonValue,
     ) -> Result<JoinedState> {
-        let room = self
-            .store
-            .room(room_id.as_str())
-            .await?
-            .ok_or_else(|| Error::not_found(format!("No room {room_id} here")))?;
-        let checked = self
-            .checked_pdu(&room.version, pdu)
-            .await
-            .map_err(|e| Error::bad_request(e.to_string()))?;
-        if checked.event_id != event_id {
-            return Err(Error::bad_request(format!(
-                "The event's id is {}, not {event_id}",
-                checked.event_id
-            )));
-        }
-        let member = super::pdu::member_of(&checked.object);
-        let sender = member.as_ref().and_then(|m| m.sender.clone());
-        let is_own_join = member.as_ref().is_some_and(|m| {
-            m.membership.as_deref() == Some("join")
-                && m.target.is_some()
-                && m.target == m.sender
-                && m.room_id.as_deref().is_none_or(|r| r == room_id.as_str())
-        });
-        if !is_own_join || sender.as_ref().is_none_or(|s| s.server_name() != origin) {
-            return Err(Error::bad_request(
-                "send_join takes the join of one of the origin's users to this room",
-            ));
-        }
+        let (checked, sender) = self
+            .own_member_event(origin, room_id, event_id, pdu, "join")
+            .await?;
         self.append_remote(room_id, event_id, &checked.json).await?;
         // The joining server learns the room from this answer; the room's other servers
         // learn of the join from this one, as its resident server.
-        if let Some(sender) = &sender {
-            self.queue_for_federation(room_id, event_id.as_str(), sender, None)
-                .await?;
-        }
+        self.queue_for_federation(room_id, event_id.as_str(), &sender, None)
+            .await?;
         self.joined_state(room_id, event_id).await
     }
 

@@ -6,6 +6,7 @@ mod history;
 mod invites;
 mod joins;
 mod keys;
+mod memberships;
 mod pdu;
 mod ranges;
 mod resolve;

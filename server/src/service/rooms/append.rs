@@ -676,12 +676,14 @@ impl Services {
 }
 
 impl Services {
-    /// A join event for `user_id` (of another server) built on the room's current state, not
-    /// signed: the template `make_join` hands out. 403 when the user may not join.
-    pub(crate) async fn join_template(
+    /// A member event (`membership`: join, leave, knock) for `user_id` of another server,
+    /// built on the room's current state and not signed: the template `make_join`,
+    /// `make_leave` and `make_knock` hand out. 403 when the rules do not allow it.
+    pub(crate) async fn membership_template(
         &self,
         room_id: &RoomId,
         user_id: &UserId,
+        membership: &str,
     ) -> Result<(String, CanonicalJsonObject)> {
         let room = self
             .store
@@ -691,7 +693,7 @@ impl Services {
         let draft = EventDraft::state(
             "m.room.member",
             user_id.as_str(),
-            serde_json::json!({ "membership": "join" }),
+            serde_json::json!({ "membership": membership }),
         );
         let prepared = self.prepare(room_id, &room, user_id, &draft).await?;
         prepared.authorize()?;

@@ -191,6 +191,32 @@ impl Services {
         Ok(())
     }
 
+    /// Knocks on `room_id`: here when this server is in the room, otherwise through `via`
+    /// (or the room id's server) over federation.
+    pub async fn knock(
+        &self,
+        room_id: &RoomId,
+        user_id: &UserId,
+        reason: Option<&str>,
+        via: &[ruma::OwnedServerName],
+    ) -> Result<OwnedEventId> {
+        let resident = self
+            .store
+            .current_state_event(room_id.as_str(), "m.room.create", "")
+            .await?
+            .is_some();
+        if !resident && self.config.federation.enabled {
+            if self.is_guest(user_id).await? {
+                return Err(Error::forbidden(
+                    "Guests cannot knock on rooms on other servers",
+                ));
+            }
+            return self.knock_remote(room_id, user_id, reason, via).await;
+        }
+        self.change_membership(room_id, user_id, user_id, MembershipChange::Knock, reason)
+            .await
+    }
+
     /// Changes `target`'s membership as `sender` (invite, leave/kick, ban, unban, knock).
     pub async fn change_membership(
         &self,
@@ -212,10 +238,14 @@ impl Services {
             }
             return self.invite_remote(room_id, sender, target, content).await;
         }
-        // An invite to a room this server is not in is rejected through the inviting server.
+        // An invite to (or a knock on) a room this server is not in is rejected (withdrawn)
+        // through the server it came from.
         if change == MembershipChange::Leave
             && sender == target
-            && self.membership(room_id, target).await?.as_deref() == Some("invite")
+            && matches!(
+                self.membership(room_id, target).await?.as_deref(),
+                Some("invite" | "knock")
+            )
             && self
                 .store
                 .current_state_event(room_id.as_str(), "m.room.create", "")
