@@ -29,10 +29,33 @@ impl Store {
         row: &MediaRow,
         now_ms: i64,
     ) -> Result<(), sqlx::Error> {
-        sqlx::query(
+        self.put_media(media_id, row, now_ms, "").await
+    }
+
+    /// Records a file under `media_id` unless a row is there already (another server's
+    /// media, fetched by two requests at once).
+    pub async fn insert_media_if_absent(
+        &self,
+        media_id: &str,
+        row: &MediaRow,
+        now_ms: i64,
+    ) -> Result<(), sqlx::Error> {
+        self.put_media(media_id, row, now_ms, " ON CONFLICT (media_id) DO NOTHING")
+            .await
+    }
+
+    async fn put_media(
+        &self,
+        media_id: &str,
+        row: &MediaRow,
+        now_ms: i64,
+        on_conflict: &str,
+    ) -> Result<(), sqlx::Error> {
+        let sql = format!(
             "INSERT INTO media (media_id, sha256, content_type, filename, size, uploader, \
-             created_ts, unused_expires_ts) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
+             created_ts, unused_expires_ts) VALUES ($1, $2, $3, $4, $5, $6, $7, $8){on_conflict}"
+        );
+        sqlx::query(&sql)
         .bind(media_id)
         .bind(row.sha256.as_deref())
         .bind(row.content_type.as_deref())

@@ -2,6 +2,7 @@
 //! `federation.enabled` is set.
 
 mod keys;
+mod media;
 mod query;
 mod rooms;
 
@@ -16,5 +17,6 @@ pub fn routes() -> Router<Arc<Services>> {
     let router = Router::new();
     let router = keys::routes(router);
     let router = rooms::routes(router);
+    let router = media::routes(router);
     query::routes(router)
 }

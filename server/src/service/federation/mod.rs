@@ -125,6 +125,22 @@ impl Federation {
             .map_err(|refused| refused.0)
     }
 
+    /// A GET of an https `url` on `host:port` under the address rules (a file another
+    /// server's media answer points to): the body, at most `max_bytes`.
+    pub(crate) async fn https_get(
+        &self,
+        url: &str,
+        host: &str,
+        port: u16,
+        timeout: Duration,
+        max_bytes: usize,
+    ) -> Result<Vec<u8>, String> {
+        self.http
+            .get(url, host, port, timeout, max_bytes)
+            .await
+            .map_err(|refused| refused.0)
+    }
+
     /// Queues `edu` for `destination`, the oldest dropped past [`MAX_EDUS`].
     pub(crate) fn queue_edu(&self, destination: &str, edu: serde_json::Value) {
         if let Ok(mut edus) = self.edus.lock() {
@@ -196,6 +212,20 @@ impl Services {
         signed: bool,
         max_bytes: usize,
     ) -> Result<Vec<u8>, FederationError> {
+        self.federation_response(server, request, signed, max_bytes)
+            .await
+            .map(http::Response::into_body)
+    }
+
+    /// [`Services::federation_raw`] with the answer's headers (a multipart answer needs its
+    /// content type).
+    pub async fn federation_response(
+        &self,
+        server: &ServerName,
+        request: http::Request<Vec<u8>>,
+        signed: bool,
+        max_bytes: usize,
+    ) -> Result<http::Response<Vec<u8>>, FederationError> {
         if !self.config.federation.enabled {
             return Err(FederationError::Disabled);
         }
@@ -248,7 +278,7 @@ impl Services {
                     .collect(),
             });
         }
-        Ok(response.into_body())
+        Ok(response)
     }
 
     /// Sends a typed Server-Server API request to `server`, signed, and reads its typed answer.
@@ -277,15 +307,14 @@ impl Services {
         // The placeholder base is replaced by the destination's, and the request signed again
         // for it (the signature covers only the path, so it is the same).
         let (parts, body) = http_request.into_parts();
-        let body_bytes = self
-            .federation_raw(
+        let response = self
+            .federation_response(
                 server,
                 http::Request::from_parts(parts, body),
                 true,
                 MAX_RESPONSE_BYTES,
             )
             .await?;
-        let response = http::Response::new(body_bytes);
         T::IncomingResponse::try_from_http_response(response)
             .map_err(|e| FederationError::BadResponse(format!("{server}: {e}")))
     }

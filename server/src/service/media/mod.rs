@@ -2,6 +2,7 @@
 //! identical files are kept once; downloads; thumbnails; URL previews.
 
 mod preview;
+mod remote;
 mod thumbnail;
 
 use std::{
@@ -233,7 +234,10 @@ impl Services {
         S: Stream<Item = std::result::Result<bytes::Bytes, E>> + Unpin,
         E: std::fmt::Display,
     {
-        let row = self.local_media_row(server, media_id).await?;
+        if server != self.config.server_name.as_str() {
+            return Err(Error::not_found("Media IDs of other servers take no uploads here"));
+        }
+        let row = self.media_row(server, media_id).await?;
         if row.uploader != uploader.as_str() {
             return Err(Error::forbidden(
                 "Only the user who created this media ID may upload to it",
@@ -264,11 +268,10 @@ impl Services {
         Ok(())
     }
 
-    async fn local_media_row(&self, server: &str, media_id: &str) -> Result<MediaRow> {
+    /// A media item's row: this server's own, or another server's (fetched the first time).
+    async fn media_row(&self, server: &str, media_id: &str) -> Result<MediaRow> {
         if server != self.config.server_name.as_str() {
-            return Err(Error::not_found(
-                "Media of other servers is not available: this server does not federate yet",
-            ));
+            return self.remote_media_row(server, media_id).await;
         }
         if !valid_media_id(media_id) {
             return Err(Error::not_found("No such media"));
@@ -289,7 +292,7 @@ impl Services {
     ) -> Result<(MediaRow, StoredFile)> {
         let deadline = tokio::time::Instant::now() + wait.min(MAX_WAIT);
         loop {
-            let row = self.local_media_row(server, media_id).await?;
+            let row = self.media_row(server, media_id).await?;
             if let Some(sha256) = &row.sha256 {
                 let path = blob_path(self.media_directory(), sha256);
                 let file = StoredFile {

@@ -160,6 +160,13 @@ impl Services {
             return Err(Error::invalid_param("width and height must be at least 1"));
         }
         let (_, source) = self.media_file(server, media_id, wait).await?;
+        // Another server's media is kept (and thumbnailed) under a key of its own.
+        let key = if server == self.config.server_name.as_str() {
+            media_id.to_owned()
+        } else {
+            super::remote::remote_key(server, media_id)
+        };
+        let media_id = key.as_str();
         let size = preset(spec.width, spec.height);
         let method = spec.method.as_str();
         if let Some((sha256, content_type)) = self.store.thumbnail(media_id, size, method).await? {
