@@ -1585,3 +1585,144 @@ async fn knocks_and_rejections_cross_to_synapse() {
     let _ = bob_token;
     matrixon.finish().await;
 }
+
+/// Media across servers, with Synapse both ways: a Synapse user's picture is fetched by
+/// Matrixon on first request (authenticated federation media), thumbnailed here and served
+/// from the copy afterwards, even with Synapse gone; a Matrixon user's picture is fetched
+/// by Synapse from Matrixon's federation media endpoints. Unknown media is 404 both ways, and
+/// the federation endpoints need a signature.
+#[tokio::test(flavor = "multi_thread")]
+async fn media_crosses_to_and_from_synapse() {
+    let Some(synapse) = Synapse::start().await else {
+        return;
+    };
+    let matrixon = federating_server(&Backend::Sqlite).await;
+    let matrixon_name = server_name(&matrixon).to_string();
+    let (_alice, alice_token) = user(&matrixon, "alice", "Alice on Matrixon").await;
+    let (_bob, bob_token) = synapse.register("bob").await;
+    let picture = crate::media::image(image::ImageFormat::Png, 64, 48);
+    let client = reqwest::Client::new();
+
+    // Bob's picture, uploaded to Synapse, downloaded through Matrixon.
+    let uploaded: Value = client
+        .post(format!(
+            "{}/_matrix/media/v3/upload?filename=bob.png",
+            synapse.client_url
+        ))
+        .bearer_auth(&bob_token)
+        .header("content-type", "image/png")
+        .body(picture.clone())
+        .send()
+        .await
+        .expect("upload to Synapse")
+        .json()
+        .await
+        .expect("json");
+    let uri = uploaded["content_uri"]
+        .as_str()
+        .expect("content uri")
+        .to_owned();
+    let (origin, id) = uri
+        .strip_prefix("mxc://")
+        .and_then(|rest| rest.split_once('/'))
+        .expect("mxc");
+    let get = |path: String| {
+        let (client, token, url) = (&client, alice_token.clone(), matrixon.url(&path));
+        async move {
+            let response = client
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .expect("answer");
+            let status = response.status().as_u16();
+            let kind = response
+                .headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            (status, kind, response.bytes().await.expect("body").to_vec())
+        }
+    };
+    let (status, kind, body) =
+        get(format!("/_matrix/client/v1/media/download/{origin}/{id}")).await;
+    assert_eq!(
+        status,
+        200,
+        "{}\n{}",
+        String::from_utf8_lossy(&body),
+        synapse.log_tail()
+    );
+    assert_eq!((kind.as_str(), body == picture), ("image/png", true));
+    let (status, kind, thumb) = get(format!(
+        "/_matrix/client/v1/media/thumbnail/{origin}/{id}?width=32&height=32&method=scale"
+    ))
+    .await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&thumb));
+    assert!(kind.starts_with("image/"), "{kind}");
+    let (status, _, body) = get(format!(
+        "/_matrix/client/v1/media/download/{origin}/nosuchmedia"
+    ))
+    .await;
+    assert_eq!(status, 404, "{}", String::from_utf8_lossy(&body));
+
+    // Alice's picture, uploaded here, downloaded through Synapse.
+    let (status, uploaded) = {
+        let response = client
+            .post(matrixon.url("/_matrix/media/v3/upload?filename=alice.png"))
+            .bearer_auth(&alice_token)
+            .header("content-type", "image/png")
+            .body(picture.clone())
+            .send()
+            .await
+            .expect("upload");
+        (
+            response.status().as_u16(),
+            response.json::<Value>().await.expect("json"),
+        )
+    };
+    assert_eq!(status, 200, "{uploaded}");
+    let ours = uploaded["content_uri"].as_str().expect("uri").to_owned();
+    let our_id = ours.rsplit('/').next().expect("id").to_owned();
+    let fetched = client
+        .get(format!(
+            "{}/_matrix/client/v1/media/download/{matrixon_name}/{our_id}",
+            synapse.client_url
+        ))
+        .bearer_auth(&bob_token)
+        .send()
+        .await
+        .expect("Synapse answers");
+    assert_eq!(fetched.status().as_u16(), 200, "{}", synapse.log_tail());
+    assert_eq!(fetched.bytes().await.expect("body").to_vec(), picture);
+    let thumb = client
+        .get(format!(
+            "{}/_matrix/client/v1/media/thumbnail/{matrixon_name}/{our_id}?width=32&height=32",
+            synapse.client_url
+        ))
+        .bearer_auth(&bob_token)
+        .send()
+        .await
+        .expect("Synapse answers");
+    assert_eq!(thumb.status().as_u16(), 200, "{}", synapse.log_tail());
+
+    // The federation endpoints: unsigned is 401, unknown media 404.
+    let unsigned = client
+        .get(matrixon.url(&format!("/_matrix/federation/v1/media/download/{our_id}")))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(unsigned.status().as_u16(), 401);
+
+    // Synapse gone: the copy is served, and its thumbnail.
+    drop(synapse);
+    let (status, _, body) = get(format!("/_matrix/client/v1/media/download/{origin}/{id}")).await;
+    assert_eq!((status, body == picture), (200, true));
+    let (status, _, _) = get(format!(
+        "/_matrix/client/v1/media/thumbnail/{origin}/{id}?width=32&height=32&method=scale"
+    ))
+    .await;
+    assert_eq!(status, 200);
+    matrixon.finish().await;
+}

@@ -81,7 +81,8 @@ async fn upload(
     uri.strip_prefix("mxc://").expect("mxc").to_owned()
 }
 
-fn image(format: ImageFormat, width: u32, height: u32) -> Vec<u8> {
+/// An RGB test picture, encoded.
+pub(crate) fn image(format: ImageFormat, width: u32, height: u32) -> Vec<u8> {
     let picture = RgbImage::from_fn(width, height, |x, y| {
         image::Rgb([(x % 256) as u8, (y % 256) as u8, 128])
     });

@@ -56,16 +56,16 @@ impl Store {
              created_ts, unused_expires_ts) VALUES ($1, $2, $3, $4, $5, $6, $7, $8){on_conflict}"
         );
         sqlx::query(&sql)
-        .bind(media_id)
-        .bind(row.sha256.as_deref())
-        .bind(row.content_type.as_deref())
-        .bind(row.filename.as_deref())
-        .bind(row.size)
-        .bind(&row.uploader)
-        .bind(now_ms)
-        .bind(row.unused_expires_ms)
-        .execute(&self.pool)
-        .await?;
+            .bind(media_id)
+            .bind(row.sha256.as_deref())
+            .bind(row.content_type.as_deref())
+            .bind(row.filename.as_deref())
+            .bind(row.size)
+            .bind(&row.uploader)
+            .bind(now_ms)
+            .bind(row.unused_expires_ms)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 

@@ -235,7 +235,9 @@ impl Services {
         E: std::fmt::Display,
     {
         if server != self.config.server_name.as_str() {
-            return Err(Error::not_found("Media IDs of other servers take no uploads here"));
+            return Err(Error::not_found(
+                "Media IDs of other servers take no uploads here",
+            ));
         }
         let row = self.media_row(server, media_id).await?;
         if row.uploader != uploader.as_str() {

@@ -100,7 +100,9 @@ impl Services {
             {
                 return self.fetch_legacy_media(server, media_id, max).await;
             }
-            Err(FederationError::Remote { status, .. }) if status == http::StatusCode::NOT_FOUND => {
+            Err(FederationError::Remote { status, .. })
+                if status == http::StatusCode::NOT_FOUND =>
+            {
                 return Err(Error::not_found("No such media"));
             }
             Err(e) => return Err(e.into()),
@@ -120,7 +122,10 @@ impl Services {
                     .filter(|n| usable_filename(n)),
             )),
             FileOrLocation::Location(url) => self.fetch_located_media(server, &url, max).await,
-            _ => Err(unreachable(server, "its answer holds neither a file nor a location")),
+            _ => Err(unreachable(
+                server,
+                "its answer holds neither a file nor a location",
+            )),
         }
     }
 
@@ -208,7 +213,10 @@ mod tests {
             Some("notes.txt")
         );
         assert_eq!(disposition_filename("inline"), None);
-        assert_eq!(disposition_filename("inline; filename=\"../../etc/passwd\""), None);
+        assert_eq!(
+            disposition_filename("inline; filename=\"../../etc/passwd\""),
+            None
+        );
         assert!(remote_key("other.example", "abc").contains('/'));
     }
 }
