@@ -1726,3 +1726,217 @@ async fn media_crosses_to_and_from_synapse() {
     assert_eq!(status, 200);
     matrixon.finish().await;
 }
+
+/// Encryption's plumbing across servers, with Synapse both ways: to-device messages (how
+/// room keys and verification travel) reach the other server's devices once, and a new
+/// device on either side shows in the other side's `device_lists.changed` for its room mates.
+#[tokio::test(flavor = "multi_thread")]
+async fn to_device_messages_and_device_lists_cross_to_synapse() {
+    let Some(synapse) = Synapse::start().await else {
+        return;
+    };
+    let matrixon = federating_server(&Backend::Sqlite).await;
+    let matrixon_name = server_name(&matrixon);
+    let (alice, alice_token) = user(&matrixon, "alice", "Alice on Matrixon").await;
+    let (_, whoami) = matrixon
+        .get("/_matrix/client/v3/account/whoami", Some(&alice_token))
+        .await;
+    let alice_device = whoami["device_id"].as_str().expect("device").to_owned();
+    let (bob, bob_token) = synapse.register("bob").await;
+    let (_, bob_whoami) = synapse
+        .request(
+            reqwest::Method::GET,
+            "/_matrix/client/v3/account/whoami",
+            Some(&bob_token),
+            None,
+        )
+        .await;
+    let bob_device = bob_whoami["device_id"].as_str().expect("device").to_owned();
+    // A room they share.
+    let (_, created) = matrixon
+        .post_json(
+            "/_matrix/client/v3/createRoom",
+            Some(&alice_token),
+            &json!({ "preset": "public_chat" }),
+        )
+        .await;
+    let room = created["room_id"].as_str().expect("room").to_owned();
+    let (status, body) = synapse
+        .request(
+            reqwest::Method::POST,
+            &format!("/_matrix/client/v3/join/{room}?server_name={matrixon_name}"),
+            Some(&bob_token),
+            Some(&json!({})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}\n{}", synapse.log_tail());
+    let (_, first) = matrixon
+        .get("/_matrix/client/v3/sync", Some(&alice_token))
+        .await;
+    let alice_since = first["next_batch"].as_str().expect("next_batch").to_owned();
+    let (_, first) = synapse
+        .request(
+            reqwest::Method::GET,
+            "/_matrix/client/v3/sync?timeout=0",
+            Some(&bob_token),
+            None,
+        )
+        .await;
+    let bob_since = first["next_batch"].as_str().expect("next_batch").to_owned();
+
+    // bob → alice's device.
+    let (status, body) = synapse
+        .request(
+            reqwest::Method::PUT,
+            "/_matrix/client/v3/sendToDevice/org.example.hello/b1",
+            Some(&bob_token),
+            Some(&json!({ "messages": { &alice: { &alice_device: { "hello": "from bob" } } } })),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let matrixon_sync = |since: String| {
+        let (matrixon, token) = (&matrixon, alice_token.clone());
+        async move {
+            matrixon
+                .get(
+                    &format!("/_matrix/client/v3/sync?timeout=0&since={since}"),
+                    Some(&token),
+                )
+                .await
+        }
+    };
+    let got = eventually(
+        "bob's message reached alice",
+        || matrixon_sync(alice_since.clone()),
+        |s| {
+            s.1["to_device"]["events"]
+                .as_array()
+                .is_some_and(|events| events.iter().any(|e| e["type"] == "org.example.hello"))
+        },
+    )
+    .await;
+    let message = got.1["to_device"]["events"]
+        .as_array()
+        .and_then(|events| events.iter().find(|e| e["type"] == "org.example.hello"))
+        .cloned()
+        .expect("message");
+    assert_eq!(
+        (&message["sender"], &message["content"]["hello"]),
+        (&json!(bob), &json!("from bob"))
+    );
+
+    // alice → bob's device, once even when the request is sent twice.
+    for _ in 0..2 {
+        let (status, body) = matrixon
+            .put_json(
+                "/_matrix/client/v3/sendToDevice/org.example.hello/a1",
+                Some(&alice_token),
+                &json!({ "messages": { &bob: { &bob_device: { "hello": "from alice" } } } }),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let bob_sync = |since: String| {
+        let (synapse, token) = (&synapse, bob_token.clone());
+        async move {
+            synapse
+                .request(
+                    reqwest::Method::GET,
+                    &format!("/_matrix/client/v3/sync?timeout=0&since={since}"),
+                    Some(&token),
+                    None,
+                )
+                .await
+        }
+    };
+    let got = eventually(
+        "alice's message reached bob",
+        || bob_sync(bob_since.clone()),
+        |s| {
+            s.1["to_device"]["events"]
+                .as_array()
+                .is_some_and(|events| events.iter().any(|e| e["type"] == "org.example.hello"))
+        },
+    )
+    .await;
+    let messages: Vec<&Value> = got.1["to_device"]["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter(|e| e["type"] == "org.example.hello")
+        .collect();
+    assert_eq!(messages.len(), 1, "{messages:?}");
+    assert_eq!(messages[0]["content"]["hello"], "from alice");
+
+    // A new device of alice's shows in bob's device lists, and one of bob's in alice's.
+    let (_, relogin) = matrixon
+        .post_json(
+            "/_matrix/client/v3/login",
+            None,
+            &json!({ "type": "m.login.password", "identifier": {"type": "m.id.user", "user": "alice"},
+                "password": "a long password" }),
+        )
+        .await;
+    assert!(relogin["access_token"].is_string(), "{relogin}");
+    // The new device's keys (what another server's clients encrypt to), self-signed.
+    let new_device = relogin["device_id"].as_str().expect("device");
+    let der = Ed25519KeyPair::generate();
+    let device_key = Ed25519KeyPair::from_der(&der, new_device.to_owned()).expect("key pair");
+    let public = Base64::<ruma::serde::base64::Standard>::new(device_key.public_key().to_vec());
+    let mut keys: CanonicalJsonObject = serde_json::from_value(json!({
+        "user_id": alice, "device_id": new_device,
+        "algorithms": ["m.olm.v1.curve25519-aes-sha2", "m.megolm.v1.aes-sha2"],
+        "keys": { format!("curve25519:{new_device}"): "3C5BFWi2Y8MaVvjM8M22DBmh24PmgR0nPvJOIArzgyI",
+                  format!("ed25519:{new_device}"): public.encode() },
+    }))
+    .expect("keys");
+    ruma::signatures::sign_json(&alice, &device_key, &mut keys).expect("signed");
+    let (status, body) = matrixon
+        .post_json(
+            "/_matrix/client/v3/keys/upload",
+            relogin["access_token"].as_str(),
+            &json!({ "device_keys": keys }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    // Synapse answers a repeated `since` from a cache: each poll goes on from the last.
+    let since = std::sync::Mutex::new(bob_since.clone());
+    eventually(
+        "alice's new device reached bob's device lists",
+        || async {
+            let from = since.lock().expect("since").clone();
+            let answer = bob_sync(from).await;
+            if let Some(next) = answer.1["next_batch"].as_str() {
+                *since.lock().expect("since") = next.to_owned();
+            }
+            answer
+        },
+        |s| {
+            s.1["device_lists"]["changed"]
+                .as_array()
+                .is_some_and(|users| users.contains(&json!(alice)))
+        },
+    )
+    .await;
+    let (status, body) = synapse
+        .request(
+            reqwest::Method::POST,
+            "/_matrix/client/v3/login",
+            None,
+            Some(&json!({ "type": "m.login.password", "identifier": {"type": "m.id.user", "user": "bob"},
+                "password": crate::synapse::password("bob") })),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    eventually(
+        "bob's new device reached alice's device lists",
+        || matrixon_sync(alice_since.clone()),
+        |s| {
+            s.1["device_lists"]["changed"]
+                .as_array()
+                .is_some_and(|users| users.contains(&json!(bob)))
+        },
+    )
+    .await;
+    matrixon.finish().await;
+}

@@ -19,6 +19,8 @@ const VAULT_RETENTION: Duration = Duration::from_secs(31 * 24 * 3600);
 /// How long an unused sliding sync connection can still be continued (its client then starts
 /// a new one, as after any expired position).
 const SLIDING_CONNECTION_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+/// How long the ids of to-device messages from other servers are kept against repeats.
+const TO_DEVICE_DEDUP_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 /// How often the clean-up runs.
 const EVERY: Duration = Duration::from_secs(3600);
 /// Rows deleted per statement, so that no pass holds a long write lock.
@@ -38,8 +40,9 @@ impl Services {
 
     /// Removes what expires: unused nonces (unauthenticated endpoints hand them out), OpenID
     /// tokens, vaults not seen delegating for longer than any gate's re-check interval, and
-    /// sliding sync connections idle for a week, and OAuth codes, browser sign-ins and spent
-    /// refresh tokens past their time.
+    /// sliding sync connections idle for a week, OAuth codes, browser sign-ins and spent
+    /// refresh tokens past their time, and week-old records of to-device messages from other
+    /// servers (a server retries a transaction for less than that).
     pub async fn prune_expired(&self) -> Result<u64> {
         let now = self.now_ms();
         let nonces =
@@ -53,7 +56,11 @@ impl Services {
             .prune_sliding_positions(now - SLIDING_CONNECTION_RETENTION.as_millis() as i64)
             .await?;
         let oauth = self.store.prune_oauth(now).await?;
-        Ok(nonces + vaults + connections + oauth)
+        let inbox = self
+            .store
+            .prune_to_device_inbox_seen(now - TO_DEVICE_DEDUP_RETENTION.as_millis() as i64)
+            .await?;
+        Ok(nonces + vaults + connections + oauth + inbox)
     }
 }
 

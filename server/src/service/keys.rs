@@ -131,11 +131,12 @@ fn merge_signatures(object: &mut Map<String, Value>, signatures: &[&KeySignature
 
 impl Services {
     /// Wakes the syncs of everyone who shares a room with `user_id`: their device lists
-    /// (and the user's own other devices) must see the change.
+    /// (and the user's own other devices) must see the change; other servers are told.
     pub async fn wake_device_watchers(&self, user_id: &UserId) -> Result<()> {
         let peers = self.room_peers(user_id).await?;
         self.bus.wake(peers.iter().map(|u| &**u));
-        Ok(())
+        // And the other servers in those rooms, for a user of this one.
+        self.send_device_list_update(user_id).await
     }
 
     /// `POST /keys/upload`: stores device keys, one-time and fallback keys; returns the

@@ -13,7 +13,8 @@ const MAX_CONTENT_BYTES: usize = 65_536;
 
 impl Services {
     /// Queues one request's messages (`(user, device or "*", content JSON)`), once per
-    /// transaction ID of the sending device, and wakes the recipients.
+    /// transaction ID of the sending device, and wakes the recipients; other servers' users'
+    /// messages go to their servers.
     pub async fn send_to_device(
         &self,
         (sender, sender_device, txn_id): (&UserId, &str, &str),
@@ -32,17 +33,19 @@ impl Services {
                 format!("A to-device message may hold at most {MAX_CONTENT_BYTES} bytes"),
             ));
         }
-        let local: Vec<(String, String, String)> = messages
-            .into_iter()
-            .filter(|(user, _, _)| {
-                UserId::parse(user.as_str())
-                    .is_ok_and(|u| u.server_name() == self.config.server_name.as_str())
-            })
-            .collect();
-        let (_, recipients) = self
+        let (local, remote): (Vec<_>, Vec<_>) = messages.into_iter().partition(|(user, _, _)| {
+            UserId::parse(user.as_str())
+                .is_ok_and(|u| u.server_name() == self.config.server_name.as_str())
+        });
+        let (fresh, recipients) = self
             .store
             .queue_to_device((sender.as_str(), sender_device, txn_id), kind, &local)
             .await?;
+        // Other servers' users get theirs once per transaction too.
+        if fresh && !remote.is_empty() {
+            let message_id = super::secrets::random_alphanumeric(24);
+            self.send_remote_to_device((sender, &message_id), kind, &remote);
+        }
         let recipients: Vec<ruma::OwnedUserId> = recipients
             .into_iter()
             .filter_map(|u| UserId::parse(u).ok())

@@ -43,12 +43,64 @@ impl Store {
         if !fresh {
             return Ok((false, Vec::new()));
         }
+        let recipients = Self::insert_to_device(&mut tx, sender, kind, messages).await?;
+        tx.commit().await?;
+        Ok((true, recipients))
+    }
+
+    /// [`Store::queue_to_device`] for messages from another server's user, kept once per
+    /// sender and `message_id`.
+    pub async fn queue_remote_to_device(
+        &self,
+        (sender, message_id): (&str, &str),
+        kind: &str,
+        messages: &[(String, String, String)],
+        now_ms: i64,
+    ) -> Result<Vec<String>, sqlx::Error> {
+        let _writer = self.writer().await;
+        let mut tx = self.pool.begin().await?;
+        let fresh = sqlx::query(
+            "INSERT INTO to_device_inbox_seen (sender, message_id, received_ts) \
+             VALUES ($1, $2, $3) ON CONFLICT (sender, message_id) DO NOTHING",
+        )
+        .bind(sender)
+        .bind(message_id)
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if !fresh {
+            return Ok(Vec::new());
+        }
+        let recipients = Self::insert_to_device(&mut tx, sender, kind, messages).await?;
+        tx.commit().await?;
+        Ok(recipients)
+    }
+
+    /// Forgets which remote messages arrived before `before_ms`.
+    pub async fn prune_to_device_inbox_seen(&self, before_ms: i64) -> Result<u64, sqlx::Error> {
+        let done = sqlx::query("DELETE FROM to_device_inbox_seen WHERE received_ts < $1")
+            .bind(before_ms)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Stores `messages` for their devices (`*`: every device of the user); the users they
+    /// reached.
+    async fn insert_to_device(
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        sender: &str,
+        kind: &str,
+        messages: &[(String, String, String)],
+    ) -> Result<Vec<String>, sqlx::Error> {
         let mut recipients: Vec<String> = Vec::new();
         for (user_id, device_id, content) in messages {
             let devices: Vec<String> = if device_id == "*" {
                 sqlx::query_scalar("SELECT device_id FROM devices WHERE user_id = $1")
                     .bind(user_id)
-                    .fetch_all(&mut *tx)
+                    .fetch_all(&mut **tx)
                     .await?
             } else {
                 sqlx::query_scalar(
@@ -56,11 +108,11 @@ impl Store {
                 )
                 .bind(user_id)
                 .bind(device_id)
-                .fetch_all(&mut *tx)
+                .fetch_all(&mut **tx)
                 .await?
             };
             for device in devices {
-                let position = Self::next_position(&mut tx, "to_device").await?;
+                let position = Self::next_position(tx, "to_device").await?;
                 sqlx::query(
                     "INSERT INTO to_device_messages \
                      (user_id, device_id, stream_id, sender, type, content) \
@@ -72,15 +124,14 @@ impl Store {
                 .bind(sender)
                 .bind(kind)
                 .bind(content)
-                .execute(&mut *tx)
+                .execute(&mut **tx)
                 .await?;
                 if !recipients.contains(user_id) {
                     recipients.push(user_id.clone());
                 }
             }
         }
-        tx.commit().await?;
-        Ok((true, recipients))
+        Ok(recipients)
     }
 
     /// Deletes a device's messages up to `upto`: the client acknowledged them by syncing on.

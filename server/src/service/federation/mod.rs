@@ -2,6 +2,7 @@
 //! the signatures on what they send.
 
 mod client;
+mod devices;
 mod history;
 mod invites;
 mod joins;

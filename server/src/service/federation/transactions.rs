@@ -102,7 +102,8 @@ impl Services {
     }
 
     /// Applies the EDUs of a transaction from `origin`: typing and read receipts of its own
-    /// users in rooms they are joined to here; anything else (or anything wrong) is ignored.
+    /// users in rooms they are joined to here, their device-list changes and to-device
+    /// messages; anything else (or anything wrong) is ignored.
     pub async fn receive_edus(
         &self,
         origin: &ServerName,
@@ -175,6 +176,16 @@ impl Services {
                                 tracing::debug!(%origin, %error, "ignored a receipt EDU");
                             }
                         }
+                    }
+                }
+                Some("m.device_list_update" | "m.signing_key_update") => {
+                    if let Err(error) = self.receive_device_list_update(origin, content).await {
+                        tracing::debug!(%origin, %error, "ignored a device-list EDU");
+                    }
+                }
+                Some("m.direct_to_device") => {
+                    if let Err(error) = self.receive_to_device(origin, content).await {
+                        tracing::debug!(%origin, %error, "ignored a to-device EDU");
                     }
                 }
                 _ => {}
