@@ -1940,3 +1940,69 @@ async fn to_device_messages_and_device_lists_cross_to_synapse() {
     .await;
     matrixon.finish().await;
 }
+
+/// Presence across servers, with Synapse both ways: a status set on one server shows on
+/// the other for a room mate (`m.presence` EDUs).
+#[tokio::test(flavor = "multi_thread")]
+async fn presence_crosses_to_and_from_synapse() {
+    let Some(synapse) = Synapse::start().await else {
+        return;
+    };
+    let matrixon = federating_server(&Backend::Sqlite).await;
+    let matrixon_name = server_name(&matrixon);
+    let (alice, alice_token) = user(&matrixon, "alice", "Alice on Matrixon").await;
+    let (bob, bob_token) = synapse.register("bob").await;
+    let (_, created) = matrixon
+        .post_json(
+            "/_matrix/client/v3/createRoom",
+            Some(&alice_token),
+            &json!({ "preset": "public_chat" }),
+        )
+        .await;
+    let room = created["room_id"].as_str().expect("room").to_owned();
+    let (status, body) = synapse
+        .request(
+            reqwest::Method::POST,
+            &format!("/_matrix/client/v3/join/{room}?server_name={matrixon_name}"),
+            Some(&bob_token),
+            Some(&json!({})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}\n{}", synapse.log_tail());
+
+    // bob's status, read on Matrixon.
+    let (status, body) = synapse
+        .request(
+            reqwest::Method::PUT,
+            &format!("/_matrix/client/v3/presence/{bob}/status"),
+            Some(&bob_token),
+            Some(&json!({ "presence": "online", "status_msg": "on Synapse" })),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let path = format!("/_matrix/client/v3/presence/{bob}/status");
+    eventually(
+        "bob's status reached Matrixon",
+        || matrixon.get(&path, Some(&alice_token)),
+        |p| p.1["status_msg"] == "on Synapse" && p.1["presence"] == "online",
+    )
+    .await;
+
+    // alice's status, read on Synapse.
+    let (status, body) = matrixon
+        .put_json(
+            &format!("/_matrix/client/v3/presence/{alice}/status"),
+            Some(&alice_token),
+            &json!({ "presence": "unavailable", "status_msg": "on Matrixon" }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let path = format!("/_matrix/client/v3/presence/{alice}/status");
+    eventually(
+        "alice's status reached Synapse",
+        || synapse.request(reqwest::Method::GET, &path, Some(&bob_token), None),
+        |p| p.1["status_msg"] == "on Matrixon" && p.1["presence"] == "unavailable",
+    )
+    .await;
+    matrixon.finish().await;
+}

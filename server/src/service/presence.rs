@@ -11,6 +11,9 @@ use serde_json::{Value, json};
 use super::Services;
 use crate::http::error::{Error, Result};
 
+/// Longest status message taken from another server.
+const MAX_STATUS_MSG_BYTES: usize = 1024;
+
 /// One user's presence.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UserPresence {
@@ -125,6 +128,70 @@ impl Services {
             let message = self.presence.get(user_id).and_then(|p| p.status_msg);
             self.bus
                 .presence_changed(user_id, (state, message.as_deref()), now, &peers);
+            self.send_presence_edu(user_id, (state, message.as_deref()), &peers);
+        }
+        Ok(())
+    }
+
+    /// Tells the other servers of `peers` that local `user_id`'s presence changed.
+    fn send_presence_edu(
+        &self,
+        user_id: &UserId,
+        (state, status_msg): (&str, Option<&str>),
+        peers: &[OwnedUserId],
+    ) {
+        if !self.config.federation.enabled || user_id.server_name() != self.config.server_name {
+            return;
+        }
+        let mut servers: Vec<&ruma::ServerName> = peers
+            .iter()
+            .map(|p| p.server_name())
+            .filter(|s| *s != self.config.server_name)
+            .collect();
+        servers.sort();
+        servers.dedup();
+        let mut entry = json!({
+            "user_id": user_id, "presence": state, "last_active_ago": 0,
+            "currently_active": state == "online",
+        });
+        if let Some(message) = status_msg {
+            entry["status_msg"] = Value::from(message);
+        }
+        let edu = json!({ "edu_type": "m.presence", "content": { "push": [entry] } });
+        self.federation
+            .send_edu(servers.iter().map(|s| s.as_str()), &edu);
+    }
+
+    /// `m.presence` from `origin`: its users' presence, kept for those who share a room
+    /// with a local user.
+    pub(crate) async fn receive_presence_edu(
+        &self,
+        origin: &ruma::ServerName,
+        content: &Value,
+    ) -> Result<()> {
+        let Some(push) = content["push"].as_array() else {
+            return Ok(());
+        };
+        for entry in push.iter().take(100) {
+            let Some(user_id) = entry["user_id"]
+                .as_str()
+                .and_then(|u| UserId::parse(u).ok())
+            else {
+                continue;
+            };
+            let Some(state) = entry["presence"]
+                .as_str()
+                .filter(|s| matches!(*s, "online" | "unavailable" | "offline"))
+            else {
+                continue;
+            };
+            if user_id.server_name() != origin || self.room_peers(&user_id).await?.len() <= 1 {
+                continue;
+            }
+            let message = entry["status_msg"]
+                .as_str()
+                .filter(|m| m.len() <= MAX_STATUS_MSG_BYTES);
+            self.set_presence(&user_id, state, Some(message)).await?;
         }
         Ok(())
     }

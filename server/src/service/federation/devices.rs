@@ -55,10 +55,8 @@ impl Services {
                 "prev_id": [], "deleted": false,
             },
         });
-        for server in servers {
-            self.federation.queue_edu(server.as_str(), edu.clone());
-        }
-        self.federation.outbox_wake.notify_one();
+        self.federation
+            .send_edu(servers.iter().map(|s| s.as_str()), &edu);
         Ok(())
     }
 
@@ -94,9 +92,6 @@ impl Services {
                 devices.insert(device.clone(), content);
             }
         }
-        if by_server.is_empty() {
-            return;
-        }
         for (server, messages) in by_server {
             let edu = json!({
                 "edu_type": "m.direct_to_device",
@@ -105,9 +100,8 @@ impl Services {
                     "messages": messages,
                 },
             });
-            self.federation.queue_edu(server.as_str(), edu);
+            self.federation.send_edu([server.as_str()], &edu);
         }
-        self.federation.outbox_wake.notify_one();
     }
 
     /// `m.device_list_update` and `m.signing_key_update` from `origin`: its user's device

@@ -142,6 +142,22 @@ impl Federation {
             .map_err(|refused| refused.0)
     }
 
+    /// Queues `edu` for each of `servers` and wakes the sender.
+    pub(crate) fn send_edu<'a>(
+        &self,
+        servers: impl IntoIterator<Item = &'a str>,
+        edu: &serde_json::Value,
+    ) {
+        let mut any = false;
+        for server in servers {
+            self.queue_edu(server, edu.clone());
+            any = true;
+        }
+        if any {
+            self.outbox_wake.notify_one();
+        }
+    }
+
     /// Queues `edu` for `destination`, the oldest dropped past [`MAX_EDUS`].
     pub(crate) fn queue_edu(&self, destination: &str, edu: serde_json::Value) {
         if let Ok(mut edus) = self.edus.lock() {

@@ -102,8 +102,8 @@ impl Services {
     }
 
     /// Applies the EDUs of a transaction from `origin`: typing and read receipts of its own
-    /// users in rooms they are joined to here, their device-list changes and to-device
-    /// messages; anything else (or anything wrong) is ignored.
+    /// users in rooms they are joined to here, their presence, device-list changes and
+    /// to-device messages; anything else (or anything wrong) is ignored.
     pub async fn receive_edus(
         &self,
         origin: &ServerName,
@@ -183,6 +183,11 @@ impl Services {
                         tracing::debug!(%origin, %error, "ignored a device-list EDU");
                     }
                 }
+                Some("m.presence") => {
+                    if let Err(error) = self.receive_presence_edu(origin, content).await {
+                        tracing::debug!(%origin, %error, "ignored a presence EDU");
+                    }
+                }
                 Some("m.direct_to_device") => {
                     if let Err(error) = self.receive_to_device(origin, content).await {
                         tracing::debug!(%origin, %error, "ignored a to-device EDU");
@@ -200,13 +205,8 @@ impl Services {
             return Ok(());
         }
         let servers = self.servers_in_room(room_id).await?;
-        if servers.is_empty() {
-            return Ok(());
-        }
-        for server in servers {
-            self.federation.queue_edu(server.as_str(), edu.clone());
-        }
-        self.federation.outbox_wake.notify_one();
+        self.federation
+            .send_edu(servers.iter().map(|s| s.as_str()), &edu);
         Ok(())
     }
 
