@@ -2006,3 +2006,112 @@ async fn presence_crosses_to_and_from_synapse() {
     .await;
     matrixon.finish().await;
 }
+
+/// The PDUs Synapse's log says it received from `origin`, summed over its transactions.
+fn pdus_received(synapse: &Synapse, origin: &str) -> usize {
+    synapse
+        .log()
+        .lines()
+        .filter(|l| l.contains("Received txn") && l.contains(&format!("from {origin}.")))
+        .filter_map(|l| {
+            l.split("(PDUs: ")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .trim()
+                .parse::<usize>()
+                .ok()
+        })
+        .sum()
+}
+
+/// Two instances on one PostgreSQL share one outbox: each event reaches Synapse once,
+/// whichever instance it was sent through (one sender per destination at a time, by lease).
+#[tokio::test(flavor = "multi_thread")]
+async fn two_instances_send_each_event_once() {
+    let Some(backend) = Backend::postgres("two_instances_send_each_event_once") else {
+        return;
+    };
+    let Some(synapse) = Synapse::start().await else {
+        return;
+    };
+    let port = free_port();
+    let a = TestServer::start_with(&backend, |config| federating(config, port)).await;
+    let name = server_name(&a);
+    // The second instance: the same server, no listener of its own for other servers.
+    let mut config = crate::harness::test_config(&a.db.url);
+    federating(&mut config, port);
+    config.federation.listen = None;
+    let b = matrixon::Server::start_with_clock(
+        config,
+        std::sync::Arc::new(crate::harness::TestClock::default()),
+    )
+    .await
+    .expect("second instance starts");
+    let b_base = b.base_url();
+    let (_, alice_token) = user(&a, "alice", "Alice").await;
+    let (_bob, bob_token) = synapse.register("bob").await;
+    let (_, created) = a
+        .post_json(
+            "/_matrix/client/v3/createRoom",
+            Some(&alice_token),
+            &json!({ "preset": "public_chat" }),
+        )
+        .await;
+    let room = created["room_id"].as_str().expect("room").to_owned();
+    let (status, body) = synapse
+        .request(
+            reqwest::Method::POST,
+            &format!("/_matrix/client/v3/join/{room}?server_name={name}"),
+            Some(&bob_token),
+            Some(&json!({})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}\n{}", synapse.log_tail());
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let before = pdus_received(&synapse, name.as_str());
+    // 20 messages, alternating between the instances.
+    let http = reqwest::Client::new();
+    for i in 0..20 {
+        let base = if i % 2 == 0 {
+            a.base.clone()
+        } else {
+            b_base.clone()
+        };
+        let sent = http
+            .put(format!(
+                "{base}/_matrix/client/v3/rooms/{room}/send/m.room.message/m{i}"
+            ))
+            .bearer_auth(&alice_token)
+            .json(&json!({ "msgtype": "m.text", "body": format!("message {i}") }))
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(sent.status().as_u16(), 200);
+    }
+    let path = format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=50");
+    eventually(
+        "every message reached Synapse",
+        || synapse.request(reqwest::Method::GET, &path, Some(&bob_token), None),
+        |page| {
+            page.1["chunk"].as_array().is_some_and(|events| {
+                events.iter().any(|e| e["content"]["body"] == "message 19")
+                    && events
+                        .iter()
+                        .filter(|e| e["type"] == "m.room.message")
+                        .count()
+                        == 20
+            })
+        },
+    )
+    .await;
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert_eq!(
+        pdus_received(&synapse, name.as_str()) - before,
+        20,
+        "each event once\n{}",
+        synapse.log_tail()
+    );
+    drop(b);
+    a.finish().await;
+}

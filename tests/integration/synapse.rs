@@ -295,6 +295,11 @@ impl Synapse {
         )
     }
 
+    /// Synapse's whole log so far.
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.dir.path().join("homeserver.log")).unwrap_or_default()
+    }
+
     /// The last 60 lines of Synapse's log, for assertion messages.
     pub fn log_tail(&self) -> String {
         tail(&self.dir.path().join("homeserver.log"), 60)

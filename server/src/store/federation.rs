@@ -59,6 +59,32 @@ impl Store {
         Ok(retry_at.is_some_and(|at| at > now_ms))
     }
 
+    /// Takes or renews the lease on sending `destination`'s queued events for `holder`
+    /// until `until_ms`: false while another holder's lease runs.
+    pub async fn claim_destination(
+        &self,
+        destination: &str,
+        holder: &str,
+        now_ms: i64,
+        until_ms: i64,
+    ) -> Result<bool, sqlx::Error> {
+        let _writer = self.writer().await;
+        let done = sqlx::query(
+            "INSERT INTO federation_sender_leases (destination, holder, until_ts) \
+             VALUES ($1, $2, $3) ON CONFLICT (destination) DO UPDATE \
+             SET holder = excluded.holder, until_ts = excluded.until_ts \
+             WHERE federation_sender_leases.holder = excluded.holder \
+             OR federation_sender_leases.until_ts <= $4",
+        )
+        .bind(destination)
+        .bind(holder)
+        .bind(until_ms)
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     /// The oldest queued events for `destination`: `(queue id, event id)`.
     pub async fn queued_for(
         &self,

@@ -80,6 +80,8 @@ pub struct Federation {
     outbox_wake: tokio::sync::Notify,
     /// EDUs waiting for their destination's next transaction (kept in memory only).
     edus: std::sync::Mutex<std::collections::HashMap<String, Vec<serde_json::Value>>>,
+    /// This instance's name in sender leases (several instances share one database).
+    pub(crate) sender_id: String,
 }
 
 impl Federation {
@@ -215,6 +217,7 @@ impl Federation {
             timeout: Duration::from_millis(config.request_timeout_ms),
             outbox_wake: tokio::sync::Notify::new(),
             edus: std::sync::Mutex::default(),
+            sender_id: crate::service::secrets::random_alphanumeric(16),
         })
     }
 }

@@ -23,6 +23,9 @@ const POLL: Duration = Duration::from_secs(1);
 const REMOTE_TYPING: Duration = Duration::from_secs(30);
 /// Most destinations sent to at once.
 const DESTINATIONS_AT_ONCE: i64 = 32;
+/// How long an instance holds a destination's queue after its last send: another instance
+/// takes over once this lapses (the holder stopped).
+const SENDER_LEASE_MS: i64 = 60_000;
 
 #[derive(serde::Deserialize)]
 struct RoomOf {
@@ -251,7 +254,23 @@ impl Services {
         let server = ServerName::parse(destination)
             .map_err(|e| FederationError::Internal(format!("queued for {destination}: {e}")))?;
         loop {
-            let queued = self.store.queued_for(destination, MAX_PDUS as i64).await?;
+            // The shared queue is sent by one instance at a time; EDUs (kept in each
+            // instance's memory) go from every instance.
+            let now = self.now_ms();
+            let holds = self
+                .store
+                .claim_destination(
+                    destination,
+                    &self.federation.sender_id,
+                    now,
+                    now.saturating_add(SENDER_LEASE_MS),
+                )
+                .await?;
+            let queued = if holds {
+                self.store.queued_for(destination, MAX_PDUS as i64).await?
+            } else {
+                Vec::new()
+            };
             let edus = self.federation.take_edus(destination);
             if queued.is_empty() && edus.is_empty() {
                 return Ok(());
