@@ -6,7 +6,10 @@ use serde_json::{Value, json};
 
 use crate::harness::{Backend, TestServer, assert_error, both_backends};
 
-both_backends!(history_visibility_is_decided_per_event);
+both_backends!(
+    history_visibility_is_decided_per_event,
+    erased_accounts_are_redacted_for_latecomers
+);
 
 fn token(v: &Value) -> String {
     v["access_token"].as_str().expect("token").to_owned()
@@ -290,5 +293,107 @@ async fn history_visibility_is_decided_per_event(backend: Backend) {
         .filter_map(|e| e["content"]["membership"].as_str())
         .collect();
     assert_eq!(memberships, ["leave", "join"], "{page}");
+    srv.finish().await;
+}
+
+/// An account deactivated with `erase: true`: its messages stay readable to those who were
+/// joined when they were sent, and are redacted for everyone who came later (as Synapse) —
+/// in `/messages`, `/event` and the sync timeline. Without `erase` nothing changes.
+async fn erased_accounts_are_redacted_for_latecomers(backend: Backend) {
+    let srv = TestServer::start(&backend).await;
+    let creator = srv.register("creator", "pw creator 1").await;
+    let creator_id = creator["user_id"].as_str().expect("id").to_owned();
+    let creator = token(&creator);
+    let member = token(&srv.register("member", "pw member 1").await);
+    let joiner = token(&srv.register("joiner", "pw joiner 1").await);
+    let kept = token(&srv.register("kept", "pw kept 1").await);
+    let (_, created) = srv
+        .post_json(
+            "/_matrix/client/v3/createRoom",
+            Some(&creator),
+            &json!({"preset": "public_chat"}),
+        )
+        .await;
+    let room = Room {
+        srv: &srv,
+        id: created["room_id"].as_str().expect("room").to_owned(),
+    };
+    let join = |t: &str| {
+        let (srv, path, t) = (
+            &srv,
+            format!("/_matrix/client/v3/join/{}", room.id),
+            t.to_owned(),
+        );
+        async move { assert_eq!(srv.post_json(&path, Some(&t), &json!({})).await.0, 200) }
+    };
+    join(&member).await;
+    let (_, kept_room) = srv
+        .post_json(
+            "/_matrix/client/v3/createRoom",
+            Some(&kept),
+            &json!({"preset": "public_chat"}),
+        )
+        .await;
+    let kept_room = Room {
+        srv: &srv,
+        id: kept_room["room_id"].as_str().expect("room").to_owned(),
+    };
+    let message = room.say(&creator, "said before you came").await;
+    kept_room.say(&kept, "mine to keep").await;
+    join(&joiner).await;
+    let (status, _) = srv
+        .post_json(
+            &format!("/_matrix/client/v3/join/{}", kept_room.id),
+            Some(&joiner),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(room.read_back(&joiner, 10).await, ["said before you came"]);
+
+    // Deactivated with erase: the joiner (who came after) sees it redacted, the member not.
+    let (status, body) = srv
+        .post_with_password_uia(
+            "/_matrix/client/v3/account/deactivate",
+            &creator,
+            json!({"erase": true}),
+            &creator_id,
+            "pw creator 1",
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(room.read_back(&member, 10).await, ["said before you came"]);
+    assert_eq!(room.read_back(&joiner, 10).await, Vec::<String>::new());
+    let (_, event) = srv
+        .get(&room.path(&format!("event/{message}")), Some(&joiner))
+        .await;
+    assert_eq!(event["content"], json!({}), "{event}");
+    assert_eq!(event["type"], "m.room.message");
+    let (_, event) = srv
+        .get(&room.path(&format!("event/{message}")), Some(&member))
+        .await;
+    assert_eq!(event["content"]["body"], "said before you came");
+    let (_, synced) = srv.get("/_matrix/client/v3/sync", Some(&joiner)).await;
+    let timeline = synced["rooms"]["join"][&room.id]["timeline"]["events"]
+        .as_array()
+        .expect("timeline")
+        .clone();
+    let shown = timeline
+        .iter()
+        .find(|e| e["event_id"] == json!(message))
+        .expect("the message is in the joiner's timeline");
+    assert_eq!(shown["content"], json!({}), "{shown}");
+    // Someone deactivated without erase keeps their words.
+    let (status, _) = srv
+        .post_with_password_uia(
+            "/_matrix/client/v3/account/deactivate",
+            &kept,
+            json!({}),
+            "@kept:localhost",
+            "pw kept 1",
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(kept_room.read_back(&joiner, 10).await, ["mine to keep"]);
     srv.finish().await;
 }

@@ -313,13 +313,19 @@ impl Services {
     }
 
     /// Deactivates an account for good: no password, devices, tokens, pushers or wallets,
-    /// no addresses bound on identity servers, and out of every room (invites rejected, knocks withdrawn), as Synapse does.
-    pub async fn deactivate(&self, user_id: &UserId) -> Result<()> {
+    /// no addresses bound on identity servers (whether every one was unbound is returned),
+    /// its events erased from the view of later members when `erase`, and out of every room (invites rejected, knocks withdrawn), as Synapse does.
+    pub async fn deactivate(&self, user_id: &UserId, erase: bool) -> Result<bool> {
         let wallets = self.store.wallets(user_id).await?;
         self.store.deactivate_user(user_id).await?;
+        if erase {
+            self.store
+                .erase_user(user_id.as_str(), self.now_ms())
+                .await?;
+        }
         self.wake_device_watchers(user_id).await?;
         // Its addresses no longer lead anyone to it.
-        self.identity_unbind_all(user_id).await?;
+        let unbound = self.identity_unbind_all(user_id).await?;
         // Its verdicts go; no re-check is needed, the account leaves every room below.
         for (address, _) in &wallets {
             if let Ok(address) = address.parse() {
@@ -341,8 +347,8 @@ impl Services {
                 tracing::warn!(%user_id, %room_id, error = %e, "a deactivated account could not leave a room");
             }
         }
-        tracing::info!(%user_id, "account deactivated");
-        Ok(())
+        tracing::info!(%user_id, erase, "account deactivated");
+        Ok(unbound)
     }
 }
 

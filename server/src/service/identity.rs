@@ -359,13 +359,15 @@ impl Services {
     }
 
     /// Unbinds every address `user` bound through this server (a deactivated account keeps
-    /// none): best effort, failures are logged.
-    pub async fn identity_unbind_all(&self, user: &UserId) -> Result<()> {
-        for (medium, address) in self.store.threepid_bindings(user.as_str()).await? {
+    /// none): whether there were some and every one was unbound (failures are logged).
+    pub async fn identity_unbind_all(&self, user: &UserId) -> Result<bool> {
+        let bindings = self.store.threepid_bindings(user.as_str()).await?;
+        let mut all = !bindings.is_empty();
+        for (medium, address) in bindings {
             let pid = ThreePid { medium, address };
-            self.identity_unbind(user, None, &pid).await?;
+            all &= self.identity_unbind(user, None, &pid).await?;
         }
-        Ok(())
+        Ok(all)
     }
 }
 

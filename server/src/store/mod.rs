@@ -7,6 +7,7 @@ mod account_data;
 mod aliases;
 mod backup;
 mod devices;
+mod erasure;
 mod events;
 mod federation;
 mod filters;

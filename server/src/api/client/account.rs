@@ -254,8 +254,12 @@ async fn deactivate(
             req.body.auth.as_ref(),
         )
         .await?;
-    services.deactivate(&session.user_id).await?;
-    Ok(deactivate::v3::Response::new(
-        ThirdPartyIdRemovalStatus::NoSupport,
-    ))
+    let unbound = services
+        .deactivate(&session.user_id, req.body.erase)
+        .await?;
+    Ok(deactivate::v3::Response::new(if unbound {
+        ThirdPartyIdRemovalStatus::Success
+    } else {
+        ThirdPartyIdRemovalStatus::NoSupport
+    }))
 }

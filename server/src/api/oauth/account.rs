@@ -302,7 +302,7 @@ async fn act(State(services): State<Arc<Services>>, headers: HeaderMap, body: By
         if typed.trim() != user_id.as_str() {
             return error_page("The Matrix ID you typed is not this account's; nothing changed.");
         }
-        if services.deactivate(&user_id).await.is_err() {
+        if services.deactivate(&user_id, false).await.is_err() {
             return error_page("The server could not deactivate the account; try again.");
         }
         return page(

@@ -246,7 +246,40 @@ impl Reader<'_> {
                 own.zip(value.as_deref()).map(|((which, _), v)| (which, v)),
             )
         });
+        self.erase_for_latecomers(&mut events).await?;
         Ok(events)
+    }
+
+    /// Events of erased accounts (deactivated with `erase: true`) are redacted for a user
+    /// who was not joined when they were sent, as Synapse does.
+    async fn erase_for_latecomers(&mut self, events: &mut [StoredEvent]) -> Result<()> {
+        let mut senders: Vec<&str> = events.iter().map(|e| e.sender.as_str()).collect();
+        senders.sort_unstable();
+        senders.dedup();
+        let erased = self.services.store.erased_among(&senders).await?;
+        if erased.is_empty() {
+            return Ok(());
+        }
+        let Some(room) = self.services.store.room(self.room_id.as_str()).await? else {
+            return Ok(());
+        };
+        let (_, rules) = super::version_rules(&room.version)?;
+        let history = self.history().await?;
+        for event in events.iter_mut() {
+            if !erased.contains(&event.sender)
+                || before(&history.memberships, event.stream_ordering) == Some("join")
+            {
+                continue;
+            }
+            let Ok(object) = serde_json::from_str::<ruma::CanonicalJsonObject>(&event.json) else {
+                continue;
+            };
+            if let Ok(pruned) = ruma::canonical_json::redact(object, &rules.redaction, None) {
+                event.json =
+                    serde_json::to_string(&pruned).map_err(|e| Error::Internal(e.into()))?;
+            }
+        }
+        Ok(())
     }
 
     /// An event of the room that the user may see, and the position they may read up to;

@@ -884,15 +884,19 @@ impl Services {
         events: Vec<StoredEvent>,
         current: &HashSet<String>,
     ) -> Result<Vec<StoredEvent>> {
-        let kept: HashSet<String> = self
+        // As the visibility check returns them (an erased sender's redacted for a latecomer).
+        let mut kept: HashMap<String, StoredEvent> = self
             .visible_events(room_id, user_id, events.clone())
             .await?
             .into_iter()
-            .map(|e| e.event_id)
+            .map(|e| (e.event_id.clone(), e))
             .collect();
         Ok(events
             .into_iter()
-            .filter(|e| kept.contains(&e.event_id) || current.contains(&e.event_id))
+            .filter_map(|e| match kept.remove(&e.event_id) {
+                Some(visible) => Some(visible),
+                None => current.contains(&e.event_id).then_some(e),
+            })
             .collect())
     }
 
