@@ -1727,6 +1727,34 @@ async fn media_crosses_to_and_from_synapse() {
     matrixon.finish().await;
 }
 
+/// A public room of `alice`'s on `matrixon` that Synapse's `bob` joins; its id.
+async fn shared_room(
+    matrixon: &TestServer,
+    alice_token: &str,
+    synapse: &Synapse,
+    bob_token: &str,
+) -> String {
+    let (_, created) = matrixon
+        .post_json(
+            "/_matrix/client/v3/createRoom",
+            Some(alice_token),
+            &json!({ "preset": "public_chat" }),
+        )
+        .await;
+    let room = created["room_id"].as_str().expect("room").to_owned();
+    let name = server_name(matrixon);
+    let (status, body) = synapse
+        .request(
+            reqwest::Method::POST,
+            &format!("/_matrix/client/v3/join/{room}?server_name={name}"),
+            Some(bob_token),
+            Some(&json!({})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}\n{}", synapse.log_tail());
+    room
+}
+
 /// Encryption's plumbing across servers, with Synapse both ways: to-device messages (how
 /// room keys and verification travel) reach the other server's devices once, and a new
 /// device on either side shows in the other side's `device_lists.changed` for its room mates.
@@ -1736,7 +1764,6 @@ async fn to_device_messages_and_device_lists_cross_to_synapse() {
         return;
     };
     let matrixon = federating_server(&Backend::Sqlite).await;
-    let matrixon_name = server_name(&matrixon);
     let (alice, alice_token) = user(&matrixon, "alice", "Alice on Matrixon").await;
     let (_, whoami) = matrixon
         .get("/_matrix/client/v3/account/whoami", Some(&alice_token))
@@ -1753,23 +1780,7 @@ async fn to_device_messages_and_device_lists_cross_to_synapse() {
         .await;
     let bob_device = bob_whoami["device_id"].as_str().expect("device").to_owned();
     // A room they share.
-    let (_, created) = matrixon
-        .post_json(
-            "/_matrix/client/v3/createRoom",
-            Some(&alice_token),
-            &json!({ "preset": "public_chat" }),
-        )
-        .await;
-    let room = created["room_id"].as_str().expect("room").to_owned();
-    let (status, body) = synapse
-        .request(
-            reqwest::Method::POST,
-            &format!("/_matrix/client/v3/join/{room}?server_name={matrixon_name}"),
-            Some(&bob_token),
-            Some(&json!({})),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}\n{}", synapse.log_tail());
+    shared_room(&matrixon, &alice_token, &synapse, &bob_token).await;
     let (_, first) = matrixon
         .get("/_matrix/client/v3/sync", Some(&alice_token))
         .await;
@@ -1949,26 +1960,9 @@ async fn presence_crosses_to_and_from_synapse() {
         return;
     };
     let matrixon = federating_server(&Backend::Sqlite).await;
-    let matrixon_name = server_name(&matrixon);
     let (alice, alice_token) = user(&matrixon, "alice", "Alice on Matrixon").await;
     let (bob, bob_token) = synapse.register("bob").await;
-    let (_, created) = matrixon
-        .post_json(
-            "/_matrix/client/v3/createRoom",
-            Some(&alice_token),
-            &json!({ "preset": "public_chat" }),
-        )
-        .await;
-    let room = created["room_id"].as_str().expect("room").to_owned();
-    let (status, body) = synapse
-        .request(
-            reqwest::Method::POST,
-            &format!("/_matrix/client/v3/join/{room}?server_name={matrixon_name}"),
-            Some(&bob_token),
-            Some(&json!({})),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}\n{}", synapse.log_tail());
+    shared_room(&matrixon, &alice_token, &synapse, &bob_token).await;
 
     // bob's status, read on Matrixon.
     let (status, body) = synapse
@@ -2051,23 +2045,7 @@ async fn two_instances_send_each_event_once() {
     let b_base = b.base_url();
     let (_, alice_token) = user(&a, "alice", "Alice").await;
     let (_bob, bob_token) = synapse.register("bob").await;
-    let (_, created) = a
-        .post_json(
-            "/_matrix/client/v3/createRoom",
-            Some(&alice_token),
-            &json!({ "preset": "public_chat" }),
-        )
-        .await;
-    let room = created["room_id"].as_str().expect("room").to_owned();
-    let (status, body) = synapse
-        .request(
-            reqwest::Method::POST,
-            &format!("/_matrix/client/v3/join/{room}?server_name={name}"),
-            Some(&bob_token),
-            Some(&json!({})),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}\n{}", synapse.log_tail());
+    let room = shared_room(&a, &alice_token, &synapse, &bob_token).await;
     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     let before = pdus_received(&synapse, name.as_str());
     // 20 messages, alternating between the instances.

@@ -7,7 +7,7 @@ use std::collections::HashSet;
 
 use ruma::{
     CanonicalJsonObject, CanonicalJsonValue, EventId, OwnedEventId, OwnedServerName, RoomId,
-    ServerName, UserId, api::error::ErrorKind,
+    ServerName, UserId,
 };
 use serde_json::value::RawValue as RawJsonValue;
 
@@ -44,38 +44,8 @@ impl Services {
         user_id: &UserId,
         versions: &[String],
     ) -> Result<(String, CanonicalJsonValue)> {
-        if user_id.server_name() != origin {
-            return Err(Error::forbidden(format!(
-                "{origin} cannot join {user_id}, who is not its user"
-            )));
-        }
-        let room = self
-            .store
-            .room(room_id.as_str())
-            .await?
-            .ok_or_else(|| Error::not_found(format!("No room {room_id} here")))?;
-        if !versions.contains(&room.version) {
-            return Err(Error::new(
-                http::StatusCode::BAD_REQUEST,
-                ErrorKind::IncompatibleRoomVersion(
-                    ruma::api::error::IncompatibleRoomVersionErrorData::new(
-                        crate::service::rooms::version_rules(&room.version)?.0,
-                    ),
-                ),
-                format!(
-                    "The room is version {}, which {origin} does not support",
-                    room.version
-                ),
-            ));
-        }
-        // A gate is judged on wallets this server knows; another server's users have none.
-        if self.room_gate(room_id).await?.is_some() {
-            return Err(Error::forbidden(
-                "This room is token-gated: only users of its server can be admitted",
-            ));
-        }
-        let (version, template) = self.membership_template(room_id, user_id, "join").await?;
-        Ok((version, CanonicalJsonValue::Object(template)))
+        self.make_membership(origin, room_id, user_id, "join", Some(versions))
+            .await
     }
 
     /// # `send_join`: appends `origin`'s signed join `event_id` to `room_id`.

@@ -18,8 +18,8 @@ use crate::{
 };
 
 impl Services {
-    /// # `make_leave` / `make_knock`: the template for `user_id` (of `origin`) leaving or
-    /// knocking on `room_id`; the room version and the unsigned event.
+    /// # `make_join` / `make_leave` / `make_knock`: the template for `user_id` (of `origin`)
+    /// joining, leaving or knocking on `room_id`; the room version and the unsigned event.
     pub async fn make_membership(
         &self,
         origin: &ServerName,
@@ -55,7 +55,7 @@ impl Services {
             ));
         }
         // A gate is judged on wallets this server knows; another server's users have none.
-        if membership == "knock" && self.room_gate(room_id).await?.is_some() {
+        if matches!(membership, "join" | "knock") && self.room_gate(room_id).await?.is_some() {
             return Err(Error::forbidden(
                 "This room is token-gated: only users of its server can be admitted",
             ));

@@ -84,6 +84,21 @@ pub struct Federation {
     pub(crate) sender_id: String,
 }
 
+/// `request` (a path-only URI) made absolute on `destination`'s base URL.
+fn on_base(
+    request: http::Request<Vec<u8>>,
+    destination: &resolve::Destination,
+) -> Result<http::Request<Vec<u8>>, http::uri::InvalidUri> {
+    let (mut parts, body) = request.into_parts();
+    let path = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_owned();
+    parts.uri = format!("{}{path}", destination.base_url()).parse()?;
+    Ok(http::Request::from_parts(parts, body))
+}
+
 impl Federation {
     /// Sends `request` (a path-only URI) over HTTPS to `server` taken literally — its host
     /// and port (443 when none), no delegation — under the address rules: the answer (any
@@ -108,22 +123,9 @@ impl Federation {
             host_header: server.to_string(),
             addrs,
         };
-        let (mut parts, body) = request.into_parts();
-        let path = parts
-            .uri
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_owned();
-        parts.uri = format!("{}{path}", destination.base_url())
-            .parse()
-            .map_err(|e: http::uri::InvalidUri| e.to_string())?;
+        let request = on_base(request, &destination).map_err(|e| e.to_string())?;
         self.http
-            .send(
-                &destination,
-                http::Request::from_parts(parts, body),
-                timeout,
-                max_bytes,
-            )
+            .send(&destination, request, timeout, max_bytes)
             .await
             .map_err(|refused| refused.0)
     }
@@ -255,16 +257,8 @@ impl Services {
             .destination(server, &self.federation.http)
             .await
             .map_err(FederationError::Unreachable)?;
-        let (mut parts, body) = request.into_parts();
-        let path = parts
-            .uri
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_owned();
-        parts.uri = format!("{}{path}", destination.base_url())
-            .parse()
-            .map_err(|e: http::uri::InvalidUri| FederationError::Internal(e.to_string()))?;
-        let mut request = http::Request::from_parts(parts, body);
+        let mut request =
+            on_base(request, &destination).map_err(|e| FederationError::Internal(e.to_string()))?;
         if signed {
             let authorization = XMatrix::try_from_http_request(
                 &request,
