@@ -215,16 +215,7 @@ impl Services {
         user_id: &UserId,
         custom: &serde_json::Map<String, serde_json::Value>,
     ) -> Result<OwnedEventId> {
-        let versions: String = crate::service::rooms::SUPPORTED_ROOM_VERSIONS
-            .iter()
-            .map(|v| format!("ver={v}"))
-            .collect::<Vec<_>>()
-            .join("&");
-        let path = format!(
-            "/_matrix/federation/v1/make_join/{}/{}?{versions}",
-            percent(room_id.as_str()),
-            percent(user_id.as_str()),
-        );
+        let path = make_path("make_join", room_id, user_id);
         let timeout = self.federation.timeout;
         let answer = self
             .federation_json(server, http::Method::GET, &path, None, timeout)
@@ -379,6 +370,21 @@ impl Services {
         let reference = ruma::signatures::reference_hash(event, rules).map_err(internal)?;
         EventId::parse(format!("${reference}")).map_err(|e| Error::Internal(e.into()))
     }
+}
+
+/// `/_matrix/federation/v1/{kind}/{roomId}/{userId}` offering every room version this
+/// server speaks (`make_join`, `make_knock`).
+pub(super) fn make_path(kind: &str, room_id: &RoomId, user_id: &UserId) -> String {
+    let versions: String = crate::service::rooms::SUPPORTED_ROOM_VERSIONS
+        .iter()
+        .map(|v| format!("ver={v}"))
+        .collect::<Vec<_>>()
+        .join("&");
+    format!(
+        "/_matrix/federation/v1/{kind}/{}/{}?{versions}",
+        percent(room_id.as_str()),
+        percent(user_id.as_str()),
+    )
 }
 
 /// A path segment, percent-encoded.

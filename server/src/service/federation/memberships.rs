@@ -201,16 +201,7 @@ impl Services {
         user_id: &UserId,
         reason: Option<&str>,
     ) -> Result<OwnedEventId> {
-        let versions: String = crate::service::rooms::SUPPORTED_ROOM_VERSIONS
-            .iter()
-            .map(|v| format!("ver={v}"))
-            .collect::<Vec<_>>()
-            .join("&");
-        let path = format!(
-            "/_matrix/federation/v1/make_knock/{}/{}?{versions}",
-            super::joins::percent(room_id.as_str()),
-            super::joins::percent(user_id.as_str()),
-        );
+        let path = super::joins::make_path("make_knock", room_id, user_id);
         let timeout = self.federation.timeout;
         let made = self
             .federation_json(server, http::Method::GET, &path, None, timeout)
