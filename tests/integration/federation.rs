@@ -47,10 +47,25 @@ fn federating(config: &mut Config, port: u16) {
     config.federation.request_timeout_ms = 10_000;
 }
 
-/// A federating test server on a free port.
+/// A federating test server on a free port (another one when the port was taken between
+/// finding it free and binding it: tests run side by side).
 pub(crate) async fn federating_server(backend: &Backend) -> TestServer {
-    let port = free_port();
-    TestServer::start_with(backend, |config| federating(config, port)).await
+    let mut db = crate::harness::Database::create(backend).await;
+    for _ in 0..10 {
+        let mut config = crate::harness::test_config(&db.url);
+        federating(&mut config, free_port());
+        match TestServer::try_start_on(db, config).await {
+            Ok(server) => return server,
+            Err((back, error)) => {
+                assert!(
+                    format!("{error:?}").contains("Address already in use"),
+                    "server starts: {error:?}"
+                );
+                db = back;
+            }
+        }
+    }
+    panic!("no free port for a federation listener after 10 tries");
 }
 
 /// An HTTPS client trusting the test CA (for the TLS listeners).
@@ -2029,9 +2044,14 @@ async fn two_instances_send_each_event_once() {
     let Some(synapse) = Synapse::start().await else {
         return;
     };
-    let port = free_port();
-    let a = TestServer::start_with(&backend, |config| federating(config, port)).await;
+    let a = federating_server(&backend).await;
     let name = server_name(&a);
+    let port = a
+        .server
+        .as_ref()
+        .and_then(|s| s.services.config.federation.listen)
+        .expect("a federation listener")
+        .port();
     // The second instance: the same server, no listener of its own for other servers.
     let mut config = crate::harness::test_config(&a.db.url);
     federating(&mut config, port);

@@ -239,18 +239,31 @@ impl TestServer {
 
     /// A server on an existing database (to test restarts).
     pub async fn start_on(db: Database, config: Config) -> Self {
+        match Self::try_start_on(db, config).await {
+            Ok(server) => server,
+            Err((_, error)) => panic!("server starts: {error:?}"),
+        }
+    }
+
+    /// [`TestServer::start_on`], handing the database back when the server does not start
+    /// (a port taken meanwhile, say).
+    pub async fn try_start_on(
+        db: Database,
+        config: Config,
+    ) -> Result<Self, (Database, anyhow::Error)> {
         let clock = Arc::new(TestClock::default());
-        let server = Server::start_with_clock(config, clock.clone())
-            .await
-            .expect("server starts");
+        let server = match Server::start_with_clock(config, clock.clone()).await {
+            Ok(server) => server,
+            Err(error) => return Err((db, error)),
+        };
         let base = server.base_url();
-        Self {
+        Ok(Self {
             server: Some(server),
             base,
             clock,
             db,
             http: reqwest::Client::new(),
-        }
+        })
     }
 
     pub fn url(&self, path: &str) -> String {

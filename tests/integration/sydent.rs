@@ -130,6 +130,19 @@ impl Sydent {
             );
             return None;
         }
+        // Its port is found free before Sydent binds it: another test may take it meanwhile.
+        let mut last = String::new();
+        for _ in 0..5 {
+            match Self::start_once(&python).await {
+                Ok(sydent) => return Some(sydent),
+                Err(why) => last = why,
+            }
+        }
+        panic!("Sydent did not start: {last}");
+    }
+
+    /// One try at starting Sydent: Err with its output when it stopped (its port was taken).
+    async fn start_once(python: &Path) -> Result<Self, String> {
         let dir = tempfile::tempdir().expect("temp dir for Sydent");
         let mailbox = Arc::new(Mailbox::default());
         let smtp_port = smtp_sink(mailbox.clone()).await;
@@ -159,7 +172,7 @@ impl Sydent {
         );
         std::fs::write(dir.path().join("sydent.conf"), config).expect("write sydent.conf");
         let output = std::fs::File::create(dir.path().join("stdout.log")).expect("output file");
-        let child = tokio::process::Command::new(&python)
+        let child = tokio::process::Command::new(python)
             .args(["-m", "sydent.sydent", "--config-path", "sydent.conf"])
             .current_dir(dir.path())
             .stdout(Stdio::from(output.try_clone().expect("clone")))
@@ -178,19 +191,33 @@ impl Sydent {
         crate::tls::front(front, ([127, 0, 0, 1], port).into());
         let started = Instant::now();
         let client = reqwest::Client::new();
+        // Up once its own log says it listens on its port (another Sydent could answer there)
+        // and it answers.
+        let listening = format!("Site starting on {port}");
+        let mut sydent = sydent;
         loop {
-            let up = client
-                .get(format!("{}/_matrix/identity/v2", sydent.url))
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success());
+            let output = |sydent: &Self| {
+                let read = |name: &str| {
+                    std::fs::read_to_string(sydent._dir.path().join(name)).unwrap_or_default()
+                };
+                read("stdout.log") + read("sydent.log").as_str()
+            };
+            if let Ok(Some(status)) = sydent.child.try_wait() {
+                return Err(format!("it exited ({status}): {}", output(&sydent)));
+            }
+            let up = output(&sydent).contains(&listening)
+                && client
+                    .get(format!("{}/_matrix/identity/v2", sydent.url))
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success());
             if up {
-                return Some(sydent);
+                return Ok(sydent);
             }
             assert!(
                 started.elapsed() < START_TIMEOUT,
                 "Sydent did not start: {}",
-                std::fs::read_to_string(sydent._dir.path().join("stdout.log")).unwrap_or_default()
+                output(&sydent)
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }

@@ -194,7 +194,7 @@ impl Synapse {
     }
 
     /// A fresh Synapse with its configuration changed by `tweak` (say, `default_room_version`).
-    pub async fn start_with(tweak: impl FnOnce(&mut Value)) -> Option<Self> {
+    pub async fn start_with(tweak: impl Fn(&mut Value)) -> Option<Self> {
         let python = repo_root().join("tools/synapse-venv/bin/python");
         if !python.exists() {
             assert!(
@@ -210,6 +210,18 @@ impl Synapse {
             );
             return None;
         }
+        // Its ports are found free before Synapse binds them: another test may take one
+        // meanwhile, and then Synapse stops at once; it is started again on others.
+        for _ in 0..5 {
+            if let Some(synapse) = Self::start_once(&python, &tweak).await {
+                return Some(synapse);
+            }
+        }
+        panic!("Synapse found no free ports in 5 tries");
+    }
+
+    /// One try: `None` when a port was taken before Synapse could bind it.
+    async fn start_once(python: &Path, tweak: &impl Fn(&mut Value)) -> Option<Self> {
         let dir = tempfile::tempdir().expect("temp dir for Synapse");
         // Any 32 bytes are an ed25519 seed; this is the file --generate-keys would write.
         let seed =
@@ -235,7 +247,7 @@ impl Synapse {
         let output = |name: &str| {
             Stdio::from(fs::File::create(dir.path().join(name)).expect("create output file"))
         };
-        let child = tokio::process::Command::new(&python)
+        let child = tokio::process::Command::new(python)
             .args(["-m", "synapse.app.homeserver", "-c", "homeserver.yaml"])
             .current_dir(dir.path())
             // Else Synapse reports this repository's git branch and commit as its own version.
@@ -252,30 +264,37 @@ impl Synapse {
             dir,
             child,
         };
-        synapse.wait_until_healthy().await;
-        Some(synapse)
+        synapse
+            .wait_until_healthy(client_port)
+            .await
+            .then_some(synapse)
     }
 
-    /// Waits for `/health` on the client port; panics with the logs when Synapse exits or is slow.
-    async fn wait_until_healthy(&mut self) {
+    /// Waits until Synapse says it listens on `client_port` (another Synapse could answer
+    /// there) and `/health` answers; false when it stopped because a port was taken; panics
+    /// with the logs when it exits otherwise or is slow.
+    async fn wait_until_healthy(&mut self, client_port: u16) -> bool {
         let http = reqwest::Client::new();
         let url = format!("{}/health", self.client_url);
+        let listening = format!("Synapse now listening on TCP port {client_port}");
         let started = Instant::now();
         while started.elapsed() < START_TIMEOUT {
             if let Some(status) = self.child.try_wait().expect("Synapse's status") {
-                panic!(
-                    "Synapse exited ({status}) while starting:\n{}",
-                    self.output_tail()
-                );
+                let output = self.output_tail();
+                if output.contains("Address already in use") {
+                    return false;
+                }
+                panic!("Synapse exited ({status}) while starting:\n{output}");
             }
-            let healthy = http
-                .get(&url)
-                .timeout(Duration::from_secs(2))
-                .send()
-                .await
-                .is_ok_and(|r| r.status() == 200);
+            let healthy = self.log().contains(&listening)
+                && http
+                    .get(&url)
+                    .timeout(Duration::from_secs(2))
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status() == 200);
             if healthy {
-                return;
+                return true;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
