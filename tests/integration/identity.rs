@@ -259,4 +259,47 @@ async fn addresses_bound_on_sydent_are_invited_and_unbound(backend: Backend) {
     srv.finish().await;
 }
 
-both_backends!(addresses_bound_on_sydent_are_invited_and_unbound);
+/// Identity-server requests are made on a user's behalf to a server the user names: they
+/// share the user's `rate_limits.lookups_per_user` budget (429 once it is spent).
+async fn identity_server_requests_are_rate_limited(backend: Backend) {
+    let srv = TestServer::start_with(&backend, |config| {
+        config.rate_limits.enabled = true;
+        config.rate_limits.lookups_per_user.per_second = 0.001;
+        config.rate_limits.lookups_per_user.burst = 2;
+        config.federation.ip_range_allow = vec!["127.0.0.0/8".to_owned()];
+    })
+    .await;
+    let (_, token) = user(&srv, "alice").await;
+    let bind = json!({
+        "id_server": "127.0.0.1:1", "id_access_token": "t", "sid": "s", "client_secret": "c",
+    });
+    for _ in 0..2 {
+        let answer = srv
+            .post_json("/_matrix/client/v3/account/3pid/bind", Some(&token), &bind)
+            .await;
+        assert_eq!(answer.0, 502, "nobody listens there: {:?}", answer.1);
+    }
+    let spent = srv
+        .post_json("/_matrix/client/v3/account/3pid/bind", Some(&token), &bind)
+        .await;
+    assert_error(&spent, 429, "M_LIMIT_EXCEEDED");
+    let (_, room) = srv
+        .post_json("/_matrix/client/v3/createRoom", Some(&token), &json!({}))
+        .await;
+    let room = room["room_id"].as_str().expect("room");
+    let invite = srv
+        .post_json(
+            &format!("/_matrix/client/v3/rooms/{room}/invite"),
+            Some(&token),
+            &json!({"id_server": "127.0.0.1:1", "id_access_token": "t",
+                "medium": "email", "address": "a@example.org"}),
+        )
+        .await;
+    assert_error(&invite, 429, "M_LIMIT_EXCEEDED");
+    srv.finish().await;
+}
+
+both_backends!(
+    addresses_bound_on_sydent_are_invited_and_unbound,
+    identity_server_requests_are_rate_limited
+);

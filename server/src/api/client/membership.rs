@@ -25,7 +25,7 @@ use crate::{
         error::{Error, Result},
         ruma::{RouterExt, Ruma, to_raw},
     },
-    service::{Services, rooms::MembershipChange},
+    service::{Limit, Services, rooms::MembershipChange},
 };
 
 pub(super) fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
@@ -112,6 +112,8 @@ async fn invite(
             (recipient.user_id.clone(), recipient.reason.as_deref())
         }
         invite_user::v3::InvitationRecipient::ThirdPartyId(by_address) => {
+            // The identity server is asked on the user's behalf.
+            services.rate_limit(Limit::LookupsPerUser, req.auth.user_id.as_str())?;
             (services.third_party_invitee(by_address).await?, None)
         }
         _ => return Err(Error::bad_json("An invite needs a user_id or a 3PID")),

@@ -23,7 +23,7 @@ use crate::{
         error::{Error, Result},
         ruma::{RouterExt, Ruma, to_raw},
     },
-    service::{Services, rooms::CreateRoom},
+    service::{Limit, Services, rooms::CreateRoom},
 };
 
 pub(super) fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
@@ -73,6 +73,7 @@ async fn create(
     // changes nothing.
     let mut invite = b.invite.clone();
     for by_address in &b.invite_3pid {
+        services.rate_limit(Limit::LookupsPerUser, req.auth.user_id.as_str())?;
         let invitee = services.third_party_invitee(by_address).await?;
         if !invite.contains(&invitee) {
             invite.push(invitee);

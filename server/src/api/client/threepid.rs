@@ -21,7 +21,7 @@ use crate::{
         error::{Error, Result},
         ruma::{JsonBody, query_params},
     },
-    service::{Services, identity::ThreePid, secrets},
+    service::{Limit, Services, identity::ThreePid, secrets},
 };
 
 /// How long an OpenID token can be exchanged for the user's id (as Synapse).
@@ -146,6 +146,7 @@ async fn bind(
 ) -> Result<Json<Value>> {
     let (id_server, token) = (field(&body, "id_server")?, field(&body, "id_access_token")?);
     let (sid, secret) = (field(&body, "sid")?, field(&body, "client_secret")?);
+    services.rate_limit(Limit::LookupsPerUser, session.user_id.as_str())?;
     services
         .identity_bind(&session.user_id, id_server, token, sid, secret)
         .await?;
@@ -166,6 +167,7 @@ async fn unbind(
         None | Some(Value::Null) => None,
         Some(_) => Some(field(&body, "id_server")?),
     };
+    services.rate_limit(Limit::LookupsPerUser, session.user_id.as_str())?;
     let done = services
         .identity_unbind(&session.user_id, id_server, &pid)
         .await?;
