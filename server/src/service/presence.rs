@@ -185,7 +185,8 @@ impl Services {
             else {
                 continue;
             };
-            if user_id.server_name() != origin || self.room_peers(&user_id).await?.len() <= 1 {
+            // Only someone in a room here is kept (setting it reads their room mates once).
+            if user_id.server_name() != origin || self.joined_rooms(&user_id).await?.is_empty() {
                 continue;
             }
             let message = entry["status_msg"]

@@ -46,11 +46,16 @@ impl Services {
             let message_id = super::secrets::random_alphanumeric(24);
             self.send_remote_to_device((sender, &message_id), kind, &remote);
         }
+        self.wake_recipients(recipients);
+        Ok(())
+    }
+
+    /// Wakes the syncs of the users to-device messages were just queued for.
+    pub(crate) fn wake_recipients(&self, recipients: Vec<String>) {
         let recipients: Vec<ruma::OwnedUserId> = recipients
             .into_iter()
             .filter_map(|u| UserId::parse(u).ok())
             .collect();
         self.bus.wake(recipients.iter().map(|u| &**u));
-        Ok(())
     }
 }

@@ -120,8 +120,8 @@ impl Services {
         if user_id.server_name() != origin {
             return Ok(());
         }
-        // Only someone who shares a room with a local user is followed.
-        if self.room_peers(&user_id).await?.len() <= 1 {
+        // Only someone in a room here is followed (waking reads their room mates once).
+        if self.joined_rooms(&user_id).await?.is_empty() {
             return Ok(());
         }
         self.store.device_list_changed(user_id.as_str()).await?;
@@ -178,11 +178,7 @@ impl Services {
             .store
             .queue_remote_to_device((sender.as_str(), message_id), kind, &local, self.now_ms())
             .await?;
-        let recipients: Vec<ruma::OwnedUserId> = recipients
-            .into_iter()
-            .filter_map(|u| UserId::parse(u).ok())
-            .collect();
-        self.bus.wake(recipients.iter().map(|u| &**u));
+        self.wake_recipients(recipients);
         Ok(())
     }
 }
