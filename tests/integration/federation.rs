@@ -1158,6 +1158,167 @@ async fn a_matrixon_user_joins_synapse_rooms_and_they_talk() {
     matrixon.finish().await;
 }
 
+/// A room's history from before a Matrixon user joined it on Synapse: 30 messages and a
+/// name change, fetched with `/backfill` as matrix-sdk and matrix-nio scroll back, each
+/// event once, in order, down to the room's create event.
+#[tokio::test(flavor = "multi_thread")]
+async fn history_before_a_join_is_backfilled_from_synapse() {
+    let Some(synapse) = Synapse::start().await else {
+        return;
+    };
+    let matrixon = federating_server(&Backend::Sqlite).await;
+    let (_, alice_token) = user(&matrixon, "alice", "Alice on Matrixon").await;
+    user(&matrixon, "nina", "Nina on Matrixon").await;
+    let (_, bob_token) = synapse.register("bob").await;
+    let bob = |method: reqwest::Method, path: String, body: Value| {
+        let synapse = &synapse;
+        let token = bob_token.clone();
+        async move {
+            let (status, answer) = synapse
+                .request(method, &path, Some(&token), Some(&body))
+                .await;
+            assert_eq!(status, 200, "{path}: {answer}");
+            answer
+        }
+    };
+    let mut rooms = Vec::new();
+    for version in ["12", "10"] {
+        let created = bob(
+            reqwest::Method::POST,
+            "/_matrix/client/v3/createRoom".to_owned(),
+            json!({ "preset": "public_chat", "room_version": version }),
+        )
+        .await;
+        let room_id = created["room_id"].as_str().expect("room id").to_owned();
+        for i in 0..30 {
+            if i == 15 {
+                bob(
+                    reqwest::Method::PUT,
+                    format!("/_matrix/client/v3/rooms/{room_id}/state/m.room.name/"),
+                    json!({ "name": "Renamed halfway" }),
+                )
+                .await;
+            }
+            bob(
+                reqwest::Method::PUT,
+                format!("/_matrix/client/v3/rooms/{room_id}/send/m.room.message/h{i}"),
+                json!({ "msgtype": "m.text", "body": format!("history {i}") }),
+            )
+            .await;
+        }
+        rooms.push(room_id);
+    }
+
+    // matrix-sdk joins the first room (version 12: its id names no server, so through
+    // Synapse) and scrolls back to its start.
+    let client = matrixon.client().await;
+    client
+        .matrix_auth()
+        .login_username("alice", "a long password")
+        .send()
+        .await
+        .expect("matrix-sdk login");
+    let room_id = ruma::OwnedRoomId::try_from(rooms[0].as_str()).expect("room id");
+    client
+        .join_room_by_id_or_alias(
+            <&ruma::RoomOrAliasId>::from(&*room_id),
+            &[OwnedServerName::try_from(synapse.server_name.as_str()).expect("server name")],
+        )
+        .await
+        .expect("matrix-sdk joins the room on Synapse");
+    let bodies = crate::rooms::history(&client, &room_id).await;
+    let wanted: Vec<String> = (0..30).map(|i| format!("history {i}")).collect();
+    assert_eq!(
+        bodies
+            .iter()
+            .filter(|b| b.starts_with("history "))
+            .cloned()
+            .collect::<Vec<_>>(),
+        wanted,
+        "matrix-sdk scrolled back through {bodies:?}\n{}",
+        synapse.log_tail()
+    );
+
+    // The whole history as raw pages: each event once, the join after all of it, the name
+    // change between messages 14 and 15, the create event last.
+    let mut seen: Vec<Value> = Vec::new();
+    let mut from: Option<String> = None;
+    for _ in 0..30 {
+        let path = match &from {
+            Some(from) => {
+                format!("/_matrix/client/v3/rooms/{room_id}/messages?dir=b&limit=9&from={from}")
+            }
+            None => format!("/_matrix/client/v3/rooms/{room_id}/messages?dir=b&limit=9"),
+        };
+        let (status, page) = matrixon.get(&path, Some(&alice_token)).await;
+        assert_eq!(status, 200, "{page}");
+        let chunk = page["chunk"].as_array().cloned().unwrap_or_default();
+        let end = page["end"].as_str().map(str::to_owned);
+        if chunk.is_empty() || end.is_none() {
+            seen.extend(chunk);
+            break;
+        }
+        seen.extend(chunk);
+        from = end;
+    }
+    let ids: Vec<&str> = seen.iter().filter_map(|e| e["event_id"].as_str()).collect();
+    let unique: std::collections::HashSet<&&str> = ids.iter().collect();
+    assert_eq!(unique.len(), ids.len(), "an event came twice: {ids:?}");
+    let position = |pred: &dyn Fn(&Value) -> bool| {
+        seen.iter()
+            .position(|e| pred(e))
+            .unwrap_or_else(|| panic!("missing from {seen:#?}"))
+    };
+    let join = position(&|e| {
+        e["type"] == "m.room.member"
+            && e["content"]["membership"] == "join"
+            && e["sender"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("@alice:"))
+    });
+    let renamed = position(&|e| e["type"] == "m.room.name");
+    let fourteen = position(&|e| e["content"]["body"] == "history 14");
+    let fifteen = position(&|e| e["content"]["body"] == "history 15");
+    let first = position(&|e| e["content"]["body"] == "history 0");
+    assert!(join < fifteen && fifteen < renamed && renamed < fourteen && fourteen < first);
+    assert_eq!(
+        seen.last().map(|e| e["type"].clone()),
+        Some(json!("m.room.create")),
+        "{seen:#?}"
+    );
+
+    // matrix-nio joins the second room by its id alone and scrolls back the same way.
+    let nio = tokio::process::Command::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tools/venv/bin/python"
+    ))
+    .arg(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/clients/nio_history.py"
+    ))
+    .args([
+        matrixon.base.as_str(),
+        "nina",
+        "a long password",
+        rooms[1].as_str(),
+        "30",
+    ])
+    .kill_on_drop(true)
+    .output();
+    let output = tokio::time::timeout(std::time::Duration::from_secs(120), nio)
+        .await
+        .expect("nio finished within 120 s")
+        .expect("nio runs");
+    assert!(
+        output.status.success(),
+        "nio:\n{}\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+        synapse.log_tail()
+    );
+    matrixon.finish().await;
+}
+
 /// A Matrixon user invites a Synapse user (countersigned by Synapse), who sees the invite,
 /// joins and leaves again; a room created with a remote invite does the same.
 #[tokio::test(flavor = "multi_thread")]

@@ -41,7 +41,7 @@ async fn sdk_login(srv: &TestServer, user: &str) -> Client {
 }
 
 /// Message bodies of a room's timeline as the client reads it back with `/messages`.
-async fn history(client: &Client, room_id: &OwnedRoomId) -> Vec<String> {
+pub(crate) async fn history(client: &Client, room_id: &OwnedRoomId) -> Vec<String> {
     let room = client.get_room(room_id).expect("room known to the client");
     let mut bodies = Vec::new();
     let mut from: Option<String> = None;

@@ -66,6 +66,12 @@ pub struct Context {
     pub state: Vec<Value>,
 }
 
+/// Below every stream position: history fetched from other servers sits at negative ones.
+const HISTORY_START: i64 = i64::MIN / 2;
+
+/// Times one `/messages` page asks other servers for earlier history.
+const BACKFILLS_PER_PAGE: usize = 2;
+
 /// A pagination token for the position just before stream position `stream`.
 fn token(stream: i64) -> String {
     format!("t{stream}")
@@ -79,7 +85,7 @@ impl Services {
             return n
                 .parse::<i64>()
                 .ok()
-                .filter(|n| *n >= 0)
+                .filter(|n| *n >= HISTORY_START)
                 .ok_or_else(|| Error::invalid_param(format!("{token} is not a pagination token")));
         }
         Ok(SyncToken::parse(token)?.events.saturating_add(1))
@@ -260,7 +266,7 @@ impl Services {
         let from = match from {
             Some(token) => self.parse_position(token)?,
             None if backward => self.store.max_stream_ordering().await?.saturating_add(1),
-            None => 0,
+            None => HISTORY_START,
         };
         let to = to.map(|t| self.parse_position(t)).transpose()?;
         let limit = usize::try_from(limit).unwrap_or(usize::MAX);
@@ -274,11 +280,31 @@ impl Services {
         let mut events: Vec<StoredEvent> = Vec::new();
         let mut more = true;
         let mut scanned = 0;
-        while more && events.len() < limit && scanned < MAX_PAGINATION_SCAN {
+        let mut backfills = 0;
+        loop {
+            if !more && backward && to.is_none() && events.len() < limit {
+                // The start of the history here: a room joined through another server has
+                // more on the servers in it.
+                if backfills == BACKFILLS_PER_PAGE {
+                    break;
+                }
+                backfills += 1;
+                match self.backfill(room_id).await {
+                    Ok(0) => break,
+                    Ok(_) => more = true,
+                    Err(error) => {
+                        tracing::info!(%room_id, %error, "no history from other servers");
+                        break;
+                    }
+                }
+            }
+            if !(more && events.len() < limit && scanned < MAX_PAGINATION_SCAN) {
+                break;
+            }
             let want = limit - events.len();
             let batch = i64::try_from(want.max(PAGINATION_BATCH)).unwrap_or(i64::MAX);
             let page = if backward {
-                let after = to.map_or(0, |t| t.saturating_sub(1));
+                let after = to.map_or(HISTORY_START, |t| t.saturating_sub(1));
                 self.store
                     .room_events(room_id.as_str(), after, cursor, false, batch)
                     .await?
@@ -390,7 +416,13 @@ impl Services {
         let half = i64::try_from(limit / 2).unwrap_or(0);
         let before_events = self
             .store
-            .room_events(room_id.as_str(), 0, stored.stream_ordering, false, half)
+            .room_events(
+                room_id.as_str(),
+                HISTORY_START,
+                stored.stream_ordering,
+                false,
+                half,
+            )
             .await?;
         let after_events = self
             .store

@@ -50,7 +50,7 @@ impl StateCache {
 }
 
 /// Key of the advisory lock that serialises event appends across instances.
-const APPEND_LOCK: i64 = 0x6d78_6e65_7665_6e74;
+pub(super) const APPEND_LOCK: i64 = 0x6d78_6e65_7665_6e74;
 
 /// `(type, state_key)` → event id.
 pub type StateMap = HashMap<(String, String), String>;
@@ -101,10 +101,12 @@ pub struct StoredEvent {
     pub relates_to: Option<String>,
     /// How (`m.relates_to.rel_type`).
     pub rel_type: Option<String>,
+    /// Kept as state or auth only, out of the timeline ([`NewEvent::outlier`]).
+    pub outlier: bool,
 }
 
 const EVENT_COLUMNS: &str = "stream_ordering, event_id, room_id, sender, type, state_key, json, \
-    redacted_by, state_before, txn_device, txn_id, origin_server_ts, relates_to, rel_type";
+    redacted_by, state_before, txn_device, txn_id, origin_server_ts, relates_to, rel_type, outlier";
 
 fn event_row(row: &AnyRow) -> Result<StoredEvent, sqlx::Error> {
     Ok(StoredEvent {
@@ -122,6 +124,7 @@ fn event_row(row: &AnyRow) -> Result<StoredEvent, sqlx::Error> {
         origin_server_ts: row.try_get(11)?,
         relates_to: row.try_get(12)?,
         rel_type: row.try_get(13)?,
+        outlier: row.try_get::<i64, _>(14)? != 0,
     })
 }
 
@@ -171,6 +174,8 @@ pub struct NewEvent<'a> {
     pub state_before: Option<i64>,
     /// The notifications its recipients' push rules decided on.
     pub push_actions: &'a [super::push::PushAction],
+    /// Kept as state or auth only, out of the timeline (a remote room's state at a join).
+    pub outlier: bool,
 }
 
 impl Store {
@@ -283,8 +288,8 @@ impl Store {
         let (txn_device, txn_id) = event.txn.unzip();
         sqlx::query(
             "INSERT INTO events (stream_ordering, event_id, room_id, sender, type, state_key, \
-             depth, origin_server_ts, json, state_before, relates_to, rel_type, txn_device, txn_id) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+             depth, origin_server_ts, json, state_before, relates_to, rel_type, txn_device, txn_id, \
+             outlier) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
         )
         .bind(stream)
         .bind(event.event_id)
@@ -300,6 +305,7 @@ impl Store {
         .bind(rel_type)
         .bind(txn_device)
         .bind(txn_id)
+        .bind(i64::from(event.outlier))
         .execute(&mut *tx)
         .await?;
 
@@ -566,12 +572,12 @@ impl Store {
         let sql = if forward {
             format!(
                 "SELECT {EVENT_COLUMNS} FROM events WHERE room_id = $1 AND stream_ordering > $2 \
-                 AND stream_ordering <= $3 ORDER BY stream_ordering ASC LIMIT $4"
+                 AND stream_ordering <= $3 AND outlier = 0 ORDER BY stream_ordering ASC LIMIT $4"
             )
         } else {
             format!(
                 "SELECT {EVENT_COLUMNS} FROM events WHERE room_id = $1 AND stream_ordering > $2 \
-                 AND stream_ordering < $3 ORDER BY stream_ordering DESC LIMIT $4"
+                 AND stream_ordering < $3 AND outlier = 0 ORDER BY stream_ordering DESC LIMIT $4"
             )
         };
         let rows = sqlx::query(&sql)
@@ -914,13 +920,13 @@ impl Store {
         let sql = if forward {
             format!(
                 "SELECT {EVENT_COLUMNS} FROM events WHERE room_id = $1 AND origin_server_ts >= $2 \
-                 AND stream_ordering <= $3 ORDER BY origin_server_ts ASC, stream_ordering ASC \
+                 AND stream_ordering <= $3 AND outlier = 0 ORDER BY origin_server_ts ASC, stream_ordering ASC \
                  LIMIT $4 OFFSET $5"
             )
         } else {
             format!(
                 "SELECT {EVENT_COLUMNS} FROM events WHERE room_id = $1 AND origin_server_ts <= $2 \
-                 AND stream_ordering <= $3 ORDER BY origin_server_ts DESC, stream_ordering DESC \
+                 AND stream_ordering <= $3 AND outlier = 0 ORDER BY origin_server_ts DESC, stream_ordering DESC \
                  LIMIT $4 OFFSET $5"
             )
         };

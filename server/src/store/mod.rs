@@ -5,6 +5,7 @@
 
 mod account_data;
 mod aliases;
+mod backfill;
 mod backup;
 mod devices;
 mod erasure;
@@ -43,6 +44,7 @@ use sqlx::{
     migrate::Migrator,
 };
 
+pub use backfill::PastEvent;
 pub use backup::{BackupKeyRow, BackupVersionRow};
 pub use devices::DeviceRow;
 pub use events::{MembershipRow, NewEvent, RoomRow, StateMap, StoredEvent};

@@ -1,6 +1,7 @@
 //! Talking to other Matrix servers: finding them, signing what is sent to them, and checking
 //! the signatures on what they send.
 
+mod backfill;
 mod client;
 mod devices;
 mod history;
@@ -82,6 +83,8 @@ pub struct Federation {
     edus: std::sync::Mutex<std::collections::HashMap<String, Vec<serde_json::Value>>>,
     /// This instance's name in sender leases (several instances share one database).
     pub(crate) sender_id: String,
+    /// Rooms whose history other servers had nothing more of, lately.
+    quiet: backfill::QuietRooms,
 }
 
 /// `request` (a path-only URI) made absolute on `destination`'s base URL.
@@ -220,6 +223,7 @@ impl Federation {
             outbox_wake: tokio::sync::Notify::new(),
             edus: std::sync::Mutex::default(),
             sender_id: crate::service::secrets::random_alphanumeric(16),
+            quiet: backfill::QuietRooms::default(),
         })
     }
 }

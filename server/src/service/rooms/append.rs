@@ -520,6 +520,7 @@ impl Services {
                     txn: txn.map(|(device, txn_id)| (device.as_str(), txn_id)),
                     state_before: room.state_group,
                     push_actions,
+                    outlier: false,
                 },
                 &room.extremities,
             )
@@ -748,12 +749,21 @@ impl Services {
             loaded.get(id)
         })
         .map_err(|why| Error::forbidden(format!("{event_id} is not allowed: {why}")))?;
-        self.append_outlier(room_id, &pdu, json).await.map(drop)
+        self.append_outlier(room_id, &pdu, json, true)
+            .await
+            .map(drop)
     }
 
     /// Stores a remote event on top of the room's state without the checks against that
-    /// state (its callers checked what can be checked); its stream position.
-    async fn append_outlier(&self, room_id: &RoomId, pdu: &Pdu, json: &str) -> Result<i64> {
+    /// state (its callers checked what can be checked), in the timeline or (`outlier`) not;
+    /// its stream position.
+    async fn append_outlier(
+        &self,
+        room_id: &RoomId,
+        pdu: &Pdu,
+        json: &str,
+        outlier: bool,
+    ) -> Result<i64> {
         let kind = pdu.kind.to_string();
         let content = pdu.content_object();
         let membership = (pdu.kind == TimelineEventType::RoomMember)
@@ -784,6 +794,7 @@ impl Services {
                         txn: None,
                         state_before: room.state_group,
                         push_actions: &[],
+                        outlier,
                     },
                     &room.extremities,
                 )
@@ -856,7 +867,7 @@ impl Services {
                 "Only a member event is kept without its room",
             ));
         }
-        let position = self.append_outlier(room_id, &pdu, json).await?;
+        let position = self.append_outlier(room_id, &pdu, json, false).await?;
         self.wake_room_for_event(room_id, Some(target.as_str()), position)
             .await
     }

@@ -337,7 +337,13 @@ impl Services {
     ) -> Result<()> {
         let last = self
             .store
-            .room_events(room_id.as_str(), 0, position.saturating_add(1), false, 1)
+            .room_events(
+                room_id.as_str(),
+                i64::MIN,
+                position.saturating_add(1),
+                false,
+                1,
+            )
             .await?;
         if last.is_empty()
             || !self

@@ -102,6 +102,9 @@ impl RecentEvents {
             let full = read.len() as i64 == BATCH;
             for stored in read {
                 high = stored.stream_ordering;
+                if stored.outlier {
+                    continue;
+                }
                 // A redaction changes an earlier event: what came before it is read from
                 // the database again.
                 if stored.kind == "m.room.redaction" {
