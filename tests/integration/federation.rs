@@ -1319,6 +1319,222 @@ async fn history_before_a_join_is_backfilled_from_synapse() {
     matrixon.finish().await;
 }
 
+/// Bodies of the `m.room.message` events of a `/messages` page, oldest first.
+fn bodies_of(page: &Value) -> Vec<String> {
+    let mut bodies: Vec<String> = page["chunk"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["type"] == "m.room.message")
+        .filter_map(|e| e["content"]["body"].as_str().map(str::to_owned))
+        .collect();
+    bodies.reverse();
+    bodies
+}
+
+/// Each side stopped while the other sends: when it is back, every message arrives, in
+/// order (Synapse retries its transaction; Matrixon's outbox survives and is sent whole).
+#[tokio::test(flavor = "multi_thread")]
+async fn messages_sent_while_a_server_is_down_arrive_after_it_returns() {
+    let Some(mut synapse) = Synapse::start().await else {
+        return;
+    };
+    let matrixon = federating_server(&Backend::Sqlite).await;
+    let (_, alice_token) = user(&matrixon, "alice", "Alice on Matrixon").await;
+    let (_, bob_token) = synapse.register("bob").await;
+    let (status, created) = synapse
+        .request(
+            reqwest::Method::POST,
+            "/_matrix/client/v3/createRoom",
+            Some(&bob_token),
+            Some(&json!({ "preset": "public_chat" })),
+        )
+        .await;
+    assert_eq!(status, 200, "{created}");
+    let room_id = created["room_id"].as_str().expect("room id").to_owned();
+    let (status, joined) = matrixon
+        .post_json(
+            &format!(
+                "/_matrix/client/v3/join/{room_id}?via={}",
+                synapse.server_name
+            ),
+            Some(&alice_token),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{joined}");
+    let bob_sends = |i: usize| {
+        let synapse = &synapse;
+        let token = bob_token.clone();
+        let room_id = room_id.clone();
+        async move {
+            let (status, sent) = synapse
+                .request(
+                    reqwest::Method::PUT,
+                    &format!("/_matrix/client/v3/rooms/{room_id}/send/m.room.message/b{i}"),
+                    Some(&token),
+                    Some(&json!({ "msgtype": "m.text", "body": format!("from bob {i}") })),
+                )
+                .await;
+            assert_eq!(status, 200, "{sent}");
+        }
+    };
+    bob_sends(0).await;
+    let messages = format!("/_matrix/client/v3/rooms/{room_id}/messages?dir=b&limit=50");
+    assert!(
+        wait_for_message(
+            async || matrixon.get(&messages, Some(&alice_token)).await,
+            "from bob 0"
+        )
+        .await
+        .is_some(),
+        "{}",
+        synapse.log_tail()
+    );
+
+    // Matrixon down while Bob talks.
+    let port = server_name(&matrixon).port().expect("a port");
+    let db = matrixon.stop().await;
+    for i in 1..=6 {
+        bob_sends(i).await;
+    }
+    let mut config = crate::harness::test_config(&db.url);
+    federating(&mut config, port);
+    let matrixon = TestServer::start_on(db, config).await;
+    // Alice speaking makes Synapse try Matrixon again at once (it would within a minute).
+    let (status, _) = matrixon
+        .put_json(
+            &format!("/_matrix/client/v3/rooms/{room_id}/send/m.room.message/back"),
+            Some(&alice_token),
+            &json!({ "msgtype": "m.text", "body": "alice is back" }),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let wanted: Vec<String> = (0..=6).map(|i| format!("from bob {i}")).collect();
+    let mut got = Vec::new();
+    for _ in 0..150 {
+        let (status, page) = matrixon.get(&messages, Some(&alice_token)).await;
+        assert_eq!(status, 200, "{page}");
+        got = bodies_of(&page);
+        got.retain(|b| b.starts_with("from bob"));
+        if got == wanted {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(got, wanted, "{}", synapse.log_tail());
+
+    // Synapse down while Alice talks: Matrixon keeps the events queued and backs off.
+    synapse.stop().await;
+    for i in 0..6 {
+        let (status, _) = matrixon
+            .put_json(
+                &format!("/_matrix/client/v3/rooms/{room_id}/send/m.room.message/a{i}"),
+                Some(&alice_token),
+                &json!({ "msgtype": "m.text", "body": format!("from alice {i}") }),
+            )
+            .await;
+        assert_eq!(status, 200);
+    }
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    synapse.resume().await;
+    matrixon.clock.advance(std::time::Duration::from_secs(3600));
+    let wanted: Vec<String> = (0..6).map(|i| format!("from alice {i}")).collect();
+    for _ in 0..150 {
+        let (status, page) = synapse
+            .request(reqwest::Method::GET, &messages, Some(&bob_token), None)
+            .await;
+        assert_eq!(status, 200, "{page}");
+        got = bodies_of(&page);
+        got.retain(|b| b.starts_with("from alice"));
+        if got == wanted {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(got, wanted, "{}", synapse.log_tail());
+    matrixon.finish().await;
+}
+
+/// A server that catches up with only a room's latest event (as Synapse does after a long
+/// outage, emulated here by dropping all but the last queued event from one Matrixon's
+/// outbox): the other fetches what came before with `/get_missing_events`, in order.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_gap_before_a_pushed_event_is_filled() {
+    let a = federating_server(&Backend::Sqlite).await;
+    let b = federating_server(&Backend::Sqlite).await;
+    let (_, alice_token) = user(&a, "alice", "Alice on A").await;
+    let (_, bob_token) = user(&b, "bob", "Bob on B").await;
+    let (_, created) = a
+        .post_json(
+            "/_matrix/client/v3/createRoom",
+            Some(&alice_token),
+            &json!({ "preset": "public_chat" }),
+        )
+        .await;
+    let room_id = created["room_id"].as_str().expect("room").to_owned();
+    let (status, joined) = b
+        .post_json(
+            &format!("/_matrix/client/v3/join/{room_id}?via={}", server_name(&a)),
+            Some(&bob_token),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{joined}");
+
+    let b_name = server_name(&b);
+    let b_port = b_name.port().expect("a port");
+    let b_db = b.stop().await;
+    for i in 0..8 {
+        let (status, _) = a
+            .put_json(
+                &format!("/_matrix/client/v3/rooms/{room_id}/send/m.room.message/g{i}"),
+                Some(&alice_token),
+                &json!({ "msgtype": "m.text", "body": format!("gap {i}") }),
+            )
+            .await;
+        assert_eq!(status, 200);
+    }
+    let pool = sqlx::SqlitePool::connect(&a.db.url)
+        .await
+        .expect("A's database");
+    let dropped = sqlx::query(
+        "DELETE FROM federation_outbox WHERE destination = $1 AND id < \
+         (SELECT MAX(id) FROM federation_outbox WHERE destination = $1)",
+    )
+    .bind(b_name.as_str())
+    .execute(&pool)
+    .await
+    .expect("outbox trimmed");
+    assert_eq!(
+        dropped.rows_affected(),
+        7,
+        "A had queued every message for B"
+    );
+    pool.close().await;
+
+    let mut config = crate::harness::test_config(&b_db.url);
+    federating(&mut config, b_port);
+    let b = TestServer::start_on(b_db, config).await;
+    // A backed off from B while it was down; its next attempt is due at once.
+    a.clock.advance(std::time::Duration::from_secs(3600));
+    let wanted: Vec<String> = (0..8).map(|i| format!("gap {i}")).collect();
+    let messages = format!("/_matrix/client/v3/rooms/{room_id}/messages?dir=b&limit=50");
+    let mut got = Vec::new();
+    for _ in 0..100 {
+        let (status, page) = b.get(&messages, Some(&bob_token)).await;
+        assert_eq!(status, 200, "{page}");
+        got = bodies_of(&page);
+        if got == wanted {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(got, wanted);
+    a.finish().await;
+    b.finish().await;
+}
+
 /// A Matrixon user invites a Synapse user (countersigned by Synapse), who sees the invite,
 /// joins and leaves again; a room created with a remote invite does the same.
 #[tokio::test(flavor = "multi_thread")]

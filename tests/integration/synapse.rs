@@ -37,6 +37,8 @@ pub struct Synapse {
     pub client_url: String,
     dir: tempfile::TempDir,
     child: tokio::process::Child,
+    python: PathBuf,
+    client_port: u16,
 }
 
 impl Drop for Synapse {
@@ -66,6 +68,23 @@ fn free_ports() -> (u16, u16) {
     let b = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
     let port = |l: &TcpListener| l.local_addr().expect("local addr").port();
     (port(&a), port(&b))
+}
+
+/// Runs Synapse on the configuration in `dir`, its output in files there.
+fn spawn(python: &Path, dir: &Path) -> tokio::process::Child {
+    let output =
+        |name: &str| Stdio::from(fs::File::create(dir.join(name)).expect("create output file"));
+    tokio::process::Command::new(python)
+        .args(["-m", "synapse.app.homeserver", "-c", "homeserver.yaml"])
+        .current_dir(dir)
+        // Else Synapse reports this repository's git branch and commit as its own version.
+        .env("GIT_CEILING_DIRECTORIES", repo_root())
+        .stdin(Stdio::null())
+        .stdout(output("stdout.log"))
+        .stderr(output("stderr.log"))
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", python.display()))
 }
 
 /// The Synapse configuration for `dir`, as JSON (which is YAML too, so Synapse reads it).
@@ -244,30 +263,34 @@ impl Synapse {
             serde_json::to_vec_pretty(&config).expect("json"),
         )
         .expect("write homeserver.yaml");
-        let output = |name: &str| {
-            Stdio::from(fs::File::create(dir.path().join(name)).expect("create output file"))
-        };
-        let child = tokio::process::Command::new(python)
-            .args(["-m", "synapse.app.homeserver", "-c", "homeserver.yaml"])
-            .current_dir(dir.path())
-            // Else Synapse reports this repository's git branch and commit as its own version.
-            .env("GIT_CEILING_DIRECTORIES", repo_root())
-            .stdin(Stdio::null())
-            .stdout(output("stdout.log"))
-            .stderr(output("stderr.log"))
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", python.display()));
+        let child = spawn(python, dir.path());
         let mut synapse = Self {
             server_name: format!("127.0.0.1:{federation_port}"),
             client_url: format!("http://127.0.0.1:{client_port}"),
             dir,
             child,
+            python: python.to_owned(),
+            client_port,
         };
         synapse
             .wait_until_healthy(client_port)
             .await
             .then_some(synapse)
+    }
+
+    /// Stops Synapse (as a crash would: killed), keeping its data for [`Synapse::resume`].
+    pub async fn stop(&mut self) {
+        let _ = self.child.kill().await;
+    }
+
+    /// Starts a stopped Synapse again on its data and ports.
+    pub async fn resume(&mut self) {
+        self.child = spawn(&self.python, self.dir.path());
+        let port = self.client_port;
+        assert!(
+            self.wait_until_healthy(port).await,
+            "Synapse's ports were taken while it was stopped"
+        );
     }
 
     /// Waits until Synapse says it listens on `client_port` (another Synapse could answer

@@ -4,6 +4,7 @@
 mod backfill;
 mod client;
 mod devices;
+mod gaps;
 mod history;
 mod invites;
 mod joins;

@@ -93,6 +93,19 @@ impl Services {
                 return Ok((event_id, Err(error.to_string())));
             }
         };
+        // Its predecessors first, when they never arrived here.
+        match self.unknown_prev_events(&checked.object).await {
+            Ok(unknown) if !unknown.is_empty() => {
+                if let Err(error) = self
+                    .fill_gap(origin, &room_id, &room.version, &checked.event_id)
+                    .await
+                {
+                    tracing::info!(%origin, %event_id, %error, "the gap before a PDU stays");
+                }
+            }
+            Ok(_) => {}
+            Err(error) => return Ok((event_id, Err(error.to_string()))),
+        }
         let outcome = self
             .append_remote(&room_id, &checked.event_id, &checked.json)
             .await
