@@ -1535,6 +1535,159 @@ async fn a_gap_before_a_pushed_event_is_filled() {
     b.finish().await;
 }
 
+/// A room's state as `(type, state_key) → event id`, read through the client API.
+async fn state_ids(
+    read: impl AsyncFnOnce() -> (u16, Value),
+) -> std::collections::BTreeMap<(String, String), String> {
+    let (status, state) = read().await;
+    assert_eq!(status, 200, "{state}");
+    state
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| {
+            Some((
+                (
+                    e["type"].as_str()?.to_owned(),
+                    e["state_key"].as_str()?.to_owned(),
+                ),
+                e["event_id"].as_str()?.to_owned(),
+            ))
+        })
+        .collect()
+}
+
+/// A partition: Synapse and Matrixon each change the power levels while the other is down
+/// (Synapse first). Once both are back, each has received the other's change on a fork of
+/// the room's history, and state resolution must bring both to the same state — in room
+/// versions 11 and 12 (state resolution v2 and v2.1).
+#[tokio::test(flavor = "multi_thread")]
+async fn after_a_partition_both_sides_resolve_the_same_state() {
+    let Some(mut synapse) = Synapse::start().await else {
+        return;
+    };
+    let matrixon = federating_server(&Backend::Sqlite).await;
+    let (alice, alice_token) = user(&matrixon, "alice", "Alice on Matrixon").await;
+    let (_, bob_token) = synapse.register("bob").await;
+    let mut rooms = Vec::new();
+    for version in ["11", "12"] {
+        let (status, created) = synapse
+            .request(
+                reqwest::Method::POST,
+                "/_matrix/client/v3/createRoom",
+                Some(&bob_token),
+                Some(&json!({ "preset": "public_chat", "room_version": version })),
+            )
+            .await;
+        assert_eq!(status, 200, "{created}");
+        let room_id = created["room_id"].as_str().expect("room id").to_owned();
+        let (status, joined) = matrixon
+            .post_json(
+                &format!(
+                    "/_matrix/client/v3/join/{room_id}?via={}",
+                    synapse.server_name
+                ),
+                Some(&alice_token),
+                &json!({}),
+            )
+            .await;
+        assert_eq!(status, 200, "{joined}");
+        // Alice an administrator too (in version 12 Bob, the creator, is above all levels).
+        let path = format!("/_matrix/client/v3/rooms/{room_id}/state/m.room.power_levels/");
+        let (_, mut levels) = synapse
+            .request(reqwest::Method::GET, &path, Some(&bob_token), None)
+            .await;
+        levels["users"][alice.as_str()] = json!(100);
+        let (status, set) = synapse
+            .request(reqwest::Method::PUT, &path, Some(&bob_token), Some(&levels))
+            .await;
+        assert_eq!(status, 200, "{set}");
+        let mut seen = false;
+        for _ in 0..100 {
+            let (_, here) = matrixon.get(&path, Some(&alice_token)).await;
+            if here["users"][alice.as_str()] == 100 {
+                seen = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert!(
+            seen,
+            "Matrixon got the new power levels\n{}",
+            synapse.log_tail()
+        );
+        rooms.push((room_id, path));
+    }
+
+    // Matrixon down: Bob raises the level for messages to 20.
+    let port = server_name(&matrixon).port().expect("a port");
+    let db = matrixon.stop().await;
+    for (_, path) in &rooms {
+        let (_, mut levels) = synapse
+            .request(reqwest::Method::GET, path, Some(&bob_token), None)
+            .await;
+        levels["events_default"] = json!(20);
+        let (status, set) = synapse
+            .request(reqwest::Method::PUT, path, Some(&bob_token), Some(&levels))
+            .await;
+        assert_eq!(status, 200, "{set}");
+    }
+    // Synapse down, Matrixon back: Alice sets it to 10 (and a topic nobody contests).
+    synapse.stop().await;
+    let mut config = crate::harness::test_config(&db.url);
+    federating(&mut config, port);
+    let matrixon = TestServer::start_on(db, config).await;
+    for (room_id, path) in &rooms {
+        let (_, mut levels) = matrixon.get(path, Some(&alice_token)).await;
+        assert_eq!(levels["events_default"], 0, "the partition holds");
+        levels["events_default"] = json!(10);
+        let (status, set) = matrixon.put_json(path, Some(&alice_token), &levels).await;
+        assert_eq!(status, 200, "{set}");
+        let (status, set) = matrixon
+            .put_json(
+                &format!("/_matrix/client/v3/rooms/{room_id}/state/m.room.topic/"),
+                Some(&alice_token),
+                &json!({ "topic": "set during the partition" }),
+            )
+            .await;
+        assert_eq!(status, 200, "{set}");
+    }
+
+    // Both back: each side's change reaches the other, and the states agree.
+    synapse.resume().await;
+    matrixon.clock.advance(std::time::Duration::from_secs(3600));
+    for (room_id, path) in &rooms {
+        let state = format!("/_matrix/client/v3/rooms/{room_id}/state");
+        let mut here = Default::default();
+        let mut there = Default::default();
+        for _ in 0..150 {
+            here = state_ids(async || matrixon.get(&state, Some(&alice_token)).await).await;
+            there = state_ids(async || {
+                synapse
+                    .request(reqwest::Method::GET, &state, Some(&bob_token), None)
+                    .await
+            })
+            .await;
+            let topic = ("m.room.topic".to_owned(), String::new());
+            let (_, synapse_levels) = synapse
+                .request(reqwest::Method::GET, path, Some(&bob_token), None)
+                .await;
+            let (_, matrixon_levels) = matrixon.get(path, Some(&alice_token)).await;
+            if here == there && here.contains_key(&topic) && synapse_levels == matrixon_levels {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+        assert_eq!(
+            here,
+            there,
+            "{room_id}: the two sides disagree\n{}",
+            synapse.log_tail()
+        );
+    }
+    matrixon.finish().await;
+}
+
 /// A Matrixon user invites a Synapse user (countersigned by Synapse), who sees the invite,
 /// joins and leaves again; a room created with a remote invite does the same.
 #[tokio::test(flavor = "multi_thread")]

@@ -11,7 +11,7 @@ use sqlx::{Any, Row, Transaction, any::AnyRow};
 use super::{Backend, Store};
 
 /// A full snapshot is written after this many deltas, so reading state stays cheap.
-const MAX_STATE_DELTAS: i64 = 50;
+pub(super) const MAX_STATE_DELTAS: i64 = 50;
 
 /// State groups kept in memory before the cache starts over.
 const STATE_CACHE_GROUPS: usize = 4096;
@@ -176,6 +176,9 @@ pub struct NewEvent<'a> {
     pub push_actions: &'a [super::push::PushAction],
     /// Kept as state or auth only, out of the timeline (a remote room's state at a join).
     pub outlier: bool,
+    /// For an event on a fork of the room's history: its branch's state and the resolved
+    /// state after it (then `state_before` is the room's current group, the base of both).
+    pub resolution: Option<&'a super::Resolution>,
 }
 
 impl Store {
@@ -252,8 +255,11 @@ impl Store {
         }
         let built_on =
             serde_json::to_string(built_on).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-        let extremities = serde_json::to_string(&[event.event_id])
-            .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+        let extremities = match event.resolution {
+            Some(resolution) => serde_json::to_string(&resolution.extremities),
+            None => serde_json::to_string(&[event.event_id]),
+        }
+        .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
         // Writing first: on SQLite a transaction that read before writing cannot take the
         // write lock once another connection has committed (SQLITE_BUSY_SNAPSHOT).
         let moved = sqlx::query(
@@ -286,6 +292,19 @@ impl Store {
         .await?;
         let (relates_to, rel_type) = event.relation.unzip();
         let (txn_device, txn_id) = event.txn.unzip();
+        let state_before = match event.resolution {
+            Some(resolution) => Some(
+                super::forks::group_for(
+                    &mut tx,
+                    event.room_id,
+                    event.state_before,
+                    &resolution.previous,
+                    &resolution.state_before,
+                )
+                .await?,
+            ),
+            None => event.state_before,
+        };
         sqlx::query(
             "INSERT INTO events (stream_ordering, event_id, room_id, sender, type, state_key, \
              depth, origin_server_ts, json, state_before, relates_to, rel_type, txn_device, txn_id, \
@@ -300,7 +319,7 @@ impl Store {
         .bind(event.depth)
         .bind(event.origin_server_ts)
         .bind(event.json)
-        .bind(event.state_before)
+        .bind(state_before)
         .bind(relates_to)
         .bind(rel_type)
         .bind(txn_device)
@@ -310,7 +329,18 @@ impl Store {
         .await?;
 
         let mut state_group = event.state_before;
-        if let Some(state_key) = event.state_key {
+        if let Some(resolution) = event.resolution {
+            state_group = Some(
+                super::forks::apply(
+                    &mut tx,
+                    event.room_id,
+                    event.state_before,
+                    stream,
+                    resolution,
+                )
+                .await?,
+            );
+        } else if let Some(state_key) = event.state_key {
             state_group = Some(
                 new_state_group(
                     &mut tx,
@@ -331,24 +361,12 @@ impl Store {
             .execute(&mut *tx)
             .await?;
             if let Some(membership) = event.membership {
-                sqlx::query(
-                    "INSERT INTO memberships (room_id, user_id, membership, event_id, stream_ordering, \
-                     membership_since, ever_joined) VALUES ($1, $2, $3, $4, $5, $5, $6) \
-                     ON CONFLICT (room_id, user_id) DO UPDATE SET \
-                     membership_since = CASE WHEN memberships.membership = excluded.membership \
-                         THEN memberships.membership_since ELSE excluded.stream_ordering END, \
-                     membership = excluded.membership, event_id = excluded.event_id, \
-                     stream_ordering = excluded.stream_ordering, forgotten = 0, \
-                     ever_joined = CASE WHEN memberships.ever_joined = 1 OR excluded.ever_joined = 1 \
-                         THEN 1 ELSE 0 END",
+                upsert_membership(
+                    &mut tx,
+                    event.room_id,
+                    (state_key, membership, event.event_id),
+                    stream,
                 )
-                .bind(event.room_id)
-                .bind(state_key)
-                .bind(membership)
-                .bind(event.event_id)
-                .bind(stream)
-                .bind(i64::from(membership == "join"))
-                .execute(&mut *tx)
                 .await?;
             }
         }
@@ -845,6 +863,35 @@ impl Store {
 
 /// Writes the state group after `entry` on top of `parent`: a delta, or a full snapshot when
 /// the delta chain has grown long.
+/// Records `user_id`'s membership in a room as of stream position `stream`.
+pub(super) async fn upsert_membership(
+    tx: &mut Transaction<'static, Any>,
+    room_id: &str,
+    (user_id, membership, event_id): (&str, &str, &str),
+    stream: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO memberships (room_id, user_id, membership, event_id, stream_ordering, \
+         membership_since, ever_joined) VALUES ($1, $2, $3, $4, $5, $5, $6) \
+         ON CONFLICT (room_id, user_id) DO UPDATE SET \
+         membership_since = CASE WHEN memberships.membership = excluded.membership \
+             THEN memberships.membership_since ELSE excluded.stream_ordering END, \
+         membership = excluded.membership, event_id = excluded.event_id, \
+         stream_ordering = excluded.stream_ordering, forgotten = 0, \
+         ever_joined = CASE WHEN memberships.ever_joined = 1 OR excluded.ever_joined = 1 \
+             THEN 1 ELSE 0 END",
+    )
+    .bind(room_id)
+    .bind(user_id)
+    .bind(membership)
+    .bind(event_id)
+    .bind(stream)
+    .bind(i64::from(membership == "join"))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 async fn new_state_group(
     tx: &mut Transaction<'static, Any>,
     room_id: &str,

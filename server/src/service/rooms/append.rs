@@ -26,7 +26,7 @@ use crate::{
         gate::{Door, GATE_EVENT_TYPE},
         secrets,
     },
-    store::{NewEvent, PushAction, RoomRow},
+    store::{NewEvent, PushAction, Resolution, RoomRow},
 };
 
 /// Largest PDU the spec allows.
@@ -452,6 +452,7 @@ impl Services {
             depth,
             now,
             redacts: draft.redacts.clone(),
+            resolution: None,
         })
     }
 
@@ -521,6 +522,7 @@ impl Services {
                     state_before: room.state_group,
                     push_actions,
                     outlier: false,
+                    resolution: prepared.resolution.as_ref(),
                 },
                 &room.extremities,
             )
@@ -560,6 +562,8 @@ pub struct Prepared {
     depth: i64,
     now: i64,
     redacts: Option<OwnedEventId>,
+    /// Set for a remote event on a fork of the room's history.
+    resolution: Option<Resolution>,
 }
 
 impl Prepared {
@@ -620,50 +624,37 @@ impl Services {
                 .await?
                 .ok_or_else(|| Error::not_found("Unknown room"))?;
             let (_, rules) = version_rules(&room.version)?;
-            let pdu = Pdu::from_json(event_id.to_owned(), room_id, json).map_err(internal)?;
-            let state = self.store.state_of_group(room.state_group).await?;
-            let auth_types = state_res::auth_types_for_event(
-                &pdu.kind,
-                &pdu.sender,
-                pdu.state_key.as_deref(),
-                &pdu.content,
-                &rules.authorization,
-            )
-            .map_err(|e| Error::bad_json(format!("Invalid content: {e}")))?;
-            let mut wanted: Vec<String> = pdu.auth_events.iter().map(ToString::to_string).collect();
-            wanted.extend(
-                auth_types
+            let current = self.store.state_of_group(room.state_group).await?;
+            let builds_on_latest = pdu.prev_events.len() == room.extremities.len()
+                && pdu
+                    .prev_events
                     .iter()
-                    .chain([&(StateEventType::RoomCreate, String::new())])
-                    .filter_map(|(kind, key)| state.get(&(kind.to_string(), key.clone())).cloned()),
-            );
-            let loaded: HashMap<OwnedEventId, Pdu> = self
-                .store
-                .events(&wanted)
-                .await?
-                .iter()
-                .filter(|stored| stored.room_id == room_id.as_str())
-                .map(|stored| Pdu::from_stored(stored).map(|pdu| (pdu.event_id.clone(), pdu)))
-                .collect::<Result<_, _>>()
-                .map_err(Error::Internal)?;
-            if let Some(missing) = pdu.auth_events.iter().find(|id| !loaded.contains_key(*id)) {
-                return Err(Error::forbidden(format!(
-                    "The event's auth event {missing} is not known here"
-                )));
-            }
-            let depth = room.depth.saturating_add(1);
-            let now = i64::from(pdu.origin_server_ts.get());
-            let prepared = Prepared {
-                redacts: pdu.redacts.clone(),
-                pdu,
-                json: json.to_owned(),
-                rules,
-                state,
-                loaded,
-                depth,
-                now,
+                    .all(|p| room.extremities.iter().any(|e| e == p.as_str()));
+            let branch = if builds_on_latest {
+                None
+            } else {
+                self.state_before_prevs(room_id, &rules, &pdu.prev_events)
+                    .await?
             };
-            prepared.authorize()?;
+            let prepared = match branch {
+                None => {
+                    let prepared = self
+                        .remote_prepared(room_id, &room, &rules, (event_id, json), current)
+                        .await?;
+                    prepared.authorize()?;
+                    prepared
+                }
+                Some(before) => {
+                    self.prepared_on_fork(
+                        room_id,
+                        &room,
+                        &rules,
+                        (event_id, json),
+                        (current, before),
+                    )
+                    .await?
+                }
+            };
             if let Some(event_id) = self.commit(prepared, &room, None, &push_actions).await? {
                 return Ok(event_id);
             }
@@ -673,6 +664,116 @@ impl Services {
             ErrorKind::Unknown,
             "The room is too busy right now; try again",
         ))
+    }
+
+    /// A remote event on a fork: rejected unless the rules allow it at its branch's state,
+    /// refused (soft-failed) unless they allow it at the room's state with that branch
+    /// merged in; the room's state after it resolved from the current state and its own.
+    async fn prepared_on_fork(
+        &self,
+        room_id: &RoomId,
+        room: &RoomRow,
+        rules: &RoomVersionRules,
+        event: (&EventId, &str),
+        (current, before): (crate::store::StateMap, crate::store::StateMap),
+    ) -> Result<Prepared> {
+        let at_branch = self
+            .remote_prepared(room_id, room, rules, event, before.clone())
+            .await?;
+        at_branch.authorize()?;
+        let merged = self
+            .resolve_states(room_id, rules, vec![current.clone(), before.clone()])
+            .await?;
+        let mut prepared = self
+            .remote_prepared(room_id, room, rules, event, merged)
+            .await?;
+        prepared.authorize()?;
+        let pdu = &prepared.pdu;
+        let mut after = before.clone();
+        if let Some(key) = &pdu.state_key {
+            after.insert(
+                (pdu.kind.to_string(), key.clone()),
+                pdu.event_id.to_string(),
+            );
+        }
+        let resolved = self
+            .resolve_states(room_id, rules, vec![current.clone(), after])
+            .await?;
+        let memberships = self.membership_changes(&current, &resolved).await?;
+        let mut extremities: Vec<String> = room
+            .extremities
+            .iter()
+            .filter(|e| !pdu.prev_events.iter().any(|p| p.as_str() == e.as_str()))
+            .cloned()
+            .collect();
+        extremities.push(pdu.event_id.to_string());
+        prepared.resolution = Some(Resolution {
+            previous: current,
+            state_before: before,
+            current: resolved,
+            extremities,
+            memberships,
+        });
+        Ok(prepared)
+    }
+
+    /// A remote event ready to be checked against `state` (its auth events and those the
+    /// rules would pick from `state` loaded).
+    async fn remote_prepared(
+        &self,
+        room_id: &RoomId,
+        room: &RoomRow,
+        rules: &RoomVersionRules,
+        (event_id, json): (&EventId, &str),
+        state: crate::store::StateMap,
+    ) -> Result<Prepared> {
+        let pdu = Pdu::from_json(event_id.to_owned(), room_id, json).map_err(internal)?;
+        let auth_types = state_res::auth_types_for_event(
+            &pdu.kind,
+            &pdu.sender,
+            pdu.state_key.as_deref(),
+            &pdu.content,
+            &rules.authorization,
+        )
+        .map_err(|e| Error::bad_json(format!("Invalid content: {e}")))?;
+        let mut wanted: Vec<String> = pdu.auth_events.iter().map(ToString::to_string).collect();
+        wanted.extend(
+            auth_types
+                .iter()
+                .chain([&(StateEventType::RoomCreate, String::new())])
+                .filter_map(|(kind, key)| state.get(&(kind.to_string(), key.clone())).cloned()),
+        );
+        let loaded: HashMap<OwnedEventId, Pdu> = self
+            .store
+            .events(&wanted)
+            .await?
+            .iter()
+            .filter(|stored| stored.room_id == room_id.as_str())
+            .map(|stored| Pdu::from_stored(stored).map(|pdu| (pdu.event_id.clone(), pdu)))
+            .collect::<Result<_, _>>()
+            .map_err(Error::Internal)?;
+        if let Some(missing) = pdu.auth_events.iter().find(|id| !loaded.contains_key(*id)) {
+            return Err(Error::forbidden(format!(
+                "The event's auth event {missing} is not known here"
+            )));
+        }
+        // Never below the events it follows (Synapse orders history by depth).
+        let depth = room
+            .depth
+            .saturating_add(1)
+            .max(i64::try_from(u64::from(pdu.depth)).unwrap_or(i64::MAX));
+        let now = i64::from(pdu.origin_server_ts.get());
+        Ok(Prepared {
+            redacts: pdu.redacts.clone(),
+            pdu,
+            json: json.to_owned(),
+            rules: rules.clone(),
+            state,
+            loaded,
+            depth,
+            now,
+            resolution: None,
+        })
     }
 }
 
@@ -795,6 +896,7 @@ impl Services {
                         state_before: room.state_group,
                         push_actions: &[],
                         outlier,
+                        resolution: None,
                     },
                     &room.extremities,
                 )

@@ -2,6 +2,7 @@
 
 mod append;
 mod create;
+mod forks;
 pub mod hierarchy;
 mod membership;
 pub mod pdu;
