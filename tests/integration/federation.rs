@@ -336,6 +336,9 @@ both_backends!(
     two_matrixon_servers_federate_keys_profiles_and_queries,
     federation_is_off_unless_enabled,
     bad_events_over_federation_are_refused_and_not_stored,
+    a_gap_before_a_pushed_event_is_filled,
+    history_before_a_join_is_backfilled_from_synapse,
+    after_a_partition_both_sides_resolve_the_same_state,
 );
 
 async fn federation_is_off_unless_enabled(backend: Backend) {
@@ -1161,12 +1164,11 @@ async fn a_matrixon_user_joins_synapse_rooms_and_they_talk() {
 /// A room's history from before a Matrixon user joined it on Synapse: 30 messages and a
 /// name change, fetched with `/backfill` as matrix-sdk and matrix-nio scroll back, each
 /// event once, in order, down to the room's create event.
-#[tokio::test(flavor = "multi_thread")]
-async fn history_before_a_join_is_backfilled_from_synapse() {
+async fn history_before_a_join_is_backfilled_from_synapse(backend: Backend) {
     let Some(synapse) = Synapse::start().await else {
         return;
     };
-    let matrixon = federating_server(&Backend::Sqlite).await;
+    let matrixon = federating_server(&backend).await;
     let (_, alice_token) = user(&matrixon, "alice", "Alice on Matrixon").await;
     user(&matrixon, "nina", "Nina on Matrixon").await;
     let (_, bob_token) = synapse.register("bob").await;
@@ -1459,10 +1461,9 @@ async fn messages_sent_while_a_server_is_down_arrive_after_it_returns() {
 /// A server that catches up with only a room's latest event (as Synapse does after a long
 /// outage, emulated here by dropping all but the last queued event from one Matrixon's
 /// outbox): the other fetches what came before with `/get_missing_events`, in order.
-#[tokio::test(flavor = "multi_thread")]
-async fn a_gap_before_a_pushed_event_is_filled() {
-    let a = federating_server(&Backend::Sqlite).await;
-    let b = federating_server(&Backend::Sqlite).await;
+async fn a_gap_before_a_pushed_event_is_filled(backend: Backend) {
+    let a = federating_server(&backend).await;
+    let b = federating_server(&backend).await;
     let (_, alice_token) = user(&a, "alice", "Alice on A").await;
     let (_, bob_token) = user(&b, "bob", "Bob on B").await;
     let (_, created) = a
@@ -1495,23 +1496,24 @@ async fn a_gap_before_a_pushed_event_is_filled() {
             .await;
         assert_eq!(status, 200);
     }
-    let pool = sqlx::SqlitePool::connect(&a.db.url)
-        .await
-        .expect("A's database");
-    let dropped = sqlx::query(
-        "DELETE FROM federation_outbox WHERE destination = $1 AND id < \
-         (SELECT MAX(id) FROM federation_outbox WHERE destination = $1)",
-    )
-    .bind(b_name.as_str())
-    .execute(&pool)
-    .await
-    .expect("outbox trimmed");
-    assert_eq!(
-        dropped.rows_affected(),
-        7,
-        "A had queued every message for B"
-    );
-    pool.close().await;
+    let trim = "DELETE FROM federation_outbox WHERE destination = $1 AND id < \
+                (SELECT MAX(id) FROM federation_outbox WHERE destination = $1)";
+    let dropped = if a.db.url.starts_with("sqlite:") {
+        let pool = sqlx::SqlitePool::connect(&a.db.url)
+            .await
+            .expect("A's database");
+        let done = sqlx::query(trim).bind(b_name.as_str()).execute(&pool).await;
+        pool.close().await;
+        done.expect("outbox trimmed").rows_affected()
+    } else {
+        let pool = sqlx::PgPool::connect(&a.db.url)
+            .await
+            .expect("A's database");
+        let done = sqlx::query(trim).bind(b_name.as_str()).execute(&pool).await;
+        pool.close().await;
+        done.expect("outbox trimmed").rows_affected()
+    };
+    assert_eq!(dropped, 7, "A had queued every message for B");
 
     let mut config = crate::harness::test_config(&b_db.url);
     federating(&mut config, b_port);
@@ -1561,12 +1563,11 @@ async fn state_ids(
 /// (Synapse first). Once both are back, each has received the other's change on a fork of
 /// the room's history, and state resolution must bring both to the same state — in room
 /// versions 11 and 12 (state resolution v2 and v2.1).
-#[tokio::test(flavor = "multi_thread")]
-async fn after_a_partition_both_sides_resolve_the_same_state() {
+async fn after_a_partition_both_sides_resolve_the_same_state(backend: Backend) {
     let Some(mut synapse) = Synapse::start().await else {
         return;
     };
-    let matrixon = federating_server(&Backend::Sqlite).await;
+    let matrixon = federating_server(&backend).await;
     let (alice, alice_token) = user(&matrixon, "alice", "Alice on Matrixon").await;
     let (_, bob_token) = synapse.register("bob").await;
     let mut rooms = Vec::new();
