@@ -1007,6 +1007,43 @@ async fn bad_events_over_federation_are_refused_and_not_stored(backend: Backend)
     )
     .await;
     assert_eq!(status, 403, "{body}");
+
+    // A server ACL that shuts out IP-literal servers: B's requests about the room are 403
+    // and its events are refused, though its user is still a member.
+    let (status, body) = as_b(&format!("/_matrix/federation/v1/event/{good_id}")).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = a
+        .put_json(
+            &format!("/_matrix/client/v3/rooms/{room_id}/state/m.room.server_acl/"),
+            Some(&alice_token),
+            &json!({ "allow": ["*"], "deny": [], "allow_ip_literals": false }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = as_b(&format!("/_matrix/federation/v1/event/{good_id}")).await;
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = as_b(&format!(
+        "/_matrix/federation/v1/make_join/{room_id}/@trudy:{b_name}?ver=11"
+    ))
+    .await;
+    assert_eq!(status, 403, "{body}");
+    let mut after = message("after the ACL", &mallory);
+    let after_id = signed_event(&mut after, &b_name, b_key);
+    let (status, results) = send_as_b(
+        reqwest::Method::PUT,
+        "/_matrix/federation/v1/send/t4",
+        &json!({ "origin": b_name, "origin_server_ts": 1, "pdus": [after], "edus": [] }),
+    )
+    .await;
+    assert_eq!(status, 200, "{results}");
+    assert!(
+        results["pdus"][&after_id]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("server ACL")),
+        "{results}"
+    );
+    let (status, _) = event(after_id).await;
+    assert_eq!(status, 404, "a refused event is not stored");
     a.finish().await;
     b.finish().await;
 }

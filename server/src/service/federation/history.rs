@@ -44,12 +44,14 @@ struct PrevEvents {
 }
 
 impl Services {
-    /// 403 unless `origin` has a member joined to `room_id` or the room is world-readable.
+    /// 403 unless `origin` has a member joined to `room_id` or the room is world-readable,
+    /// and the room's server ACL lets it in.
     pub async fn ensure_server_may_read(
         &self,
         origin: &ServerName,
         room_id: &RoomId,
     ) -> Result<()> {
+        self.ensure_acl_allows(origin, room_id).await?;
         if self
             .servers_in_room(room_id)
             .await?

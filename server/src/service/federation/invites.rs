@@ -122,6 +122,7 @@ impl Services {
         event: &serde_json::value::RawValue,
         stripped: &[Value],
     ) -> Result<Value> {
+        self.ensure_acl_allows(origin, room_id).await?;
         let (_, rules) = crate::service::rooms::version_rules(room_version).map_err(|_| {
             Error::new(
                 http::StatusCode::BAD_REQUEST,

@@ -33,6 +33,7 @@ impl Services {
                 "{origin} cannot act for {user_id}, who is not its user"
             )));
         }
+        self.ensure_acl_allows(origin, room_id).await?;
         let room = self
             .store
             .room(room_id.as_str())
@@ -76,6 +77,7 @@ impl Services {
         pdu: &RawJsonValue,
         membership: &str,
     ) -> Result<(CheckedPdu, ruma::OwnedUserId)> {
+        self.ensure_acl_allows(origin, room_id).await?;
         let room = self
             .store
             .room(room_id.as_str())

@@ -1,6 +1,7 @@
 //! Talking to other Matrix servers: finding them, signing what is sent to them, and checking
 //! the signatures on what they send.
 
+mod acl;
 mod backfill;
 mod client;
 mod devices;

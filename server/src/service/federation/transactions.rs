@@ -72,6 +72,9 @@ impl Services {
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("no room {room_id} here"))?;
         let event_id = super::pdu::event_id_of(&room.version, raw)?;
+        if let Err(denied) = self.ensure_acl_allows(origin, &room_id).await {
+            return Ok((event_id, Err(denied.to_string())));
+        }
         // A server may only push events into rooms it is in (or its own user's join): asked
         // first, so that events for other rooms cost no key fetches.
         let sender_server = header
@@ -142,7 +145,9 @@ impl Services {
                     ) else {
                         continue;
                     };
-                    if user.server_name() != origin {
+                    if user.server_name() != origin
+                        || self.ensure_acl_allows(origin, &room).await.is_err()
+                    {
                         continue;
                     }
                     let timeout = (content["typing"] == true).then_some(REMOTE_TYPING);
@@ -158,6 +163,9 @@ impl Services {
                         let Ok(room) = RoomId::parse(room.as_str()) else {
                             continue;
                         };
+                        if self.ensure_acl_allows(origin, &room).await.is_err() {
+                            continue;
+                        }
                         let Some(readers) = kinds["m.read"].as_object() else {
                             continue;
                         };
