@@ -50,10 +50,16 @@ fn federating(config: &mut Config, port: u16) {
 /// A federating test server on a free port (another one when the port was taken between
 /// finding it free and binding it: tests run side by side).
 pub(crate) async fn federating_server(backend: &Backend) -> TestServer {
+    federating_server_with(backend, |_| {}).await
+}
+
+/// [`federating_server`] with its configuration changed by `tweak`.
+async fn federating_server_with(backend: &Backend, tweak: impl Fn(&mut Config)) -> TestServer {
     let mut db = crate::harness::Database::create(backend).await;
     for _ in 0..10 {
         let mut config = crate::harness::test_config(&db.url);
         federating(&mut config, free_port());
+        tweak(&mut config);
         match TestServer::try_start_on(db, config).await {
             Ok(server) => return server,
             Err((back, error)) => {
@@ -1724,6 +1730,126 @@ async fn after_a_partition_both_sides_resolve_the_same_state(backend: Backend) {
         );
     }
     matrixon.finish().await;
+}
+
+/// Public room directories across servers: Synapse's users browse Matrixon's (when
+/// `allow_public_rooms` is on; 403 otherwise), Matrixon's users browse Synapse's through
+/// matrix-sdk and raw HTTP, with a search term.
+#[tokio::test(flavor = "multi_thread")]
+async fn room_directories_are_browsed_across_servers() {
+    let Some(synapse) = Synapse::start().await else {
+        return;
+    };
+    let matrixon =
+        federating_server_with(&Backend::Sqlite, |c| c.federation.allow_public_rooms = true).await;
+    let closed = federating_server(&Backend::Sqlite).await;
+    let (_, alice_token) = user(&matrixon, "alice", "Alice on Matrixon").await;
+    let (_, bob_token) = synapse.register("bob").await;
+    let (status, created) = matrixon
+        .post_json(
+            "/_matrix/client/v3/createRoom",
+            Some(&alice_token),
+            &json!({ "preset": "public_chat", "visibility": "public", "name": "Matrixon lobby" }),
+        )
+        .await;
+    assert_eq!(status, 200, "{created}");
+    let (status, created) = synapse
+        .request(
+            reqwest::Method::POST,
+            "/_matrix/client/v3/createRoom",
+            Some(&bob_token),
+            Some(&json!({ "preset": "public_chat", "visibility": "public", "name": "Synapse lobby" })),
+        )
+        .await;
+    assert_eq!(status, 200, "{created}");
+    let synapse_room = created["room_id"].as_str().expect("room id").to_owned();
+    for name in ["Synapse garden", "Synapse attic"] {
+        let (status, _) = synapse
+            .request(
+                reqwest::Method::POST,
+                "/_matrix/client/v3/createRoom",
+                Some(&bob_token),
+                Some(&json!({ "preset": "public_chat", "visibility": "public", "name": name })),
+            )
+            .await;
+        assert_eq!(status, 200);
+    }
+
+    // Synapse's user reads Matrixon's directory; a server that does not share it is 403.
+    let names = |page: &Value| -> Vec<String> {
+        page["chunk"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r["name"].as_str().map(str::to_owned))
+            .collect()
+    };
+    let (status, page) = synapse
+        .request(
+            reqwest::Method::GET,
+            &format!(
+                "/_matrix/client/v3/publicRooms?server={}",
+                server_name(&matrixon)
+            ),
+            Some(&bob_token),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{page}\n{}", synapse.log_tail());
+    assert_eq!(names(&page), ["Matrixon lobby"], "{page}");
+    let (status, page) = synapse
+        .request(
+            reqwest::Method::GET,
+            &format!(
+                "/_matrix/client/v3/publicRooms?server={}",
+                server_name(&closed)
+            ),
+            Some(&bob_token),
+            None,
+        )
+        .await;
+    assert!(status >= 400, "{status} {page}");
+
+    // Matrixon's user reads Synapse's: matrix-sdk pages through it two at a time...
+    let client = matrixon.client().await;
+    client
+        .matrix_auth()
+        .login_username("alice", "a long password")
+        .send()
+        .await
+        .expect("matrix-sdk login");
+    let server = OwnedServerName::try_from(synapse.server_name.as_str()).expect("name");
+    let mut seen = Vec::new();
+    let mut since: Option<String> = None;
+    for _ in 0..5 {
+        let page = client
+            .public_rooms(Some(2), since.as_deref(), Some(&server))
+            .await
+            .expect("matrix-sdk reads Synapse's directory");
+        seen.extend(page.chunk.iter().filter_map(|r| r.name.clone()));
+        match page.next_batch {
+            Some(next) => since = Some(next),
+            None => break,
+        }
+    }
+    seen.sort();
+    assert_eq!(seen, ["Synapse attic", "Synapse garden", "Synapse lobby"]);
+    // ...and a search, over raw HTTP.
+    let (status, page) = matrixon
+        .post_json(
+            &format!(
+                "/_matrix/client/v3/publicRooms?server={}",
+                synapse.server_name
+            ),
+            Some(&alice_token),
+            &json!({ "filter": { "generic_search_term": "lobby" } }),
+        )
+        .await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(names(&page), ["Synapse lobby"], "{page}");
+    assert_eq!(page["chunk"][0]["room_id"], synapse_room.as_str());
+    matrixon.finish().await;
+    closed.finish().await;
 }
 
 /// A Matrixon user invites a Synapse user (countersigned by Synapse), who sees the invite,

@@ -178,6 +178,9 @@ pub struct FederationConfig {
     pub trusted_key_servers: Vec<OwnedServerName>,
     /// Per-request time limit for requests to other servers, in milliseconds.
     pub request_timeout_ms: u64,
+    /// Whether other servers may read the public room directory (Synapse's
+    /// `allow_public_rooms_over_federation`, off by default there too).
+    pub allow_public_rooms: bool,
 }
 
 /// VoIP settings.

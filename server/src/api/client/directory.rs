@@ -58,7 +58,8 @@ fn offset(since: Option<&str>) -> Result<usize> {
     }
 }
 
-fn limit(limit: Option<UInt>) -> usize {
+/// A page size from a request's `limit`: 1 to [`MAX_PAGE`].
+pub(crate) fn limit(limit: Option<UInt>) -> usize {
     limit
         .map_or(MAX_PAGE, |l| {
             usize::try_from(u64::from(l)).unwrap_or(MAX_PAGE)
@@ -86,14 +87,16 @@ fn chunk(room: DirectoryRoom) -> Result<PublicRoomsChunk> {
     Ok(chunk)
 }
 
-type Page = (
+/// A directory page: rooms, next and previous tokens, total.
+pub(crate) type Page = (
     Vec<PublicRoomsChunk>,
     Option<String>,
     Option<String>,
     Option<UInt>,
 );
 
-async fn page(
+/// This server's published rooms matching `term`, a page from `since`.
+pub(crate) async fn page(
     services: &Services,
     term: Option<&str>,
     since: Option<&str>,
@@ -111,12 +114,21 @@ async fn page(
     ))
 }
 
-fn local_only(services: &Services, server: Option<&ruma::ServerName>) -> Result<()> {
+/// The directory page of `server` (this one's, or another's over federation).
+async fn page_of(
+    services: &Services,
+    server: Option<&ruma::ServerName>,
+    term: Option<&str>,
+    since: Option<&str>,
+    size: usize,
+) -> Result<Page> {
     match server {
-        Some(server) if server != services.config.server_name => Err(Error::forbidden(
-            "Other servers' directories need federation, which is not available yet",
-        )),
-        _ => Ok(()),
+        Some(server) if server != services.config.server_name => {
+            services
+                .remote_public_rooms(server, term, since, size)
+                .await
+        }
+        _ => page(services, term, since, size).await,
     }
 }
 
@@ -126,9 +138,14 @@ async fn public_rooms(
     req: Ruma<get_public_rooms::v3::Request>,
 ) -> Result<get_public_rooms::v3::Response> {
     let b = &req.body;
-    local_only(&services, b.server.as_deref())?;
-    let (chunk, next, prev, total) =
-        page(&services, None, b.since.as_deref(), limit(b.limit)).await?;
+    let (chunk, next, prev, total) = page_of(
+        &services,
+        b.server.as_deref(),
+        None,
+        b.since.as_deref(),
+        limit(b.limit),
+    )
+    .await?;
     let mut response = get_public_rooms::v3::Response::new(chunk);
     response.next_batch = next;
     response.prev_batch = prev;
@@ -142,10 +159,15 @@ async fn public_rooms_filtered(
     req: Ruma<get_public_rooms_filtered::v3::Request>,
 ) -> Result<get_public_rooms_filtered::v3::Response> {
     let b = &req.body;
-    local_only(&services, b.server.as_deref())?;
     let term = b.filter.generic_search_term.as_deref();
-    let (chunk, next, prev, total) =
-        page(&services, term, b.since.as_deref(), limit(b.limit)).await?;
+    let (chunk, next, prev, total) = page_of(
+        &services,
+        b.server.as_deref(),
+        term,
+        b.since.as_deref(),
+        limit(b.limit),
+    )
+    .await?;
     let mut response = get_public_rooms_filtered::v3::Response::new();
     response.chunk = chunk;
     response.next_batch = next;

@@ -3,7 +3,7 @@
 mod account;
 mod backup;
 mod device;
-mod directory;
+pub(crate) mod directory;
 mod discovery;
 mod ephemeral;
 mod keys;

@@ -1,6 +1,7 @@
 //! The Server-Server API: what other servers ask of this one. Mounted only when
 //! `federation.enabled` is set.
 
+mod directory;
 mod keys;
 mod media;
 mod query;
@@ -18,5 +19,6 @@ pub fn routes() -> Router<Arc<Services>> {
     let router = keys::routes(router);
     let router = rooms::routes(router);
     let router = media::routes(router);
+    let router = directory::routes(router);
     query::routes(router)
 }

@@ -5,6 +5,7 @@ mod acl;
 mod backfill;
 mod client;
 mod devices;
+mod directory;
 mod gaps;
 mod history;
 mod invites;
