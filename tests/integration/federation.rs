@@ -1852,6 +1852,132 @@ async fn room_directories_are_browsed_across_servers() {
     closed.finish().await;
 }
 
+/// A space whose rooms live on two servers: Matrixon walks into Synapse's rooms through
+/// `/_matrix/federation/v1/hierarchy`, and Synapse walks into Matrixon's.
+#[tokio::test(flavor = "multi_thread")]
+async fn spaces_are_walked_across_servers() {
+    let Some(synapse) = Synapse::start().await else {
+        return;
+    };
+    let matrixon = federating_server(&Backend::Sqlite).await;
+    let (_, alice_token) = user(&matrixon, "alice", "Alice on Matrixon").await;
+    let (_, bob_token) = synapse.register("bob").await;
+    let on_synapse = |body: Value| {
+        let synapse = &synapse;
+        let token = bob_token.clone();
+        async move {
+            let (status, created) = synapse
+                .request(
+                    reqwest::Method::POST,
+                    "/_matrix/client/v3/createRoom",
+                    Some(&token),
+                    Some(&body),
+                )
+                .await;
+            assert_eq!(status, 200, "{created}");
+            created["room_id"].as_str().expect("room id").to_owned()
+        }
+    };
+    let on_matrixon = |body: Value| {
+        let matrixon = &matrixon;
+        let token = alice_token.clone();
+        async move {
+            let (status, created) = matrixon
+                .post_json("/_matrix/client/v3/createRoom", Some(&token), &body)
+                .await;
+            assert_eq!(status, 200, "{created}");
+            created["room_id"].as_str().expect("room id").to_owned()
+        }
+    };
+    let child = |room: &str, server: &str| json!({ "type": "m.space.child", "state_key": room, "content": { "via": [server] } });
+    let synapse_room =
+        on_synapse(json!({ "preset": "public_chat", "name": "Synapse child" })).await;
+    let synapse_space = on_synapse(json!({
+        "preset": "public_chat", "name": "Synapse space",
+        "creation_content": { "type": "m.space" },
+        "initial_state": [child(&synapse_room, &synapse.server_name)],
+    }))
+    .await;
+    let matrixon_name = server_name(&matrixon).to_string();
+    let matrixon_room =
+        on_matrixon(json!({ "preset": "public_chat", "name": "Matrixon child" })).await;
+    let matrixon_space = on_matrixon(json!({
+        "preset": "public_chat", "name": "Matrixon space",
+        "creation_content": { "type": "m.space" },
+        "initial_state": [
+            child(&matrixon_room, &matrixon_name),
+            child(&synapse_space, &synapse.server_name),
+        ],
+    }))
+    .await;
+    let names = |page: &Value| -> Vec<String> {
+        let mut names: Vec<String> = page["rooms"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r["name"].as_str().map(str::to_owned))
+            .collect();
+        names.sort();
+        names
+    };
+
+    let (status, page) = matrixon
+        .get(
+            &format!("/_matrix/client/v1/rooms/{matrixon_space}/hierarchy"),
+            Some(&alice_token),
+        )
+        .await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(
+        names(&page),
+        [
+            "Matrixon child",
+            "Matrixon space",
+            "Synapse child",
+            "Synapse space"
+        ],
+        "{page}\n{}",
+        synapse.log_tail()
+    );
+    let remote = page["rooms"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|r| r["room_id"] == synapse_space.as_str())
+        .expect("Synapse's space");
+    assert_eq!(remote["room_type"], "m.space", "{remote}");
+    assert_eq!(
+        remote["children_state"][0]["state_key"],
+        synapse_room.as_str()
+    );
+
+    // Synapse's user, joined to Matrixon's space, sees Matrixon's child room through it.
+    let (status, joined) = synapse
+        .request(
+            reqwest::Method::POST,
+            &format!("/_matrix/client/v3/join/{matrixon_space}?server_name={matrixon_name}"),
+            Some(&bob_token),
+            Some(&json!({})),
+        )
+        .await;
+    assert_eq!(status, 200, "{joined}\n{}", synapse.log_tail());
+    let (status, page) = synapse
+        .request(
+            reqwest::Method::GET,
+            &format!("/_matrix/client/v1/rooms/{matrixon_space}/hierarchy"),
+            Some(&bob_token),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{page}");
+    assert!(
+        names(&page).contains(&"Matrixon child".to_owned()),
+        "{page}\n{}",
+        synapse.log_tail()
+    );
+    matrixon.finish().await;
+}
+
 /// A Matrixon user invites a Synapse user (countersigned by Synapse), who sees the invite,
 /// joins and leaves again; a room created with a remote invite does the same.
 #[tokio::test(flavor = "multi_thread")]

@@ -6,6 +6,7 @@ mod keys;
 mod media;
 mod query;
 mod rooms;
+mod spaces;
 
 use std::sync::Arc;
 
@@ -20,5 +21,6 @@ pub fn routes() -> Router<Arc<Services>> {
     let router = rooms::routes(router);
     let router = media::routes(router);
     let router = directory::routes(router);
+    let router = spaces::routes(router);
     query::routes(router)
 }

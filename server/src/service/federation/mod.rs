@@ -15,6 +15,7 @@ mod memberships;
 mod pdu;
 mod ranges;
 mod resolve;
+mod spaces;
 mod transactions;
 
 use std::time::Duration;

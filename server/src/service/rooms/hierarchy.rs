@@ -1,12 +1,16 @@
 //! A space's hierarchy (`GET /rooms/{roomId}/hierarchy`, spec v1.2, with v1.15's
 //! `allowed_room_ids`, `encryption` and `room_version`): the space and the rooms below it
 //! that the asker may preview, depth first in the spaces' `order`, with each room's
-//! `m.space.child` events. Rooms this server is not in are left out (asking their servers
-//! over federation is not done yet).
+//! `m.space.child` events. Rooms this server is not in are asked of the servers their
+//! parent's `m.space.child` event names (`/_matrix/federation/v1/hierarchy`).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
-use ruma::{OwnedRoomId, RoomId, UserId, api::client::space::SpaceHierarchyRoomsChunk};
+use ruma::{
+    OwnedRoomId, OwnedServerName, RoomId, ServerName, UserId,
+    api::client::space::SpaceHierarchyRoomsChunk,
+    room::{JoinRuleSummary, RoomSummary, RoomType},
+};
 use serde_json::{Value, json};
 
 use crate::{
@@ -42,7 +46,10 @@ pub struct Child {
     pub room_id: OwnedRoomId,
     order: Option<String>,
     ts: i64,
-    event: Value,
+    /// Servers to ask about it.
+    pub via: Vec<OwnedServerName>,
+    /// The `m.space.child` event, stripped.
+    pub event: Value,
 }
 
 impl Services {
@@ -71,32 +78,52 @@ impl Services {
         let mut root_summary = Some(root_summary);
         let mut rooms = Vec::new();
         let mut seen: HashSet<OwnedRoomId> = HashSet::new();
-        let mut stack: Vec<(OwnedRoomId, usize)> = vec![(root.to_owned(), 0)];
+        // Rooms other servers' answers described, so they need not be asked about again.
+        let mut described: HashMap<OwnedRoomId, RoomSummary> = HashMap::new();
+        let mut stack: Vec<(OwnedRoomId, usize, Vec<OwnedServerName>)> =
+            vec![(root.to_owned(), 0, Vec::new())];
         let mut walked = 0;
-        while let Some((room_id, depth)) = stack.pop() {
+        while let Some((room_id, depth, via)) = stack.pop() {
             if walked >= MAX_WALKED || rooms.len() > skip + limit {
                 break;
             }
             if !seen.insert(room_id.clone()) {
                 continue;
             }
-            // A room the asker may not preview (or this server does not know) is left out,
-            // and so is what is below it.
-            let summary = match root_summary.take() {
-                Some(summary) => summary,
-                None => match self.room_summary(&room_id, Some(user_id)).await {
-                    Ok((summary, _)) => summary,
-                    Err(_) => continue,
+            // A room the asker may not preview is left out, and so is what is below it; one
+            // this server is not in is asked of the servers its parent names.
+            let local = match root_summary.take() {
+                Some(summary) => Some(summary),
+                None => self
+                    .room_summary(&room_id, Some(user_id))
+                    .await
+                    .ok()
+                    .map(|(summary, _)| summary),
+            };
+            let (summary, children) = match local {
+                Some(summary) => (
+                    summary,
+                    self.space_children_of(&room_id, request.suggested_only)
+                        .await?,
+                ),
+                None => match self
+                    .remote_space_entry(
+                        user_id,
+                        (&room_id, &via),
+                        request.suggested_only,
+                        &mut described,
+                    )
+                    .await?
+                {
+                    Some(entry) => entry,
+                    None => continue,
                 },
             };
             walked += 1;
-            let children = self
-                .space_children_of(&room_id, request.suggested_only)
-                .await?;
             if depth < max_depth {
                 for child in children.iter().rev() {
                     if !seen.contains(&child.room_id) {
-                        stack.push((child.room_id.clone(), depth + 1));
+                        stack.push((child.room_id.clone(), depth + 1, child.via.clone()));
                     }
                 }
             }
@@ -114,6 +141,59 @@ impl Services {
         Ok((page, next))
     }
 
+    /// A room this server is not in, as the servers `via` describe it, when the asker may
+    /// preview it: its summary and children.
+    async fn remote_space_entry(
+        &self,
+        user_id: &UserId,
+        (room_id, via): (&RoomId, &[OwnedServerName]),
+        suggested_only: bool,
+        described: &mut HashMap<OwnedRoomId, RoomSummary>,
+    ) -> Result<Option<(RoomSummary, Vec<Child>)>> {
+        if !self.config.federation.enabled || self.store.room(room_id.as_str()).await?.is_some() {
+            return Ok(None);
+        }
+        // A room an earlier answer described that is no space: nothing below it to ask for.
+        if let Some(summary) = described.remove(room_id)
+            && summary.room_type != Some(RoomType::Space)
+        {
+            let previewable = self.may_preview_remote(user_id, &summary).await?;
+            return Ok(previewable.then_some((summary, Vec::new())));
+        }
+        let Some(space) = self.remote_hierarchy(via, room_id, suggested_only).await else {
+            return Ok(None);
+        };
+        for child in space.children {
+            described.insert(child.room_id.clone(), child);
+        }
+        if !self.may_preview_remote(user_id, &space.summary).await? {
+            return Ok(None);
+        }
+        let mut children: Vec<Child> = space
+            .children_state
+            .iter()
+            .filter_map(|event| child_from(event, suggested_only))
+            .collect();
+        sort_children(&mut children);
+        Ok(Some((space.summary, children)))
+    }
+
+    /// Whether a user may preview a room of another server from its summary: open to join
+    /// or knock, world-readable, or restricted to a room the user is joined to.
+    async fn may_preview_remote(&self, user_id: &UserId, summary: &RoomSummary) -> Result<bool> {
+        Ok(match &summary.join_rule {
+            _ if summary.world_readable => true,
+            JoinRuleSummary::Public
+            | JoinRuleSummary::Knock
+            | JoinRuleSummary::KnockRestricted(_) => true,
+            JoinRuleSummary::Restricted(restricted) => {
+                self.joined_any(user_id, &restricted.allowed_room_ids)
+                    .await?
+            }
+            _ => false,
+        })
+    }
+
     /// The space's children with a `via` (the only ones that count), ordered as the spec
     /// says: by a valid `order`, then by when they were added, then by room ID.
     pub async fn space_children_of(
@@ -127,51 +207,69 @@ impl Services {
             .current_state_of_type(room_id.as_str(), "m.space.child", MAX_CHILDREN)
             .await?
         {
-            let Some(key) = event.state_key.as_deref() else {
-                continue;
-            };
-            let Ok(child) = RoomId::parse(key) else {
-                continue;
-            };
             let Ok(parsed) = serde_json::from_str::<Value>(&event.json) else {
                 continue;
             };
-            let content = parsed.get("content").cloned().unwrap_or(Value::Null);
-            let has_via = content
-                .get("via")
-                .and_then(Value::as_array)
-                .is_some_and(|v| !v.is_empty());
-            let suggested = content.get("suggested").and_then(Value::as_bool) == Some(true);
-            if !has_via || (suggested_only && !suggested) {
-                continue;
-            }
-            let order = content
-                .get("order")
-                .and_then(Value::as_str)
-                .filter(|o| o.len() <= 50 && o.bytes().all(|b| (0x20..=0x7e).contains(&b)))
-                .map(str::to_owned);
-            children.push(Child {
-                room_id: child,
-                order,
-                ts: event.origin_server_ts,
-                event: json!({
-                    "type": "m.space.child",
-                    "state_key": key,
-                    "content": content,
-                    "sender": event.sender,
-                    "origin_server_ts": event.origin_server_ts,
-                }),
+            let stripped = json!({
+                "type": "m.space.child",
+                "state_key": event.state_key,
+                "content": parsed.get("content").cloned().unwrap_or(Value::Null),
+                "sender": event.sender,
+                "origin_server_ts": event.origin_server_ts,
             });
+            children.extend(child_from(&stripped, suggested_only));
         }
-        // Children with an order come first, in its order.
-        children.sort_by(|a, b| {
-            (a.order.is_none(), &a.order, a.ts, &a.room_id).cmp(&(
-                b.order.is_none(),
-                &b.order,
-                b.ts,
-                &b.room_id,
-            ))
-        });
+        sort_children(&mut children);
         Ok(children)
     }
+}
+
+/// A child from an `m.space.child` event in its stripped form, when it counts: it names a
+/// room, has a `via`, and is suggested if only suggested ones are asked for.
+pub(crate) fn child_from(event: &Value, suggested_only: bool) -> Option<Child> {
+    let key = event["state_key"].as_str()?;
+    let room_id = RoomId::parse(key).ok()?;
+    let content = event.get("content").cloned().unwrap_or(Value::Null);
+    let via: Vec<OwnedServerName> = content
+        .get("via")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.as_str().and_then(|v| ServerName::parse(v).ok()))
+        .collect();
+    let suggested = content.get("suggested").and_then(Value::as_bool) == Some(true);
+    if via.is_empty() || (suggested_only && !suggested) {
+        return None;
+    }
+    let order = content
+        .get("order")
+        .and_then(Value::as_str)
+        .filter(|o| o.len() <= 50 && o.bytes().all(|b| (0x20..=0x7e).contains(&b)))
+        .map(str::to_owned);
+    let ts = event["origin_server_ts"].as_i64().unwrap_or(0);
+    Some(Child {
+        room_id,
+        order,
+        ts,
+        via,
+        event: json!({
+            "type": "m.space.child",
+            "state_key": key,
+            "content": content,
+            "sender": event["sender"],
+            "origin_server_ts": ts,
+        }),
+    })
+}
+
+/// Children with an order first, in its order, then by when they were added, then by id.
+pub(crate) fn sort_children(children: &mut [Child]) {
+    children.sort_by(|a, b| {
+        (a.order.is_none(), &a.order, a.ts, &a.room_id).cmp(&(
+            b.order.is_none(),
+            &b.order,
+            b.ts,
+            &b.room_id,
+        ))
+    });
 }

@@ -91,7 +91,7 @@ impl Services {
     }
 
     /// Whether the user is joined to any of the rooms.
-    async fn joined_any(&self, user: &UserId, rooms: &[OwnedRoomId]) -> Result<bool> {
+    pub(super) async fn joined_any(&self, user: &UserId, rooms: &[OwnedRoomId]) -> Result<bool> {
         for room in rooms {
             if self.membership(room, user).await?.as_deref() == Some("join") {
                 return Ok(true);
