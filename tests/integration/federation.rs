@@ -1014,6 +1014,14 @@ async fn bad_events_over_federation_are_refused_and_not_stored(backend: Backend)
     .await;
     assert_eq!(status, 403, "{body}");
 
+    // The room's first event by time, for a server in it.
+    let (status, found) = as_b(&format!(
+        "/_matrix/federation/v1/timestamp_to_event/{room_id}?ts=0&dir=f"
+    ))
+    .await;
+    assert_eq!(status, 200, "{found}");
+    assert_eq!(found["event_id"], create_id.as_str(), "{found}");
+
     // A server ACL that shuts out IP-literal servers: B's requests about the room are 403
     // and its events are refused, though its user is still a member.
     let (status, body) = as_b(&format!("/_matrix/federation/v1/event/{good_id}")).await;

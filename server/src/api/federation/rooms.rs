@@ -8,7 +8,10 @@ use ruma::{
     api::federation::{
         authorization::get_event_authorization,
         backfill::get_backfill,
-        event::{get_event, get_missing_events, get_room_state, get_room_state_ids},
+        event::{
+            get_event, get_event_by_timestamp, get_missing_events, get_room_state,
+            get_room_state_ids,
+        },
         membership::{
             RawStrippedState, create_invite, create_join_event, create_knock_event,
             create_leave_event, prepare_join_event, prepare_knock_event, prepare_leave_event,
@@ -44,6 +47,26 @@ pub(super) fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .ruma::<get_event_authorization::v1::Request, _, _>(event_auth)
         .ruma::<get_backfill::v1::Request, _, _>(backfill)
         .ruma::<get_missing_events::v1::Request, _, _>(missing_events)
+        .ruma::<get_event_by_timestamp::v1::Request, _, _>(timestamp_to_event)
+}
+
+/// # `GET /_matrix/federation/v1/timestamp_to_event/{roomId}`
+async fn timestamp_to_event(
+    services: Arc<Services>,
+    req: Ruma<get_event_by_timestamp::v1::Request>,
+) -> Result<get_event_by_timestamp::v1::Response> {
+    let b = &req.body;
+    let ts = i64::from(b.ts.get());
+    let forward = b.dir == ruma::api::Direction::Forward;
+    let (event_id, at) = services
+        .event_near_ts_for_server(&req.auth, &b.room_id, ts, forward)
+        .await?;
+    Ok(get_event_by_timestamp::v1::Response::new(
+        ruma::EventId::parse(event_id).map_err(|e| Error::Internal(e.into()))?,
+        MilliSecondsSinceUnixEpoch(
+            ruma::UInt::try_from(at.max(0)).map_err(|e| Error::Internal(e.into()))?,
+        ),
+    ))
 }
 
 /// # `GET /_matrix/federation/v1/make_join/{roomId}/{userId}`

@@ -127,6 +127,24 @@ impl Services {
         self.auth_chain(room_id, std::slice::from_ref(&event)).await
     }
 
+    /// The room's event nearest to `ts` in the given direction (`/timestamp_to_event`), for
+    /// a server that may read the room: `(event id, origin_server_ts)`.
+    pub async fn event_near_ts_for_server(
+        &self,
+        origin: &ServerName,
+        room_id: &RoomId,
+        ts: i64,
+        forward: bool,
+    ) -> Result<(String, i64)> {
+        self.ensure_server_may_read(origin, room_id).await?;
+        self.store
+            .events_near_ts(room_id.as_str(), ts, forward, i64::MAX, (0, 1))
+            .await?
+            .pop()
+            .map(|e| (e.event_id, e.origin_server_ts))
+            .ok_or_else(|| Error::not_found("No event in that direction from that time"))
+    }
+
     /// Events reached by walking back `prev_events` as `walk` says.
     pub async fn walk_back(
         &self,
