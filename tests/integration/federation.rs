@@ -1477,8 +1477,29 @@ async fn messages_sent_while_a_server_is_down_arrive_after_it_returns() {
     }
     assert_eq!(got, wanted, "{}", synapse.log_tail());
 
-    // Synapse down while Alice talks: Matrixon keeps the events queued and backs off.
+    // Synapse down while Alice talks: Matrixon keeps the events queued and backs off, and a
+    // to-device message for Bob's device (room keys travel so) is kept as well.
+    let (_, whoami) = synapse
+        .request(
+            reqwest::Method::GET,
+            "/_matrix/client/v3/account/whoami",
+            Some(&bob_token),
+            None,
+        )
+        .await;
+    let (bob, bob_device) = (
+        whoami["user_id"].as_str().expect("user").to_owned(),
+        whoami["device_id"].as_str().expect("device").to_owned(),
+    );
     synapse.stop().await;
+    let (status, sent) = matrixon
+        .put_json(
+            "/_matrix/client/v3/sendToDevice/m.test.kept/k1",
+            Some(&alice_token),
+            &json!({ "messages": { bob.as_str(): { bob_device.as_str(): { "body": "kept for bob" } } } }),
+        )
+        .await;
+    assert_eq!(status, 200, "{sent}");
     for i in 0..6 {
         let (status, _) = matrixon
             .put_json(
@@ -1506,6 +1527,34 @@ async fn messages_sent_while_a_server_is_down_arrive_after_it_returns() {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
     assert_eq!(got, wanted, "{}", synapse.log_tail());
+    let mut delivered = false;
+    for _ in 0..50 {
+        let (_, sync) = synapse
+            .request(
+                reqwest::Method::GET,
+                "/_matrix/client/v3/sync?timeout=0",
+                Some(&bob_token),
+                None,
+            )
+            .await;
+        if sync["to_device"]["events"]
+            .as_array()
+            .is_some_and(|events| {
+                events
+                    .iter()
+                    .any(|e| e["content"]["body"] == "kept for bob")
+            })
+        {
+            delivered = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert!(
+        delivered,
+        "the to-device message survived Synapse's absence\n{}",
+        synapse.log_tail()
+    );
     matrixon.finish().await;
 }
 

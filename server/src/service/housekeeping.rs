@@ -41,8 +41,9 @@ impl Services {
     /// Removes what expires: unused nonces (unauthenticated endpoints hand them out), OpenID
     /// tokens, vaults not seen delegating for longer than any gate's re-check interval, and
     /// sliding sync connections idle for a week, OAuth codes, browser sign-ins and spent
-    /// refresh tokens past their time, and week-old records of to-device messages from other
-    /// servers (a server retries a transaction for less than that).
+    /// refresh tokens past their time, week-old records of to-device messages from other
+    /// servers (a server retries a transaction for less than that), and to-device messages
+    /// and device-list updates for servers that have not taken them in a week.
     pub async fn prune_expired(&self) -> Result<u64> {
         let now = self.now_ms();
         let nonces =
@@ -60,7 +61,11 @@ impl Services {
             .store
             .prune_to_device_inbox_seen(now - TO_DEVICE_DEDUP_RETENTION.as_millis() as i64)
             .await?;
-        Ok(nonces + vaults + connections + oauth + inbox)
+        let edus = self
+            .store
+            .prune_edu_outbox(now - TO_DEVICE_DEDUP_RETENTION.as_millis() as i64)
+            .await?;
+        Ok(nonces + vaults + connections + oauth + inbox + edus)
     }
 }
 

@@ -44,7 +44,8 @@ impl Services {
         // Other servers' users get theirs once per transaction too.
         if fresh && !remote.is_empty() {
             let message_id = super::secrets::random_alphanumeric(24);
-            self.send_remote_to_device((sender, &message_id), kind, &remote);
+            self.send_remote_to_device((sender, &message_id), kind, &remote)
+                .await;
         }
         self.wake_recipients(recipients);
         Ok(())

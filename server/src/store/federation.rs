@@ -31,6 +31,70 @@ impl Store {
         tx.commit().await
     }
 
+    /// Queues `edu` (JSON) for each of `destinations`, to be kept until acknowledged.
+    pub async fn queue_edu_for_servers(
+        &self,
+        edu: &str,
+        destinations: &[&str],
+        now_ms: i64,
+    ) -> Result<(), sqlx::Error> {
+        if destinations.is_empty() {
+            return Ok(());
+        }
+        let _writer = self.writer().await;
+        let mut tx = self.pool.begin().await?;
+        for destination in destinations {
+            sqlx::query(
+                "INSERT INTO federation_edu_outbox (destination, edu, created_ts) VALUES ($1, $2, $3)",
+            )
+            .bind(*destination)
+            .bind(edu)
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await
+    }
+
+    /// The oldest kept EDUs for `destination`: `(queue id, EDU JSON)`.
+    pub async fn queued_edus_for(
+        &self,
+        destination: &str,
+        limit: i64,
+    ) -> Result<Vec<(i64, String)>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT id, edu FROM federation_edu_outbox WHERE destination = $1 ORDER BY id LIMIT $2",
+        )
+        .bind(destination)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+            .collect()
+    }
+
+    /// Removes the kept EDUs `destination` acknowledged (queue ids up to `upto`).
+    pub async fn edus_sent_to(&self, destination: &str, upto: i64) -> Result<(), sqlx::Error> {
+        let _writer = self.writer().await;
+        sqlx::query("DELETE FROM federation_edu_outbox WHERE destination = $1 AND id <= $2")
+            .bind(destination)
+            .bind(upto)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Drops kept EDUs older than `before_ms` (for servers gone for good).
+    pub async fn prune_edu_outbox(&self, before_ms: i64) -> Result<u64, sqlx::Error> {
+        let _writer = self.writer().await;
+        let done = sqlx::query("DELETE FROM federation_edu_outbox WHERE created_ts < $1")
+            .bind(before_ms)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
     /// Destinations with queued events that are not backing off at `now_ms`.
     pub async fn due_destinations(
         &self,
@@ -38,7 +102,8 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<String>, sqlx::Error> {
         sqlx::query_scalar(
-            "SELECT DISTINCT o.destination FROM federation_outbox o \
+            "SELECT DISTINCT o.destination FROM (SELECT destination FROM federation_outbox \
+             UNION SELECT destination FROM federation_edu_outbox) o \
              LEFT JOIN federation_destinations d ON d.destination = o.destination \
              WHERE d.retry_at IS NULL OR d.retry_at <= $1 LIMIT $2",
         )

@@ -55,14 +55,13 @@ impl Services {
                 "prev_id": [], "deleted": false,
             },
         });
-        self.federation
-            .send_edu(servers.iter().map(|s| s.as_str()), &edu);
-        Ok(())
+        let servers: Vec<&str> = servers.iter().map(|s| s.as_str()).collect();
+        self.send_kept_edu(&servers, &edu).await
     }
 
     /// Sends to-device messages for other servers' users (`(user, device or "*", content
     /// JSON)`): one `m.direct_to_device` per server.
-    pub(crate) fn send_remote_to_device(
+    pub(crate) async fn send_remote_to_device(
         &self,
         (sender, message_id): (&UserId, &str),
         kind: &str,
@@ -100,7 +99,9 @@ impl Services {
                     "messages": messages,
                 },
             });
-            self.federation.send_edu([server.as_str()], &edu);
+            if let Err(error) = self.send_kept_edu(&[server.as_str()], &edu).await {
+                tracing::warn!(%server, %error, "a to-device message for another server was not queued");
+            }
         }
     }
 

@@ -234,6 +234,21 @@ impl Services {
         Ok(())
     }
 
+    /// Queues an EDU that must arrive (to-device messages, device-list updates) for
+    /// `servers`, kept in the database until each acknowledges it.
+    pub(crate) async fn send_kept_edu(&self, servers: &[&str], edu: &Value) -> Result<()> {
+        if servers.is_empty() {
+            return Ok(());
+        }
+        let json = serde_json::to_string(edu)
+            .map_err(|e| crate::http::error::Error::Internal(e.into()))?;
+        self.store
+            .queue_edu_for_servers(&json, servers, self.now_ms())
+            .await?;
+        self.federation.outbox_wake.notify_one();
+        Ok(())
+    }
+
     /// Queues an event just appended for every other server in its room (and a remote
     /// member event's target), except the server it came from.
     pub(crate) async fn queue_for_federation(
@@ -287,18 +302,33 @@ impl Services {
                     now.saturating_add(SENDER_LEASE_MS),
                 )
                 .await?;
-            let queued = if holds {
-                self.store.queued_for(destination, MAX_PDUS as i64).await?
+            let (queued, kept) = if holds {
+                (
+                    self.store.queued_for(destination, MAX_PDUS as i64).await?,
+                    self.store
+                        .queued_edus_for(destination, MAX_EDUS as i64)
+                        .await?,
+                )
             } else {
-                Vec::new()
+                (Vec::new(), Vec::new())
             };
-            let edus = self.federation.take_edus(destination);
+            let mut edus: Vec<Value> = kept
+                .iter()
+                .filter_map(|(_, json)| serde_json::from_str(json).ok())
+                .collect();
+            let mut passing = self.federation.take_edus(destination);
+            passing.truncate(MAX_EDUS.saturating_sub(edus.len()));
+            edus.extend(passing);
             if queued.is_empty() && edus.is_empty() {
                 return Ok(());
             }
             let range = queued
                 .first()
                 .zip(queued.last())
+                .map(|((f, _), (l, _))| (*f, *l));
+            let kept_range = kept
+                .first()
+                .zip(kept.last())
                 .map(|((f, _), (l, _))| (*f, *l));
             let ids: Vec<String> = queued.iter().map(|(_, id)| id.clone()).collect();
             let mut events = self.store.events(&ids).await?;
@@ -313,15 +343,17 @@ impl Services {
                 "pdus": pdus,
                 "edus": edus,
             });
-            let txn_id = match range {
-                Some((first, last)) => format!("{first}-{last}"),
-                None => format!(
+            let txn_id = match (range, kept_range) {
+                (Some((first, last)), None) => format!("{first}-{last}"),
+                (Some((first, last)), Some((kf, kl))) => format!("{first}-{last}d{kf}-{kl}"),
+                (None, Some((first, last))) => format!("d{first}-{last}"),
+                (None, None) => format!(
                     "e{}-{}",
                     self.now_ms(),
                     crate::service::secrets::random_alphanumeric(6)
                 ),
             };
-            // The same queue range is the same transaction id, so a retry is recognised.
+            // The same queue ranges are the same transaction id, so a retry is recognised.
             let path = format!("/_matrix/federation/v1/send/{txn_id}");
             let sent = self
                 .federation_json(
@@ -336,6 +368,9 @@ impl Services {
                 Ok(_) => {
                     if let Some((_, last)) = range {
                         self.store.sent_to(destination, last).await?;
+                    }
+                    if let Some((_, last)) = kept_range {
+                        self.store.edus_sent_to(destination, last).await?;
                     }
                 }
                 Err(error) => {
