@@ -30,8 +30,57 @@ struct Server {
     _dir: tempfile::TempDir,
 }
 
+/// The repository's test TLS material (a CA and a certificate for 127.0.0.1).
+fn fixture(name: &str) -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../fixtures/tls")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("free port")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
 impl Server {
     async fn start() -> Self {
+        Self::start_with("localhost", &[]).await
+    }
+
+    /// A server federating on a TLS listener of its own, named `127.0.0.1:<that port>`, that
+    /// trusts the test CA and may reach loopback.
+    async fn federating() -> Self {
+        let port = free_port();
+        let name = format!("127.0.0.1:{port}");
+        let env = [
+            ("MATRIXON_FEDERATION_ENABLED", "true".to_owned()),
+            ("MATRIXON_FEDERATION_LISTEN", format!("\"{name}\"")),
+            (
+                "MATRIXON_FEDERATION_TLS_CERTIFICATE",
+                format!("\"{}\"", fixture("server.pem")),
+            ),
+            (
+                "MATRIXON_FEDERATION_TLS_PRIVATE_KEY",
+                format!("\"{}\"", fixture("server.key")),
+            ),
+            (
+                "MATRIXON_FEDERATION_EXTRA_CA_FILE",
+                format!("\"{}\"", fixture("ca.pem")),
+            ),
+            (
+                "MATRIXON_FEDERATION_IP_RANGE_ALLOW",
+                "[\"127.0.0.0/8\"]".to_owned(),
+            ),
+        ];
+        Self::start_with(&name, &env).await
+    }
+
+    async fn start_with(server_name: &str, env: &[(&str, String)]) -> Self {
         let bin = std::env::var_os("MATRIXON_BIN")
             .map(PathBuf::from)
             .unwrap_or_else(|| {
@@ -43,15 +92,12 @@ impl Server {
             bin.display()
         );
         let dir = tempfile::tempdir().expect("temp dir");
-        let port = TcpListener::bind("127.0.0.1:0")
-            .expect("free port")
-            .local_addr()
-            .expect("addr")
-            .port();
+        let port = free_port();
         let child = Command::new(bin)
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("MATRIXON_SERVER_NAME", "\"localhost\"")
+            .env("MATRIXON_SERVER_NAME", format!("\"{server_name}\""))
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .env("MATRIXON_LISTEN", format!("[\"127.0.0.1:{port}\"]"))
             .env(
                 "MATRIXON_DATABASE_URL",
@@ -178,7 +224,11 @@ fn timeline(
 
 /// Syncs until the room's timeline shows `body` (decrypted), failing on an undecryptable one.
 async fn receive(client: &Client, room: &OwnedRoomId, body: &str) {
-    for _ in 0..20 {
+    for attempt in 0..60 {
+        if attempt > 10 {
+            // Across servers it may take a transaction or two.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
         for (kind, text) in timeline(&sync(client).await, room) {
             assert_eq!(
                 kind,
@@ -385,6 +435,52 @@ async fn encrypted_chat_across_devices_cross_signing_and_backup() {
 }
 
 /// Waits up to 30 s for `done`.
+/// Alice and Bob on two Matrixon servers chat end-to-end encrypted: Bob's devices and keys
+/// are fetched from his server (`/user/keys/query`, `/user/keys/claim` over federation), the
+/// room key travels as a to-device message between the servers, and each side decrypts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encrypted_chat_across_two_servers() {
+    let a = Server::federating().await;
+    let b = Server::federating().await;
+    a.register("alice").await;
+    b.register("bob").await;
+    let alice = login(&a, "alice").await;
+    let bob = login(&b, "bob").await;
+    sync(&alice).await;
+    sync(&bob).await;
+
+    let mut request = create_room::v3::Request::new();
+    request.invite = vec![bob.user_id().expect("bob").to_owned()];
+    let room = alice.create_room(request).await.expect("create room");
+    let room_id = room.room_id().to_owned();
+    room.enable_encryption().await.expect("enable encryption");
+    let a_name = alice.user_id().expect("alice").server_name().to_owned();
+    let mut invited = false;
+    for _ in 0..50 {
+        sync(&bob).await;
+        if bob.get_room(&room_id).is_some() {
+            invited = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(invited, "the invite crossed to Bob's server");
+    bob.join_room_by_id_or_alias((&*room_id).into(), &[a_name])
+        .await
+        .expect("bob joins through Alice's server");
+    sync(&alice).await;
+    sync(&bob).await;
+
+    for i in 0..2 {
+        let body = format!("alice says {i} across servers");
+        send(&alice, &room_id, &body).await;
+        receive(&bob, &room_id, &body).await;
+        let body = format!("bob says {i} across servers");
+        send(&bob, &room_id, &body).await;
+        receive(&alice, &room_id, &body).await;
+    }
+}
+
 async fn eventually(what: &str, mut done: impl AsyncFnMut() -> bool) {
     for _ in 0..300 {
         if done().await {

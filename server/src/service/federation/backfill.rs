@@ -25,6 +25,10 @@ use crate::{
 const BATCH: usize = 50;
 /// Servers tried per attempt.
 const SERVERS_TRIED: usize = 3;
+/// Most events of one answer whose auth chains are asked for.
+const AUTH_CHAINS_ASKED: usize = 5;
+/// Most events taken from one auth chain.
+const MAX_CHAIN: usize = 500;
 /// How long a room whose servers had nothing more is not asked again.
 const QUIET_FOR: Duration = Duration::from_secs(30);
 /// Most rooms remembered as quiet.
@@ -194,11 +198,46 @@ impl Services {
             let create = Pdu::from_stored(&create).map_err(Error::Internal)?;
             auth.insert(create.event_id.clone(), create);
         }
+        // Auth events neither here nor in the answer: the events' auth chains, asked for.
+        let lacking: Vec<OwnedEventId> = batch
+            .values()
+            .filter(|(_, pdu, _)| {
+                pdu.auth_events
+                    .iter()
+                    .any(|a| !auth.contains_key(a) && !batch.contains_key(a))
+            })
+            .map(|(_, pdu, _)| pdu.event_id.clone())
+            .take(AUTH_CHAINS_ASKED)
+            .collect();
+        let mut chains: HashMap<OwnedEventId, (i64, Pdu, String)> = HashMap::new();
+        for event_id in &lacking {
+            if batch
+                .get(event_id)
+                .is_some_and(|(_, pdu, _)| pdu.auth_events.iter().all(|a| {
+                    auth.contains_key(a) || batch.contains_key(a) || chains.contains_key(a)
+                }))
+            {
+                continue;
+            }
+            for (id, entry) in self
+                .fetch_auth_chain(server, room_id, version, event_id)
+                .await
+            {
+                if !auth.contains_key(&id) && !batch.contains_key(&id) {
+                    chains.insert(id, entry);
+                }
+            }
+        }
         let mut accepted: Vec<(i64, i64, PastEvent)> = Vec::new();
-        for (depth, pdu, json) in batch.values() {
+        let fetched = batch
+            .values()
+            .map(|entry| (entry, false))
+            .chain(chains.values().map(|entry| (entry, true)));
+        for ((depth, pdu, json), outlier) in fetched {
             let fetch = |id: &ruma::EventId| {
                 auth.get(id)
                     .or_else(|| batch.get(id).map(|(_, pdu, _)| pdu))
+                    .or_else(|| chains.get(id).map(|(_, pdu, _)| pdu))
             };
             if let Err(why) =
                 state_res::check_state_independent_auth_rules(&rules.authorization, pdu, fetch)
@@ -224,7 +263,7 @@ impl Services {
                     origin_server_ts: i64::from(pdu.origin_server_ts.get()),
                     json: json.clone(),
                     relation,
-                    outlier: false,
+                    outlier,
                 },
             ));
         }
@@ -237,5 +276,51 @@ impl Services {
             .await?;
         tracing::info!(%room_id, %server, fetched = events.len(), entered, "backfilled");
         Ok(entered)
+    }
+
+    /// The auth chain of `event_id` as `server` gives it (`/event_auth`), each event
+    /// checked for id, signatures and hashes; nothing when it cannot be had.
+    async fn fetch_auth_chain(
+        &self,
+        server: &ServerName,
+        room_id: &RoomId,
+        version: &str,
+        event_id: &OwnedEventId,
+    ) -> Vec<(OwnedEventId, (i64, Pdu, String))> {
+        let path = format!(
+            "/_matrix/federation/v1/event_auth/{}/{}",
+            percent(room_id.as_str()),
+            percent(event_id.as_str())
+        );
+        let timeout = self.federation.timeout.min(ANSWER_WITHIN);
+        let answer = match self
+            .federation_json(server, http::Method::GET, &path, None, timeout)
+            .await
+        {
+            Ok(answer) => answer,
+            Err(error) => {
+                tracing::info!(%server, %event_id, %error, "no auth chain for a backfilled event");
+                return Vec::new();
+            }
+        };
+        let raws: Vec<Box<RawJsonValue>> =
+            serde_json::from_value(answer["auth_chain"].clone()).unwrap_or_default();
+        let mut chain = Vec::new();
+        for raw in raws.iter().take(MAX_CHAIN) {
+            let Ok(checked) = self.checked_pdu(version, raw).await else {
+                continue;
+            };
+            let depth = match checked.object.get("depth") {
+                Some(CanonicalJsonValue::Integer(d)) => i64::from(*d),
+                _ => 0,
+            };
+            match Pdu::from_json(checked.event_id.clone(), room_id, &checked.json) {
+                Ok(pdu) if pdu.room_id == room_id => {
+                    chain.push((checked.event_id, (depth, pdu, checked.json)));
+                }
+                _ => {}
+            }
+        }
+        chain
     }
 }
