@@ -2035,6 +2035,101 @@ async fn spaces_are_walked_across_servers() {
     matrixon.finish().await;
 }
 
+/// Restricted rooms across servers: a member of the allowed room joins the restricted room
+/// of the other server, vouched for by a user of that server (`join_authorised_via_users_server`)
+/// and countersigned by it; before joining the allowed room the join is refused. Both ways.
+#[tokio::test(flavor = "multi_thread")]
+async fn restricted_rooms_admit_members_of_allowed_rooms_across_servers() {
+    let Some(synapse) = Synapse::start().await else {
+        return;
+    };
+    let matrixon = federating_server(&Backend::Sqlite).await;
+    let (alice, alice_token) = user(&matrixon, "alice", "Alice on Matrixon").await;
+    let (bob, bob_token) = synapse.register("bob").await;
+    let restricted = |allowed: &str| {
+        json!({
+            "preset": "private_chat", "room_version": "10",
+            "initial_state": [{
+                "type": "m.room.join_rules", "state_key": "",
+                "content": { "join_rule": "restricted",
+                             "allow": [{ "type": "m.room_membership", "room_id": allowed }] },
+            }],
+        })
+    };
+    let on_matrixon = async |body: Value| {
+        let (status, created) = matrixon
+            .post_json("/_matrix/client/v3/createRoom", Some(&alice_token), &body)
+            .await;
+        assert_eq!(status, 200, "{created}");
+        created["room_id"].as_str().expect("room id").to_owned()
+    };
+    let on_synapse = async |body: Value| {
+        let (status, created) = synapse
+            .request(
+                reqwest::Method::POST,
+                "/_matrix/client/v3/createRoom",
+                Some(&bob_token),
+                Some(&body),
+            )
+            .await;
+        assert_eq!(status, 200, "{created}");
+        created["room_id"].as_str().expect("room id").to_owned()
+    };
+    let bob_joins = async |room: &str| {
+        synapse
+            .request(
+                reqwest::Method::POST,
+                &format!("/_matrix/client/v3/join/{room}?server_name={}", server_name(&matrixon)),
+                Some(&bob_token),
+                Some(&json!({})),
+            )
+            .await
+    };
+    let alice_joins = async |room: &str| {
+        matrixon
+            .post_json(
+                &format!("/_matrix/client/v3/join/{room}?via={}", synapse.server_name),
+                Some(&alice_token),
+                &json!({}),
+            )
+            .await
+    };
+
+    // Matrixon's restricted room, for members of its lobby.
+    let lobby = on_matrixon(json!({ "preset": "public_chat", "room_version": "10" })).await;
+    let inner = on_matrixon(restricted(&lobby)).await;
+    let (status, body) = bob_joins(&inner).await;
+    assert_eq!(status, 403, "not in the lobby yet: {body}");
+    let (status, body) = bob_joins(&lobby).await;
+    assert_eq!(status, 200, "{body}\n{}", synapse.log_tail());
+    let (status, body) = bob_joins(&inner).await;
+    assert_eq!(status, 200, "{body}\n{}", synapse.log_tail());
+    let (_, members) = matrixon
+        .get(&format!("/_matrix/client/v3/rooms/{inner}/joined_members"), Some(&alice_token))
+        .await;
+    assert!(members["joined"].get(&bob).is_some(), "{members}");
+
+    // Synapse's restricted room, for members of its lobby.
+    let lobby = on_synapse(json!({ "preset": "public_chat", "room_version": "10" })).await;
+    let inner = on_synapse(restricted(&lobby)).await;
+    let (status, body) = alice_joins(&inner).await;
+    assert_eq!(status, 403, "not in the lobby yet: {body}");
+    let (status, body) = alice_joins(&lobby).await;
+    assert_eq!(status, 200, "{body}\n{}", synapse.log_tail());
+    let (status, body) = alice_joins(&inner).await;
+    assert_eq!(status, 200, "{body}\n{}", synapse.log_tail());
+    let (_, members) = synapse
+        .request(
+            reqwest::Method::GET,
+            &format!("/_matrix/client/v3/rooms/{inner}/joined_members"),
+            Some(&bob_token),
+            None,
+        )
+        .await;
+    assert!(members["joined"].get(&alice).is_some(), "{members}");
+    matrixon.finish().await;
+}
+
 /// A Matrixon user invites a Synapse user (countersigned by Synapse), who sees the invite,
 /// joins and leaves again; a room created with a remote invite does the same.
 #[tokio::test(flavor = "multi_thread")]

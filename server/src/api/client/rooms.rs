@@ -120,14 +120,13 @@ async fn get_alias(
     req: Ruma<get_alias::v3::Request>,
 ) -> Result<get_alias::v3::Response> {
     let alias = &req.body.room_alias;
-    let room_id = services
-        .resolve_alias(alias)
-        .await?
-        .ok_or_else(|| Error::not_found(format!("No room has the alias {alias}")))?;
-    Ok(get_alias::v3::Response::new(
-        room_id,
-        vec![services.config.server_name.clone()],
-    ))
+    // Another server's alias is asked of that server.
+    let (room_id, mut servers) =
+        super::resolve_room_and_servers(&services, <&ruma::RoomOrAliasId>::from(&**alias)).await?;
+    if servers.is_empty() {
+        servers.push(services.config.server_name.clone());
+    }
+    Ok(get_alias::v3::Response::new(room_id, servers))
 }
 
 /// # `DELETE /_matrix/client/v3/directory/room/{roomAlias}`

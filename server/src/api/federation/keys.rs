@@ -30,6 +30,16 @@ pub(super) fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
             "/_matrix/key/v2/server/",
             axum::routing::get(server_keys_slash),
         )
+        // The deprecated forms naming a key id, which older servers (and SyTest) still use:
+        // the id is ignored, as Synapse does.
+        .route(
+            "/_matrix/key/v2/server/{key_id}",
+            axum::routing::get(server_keys_slash),
+        )
+        .route(
+            "/_matrix/key/v2/query/{server_name}/{key_id}",
+            axum::routing::get(query_one_by_key),
+        )
         .ruma::<get_remote_server_keys::v2::Request, _, _>(query_one)
         .ruma::<get_remote_server_keys_batch::v2::Request, _, _>(query_batch)
 }
@@ -68,6 +78,30 @@ async fn query_one(
     Ok(get_remote_server_keys::v2::Response::new(
         documents.iter().map(raw).collect::<Result<_>>()?,
     ))
+}
+
+#[derive(serde::Deserialize)]
+struct Minimum {
+    minimum_valid_until_ts: Option<i64>,
+}
+
+/// # `GET /_matrix/key/v2/query/{serverName}/{keyId}` (deprecated)
+async fn query_one_by_key(
+    axum::extract::State(services): axum::extract::State<Arc<Services>>,
+    axum::extract::Path((server_name, _key_id)): axum::extract::Path<(String, String)>,
+    minimum: std::result::Result<
+        axum::extract::Query<Minimum>,
+        axum::extract::rejection::QueryRejection,
+    >,
+) -> Result<axum::Json<serde_json::Value>> {
+    let axum::extract::Query(minimum) = minimum
+        .map_err(|_| Error::invalid_param("minimum_valid_until_ts must be an integer"))?;
+    let server = ruma::ServerName::parse(&server_name)
+        .map_err(|_| Error::invalid_param(format!("{server_name} is not a server name")))?;
+    let documents = services
+        .notary_documents(&server, minimum.minimum_valid_until_ts.unwrap_or(0))
+        .await;
+    Ok(axum::Json(serde_json::json!({ "server_keys": documents })))
 }
 
 /// # `POST /_matrix/key/v2/query`

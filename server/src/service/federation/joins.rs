@@ -56,6 +56,8 @@ impl Services {
         event_id: &EventId,
         pdu: &RawJsonValue,
     ) -> Result<JoinedState> {
+        let countersigned = self.countersign_restricted_join(room_id, pdu).await?;
+        let pdu = countersigned.as_deref().unwrap_or(pdu);
         let (checked, sender) = self
             .own_member_event(origin, room_id, event_id, pdu, "join")
             .await?;
@@ -65,6 +67,60 @@ impl Services {
         self.queue_for_federation(room_id, event_id.as_str(), &sender, None)
             .await?;
         self.joined_state(room_id, event_id).await
+    }
+
+    /// A join to a restricted room vouched for by one of this server's users, signed here
+    /// too when the joining user is in one of the rooms the join rules allow (as this server
+    /// knows); `None` for any other join. The rules then check the vouching user's power.
+    async fn countersign_restricted_join(
+        &self,
+        room_id: &RoomId,
+        pdu: &RawJsonValue,
+    ) -> Result<Option<Box<RawJsonValue>>> {
+        let mut event: CanonicalJsonObject = serde_json::from_str(pdu.get())
+            .map_err(|e| Error::bad_json(format!("The join is not canonical JSON: {e}")))?;
+        let text = |value: Option<&CanonicalJsonValue>| match value {
+            Some(CanonicalJsonValue::String(s)) => Some(s.clone()),
+            _ => None,
+        };
+        let via = match event.get("content") {
+            Some(CanonicalJsonValue::Object(content)) => {
+                text(content.get("join_authorised_via_users_server"))
+            }
+            _ => None,
+        };
+        let Some(via) = via.and_then(|v| UserId::parse(v).ok()) else {
+            return Ok(None);
+        };
+        let Some(sender) = text(event.get("sender")).and_then(|s| UserId::parse(s).ok()) else {
+            return Ok(None);
+        };
+        if via.server_name() != self.config.server_name
+            || self
+                .restricted_join_authoriser(room_id, &sender)
+                .await?
+                .is_none()
+        {
+            return Ok(None);
+        }
+        let room = self
+            .store
+            .room(room_id.as_str())
+            .await?
+            .ok_or_else(|| Error::not_found(format!("No room {room_id} here")))?;
+        let (_, rules) = crate::service::rooms::version_rules(&room.version)?;
+        event.remove("unsigned");
+        ruma::signatures::hash_and_sign_event(
+            self.config.server_name.as_str(),
+            &self.signing_key,
+            &mut event,
+            &rules.redaction,
+        )
+        .map_err(|e| Error::bad_json(format!("The join cannot be signed: {e}")))?;
+        let json = serde_json::to_string(&event).map_err(|e| Error::Internal(e.into()))?;
+        RawJsonValue::from_string(json)
+            .map(Some)
+            .map_err(|e| Error::Internal(e.into()))
     }
 
     /// The room's state before `join` (which holds what let it in: an invite, say), and its
@@ -171,6 +227,8 @@ struct SendJoin {
     state: Vec<Box<RawJsonValue>>,
     #[serde(default)]
     auth_chain: Vec<Box<RawJsonValue>>,
+    /// The join as the resident server signed it too (restricted rooms).
+    event: Option<Box<RawJsonValue>>,
 }
 
 impl Services {
@@ -277,7 +335,14 @@ impl Services {
             )));
         }
         self.import_joined_room(room_id, &version, &joined).await?;
-        let json = serde_json::to_string(&event).map_err(|e| Error::Internal(e.into()))?;
+        let mut json = serde_json::to_string(&event).map_err(|e| Error::Internal(e.into()))?;
+        // A restricted room's server countersigned the join: that copy is the one to keep.
+        if let Some(countersigned) = &joined.event
+            && let Ok(checked) = self.checked_pdu(&version, countersigned).await
+            && checked.event_id == event_id
+        {
+            json = checked.json;
+        }
         self.append_remote(room_id, &event_id, &json).await
     }
 

@@ -55,14 +55,38 @@ impl Services {
                 ),
             ));
         }
+        // A server with none of its users left in the room cannot be joined through.
+        if membership == "join"
+            && !self
+                .store
+                .room_members(room_id.as_str(), "join")
+                .await?
+                .iter()
+                .any(|u| {
+                    UserId::parse(u.as_str())
+                        .is_ok_and(|u| u.server_name() == self.config.server_name)
+                })
+        {
+            return Err(Error::not_found(format!(
+                "None of this server's users is left in {room_id}"
+            )));
+        }
         // A gate is judged on wallets this server knows; another server's users have none.
         if matches!(membership, "join" | "knock") && self.room_gate(room_id).await?.is_some() {
             return Err(Error::forbidden(
                 "This room is token-gated: only users of its server can be admitted",
             ));
         }
+        let mut content = serde_json::json!({ "membership": membership });
+        // A restricted room: one of this server's users with the power to invite vouches
+        // for a user of an allowed room, and this server countersigns the join (send_join).
+        if membership == "join"
+            && let Some(via) = self.restricted_join_authoriser(room_id, user_id).await?
+        {
+            content["join_authorised_via_users_server"] = serde_json::Value::from(via);
+        }
         let (version, template) = self
-            .membership_template(room_id, user_id, membership)
+            .membership_template(room_id, user_id, content)
             .await?;
         Ok((version, CanonicalJsonValue::Object(template)))
     }

@@ -778,25 +778,21 @@ impl Services {
 }
 
 impl Services {
-    /// A member event (`membership`: join, leave, knock) for `user_id` of another server,
+    /// A member event (`content`: a join, leave or knock) for `user_id` of another server,
     /// built on the room's current state and not signed: the template `make_join`,
     /// `make_leave` and `make_knock` hand out. 403 when the rules do not allow it.
     pub(crate) async fn membership_template(
         &self,
         room_id: &RoomId,
         user_id: &UserId,
-        membership: &str,
+        content: Value,
     ) -> Result<(String, CanonicalJsonObject)> {
         let room = self
             .store
             .room(room_id.as_str())
             .await?
             .ok_or_else(|| Error::not_found(format!("No room {room_id} here")))?;
-        let draft = EventDraft::state(
-            "m.room.member",
-            user_id.as_str(),
-            serde_json::json!({ "membership": membership }),
-        );
+        let draft = EventDraft::state("m.room.member", user_id.as_str(), content);
         let prepared = self.prepare(room_id, &room, user_id, &draft).await?;
         prepared.authorize()?;
         let mut template: CanonicalJsonObject =
