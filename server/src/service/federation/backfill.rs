@@ -42,12 +42,6 @@ struct Backfill {
     pdus: Vec<Box<RawJsonValue>>,
 }
 
-#[derive(serde::Deserialize)]
-struct PrevEvents {
-    #[serde(default)]
-    prev_events: Vec<String>,
-}
-
 /// Rooms whose history could not be extended lately, so readers at their start do not ask
 /// other servers on every page.
 #[derive(Default)]
@@ -86,9 +80,7 @@ impl Services {
         let Some(earliest) = self.store.earliest_timeline_event(room_id.as_str()).await? else {
             return Ok(0);
         };
-        let prev = serde_json::from_str::<PrevEvents>(&earliest.json)
-            .map(|p| p.prev_events)
-            .unwrap_or_default();
+        let prev = crate::service::rooms::pdu::referenced_ids(&earliest.json, "prev_events");
         let known = self.store.in_timeline(room_id.as_str(), &prev).await?;
         let from: Vec<String> = prev.into_iter().filter(|id| !known.contains(id)).collect();
         if from.is_empty() {

@@ -25,10 +25,15 @@ struct Missing {
 /// The `prev_events` of a PDU object.
 fn prev_events(object: &ruma::CanonicalJsonObject) -> Vec<String> {
     match object.get("prev_events") {
+        // Ids, or `[id, hashes]` pairs in room versions 1 and 2.
         Some(CanonicalJsonValue::Array(ids)) => ids
             .iter()
             .filter_map(|id| match id {
                 CanonicalJsonValue::String(id) => Some(id.clone()),
+                CanonicalJsonValue::Array(pair) => match pair.first() {
+                    Some(CanonicalJsonValue::String(id)) => Some(id.clone()),
+                    _ => None,
+                },
                 _ => None,
             })
             .collect(),

@@ -9,7 +9,7 @@ use serde_json::value::RawValue as RawJsonValue;
 
 use crate::{
     http::error::{Error, Result},
-    service::Services,
+    service::{Services, rooms::pdu::referenced_ids},
     store::StoredEvent,
 };
 
@@ -36,9 +36,7 @@ pub struct Walk<'a> {
 }
 
 #[derive(serde::Deserialize)]
-struct PrevEvents {
-    #[serde(default)]
-    prev_events: Vec<String>,
+struct Depth {
     #[serde(default)]
     depth: i64,
 }
@@ -171,11 +169,7 @@ impl Services {
                 .await?
                 .iter()
                 .filter(|e| e.room_id == room_id.as_str())
-                .flat_map(|e| {
-                    serde_json::from_str::<PrevEvents>(&e.json)
-                        .map(|p| p.prev_events)
-                        .unwrap_or_default()
-                })
+                .flat_map(|e| referenced_ids(&e.json, "prev_events"))
                 .collect()
         };
         while !next.is_empty() && found.len() < limit {
@@ -186,14 +180,11 @@ impl Services {
                 if event.room_id != room_id.as_str() || found.len() >= limit {
                     continue;
                 }
-                let prev = serde_json::from_str::<PrevEvents>(&event.json).unwrap_or(PrevEvents {
-                    prev_events: Vec::new(),
-                    depth: 0,
-                });
-                if prev.depth < min_depth {
+                let depth = serde_json::from_str::<Depth>(&event.json).map_or(0, |d| d.depth);
+                if depth < min_depth {
                     continue;
                 }
-                next.extend(prev.prev_events);
+                next.extend(referenced_ids(&event.json, "prev_events"));
                 found.push(event);
             }
         }

@@ -202,14 +202,7 @@ impl Services {
 
 /// The `auth_events` a stored PDU names.
 fn auth_events_of(json: &str) -> Vec<String> {
-    #[derive(serde::Deserialize)]
-    struct AuthEvents {
-        #[serde(default)]
-        auth_events: Vec<String>,
-    }
-    serde_json::from_str::<AuthEvents>(json)
-        .map(|a| a.auth_events)
-        .unwrap_or_default()
+    crate::service::rooms::pdu::referenced_ids(json, "auth_events")
 }
 
 /// Most state and auth-chain events a remote join takes in (bigger rooms are refused).
@@ -425,6 +418,19 @@ impl Services {
         for key in ["event_id", "hashes", "signatures", "unsigned"] {
             event.remove(key);
         }
+        // Room versions 1 and 2 name events `$opaque:server`, inside the signed event.
+        let opaque = (rules.event_id_format
+            == ruma::room_version_rules::EventIdFormatVersion::V1)
+            .then(|| {
+                format!(
+                    "${}:{}",
+                    crate::service::secrets::random_alphanumeric(18),
+                    self.config.server_name
+                )
+            });
+        if let Some(id) = &opaque {
+            event.insert("event_id".to_owned(), CanonicalJsonValue::String(id.clone()));
+        }
         ruma::signatures::hash_and_sign_event(
             self.config.server_name.as_str(),
             &self.signing_key,
@@ -432,6 +438,9 @@ impl Services {
             &rules.redaction,
         )
         .map_err(internal)?;
+        if let Some(id) = opaque {
+            return EventId::parse(id).map_err(|e| Error::Internal(e.into()));
+        }
         let reference = ruma::signatures::reference_hash(event, rules).map_err(internal)?;
         EventId::parse(format!("${reference}")).map_err(|e| Error::Internal(e.into()))
     }

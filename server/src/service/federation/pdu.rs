@@ -28,14 +28,32 @@ fn bad(why: impl Into<String>) -> FederationError {
     FederationError::Unauthorized(why.into())
 }
 
-/// The id a PDU of a room of `room_version` has (its reference hash), before any other check.
+/// The id a PDU of a room of `room_version` has (its reference hash; the `event_id` it
+/// carries in room versions 1 and 2), before any other check.
 pub fn event_id_of(room_version: &str, raw: &RawJsonValue) -> Result<OwnedEventId, String> {
     let (_, rules) = version_rules(room_version).map_err(|e| e.to_string())?;
     let mut object: CanonicalJsonObject =
         serde_json::from_str(raw.get()).map_err(|e| format!("not canonical JSON: {e}"))?;
     object.remove("unsigned");
+    id_of(&mut object, &rules)
+}
+
+/// The id of `object`, as its room version names events; `event_id` is left in place only
+/// where it is part of the event (versions 1 and 2).
+fn id_of(
+    object: &mut CanonicalJsonObject,
+    rules: &ruma::room_version_rules::RoomVersionRules,
+) -> Result<OwnedEventId, String> {
+    if rules.event_id_format == ruma::room_version_rules::EventIdFormatVersion::V1 {
+        return match object.get("event_id") {
+            Some(CanonicalJsonValue::String(id)) => {
+                EventId::parse(id.as_str()).map_err(|e| format!("its event_id: {e}"))
+            }
+            _ => Err("the event has no event_id (room versions 1 and 2 name it)".to_owned()),
+        };
+    }
     object.remove("event_id");
-    let reference = signatures::reference_hash(&object, &rules).map_err(|e| e.to_string())?;
+    let reference = signatures::reference_hash(object, rules).map_err(|e| e.to_string())?;
     EventId::parse(format!("${reference}")).map_err(|e| e.to_string())
 }
 
@@ -90,11 +108,8 @@ impl Services {
             .map_err(|e| bad(format!("The event is not canonical JSON: {e}")))?;
         // Fields the sender may not set for us.
         object.remove("unsigned");
-        object.remove("event_id");
-        let reference = signatures::reference_hash(&object, &rules)
-            .map_err(|e| bad(format!("The event cannot be hashed: {e}")))?;
-        let event_id = EventId::parse(format!("${reference}"))
-            .map_err(|e| FederationError::Internal(e.to_string()))?;
+        let event_id = id_of(&mut object, &rules)
+            .map_err(|e| bad(format!("The event cannot be identified: {e}")))?;
         let servers =
             signatures::required_server_signatures_to_verify_event(&object, &rules.signatures)
                 .map_err(|e| bad(format!("The event names no server to check: {e}")))?;

@@ -625,7 +625,10 @@ impl Services {
                 .ok_or_else(|| Error::not_found("Unknown room"))?;
             let (_, rules) = version_rules(&room.version)?;
             let current = self.store.state_of_group(room.state_group).await?;
-            let builds_on_latest = pdu.prev_events.len() == room.extremities.len()
+            // Room version 1 resolves state with the first algorithm, which is not here:
+            // its events go on the current state as they come.
+            let builds_on_latest = rules.state_res.v2_rules().is_none()
+                || pdu.prev_events.len() == room.extremities.len()
                 && pdu
                     .prev_events
                     .iter()

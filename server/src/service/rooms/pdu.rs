@@ -10,6 +10,34 @@ use serde_json::{Map, Value, value::RawValue as RawJsonValue};
 
 use crate::store::StoredEvent;
 
+/// One reference to another event: its id, or (room versions 1 and 2) `[id, hashes]`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum EventRef {
+    Id(OwnedEventId),
+    WithHashes(OwnedEventId, serde::de::IgnoredAny),
+}
+
+/// `prev_events` / `auth_events` in either form, as ids.
+fn event_refs<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<OwnedEventId>, D::Error> {
+    Ok(Vec::<EventRef>::deserialize(d)?
+        .into_iter()
+        .map(|r| match r {
+            EventRef::Id(id) | EventRef::WithHashes(id, _) => id,
+        })
+        .collect())
+}
+
+/// The ids an event names in `field` (`prev_events`, `auth_events`), in either form.
+pub fn referenced_ids(json: &str, field: &str) -> Vec<String> {
+    serde_json::from_str::<Value>(json)
+        .ok()
+        .and_then(|v| v.get(field).cloned())
+        .and_then(|refs| event_refs(refs).ok())
+        .map(|ids| ids.into_iter().map(|id| id.to_string()).collect())
+        .unwrap_or_default()
+}
+
 #[derive(Deserialize)]
 struct Fields {
     room_id: Option<OwnedRoomId>,
@@ -19,9 +47,9 @@ struct Fields {
     kind: TimelineEventType,
     content: Box<RawJsonValue>,
     state_key: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "event_refs")]
     prev_events: Vec<OwnedEventId>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "event_refs")]
     auth_events: Vec<OwnedEventId>,
     redacts: Option<OwnedEventId>,
     depth: UInt,
@@ -201,5 +229,21 @@ impl state_res::Event for Pdu {
     }
     fn rejected(&self) -> bool {
         false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::referenced_ids;
+
+    #[test]
+    fn references_read_in_both_forms() {
+        let v10 = r#"{"prev_events":["$a","$b"],"auth_events":["$c"]}"#;
+        assert_eq!(referenced_ids(v10, "prev_events"), ["$a", "$b"]);
+        assert_eq!(referenced_ids(v10, "auth_events"), ["$c"]);
+        let v1 = r#"{"prev_events":[["$a:x.org",{"sha256":"abc"}]],"auth_events":[]}"#;
+        assert_eq!(referenced_ids(v1, "prev_events"), ["$a:x.org"]);
+        assert!(referenced_ids(v1, "auth_events").is_empty());
+        assert!(referenced_ids(r#"{"prev_events":[7]}"#, "prev_events").is_empty());
     }
 }
