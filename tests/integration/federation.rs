@@ -1319,7 +1319,7 @@ async fn history_before_a_join_is_backfilled_from_synapse(backend: Backend) {
     assert_eq!(unique.len(), ids.len(), "an event came twice: {ids:?}");
     let position = |pred: &dyn Fn(&Value) -> bool| {
         seen.iter()
-            .position(|e| pred(e))
+            .position(pred)
             .unwrap_or_else(|| panic!("missing from {seen:#?}"))
     };
     let join = position(&|e| {
@@ -2079,7 +2079,10 @@ async fn restricted_rooms_admit_members_of_allowed_rooms_across_servers() {
         synapse
             .request(
                 reqwest::Method::POST,
-                &format!("/_matrix/client/v3/join/{room}?server_name={}", server_name(&matrixon)),
+                &format!(
+                    "/_matrix/client/v3/join/{room}?server_name={}",
+                    server_name(&matrixon)
+                ),
                 Some(&bob_token),
                 Some(&json!({})),
             )
@@ -2105,7 +2108,10 @@ async fn restricted_rooms_admit_members_of_allowed_rooms_across_servers() {
     let (status, body) = bob_joins(&inner).await;
     assert_eq!(status, 200, "{body}\n{}", synapse.log_tail());
     let (_, members) = matrixon
-        .get(&format!("/_matrix/client/v3/rooms/{inner}/joined_members"), Some(&alice_token))
+        .get(
+            &format!("/_matrix/client/v3/rooms/{inner}/joined_members"),
+            Some(&alice_token),
+        )
         .await;
     assert!(members["joined"].get(&bob).is_some(), "{members}");
 

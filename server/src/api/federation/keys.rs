@@ -94,8 +94,8 @@ async fn query_one_by_key(
         axum::extract::rejection::QueryRejection,
     >,
 ) -> Result<axum::Json<serde_json::Value>> {
-    let axum::extract::Query(minimum) = minimum
-        .map_err(|_| Error::invalid_param("minimum_valid_until_ts must be an integer"))?;
+    let axum::extract::Query(minimum) =
+        minimum.map_err(|_| Error::invalid_param("minimum_valid_until_ts must be an integer"))?;
     let server = ruma::ServerName::parse(&server_name)
         .map_err(|_| Error::invalid_param(format!("{server_name} is not a server name")))?;
     let documents = services

@@ -203,12 +203,11 @@ impl Services {
             .collect();
         let mut chains: HashMap<OwnedEventId, (i64, Pdu, String)> = HashMap::new();
         for event_id in &lacking {
-            if batch
-                .get(event_id)
-                .is_some_and(|(_, pdu, _)| pdu.auth_events.iter().all(|a| {
+            if batch.get(event_id).is_some_and(|(_, pdu, _)| {
+                pdu.auth_events.iter().all(|a| {
                     auth.contains_key(a) || batch.contains_key(a) || chains.contains_key(a)
-                }))
-            {
+                })
+            }) {
                 continue;
             }
             for (id, entry) in self

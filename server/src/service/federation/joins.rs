@@ -419,8 +419,7 @@ impl Services {
             event.remove(key);
         }
         // Room versions 1 and 2 name events `$opaque:server`, inside the signed event.
-        let opaque = (rules.event_id_format
-            == ruma::room_version_rules::EventIdFormatVersion::V1)
+        let opaque = (rules.event_id_format == ruma::room_version_rules::EventIdFormatVersion::V1)
             .then(|| {
                 format!(
                     "${}:{}",
@@ -429,7 +428,10 @@ impl Services {
                 )
             });
         if let Some(id) = &opaque {
-            event.insert("event_id".to_owned(), CanonicalJsonValue::String(id.clone()));
+            event.insert(
+                "event_id".to_owned(),
+                CanonicalJsonValue::String(id.clone()),
+            );
         }
         ruma::signatures::hash_and_sign_event(
             self.config.server_name.as_str(),

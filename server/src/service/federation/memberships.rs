@@ -85,9 +85,7 @@ impl Services {
         {
             content["join_authorised_via_users_server"] = serde_json::Value::from(via);
         }
-        let (version, template) = self
-            .membership_template(room_id, user_id, content)
-            .await?;
+        let (version, template) = self.membership_template(room_id, user_id, content).await?;
         Ok((version, CanonicalJsonValue::Object(template)))
     }
 

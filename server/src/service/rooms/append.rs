@@ -629,10 +629,10 @@ impl Services {
             // its events go on the current state as they come.
             let builds_on_latest = rules.state_res.v2_rules().is_none()
                 || pdu.prev_events.len() == room.extremities.len()
-                && pdu
-                    .prev_events
-                    .iter()
-                    .all(|p| room.extremities.iter().any(|e| e == p.as_str()));
+                    && pdu
+                        .prev_events
+                        .iter()
+                        .all(|p| room.extremities.iter().any(|e| e == p.as_str()));
             let branch = if builds_on_latest {
                 None
             } else {
