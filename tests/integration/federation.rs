@@ -99,6 +99,15 @@ async fn user(server: &TestServer, localpart: &str, name: &str) -> (String, Stri
     (user_id, token)
 }
 
+/// Creates a room on `server` as the user of `token` (`createRoom` with `body`): its id.
+async fn create_room(server: &TestServer, token: &str, body: &Value) -> String {
+    let (status, created) = server
+        .post_json("/_matrix/client/v3/createRoom", Some(token), body)
+        .await;
+    assert_eq!(status, 200, "{created}");
+    created["room_id"].as_str().expect("room id").to_owned()
+}
+
 fn server_name(server: &TestServer) -> OwnedServerName {
     server
         .server
@@ -1077,22 +1086,7 @@ async fn a_matrixon_user_joins_synapse_rooms_and_they_talk() {
     let matrixon = federating_server(&Backend::Sqlite).await;
     let (alice, alice_token) = user(&matrixon, "alice", "Alice on Matrixon").await;
     let (bob, bob_token) = synapse.register("bob").await;
-    let create = |body: Value| {
-        let synapse = &synapse;
-        let token = bob_token.clone();
-        async move {
-            let (status, created) = synapse
-                .request(
-                    reqwest::Method::POST,
-                    "/_matrix/client/v3/createRoom",
-                    Some(&token),
-                    Some(&body),
-                )
-                .await;
-            assert_eq!(status, 200, "{created}");
-            created["room_id"].as_str().expect("room id").to_owned()
-        }
-    };
+    let create = async |body: Value| synapse.create_room(&bob_token, &body).await;
     let v12 = create(
         json!({ "preset": "public_chat", "room_alias_name": "synroom", "name": "On Synapse" }),
     )
@@ -1919,33 +1913,8 @@ async fn spaces_are_walked_across_servers() {
     let matrixon = federating_server(&Backend::Sqlite).await;
     let (_, alice_token) = user(&matrixon, "alice", "Alice on Matrixon").await;
     let (_, bob_token) = synapse.register("bob").await;
-    let on_synapse = |body: Value| {
-        let synapse = &synapse;
-        let token = bob_token.clone();
-        async move {
-            let (status, created) = synapse
-                .request(
-                    reqwest::Method::POST,
-                    "/_matrix/client/v3/createRoom",
-                    Some(&token),
-                    Some(&body),
-                )
-                .await;
-            assert_eq!(status, 200, "{created}");
-            created["room_id"].as_str().expect("room id").to_owned()
-        }
-    };
-    let on_matrixon = |body: Value| {
-        let matrixon = &matrixon;
-        let token = alice_token.clone();
-        async move {
-            let (status, created) = matrixon
-                .post_json("/_matrix/client/v3/createRoom", Some(&token), &body)
-                .await;
-            assert_eq!(status, 200, "{created}");
-            created["room_id"].as_str().expect("room id").to_owned()
-        }
-    };
+    let on_synapse = async |body: Value| synapse.create_room(&bob_token, &body).await;
+    let on_matrixon = async |body: Value| create_room(&matrixon, &alice_token, &body).await;
     let child = |room: &str, server: &str| json!({ "type": "m.space.child", "state_key": room, "content": { "via": [server] } });
     let synapse_room =
         on_synapse(json!({ "preset": "public_chat", "name": "Synapse child" })).await;
@@ -2056,25 +2025,8 @@ async fn restricted_rooms_admit_members_of_allowed_rooms_across_servers() {
             }],
         })
     };
-    let on_matrixon = async |body: Value| {
-        let (status, created) = matrixon
-            .post_json("/_matrix/client/v3/createRoom", Some(&alice_token), &body)
-            .await;
-        assert_eq!(status, 200, "{created}");
-        created["room_id"].as_str().expect("room id").to_owned()
-    };
-    let on_synapse = async |body: Value| {
-        let (status, created) = synapse
-            .request(
-                reqwest::Method::POST,
-                "/_matrix/client/v3/createRoom",
-                Some(&bob_token),
-                Some(&body),
-            )
-            .await;
-        assert_eq!(status, 200, "{created}");
-        created["room_id"].as_str().expect("room id").to_owned()
-    };
+    let on_matrixon = async |body: Value| create_room(&matrixon, &alice_token, &body).await;
+    let on_synapse = async |body: Value| synapse.create_room(&bob_token, &body).await;
     let bob_joins = async |room: &str| {
         synapse
             .request(

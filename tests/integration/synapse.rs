@@ -374,6 +374,20 @@ impl Synapse {
         (field("user_id"), field("access_token"))
     }
 
+    /// Creates a room as the user of `token` (`createRoom` with `body`): its id.
+    pub async fn create_room(&self, token: &str, body: &Value) -> String {
+        let (status, created) = self
+            .request(
+                reqwest::Method::POST,
+                "/_matrix/client/v3/createRoom",
+                Some(token),
+                Some(body),
+            )
+            .await;
+        assert_eq!(status, 200, "{created}");
+        created["room_id"].as_str().expect("room id").to_owned()
+    }
+
     /// Sends a request to the plain-HTTP client port; returns status and JSON (Null if not JSON).
     pub async fn request(
         &self,

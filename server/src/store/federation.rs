@@ -62,13 +62,26 @@ impl Store {
         destination: &str,
         limit: i64,
     ) -> Result<Vec<(i64, String)>, sqlx::Error> {
-        let rows = sqlx::query(
+        self.queue_head(
             "SELECT id, edu FROM federation_edu_outbox WHERE destination = $1 ORDER BY id LIMIT $2",
+            destination,
+            limit,
         )
-        .bind(destination)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
+        .await
+    }
+
+    /// `(queue id, value)` rows of one destination's queue, oldest first.
+    async fn queue_head(
+        &self,
+        sql: &str,
+        destination: &str,
+        limit: i64,
+    ) -> Result<Vec<(i64, String)>, sqlx::Error> {
+        let rows = sqlx::query(sql)
+            .bind(destination)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter()
             .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
             .collect()
@@ -156,16 +169,12 @@ impl Store {
         destination: &str,
         limit: i64,
     ) -> Result<Vec<(i64, String)>, sqlx::Error> {
-        let rows = sqlx::query(
+        self.queue_head(
             "SELECT id, event_id FROM federation_outbox WHERE destination = $1 ORDER BY id LIMIT $2",
+            destination,
+            limit,
         )
-        .bind(destination)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
-            .collect()
+        .await
     }
 
     /// Removes what `destination` acknowledged (queue ids up to `upto`) and ends its back-off.

@@ -174,22 +174,7 @@ impl Services {
             .collect();
         wanted.sort_unstable();
         wanted.dedup();
-        let mut auth: HashMap<OwnedEventId, Pdu> = HashMap::new();
-        for stored in self.store.events(&wanted).await? {
-            if stored.room_id == room_id.as_str() {
-                let pdu = Pdu::from_stored(&stored).map_err(Error::Internal)?;
-                auth.insert(pdu.event_id.clone(), pdu);
-            }
-        }
-        if rules.authorization.room_create_event_id_as_room_id
-            && let Some(create) = self
-                .store
-                .current_state_event(room_id.as_str(), "m.room.create", "")
-                .await?
-        {
-            let create = Pdu::from_stored(&create).map_err(Error::Internal)?;
-            auth.insert(create.event_id.clone(), create);
-        }
+        let auth = self.stored_auth_events(room_id, &rules, &wanted).await?;
         // Auth events neither here nor in the answer: the events' auth chains, asked for.
         let lacking: Vec<OwnedEventId> = batch
             .values()

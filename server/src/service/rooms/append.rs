@@ -828,14 +828,32 @@ impl Services {
         let pdu = Pdu::from_json(event_id.to_owned(), room_id, json)
             .map_err(|e| Error::bad_json(format!("The event is malformed: {e}")))?;
         let wanted: Vec<String> = pdu.auth_events.iter().map(ToString::to_string).collect();
+        let loaded = self.stored_auth_events(room_id, &rules, &wanted).await?;
+        state_res::check_state_independent_auth_rules(&rules.authorization, &pdu, |id| {
+            loaded.get(id)
+        })
+        .map_err(|why| Error::forbidden(format!("{event_id} is not allowed: {why}")))?;
+        self.append_outlier(room_id, &pdu, json, true)
+            .await
+            .map(drop)
+    }
+
+    /// The events of `room_id` among `ids` that are stored here, and in room version 12 the
+    /// room's create event too (not among events' auth events there): what the rules that
+    /// need only an event's auth events read.
+    pub(crate) async fn stored_auth_events(
+        &self,
+        room_id: &RoomId,
+        rules: &RoomVersionRules,
+        ids: &[String],
+    ) -> Result<HashMap<OwnedEventId, Pdu>> {
         let mut loaded: HashMap<OwnedEventId, Pdu> = HashMap::new();
-        for stored in self.store.events(&wanted).await? {
+        for stored in self.store.events(ids).await? {
             if stored.room_id == room_id.as_str() {
                 let auth = Pdu::from_stored(&stored).map_err(Error::Internal)?;
                 loaded.insert(auth.event_id.clone(), auth);
             }
         }
-        // The create event of a version 12 room is not among its auth events.
         if rules.authorization.room_create_event_id_as_room_id
             && let Some(create) = self
                 .store
@@ -845,13 +863,7 @@ impl Services {
             let create = Pdu::from_stored(&create).map_err(Error::Internal)?;
             loaded.insert(create.event_id.clone(), create);
         }
-        state_res::check_state_independent_auth_rules(&rules.authorization, &pdu, |id| {
-            loaded.get(id)
-        })
-        .map_err(|why| Error::forbidden(format!("{event_id} is not allowed: {why}")))?;
-        self.append_outlier(room_id, &pdu, json, true)
-            .await
-            .map(drop)
+        Ok(loaded)
     }
 
     /// Stores a remote event on top of the room's state without the checks against that
