@@ -2306,6 +2306,26 @@ async fn invites_from_synapse_are_shown_accepted_and_rejected() {
         .await;
     assert!(sync["rooms"]["join"].get(accept).is_some(), "{sync}");
     assert!(sync["rooms"]["invite"].get(reject).is_none(), "{sync}");
+    // The joined room comes with its state, though the invite that opened its timeline
+    // was kept without it.
+    let joined = &sync["rooms"]["join"][accept];
+    let shown: Vec<&Value> = joined["state"]["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .chain(
+            joined["timeline"]["events"]
+                .as_array()
+                .into_iter()
+                .flatten(),
+        )
+        .collect();
+    for kind in ["m.room.create", "m.room.name", "m.room.power_levels"] {
+        assert!(
+            shown.iter().any(|e| e["type"] == kind),
+            "{kind} missing from the joined room: {joined}"
+        );
+    }
     matrixon.finish().await;
 }
 

@@ -1118,7 +1118,16 @@ impl Services {
         // the room up to the end of the window, whatever the timeline showed.
         let target = match (options.state_after, timeline.first(), timeline.last()) {
             _ if filtered => self.state_at(room_id, upto).await?,
-            (false, Some(first), _) => self.store.state_of_group(first.state_before).await?,
+            (false, Some(first), _) => {
+                // An invite from another server is kept without the room's state; the state
+                // the room had when this server joined it stands in for it.
+                let group = if first.state_before.is_none() && first.kind != "m.room.create" {
+                    timeline.iter().find_map(|e| e.state_before)
+                } else {
+                    first.state_before
+                };
+                self.store.state_of_group(group).await?
+            }
             (true, _, Some(last)) => {
                 let mut state = self.store.state_of_group(last.state_before).await?;
                 if let Some(key) = &last.state_key {
