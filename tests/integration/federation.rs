@@ -99,6 +99,18 @@ async fn user(server: &TestServer, localpart: &str, name: &str) -> (String, Stri
     (user_id, token)
 }
 
+/// Joins `room_id` on `server` as the user of `token`, through `via`.
+async fn join_via(server: &TestServer, token: &str, room_id: &str, via: &str) {
+    let (status, joined) = server
+        .post_json(
+            &format!("/_matrix/client/v3/join/{room_id}?via={via}"),
+            Some(token),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{joined}");
+}
+
 /// Creates a room on `server` as the user of `token` (`createRoom` with `body`): its id.
 async fn create_room(server: &TestServer, token: &str, body: &Value) -> String {
     let (status, created) = server
@@ -1389,27 +1401,10 @@ async fn messages_sent_while_a_server_is_down_arrive_after_it_returns() {
     let matrixon = federating_server(&Backend::Sqlite).await;
     let (_, alice_token) = user(&matrixon, "alice", "Alice on Matrixon").await;
     let (_, bob_token) = synapse.register("bob").await;
-    let (status, created) = synapse
-        .request(
-            reqwest::Method::POST,
-            "/_matrix/client/v3/createRoom",
-            Some(&bob_token),
-            Some(&json!({ "preset": "public_chat" })),
-        )
+    let room_id = synapse
+        .create_room(&bob_token, &json!({ "preset": "public_chat" }))
         .await;
-    assert_eq!(status, 200, "{created}");
-    let room_id = created["room_id"].as_str().expect("room id").to_owned();
-    let (status, joined) = matrixon
-        .post_json(
-            &format!(
-                "/_matrix/client/v3/join/{room_id}?via={}",
-                synapse.server_name
-            ),
-            Some(&alice_token),
-            &json!({}),
-        )
-        .await;
-    assert_eq!(status, 200, "{joined}");
+    join_via(&matrixon, &alice_token, &room_id, &synapse.server_name).await;
     let bob_sends = |i: usize| {
         let synapse = &synapse;
         let token = bob_token.clone();
@@ -1666,27 +1661,13 @@ async fn after_a_partition_both_sides_resolve_the_same_state(backend: Backend) {
     let (_, bob_token) = synapse.register("bob").await;
     let mut rooms = Vec::new();
     for version in ["11", "12"] {
-        let (status, created) = synapse
-            .request(
-                reqwest::Method::POST,
-                "/_matrix/client/v3/createRoom",
-                Some(&bob_token),
-                Some(&json!({ "preset": "public_chat", "room_version": version })),
+        let room_id = synapse
+            .create_room(
+                &bob_token,
+                &json!({ "preset": "public_chat", "room_version": version }),
             )
             .await;
-        assert_eq!(status, 200, "{created}");
-        let room_id = created["room_id"].as_str().expect("room id").to_owned();
-        let (status, joined) = matrixon
-            .post_json(
-                &format!(
-                    "/_matrix/client/v3/join/{room_id}?via={}",
-                    synapse.server_name
-                ),
-                Some(&alice_token),
-                &json!({}),
-            )
-            .await;
-        assert_eq!(status, 200, "{joined}");
+        join_via(&matrixon, &alice_token, &room_id, &synapse.server_name).await;
         // Alice an administrator too (in version 12 Bob, the creator, is above all levels).
         let path = format!("/_matrix/client/v3/rooms/{room_id}/state/m.room.power_levels/");
         let (_, mut levels) = synapse

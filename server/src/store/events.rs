@@ -850,6 +850,25 @@ impl Store {
         Ok(found.is_some())
     }
 
+    /// Whether any user of `server` has `membership` in the room.
+    pub async fn has_member_of_server(
+        &self,
+        room_id: &str,
+        membership: &str,
+        server: &str,
+    ) -> Result<bool, sqlx::Error> {
+        let found: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM memberships WHERE room_id = $1 AND membership = $2 \
+             AND user_id LIKE $3 LIMIT 1",
+        )
+        .bind(room_id)
+        .bind(membership)
+        .bind(format!("%:{server}"))
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(found.is_some())
+    }
+
     /// Hides a left room from the user's sync and room lists.
     pub async fn forget_room(&self, room_id: &str, user_id: &str) -> Result<(), sqlx::Error> {
         sqlx::query("UPDATE memberships SET forgotten = 1 WHERE room_id = $1 AND user_id = $2")

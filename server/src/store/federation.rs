@@ -13,22 +13,14 @@ impl Store {
         destinations: &[String],
         now_ms: i64,
     ) -> Result<(), sqlx::Error> {
-        if destinations.is_empty() {
-            return Ok(());
-        }
-        let _writer = self.writer().await;
-        let mut tx = self.pool.begin().await?;
-        for destination in destinations {
-            sqlx::query(
-                "INSERT INTO federation_outbox (destination, event_id, created_ts) VALUES ($1, $2, $3)",
-            )
-            .bind(destination)
-            .bind(event_id)
-            .bind(now_ms)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await
+        let destinations: Vec<&str> = destinations.iter().map(String::as_str).collect();
+        self.enqueue(
+            "INSERT INTO federation_outbox (destination, event_id, created_ts) VALUES ($1, $2, $3)",
+            event_id,
+            &destinations,
+            now_ms,
+        )
+        .await
     }
 
     /// Queues `edu` (JSON) for each of `destinations`, to be kept until acknowledged.
@@ -38,20 +30,35 @@ impl Store {
         destinations: &[&str],
         now_ms: i64,
     ) -> Result<(), sqlx::Error> {
+        self.enqueue(
+            "INSERT INTO federation_edu_outbox (destination, edu, created_ts) VALUES ($1, $2, $3)",
+            edu,
+            destinations,
+            now_ms,
+        )
+        .await
+    }
+
+    /// Runs `sql` (`destination, value, created_ts`) once per destination, in one transaction.
+    async fn enqueue(
+        &self,
+        sql: &str,
+        value: &str,
+        destinations: &[&str],
+        now_ms: i64,
+    ) -> Result<(), sqlx::Error> {
         if destinations.is_empty() {
             return Ok(());
         }
         let _writer = self.writer().await;
         let mut tx = self.pool.begin().await?;
         for destination in destinations {
-            sqlx::query(
-                "INSERT INTO federation_edu_outbox (destination, edu, created_ts) VALUES ($1, $2, $3)",
-            )
-            .bind(*destination)
-            .bind(edu)
-            .bind(now_ms)
-            .execute(&mut *tx)
-            .await?;
+            sqlx::query(sql)
+                .bind(*destination)
+                .bind(value)
+                .bind(now_ms)
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await
     }

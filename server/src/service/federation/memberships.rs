@@ -59,13 +59,8 @@ impl Services {
         if membership == "join"
             && !self
                 .store
-                .room_members(room_id.as_str(), "join")
+                .has_member_of_server(room_id.as_str(), "join", self.config.server_name.as_str())
                 .await?
-                .iter()
-                .any(|u| {
-                    UserId::parse(u.as_str())
-                        .is_ok_and(|u| u.server_name() == self.config.server_name)
-                })
         {
             return Err(Error::not_found(format!(
                 "None of this server's users is left in {room_id}"
