@@ -32,6 +32,7 @@ pub fn artifact(name: &str) -> Value {
         "PublicResolver" => include_str!("../../contracts/out/PublicResolver.json"),
         "DelegateRegistry" => include_str!("../../contracts/out/DelegateRegistry.json"),
         "GateMembers" => include_str!("../../contracts/out/GateMembers.json"),
+        "TestLock" => include_str!("../../contracts/out/TestLock.json"),
         "UniversalResolver" => include_str!("../../contracts/out/UniversalResolver.json"),
         "ReverseRegistrar" => include_str!("../../contracts/out/ReverseRegistrar.json"),
         "OffchainResolver" => include_str!("../../contracts/out/OffchainResolver.json"),

@@ -142,7 +142,8 @@ pub async fn delegation_changes(
         .await?;
     Ok(logs
         .into_iter()
-        .filter_map(|(_, topics)| {
+        .filter_map(|log| {
+            let topics = log.topics();
             let (event, vault, delegate) = (topics.first()?, topics.get(1)?, topics.get(2)?);
             DELEGATION_EVENTS.contains(event).then(|| DelegationChange {
                 vault: Address::from_word(*vault),

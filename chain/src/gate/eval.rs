@@ -25,6 +25,7 @@ sol! {
         function ownerOf(uint256 tokenId) external view returns (address);
         function balanceOf(address account, uint256 id) external view returns (uint256);
         function getEthBalance(address account) external view returns (uint256);
+        function getHasValidKey(address keyOwner) external view returns (bool);
     }
 }
 
@@ -45,6 +46,36 @@ pub struct LeafResult {
     pub value: String,
     /// What the leaf asks for, in words.
     pub required: String,
+    /// When the payment a `paid` leaf holds on stops counting, in ms since the epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<u64>,
+}
+
+/// Payments the server has seen, which `paid` leaves are judged on: a payment is found once
+/// (in transfer logs, or from a transaction its payer submitted) and kept, not read again.
+#[derive(Clone, Debug, Default)]
+pub struct Ledger {
+    /// Now, in ms since the epoch: payments count for their period from when they were made.
+    pub now_ms: u64,
+    /// Payments made by the addresses judged (others are ignored).
+    pub payments: Vec<Payment>,
+}
+
+/// One payment: a coin transfer, or one ERC-20 `Transfer` log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Payment {
+    /// EIP-155 chain id.
+    pub chain: u64,
+    /// The ERC-20 token; `None` for the chain's coin.
+    pub token: Option<Address>,
+    /// Who paid.
+    pub payer: Address,
+    /// Who was paid.
+    pub recipient: Address,
+    /// How much, in base units.
+    pub amount: U256,
+    /// The block's time, in ms since the epoch.
+    pub paid_at_ms: u64,
 }
 
 /// Whose holdings an address stands for.
@@ -99,6 +130,10 @@ pub struct AddressVerdict {
     pub blocks: BTreeMap<String, u64>,
     /// Every leaf, in rule order.
     pub leaves: Vec<LeafResult>,
+    /// For a passing verdict: the earliest time a payment it counts stops counting (ms since
+    /// the epoch), when the verdict must be read again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<u64>,
 }
 
 impl AddressVerdict {
@@ -184,14 +219,26 @@ struct ChainAnswers {
     primary_names: Vec<ens::PrimaryName>,
 }
 
-/// Evaluates `rule` for each `(address, scope)`: every chain read of all of them goes out
-/// as Multicall3 batches of at most `batch_size` calls, all reads of one chain at one block
-/// (one `eth_call` per chain when they fit one batch). `Err` only when a chain could not be asked at all.
+/// [`evaluate_with_payments`] knowing of no payments.
 pub async fn evaluate(
     chains: &Chains,
     rule: &Rule,
     subjects: &[(Address, Scope)],
     batch_size: usize,
+) -> Result<Vec<AddressVerdict>, ChainError> {
+    evaluate_with_payments(chains, rule, subjects, batch_size, &Ledger::default()).await
+}
+
+/// Evaluates `rule` for each `(address, scope)`: every chain read of all of them goes out
+/// as Multicall3 batches of at most `batch_size` calls, all reads of one chain at one block
+/// (one `eth_call` per chain when they fit one batch); `paid` leaves are judged on `ledger`.
+/// `Err` only when a chain could not be asked at all.
+pub async fn evaluate_with_payments(
+    chains: &Chains,
+    rule: &Rule,
+    subjects: &[(Address, Scope)],
+    batch_size: usize,
+    ledger: &Ledger,
 ) -> Result<Vec<AddressVerdict>, ChainError> {
     let leaves = leaves(rule);
     let mut batches: BTreeMap<u64, ChainBatch> = BTreeMap::new();
@@ -267,7 +314,7 @@ pub async fn evaluate(
                 .enumerate()
                 .map(|(l, leaf)| {
                     if in_scope[l] {
-                        judge(leaf, *address, a, &slots[a][l], &answers)
+                        judge(leaf, *address, a, &slots[a][l], &answers, ledger)
                     } else {
                         LeafResult {
                             path: leaf.path.clone(),
@@ -276,6 +323,7 @@ pub async fn evaluate(
                             negated: leaf.negated,
                             value: "outside the delegation".to_owned(),
                             required: String::new(),
+                            expires_at: None,
                         }
                     }
                 })
@@ -288,6 +336,7 @@ pub async fn evaluate(
                 unreadable: false,
                 blocks: blocks.clone(),
                 leaves: results,
+                expires_at: None,
             };
             conclude(rule, &leaves, &mut verdict);
             verdict
@@ -308,6 +357,12 @@ fn conclude(rule: &Rule, leaves: &[Leaf<'_>], verdict: &mut AddressVerdict) {
     let scope = verdict.scope;
     verdict.pass = truth == Truth::Yes;
     verdict.unknown = truth == Truth::Unknown;
+    verdict.expires_at = verdict
+        .leaves
+        .iter()
+        .filter(|l| verdict.pass && l.pass && !l.negated)
+        .filter_map(|l| l.expires_at)
+        .min();
     verdict.unreadable = truth == Truth::Unknown
         && verdict.leaves.iter().zip(leaves).any(|(r, leaf)| {
             let (chain, contract) = leaf_target(leaf.rule);
@@ -355,6 +410,8 @@ fn leaf_target(rule: &Rule) -> (Option<u64>, Option<Address>) {
         Rule::Erc1155(l) => (Some(l.chain.0), Some(l.contract.0)),
         Rule::Call(l) => (Some(l.chain.0), Some(l.contract.0)),
         Rule::Ens(l) => (Some(l.chain.0), Some(ens::REGISTRY)),
+        Rule::Unlock(l) => (Some(l.chain.0), Some(l.lock.0)),
+        Rule::Paid(l) => (Some(l.chain.0), l.token.map(|t| t.0)),
         Rule::Allowlist(_) | Rule::All(_) | Rule::Any(_) | Rule::Not(_) => (None, None),
     }
 }
@@ -422,6 +479,13 @@ fn leaf_calls(leaf: &Leaf<'_>, address: Address) -> (Option<u64>, Vec<(Address, 
                 .unwrap_or_default();
             (Some(l.chain.0), vec![(l.contract.0, data)])
         }
+        Rule::Unlock(l) => (
+            Some(l.chain.0),
+            vec![(
+                l.lock.0,
+                IGateReads::getHasValidKeyCall { keyOwner: address }.abi_encode(),
+            )],
+        ),
         Rule::Ens(l) => match &l.name {
             Some(name) => {
                 let (target, data) = ens::owner_call(name);
@@ -429,7 +493,10 @@ fn leaf_calls(leaf: &Leaf<'_>, address: Address) -> (Option<u64>, Vec<(Address, 
             }
             None => (Some(l.chain.0), Vec::new()),
         },
-        Rule::Allowlist(_) | Rule::All(_) | Rule::Any(_) | Rule::Not(_) => (None, Vec::new()),
+        // Payments are not read from the chain here: they are in the ledger.
+        Rule::Paid(_) | Rule::Allowlist(_) | Rule::All(_) | Rule::Any(_) | Rule::Not(_) => {
+            (None, Vec::new())
+        }
     }
 }
 
@@ -440,7 +507,9 @@ fn judge(
     index: usize,
     slots: &[usize],
     answers: &BTreeMap<u64, ChainAnswers>,
+    ledger: &Ledger,
 ) -> LeafResult {
+    let mut expires_at = None;
     let outcomes = |chain: u64| -> Vec<Option<&CallOutcome>> {
         slots
             .iter()
@@ -498,6 +567,24 @@ fn judge(
             }
         },
         Rule::Call(l) => judge_call(leaf, outcomes(l.chain.0).first().copied().flatten()),
+        Rule::Unlock(l) => {
+            let valid = outcomes(l.chain.0)
+                .first()
+                .copied()
+                .flatten()
+                .filter(|o| o.success)
+                .and_then(|o| IGateReads::getHasValidKeyCall::abi_decode_returns(&o.data).ok());
+            (
+                valid.map_or(Truth::Unknown, Truth::from_bool),
+                match valid {
+                    Some(true) => "a valid key",
+                    Some(false) => "no valid key",
+                    None => "unreadable",
+                }
+                .to_owned(),
+                format!("a valid key of lock {}", l.lock.0.to_checksum(None)),
+            )
+        }
         Rule::Ens(l) => match (&l.name, &l.parent) {
             (Some(name), _) => {
                 let owner = outcomes(l.chain.0)
@@ -530,6 +617,42 @@ fn judge(
             }
             (None, None) => (Truth::Unknown, String::new(), "nothing".to_owned()),
         },
+        Rule::Paid(l) => {
+            let period_ms = l.period_s.saturating_mul(1000);
+            let now = ledger.now_ms;
+            let latest = ledger
+                .payments
+                .iter()
+                .filter(|p| {
+                    p.chain == l.chain.0
+                        && p.token == l.token.map(|t| t.0)
+                        && p.payer == address
+                        && p.recipient == l.recipient.0
+                        && p.amount >= l.amount.0
+                        // (A block a little ahead of this server's clock still counts.)
+                        && p.paid_at_ms.saturating_add(period_ms) > now
+                })
+                .map(|p| p.paid_at_ms)
+                .max();
+            expires_at = latest.map(|at| at.saturating_add(period_ms));
+            let unit = l.token.map_or_else(
+                || "wei".to_owned(),
+                |t| format!("base units of {}", t.0.to_checksum(None)),
+            );
+            (
+                Truth::from_bool(latest.is_some()),
+                match expires_at {
+                    Some(until) => format!("paid, counts until {until}"),
+                    None => "no payment within the period".to_owned(),
+                },
+                format!(
+                    "a payment of at least {} {unit} to {} within {} s",
+                    l.amount.0,
+                    l.recipient.0.to_checksum(None),
+                    l.period_s
+                ),
+            )
+        }
         Rule::Allowlist(list) => {
             let listed = list.iter().any(|a| a.0 == address);
             (
@@ -549,6 +672,7 @@ fn judge(
         negated: leaf.negated,
         value,
         required,
+        expires_at,
     }
 }
 

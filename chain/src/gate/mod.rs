@@ -10,9 +10,12 @@ mod transfers;
 mod tests;
 
 pub use delegation::{DELEGATE_REGISTRY, DelegationChange, delegated_vaults, delegation_changes};
-pub use eval::{AddressVerdict, LeafResult, Scope, evaluate, judge_together};
+pub use eval::{
+    AddressVerdict, LeafResult, Ledger, Payment, Scope, evaluate, evaluate_with_payments,
+    judge_together,
+};
 pub use rule::{
     Addr, Amount, Caip2, Call, CompiledCall, Ens, Erc20, Erc721, Erc1155, Expect, MAX_DEPTH,
-    MAX_LEAVES, Native, Op, Rule, RuleError, parse_address,
+    MAX_LEAVES, MAX_PERIOD_S, Native, Op, Paid, Rule, RuleError, Unlock, parse_address,
 };
-pub use transfers::{Transfer, transfers};
+pub use transfers::{MinedPayments, Transfer, mined_payments, parse_tx_hash, transfers};

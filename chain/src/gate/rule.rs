@@ -45,6 +45,11 @@ pub enum Rule {
     Call(Call),
     /// Owns an ENS name, or a subname of a parent.
     Ens(Ens),
+    /// Holds a valid (unexpired) key of an Unlock Protocol lock.
+    Unlock(Unlock),
+    /// Paid at least `amount` to `recipient` within the last `period_s` (a payment the
+    /// server found in transfer logs or that the payer submitted).
+    Paid(Paid),
     /// One of these addresses.
     Allowlist(Vec<Addr>),
 }
@@ -160,6 +165,36 @@ pub struct Ens {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<String>,
 }
+
+/// `unlock` leaf: a membership of an Unlock Protocol lock (`getHasValidKey`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Unlock {
+    /// CAIP-2 chain.
+    pub chain: Caip2,
+    /// The lock contract (a PublicLock).
+    pub lock: Addr,
+}
+
+/// `paid` leaf: one payment, in the chain's coin or in an ERC-20 token, buys `period_s`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Paid {
+    /// CAIP-2 chain.
+    pub chain: Caip2,
+    /// The ERC-20 token paid in; the chain's coin when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<Addr>,
+    /// Who must be paid.
+    pub recipient: Addr,
+    /// The least one payment must be, in base units (wei for the coin).
+    pub amount: Amount,
+    /// How long a payment counts, in seconds.
+    pub period_s: u64,
+}
+
+/// Longest period a payment counts for: about ten years.
+pub const MAX_PERIOD_S: u64 = 3_660 * 86_400;
 
 /// A CAIP-2 `eip155:<id>` chain id.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -344,6 +379,19 @@ impl Rule {
                 }
             }
             Self::Erc1155(leaf) => chain_ok(&leaf.chain, "erc1155")?,
+            Self::Unlock(leaf) => chain_ok(&leaf.chain, "unlock")?,
+            Self::Paid(leaf) => {
+                chain_ok(&leaf.chain, "paid")?;
+                if leaf.amount.0.is_zero() {
+                    return Err(err("paid.amount", "must be more than 0".to_owned()));
+                }
+                if !(1..=MAX_PERIOD_S).contains(&leaf.period_s) {
+                    return Err(err(
+                        "paid.period_s",
+                        format!("must be between 1 and {MAX_PERIOD_S} seconds"),
+                    ));
+                }
+            }
             Self::Call(leaf) => {
                 chain_ok(&leaf.chain, "call")?;
                 leaf.compile()
@@ -398,6 +446,8 @@ impl Rule {
             Self::Erc1155(_) => "erc1155",
             Self::Call(_) => "call",
             Self::Ens(_) => "ens",
+            Self::Unlock(_) => "unlock",
+            Self::Paid(_) => "paid",
             Self::Allowlist(_) => "allowlist",
         }
     }
@@ -412,6 +462,8 @@ impl Rule {
             Self::Erc1155(l) => out.push(l.chain.0),
             Self::Call(l) => out.push(l.chain.0),
             Self::Ens(l) => out.push(l.chain.0),
+            Self::Unlock(l) => out.push(l.chain.0),
+            Self::Paid(l) => out.push(l.chain.0),
             _ => {}
         });
         out.sort_unstable();
@@ -432,10 +484,17 @@ impl Rule {
         out
     }
 
-    /// Token contracts whose transfers can change this rule's verdict, with their chains.
+    /// Token contracts whose transfers can change this rule's verdict, with their chains
+    /// (a lock's keys are ERC-721 tokens: buying, moving or burning one is a transfer).
     pub fn token_contracts(&self) -> Vec<(u64, Address)> {
         let mut out = Vec::new();
         self.walk(&mut |rule| match rule {
+            Self::Unlock(l) => out.push((l.chain.0, l.lock.0)),
+            Self::Paid(Paid {
+                chain,
+                token: Some(token),
+                ..
+            }) => out.push((chain.0, token.0)),
             Self::Erc20(l) => out.push((l.chain.0, l.contract.0)),
             Self::Erc721(l) => out.push((l.chain.0, l.contract.0)),
             Self::Erc1155(l) => out.push((l.chain.0, l.contract.0)),
@@ -452,13 +511,30 @@ impl Rule {
         let mut reads = 0;
         self.walk(&mut |rule| {
             reads += match rule {
-                Self::Native(_) | Self::Erc20(_) | Self::Erc1155(_) | Self::Call(_) => 1,
+                Self::Native(_)
+                | Self::Erc20(_)
+                | Self::Erc1155(_)
+                | Self::Call(_)
+                | Self::Unlock(_) => 1,
                 Self::Erc721(l) => l.token_ids.as_ref().map_or(1, Vec::len),
                 Self::Ens(l) => usize::from(l.name.is_some()) + 4 * usize::from(l.parent.is_some()),
-                Self::Allowlist(_) | Self::All(_) | Self::Any(_) | Self::Not(_) => 0,
+                Self::Paid(_) | Self::Allowlist(_) | Self::All(_) | Self::Any(_) | Self::Not(_) => {
+                    0
+                }
             }
         });
         reads
+    }
+
+    /// The `paid` leaves of this rule.
+    pub fn paid_leaves(&self) -> Vec<&Paid> {
+        let mut out = Vec::new();
+        self.walk(&mut |rule| {
+            if let Self::Paid(leaf) = rule {
+                out.push(leaf);
+            }
+        });
+        out
     }
 
     /// Calls `f` on this rule and every rule inside it, depth first.

@@ -499,25 +499,50 @@ impl Chain {
         Ok(self.provider.get_logs(&filter).await?)
     }
 
-    /// Logs emitted by `addresses` with topic 0 in `topics`, in blocks `from..=to`: each
-    /// log's emitter and topics.
+    /// Logs emitted by `addresses` with topic 0 in `topics`, in blocks `from..=to`.
     pub async fn logs(
         &self,
         addresses: &[Address],
         topics: &[alloy::primitives::B256],
         from: u64,
         to: u64,
-    ) -> Result<Vec<(Address, Vec<alloy::primitives::B256>)>, ChainError> {
+    ) -> Result<Vec<alloy::rpc::types::Log>, ChainError> {
         let filter = alloy::rpc::types::Filter::new()
             .address(addresses.to_vec())
             .event_signature(topics.to_vec())
             .from_block(from)
             .to_block(to);
-        let logs = self.provider.get_logs(&filter).await?;
-        Ok(logs
-            .into_iter()
-            .map(|log| (log.address(), log.topics().to_vec()))
-            .collect())
+        Ok(self.provider.get_logs(&filter).await?)
+    }
+
+    /// A mined transaction and its receipt (`None`: unknown to the chain, or not mined yet).
+    pub async fn mined_transaction(
+        &self,
+        hash: alloy::primitives::B256,
+    ) -> Result<
+        Option<(
+            alloy::rpc::types::Transaction,
+            alloy::rpc::types::TransactionReceipt,
+        )>,
+        ChainError,
+    > {
+        let Some(receipt) = self.provider.get_transaction_receipt(hash).await? else {
+            return Ok(None);
+        };
+        let Some(transaction) = self.provider.get_transaction_by_hash(hash).await? else {
+            return Ok(None);
+        };
+        Ok(Some((transaction, receipt)))
+    }
+
+    /// A block's time, in ms since the epoch.
+    pub async fn block_time_ms(&self, block: u64) -> Result<u64, ChainError> {
+        let header = self
+            .provider
+            .get_block_by_number(alloy::eips::BlockNumberOrTag::Number(block))
+            .await?
+            .ok_or_else(|| ChainError::Refused(format!("no block {block}")))?;
+        Ok(header.header.timestamp.saturating_mul(1000))
     }
 
     /// Counters per provider.

@@ -105,6 +105,8 @@ pub struct GateConfig {
     pub sweep_interval_ms: u64,
     /// Milliseconds between polls for token transfers (`eth_getLogs`).
     pub log_poll_interval_ms: u64,
+    /// Blocks a submitted payment needs, its own included, before it counts.
+    pub payment_confirmations: u64,
 }
 
 /// Names settings.
@@ -484,6 +486,9 @@ impl Config {
                 "gate.sweep_interval_ms",
                 "gate.sweep_interval_ms and gate.log_poll_interval_ms must be at least 10",
             );
+        }
+        if self.gate.payment_confirmations == 0 {
+            return bad("gate.payment_confirmations", "must be at least 1");
         }
         matrixon_chain::rpc::parse_caip2(&self.names.ens_chain)
             .map_err(|e| ConfigError::Invalid(format!("`names.ens_chain`: {e}")))?;

@@ -16,6 +16,9 @@ const MAX_PASSWORD_BYTES: usize = 512;
 pub const WALLET_LOCALPART_HINT: &str =
     "User IDs of the form 0x<40 hex digits> are reserved for Ethereum wallet accounts";
 
+/// Localparts of users the server itself acts as (each room's roles bot): nobody registers them.
+const RESERVED_PREFIX: &str = "_matrixon";
+
 fn is_wallet_localpart(localpart: &str) -> bool {
     localpart.len() == 42
         && localpart.starts_with("0x")
@@ -53,6 +56,13 @@ impl Services {
                 StatusCode::BAD_REQUEST,
                 ErrorKind::Exclusive,
                 WALLET_LOCALPART_HINT,
+            ));
+        }
+        if localpart.starts_with(RESERVED_PREFIX) {
+            return Err(Error::new(
+                StatusCode::BAD_REQUEST,
+                ErrorKind::Exclusive,
+                format!("User names starting with {RESERVED_PREFIX} are the server's own"),
             ));
         }
         if !self.store.user_id_free(&user_id).await? {

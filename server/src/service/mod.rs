@@ -88,6 +88,8 @@ pub struct Services {
     pub unread_counts: sync::CountBatches,
     /// Gate verdicts, reused until their TTL or a transfer of the tokens involved.
     pub gate_cache: gate::VerdictCache,
+    /// Local joins to rooms that may have roles, applied by the re-check job.
+    pub role_joins: gate::RoleJoins,
     /// Serialises event building per room within this process.
     pub room_locks: rooms::RoomLocks,
     /// How URL previews fetch pages (SSRF rules, `media.preview_*` limits).
@@ -163,6 +165,7 @@ impl Services {
             typing,
             presence,
             gate_cache,
+            role_joins: gate::RoleJoins::default(),
             lazy_members: sync::LazyMembers::default(),
             recent: sync::RecentEvents::default(),
             unread_counts: sync::CountBatches::default(),

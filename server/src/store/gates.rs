@@ -23,7 +23,80 @@ pub struct GateAuditRow {
     pub detail: String,
 }
 
+/// One recorded payment (addresses lower-case hex, the token empty for the coin).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PaymentRow {
+    /// EIP-155 chain id.
+    pub chain: i64,
+    /// The transaction.
+    pub tx_hash: String,
+    /// The log within it; -1 for the coin the transaction sent.
+    pub log_index: i64,
+    /// The ERC-20 token, or empty for the coin.
+    pub token: String,
+    /// Who paid.
+    pub payer: String,
+    /// Who was paid.
+    pub recipient: String,
+    /// Base units, a decimal string.
+    pub amount: String,
+    /// The block's time.
+    pub paid_at_ms: i64,
+}
+
 impl Store {
+    /// Records a payment; false when it was recorded before.
+    pub async fn record_payment(&self, payment: &PaymentRow) -> Result<bool, sqlx::Error> {
+        let done = sqlx::query(
+            "INSERT INTO gate_payments \
+             (chain, tx_hash, log_index, token, payer, recipient, amount, paid_at_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+             ON CONFLICT (chain, tx_hash, log_index) DO NOTHING",
+        )
+        .bind(payment.chain)
+        .bind(&payment.tx_hash)
+        .bind(payment.log_index)
+        .bind(&payment.token)
+        .bind(&payment.payer)
+        .bind(&payment.recipient)
+        .bind(&payment.amount)
+        .bind(payment.paid_at_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Payments by `payer` (lower-case hex) made at or after `since_ms`, newest first.
+    pub async fn payments_by(
+        &self,
+        payer: &str,
+        since_ms: i64,
+    ) -> Result<Vec<PaymentRow>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT chain, tx_hash, log_index, token, payer, recipient, amount, paid_at_ms \
+             FROM gate_payments WHERE payer = $1 AND paid_at_ms >= $2 \
+             ORDER BY paid_at_ms DESC LIMIT 1000",
+        )
+        .bind(payer)
+        .bind(since_ms)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(PaymentRow {
+                    chain: row.try_get(0)?,
+                    tx_hash: row.try_get(1)?,
+                    log_index: row.try_get(2)?,
+                    token: row.try_get(3)?,
+                    payer: row.try_get(4)?,
+                    recipient: row.try_get(5)?,
+                    amount: row.try_get(6)?,
+                    paid_at_ms: row.try_get(7)?,
+                })
+            })
+            .collect()
+    }
+
     /// Records a room's new gate content and makes the room due at `next_check_ms`; failures
     /// recorded under the old gate are forgotten (the new one starts its own grace periods).
     pub async fn set_gate_room(
@@ -48,12 +121,14 @@ impl Store {
         Ok(())
     }
 
-    /// Forgets a room's gate (its gate was removed) and its failing members.
+    /// Forgets a room's gate (its gate was removed) and its failing members; the room stays
+    /// scheduled while it has roles.
     pub async fn remove_gate_room(&self, room_id: &str) -> Result<(), sqlx::Error> {
-        sqlx::query("DELETE FROM gate_rooms WHERE room_id = $1")
+        sqlx::query("UPDATE gate_rooms SET content = '' WHERE room_id = $1")
             .bind(room_id)
             .execute(&self.pool)
             .await?;
+        self.drop_empty_gate_room(room_id).await?;
         sqlx::query("DELETE FROM gate_failures WHERE room_id = $1")
             .bind(room_id)
             .execute(&self.pool)
@@ -61,13 +136,51 @@ impl Store {
         Ok(())
     }
 
-    /// Every gated room and its gate content.
-    pub async fn gate_rooms(&self) -> Result<Vec<(String, String)>, sqlx::Error> {
-        let rows = sqlx::query("SELECT room_id, content FROM gate_rooms ORDER BY room_id")
+    /// Records a room's new roles content and makes the room due at `next_check_ms`.
+    pub async fn set_role_room(
+        &self,
+        room_id: &str,
+        roles: &str,
+        next_check_ms: i64,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO gate_rooms (room_id, content, roles, next_check_ms) \
+             VALUES ($1, '', $2, $3) \
+             ON CONFLICT (room_id) DO UPDATE SET roles = $2, next_check_ms = $3",
+        )
+        .bind(room_id)
+        .bind(roles)
+        .bind(next_check_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Forgets a room's roles; the room stays scheduled while it has a gate.
+    pub async fn remove_role_room(&self, room_id: &str) -> Result<(), sqlx::Error> {
+        sqlx::query("UPDATE gate_rooms SET roles = '' WHERE room_id = $1")
+            .bind(room_id)
+            .execute(&self.pool)
+            .await?;
+        self.drop_empty_gate_room(room_id).await
+    }
+
+    async fn drop_empty_gate_room(&self, room_id: &str) -> Result<(), sqlx::Error> {
+        sqlx::query("DELETE FROM gate_rooms WHERE room_id = $1 AND content = '' AND roles = ''")
+            .bind(room_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Every gated room or room with roles: `(room, gate content, roles content)`, either
+    /// content empty when the room lacks it.
+    pub async fn gate_rooms(&self) -> Result<Vec<(String, String, String)>, sqlx::Error> {
+        let rows = sqlx::query("SELECT room_id, content, roles FROM gate_rooms ORDER BY room_id")
             .fetch_all(&self.pool)
             .await?;
         rows.iter()
-            .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+            .map(|row| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?)))
             .collect()
     }
 

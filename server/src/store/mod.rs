@@ -50,7 +50,7 @@ pub use backup::{BackupKeyRow, BackupVersionRow};
 pub use devices::DeviceRow;
 pub use events::{MembershipRow, NewEvent, RoomRow, StateMap, StoredEvent};
 pub use forks::Resolution;
-pub use gates::GateAuditRow;
+pub use gates::{GateAuditRow, PaymentRow};
 pub use keys::KeySignature;
 pub use media::MediaRow;
 pub use profiles::ProfileField;

@@ -1,5 +1,5 @@
-//! Gate endpoints: the dry-run check for room admins and dApps, and the audit log for
-//! server administrators.
+//! Gate endpoints: the dry-run check for room admins and dApps, payments submitted by their
+//! payers, and the audit log for server administrators.
 
 use std::sync::Arc;
 
@@ -17,7 +17,10 @@ use crate::{
         error::{Error, Result},
         ruma::{json_body, query_params},
     },
-    service::{Limit, Services, gate::CheckRequest},
+    service::{
+        Limit, Services,
+        gate::{CheckRequest, PayRequest},
+    },
 };
 
 /// # `POST /_matrix/client/unstable/io.matrixon/gate/check`
@@ -30,6 +33,21 @@ pub async fn check(
     let (parts, body) = request.into_parts();
     let body: CheckRequest = json_body(&parts, body, services.config.max_request_bytes).await?;
     Ok(Json(services.gate_check(&session.user_id, body).await?))
+}
+
+/// # `POST /_matrix/client/unstable/io.matrixon/gate/pay`
+///
+/// A payment's transaction submitted by its payer, for a room whose gate or roles have a
+/// `paid` leaf.
+pub async fn pay(
+    State(services): State<Arc<Services>>,
+    Authenticated(session): Authenticated,
+    request: Request,
+) -> Result<Json<Value>> {
+    services.rate_limit(Limit::LookupsPerUser, session.user_id.as_str())?;
+    let (parts, body) = request.into_parts();
+    let body: PayRequest = json_body(&parts, body, services.config.max_request_bytes).await?;
+    Ok(Json(services.gate_pay(&session.user_id, body).await?))
 }
 
 /// # `GET /_matrix/client/unstable/io.matrixon/admin/gate/audit`

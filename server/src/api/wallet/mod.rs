@@ -55,6 +55,10 @@ pub fn routes() -> Router<Arc<Services>> {
             axum::routing::post(gate::check),
         )
         .route(
+            "/_matrix/client/unstable/io.matrixon/gate/pay",
+            axum::routing::post(gate::pay),
+        )
+        .route(
             "/_matrix/client/unstable/io.matrixon/admin/gate/audit",
             get(gate::audit),
         )

@@ -3,13 +3,15 @@
 //! members lives in `sweep`, cached verdicts in `cache`.
 
 mod cache;
+mod payments;
+mod roles;
 mod sweep;
 
 use std::collections::BTreeMap;
 
 use http::StatusCode;
 use matrixon_chain::{
-    gate::{AddressVerdict, Rule, Scope, evaluate, judge_together},
+    gate::{AddressVerdict, Rule, Scope, evaluate_with_payments, judge_together},
     rpc::ChainError,
     siwe::Address,
 };
@@ -19,6 +21,8 @@ use serde_json::{Value, json};
 use sha2::Digest;
 
 pub use cache::VerdictCache;
+pub use payments::PayRequest;
+pub use roles::{ROLES_EVENT_TYPE, RoleJoins, Roles, roles_bot};
 pub use sweep::run as run_background;
 
 use super::{Limit, Services, rooms::EventDraft};
@@ -73,7 +77,7 @@ struct GateContent {
     grace_s: u64,
 }
 
-fn default_interval() -> u64 {
+pub(super) fn default_interval() -> u64 {
     3_600
 }
 
@@ -135,29 +139,16 @@ impl Services {
         };
         let parsed: GateContent = serde_path_to_error::deserialize(content)
             .map_err(|e| bad(&e.path().to_string(), &e.inner().to_string()))?;
-        let configured = |id: u64| self.chains.get(id).is_ok();
-        let rule = Rule::parse(&parsed.rule, &configured).map_err(|e| {
-            let path = if e.path.is_empty() {
-                "rule".to_owned()
-            } else {
-                format!("rule.{}", e.path)
-            };
-            bad(&path, &e.message)
-        })?;
-        if !(1..=MAX_INTERVAL_S).contains(&parsed.recheck_interval_s) {
-            return Err(bad(
-                "recheck_interval_s",
-                &format!("must be between 1 and {MAX_INTERVAL_S} seconds"),
-            ));
-        }
+        let (rule, key) = self
+            .compile_rule(&parsed.rule)
+            .map_err(|(path, message)| bad(&join_path("rule", &path), &message))?;
+        check_interval(parsed.recheck_interval_s).map_err(|m| bad("recheck_interval_s", &m))?;
         if parsed.grace_s > MAX_INTERVAL_S {
             return Err(bad(
                 "grace_s",
                 &format!("must be at most {MAX_INTERVAL_S} seconds"),
             ));
         }
-        let canonical = serde_json::to_string(&rule).map_err(anyhow::Error::new)?;
-        let key = hex::encode(&sha2::Sha256::digest(canonical.as_bytes())[..16]);
         Ok(Some(Gate {
             rule,
             recheck_interval_s: parsed.recheck_interval_s,
@@ -166,6 +157,19 @@ impl Services {
             grace_s: parsed.grace_s,
             key,
         }))
+    }
+
+    /// Parses and validates a rule, with the digest its cached verdicts live under; errors
+    /// are the path within the rule (empty for the rule itself) and what is wrong.
+    pub(crate) fn compile_rule(
+        &self,
+        rule: &Value,
+    ) -> std::result::Result<(Rule, String), (String, String)> {
+        let configured = |id: u64| self.chains.get(id).is_ok();
+        let rule = Rule::parse(rule, &configured).map_err(|e| (e.path, e.message))?;
+        let canonical = serde_json::to_string(&rule).map_err(|e| (String::new(), e.to_string()))?;
+        let key = hex::encode(&sha2::Sha256::digest(canonical.as_bytes())[..16]);
+        Ok((rule, key))
     }
 
     /// The room's current gate. A stored gate this server can no longer evaluate (its
@@ -224,11 +228,17 @@ impl Services {
         Ok(())
     }
 
-    /// After a redaction in the room: forgets its gate when the gate event was the one redacted.
+    /// After a redaction in the room: forgets its gate, or its roles, when that event was
+    /// the one redacted (roles gone leave the levels as they were).
     pub(crate) async fn gate_redacted(&self, room_id: &RoomId) -> Result<()> {
-        let content = self.state_content(room_id, GATE_EVENT_TYPE, "").await?;
-        if content.is_none_or(|c| c.as_object().is_none_or(serde_json::Map::is_empty)) {
+        let empty = |c: Option<Value>| {
+            c.is_none_or(|c| c.as_object().is_none_or(serde_json::Map::is_empty))
+        };
+        if empty(self.state_content(room_id, GATE_EVENT_TYPE, "").await?) {
             self.store.remove_gate_room(room_id.as_str()).await?;
+        }
+        if empty(self.state_content(room_id, ROLES_EVENT_TYPE, "").await?) {
+            self.store.remove_role_room(room_id.as_str()).await?;
         }
         Ok(())
     }
@@ -261,6 +271,10 @@ impl Services {
         let Some(gate) = gate else {
             return Ok(Door::Entry { gate_event });
         };
+        // The roles bot holds no wallet; only the server acts as it (its name is reserved).
+        if *sender == *roles_bot(room_id, &self.config.server_name)? {
+            return Ok(Door::Entry { gate_event });
+        }
         let room = self
             .store
             .room(room_id.as_str())
@@ -312,6 +326,11 @@ impl Services {
             self.store
                 .clear_gate_failure(room_id.as_str(), user_id.as_str())
                 .await?;
+            // Let in on a payment: the room is re-checked when it lapses.
+            let passing: Vec<&AddressVerdict> = verdicts.iter().filter(|v| v.pass).collect();
+            if let Some(at) = sweep::lapse(&passing) {
+                self.store.make_gate_room_due(room_id.as_str(), at).await?;
+            }
             return Ok(());
         }
         if holdings.unreadable || verdicts.iter().any(|v| v.unreadable) {
@@ -473,8 +492,15 @@ impl Services {
         let ttl = gate.cache_ttl_ms(self.config.gate.cache_ttl_s);
         let mut known: Vec<Option<AddressVerdict>> = Vec::with_capacity(subjects.len());
         for (address, scope) in subjects {
+            // A verdict resting on a payment is not reused past the payment's period.
             known.push(if ttl > 0 {
-                self.gate_cache.get(&key(scope), *address, now, ttl).await
+                self.gate_cache
+                    .get(&key(scope), *address, now, ttl)
+                    .await
+                    .filter(|v| {
+                        v.expires_at
+                            .is_none_or(|e| i64::try_from(e).is_ok_and(|e| e > now))
+                    })
             } else {
                 None
             });
@@ -486,11 +512,13 @@ impl Services {
             .map(|(s, _)| *s)
             .collect();
         if !missing.is_empty() {
-            let fresh = evaluate(
+            let ledger = self.payment_ledger(&gate.rule, &missing).await?;
+            let fresh = evaluate_with_payments(
                 &self.chains,
                 &gate.rule,
                 &missing,
                 self.config.gate.batch_size,
+                &ledger,
             )
             .await?;
             let mut fresh = fresh.into_iter();
@@ -702,6 +730,24 @@ impl Services {
             body["next_from"] = next.into();
         }
         Ok(body)
+    }
+}
+
+/// A re-check interval within bounds, or what is wrong with it.
+pub(super) fn check_interval(seconds: u64) -> std::result::Result<(), String> {
+    if (1..=MAX_INTERVAL_S).contains(&seconds) {
+        Ok(())
+    } else {
+        Err(format!("must be between 1 and {MAX_INTERVAL_S} seconds"))
+    }
+}
+
+/// `outer.inner`, or `outer` when `inner` is empty.
+pub(super) fn join_path(outer: &str, inner: &str) -> String {
+    if inner.is_empty() {
+        outer.to_owned()
+    } else {
+        format!("{outer}.{inner}")
     }
 }
 

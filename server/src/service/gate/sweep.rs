@@ -17,7 +17,7 @@ use ruma::{OwnedUserId, RoomId, UserId};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
-use super::{GATE_EVENT_TYPE, Gate, OnFail, failing_of};
+use super::{GATE_EVENT_TYPE, Gate, OnFail, failing_of, roles_bot};
 use crate::{http::error::Result, service::Services};
 
 /// Widest block range asked of `eth_getLogs` at once.
@@ -69,6 +69,9 @@ pub async fn run(
                 }
             }
             _ = sweep.tick() => {
+                if let Err(e) = services.apply_roles_to_joins().await {
+                    tracing::warn!(error = %e, "applying roles to new members failed");
+                }
                 if let Err(e) = services.sweep_due_rooms().await {
                     tracing::warn!(error = %e, "gate re-check sweep failed");
                 }
@@ -80,6 +83,16 @@ pub async fn run(
             }
         }
     }
+}
+
+/// When a user's passing verdicts all lapse (their payments' periods end): `None` when one of
+/// them rests on nothing that lapses.
+pub(super) fn lapse(passing: &[&AddressVerdict]) -> Option<i64> {
+    let mut latest = 0;
+    for verdict in passing.iter().filter(|v| v.pass) {
+        latest = latest.max(i64::try_from(verdict.expires_at?).unwrap_or(i64::MAX));
+    }
+    (latest > 0).then_some(latest)
 }
 
 /// How long one instance may hold a room it sweeps before another may take it over.
@@ -104,15 +117,19 @@ impl Services {
             let Ok(room_id) = RoomId::parse(&room) else {
                 continue;
             };
-            // The room's current state is the truth (a redacted gate is no gate).
-            let gate = match self.room_gate(&room_id).await {
-                Ok(Some(gate)) => gate,
-                Ok(None) => {
+            // The room's current state is the truth (a redacted gate is no gate). Content
+            // not evaluable here (a chain left the configuration) is looked at again later.
+            let (gate, roles) = match (
+                self.room_gate(&room_id).await,
+                self.room_roles(&room_id).await,
+            ) {
+                (Ok(None), Ok(None)) => {
                     self.store.remove_gate_room(&room).await?;
+                    self.store.remove_role_room(&room).await?;
                     continue;
                 }
-                Err(_) => {
-                    // Not evaluable here (a chain left the configuration): look again later.
+                (Ok(gate), Ok(roles)) => (gate, roles),
+                _ => {
                     let later = now.saturating_add(UNAVAILABLE_RETRY_MS);
                     self.store
                         .claim_gate_room(&room, seen, later, now, 0)
@@ -120,8 +137,13 @@ impl Services {
                     continue;
                 }
             };
-            let interval_ms =
-                i64::try_from(gate.recheck_interval_s.saturating_mul(1000)).unwrap_or(i64::MAX);
+            let interval_s = gate
+                .iter()
+                .map(|g| g.recheck_interval_s)
+                .chain(roles.iter().map(|(r, _)| r.recheck_interval_s))
+                .min()
+                .unwrap_or(3_600);
+            let interval_ms = i64::try_from(interval_s.saturating_mul(1000)).unwrap_or(i64::MAX);
             let next = now.saturating_add(interval_ms);
             let lease = now.saturating_add(SWEEP_LEASE_MS);
             if !self
@@ -131,7 +153,16 @@ impl Services {
             {
                 continue; // another instance sweeps it
             }
-            let retry = match self.sweep_room(&room_id, &gate).await {
+            let mut outcome = Ok(SweepOutcome::Done);
+            if let Some(gate) = &gate {
+                outcome = self.sweep_room(&room_id, gate).await;
+            }
+            if let Some((roles, setter)) = &roles
+                && matches!(outcome, Ok(SweepOutcome::Done))
+            {
+                outcome = self.sync_roles(&room_id, roles, setter, None).await;
+            }
+            let retry = match outcome {
                 Ok(SweepOutcome::Done) => None,
                 Ok(SweepOutcome::Unavailable) => {
                     Some(now.saturating_add(UNAVAILABLE_RETRY_MS.min(interval_ms)))
@@ -151,11 +182,13 @@ impl Services {
     /// are left as they are.
     pub async fn sweep_room(&self, room_id: &RoomId, gate: &Gate) -> Result<SweepOutcome> {
         let mut members: Vec<OwnedUserId> = Vec::new();
+        let bot = roles_bot(room_id, &self.config.server_name)?;
         for member in self.store.room_members(room_id.as_str(), "join").await? {
             let Ok(user_id) = UserId::parse(member.as_str()) else {
                 continue;
             };
             if user_id.server_name() != self.config.server_name
+                || user_id == bot
                 || self
                     .has_power_for_state(room_id, &user_id, GATE_EVENT_TYPE)
                     .await?
@@ -179,6 +212,7 @@ impl Services {
         let by_subject: HashMap<(Address, Scope), &AddressVerdict> =
             all.iter().copied().zip(&verdicts).collect();
         let now = self.now_ms();
+        let mut lapses: Option<i64> = None;
         for (user_id, holdings) in members.iter().zip(&holdings) {
             let mut mine: Vec<AddressVerdict> = holdings
                 .subjects
@@ -191,6 +225,9 @@ impl Services {
                 self.store
                     .clear_gate_failure(room_id.as_str(), user_id.as_str())
                     .await?;
+                if let Some(at) = lapse(&mine) {
+                    lapses = Some(lapses.map_or(at, |l| l.min(at)));
+                }
                 continue;
             }
             // A read that failed is no "no": the member stays. (Delegations that could not be
@@ -225,6 +262,10 @@ impl Services {
             }
             self.kick_failing(room_id, user_id, gate, &blocks, failing)
                 .await?;
+        }
+        // Come back when the first payment a member is let in on lapses.
+        if let Some(at) = lapses {
+            self.store.make_gate_room_due(room_id.as_str(), at).await?;
         }
         Ok(SweepOutcome::Done)
     }
@@ -330,24 +371,40 @@ impl Services {
     pub async fn poll_transfers(&self, cursors: &mut HashMap<u64, (u64, u64)>) -> Result<()> {
         let mut read: BTreeMap<u64, BTreeMap<Address, Vec<String>>> = BTreeMap::new();
         let mut delegating: BTreeMap<u64, Vec<String>> = BTreeMap::new();
-        for (room, content) in self.store.gate_rooms().await? {
-            let content: Value = serde_json::from_str(&content).unwrap_or_default();
-            let Ok(Some(gate)) = self.parse_gate(&content) else {
-                continue;
-            };
-            for chain in gate.rule.chains() {
-                read.entry(chain).or_default();
-                if gate.include_delegations {
-                    delegating.entry(chain).or_default().push(room.clone());
+        let mut paid: BTreeMap<u64, Vec<matrixon_chain::gate::Paid>> = BTreeMap::new();
+        for (room, gate, roles) in self.store.gate_rooms().await? {
+            let parse = |text: &str| serde_json::from_str::<Value>(text).unwrap_or_default();
+            let mut gates: Vec<Gate> = self
+                .parse_gate(&parse(&gate))
+                .ok()
+                .flatten()
+                .into_iter()
+                .collect();
+            if let Ok(Some(roles)) = self.parse_roles(&parse(&roles)) {
+                gates.extend(roles.roles.into_iter().map(|r| r.gate));
+            }
+            for gate in gates {
+                for leaf in gate.rule.paid_leaves() {
+                    paid.entry(leaf.chain.0).or_default().push(leaf.clone());
+                }
+                for chain in gate.rule.chains() {
+                    read.entry(chain).or_default();
+                    if gate.include_delegations {
+                        delegating.entry(chain).or_default().push(room.clone());
+                    }
+                }
+                for (chain, contract) in gate.rule.token_contracts() {
+                    read.entry(chain)
+                        .or_default()
+                        .entry(contract)
+                        .or_default()
+                        .push(room.clone());
                 }
             }
-            for (chain, contract) in gate.rule.token_contracts() {
-                read.entry(chain)
-                    .or_default()
-                    .entry(contract)
-                    .or_default()
-                    .push(room.clone());
-            }
+        }
+        for rooms in delegating.values_mut() {
+            rooms.sort();
+            rooms.dedup();
         }
         for (chain_id, contracts) in read {
             let Ok(chain) = self.chains.get(chain_id) else {
@@ -398,6 +455,9 @@ impl Services {
                     continue;
                 }
             };
+            if let Some(leaves) = paid.get(&chain_id) {
+                self.record_logged_payments(chain, &found, leaves).await?;
+            }
             let mut parties: BTreeMap<Address, Vec<String>> = BTreeMap::new();
             for transfer in found {
                 let rooms = contracts

@@ -23,7 +23,7 @@ use crate::{
     http::error::{Error, Result},
     service::{
         Services,
-        gate::{Door, GATE_EVENT_TYPE},
+        gate::{Door, GATE_EVENT_TYPE, ROLES_EVENT_TYPE},
         secrets,
     },
     store::{NewEvent, PushAction, Resolution, RoomRow},
@@ -305,6 +305,10 @@ impl Services {
         if kind == GATE_EVENT_TYPE {
             self.validate_gate_event(draft.state_key.as_deref(), &draft.content)?;
         }
+        if kind == ROLES_EVENT_TYPE {
+            self.validate_roles_event(room_id, sender, draft.state_key.as_deref(), &draft.content)
+                .await?;
+        }
         let content_raw = serde_json::value::to_raw_value(&draft.content).map_err(internal)?;
 
         // The state the event is checked against, and its auth events.
@@ -546,6 +550,16 @@ impl Services {
         if kind == GATE_EVENT_TYPE && pdu.state_key.as_deref() == Some("") {
             self.gate_event_appended(&pdu.room_id, &Value::Object(content.clone()))
                 .await?;
+        }
+        if kind == ROLES_EVENT_TYPE && pdu.state_key.as_deref() == Some("") {
+            self.roles_event_appended(&pdu.room_id, &Value::Object(content.clone()))
+                .await?;
+        }
+        if membership == Some("join")
+            && let Some(target) = target
+            && UserId::parse(target).is_ok_and(|t| t.server_name() == self.config.server_name)
+        {
+            self.role_joins.note(pdu.room_id.as_str(), target);
         }
         Ok(Some(pdu.event_id.clone()))
     }

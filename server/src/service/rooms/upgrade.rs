@@ -14,7 +14,7 @@ use crate::{
 };
 
 /// State carried into the replacement room.
-const CARRIED_STATE: [&str; 9] = [
+const CARRIED_STATE: [&str; 10] = [
     "m.room.join_rules",
     "m.room.history_visibility",
     "m.room.guest_access",
@@ -24,6 +24,7 @@ const CARRIED_STATE: [&str; 9] = [
     "m.room.encryption",
     "m.room.server_acl",
     crate::service::gate::GATE_EVENT_TYPE,
+    crate::service::gate::ROLES_EVENT_TYPE,
 ];
 
 impl Services {
