@@ -329,11 +329,12 @@ async fn roles_follow_holdings(backend: Backend) {
     srv.finish().await;
 }
 
-/// `unlock` leaves: a valid key of an Unlock Protocol lock opens the door; without one the
-/// refusal says so; a key that expires gets its holder removed at the next re-check.
+/// `unlock` leaves, on a fresh chain without Multicall3: a valid key of an Unlock Protocol
+/// lock opens the door; without one the refusal says so; a key that expires gets its holder
+/// removed at the next re-check.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unlock_keys_open_the_door_until_they_expire() {
-    let anvil = Anvil::start().await;
+    let anvil = Anvil::start_without_multicall3(crate::anvil::CHAIN_ID).await;
     let srv =
         TestServer::start_with(&Backend::Sqlite, gated_config(&[(&caip2(), &anvil.url)])).await;
     let lock = deploy(&anvil, "TestLock").await;
@@ -661,4 +662,202 @@ async fn payments_open_the_door_for_their_period() {
         "join"
     );
     srv.finish().await;
+}
+
+/// The gate page in headless Chromium with an injected wallet: the rule in words (token name
+/// and symbol from the chain, the recipient's ENS name), an outsider shown exactly what is
+/// missing, a holder joining in one step (SIWE, join, and the link to open the room), and a
+/// paid member shown when their access lapses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gate_page_explains_checks_and_joins() {
+    use crate::{
+        anvil::EnsFixture,
+        sso::{INJECT_WALLET, READY, settle, sign_request},
+        webdriver::Browser,
+    };
+    let anvil = Anvil::start().await;
+    let ens = EnsFixture::new(&anvil).await;
+    let treasury = Key::new(160);
+    ens.register("eth", "treasury", treasury.address(), &[], &[])
+        .await;
+    ens.primary(treasury.address(), "treasury.eth").await;
+    let chains = gated_config(&[(&caip2(), &anvil.url)]);
+    let srv = TestServer::start_with(&Backend::Sqlite, |config| {
+        chains(config);
+        config.names.ens_chain = caip2();
+        config.gate.payment_confirmations = 1;
+    })
+    .await;
+    let token = deploy(&anvil, "TestERC20").await;
+    let (holder, outsider, payer) = (Key::new(161), Key::new(162), Key::new(163));
+    let hundred = U256::from(100u64) * U256::from(10u64).pow(U256::from(18u64));
+    anvil
+        .transact(
+            token,
+            &IDao::mintCall {
+                to: holder.address(),
+                amountOrId: hundred,
+            }
+            .abi_encode(),
+        )
+        .await;
+    let owner = srv.register("owner", "pw").await;
+    let owner_t = owner["access_token"].as_str().expect("token").to_owned();
+    let cent = "10000000000000000";
+    let rule = json!({"any": [
+        {"erc20": {"chain": caip2(), "contract": token.to_string(), "min": hundred.to_string()}},
+        {"paid": {"chain": caip2(), "recipient": treasury.address().to_string(), "amount": cent,
+                  "period_s": 2_592_000}},
+    ]});
+    let room = create_room(
+        &srv,
+        &owner_t,
+        json!({"preset": "public_chat", "name": "DAO lounge",
+        "room_alias_name": "dao", "initial_state": [
+        {"type": GATE, "state_key": "", "content": {"rule": rule}}]}),
+    )
+    .await;
+
+    let public = srv.base.replace("127.0.0.1", "localhost");
+    let page = format!("{public}/_matrix/client/unstable/io.matrixon/gate/page/%23dao:localhost");
+    let browser = Browser::start().await;
+    browser.goto(&page).await;
+    browser.wait_text("#title", "DAO lounge").await;
+    browser
+        .wait_text("#rule", "Hold at least 100 MXT (Matrixon Test Token)")
+        .await;
+    browser
+        .wait_text("#rule", "Pay at least 0.01 of the coin to treasury.eth")
+        .await;
+    browser
+        .wait_text("#rule", "a payment counts for 30 days")
+        .await;
+    browser.screenshot("gate-rule").await;
+
+    // An outsider sees exactly what is missing, and no way to join.
+    browser.wait_for("the page", READY).await;
+    browser
+        .execute(
+            INJECT_WALLET,
+            vec![json!(outsider.address().to_string()), json!("0x1")],
+        )
+        .await;
+    browser.wait_text("#wallets", "Test Wallet").await;
+    browser.click("#wallets button").await;
+    browser
+        .wait_text("#verdict", "does not meet the room's rule")
+        .await;
+    let verdict = browser
+        .wait_text("#verdict", "Hold at least 100 MXT (Matrixon Test Token) on")
+        .await;
+    assert!(
+        verdict.contains("this wallet holds 0. Get it into this wallet"),
+        "{verdict}"
+    );
+    assert!(
+        verdict.contains("this wallet: no payment within the period. Pay from this wallet"),
+        "{verdict}"
+    );
+    assert_eq!(
+        browser
+            .execute("return document.getElementById('join').hidden;", Vec::new())
+            .await,
+        true
+    );
+    browser.screenshot("gate-outsider").await;
+
+    // A holder checks, signs in with the wallet and joins in one step.
+    browser.goto(&page).await;
+    browser.wait_for("the page", READY).await;
+    browser.wait_text("#rule", "MXT").await;
+    browser
+        .execute(
+            INJECT_WALLET,
+            vec![json!(holder.address().to_string()), json!("0x1")],
+        )
+        .await;
+    browser.wait_text("#wallets", "Test Wallet").await;
+    browser.click("#wallets button").await;
+    browser.wait_text("#verdict", "meets the room's rule").await;
+    browser.click("#join").await;
+    let (id, text) = sign_request(&browser).await;
+    settle(&browser, id, &holder, &text).await;
+    let holder_id = format!("@{:#x}:localhost", holder.address());
+    browser
+        .wait_text("#status", &format!("You joined as {holder_id}"))
+        .await;
+    let open = browser
+        .execute("return document.getElementById('open').href;", Vec::new())
+        .await;
+    assert_eq!(open, "https://matrix.to/#/#dao:localhost");
+    assert_eq!(
+        crate::gate::membership(&srv, &owner_t, &room, &holder_id).await["membership"],
+        "join"
+    );
+    browser.screenshot("gate-joined").await;
+
+    // A paid member is told when their access lapses.
+    let (_, payer_t) = wallet_session(&srv, &payer).await;
+    let paid = send_as(
+        &anvil,
+        payer.address(),
+        treasury.address(),
+        10_000_000_000_000_000,
+        &[],
+    )
+    .await;
+    let (status, body) = pay(&srv, &payer_t, &room, &paid).await;
+    assert_eq!(status, 200, "{body}");
+    let lapses = body["payments"][0]["expires_at"]
+        .as_i64()
+        .expect("expires_at");
+    let shown = utc_minute(lapses);
+    browser.goto(&page).await;
+    browser.wait_for("the page", READY).await;
+    browser.wait_text("#rule", "MXT").await;
+    browser
+        .execute(
+            INJECT_WALLET,
+            vec![json!(payer.address().to_string()), json!("0x1")],
+        )
+        .await;
+    browser.wait_text("#wallets", "Test Wallet").await;
+    browser.click("#wallets button").await;
+    browser
+        .wait_text("#verdict", &format!("Your paid access lasts until {shown}"))
+        .await;
+    browser.screenshot("gate-paid").await;
+    browser.quit().await;
+
+    // Rooms nobody may preview are not described.
+    let private = create_room(&srv, &owner_t, json!({"preset": "private_chat"})).await;
+    let (status, _) = srv
+        .get(
+            &format!("/_matrix/client/unstable/io.matrixon/gate/room/{private}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 404);
+    let bad = srv
+        .post_json(
+            &format!("/_matrix/client/unstable/io.matrixon/gate/room/{room}/check"),
+            None,
+            &json!({"address": "0x1234"}),
+        )
+        .await;
+    assert_error(&bad, 400, "M_INVALID_PARAM");
+    srv.finish().await;
+}
+
+/// `YYYY-MM-DD HH:MM UTC` of a time in ms, as the page writes it.
+fn utc_minute(ms: i64) -> String {
+    let at = time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000)).expect("a time");
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02} UTC",
+        at.year(),
+        u8::from(at.month()),
+        at.day(),
+        at.hour(),
+        at.minute()
+    )
 }

@@ -4,6 +4,7 @@
 mod delegation;
 mod eval;
 mod rule;
+mod tokens;
 mod transfers;
 
 #[cfg(test)]
@@ -18,4 +19,5 @@ pub use rule::{
     Addr, Amount, Caip2, Call, CompiledCall, Ens, Erc20, Erc721, Erc1155, Expect, MAX_DEPTH,
     MAX_LEAVES, MAX_PERIOD_S, Native, Op, Paid, Rule, RuleError, Unlock, parse_address,
 };
+pub use tokens::{TokenNames, token_names};
 pub use transfers::{MinedPayments, Transfer, mined_payments, parse_tx_hash, transfers};

@@ -68,6 +68,60 @@ pub fn routes() -> Router<Arc<Services>> {
             &format!("{UNSTABLE}/sso/session/{{session}}"),
             get(session_summary),
         )
+        .route(&format!("{UNSTABLE}/gate/page/{{room}}"), get(gate_page))
+        .route(&format!("{UNSTABLE}/gate/room/{{room}}"), get(gate_room))
+        .route(
+            &format!("{UNSTABLE}/gate/room/{{room}}/check"),
+            post(gate_room_check),
+        )
+}
+
+fn visited(room: &str) -> Result<ruma::OwnedRoomOrAliasId> {
+    ruma::OwnedRoomOrAliasId::try_from(room)
+        .map_err(|_| Error::invalid_param(format!("{room} is not a room id or alias")))
+}
+
+fn peer(addr: SocketAddr) -> String {
+    addr.ip().to_string()
+}
+
+/// # `GET /_matrix/client/unstable/io.matrixon/gate/page/{roomIdOrAlias}`
+///
+/// The gate page: a room's rule in words, a wallet's check, and joining with it.
+async fn gate_page(Path(room): Path<String>) -> Result<Response> {
+    visited(&room)?;
+    Ok(page())
+}
+
+/// # `GET /_matrix/client/unstable/io.matrixon/gate/room/{roomIdOrAlias}`
+async fn gate_room(
+    State(services): State<Arc<Services>>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    Path(room): Path<String>,
+) -> Result<Json<Value>> {
+    let room = visited(&room)?;
+    Ok(Json(services.gate_description(&room, &peer(addr)).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VisitorCheck {
+    address: String,
+}
+
+/// # `POST /_matrix/client/unstable/io.matrixon/gate/room/{roomIdOrAlias}/check`
+async fn gate_room_check(
+    State(services): State<Arc<Services>>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    Path(room): Path<String>,
+    JsonBody(body): JsonBody<VisitorCheck>,
+) -> Result<Json<Value>> {
+    let room = visited(&room)?;
+    Ok(Json(
+        services
+            .gate_visitor_check(&room, &body.address, &peer(addr))
+            .await?,
+    ))
 }
 
 /// # `GET /_matrix/client/v3/login/sso/redirect?redirectUrl=…`

@@ -107,6 +107,8 @@ pub struct GateConfig {
     pub log_poll_interval_ms: u64,
     /// Blocks a submitted payment needs, its own included, before it counts.
     pub payment_confirmations: u64,
+    /// Where the gate page opens a room it joined (`{room}`: alias or id).
+    pub client_url: String,
 }
 
 /// Names settings.

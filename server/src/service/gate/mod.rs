@@ -3,6 +3,7 @@
 //! members lives in `sweep`, cached verdicts in `cache`.
 
 mod cache;
+mod page;
 mod payments;
 mod roles;
 mod sweep;
@@ -594,6 +595,11 @@ impl Services {
             0
         };
         let reads = (gate.rule.reads_per_address() + delegations).saturating_mul(addresses);
+        self.charge_reads_of(caller.as_str(), reads)
+    }
+
+    /// Charges `reads` chain reads to the bucket `key` (a user, or `ip:` and an address).
+    fn charge_reads_of(&self, key: &str, reads: usize) -> Result<()> {
         let capacity = self.limiter.capacity(Limit::ChainReadsPerUser);
         if reads > capacity as usize {
             return Err(Error::invalid_param(format!(
@@ -604,7 +610,7 @@ impl Services {
         self.limiter
             .take(
                 Limit::ChainReadsPerUser,
-                caller.as_str(),
+                key,
                 u32::try_from(reads).unwrap_or(u32::MAX),
                 self.now_ms(),
             )
