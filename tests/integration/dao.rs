@@ -104,8 +104,30 @@ async fn send_text(srv: &TestServer, token: &str, room: &str, txn: &str) -> (u16
     .await
 }
 
+/// Whether matrix-sdk, synced, lets `client`'s user post in `room` (its reading of the
+/// power-levels events the roles bot sends).
+async fn sdk_may_post(client: &matrix_sdk::Client, room: &str) -> bool {
+    client
+        .sync_once(matrix_sdk::config::SyncSettings::default().timeout(Duration::from_millis(0)))
+        .await
+        .expect("sync");
+    let room = client
+        .get_room(&ruma::RoomId::parse(room).expect("room id"))
+        .expect("joined room");
+    let user = client.user_id().expect("signed in").to_owned();
+    room.power_levels()
+        .await
+        .expect("power levels")
+        .user_can_send_message(&user, ruma::events::MessageLikeEventType::RoomMessage)
+}
+
+/// Roles on both backends, and on both kinds of chain: SQLite reads through Multicall3,
+/// PostgreSQL a fresh chain without it.
 async fn roles_follow_holdings(backend: Backend) {
-    let anvil = Anvil::start().await;
+    let anvil = match backend {
+        Backend::Sqlite => Anvil::start().await,
+        _ => Anvil::start_without_multicall3(crate::anvil::CHAIN_ID).await,
+    };
     let srv = TestServer::start_with(&backend, gated_config(&[(&caip2(), &anvil.url)])).await;
     let chain = caip2();
     let token = deploy(&anvil, "TestERC20").await;
@@ -259,6 +281,12 @@ async fn roles_follow_holdings(backend: Backend) {
         403,
         "M_FORBIDDEN",
     );
+    // matrix-sdk reads the bot's power levels the same way.
+    let bob_sdk = crate::wallet::sdk_wallet_client(&srv, &keys[1]).await;
+    assert!(
+        !sdk_may_post(&bob_sdk, &room).await,
+        "bob holds nothing yet"
+    );
     // A level set by hand above the roles' range is left alone, holdings or not.
     let mut levels = power_levels(&srv, &owner_t, &room).await;
     levels["users"][&dave] = json!(75);
@@ -291,6 +319,10 @@ async fn roles_follow_holdings(backend: Backend) {
     assert_eq!(events.len(), before + 1, "one event for both changes");
     assert_eq!(events.last().expect("event")["sender"], bot);
     assert_eq!(send_text(&srv, &bob_t, &room, "b2").await.0, 200);
+    assert!(
+        sdk_may_post(&bob_sdk, &room).await,
+        "bob holds the tokens now"
+    );
     assert_error(
         &send_text(&srv, &alice_t, &room, "a2").await,
         403,
@@ -736,6 +768,8 @@ async fn the_gate_page_explains_checks_and_joins() {
 
     // An outsider sees exactly what is missing, and no way to join.
     browser.wait_for("the page", READY).await;
+    // The page has stopped looking for wallets (the list is drawn again when it does).
+    browser.wait_text("#status", "No Ethereum wallet").await;
     browser
         .execute(
             INJECT_WALLET,
@@ -769,6 +803,8 @@ async fn the_gate_page_explains_checks_and_joins() {
     // A holder checks, signs in with the wallet and joins in one step.
     browser.goto(&page).await;
     browser.wait_for("the page", READY).await;
+    // The page has stopped looking for wallets (the list is drawn again when it does).
+    browser.wait_text("#status", "No Ethereum wallet").await;
     browser.wait_text("#rule", "MXT").await;
     browser
         .execute(
@@ -814,6 +850,8 @@ async fn the_gate_page_explains_checks_and_joins() {
     let shown = utc_minute(lapses);
     browser.goto(&page).await;
     browser.wait_for("the page", READY).await;
+    // The page has stopped looking for wallets (the list is drawn again when it does).
+    browser.wait_text("#status", "No Ethereum wallet").await;
     browser.wait_text("#rule", "MXT").await;
     browser
         .execute(

@@ -73,6 +73,23 @@ pub async fn wallet_session(srv: &TestServer, key: &Key) -> (String, String) {
     )
 }
 
+/// A matrix-sdk client signed in with `key` through the SIWE login type.
+pub async fn sdk_wallet_client(srv: &TestServer, key: &Key) -> matrix_sdk::Client {
+    let (text, signature) = signed_message(srv, key).await;
+    let mut data = serde_json::Map::new();
+    data.insert("message".to_owned(), json!(text));
+    data.insert("signature".to_owned(), json!(signature));
+    let client = srv.client().await;
+    client
+        .matrix_auth()
+        .login_custom("io.matrixon.login.siwe", data)
+        .expect("login data")
+        .send()
+        .await
+        .expect("wallet login");
+    client
+}
+
 fn hex(bytes: &[u8]) -> String {
     format!("0x{}", alloy::primitives::hex::encode(bytes))
 }
