@@ -14,6 +14,7 @@ mod accounts;
 mod chain;
 mod cli;
 mod clients;
+mod crash;
 mod dao;
 mod directory;
 mod discovery;

@@ -14,7 +14,7 @@ impl Store {
         content: &str,
     ) -> Result<i64, sqlx::Error> {
         let _writer = self.writer().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let position = Self::next_position(&mut tx, "account_data").await?;
         sqlx::query(
             "INSERT INTO account_data (user_id, room_id, type, content, stream_id) \

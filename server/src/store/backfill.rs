@@ -77,7 +77,7 @@ impl Store {
         state_before: Option<i64>,
     ) -> Result<usize, sqlx::Error> {
         let _writer = self.writer().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         if self.backend == Backend::Postgres {
             sqlx::query("SELECT pg_advisory_xact_lock($1)")
                 .bind(super::events::APPEND_LOCK)

@@ -90,7 +90,7 @@ impl Store {
         auth_data: &str,
     ) -> Result<i64, sqlx::Error> {
         let _writer = self.writer().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let version = Self::next_position(&mut tx, "backup_versions").await?;
         sqlx::query(
             "INSERT INTO backup_versions (user_id, version, algorithm, auth_data, etag) \
@@ -160,7 +160,7 @@ impl Store {
         version: i64,
     ) -> Result<bool, sqlx::Error> {
         let _writer = self.writer().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         sqlx::query("DELETE FROM backup_keys WHERE user_id = $1 AND version = $2")
             .bind(user_id)
             .bind(version)
@@ -184,7 +184,7 @@ impl Store {
         keys: &[BackupKeyRow],
     ) -> Result<Option<()>, sqlx::Error> {
         let _writer = self.writer().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         // Locks the version row (PostgreSQL) so concurrent uploads compare against each other.
         if !bump_etag(&mut tx, user_id, version, 0).await? {
             return Ok(None);
@@ -269,7 +269,7 @@ impl Store {
         session_id: Option<&str>,
     ) -> Result<Option<()>, sqlx::Error> {
         let _writer = self.writer().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         if !bump_etag(&mut tx, user_id, version, 1).await? {
             return Ok(None);
         }

@@ -83,7 +83,7 @@ impl Store {
         device_ids: &[OwnedDeviceId],
     ) -> Result<(), sqlx::Error> {
         let _writer = self.writer().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let mut deleted = 0;
         for device_id in device_ids {
             deleted += sqlx::query("DELETE FROM devices WHERE user_id = $1 AND device_id = $2")
@@ -136,7 +136,7 @@ impl Store {
         keep: Option<&DeviceId>,
     ) -> Result<(), sqlx::Error> {
         let _writer = self.writer().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let deleted = sqlx::query("DELETE FROM devices WHERE user_id = $1 AND device_id <> $2")
             .bind(user_id.as_str())
             .bind(keep.map_or("", DeviceId::as_str))

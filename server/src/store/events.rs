@@ -246,7 +246,7 @@ impl Store {
     ) -> Result<Option<i64>, sqlx::Error> {
         // SQLite has one writer: queue here rather than fail with SQLITE_BUSY.
         let _writer = self.writer().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         if self.backend == Backend::Postgres {
             sqlx::query("SELECT pg_advisory_xact_lock($1)")
                 .bind(APPEND_LOCK)

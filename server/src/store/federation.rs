@@ -51,7 +51,7 @@ impl Store {
             return Ok(());
         }
         let _writer = self.writer().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         for destination in destinations {
             sqlx::query(sql)
                 .bind(*destination)
@@ -187,7 +187,7 @@ impl Store {
     /// Removes what `destination` acknowledged (queue ids up to `upto`) and ends its back-off.
     pub async fn sent_to(&self, destination: &str, upto: i64) -> Result<(), sqlx::Error> {
         let _writer = self.writer().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         sqlx::query("DELETE FROM federation_outbox WHERE destination = $1 AND id <= $2")
             .bind(destination)
             .bind(upto)
@@ -208,7 +208,7 @@ impl Store {
         retry_at: impl Fn(i64) -> i64,
     ) -> Result<i64, sqlx::Error> {
         let _writer = self.writer().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         // Written first: a SQLite transaction that read first could not take the write lock.
         sqlx::query(
             "INSERT INTO federation_destinations (destination, failures, retry_at) VALUES ($1, 1, 0) \

@@ -56,7 +56,7 @@ impl Store {
         key_json: &str,
     ) -> Result<bool, sqlx::Error> {
         let _writer = self.writer().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         // Written in one statement (no read first: a SQLite snapshot could go stale).
         let changed = sqlx::query(
             "INSERT INTO device_keys (user_id, device_id, key_json) \
@@ -114,7 +114,7 @@ impl Store {
         keys: &[(String, String, String)],
     ) -> Result<Option<String>, sqlx::Error> {
         let _writer = self.writer().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         // This upload's place in the device's order of uploads (claims follow it).
         let upload: i64 = sqlx::query_scalar(
             "SELECT COALESCE(MAX(upload_seq), 0) + 1 FROM one_time_keys \
@@ -170,7 +170,7 @@ impl Store {
         keys: &[(String, String, String)],
     ) -> Result<(), sqlx::Error> {
         let _writer = self.writer().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         for (algorithm, key_id, json) in keys {
             sqlx::query(
                 "INSERT INTO fallback_keys (user_id, device_id, algorithm, key_id, key_json, used) \
@@ -236,7 +236,7 @@ impl Store {
         algorithm: &str,
     ) -> Result<Option<(String, String)>, sqlx::Error> {
         let _writer = self.writer().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         // One statement picks and deletes (no read first: a SQLite snapshot could go stale);
         // on PostgreSQL a racing claim can take the same key first, so the loser tries again.
         for _ in 0..8 {
@@ -309,7 +309,7 @@ impl Store {
         new_master: bool,
     ) -> Result<(), sqlx::Error> {
         let _writer = self.writer().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         if new_master {
             sqlx::query("DELETE FROM cross_signing_keys WHERE user_id = $1")
                 .bind(user_id)
@@ -345,7 +345,7 @@ impl Store {
             return Ok(());
         }
         let _writer = self.writer().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         // Whose keys changed, and who alone is told (a signature on another user's key is
         // the signer's: others do not see it).
         let mut changed: Vec<(&str, Option<&str>)> = Vec::new();
@@ -404,7 +404,7 @@ impl Store {
     /// Records that a user's devices changed (a rename, say) for other users' device lists.
     pub async fn device_list_changed(&self, user_id: &str) -> Result<(), sqlx::Error> {
         let _writer = self.writer().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         record_device_list_change(&mut tx, user_id).await?;
         tx.commit().await
     }

@@ -126,7 +126,7 @@ impl Store {
         (now_ms, expires_ms): (i64, i64),
         max: i64,
     ) -> Result<bool, sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         if self.backend == Backend::Postgres {
             // Under READ COMMITTED two inserts would each count without the other's row.
             sqlx::query("SELECT pg_advisory_xact_lock(hashtext('media.reserve'), hashtext($1))")

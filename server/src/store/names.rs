@@ -119,7 +119,7 @@ impl Store {
         address: &str,
     ) -> Result<bool, sqlx::Error> {
         let _turn = self.writer().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let released = sqlx::query("DELETE FROM reserved_accounts WHERE user_id = $1")
             .bind(user_id)
             .execute(&mut *tx)

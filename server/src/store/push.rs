@@ -252,7 +252,7 @@ impl Store {
     /// receipt among them leaves them all counted); how many rows went.
     pub async fn fold_push_actions(&self, before_ts: i64, limit: i64) -> Result<u64, sqlx::Error> {
         let _writer = self.writer().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         // PostgreSQL returns only the rows this transaction deleted, so two instances
         // folding at once never count a row twice.
         let rows = sqlx::query(&format!(
@@ -372,7 +372,7 @@ impl Store {
     /// away from every other user.
     pub async fn set_pusher(&self, pusher: &PusherRow, append: bool) -> Result<(), sqlx::Error> {
         let _writer = self.writer().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         if !append {
             sqlx::query("DELETE FROM pushers WHERE app_id = $1 AND pushkey = $2 AND user_id <> $3")
                 .bind(&pusher.app_id)

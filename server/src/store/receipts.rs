@@ -26,7 +26,7 @@ impl Store {
     /// one is for a later event: receipts only move forward (as Synapse).
     pub async fn set_receipt(&self, receipt: &ReceiptRow) -> Result<i64, sqlx::Error> {
         let _writer = self.writer().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let position = Self::next_position(&mut tx, "receipts").await?;
         sqlx::query(
             "INSERT INTO receipts (room_id, user_id, type, thread_id, event_id, ts, stream_id) \

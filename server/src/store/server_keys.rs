@@ -76,7 +76,7 @@ impl Store {
         now_ms: i64,
     ) -> Result<(), sqlx::Error> {
         let _writer = self.writer().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         for key in keys {
             sqlx::query(
                 "INSERT INTO remote_server_keys \

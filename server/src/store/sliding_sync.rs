@@ -137,7 +137,7 @@ impl Store {
         now_ms: i64,
     ) -> Result<(), sqlx::Error> {
         let _writer = self.writer().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         sqlx::query(
             "DELETE FROM sliding_sync_positions \
              WHERE user_id = $1 AND device_id = $2 AND conn_id = $3 AND pos <> $4",

@@ -16,6 +16,16 @@ impl Store {
         }
     }
 
+    /// A write transaction. On SQLite it takes the database's write lock at once (`BEGIN
+    /// IMMEDIATE`, waiting up to the busy timeout): a deferred transaction that reads first
+    /// fails with SQLITE_BUSY, without waiting, when another connection wrote in between.
+    pub(super) async fn begin(&self) -> Result<Transaction<'static, Any>, sqlx::Error> {
+        match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Postgres => self.pool.begin().await,
+        }
+    }
+
     /// Takes the next position of stream `name` inside `tx`.
     pub(super) async fn next_position(
         tx: &mut Transaction<'static, Any>,

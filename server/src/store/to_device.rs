@@ -28,7 +28,7 @@ impl Store {
         messages: &[(String, String, String)],
     ) -> Result<(bool, Vec<String>), sqlx::Error> {
         let _writer = self.writer().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let fresh = sqlx::query(
             "INSERT INTO to_device_txns (user_id, device_id, txn_id) VALUES ($1, $2, $3) \
              ON CONFLICT (user_id, device_id, txn_id) DO NOTHING",
@@ -58,7 +58,7 @@ impl Store {
         now_ms: i64,
     ) -> Result<Vec<String>, sqlx::Error> {
         let _writer = self.writer().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let fresh = sqlx::query(
             "INSERT INTO to_device_inbox_seen (sender, message_id, received_ts) \
              VALUES ($1, $2, $3) ON CONFLICT (sender, message_id) DO NOTHING",

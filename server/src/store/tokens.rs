@@ -56,7 +56,7 @@ impl Store {
         tokens: NewTokens<'_>,
         now_ms: i64,
     ) -> Result<(), sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         sqlx::query(
             "INSERT INTO devices (user_id, device_id, display_name, created_ts) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (user_id, device_id) DO NOTHING",
@@ -114,7 +114,7 @@ impl Store {
         tokens: NewTokens<'_>,
         now_ms: i64,
     ) -> Result<Option<RefreshedTokens>, sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let row = sqlx::query(
             "DELETE FROM refresh_tokens WHERE token_hash = $1 RETURNING user_id, device_id",
         )

@@ -60,7 +60,7 @@ impl Store {
         registration_token: Option<&str>,
         now_ms: i64,
     ) -> Result<CreateAccount, sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         if !use_registration_token(&mut tx, registration_token, now_ms).await? {
             return Ok(CreateAccount::TokenUnusable);
         }
@@ -92,7 +92,7 @@ impl Store {
         registration_token: Option<&str>,
         now_ms: i64,
     ) -> Result<CreateAccount, sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         if !use_registration_token(&mut tx, registration_token, now_ms).await? {
             return Ok(CreateAccount::TokenUnusable);
         }
@@ -158,7 +158,7 @@ impl Store {
     /// pushers and its wallets (which may then sign in to, or be linked to, another account).
     pub async fn deactivate_user(&self, user_id: &UserId) -> Result<(), sqlx::Error> {
         let _writer = self.writer().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         sqlx::query("UPDATE users SET deactivated = 1, password_hash = NULL WHERE user_id = $1")
             .bind(user_id.as_str())
             .execute(&mut *tx)

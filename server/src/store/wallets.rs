@@ -81,7 +81,7 @@ impl Store {
         address: &str,
         now_ms: i64,
     ) -> Result<CreateAccount, sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let inserted = sqlx::query(
             "INSERT INTO users (user_id, localpart, password_hash, is_admin, deactivated, created_ts) \
              VALUES ($1, $2, NULL, 0, 0, $3) ON CONFLICT DO NOTHING",
