@@ -199,7 +199,7 @@ async fn answered_writes_survive_a_kill(backend: Backend) {
         writers.push(tokio::spawn(async move {
             for i in 0..u32::MAX {
                 let bytes: Vec<u8> = (0..4096u32)
-                    .map(|b| (b ^ i ^ u32::from(uploader) * 7) as u8)
+                    .map(|b| (b ^ i ^ (u32::from(uploader) * 7)) as u8)
                     .collect();
                 let sent = http
                     .post(format!("{base}/_matrix/media/v3/upload"))

@@ -341,6 +341,29 @@ async fn roles_follow_holdings(backend: Backend) {
         "{entries:?}"
     );
 
+    // Once changing power levels takes only 60, the 60 role would make administrators: it
+    // is no longer applied, and a holder of both gets the next role's 50.
+    let erin_key = Key::new(125);
+    anvil
+        .transact(nft, &mint(erin_key.address(), U256::from(8)))
+        .await;
+    anvil
+        .transact(token, &mint(erin_key.address(), hundred))
+        .await;
+    let (erin, erin_t) = wallet_session(&srv, &erin_key).await;
+    let mut levels = power_levels(&srv, &owner_t, &room).await;
+    levels["events"]["m.room.power_levels"] = json!(60);
+    let (status, body) = srv
+        .put_json(
+            &format!("/_matrix/client/v3/rooms/{room}/state/m.room.power_levels/"),
+            Some(&owner_t),
+            &levels,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(join(&srv, &erin_t, &room).await.0, 200);
+    wait_level(&srv, &owner_t, &room, &erin, &json!(50)).await;
+
     // Removing the roles leaves the levels as they are.
     assert_eq!(set_roles(&srv, &owner_t, &room, &json!({})).await.0, 200);
     anvil
@@ -548,7 +571,9 @@ async fn payments_open_the_door_for_their_period() {
         );
     }
 
-    // A token payment is found in the token's transfer logs.
+    // A token payment is found in the token's transfer logs (read from the block the server
+    // first saw when the room got its rule), and counted once it has its confirmations.
+    tokio::time::sleep(Duration::from_millis(500)).await;
     send_as(
         &anvil,
         member.address(),
@@ -561,6 +586,9 @@ async fn payments_open_the_door_for_their_period() {
         .abi_encode(),
     )
     .await;
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    assert_error(&join(&srv, &member_t, &room).await, 403, "M_FORBIDDEN");
+    anvil.rpc("evm_mine", json!([])).await;
     let mut joined = join(&srv, &member_t, &room).await;
     for _ in 0..100 {
         if joined.0 == 200 {

@@ -247,8 +247,7 @@ pub async fn evaluate_with_payments(
     let mut slots: Vec<Vec<Vec<usize>>> = vec![vec![Vec::new(); leaves.len()]; subjects.len()];
     for (a, (address, scope)) in subjects.iter().enumerate() {
         for (l, leaf) in leaves.iter().enumerate() {
-            let (chain, contract) = leaf_target(leaf.rule);
-            if !scope.covers(chain, contract) {
+            if !in_scope(scope, leaf.rule) {
                 continue;
             }
             let (chain, calls) = leaf_calls(leaf, *address);
@@ -304,10 +303,7 @@ pub async fn evaluate_with_payments(
         .map(|(a, (address, scope))| {
             let in_scope: Vec<bool> = leaves
                 .iter()
-                .map(|leaf| {
-                    let (chain, contract) = leaf_target(leaf.rule);
-                    scope.covers(chain, contract)
-                })
+                .map(|leaf| in_scope(scope, leaf.rule))
                 .collect();
             let results: Vec<LeafResult> = leaves
                 .iter()
@@ -346,28 +342,38 @@ pub async fn evaluate_with_payments(
 
 /// Sets a verdict's outcome from its leaves.
 fn conclude(rule: &Rule, leaves: &[Leaf<'_>], verdict: &mut AddressVerdict) {
-    let mut next = verdict.leaves.iter().map(|r| {
-        if r.unknown {
-            Truth::Unknown
-        } else {
-            Truth::from_bool(r.pass)
-        }
-    });
-    let truth = combine(rule, &mut next);
+    // With `lapsed`, the leaves held on a payment read as failed: the verdict once they lapse.
+    let fold = |lapsed: bool| {
+        let mut next = verdict.leaves.iter().map(|r| {
+            if r.unknown {
+                Truth::Unknown
+            } else {
+                Truth::from_bool(r.pass && !(lapsed && r.expires_at.is_some()))
+            }
+        });
+        combine(rule, &mut next)
+    };
+    let truth = fold(false);
     let scope = verdict.scope;
     verdict.pass = truth == Truth::Yes;
     verdict.unknown = truth == Truth::Unknown;
-    verdict.expires_at = verdict
-        .leaves
-        .iter()
-        .filter(|l| verdict.pass && l.pass && !l.negated)
-        .filter_map(|l| l.expires_at)
-        .min();
+    // A pass that holds without its payments does not lapse with them.
+    verdict.expires_at = if verdict.pass && fold(true) != Truth::Yes {
+        verdict
+            .leaves
+            .iter()
+            .filter(|l| l.pass && !l.negated)
+            .filter_map(|l| l.expires_at)
+            .min()
+    } else {
+        None
+    };
     verdict.unreadable = truth == Truth::Unknown
-        && verdict.leaves.iter().zip(leaves).any(|(r, leaf)| {
-            let (chain, contract) = leaf_target(leaf.rule);
-            r.unknown && scope.covers(chain, contract)
-        });
+        && verdict
+            .leaves
+            .iter()
+            .zip(leaves)
+            .any(|(r, leaf)| r.unknown && in_scope(&scope, leaf.rule));
 }
 
 /// Judges one user's addresses (own wallets and vaults) together: a leaf under a `not` that
@@ -399,6 +405,14 @@ pub fn judge_together(rule: &Rule, verdicts: &mut [AddressVerdict]) {
         }
         conclude(rule, &leaves, verdict);
     }
+}
+
+/// Whether an address of `scope` counts for `rule`'s leaf: a vault only within what it
+/// delegated, and never for a payment (one payment would otherwise seat every account the
+/// vault delegates to).
+fn in_scope(scope: &Scope, rule: &Rule) -> bool {
+    let (chain, contract) = leaf_target(rule);
+    scope.covers(chain, contract) && (*scope == Scope::Own || !matches!(rule, Rule::Paid(_)))
 }
 
 /// The chain and contract a leaf reads (`None` for lists; Multicall3 for native coin).

@@ -10,6 +10,7 @@ mod transfers;
 #[cfg(test)]
 mod tests;
 
+pub use alloy::primitives::B256;
 pub use delegation::{DELEGATE_REGISTRY, DelegationChange, delegated_vaults, delegation_changes};
 pub use eval::{
     AddressVerdict, LeafResult, Ledger, Payment, Scope, evaluate, evaluate_with_payments,

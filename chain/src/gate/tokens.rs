@@ -64,7 +64,7 @@ pub async fn token_names(
         for (address, answers) in addresses.iter().zip(outcomes.chunks(3)) {
             let ok = |i: usize| answers.get(i).filter(|o| o.success).map(|o| &o.data);
             let text = |s: String| {
-                let s: String = s.chars().filter(|c| !c.is_control()).collect();
+                let s: String = s.chars().filter(|c| !invisible(*c)).collect();
                 (!s.is_empty()).then(|| s.chars().take(MAX_TEXT).collect())
             };
             out.insert(
@@ -83,4 +83,11 @@ pub async fn token_names(
         }
     }
     Ok(out)
+}
+
+/// Control characters, and the format characters that reorder or hide text (bidirectional
+/// overrides and isolates, zero-width characters): a token's name could disguise a rule.
+fn invisible(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{206F}' | '\u{FEFF}')
 }

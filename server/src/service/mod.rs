@@ -90,6 +90,8 @@ pub struct Services {
     pub gate_cache: gate::VerdictCache,
     /// Local joins to rooms that may have roles, applied by the re-check job.
     pub role_joins: gate::RoleJoins,
+    /// Payments seen in transfer logs, waiting for their confirmations.
+    pub payment_checks: gate::PaymentChecks,
     /// Serialises event building per room within this process.
     pub room_locks: rooms::RoomLocks,
     /// How URL previews fetch pages (SSRF rules, `media.preview_*` limits).
@@ -166,6 +168,7 @@ impl Services {
             presence,
             gate_cache,
             role_joins: gate::RoleJoins::default(),
+            payment_checks: gate::PaymentChecks::default(),
             lazy_members: sync::LazyMembers::default(),
             recent: sync::RecentEvents::default(),
             unread_counts: sync::CountBatches::default(),

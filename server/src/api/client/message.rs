@@ -86,6 +86,7 @@ async fn send_without_txn(
         state_key: None,
         redacts: None,
         target_must_be: None,
+        replaces: None,
     };
     let event_id = services
         .append(&room_id, &session.user_id, draft, None)
@@ -109,6 +110,7 @@ async fn send(
         state_key: None,
         redacts: None,
         target_must_be: None,
+        replaces: None,
     };
     let event_id = services
         .send_with_txn(
@@ -138,6 +140,7 @@ async fn redact(
         state_key: None,
         redacts: Some(b.event_id.clone()),
         target_must_be: None,
+        replaces: None,
     };
     let event_id = services
         .send_with_txn(

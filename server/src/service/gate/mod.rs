@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 use sha2::Digest;
 
 pub use cache::VerdictCache;
-pub use payments::PayRequest;
+pub use payments::{PayRequest, PaymentChecks};
 pub use roles::{ROLES_EVENT_TYPE, RoleJoins, Roles, roles_bot};
 pub use sweep::run as run_background;
 

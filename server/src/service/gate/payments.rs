@@ -3,10 +3,13 @@
 //! checked on chain — it succeeded, it has the confirmations, it paid the rule's recipient at
 //! least the rule's amount, from one of the submitter's wallets.
 
-use std::collections::{BTreeSet, HashMap};
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    sync::{Mutex, PoisonError},
+};
 
 use matrixon_chain::{
-    gate::{Ledger, Paid, Payment, Scope, Transfer, mined_payments, parse_tx_hash},
+    gate::{B256, Ledger, Paid, Payment, Scope, Transfer, mined_payments, parse_tx_hash},
     rpc::{Chain, ChainError},
     siwe::Address,
 };
@@ -272,17 +275,16 @@ impl Services {
     }
 
     /// From the transfer-log poll: ERC-20 transfers that pay a `paid` leaf's recipient at
-    /// least its amount, from a wallet linked to an account here, are recorded.
-    pub(crate) async fn record_logged_payments(
+    /// least its amount, from a wallet linked to an account here, are queued to be checked
+    /// once they have their confirmations (a block seen in the logs can still be reorganised).
+    pub(crate) async fn queue_logged_payments(
         &self,
         chain: &Chain,
         transfers: &[Transfer],
         leaves: &[Paid],
     ) -> Result<()> {
-        let mut times: HashMap<u64, u64> = HashMap::new();
         for transfer in transfers {
-            let (Some((payer, recipient, amount)), Some(block), Some((tx, log_index))) =
-                (transfer.erc20, transfer.block, transfer.id)
+            let (Some((payer, recipient, amount)), Some((tx, _))) = (transfer.erc20, transfer.id)
             else {
                 continue;
             };
@@ -291,36 +293,107 @@ impl Services {
                     && l.recipient.0 == recipient
                     && amount >= l.amount.0
             });
-            if !pays
-                || self
+            if pays
+                && self
                     .store
                     .wallet_owner(&format!("{payer:#x}"))
                     .await?
-                    .is_none()
+                    .is_some()
             {
-                continue;
+                self.payment_checks.queue(chain.id, tx);
             }
-            let paid_at_ms = match times.get(&block) {
-                Some(at) => *at,
-                None => match chain.block_time_ms(block).await {
-                    Ok(at) => *times.entry(block).or_insert(at),
-                    Err(e) => {
-                        tracing::warn!(chain = %chain.caip2, block, error = %e, "a payment's block time cannot be read");
-                        continue;
-                    }
-                },
-            };
-            let payment = Payment {
-                chain: chain.id,
-                token: Some(transfer.contract),
-                payer,
-                recipient,
-                amount,
-                paid_at_ms,
-            };
-            self.record_payment(chain.id, &format!("{tx:#x}"), Some(log_index), &payment)
-                .await?;
         }
         Ok(())
+    }
+
+    /// Checks the queued payments of `chain` on chain, as a submitted one is: those with their
+    /// confirmations are recorded (their ERC-20 transfers that pay a leaf, from wallets linked
+    /// here), those that reverted or left the chain are dropped, the rest wait.
+    pub(crate) async fn check_queued_payments(&self, chain: &Chain, leaves: &[Paid]) -> Result<()> {
+        for tx in self.payment_checks.of(chain.id) {
+            let mined = match mined_payments(chain, tx).await {
+                Ok(mined) => mined,
+                Err(e) => {
+                    tracing::info!(chain = %chain.caip2, %tx, error = %e, "a logged payment waits: the chain cannot be asked");
+                    continue;
+                }
+            };
+            let Some(mined) = mined else {
+                self.payment_checks.retry(chain.id, tx);
+                continue;
+            };
+            if mined.confirmations < self.config.gate.payment_confirmations {
+                self.payment_checks.retry(chain.id, tx);
+                continue;
+            }
+            self.payment_checks.done(chain.id, tx);
+            if !mined.succeeded {
+                continue;
+            }
+            for (log_index, payment) in &mined.payments {
+                let pays = leaves.iter().any(|l| {
+                    payment.token.is_some()
+                        && l.token.map(|t| t.0) == payment.token
+                        && l.recipient.0 == payment.recipient
+                        && payment.amount >= l.amount.0
+                });
+                if pays
+                    && self
+                        .store
+                        .wallet_owner(&format!("{:#x}", payment.payer))
+                        .await?
+                        .is_some()
+                {
+                    self.record_payment(chain.id, &format!("{tx:#x}"), *log_index, payment)
+                        .await?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Transactions whose logged payments wait for their confirmations, with how many polls they
+/// have waited: kept in memory (after a restart the payer submits what was missed), bounded.
+#[derive(Debug, Default)]
+pub struct PaymentChecks(Mutex<BTreeMap<(u64, B256), u32>>);
+
+/// Most transactions waiting at once.
+const MAX_QUEUED: usize = 10_000;
+/// Polls a transaction may wait (unmined or unconfirmed) before it is given up.
+const MAX_WAITS: u32 = 600;
+
+impl PaymentChecks {
+    fn queue(&self, chain: u64, tx: B256) {
+        let mut queued = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if queued.len() < MAX_QUEUED {
+            queued.entry((chain, tx)).or_insert(0);
+        }
+    }
+
+    fn of(&self, chain: u64) -> Vec<B256> {
+        let queued = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        queued
+            .keys()
+            .filter(|(c, _)| *c == chain)
+            .map(|(_, tx)| *tx)
+            .collect()
+    }
+
+    fn retry(&self, chain: u64, tx: B256) {
+        let mut queued = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(waits) = queued.get_mut(&(chain, tx)) {
+            *waits += 1;
+            if *waits > MAX_WAITS {
+                queued.remove(&(chain, tx));
+            }
+        }
+    }
+
+    fn done(&self, chain: u64, tx: B256) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&(chain, tx));
     }
 }

@@ -26,7 +26,7 @@ use crate::{
     http::error::{Error, Result},
     service::{
         Services,
-        rooms::{EventDraft, MembershipChange, level},
+        rooms::{EventDraft, MembershipChange, STATE_CHANGED, level},
     },
     store::{AccountKind, ProfileField},
 };
@@ -61,15 +61,12 @@ pub struct Roles {
 
 impl Roles {
     /// The levels the roles manage: from the lowest role's (or `users_default`, when lower)
-    /// to the highest role's.
+    /// to the highest role's (or `users_default`, when higher).
     fn range(&self, users_default: i64) -> (i64, i64) {
         let levels = self.roles.iter().map(|r| r.power_level);
-        let low = levels
-            .clone()
-            .min()
-            .unwrap_or(users_default)
-            .min(users_default);
-        (low, levels.max().unwrap_or(users_default))
+        let low = levels.clone().min().unwrap_or(users_default);
+        let high = levels.max().unwrap_or(users_default);
+        (low.min(users_default), high.max(users_default))
     }
 }
 
@@ -160,7 +157,7 @@ impl Services {
             let (rule, key) = self.compile_rule(&role.rule).map_err(|(path, message)| {
                 bad(&join_path(&format!("roles[{i}].rule"), &path), &message)
             })?;
-            if role.power_level.abs() > MAX_LEVEL {
+            if !(-MAX_LEVEL..=MAX_LEVEL).contains(&role.power_level) {
                 return Err(bad(
                     &format!("roles[{i}].power_level"),
                     "a power level is an integer of at most 2^53 - 1",
@@ -286,9 +283,27 @@ impl Services {
         let Some(bot) = self.ensure_roles_bot(room_id, setter).await? else {
             return Ok(SweepOutcome::Done);
         };
-        let (_, levels) = self.power_level(room_id, &bot).await?;
+        let (bot_level, levels) = self.power_level(room_id, &bot).await?;
         let users_default = level(levels.get("users_default")).unwrap_or(0);
         let admin = state_level(&levels, "m.room.power_levels");
+        // Checked again now, whoever sent the roles and whatever the power levels became
+        // since: a role that would make administrators is not applied.
+        let usable = Roles {
+            roles: roles
+                .roles
+                .iter()
+                .filter(|r| r.power_level < admin.min(bot_level))
+                .cloned()
+                .collect(),
+            recheck_interval_s: roles.recheck_interval_s,
+        };
+        if usable.roles.len() < roles.roles.len() {
+            tracing::warn!(%room_id, admin, "roles at or above the level that changes power levels are not applied");
+        }
+        let roles = &usable;
+        if roles.roles.is_empty() {
+            return Ok(SweepOutcome::Done);
+        }
         let (low, high) = roles.range(users_default);
         let candidates: Vec<OwnedUserId> = match only {
             Some(user) => vec![user],
@@ -352,7 +367,7 @@ impl Services {
                 }
             }
         }
-        let changes: Vec<(OwnedUserId, i64, i64, BTreeMap<String, u64>)> = members
+        let changes: Vec<RoleChange> = members
             .into_iter()
             .zip(standing)
             .zip(blocks)
@@ -402,57 +417,53 @@ impl Services {
             .collect())
     }
 
-    /// Sends the level changes as one power-levels event by the roles bot, on the levels as
-    /// they are now: a member whose level someone changed since it was read is left out.
+    /// Sends the level changes as one power-levels event by the roles bot, computed on the
+    /// levels as they are and appended only while they still are (a member whose level
+    /// someone changed since it was read is left out; an edit made meanwhile is kept).
     async fn apply_role_levels(
         &self,
         room_id: &RoomId,
         bot: &UserId,
-        changes: Vec<(OwnedUserId, i64, i64, BTreeMap<String, u64>)>,
+        changes: Vec<RoleChange>,
     ) -> Result<()> {
-        if changes.is_empty() {
+        for _ in 0..3 {
+            if changes.is_empty() {
+                return Ok(());
+            }
+            let (current, levels) = self.current_power_levels(room_id).await?;
+            let (levels, applied) = with_role_levels(levels, &changes);
+            if applied.is_empty() {
+                return Ok(());
+            }
+            let mut draft = EventDraft::state("m.room.power_levels", "", levels);
+            draft.replaces = Some(current);
+            match self.append(room_id, bot, draft, None).await {
+                Ok(_) => {}
+                Err(Error::Detailed { errcode, .. }) if errcode == STATE_CHANGED => continue,
+                Err(e) => return Err(e),
+            }
+            for (user, from, to, blocks) in applied {
+                let detail = json!({"from": from, "to": to, "by": bot});
+                self.audit(room_id, Some(user), "role", blocks, &detail)
+                    .await?;
+            }
             return Ok(());
         }
-        let mut levels = self
-            .state_content(room_id, "m.room.power_levels", "")
-            .await?
-            .unwrap_or_else(|| json!({}));
-        let users_default = level(levels.get("users_default")).unwrap_or(0);
-        if !levels.get("users").is_some_and(Value::is_object) {
-            levels["users"] = json!({});
-        }
-        let mut applied = Vec::new();
-        for (user, from, to, blocks) in changes {
-            let Some(users) = levels.get_mut("users").and_then(Value::as_object_mut) else {
-                break;
-            };
-            let now = level(users.get(user.as_str())).unwrap_or(users_default);
-            if now != from {
-                continue;
-            }
-            if to == users_default {
-                users.remove(user.as_str());
-            } else {
-                users.insert(user.to_string(), Value::from(to));
-            }
-            applied.push((user, from, to, blocks));
-        }
-        if applied.is_empty() {
-            return Ok(());
-        }
-        self.append(
-            room_id,
-            bot,
-            EventDraft::state("m.room.power_levels", "", levels),
-            None,
-        )
-        .await?;
-        for (user, from, to, blocks) in applied {
-            let detail = json!({"from": from, "to": to, "by": bot});
-            self.audit(room_id, Some(&user), "role", &blocks, &detail)
-                .await?;
-        }
+        tracing::info!(%room_id, "the power levels kept changing: roles wait for the next re-check");
         Ok(())
+    }
+
+    /// The room's power-levels event id (`None`: none) and its content.
+    async fn current_power_levels(&self, room_id: &RoomId) -> Result<(Option<String>, Value)> {
+        let Some(stored) = self
+            .store
+            .current_state_event(room_id.as_str(), "m.room.power_levels", "")
+            .await?
+        else {
+            return Ok((None, json!({})));
+        };
+        let pdu = crate::service::rooms::Pdu::from_stored(&stored).map_err(Error::Internal)?;
+        Ok((Some(stored.event_id), Value::Object(pdu.content_object())))
     }
 
     /// The room's roles bot, joined with the level that changes power levels: created, invited
@@ -467,6 +478,27 @@ impl Services {
         let unmanaged = |step: &str, e: &dyn std::fmt::Display| {
             tracing::warn!(%room_id, %bot, %setter, error = %e, step, "the room's roles cannot be applied");
         };
+        // Only a member of this server, with the power the roles need now, acts for them (this
+        // server signs only its own users' events).
+        if setter.server_name() != self.config.server_name {
+            unmanaged("setter", &"the roles were set by another server's member");
+            return Ok(None);
+        }
+        let (setter_level, levels) = self.power_level(room_id, setter).await?;
+        if setter_level < state_level(&levels, "m.room.power_levels") {
+            unmanaged(
+                "setter",
+                &"the member who set the roles may no longer change power levels",
+            );
+            return Ok(None);
+        }
+        // The bot's account is one this server made: no password, no devices.
+        if let Some(account) = self.store.user(&bot).await?
+            && (account.password_hash.is_some() || !self.store.devices(&bot).await?.is_empty())
+        {
+            unmanaged("account", &"an account with the bot's name is someone's");
+            return Ok(None);
+        }
         let membership = self.membership(room_id, &bot).await?;
         if membership.as_deref() != Some("join") {
             if membership.as_deref() == Some("ban") {
@@ -500,26 +532,49 @@ impl Services {
                 return Ok(None);
             }
         }
-        let (own, mut levels) = self.power_level(room_id, &bot).await?;
+        let (own, _) = self.power_level(room_id, &bot).await?;
+        let (current, mut levels) = self.current_power_levels(room_id).await?;
         let admin = state_level(&levels, "m.room.power_levels");
         if own < admin {
             if !levels.get("users").is_some_and(Value::is_object) {
                 levels["users"] = json!({});
             }
             levels["users"][bot.as_str()] = Value::from(admin);
-            if let Err(e) = self
-                .append(
-                    room_id,
-                    setter,
-                    EventDraft::state("m.room.power_levels", "", levels),
-                    None,
-                )
-                .await
-            {
+            let mut draft = EventDraft::state("m.room.power_levels", "", levels);
+            draft.replaces = Some(current);
+            if let Err(e) = self.append(room_id, setter, draft, None).await {
                 unmanaged("power", &e);
                 return Ok(None);
             }
         }
         Ok(Some(bot))
     }
+}
+
+/// A member's level change: who, from, to, and the blocks the deciding verdict was read at.
+type RoleChange = (OwnedUserId, i64, i64, BTreeMap<String, u64>);
+
+/// `levels` with the changes of members still at the level they were read at; the changes
+/// made.
+fn with_role_levels(mut levels: Value, changes: &[RoleChange]) -> (Value, Vec<&RoleChange>) {
+    let users_default = level(levels.get("users_default")).unwrap_or(0);
+    if !levels.get("users").is_some_and(Value::is_object) {
+        levels["users"] = json!({});
+    }
+    let mut applied = Vec::new();
+    if let Some(users) = levels.get_mut("users").and_then(Value::as_object_mut) {
+        for change in changes {
+            let (user, from, to, _) = change;
+            if level(users.get(user.as_str())).unwrap_or(users_default) != *from {
+                continue;
+            }
+            if *to == users_default {
+                users.remove(user.as_str());
+            } else {
+                users.insert(user.to_string(), Value::from(*to));
+            }
+            applied.push(change);
+        }
+    }
+    (levels, applied)
 }

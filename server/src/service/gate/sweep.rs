@@ -417,6 +417,9 @@ impl Services {
                     continue;
                 }
             };
+            if let Some(leaves) = paid.get(&chain_id) {
+                self.check_queued_payments(chain, leaves).await?;
+            }
             let delegation_rooms = delegating.remove(&chain_id).unwrap_or_default();
             if contracts.is_empty() && delegation_rooms.is_empty() {
                 continue;
@@ -456,7 +459,7 @@ impl Services {
                 }
             };
             if let Some(leaves) = paid.get(&chain_id) {
-                self.record_logged_payments(chain, &found, leaves).await?;
+                self.queue_logged_payments(chain, &found, leaves).await?;
             }
             let mut parties: BTreeMap<Address, Vec<String>> = BTreeMap::new();
             for transfer in found {

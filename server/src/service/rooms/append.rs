@@ -64,7 +64,14 @@ pub struct EventDraft {
     /// memberships, checked under the room lock (a kick must not land on a ban, a profile
     /// update must not re-join someone who was just removed).
     pub target_must_be: Option<&'static [&'static str]>,
+    /// For a state event computed from the current one: appended only while the room's
+    /// event at its type and state key is still this one (`Some(None)`: none), checked under
+    /// the room lock; otherwise [`STATE_CHANGED`] (an edit made meanwhile is not overwritten).
+    pub replaces: Option<Option<String>>,
 }
+
+/// The errcode of an append refused because the state it was computed from changed.
+pub const STATE_CHANGED: &str = "IO.MATRIXON.STATE_CHANGED";
 
 impl EventDraft {
     /// A state event.
@@ -75,6 +82,7 @@ impl EventDraft {
             state_key: Some(state_key.into()),
             redacts: None,
             target_must_be: None,
+            replaces: None,
         }
     }
 }
@@ -264,6 +272,19 @@ impl Services {
                 && prepared.state.get(&gate_key).map(String::as_str) != decided
             {
                 return Ok(Appended::GateChanged);
+            }
+            if let (Some(expected), Some(state_key)) = (&draft.replaces, &draft.state_key)
+                && prepared
+                    .state
+                    .get(&(draft.kind.to_string(), state_key.clone()))
+                    != expected.as_ref()
+            {
+                return Err(Error::Detailed {
+                    status: StatusCode::CONFLICT,
+                    errcode: STATE_CHANGED,
+                    message: format!("{} changed meanwhile; nothing was changed", draft.kind),
+                    extra: serde_json::Map::new(),
+                });
             }
             prepared.authorize()?;
             if let Some(event_id) = self.commit(prepared, &room, txn, push_actions).await? {
@@ -628,6 +649,7 @@ impl Services {
             state_key: pdu.state_key.clone(),
             redacts: pdu.redacts.clone(),
             target_must_be: None,
+            replaces: None,
         };
         let push_actions = self.push_actions(room_id, &pdu.sender, &draft).await;
         let _guard = self.room_locks.lock(room_id).await;

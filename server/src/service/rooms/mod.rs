@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use ruma::{OwnedUserId, RoomId, UserId};
 use serde_json::Value;
 
-pub use append::{EventDraft, RoomLocks, version_rules};
+pub use append::{EventDraft, RoomLocks, STATE_CHANGED, version_rules};
 pub use create::CreateRoom;
 pub use membership::MembershipChange;
 pub(crate) use membership::level;
