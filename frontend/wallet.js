@@ -341,12 +341,7 @@ async function checkWallet(wallet) {
   busy = true;
   render();
   try {
-    show("Waiting for your wallet to share an account…", "info");
-    const accounts = await wallet.provider.request({ method: "eth_requestAccounts" });
-    if (!Array.isArray(accounts) || typeof accounts[0] !== "string") {
-      throw new Problem("Your wallet did not share an account. Unlock it and try again.");
-    }
-    const address = accounts[0];
+    const address = await shareAccount(wallet);
     show(`Checking ${short(address)}…`, "info");
     const result = await api("POST", `/gate/room/${encodeURIComponent(gate.room.room_id)}/check`, { address });
     gate.wallet = wallet;
@@ -477,17 +472,22 @@ async function matrix(method, path, token, body) {
   return data;
 }
 
+/** The account the wallet shares with the page (it may ask its user first). */
+async function shareAccount(wallet) {
+  show("Waiting for your wallet to share an account…", "info");
+  const accounts = await wallet.provider.request({ method: "eth_requestAccounts" });
+  if (!Array.isArray(accounts) || typeof accounts[0] !== "string") {
+    throw new Problem("Your wallet did not share an account. Unlock it and try again.");
+  }
+  return accounts[0];
+}
+
 async function signIn(wallet) {
   if (busy) return;
   busy = true;
   render();
   try {
-    show("Waiting for your wallet to share an account…", "info");
-    const accounts = await wallet.provider.request({ method: "eth_requestAccounts" });
-    if (!Array.isArray(accounts) || typeof accounts[0] !== "string") {
-      throw new Problem("Your wallet did not share an account. Unlock it and try again.");
-    }
-    const address = accounts[0];
+    const address = await shareAccount(wallet);
     const params = await api("GET", "/siwe/nonce");
     const chainId = await chooseChain(wallet.provider, params.chain_ids);
     const { message } = await api("POST", "/siwe/message", {

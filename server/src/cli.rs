@@ -52,6 +52,13 @@ pub enum Command {
         #[arg(long)]
         expires_in: Option<u64>,
     },
+    /// Write a consistent copy of the SQLite database to a new file, while the server runs
+    /// (for PostgreSQL, use pg_dump; see docs/operations.md).
+    Backup {
+        /// The file to write; it must not exist yet.
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
 }
 
 /// What the binary should do after the command ran.
@@ -93,6 +100,19 @@ pub async fn execute(cli: Cli, env: Vec<(String, String)>) -> anyhow::Result<Out
             Ok(Outcome::Print(format!(
                 "{}\n",
                 created.map_err(|e| anyhow::anyhow!("{e}"))?
+            )))
+        }
+        Some(Command::Backup { out }) => {
+            let store =
+                crate::store::Store::connect(&config.database.url, config.database.max_connections)
+                    .await?;
+            let written = store.backup_to(&out).await;
+            store.close().await;
+            written?;
+            Ok(Outcome::Print(format!(
+                "Backed up {} to {}\n",
+                config.database.url,
+                out.display()
             )))
         }
         Some(Command::CreateRegistrationToken {

@@ -1,4 +1,5 @@
-//! The operator's command line: generate-config, register-user, create-registration-token.
+//! The operator's command line: generate-config, register-user, create-registration-token,
+//! backup (and restoring from it).
 
 use clap::Parser;
 use matrixon::cli::{Cli, Outcome, execute};
@@ -177,4 +178,139 @@ fn the_readmes_commands_are_what_runs() {
         ["matrixon"],
         "`cargo run` runs the server and only it"
     );
+}
+
+/// `matrixon backup` while the server runs and writes: the copy is consistent; after the
+/// database is wiped and the copy put in its place, every message sent before the backup is
+/// there (and none sent after), and uploads download. PostgreSQL is refused, naming pg_dump.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_while_running_then_restore() {
+    let srv = TestServer::start(&Backend::Sqlite).await;
+    let alice = srv.register("alice", "pw").await;
+    let token = alice["access_token"].as_str().expect("token").to_owned();
+    let (status, room) = srv
+        .post_json(
+            "/_matrix/client/v3/createRoom",
+            Some(&token),
+            &serde_json::json!({"preset": "private_chat"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{room}");
+    let room = room["room_id"].as_str().expect("room").to_owned();
+    let send = |txn: String| {
+        let (srv, token, room) = (&srv, &token, &room);
+        async move {
+            let (status, body) = srv
+                .put_json(
+                    &format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/{txn}"),
+                    Some(token),
+                    &serde_json::json!({"msgtype": "m.text", "body": txn}),
+                )
+                .await;
+            assert_eq!(status, 200, "{body}");
+        }
+    };
+    for i in 0..20 {
+        send(format!("before {i}")).await;
+    }
+    let upload = srv
+        .http
+        .post(srv.url("/_matrix/media/v3/upload"))
+        .bearer_auth(&token)
+        .header("Content-Type", "text/plain")
+        .body("kept in the backup")
+        .send()
+        .await
+        .expect("upload")
+        .json::<serde_json::Value>()
+        .await
+        .expect("json");
+    let uri = upload["content_uri"].as_str().expect("uri").to_owned();
+
+    // Backed up while senders keep writing.
+    let dir = tempfile::tempdir().expect("dir");
+    let out = dir.path().join("backup.db");
+    let out_arg = out.to_str().expect("utf8").to_owned();
+    let env = vec![("MATRIXON_DATABASE_URL".to_owned(), srv.db.url.clone())];
+    let writing = async {
+        for i in 0..10 {
+            send(format!("during {i}")).await;
+        }
+    };
+    let args = ["backup", "--out", out_arg.as_str()];
+    let (printed, ()) = tokio::join!(run(&args, env.clone()), writing);
+    assert!(printed.expect("backup").contains("Backed up"));
+    send("after the backup".to_owned()).await;
+    // A second backup to the same file is refused rather than overwriting it.
+    let again = run(&["backup", "--out", &out_arg], env).await;
+    assert!(
+        again
+            .expect_err("exists")
+            .to_string()
+            .contains("exists already")
+    );
+
+    // Wipe the database, put the backup in its place, start again.
+    let media = srv
+        .server
+        .as_ref()
+        .expect("running")
+        .services
+        .config
+        .media
+        .directory
+        .clone();
+    let db = srv.stop().await;
+    let path = db.url.trim_start_matches("sqlite:").to_owned();
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{path}{suffix}"));
+    }
+    std::fs::copy(&out, &path).expect("restore");
+    let mut config = test_config(&db.url);
+    config.media.directory = media;
+    let srv = TestServer::start_on(db, config).await;
+    let (status, page) = srv
+        .get(
+            &format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=100"),
+            Some(&token),
+        )
+        .await;
+    assert_eq!(status, 200, "{page}");
+    let bodies: Vec<&str> = page["chunk"]
+        .as_array()
+        .expect("chunk")
+        .iter()
+        .filter_map(|e| e["content"]["body"].as_str())
+        .collect();
+    for i in 0..20 {
+        assert!(
+            bodies.contains(&format!("before {i}").as_str()),
+            "{bodies:?}"
+        );
+    }
+    assert!(!bodies.contains(&"after the backup"), "{bodies:?}");
+    let path = uri.trim_start_matches("mxc://");
+    let got = srv
+        .http
+        .get(srv.url(&format!("/_matrix/client/v1/media/download/{path}")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("download");
+    assert_eq!(got.status(), 200);
+    assert_eq!(got.text().await.expect("text"), "kept in the backup");
+    srv.finish().await;
+
+    if let Some(postgres) = Backend::postgres("backup_while_running_then_restore") {
+        let db = Database::create(&postgres).await;
+        let env = vec![("MATRIXON_DATABASE_URL".to_owned(), db.url.clone())];
+        let refused = run(&["backup", "--out", &out_arg], env).await;
+        assert!(
+            refused
+                .expect_err("postgres")
+                .to_string()
+                .contains("pg_dump")
+        );
+        db.drop_database().await;
+    }
 }

@@ -732,7 +732,7 @@ async fn payments_open_the_door_for_their_period() {
 async fn the_gate_page_explains_checks_and_joins() {
     use crate::{
         anvil::EnsFixture,
-        sso::{INJECT_WALLET, READY, settle, sign_request},
+        sso::{settle, sign_request},
         webdriver::Browser,
     };
     let anvil = Anvil::start().await;
@@ -795,17 +795,7 @@ async fn the_gate_page_explains_checks_and_joins() {
     browser.screenshot("gate-rule").await;
 
     // An outsider sees exactly what is missing, and no way to join.
-    browser.wait_for("the page", READY).await;
-    // The page has stopped looking for wallets (the list is drawn again when it does).
-    browser.wait_text("#status", "No Ethereum wallet").await;
-    browser
-        .execute(
-            INJECT_WALLET,
-            vec![json!(outsider.address().to_string()), json!("0x1")],
-        )
-        .await;
-    browser.wait_text("#wallets", "Test Wallet").await;
-    browser.click("#wallets button").await;
+    connect_and_check(&browser, &page, &outsider).await;
     browser
         .wait_text("#verdict", "does not meet the room's rule")
         .await;
@@ -829,19 +819,7 @@ async fn the_gate_page_explains_checks_and_joins() {
     browser.screenshot("gate-outsider").await;
 
     // A holder checks, signs in with the wallet and joins in one step.
-    browser.goto(&page).await;
-    browser.wait_for("the page", READY).await;
-    // The page has stopped looking for wallets (the list is drawn again when it does).
-    browser.wait_text("#status", "No Ethereum wallet").await;
-    browser.wait_text("#rule", "MXT").await;
-    browser
-        .execute(
-            INJECT_WALLET,
-            vec![json!(holder.address().to_string()), json!("0x1")],
-        )
-        .await;
-    browser.wait_text("#wallets", "Test Wallet").await;
-    browser.click("#wallets button").await;
+    connect_and_check(&browser, &page, &holder).await;
     browser.wait_text("#verdict", "meets the room's rule").await;
     browser.click("#join").await;
     let (id, text) = sign_request(&browser).await;
@@ -876,19 +854,7 @@ async fn the_gate_page_explains_checks_and_joins() {
         .as_i64()
         .expect("expires_at");
     let shown = utc_minute(lapses);
-    browser.goto(&page).await;
-    browser.wait_for("the page", READY).await;
-    // The page has stopped looking for wallets (the list is drawn again when it does).
-    browser.wait_text("#status", "No Ethereum wallet").await;
-    browser.wait_text("#rule", "MXT").await;
-    browser
-        .execute(
-            INJECT_WALLET,
-            vec![json!(payer.address().to_string()), json!("0x1")],
-        )
-        .await;
-    browser.wait_text("#wallets", "Test Wallet").await;
-    browser.click("#wallets button").await;
+    connect_and_check(&browser, &page, &payer).await;
     browser
         .wait_text("#verdict", &format!("Your paid access lasts until {shown}"))
         .await;
@@ -913,6 +879,25 @@ async fn the_gate_page_explains_checks_and_joins() {
         .await;
     assert_error(&bad, 400, "M_INVALID_PARAM");
     srv.finish().await;
+}
+
+/// Opens the gate page, lets it finish looking for wallets, announces `key`'s wallet and
+/// checks it.
+async fn connect_and_check(browser: &crate::webdriver::Browser, page: &str, key: &Key) {
+    use crate::sso::{INJECT_WALLET, READY};
+    browser.goto(page).await;
+    browser.wait_for("the page", READY).await;
+    // The page has stopped looking for wallets (the list is drawn again when it does).
+    browser.wait_text("#status", "No Ethereum wallet").await;
+    browser.wait_text("#rule", "MXT").await;
+    browser
+        .execute(
+            INJECT_WALLET,
+            vec![json!(key.address().to_string()), json!("0x1")],
+        )
+        .await;
+    browser.wait_text("#wallets", "Test Wallet").await;
+    browser.click("#wallets button").await;
 }
 
 /// `YYYY-MM-DD HH:MM UTC` of a time in ms, as the page writes it.

@@ -161,6 +161,29 @@ impl Store {
         })
     }
 
+    /// Writes a consistent copy of the SQLite database to `out` (a new file), readers and
+    /// writers carrying on meanwhile (`VACUUM INTO`). PostgreSQL is backed up with its own
+    /// tools.
+    pub async fn backup_to(&self, out: &std::path::Path) -> anyhow::Result<()> {
+        if self.backend == Backend::Postgres {
+            anyhow::bail!(
+                "the database is PostgreSQL: back it up with pg_dump (see docs/operations.md)"
+            );
+        }
+        if out.exists() {
+            anyhow::bail!("{} exists already: name a new file", out.display());
+        }
+        let path = out
+            .to_str()
+            .ok_or_else(|| anyhow::anyhow!("{} is not a UTF-8 path", out.display()))?;
+        sqlx::query("VACUUM INTO $1")
+            .bind(path)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| anyhow::anyhow!("writing {}: {e}", out.display()))?;
+        Ok(())
+    }
+
     /// Which backend this is.
     pub fn backend(&self) -> Backend {
         self.backend
