@@ -52,6 +52,15 @@ pub enum Command {
         #[arg(long)]
         expires_in: Option<u64>,
     },
+    /// Export a local user's data (profile, account data, devices, wallets, memberships, the
+    /// events they sent, their uploads) as JSON Lines, for a data-protection request.
+    ExportUser {
+        /// The user, e.g. `@alice:example.org`.
+        user_id: String,
+        /// The file to write; it must not exist yet.
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
     /// Write a consistent copy of the SQLite database to a new file, while the server runs
     /// (for PostgreSQL, use pg_dump; see docs/operations.md).
     Backup {
@@ -100,6 +109,28 @@ pub async fn execute(cli: Cli, env: Vec<(String, String)>) -> anyhow::Result<Out
             Ok(Outcome::Print(format!(
                 "{}\n",
                 created.map_err(|e| anyhow::anyhow!("{e}"))?
+            )))
+        }
+        Some(Command::ExportUser { user_id, out }) => {
+            let user_id = ruma::UserId::parse(user_id.as_str())
+                .map_err(|e| anyhow::anyhow!("{user_id} is not a user ID: {e}"))?;
+            let mut file = tokio::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&out)
+                .await
+                .map_err(|e| anyhow::anyhow!("{}: {e}", out.display()))?;
+            let services = crate::server::services(config, Arc::new(SystemClock)).await?;
+            let written = services.export_user(&user_id, &mut file).await;
+            services.store.close().await;
+            if written.is_err() {
+                drop(file);
+                let _ = tokio::fs::remove_file(&out).await;
+            }
+            let lines = written.map_err(|e| anyhow::anyhow!("{e}"))?;
+            Ok(Outcome::Print(format!(
+                "Exported {user_id} to {} ({lines} lines)\n",
+                out.display()
             )))
         }
         Some(Command::Backup { out }) => {

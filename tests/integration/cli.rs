@@ -1,5 +1,5 @@
 //! The operator's command line: generate-config, register-user, create-registration-token,
-//! backup (and restoring from it).
+//! backup (and restoring from it), export-user (and the admin API's export).
 
 use clap::Parser;
 use matrixon::cli::{Cli, Outcome, execute};
@@ -313,4 +313,175 @@ async fn backup_while_running_then_restore() {
         );
         db.drop_database().await;
     }
+}
+
+/// `matrixon export-user` and the admin API's export: a user's profile, account data,
+/// devices, memberships, the events they sent (not others') and their uploads with the bytes,
+/// one JSON object per line; only for administrators, only local users.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_users_data_is_exported() {
+    use serde_json::json;
+    let srv = TestServer::start(&Backend::Sqlite).await;
+    let alice = srv.register("alice", "pw").await;
+    let alice_t = alice["access_token"].as_str().expect("token").to_owned();
+    let alice_id = alice["user_id"].as_str().expect("id").to_owned();
+    let bob = srv.register("bob", "pw").await;
+    let bob_t = bob["access_token"].as_str().expect("token").to_owned();
+    let (_, room) = srv
+        .post_json(
+            "/_matrix/client/v3/createRoom",
+            Some(&alice_t),
+            &json!({"preset": "public_chat"}),
+        )
+        .await;
+    let room = room["room_id"].as_str().expect("room").to_owned();
+    assert_eq!(
+        srv.post_json(
+            &format!("/_matrix/client/v3/join/{room}"),
+            Some(&bob_t),
+            &json!({})
+        )
+        .await
+        .0,
+        200
+    );
+    for (token, txn, body) in [
+        (&alice_t, "a1", "alice says hi"),
+        (&bob_t, "b1", "bob says hi"),
+    ] {
+        let (status, _) = srv
+            .put_json(
+                &format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/{txn}"),
+                Some(token),
+                &json!({"msgtype": "m.text", "body": body}),
+            )
+            .await;
+        assert_eq!(status, 200);
+    }
+    srv.put_json(
+        &format!("/_matrix/client/v3/profile/{alice_id}/displayname"),
+        Some(&alice_t),
+        &json!({"displayname": "Alice A."}),
+    )
+    .await;
+    srv.put_json(
+        &format!("/_matrix/client/v3/user/{alice_id}/account_data/org.example.settings"),
+        Some(&alice_t),
+        &json!({"theme": "dark"}),
+    )
+    .await;
+    let uploaded = srv
+        .http
+        .post(srv.url("/_matrix/media/v3/upload?filename=note.txt"))
+        .bearer_auth(&alice_t)
+        .header("Content-Type", "text/plain")
+        .body("alice's file")
+        .send()
+        .await
+        .expect("upload")
+        .json::<serde_json::Value>()
+        .await
+        .expect("json");
+    let mxc = uploaded["content_uri"].as_str().expect("uri").to_owned();
+
+    let check = |text: &str| {
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+            .collect();
+        let of = |kind: &'static str| lines.iter().filter(move |l| l["type"] == kind);
+        assert_eq!(lines[0]["type"], "io.matrixon.export", "{text}");
+        assert_eq!(lines[0]["user_id"], alice_id.as_str());
+        assert_eq!(
+            of("profile").next().expect("profile")["displayname"],
+            "Alice A."
+        );
+        assert!(
+            of("account_data")
+                .any(|l| l["event_type"] == "org.example.settings"
+                    && l["content"]["theme"] == "dark")
+        );
+        assert!(of("device").count() >= 1);
+        assert!(
+            of("membership").any(|l| l["room_id"] == room.as_str() && l["membership"] == "join")
+        );
+        let bodies: Vec<&str> = of("event")
+            .filter_map(|l| l["event"]["content"]["body"].as_str())
+            .collect();
+        assert_eq!(bodies, vec!["alice says hi"], "her messages, not bob's");
+        assert!(of("event").all(|l| l["event"]["sender"] == alice_id.as_str()));
+        let media = of("media").next().expect("media");
+        assert_eq!(media["mxc"], mxc.as_str());
+        assert_eq!(media["filename"], "note.txt");
+        use base64::Engine;
+        let data = base64::engine::general_purpose::STANDARD
+            .decode(media["data_base64"].as_str().expect("data"))
+            .expect("base64");
+        assert_eq!(data, b"alice's file");
+    };
+
+    // The command line.
+    let dir = tempfile::tempdir().expect("dir");
+    let out = dir.path().join("alice.jsonl");
+    let out_arg = out.to_str().expect("utf8").to_owned();
+    let mut env = vec![("MATRIXON_DATABASE_URL".to_owned(), srv.db.url.clone())];
+    let media_dir = srv
+        .server
+        .as_ref()
+        .expect("running")
+        .services
+        .config
+        .media
+        .directory
+        .clone();
+    env.push(("MATRIXON_MEDIA_DIRECTORY".to_owned(), media_dir));
+    let printed = run(&["export-user", &alice_id, "--out", &out_arg], env.clone())
+        .await
+        .expect("export");
+    assert!(printed.contains("Exported"), "{printed}");
+    check(&std::fs::read_to_string(&out).expect("export file"));
+    let again = run(&["export-user", &alice_id, "--out", &out_arg], env.clone()).await;
+    assert!(again.is_err(), "an existing file is not overwritten");
+    let missing = dir.path().join("nobody.jsonl");
+    let nobody = run(
+        &[
+            "export-user",
+            "@nobody:localhost",
+            "--out",
+            missing.to_str().expect("utf8"),
+        ],
+        env,
+    )
+    .await;
+    assert!(
+        nobody
+            .expect_err("no such user")
+            .to_string()
+            .contains("No user")
+    );
+    assert!(!missing.exists(), "no file is left for a failed export");
+
+    // The admin API.
+    let admin = crate::gate::admin_token(&srv).await;
+    let path = format!("/_matrix/client/unstable/io.matrixon/admin/users/{alice_id}/export");
+    let answer = srv
+        .http
+        .get(srv.url(&path))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .expect("export");
+    assert_eq!(answer.status(), 200);
+    check(&answer.text().await.expect("body"));
+    crate::harness::assert_error(&srv.get(&path, Some(&bob_t)).await, 403, "M_FORBIDDEN");
+    crate::harness::assert_error(
+        &srv.get(
+            "/_matrix/client/unstable/io.matrixon/admin/users/@nobody:localhost/export",
+            Some(&admin),
+        )
+        .await,
+        404,
+        "M_NOT_FOUND",
+    );
+    srv.finish().await;
 }

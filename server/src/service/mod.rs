@@ -5,6 +5,7 @@ mod accounts;
 pub mod backup;
 pub mod directory;
 pub mod ephemeral;
+pub mod export;
 pub mod federation;
 pub mod gate;
 pub mod housekeeping;

@@ -1,5 +1,6 @@
-//! Synapse-compatible admin endpoints that existing tooling relies on.
+//! Synapse-compatible admin endpoints that existing tooling relies on, and the user export.
 
+mod export;
 mod register;
 mod reports;
 
@@ -19,5 +20,9 @@ pub fn routes() -> Router<Arc<Services>> {
         .route(
             "/_synapse/admin/v1/event_reports",
             get(reports::event_reports),
+        )
+        .route(
+            "/_matrix/client/unstable/io.matrixon/admin/users/{user_id}/export",
+            get(export::export_user),
         )
 }
