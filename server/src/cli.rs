@@ -114,13 +114,23 @@ pub async fn execute(cli: Cli, env: Vec<(String, String)>) -> anyhow::Result<Out
         Some(Command::ExportUser { user_id, out }) => {
             let user_id = ruma::UserId::parse(user_id.as_str())
                 .map_err(|e| anyhow::anyhow!("{user_id} is not a user ID: {e}"))?;
-            let mut file = tokio::fs::OpenOptions::new()
+            existing_database(&config.database.url)?;
+            if out.exists() {
+                anyhow::bail!("{} exists already: name a new file", out.display());
+            }
+            let services = crate::server::services(config, Arc::new(SystemClock)).await?;
+            let mut file = match tokio::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
                 .open(&out)
                 .await
-                .map_err(|e| anyhow::anyhow!("{}: {e}", out.display()))?;
-            let services = crate::server::services(config, Arc::new(SystemClock)).await?;
+            {
+                Ok(file) => file,
+                Err(e) => {
+                    services.store.close().await;
+                    anyhow::bail!("{}: {e}", out.display());
+                }
+            };
             let written = services.export_user(&user_id, &mut file).await;
             services.store.close().await;
             if written.is_err() {
@@ -134,6 +144,7 @@ pub async fn execute(cli: Cli, env: Vec<(String, String)>) -> anyhow::Result<Out
             )))
         }
         Some(Command::Backup { out }) => {
+            existing_database(&config.database.url)?;
             let store =
                 crate::store::Store::connect(&config.database.url, config.database.max_connections)
                     .await?;
@@ -162,6 +173,22 @@ pub async fn execute(cli: Cli, env: Vec<(String, String)>) -> anyhow::Result<Out
             )))
         }
     }
+}
+
+/// Refuses a SQLite database file that does not exist: a command run from the wrong
+/// directory (or with the wrong configuration) must not create and back up an empty one.
+fn existing_database(url: &str) -> anyhow::Result<()> {
+    let Some(rest) = url.strip_prefix("sqlite:") else {
+        return Ok(());
+    };
+    let path = rest.trim_start_matches("//");
+    let path = path.split('?').next().unwrap_or(path);
+    if path.is_empty() || path == ":memory:" || std::path::Path::new(path).exists() {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "no database at {path} (database.url = {url}): run this where the server runs, with its configuration"
+    )
 }
 
 fn read_password(username: &str) -> anyhow::Result<String> {

@@ -227,8 +227,30 @@ async fn backup_while_running_then_restore() {
         .expect("json");
     let uri = upload["content_uri"].as_str().expect("uri").to_owned();
 
-    // Backed up while senders keep writing.
+    // A database file that is not there is not created and backed up empty.
     let dir = tempfile::tempdir().expect("dir");
+    let nowhere = dir.path().join("none").join("matrixon.db");
+    let refused = run(
+        &[
+            "backup",
+            "--out",
+            dir.path().join("x.db").to_str().expect("utf8"),
+        ],
+        vec![(
+            "MATRIXON_DATABASE_URL".to_owned(),
+            format!("sqlite:{}", nowhere.display()),
+        )],
+    )
+    .await;
+    assert!(
+        refused
+            .expect_err("no database")
+            .to_string()
+            .contains("no database at")
+    );
+    assert!(!nowhere.exists());
+
+    // Backed up while senders keep writing.
     let out = dir.path().join("backup.db");
     let out_arg = out.to_str().expect("utf8").to_owned();
     let env = vec![("MATRIXON_DATABASE_URL".to_owned(), srv.db.url.clone())];
@@ -383,6 +405,19 @@ async fn a_users_data_is_exported() {
         .await
         .expect("json");
     let mxc = uploaded["content_uri"].as_str().expect("uri").to_owned();
+    let bobs = srv
+        .http
+        .post(srv.url("/_matrix/media/v3/upload"))
+        .bearer_auth(&bob_t)
+        .header("Content-Type", "text/plain")
+        .body("bob's file")
+        .send()
+        .await
+        .expect("upload");
+    assert_eq!(bobs.status(), 200);
+    let of_count = |lines: &[serde_json::Value], kind: &str| {
+        lines.iter().filter(|l| l["type"] == kind).count()
+    };
 
     let check = |text: &str| {
         let lines: Vec<serde_json::Value> = text
@@ -391,6 +426,14 @@ async fn a_users_data_is_exported() {
             .collect();
         let of = |kind: &'static str| lines.iter().filter(move |l| l["type"] == kind);
         assert_eq!(lines[0]["type"], "io.matrixon.export", "{text}");
+        let end = lines.last().expect("lines");
+        assert_eq!(end["type"], "end", "a complete export ends so");
+        assert_eq!(end["lines"], lines.len());
+        assert_eq!(
+            of_count(&lines, "media"),
+            1,
+            "alice's upload only, not bob's"
+        );
         assert_eq!(lines[0]["user_id"], alice_id.as_str());
         assert_eq!(
             of("profile").next().expect("profile")["displayname"],

@@ -86,8 +86,17 @@ pub async fn token_names(
 }
 
 /// Control characters, and the format characters that reorder or hide text (bidirectional
-/// overrides and isolates, zero-width characters): a token's name could disguise a rule.
+/// marks, overrides and isolates, zero-width characters, line separators, tags): a token's
+/// name could disguise a rule.
 fn invisible(c: char) -> bool {
     c.is_control()
-        || matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{206F}' | '\u{FEFF}')
+        || matches!(
+            c,
+            '\u{061C}'
+                | '\u{200B}'..='\u{200F}'
+                | '\u{2028}'..='\u{202E}'
+                | '\u{2060}'..='\u{206F}'
+                | '\u{FEFF}'
+                | '\u{E0000}'..='\u{E007F}'
+        )
 }

@@ -1,6 +1,7 @@
 //! A user's data, exported for a data-protection request: one JSON object per line (JSON
 //! Lines) — a header, then their profile, account data, devices, linked wallets, room
-//! memberships, every event they sent, and every file they uploaded (its bytes in base64).
+//! memberships, every event they sent, every file they uploaded (its bytes in base64), and an
+//! `end` line (an export without it was cut short).
 
 use base64::Engine;
 use futures_util::StreamExt;
@@ -75,11 +76,16 @@ impl Services {
                 "data_base64": data}))
                 .await?;
         }
+        let lines = sink.written + 1;
+        sink.put(json!({"type": "end", "lines": lines})).await?;
         let Lines { out, written } = sink;
         out.flush().await.map_err(anyhow::Error::new)?;
         Ok(written)
     }
 }
+
+/// Longest wait for the reader to take one line.
+const WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The export's output, a line at a time.
 struct Lines<'a> {
@@ -91,9 +97,10 @@ impl Lines<'_> {
     async fn put(&mut self, value: Value) -> Result<()> {
         let mut text = value.to_string();
         text.push('\n');
-        self.out
-            .write_all(text.as_bytes())
+        // A reader that stops reading does not hold the export (and its database connection).
+        tokio::time::timeout(WRITE_TIMEOUT, self.out.write_all(text.as_bytes()))
             .await
+            .map_err(|_| anyhow::anyhow!("the export's reader stopped reading"))?
             .map_err(anyhow::Error::new)?;
         self.written += 1;
         Ok(())

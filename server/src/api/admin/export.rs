@@ -38,7 +38,8 @@ pub async fn export_user(
         )));
     }
     tracing::info!(admin = %session.user_id, %user_id, "user data exported");
-    // Written into a pipe as it is read, so a large export never sits in memory.
+    // Written into a pipe as it is read, so the events never sit in memory together; an
+    // export that stops part-way lacks its closing `end` line.
     let (mut writer, reader) = tokio::io::duplex(64 * 1024);
     tokio::spawn(async move {
         if let Err(e) = services.export_user(&user_id, &mut writer).await {

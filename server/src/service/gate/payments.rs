@@ -300,7 +300,7 @@ impl Services {
                     .await?
                     .is_some()
             {
-                self.payment_checks.queue(chain.id, tx);
+                self.payment_checks.queue(chain.id, tx, self.now_ms());
             }
         }
         Ok(())
@@ -319,11 +319,11 @@ impl Services {
                 }
             };
             let Some(mined) = mined else {
-                self.payment_checks.retry(chain.id, tx);
+                self.payment_checks.retry(chain.id, tx, self.now_ms());
                 continue;
             };
             if mined.confirmations < self.config.gate.payment_confirmations {
-                self.payment_checks.retry(chain.id, tx);
+                self.payment_checks.retry(chain.id, tx, self.now_ms());
                 continue;
             }
             self.payment_checks.done(chain.id, tx);
@@ -353,21 +353,21 @@ impl Services {
     }
 }
 
-/// Transactions whose logged payments wait for their confirmations, with how many polls they
-/// have waited: kept in memory (after a restart the payer submits what was missed), bounded.
+/// Transactions whose logged payments wait for their confirmations, with when they were first
+/// seen: kept in memory (after a restart the payer submits what was missed), bounded.
 #[derive(Debug, Default)]
-pub struct PaymentChecks(Mutex<BTreeMap<(u64, B256), u32>>);
+pub struct PaymentChecks(Mutex<BTreeMap<(u64, B256), i64>>);
 
 /// Most transactions waiting at once.
 const MAX_QUEUED: usize = 10_000;
-/// Polls a transaction may wait (unmined or unconfirmed) before it is given up.
-const MAX_WAITS: u32 = 600;
+/// How long a transaction may wait (unmined or unconfirmed) before it is given up.
+const MAX_WAIT_MS: i64 = 3_600_000;
 
 impl PaymentChecks {
-    fn queue(&self, chain: u64, tx: B256) {
+    fn queue(&self, chain: u64, tx: B256, now_ms: i64) {
         let mut queued = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         if queued.len() < MAX_QUEUED {
-            queued.entry((chain, tx)).or_insert(0);
+            queued.entry((chain, tx)).or_insert(now_ms);
         }
     }
 
@@ -380,13 +380,13 @@ impl PaymentChecks {
             .collect()
     }
 
-    fn retry(&self, chain: u64, tx: B256) {
+    fn retry(&self, chain: u64, tx: B256, now_ms: i64) {
         let mut queued = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(waits) = queued.get_mut(&(chain, tx)) {
-            *waits += 1;
-            if *waits > MAX_WAITS {
-                queued.remove(&(chain, tx));
-            }
+        if queued
+            .get(&(chain, tx))
+            .is_some_and(|seen| now_ms.saturating_sub(*seen) > MAX_WAIT_MS)
+        {
+            queued.remove(&(chain, tx));
         }
     }
 

@@ -554,10 +554,12 @@ impl Services {
 /// A member's level change: who, from, to, and the blocks the deciding verdict was read at.
 type RoleChange = (OwnedUserId, i64, i64, BTreeMap<String, u64>);
 
-/// `levels` with the changes of members still at the level they were read at; the changes
-/// made.
+/// `levels` with the changes of members still at the level they were read at, and only to
+/// levels below the one that changes power levels in `levels` (they may have changed while the
+/// chain was read); the changes made.
 fn with_role_levels(mut levels: Value, changes: &[RoleChange]) -> (Value, Vec<&RoleChange>) {
     let users_default = level(levels.get("users_default")).unwrap_or(0);
+    let admin = state_level(&levels, "m.room.power_levels");
     if !levels.get("users").is_some_and(Value::is_object) {
         levels["users"] = json!({});
     }
@@ -565,7 +567,7 @@ fn with_role_levels(mut levels: Value, changes: &[RoleChange]) -> (Value, Vec<&R
     if let Some(users) = levels.get_mut("users").and_then(Value::as_object_mut) {
         for change in changes {
             let (user, from, to, _) = change;
-            if level(users.get(user.as_str())).unwrap_or(users_default) != *from {
+            if *to >= admin || level(users.get(user.as_str())).unwrap_or(users_default) != *from {
                 continue;
             }
             if *to == users_default {
