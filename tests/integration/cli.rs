@@ -180,6 +180,22 @@ fn the_readmes_commands_are_what_runs() {
     );
 }
 
+/// Uploads `text` as a text file (`query`: e.g. a file name); its `mxc://` URI.
+async fn upload_text(srv: &TestServer, token: &str, query: &str, text: &'static str) -> String {
+    let answer = srv
+        .http
+        .post(srv.url(&format!("/_matrix/media/v3/upload{query}")))
+        .bearer_auth(token)
+        .header("Content-Type", "text/plain")
+        .body(text)
+        .send()
+        .await
+        .expect("upload");
+    assert_eq!(answer.status(), 200);
+    let body: serde_json::Value = answer.json().await.expect("json");
+    body["content_uri"].as_str().expect("uri").to_owned()
+}
+
 /// `matrixon backup` while the server runs and writes: the copy is consistent; after the
 /// database is wiped and the copy put in its place, every message sent before the backup is
 /// there (and none sent after), and uploads download. PostgreSQL is refused, naming pg_dump.
@@ -213,19 +229,7 @@ async fn backup_while_running_then_restore() {
     for i in 0..20 {
         send(format!("before {i}")).await;
     }
-    let upload = srv
-        .http
-        .post(srv.url("/_matrix/media/v3/upload"))
-        .bearer_auth(&token)
-        .header("Content-Type", "text/plain")
-        .body("kept in the backup")
-        .send()
-        .await
-        .expect("upload")
-        .json::<serde_json::Value>()
-        .await
-        .expect("json");
-    let uri = upload["content_uri"].as_str().expect("uri").to_owned();
+    let uri = upload_text(&srv, &token, "", "kept in the backup").await;
 
     // A database file that is not there is not created and backed up empty.
     let dir = tempfile::tempdir().expect("dir");
@@ -392,29 +396,8 @@ async fn a_users_data_is_exported() {
         &json!({"theme": "dark"}),
     )
     .await;
-    let uploaded = srv
-        .http
-        .post(srv.url("/_matrix/media/v3/upload?filename=note.txt"))
-        .bearer_auth(&alice_t)
-        .header("Content-Type", "text/plain")
-        .body("alice's file")
-        .send()
-        .await
-        .expect("upload")
-        .json::<serde_json::Value>()
-        .await
-        .expect("json");
-    let mxc = uploaded["content_uri"].as_str().expect("uri").to_owned();
-    let bobs = srv
-        .http
-        .post(srv.url("/_matrix/media/v3/upload"))
-        .bearer_auth(&bob_t)
-        .header("Content-Type", "text/plain")
-        .body("bob's file")
-        .send()
-        .await
-        .expect("upload");
-    assert_eq!(bobs.status(), 200);
+    let mxc = upload_text(&srv, &alice_t, "?filename=note.txt", "alice's file").await;
+    upload_text(&srv, &bob_t, "", "bob's file").await;
     let of_count = |lines: &[serde_json::Value], kind: &str| {
         lines.iter().filter(|l| l["type"] == kind).count()
     };

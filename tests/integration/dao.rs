@@ -95,6 +95,12 @@ fn urlencoding(text: &str) -> String {
         .collect()
 }
 
+/// `from` sends `amount` of the ERC-20 `token` to `to`, as its wallet would.
+async fn transfer(anvil: &Anvil, from: &Key, token: Address, to: Address, amount: U256) {
+    let call = IDao::transferCall { to, amount }.abi_encode();
+    anvil.transact_as(from.address(), token, &call).await;
+}
+
 async fn send_text(srv: &TestServer, token: &str, room: &str, txn: &str) -> (u16, Value) {
     srv.put_json(
         &format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/{txn}"),
@@ -301,17 +307,7 @@ async fn roles_follow_holdings(backend: Backend) {
 
     // Alice sells to Bob: within seconds both change, in one power-levels event by the bot.
     let before = power_level_events(&srv, &owner_t, &room).await.len();
-    anvil
-        .transact_as(
-            keys[0].address(),
-            token,
-            &IDao::transferCall {
-                to: keys[1].address(),
-                amount: hundred,
-            }
-            .abi_encode(),
-        )
-        .await;
+    transfer(&anvil, &keys[0], token, keys[1].address(), hundred).await;
     wait_level(&srv, &owner_t, &room, &bob, &json!(50)).await;
     let levels = power_levels(&srv, &owner_t, &room).await;
     assert_eq!(levels["users"][&alice], Value::Null, "{levels}");
@@ -366,17 +362,7 @@ async fn roles_follow_holdings(backend: Backend) {
 
     // Removing the roles leaves the levels as they are.
     assert_eq!(set_roles(&srv, &owner_t, &room, &json!({})).await.0, 200);
-    anvil
-        .transact_as(
-            keys[1].address(),
-            token,
-            &IDao::transferCall {
-                to: keys[0].address(),
-                amount: hundred,
-            }
-            .abi_encode(),
-        )
-        .await;
+    transfer(&anvil, &keys[1], token, keys[0].address(), hundred).await;
     tokio::time::sleep(Duration::from_millis(1_000)).await;
     let levels = power_levels(&srv, &owner_t, &room).await;
     assert_eq!(levels["users"][&bob], 50, "{levels}");
